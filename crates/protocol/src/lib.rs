@@ -1,0 +1,25 @@
+//! The y-websocket wire format and defensive validators for untrusted Yjs bytes.
+//!
+//! Owns: lib0 variable-length integers, the y-websocket message envelope (sync step 1/2,
+//! update, awareness, auth, queryAwareness), the awareness update encoding, and validators that
+//! walk a v1 update or state vector *before* it reaches `yrs` (depth guard, length sanity), so a
+//! hostile frame becomes an error instead of a stack overflow or a huge allocation.
+//!
+//! Must not know: sockets, rooms, storage, documents. Everything here is `bytes in → values or
+//! errors out`; no function panics on any input (fuzzed in `fuzz/`).
+
+mod awareness;
+mod error;
+mod lib0;
+mod message;
+mod validate;
+
+pub use awareness::{AwarenessEntry, decode_awareness, encode_awareness};
+pub use error::ProtocolError;
+pub use lib0::{Reader, write_var_string, write_var_u64, write_var_u8_array};
+pub use message::{
+    MSG_AUTH, MSG_AWARENESS, MSG_QUERY_AWARENESS, MSG_SYNC, Message, SYNC_STEP1, SYNC_STEP2,
+    SYNC_UPDATE, decode_message, encode_awareness_message, encode_permission_denied,
+    encode_query_awareness, encode_sync_step1, encode_sync_step2, encode_update,
+};
+pub use validate::{UpdateLimits, UpdateStats, validate_state_vector, validate_update_v1};

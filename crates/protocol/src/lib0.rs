@@ -1,0 +1,157 @@
+//! lib0 primitives: varUint (7 bits per byte, little-endian groups), varUint8Array, varString.
+
+use crate::ProtocolError;
+
+/// A cursor over untrusted bytes. Every read is bounds-checked and returns an error on EOF.
+#[derive(Debug, Clone)]
+pub struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        Self { buf, pos: 0 }
+    }
+
+    pub fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.remaining() == 0
+    }
+
+    pub fn read_u8(&mut self) -> Result<u8, ProtocolError> {
+        let b = *self.buf.get(self.pos).ok_or(ProtocolError::UnexpectedEof)?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    pub fn read_exact(&mut self, n: usize) -> Result<&'a [u8], ProtocolError> {
+        if n > self.remaining() {
+            return Err(ProtocolError::LengthOutOfBounds {
+                len: n as u64,
+                remaining: self.remaining(),
+            });
+        }
+        let s = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+
+    /// lib0 varUint. lib0 itself stops at 2^53; we accept up to 64 bits and refuse longer.
+    pub fn read_var_u64(&mut self) -> Result<u64, ProtocolError> {
+        let mut value: u64 = 0;
+        let mut shift = 0u32;
+        loop {
+            let b = self.read_u8()?;
+            if shift >= 64 || (shift == 63 && (b & 0x7f) > 1) {
+                return Err(ProtocolError::VarIntOverflow);
+            }
+            value |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(value);
+            }
+            shift += 7;
+        }
+    }
+
+    /// lib0 varInt (sign in bit 6 of the first byte). Returned as i64.
+    pub fn read_var_i64(&mut self) -> Result<i64, ProtocolError> {
+        let first = self.read_u8()?;
+        let negative = first & 0x40 != 0;
+        let mut value: u64 = u64::from(first & 0x3f);
+        let mut shift = 6u32;
+        let mut b = first;
+        while b & 0x80 != 0 {
+            b = self.read_u8()?;
+            if shift >= 64 {
+                return Err(ProtocolError::VarIntOverflow);
+            }
+            value |= u64::from(b & 0x7f).checked_shl(shift).unwrap_or(0);
+            shift += 7;
+        }
+        let v = i64::try_from(value).map_err(|_| ProtocolError::VarIntOverflow)?;
+        Ok(if negative { -v } else { v })
+    }
+
+    /// varUint length prefix, checked against what is left so no caller allocates blindly.
+    pub fn read_len(&mut self) -> Result<usize, ProtocolError> {
+        let len = self.read_var_u64()?;
+        if len > self.remaining() as u64 {
+            return Err(ProtocolError::LengthOutOfBounds {
+                len,
+                remaining: self.remaining(),
+            });
+        }
+        Ok(len as usize)
+    }
+
+    pub fn read_var_u8_array(&mut self) -> Result<&'a [u8], ProtocolError> {
+        let len = self.read_len()?;
+        self.read_exact(len)
+    }
+
+    pub fn read_var_string(&mut self) -> Result<&'a str, ProtocolError> {
+        let bytes = self.read_var_u8_array()?;
+        std::str::from_utf8(bytes).map_err(|_| ProtocolError::InvalidUtf8)
+    }
+
+    pub fn rest(&mut self) -> &'a [u8] {
+        let s = &self.buf[self.pos..];
+        self.pos = self.buf.len();
+        s
+    }
+}
+
+pub fn write_var_u64(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8 & 0x7f) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+pub fn write_var_u8_array(out: &mut Vec<u8>, bytes: &[u8]) {
+    write_var_u64(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+pub fn write_var_string(out: &mut Vec<u8>, s: &str) {
+    write_var_u8_array(out, s.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn var_u64_roundtrip() {
+        for v in [0u64, 1, 127, 128, 300, 1 << 32, u64::MAX] {
+            let mut out = Vec::new();
+            write_var_u64(&mut out, v);
+            assert_eq!(Reader::new(&out).read_var_u64(), Ok(v));
+        }
+    }
+
+    #[test]
+    fn var_u64_rejects_overlong_and_truncated() {
+        assert_eq!(Reader::new(&[0x80; 11]).read_var_u64(), Err(ProtocolError::VarIntOverflow));
+        assert_eq!(Reader::new(&[0x80]).read_var_u64(), Err(ProtocolError::UnexpectedEof));
+    }
+
+    #[test]
+    fn length_prefix_cannot_exceed_input() {
+        let mut out = Vec::new();
+        write_var_u64(&mut out, 1 << 40);
+        assert!(matches!(
+            Reader::new(&out).read_var_u8_array(),
+            Err(ProtocolError::LengthOutOfBounds { .. })
+        ));
+    }
+}

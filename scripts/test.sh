@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs every Weaver test on a fresh machine: installs what the tests need, then runs the Rust
+# suite (fmt, clippy, unit, property, interop and integration tests) and the JavaScript suites
+# that drive the real `weaver` binary with stock yjs / y-websocket clients and Debian's chromium.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never NO_COLOR=1
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "JavaScript dependencies (npm ci)"
+npm ci --no-audit --no-fund --loglevel=error
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo build (the weaver binary the JS tests drive)"
+cargo build --locked -p weaver
+
+step "cargo test"
+cargo test --workspace --locked
+
+step "JavaScript tests (node --test)"
+(cd tests/js && node --test --test-concurrency=1 --test-timeout=600000 ./*.test.mjs)
