@@ -1,6 +1,6 @@
 //! Typed, Yjs-compatible model of a Weaver workspace document.
 //!
-//! This crate owns the document schema ([docs/schema.md]): the root map `blocks`, blocks with
+//! This crate owns the document schema (`docs/schema.md` in the repository): the root map `blocks`, blocks with
 //! `id`, `type`, `content` (Y.Text) and `indexingList`, index entries with an append-only
 //! `status_log`, and the convergent reading rule (effective status = greatest
 //! `(attempt, rank)` over all records of all same-named entries). It offers typed reads, the
@@ -11,8 +11,6 @@
 //! back.
 //!
 //! Text positions are UTF-16 code units, as in Yjs (the document uses `OffsetKind::Utf16`).
-//!
-//! [docs/schema.md]: https://github.com/weaver/weaver/blob/main/docs/schema.md
 //!
 //! ```
 //! use weaver_doc::{BRIDGE_ORIGIN, Change, Status, StatusRecord, Workspace};

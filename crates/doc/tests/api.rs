@@ -588,3 +588,19 @@ fn undo_reverts_only_local_edits() {
     undo.clear();
     assert!(!undo.can_undo() && !undo.can_redo());
 }
+
+#[test]
+fn handles_can_move_across_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Workspace>();
+    send_sync::<weaver_doc::ChangeSubscription>();
+    send_sync::<ChangeSet>();
+    let a = ws(1);
+    let b = a.clone();
+    std::thread::spawn(move || b.transact("t", |t| t.add_block("x", "text", "")).unwrap())
+        .join()
+        .unwrap()
+        .0
+        .unwrap();
+    assert!(a.block("x").unwrap().is_some());
+}
