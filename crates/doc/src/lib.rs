@@ -4,7 +4,7 @@
 //! `id`, `type`, `content` (Y.Text) and `indexingList`, index entries with an append-only
 //! `status_log`, and the convergent reading rule (effective status = greatest
 //! `(attempt, rank)` over all records of all same-named entries). It offers typed reads, the
-//! JSON view shared byte-for-value with the JavaScript twin `web-demo/src/weaver-doc.js`,
+//! JSON view shared value-for-value with the JavaScript twin `web-demo/src/weaver-doc.js`,
 //! explicit transactions with an origin that return the v1 update they produced, typed change
 //! events, and undo scoped to a local origin. It must not know about sockets, storage, tokio or
 //! the external APIs the bridge calls: it only turns bytes and calls into document state and

@@ -104,10 +104,21 @@ impl Workspace {
         let decoded = catch_unwind(|| Update::decode_v1(update))
             .map_err(|p| malformed(panic_reason(p)))?
             .map_err(|e| malformed(e.to_string()))?;
-        let mut txn = self.doc.try_transact_mut_with(origin).map_err(busy)?;
-        catch_unwind(AssertUnwindSafe(|| txn.apply_update(decoded)))
-            .map_err(|p| malformed(panic_reason(p)))?
-            .map_err(|e| malformed(e.to_string()))
+        catch_unwind(AssertUnwindSafe(|| {
+            let mut txn = self.doc.try_transact_mut_with(origin).map_err(busy)?;
+            txn.apply_update(decoded)
+                .map_err(|e| malformed(e.to_string()))?;
+            // Commit inside the guard, so a panic while integrating is caught too.
+            txn.commit();
+            Ok(())
+        }))
+        .map_err(|p| malformed(panic_reason(p)))?
+    }
+
+    /// `Ok` when no transaction is open on this document right now (so one can be started
+    /// from this thread without deadlocking).
+    pub(crate) fn idle(&self) -> Result<(), DocError> {
+        self.doc.try_transact().map(drop).map_err(busy)
     }
 
     /// The whole document as one v1 update.

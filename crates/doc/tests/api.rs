@@ -542,7 +542,7 @@ fn undo_reverts_only_local_edits() {
     .0
     .unwrap();
     sync(&me, &peer, "relay");
-    let mut undo = LocalUndo::new(&me, "local", 0);
+    let mut undo = LocalUndo::new(&me, "local", 0).unwrap();
     assert!(!undo.can_undo());
 
     me.transact("local", |t| t.insert_text("b", 4, " mine"))
@@ -566,9 +566,9 @@ fn undo_reverts_only_local_edits() {
         .unwrap(); // "peer ase mine"
     assert_eq!(me.block("b").unwrap().unwrap().content, "peer ase mine");
 
-    assert!(undo.undo());
+    assert!(undo.undo().unwrap());
     assert_eq!(me.block("b").unwrap().unwrap().content, "peer base mine");
-    assert!(undo.undo());
+    assert!(undo.undo().unwrap());
     let v = me.block("b").unwrap().unwrap();
     assert_eq!(v.content, "peer base", "only my insert is gone");
     assert_eq!(
@@ -576,17 +576,27 @@ fn undo_reverts_only_local_edits() {
         Status::Done,
         "bridge write kept"
     );
-    assert!(!undo.undo(), "setup and remote writes are not undoable");
+    assert!(
+        !undo.undo().unwrap(),
+        "setup and remote writes are not undoable"
+    );
     assert_eq!(me.block("b").unwrap().unwrap().content, "peer base");
 
     assert!(undo.can_redo());
-    assert!(undo.redo());
+    assert!(undo.redo().unwrap());
     assert_eq!(me.block("b").unwrap().unwrap().content, "peer base mine");
     // The undo is an ordinary update for peers.
     sync(&me, &peer, "relay");
     assert_eq!(peer.to_json().unwrap(), me.to_json().unwrap());
-    undo.clear();
+    undo.clear().unwrap();
     assert!(!undo.can_undo() && !undo.can_redo());
+    // Called from inside a transaction: an error, not a deadlock.
+    me.transact("local", |t| t.insert_text("b", 0, "x"))
+        .unwrap()
+        .0
+        .unwrap();
+    let (r, _) = me.transact("local", |_| undo.undo().is_err()).unwrap();
+    assert!(r);
 }
 
 #[test]

@@ -373,7 +373,10 @@ fn rust_written_documents_read_identically_in_js() {
         .iter()
         .map(|b| b["indexingList"].as_array().unwrap().len())
         .sum();
-    assert!(pool.len() > 30 && entries >= 2, "random run too trivial: {expected}");
+    assert!(
+        pool.len() > 30 && entries >= 2,
+        "random run too trivial: {expected}"
+    );
     write_scenario(dir.path(), &mut manifest, "rust-random", &pool, expected);
 
     std::fs::write(
