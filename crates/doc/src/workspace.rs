@@ -100,6 +100,10 @@ impl Workspace {
             what: "update",
             reason,
         };
+        // yrs reserves the declared client count up front (a hash map it initialises), so a
+        // 5-byte update claiming 2^28 clients costs hundreds of MB; every client takes at
+        // least 2 bytes, so a count beyond the input size is malformed.
+        check_leading_count(update, 2, "update")?;
         // yrs may panic on hostile bytes; decoding touches no shared state, so catching is safe.
         let decoded = catch_unwind(|| Update::decode_v1(update))
             .map_err(|p| malformed(panic_reason(p)))?
@@ -136,6 +140,7 @@ impl Workspace {
 
     /// What a peer with state vector `state_vector` (v1 bytes) is missing, as a v1 update.
     pub fn encode_diff_v1(&self, state_vector: &[u8]) -> Result<Vec<u8>, DocError> {
+        check_leading_count(state_vector, 2, "state vector")?;
         let sv = catch_unwind(|| StateVector::decode_v1(state_vector))
             .map_err(|p| DocError::Malformed {
                 what: "state vector",
@@ -191,6 +196,31 @@ impl Workspace {
     pub fn to_json(&self) -> Result<Value, DocError> {
         Ok(read::blocks_json(&self.blocks()?))
     }
+}
+
+/// Rejects input whose leading lib0 var-uint count promises more items (of at least
+/// `min_item_len` bytes each) than the input could hold.
+fn check_leading_count(
+    bytes: &[u8],
+    min_item_len: u64,
+    what: &'static str,
+) -> Result<(), DocError> {
+    let mut count: u64 = 0;
+    for (i, b) in bytes.iter().take(10).enumerate() {
+        count |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            let room = (bytes.len() - i - 1) as u64;
+            if count.saturating_mul(min_item_len) > room {
+                return Err(DocError::Malformed {
+                    what,
+                    reason: format!("declares {count} items in {} bytes", bytes.len()),
+                });
+            }
+            return Ok(());
+        }
+    }
+    // Empty or an unterminated var-uint: let the decoder report it.
+    Ok(())
 }
 
 /// Is UTF-16 position `pos` between two characters of `s` (not inside a surrogate pair)?

@@ -614,3 +614,21 @@ fn handles_can_move_across_threads() {
         .unwrap();
     assert!(a.block("x").unwrap().is_some());
 }
+
+#[test]
+fn tiny_inputs_cannot_claim_huge_counts() {
+    let a = ws(1);
+    // 2^28 clients declared in 5 bytes.
+    let bomb = [0x80, 0x80, 0x80, 0x80, 0x01];
+    assert!(matches!(
+        a.apply_update_v1(&bomb, "peer"),
+        Err(DocError::Malformed { what: "update", .. })
+    ));
+    assert!(matches!(
+        a.encode_diff_v1(&bomb),
+        Err(DocError::Malformed { what: "state vector", .. })
+    ));
+    // The smallest valid inputs still pass.
+    a.apply_update_v1(&[0, 0], "peer").unwrap();
+    a.encode_diff_v1(&[0]).unwrap();
+}
