@@ -626,7 +626,10 @@ fn tiny_inputs_cannot_claim_huge_counts() {
     ));
     assert!(matches!(
         a.encode_diff_v1(&bomb),
-        Err(DocError::Malformed { what: "state vector", .. })
+        Err(DocError::Malformed {
+            what: "state vector",
+            ..
+        })
     ));
     // The smallest valid inputs still pass.
     a.apply_update_v1(&[0, 0], "peer").unwrap();

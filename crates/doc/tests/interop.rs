@@ -21,9 +21,17 @@ fn js_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js")
 }
 
-/// Runs `node script args`, failing the test with a clear message if Node or the npm packages
+/// Runs `node script arg`, failing the test with a clear message if Node or the npm packages
 /// are missing, or if the script fails.
 fn run_node(script: &str, arg: &Path) -> String {
+    node(
+        &[js_dir().join(script).as_os_str(), arg.as_os_str()],
+        script,
+    )
+}
+
+fn node(args: &[&std::ffi::OsStr], what: &str) -> String {
+    let script = what;
     let yjs = repo_root().join("node_modules/yjs/package.json");
     assert!(
         yjs.exists(),
@@ -31,8 +39,7 @@ fn run_node(script: &str, arg: &Path) -> String {
         yjs.display()
     );
     let out = Command::new("node")
-        .arg(js_dir().join(script))
-        .arg(arg)
+        .args(args)
         .output()
         .unwrap_or_else(|e| {
             panic!("interop tests need Node.js (`node` on PATH) to run {script}: {e}")
@@ -158,6 +165,16 @@ fn js_written_documents_read_identically_in_rust() {
     let scenarios = read_manifest(dir.path());
     check_js_scenarios(&scenarios);
     check_typed_fields(&scenarios);
+}
+
+#[test]
+fn js_module_unit_tests_pass() {
+    let file = js_dir().join("weaver-doc.test.mjs");
+    let out = node(
+        &["--test".as_ref(), file.as_os_str()],
+        "weaver-doc.test.mjs",
+    );
+    assert!(out.contains("# fail 0"), "{out}");
 }
 
 #[test]
