@@ -69,6 +69,28 @@ impl Workspace {
         Workspace { doc, blocks }
     }
 
+    /// Options for creating a `yrs::Doc` elsewhere (e.g. in the relay) that this crate can wrap
+    /// with [`Workspace::from_doc`]: UTF-16 offsets like Yjs.
+    pub fn doc_options() -> Options {
+        Options {
+            offset_kind: OffsetKind::Utf16,
+            ..Options::default()
+        }
+    }
+
+    /// Wraps an existing document. It must use UTF-16 offsets ([`Workspace::doc_options`]);
+    /// with any other offset kind text positions would not match Yjs, so that is an error.
+    pub fn from_doc(doc: Doc) -> Result<Self, DocError> {
+        if doc.offset_kind() != OffsetKind::Utf16 {
+            return Err(DocError::Invalid {
+                field: "offset_kind",
+                reason: "the yrs Doc must use OffsetKind::Utf16 (Yjs positions)".into(),
+            });
+        }
+        let blocks = doc.get_or_insert_map(BLOCKS_ROOT);
+        Ok(Workspace { doc, blocks })
+    }
+
     /// A workspace initialised from a full-state (or any) v1 update.
     pub fn from_update_v1(update: &[u8]) -> Result<Self, DocError> {
         let ws = Workspace::new();

@@ -635,3 +635,29 @@ fn tiny_inputs_cannot_claim_huge_counts() {
     a.apply_update_v1(&[0, 0], "peer").unwrap();
     a.encode_diff_v1(&[0]).unwrap();
 }
+
+#[test]
+fn wraps_existing_docs_only_with_utf16_offsets() {
+    let doc = weaver_doc::yrs::Doc::with_options(Workspace::doc_options());
+    let w = Workspace::from_doc(doc.clone()).unwrap();
+    w.transact("local", |t| t.add_block("b", "text", "😀"))
+        .unwrap()
+        .0
+        .unwrap();
+    // Same document underneath.
+    assert!(
+        Workspace::from_doc(doc)
+            .unwrap()
+            .block("b")
+            .unwrap()
+            .is_some()
+    );
+    let bytes = weaver_doc::yrs::Doc::new();
+    assert!(matches!(
+        Workspace::from_doc(bytes),
+        Err(DocError::Invalid {
+            field: "offset_kind",
+            ..
+        })
+    ));
+}
