@@ -115,9 +115,10 @@ impl ChangeSet {
 
 pub(crate) fn origin_string(o: &yrs::Origin) -> String {
     let bytes: &[u8] = o.as_ref();
+    // Text origins pass through; binary ones (the undo manager uses a pointer) become hex.
     match std::str::from_utf8(bytes) {
-        Ok(s) => s.to_string(),
-        Err(_) => {
+        Ok(s) if !s.chars().any(char::is_control) => s.to_string(),
+        _ => {
             let mut s = String::from("0x");
             for b in bytes {
                 s.push_str(&format!("{b:02x}"));

@@ -566,8 +566,24 @@ fn undo_reverts_only_local_edits() {
         .unwrap(); // "peer ase mine"
     assert_eq!(me.block("b").unwrap().unwrap().content, "peer ase mine");
 
+    let (log, sub) = recorder(&me);
     assert!(undo.undo().unwrap());
     assert_eq!(me.block("b").unwrap().unwrap().content, "peer base mine");
+    let sets = take(&log);
+    assert_eq!(
+        sets[0].changes,
+        [Change::ContentChanged {
+            block_id: "b".into()
+        }]
+    );
+    assert!(
+        sets[0]
+            .origin
+            .as_deref()
+            .is_some_and(|o| o.starts_with("0x")),
+        "{sets:?}"
+    );
+    drop(sub);
     assert!(undo.undo().unwrap());
     let v = me.block("b").unwrap().unwrap();
     assert_eq!(v.content, "peer base", "only my insert is gone");
