@@ -527,3 +527,82 @@ fn random_rust_run(seed: u64, steps: usize) -> (Vec<Vec<u8>>, Value) {
     }
     (shuffled, expected)
 }
+
+/// Rust writes, JS continues on top of it (two replicas), Rust applies the JS updates and
+/// continues again, and yjs checks the final document: edits cross the language boundary
+/// twice, inside emoji text.
+#[test]
+fn mixed_rust_js_rust_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = Workspace::with_client_id(41);
+    ws.transact("local", |t| {
+        t.add_block("m", "text", "x😀y🎉z")?;
+        t.request_index("m", "search", &json!({"dim": 8}))?;
+        t.record_status(
+            "m",
+            "search",
+            &StatusRecord::done(1, "rust-1", json!({"chunks_indexed": 1}), 10),
+        )
+        .map(|_| ())
+    })
+    .unwrap()
+    .0
+    .unwrap();
+    let base = ws.encode_state_v1().unwrap();
+    std::fs::write(dir.path().join("base.bin"), &base).unwrap();
+
+    run_node("continue-from-rust.mjs", dir.path());
+    let js: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("js.json")).unwrap()).unwrap();
+    let count = js["count"].as_u64().unwrap() as usize;
+    let js_updates: Vec<Vec<u8>> = (0..count)
+        .map(|i| std::fs::read(dir.path().join(format!("js-{i:02}.bin"))).unwrap())
+        .collect();
+    for u in js_updates.iter().rev() {
+        ws.apply_update_v1(u, "relay").unwrap();
+    }
+    assert_eq!(ws.to_json().unwrap(), js["expected"]);
+    let m = ws.block("m").unwrap().unwrap();
+    assert_eq!(m.content, "x😀Ÿ👍🎉!z");
+    assert_eq!(
+        m.indexing_list.len(),
+        2,
+        "concurrent JS adds of `files` are one entry"
+    );
+    let search = m.entry("search").unwrap();
+    assert_eq!((search.attempt, search.status), (2, Status::Processing));
+
+    // Rust continues: edits around the JS emoji, finishes attempt 2, removes the JS block.
+    let (_, last) = ws
+        .transact(BRIDGE_ORIGIN, |t| {
+            t.replace_text("m", 3, 3, "…")?; // "Ÿ👍" (3 UTF-16 units)
+            t.record_status(
+                "m",
+                "search",
+                &StatusRecord::done(2, "js-2", json!({"chunks_indexed": 2}), 20),
+            )?;
+            t.remove_block("from-js");
+            Ok::<_, weaver_doc::DocError>(())
+        })
+        .unwrap();
+    assert_eq!(ws.block("m").unwrap().unwrap().content, "x😀…🎉!z");
+
+    let mut manifest = Vec::new();
+    let mut all = vec![base];
+    all.extend(js_updates);
+    all.push(last);
+    write_scenario(
+        dir.path(),
+        &mut manifest,
+        "mixed",
+        &all,
+        ws.to_json().unwrap(),
+    );
+    std::fs::write(
+        dir.path().join("manifest.json"),
+        serde_json::to_vec(&json!({"scenarios": manifest})).unwrap(),
+    )
+    .unwrap();
+    let out = run_node("check-rust.mjs", dir.path());
+    assert!(out.contains(": 0 mismatches"), "{out}");
+}
