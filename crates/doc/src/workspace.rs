@@ -23,6 +23,10 @@ pub const BLOCKS_ROOT: &str = "blocks";
 /// A Weaver workspace document: a `yrs::Doc` (UTF-16 offsets, like Yjs) and its `blocks` root.
 ///
 /// Cloning is cheap and yields another handle to the same document.
+///
+/// Nothing here blocks on the document lock: while another transaction is open (on another
+/// thread, or the commit that is running an observer callback on this one), reads and writes
+/// return [`DocError::Busy`]. Give each document one owner, as Weaver's room actors do.
 #[derive(Debug, Clone)]
 pub struct Workspace {
     doc: Doc,
