@@ -60,6 +60,12 @@ enum Op {
         s: usize,
         call: u8,
     },
+    /// Optional pruning of dominated records, by the bridge.
+    Prune {
+        r: usize,
+        b: usize,
+        n: usize,
+    },
     /// Deliver some not-yet-seen updates (by index into the pool) to replica `r`.
     Deliver {
         r: usize,
@@ -78,6 +84,7 @@ fn op(replicas: usize) -> impl Strategy<Value = Op> {
         1 => (r.clone(), 0..3usize, 0..2usize).prop_map(|(r, b, n)| Op::RemoveIndex { r, b, n }),
         5 => (r.clone(), 0..3usize, 0..2usize, 0..3u8, 1..4usize, 0..3u8)
             .prop_map(|(r, b, n, back, s, call)| Op::Outcome { r, b, n, back, s, call }),
+        1 => (r.clone(), 0..3usize, 0..2usize).prop_map(|(r, b, n)| Op::Prune { r, b, n }),
         5 => (r, proptest::collection::vec(any::<u16>(), 1..6)).prop_map(|(r, picks)| Op::Deliver { r, picks }),
     ]
 }
@@ -235,6 +242,17 @@ fn run(n: usize, ops: Vec<Op>, final_order: Vec<u16>) -> Result<(), TestCaseErro
                 {
                     w.note(BLOCKS[b], NAMES[ni], rec.key());
                 }
+            }
+            Op::Prune { r, b, n: ni } => {
+                let before = w.reps[r].block(BLOCKS[b]).unwrap();
+                w.write(r, BRIDGE_ORIGIN, |tx| {
+                    tx.prune_status_log(BLOCKS[b], NAMES[ni])
+                });
+                prop_assert_eq!(
+                    w.reps[r].block(BLOCKS[b]).unwrap(),
+                    before,
+                    "pruning changed the view"
+                );
             }
             Op::Deliver { r, picks } => {
                 for p in picks {
