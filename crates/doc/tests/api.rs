@@ -677,3 +677,76 @@ fn wraps_existing_docs_only_with_utf16_offsets() {
         })
     ));
 }
+
+#[test]
+fn events_start_from_the_current_state_and_see_block_replacement() {
+    let a = ws(1);
+    let b = ws(2);
+    a.transact("local", |t| {
+        t.add_block("x", "text", "")?;
+        t.request_index("x", "s", &json!({}))
+    })
+    .unwrap()
+    .0
+    .unwrap();
+    sync(&a, &b, "relay");
+    // Subscribing later: existing blocks and entries are known, not reported as added.
+    let (log, _sub) = recorder(&b);
+    b.transact(BRIDGE_ORIGIN, |t| {
+        t.record_status("x", "s", &StatusRecord::processing(1, "c"))
+    })
+    .unwrap()
+    .0
+    .unwrap();
+    let sets = take(&log);
+    assert!(matches!(
+        &sets[0].changes[..],
+        [Change::StatusChanged {
+            status: Status::Processing,
+            ..
+        }]
+    ));
+
+    // Both replicas add block "y" concurrently: one map wins. The replica that held the losing
+    // map sees a replacement (removed + added); the one that held the winner sees nothing.
+    let (log_a, _sub_a) = recorder(&a);
+    a.transact("local", |t| t.add_block("y", "text", "from a"))
+        .unwrap()
+        .0
+        .unwrap();
+    b.transact("local", |t| t.add_block("y", "text", "from b"))
+        .unwrap()
+        .0
+        .unwrap();
+    take(&log);
+    take(&log_a);
+    sync(&a, &b, "relay");
+    sync(&b, &a, "relay");
+    let winner = b.block("y").unwrap().unwrap().content;
+    let flat = |l: &Arc<Mutex<Vec<ChangeSet>>>| -> Vec<Change> {
+        take(l)
+            .into_iter()
+            .flat_map(|c| c.changes)
+            .filter(|c| c.block_id() == "y")
+            .collect()
+    };
+    let (loser_log, winner_log) = if winner == "from a" {
+        (&log, &log_a)
+    } else {
+        (&log_a, &log)
+    };
+    assert_eq!(
+        flat(loser_log),
+        [
+            Change::BlockRemoved {
+                block_id: "y".into()
+            },
+            Change::BlockAdded {
+                block_id: "y".into(),
+                block_type: "text".into()
+            },
+        ]
+    );
+    assert!(flat(winner_log).is_empty());
+    assert_eq!(a.to_json().unwrap(), b.to_json().unwrap());
+}
