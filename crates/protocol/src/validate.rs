@@ -11,7 +11,8 @@
 //!   together must fit in the remaining input;
 //! - more strictly where yrs would panic (debug) or silently wrap (release): `u32` fields above
 //!   `u32::MAX`, clock ranges that overflow `u32`, varints longer than needed or wider than
-//!   64 bits, varInts whose magnitude reaches 2^63;
+//!   64 bits, varInts whose magnitude reaches 2^63, client ids of 2^53 and above (yrs
+//!   `debug_assert!`s and then masks them, aliasing another client; found by fuzzing);
 //! - more strictly where yrs and Yjs read the same bytes differently, so the server and its
 //!   clients would disagree about the document (see [`ProtocolError::Unsupported`]):
 //!   `ContentJSON` (ref 2: yrs reads `len + 1` strings, Yjs reads `len`), `YXmlHook` type refs
@@ -111,7 +112,7 @@ pub fn validate_update_v1(
                 "too many structs in one update",
             ));
         }
-        let client = r.read_var_u64()?;
+        let client = read_client_id(&mut r)?;
         seen_clients.push(client);
         let mut clock = r.read_var_u32()?;
         for _ in 0..structs {
@@ -134,7 +135,7 @@ pub fn validate_update_v1(
     let ds_clients = read_count_u32(&mut r, 2)?;
     let mut seen_ds: Vec<u64> = Vec::new();
     for _ in 0..ds_clients {
-        let client = r.read_var_u64()?;
+        let client = read_client_id(&mut r)?;
         seen_ds.push(client);
         let ranges = read_count_u32(&mut r, 2)?;
         for _ in 0..ranges {
@@ -166,7 +167,7 @@ pub fn validate_state_vector(sv: &[u8]) -> Result<(), ProtocolError> {
     let mut r = Reader::new(sv);
     let n = read_count_u32(&mut r, 2)?;
     for _ in 0..n {
-        r.read_var_u64()?;
+        read_client_id(&mut r)?;
         r.read_var_u32()?;
     }
     if !r.is_empty() {
@@ -380,8 +381,24 @@ fn walk_any_values(
     Ok(())
 }
 
+/// Client ids are 53-bit (JavaScript safe integers). yrs 0.28.1 `ClientID::new` only
+/// `debug_assert!`s this and otherwise masks the high bits away, so a larger id would panic a
+/// debug build and silently alias another client in a release build.
+pub(crate) const MAX_CLIENT_ID: u64 = (1 << 53) - 1;
+
+pub(crate) fn read_client_id(r: &mut Reader<'_>) -> Result<u64, ProtocolError> {
+    let id = r.read_var_u64()?;
+    if id > MAX_CLIENT_ID {
+        return Err(ProtocolError::ValueOutOfRange {
+            value: id,
+            max: MAX_CLIENT_ID,
+        });
+    }
+    Ok(id)
+}
+
 fn read_id(r: &mut Reader<'_>) -> Result<(), ProtocolError> {
-    r.read_var_u64()?;
+    read_client_id(r)?;
     r.read_var_u32()?;
     Ok(())
 }

@@ -341,6 +341,35 @@ fn inputs_that_panic_yrs_in_debug_builds_are_refused() {
     ds_overflow.push(1);
     cases.push(("delete range", ds_overflow));
 
+    // Client ids of 2^53 and above (yrs `ClientID::new` debug_asserts 53 bits, then masks):
+    // as a struct client, an origin, a parent id, a delete-set client and in a state vector.
+    let huge = |prefix: &[u8], suffix: &[u8]| {
+        let mut out = prefix.to_vec();
+        write_var_u64(&mut out, 1 << 53);
+        out.extend_from_slice(suffix);
+        out
+    };
+    cases.push(("struct client", huge(&[1, 1], &[0, 0, 1, 0])));
+    cases.push(("origin", huge(&[1, 1, 1, 0, 0x80 | 1], &[0, 1, 0])));
+    cases.push(("parent id", huge(&[1, 1, 1, 0, 1, 0], &[0, 1, 0])));
+    cases.push(("delete-set client", huge(&[0, 1], &[1, 0, 1])));
+    let sv = huge(&[1], &[0]);
+    assert!(matches!(
+        validate_state_vector(&sv),
+        Err(ProtocolError::ValueOutOfRange { .. })
+    ));
+    assert!(matches!(
+        decode_awareness(&huge(&[1], &[0, 4, b'n', b'u', b'l', b'l'])),
+        Err(ProtocolError::ValueOutOfRange { .. })
+    ));
+    let below = |prefix: &[u8], suffix: &[u8]| {
+        let mut out = prefix.to_vec();
+        write_var_u64(&mut out, (1 << 53) - 1);
+        out.extend_from_slice(suffix);
+        out
+    };
+    assert!(validate(&below(&[0, 1], &[1, 0, 1])).is_ok());
+
     for (what, bytes) in &cases {
         assert!(validate(bytes).is_err(), "{what}: validated");
         if cfg!(debug_assertions) {
@@ -399,4 +428,31 @@ fn limits_apply() {
             .structs,
         1
     );
+}
+
+#[test]
+fn fuzzer_found_inputs_stay_fixed() {
+    // Crashes found by `scripts/fuzz.sh`, kept as regression files: the validator must refuse
+    // them (each made yrs 0.28.1 panic after an earlier version of the validator let it through).
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz-regressions");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let bytes = std::fs::read(&path).unwrap();
+        if name.starts_with("validate_update-") {
+            assert!(validate(&bytes).is_err(), "{name} validated");
+        } else if name.starts_with("state_vector-") {
+            assert!(validate_state_vector(&bytes).is_err(), "{name} validated");
+        } else if name.starts_with("decode_message-") {
+            if let Ok(
+                weaver_protocol::Message::Update(u) | weaver_protocol::Message::SyncStep2(u),
+            ) = decode_message(&bytes)
+            {
+                assert!(validate(u).is_err(), "{name} validated");
+            }
+        }
+        n += 1;
+    }
+    assert!(n >= 1);
 }
