@@ -430,7 +430,7 @@ fn read_json(
     let text = read_string(r)?;
     let depth = check_json_depth(text, limits.max_depth)?;
     stats.max_depth_seen = stats.max_depth_seen.max(depth);
-    check_json_syntax(text)
+    check_yrs_json(text)
 }
 
 /// Rejects JSON text nested deeper than `limit` (serde_json and JS both recurse). Returns the
@@ -472,6 +472,66 @@ pub(crate) fn check_json_syntax(text: &str) -> Result<(), ProtocolError> {
     serde_json::from_str::<serde::de::IgnoredAny>(text)
         .map(|_| ())
         .map_err(|e| ProtocolError::InvalidJson(e.to_string()))
+}
+
+/// JSON as yrs 0.28.1 reads it into `Any` (`Any::from_json`, serde_json into `Any`): every
+/// number and string is fully parsed (serde's `IgnoredAny` skips them leniently, so it would let
+/// through `1e999` or lone surrogate escapes that yrs then refuses; found by fuzzing), and
+/// integers above `i64::MAX` are refused as yrs does ("out of range for i64").
+fn check_yrs_json(text: &str) -> Result<(), ProtocolError> {
+    serde_json::from_str::<YrsJson>(text)
+        .map(|_| ())
+        .map_err(|e| ProtocolError::InvalidJson(e.to_string()))
+}
+
+/// Deserializes nothing; only accepts what yrs's `Any` deserializer accepts.
+struct YrsJson;
+
+impl<'de> serde::Deserialize<'de> for YrsJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(YrsJsonVisitor)
+    }
+}
+
+struct YrsJsonVisitor;
+
+impl<'de> serde::de::Visitor<'de> for YrsJsonVisitor {
+    type Value = YrsJson;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<YrsJson, E> {
+        Ok(YrsJson)
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<YrsJson, E> {
+        Ok(YrsJson)
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<YrsJson, E> {
+        if i64::try_from(v).is_err() {
+            return Err(E::custom(format!(
+                "integer {v} is out of range for yrs (i64)"
+            )));
+        }
+        Ok(YrsJson)
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<YrsJson, E> {
+        Ok(YrsJson)
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<YrsJson, E> {
+        Ok(YrsJson)
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<YrsJson, E> {
+        Ok(YrsJson)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<YrsJson, A::Error> {
+        while seq.next_element::<YrsJson>()?.is_some() {}
+        Ok(YrsJson)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<YrsJson, A::Error> {
+        while map.next_entry::<String, YrsJson>()?.is_some() {}
+        Ok(YrsJson)
+    }
 }
 
 fn has_duplicates(ids: &mut [u64]) -> bool {
@@ -581,5 +641,10 @@ mod tests {
         );
         assert!(check_json_syntax("{\"a\":1}").is_ok());
         assert!(check_json_syntax("{\"a\":").is_err());
+        // yrs refuses integers above i64::MAX; JSON.parse (and awareness) accept them.
+        let big = "[18446744073709551615, 1, -5, 1.5, \"s\", null, {\"k\": true}]";
+        assert!(check_json_syntax(big).is_ok());
+        assert!(check_yrs_json(big).is_err());
+        assert!(check_yrs_json("[9223372036854775807, -9223372036854775808, 1e300]").is_ok());
     }
 }

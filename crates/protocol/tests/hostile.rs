@@ -457,3 +457,30 @@ fn fuzzer_found_inputs_stay_fixed() {
     }
     assert!(n >= 1);
 }
+
+#[test]
+fn embedded_json_is_accepted_exactly_when_yrs_accepts_it() {
+    // Embed (ref 5) content is JSON text that yrs parses into `Any` while decoding.
+    for text in [
+        "null",
+        "[1, -2, 3.5, \"x\", {\"a\": [true, false]}]",
+        "9223372036854775807",
+        "-9223372036854775808",
+        "18446744073709551615",
+        "1e999",
+        "{\"a\":",
+        "\"\\ud800\"",
+        "{\"\\ud800\": 1}",
+        "[732e6813]",
+        "[1,]",
+        "",
+    ] {
+        let bytes = item(5, b"t", &string(text.as_bytes()));
+        assert_eq!(
+            validate(&bytes).is_ok(),
+            Update::decode_v1(&bytes).is_ok(),
+            "{text:?}: {:?}",
+            validate(&bytes)
+        );
+    }
+}
