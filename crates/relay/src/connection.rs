@@ -140,6 +140,8 @@ impl Reader {
 }
 
 async fn run(relay: RelayHandle, room: String, conn_id: u64, socket: WebSocket) {
+    // Shutdown waits (bounded) for connections too: they hold the store until they end.
+    let _tracked = relay.shared.tracker.token();
     let cfg = relay.shared.config.clone();
     metrics::gauge!(m::CONNECTIONS).increment(1.0);
     metrics::counter!(m::CONNECTIONS_TOTAL).increment(1);

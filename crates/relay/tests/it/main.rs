@@ -1,0 +1,7 @@
+//! The relay's integration tests: the real server on 127.0.0.1:0 over a temp redb, driven with
+//! raw y-websocket frames and plain HTTP.
+
+mod api;
+mod persist;
+mod support;
+mod sync;

@@ -1,0 +1,240 @@
+//! The y-websocket handshake byte by byte, fan-out, awareness, and refusals of bad frames.
+
+use weaver_protocol::{
+    AwarenessEntry, decode_awareness, encode_awareness, encode_awareness_message, encode_update,
+};
+use weaver_relay::{RelayConfig, close_code};
+
+use crate::support::*;
+
+fn awareness_entries(frame: &[u8]) -> Vec<AwarenessEntry> {
+    assert_eq!(frame[0], 1, "awareness frame");
+    let mut r = weaver_protocol::Reader::new(&frame[1..]);
+    decode_awareness(r.read_var_u8_array().unwrap()).unwrap()
+}
+
+fn awareness_frame(client_id: u64, clock: u64, state: &str) -> Vec<u8> {
+    encode_awareness_message(&encode_awareness(&[AwarenessEntry {
+        client_id,
+        clock,
+        state: state.into(),
+    }]))
+}
+
+#[tokio::test]
+async fn handshake_bytes_of_an_empty_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), RelayConfig::default()).await;
+    let mut c = s.client("empty-room").await;
+    // Server step1 with the empty state vector comes first, unprompted.
+    assert_eq!(c.recv().await, vec![0, 0, 1, 0]);
+    // Our step1 is answered with step2 of the empty update.
+    c.send(&[0, 0, 1, 0]).await;
+    assert_eq!(c.recv().await, vec![0, 1, 2, 0, 0]);
+    c.close().await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn update_is_echoed_to_the_sender_and_sent_to_everyone() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), RelayConfig::default()).await;
+    let mut a = s.client("fanout").await;
+    let mut b = s.client("fanout").await;
+    a.handshake().await;
+    b.handshake().await;
+    let w = Writer::new(1);
+    let frame = encode_update(&w.append("hello"));
+    a.send(&frame).await;
+    assert_eq!(a.recv().await, frame, "echo to the sender");
+    assert_eq!(b.recv().await, frame, "delivery to the other connection");
+    // A late joiner's step1 carries the new state vector and its step2 the content.
+    let mut c = s.client("fanout").await;
+    let step1 = c.recv().await;
+    assert_ne!(step1, vec![0, 0, 1, 0]);
+    c.send(&[0, 0, 1, 0]).await;
+    let step2 = c.recv().await;
+    assert_eq!(text_of(&sync_payload(&step2)), "hello");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn step2_from_a_client_is_stored_and_broadcast() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), RelayConfig::default()).await;
+    let mut a = s.client("step2").await;
+    let mut b = s.client("step2").await;
+    a.handshake().await;
+    b.handshake().await;
+    let w = Writer::new(9);
+    let update = w.append("offline edit");
+    a.send(&weaver_protocol::encode_sync_step2(&update)).await;
+    // Broadcast as a plain update (type 2) to everyone, the sender included.
+    assert_eq!(a.recv().await, encode_update(&update));
+    assert_eq!(b.recv().await, encode_update(&update));
+    assert_eq!(
+        text_of(&s.handle.room_state("step2").await.unwrap()),
+        "offline edit"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn awareness_is_relayed_queried_and_nulled_on_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), RelayConfig::default()).await;
+    let mut a = s.client("aw").await;
+    let mut b = s.client("aw").await;
+    a.handshake().await;
+    b.handshake().await;
+    a.send(&awareness_frame(77, 1, r#"{"user":"a"}"#)).await;
+    let got_a = a.recv().await;
+    let got_b = b.recv().await;
+    assert_eq!(got_a, got_b);
+    assert_eq!(awareness_entries(&got_b)[0].client_id, 77);
+
+    // A new connection gets step1, then the known states as a separate frame.
+    let mut c = s.client("aw").await;
+    assert_eq!(c.recv().await[..2], [0, 0]);
+    let states = awareness_entries(&c.recv().await);
+    assert_eq!(states.len(), 1);
+    assert_eq!(states[0].state, r#"{"user":"a"}"#);
+
+    // queryAwareness is answered with every known state.
+    c.send(&[3]).await;
+    let answer = awareness_entries(&c.recv().await);
+    assert_eq!(answer[0].client_id, 77);
+
+    // Closing the owner broadcasts a null state with the same clock.
+    a.close().await;
+    let gone = awareness_entries(&b.recv().await);
+    assert_eq!(gone[0].client_id, 77);
+    assert_eq!(gone[0].clock, 1);
+    assert_eq!(gone[0].state, "null");
+    s.stop().await;
+}
+
+/// Each bad frame closes only its own connection with the documented code; the room keeps
+/// serving another client.
+#[tokio::test]
+async fn malformed_frames_close_with_their_code_and_the_room_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), RelayConfig::default()).await;
+    let mut good = s.client("hostile").await;
+    good.handshake().await;
+    let w = Writer::new(5);
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("empty frame", vec![], close_code::PROTOCOL_ERROR),
+        (
+            "unknown message type",
+            vec![9, 1, 2],
+            close_code::PROTOCOL_ERROR,
+        ),
+        (
+            "unknown sync type",
+            vec![0, 7, 0],
+            close_code::PROTOCOL_ERROR,
+        ),
+        (
+            "truncated varint",
+            vec![0, 0, 0x80],
+            close_code::PROTOCOL_ERROR,
+        ),
+        (
+            "length past the end",
+            vec![0, 2, 50, 1, 2],
+            close_code::PROTOCOL_ERROR,
+        ),
+        (
+            "trailing bytes",
+            vec![0, 0, 1, 0, 0],
+            close_code::PROTOCOL_ERROR,
+        ),
+        (
+            "bad update bytes",
+            vec![0, 2, 4, 0xff, 0xff, 0xff, 0x7f],
+            close_code::INVALID_PAYLOAD,
+        ),
+        (
+            "bad state vector",
+            vec![0, 0, 2, 5, 0x80],
+            close_code::INVALID_PAYLOAD,
+        ),
+        (
+            "bad awareness",
+            vec![1, 3, 1, 1, 1],
+            close_code::INVALID_PAYLOAD,
+        ),
+    ];
+    for (i, (name, frame, code)) in cases.into_iter().enumerate() {
+        let mut bad = s.client("hostile").await;
+        bad.recv().await; // step1
+        bad.send(&frame).await;
+        assert_eq!(bad.expect_close().await, code, "{name}");
+        // The room still works for the good client.
+        let f = encode_update(&w.append(&i.to_string()));
+        good.send(&f).await;
+        assert_eq!(good.recv().await, f, "room still serves after {name}");
+    }
+    let mut text = s.client("hostile").await;
+    text.recv().await;
+    text.send_text("hello").await;
+    assert_eq!(text.expect_close().await, close_code::UNSUPPORTED_DATA);
+    let f = encode_update(&w.append("!"));
+    good.send(&f).await;
+    assert_eq!(good.recv().await, f);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_message_closes_with_1009() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = RelayConfig {
+        max_message_bytes: 64 * 1024,
+        ..RelayConfig::default()
+    };
+    let s = start(dir.path(), config).await;
+    let mut good = s.client("big").await;
+    good.handshake().await;
+    let mut big = s.client("big").await;
+    big.recv().await;
+    let w = Writer::new(3);
+    let huge = encode_update(&w.append(&"x".repeat(100 * 1024)));
+    big.send(&huge).await;
+    assert_eq!(big.expect_close().await, close_code::TOO_BIG);
+    let f = encode_update(&Writer::new(4).append("small"));
+    good.send(&f).await;
+    assert_eq!(good.recv().await, f);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_room_names_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), RelayConfig::default()).await;
+    for path in [
+        "/api",
+        "/metrics",
+        "/bad%20name",
+        &format!("/{}", "a".repeat(129)),
+        "/..",
+    ] {
+        let (status, _) = http(s.addr, "GET", path, b"").await;
+        assert!(status == 400 || status == 404, "{path} → {status}");
+    }
+    assert!(weaver_relay::validate_room_name("ok-room_1.2~x").is_ok());
+    assert!(weaver_relay::validate_room_name("a/b").is_err());
+    assert!(weaver_relay::validate_room_name("").is_err());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_closes_connections_with_1012() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), RelayConfig::default()).await;
+    let mut c = s.client("bye").await;
+    c.handshake().await;
+    let stop = tokio::spawn(s.stop());
+    assert_eq!(c.expect_close().await, close_code::SHUTDOWN);
+    stop.await.unwrap();
+}
