@@ -132,3 +132,26 @@ async fn handle_api_publishes_committed_updates_with_their_origin() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn blocks_view_is_the_typed_workspace_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), RelayConfig::default()).await;
+    let ws = weaver_doc::Workspace::new();
+    let (_, update) = ws
+        .transact("test", |t| t.add_block("b1", "text", "hello blocks"))
+        .unwrap();
+    assert_eq!(
+        http(s.addr, "POST", "/api/rooms/typed/update", &update)
+            .await
+            .0,
+        204
+    );
+    let (status, body) = http(s.addr, "GET", "/api/rooms/typed/blocks", b"").await;
+    assert_eq!(status, 200);
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json["blocks"][0]["id"], "b1");
+    assert_eq!(json["blocks"][0]["type"], "text");
+    assert_eq!(json["blocks"][0]["content"], "hello blocks");
+    s.stop().await;
+}

@@ -136,6 +136,14 @@ impl Client {
         sync_payload(&step2)
     }
 
+    /// The next message of any kind; `None` once the connection ended (or failed).
+    pub async fn next_message(&mut self) -> Option<Message> {
+        match self.ws.next().await {
+            Some(Ok(m)) => Some(m),
+            _ => None,
+        }
+    }
+
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
     }

@@ -238,3 +238,98 @@ async fn shutdown_closes_connections_with_1012() {
     assert_eq!(c.expect_close().await, close_code::SHUTDOWN);
     stop.await.unwrap();
 }
+
+/// A v1 update whose one item is `ContentAny` nested `depth` arrays deep (the yrs 0.28.1 stack
+/// overflow probe from the reliability notes). yrs alone aborts the process at ~7,000 levels.
+fn nested_any_update(depth: usize) -> Vec<u8> {
+    let mut u = vec![1, 1, 1, 0, 8, 1, 1, b't', 1];
+    for _ in 0..depth {
+        u.extend_from_slice(&[117, 1]);
+    }
+    u.push(126);
+    u.push(0);
+    u
+}
+
+#[tokio::test]
+async fn deeply_nested_update_is_refused_with_1008_and_the_process_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), RelayConfig::default()).await;
+    let mut good = s.client("deep").await;
+    good.handshake().await;
+    for depth in [100, 10_000, 100_000] {
+        let mut bad = s.client("deep").await;
+        bad.recv().await;
+        bad.send(&encode_update(&nested_any_update(depth))).await;
+        assert_eq!(
+            bad.expect_close().await,
+            close_code::POLICY,
+            "depth {depth}"
+        );
+    }
+    let f = encode_update(&Writer::new(8).append("still alive"));
+    good.send(&f).await;
+    assert_eq!(good.recv().await, f);
+    // Nothing of the bombs reached storage.
+    assert_eq!(
+        text_of(&s.handle.room_state("deep").await.unwrap()),
+        "still alive"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn silent_connection_is_closed_after_two_ping_intervals() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = RelayConfig {
+        ping_interval: std::time::Duration::from_millis(100),
+        ..RelayConfig::default()
+    };
+    let s = start(dir.path(), config).await;
+    let mut c = s.client("silent").await;
+    // Not reading means not answering pings.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert_eq!(c.expect_close().await, close_code::TIMEOUT);
+    s.stop().await;
+}
+
+/// A client that stops reading is closed once its queue is full, never silently skipped; the
+/// other connections keep receiving everything.
+#[tokio::test]
+async fn slow_consumer_is_closed_and_others_are_unaffected() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = RelayConfig {
+        conn_queue_frames: 4,
+        ..RelayConfig::default()
+    };
+    let s = start(dir.path(), config).await;
+    let mut slow = s.client("slow").await;
+    let mut writer = s.client("slow").await;
+    writer.handshake().await;
+    let w = Writer::new(77);
+    let chunk = "y".repeat(64 * 1024);
+    let n = 300;
+    for _ in 0..n {
+        let f = encode_update(&w.append(&chunk));
+        writer.send(&f).await;
+        assert_eq!(writer.recv().await, f);
+    }
+    // The slow client now reads: it gets some frames, then the connection ends.
+    let mut updates = 0;
+    loop {
+        match tokio::time::timeout(WAIT, slow.next_message())
+            .await
+            .unwrap()
+        {
+            Some(m) if m.is_binary() && m.clone().into_data().starts_with(&[0, 2]) => updates += 1,
+            Some(m) if m.is_close() => break,
+            Some(_) => {}
+            None => break,
+        }
+    }
+    assert!(
+        updates < n,
+        "the slow connection was closed before receiving all {n} updates"
+    );
+    s.stop().await;
+}
