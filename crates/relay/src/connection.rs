@@ -27,7 +27,7 @@ use crate::room::{Closer, ConnLink, RoomCmd};
 
 /// How long a close frame may take to send, and how long we keep reading for the peer's close
 /// reply afterwards (so the close code is not lost in a TCP reset).
-const CLOSE_LINGER: Duration = Duration::from_secs(2);
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
 /// `GET /{room}` with a WebSocket upgrade.
 pub(crate) async fn ws_handler(

@@ -299,21 +299,41 @@ async fn silent_connection_is_closed_after_two_ping_intervals() {
 async fn slow_consumer_is_closed_and_others_are_unaffected() {
     let dir = tempfile::tempdir().unwrap();
     let config = RelayConfig {
-        conn_queue_frames: 4,
+        conn_queue_frames: 64,
+        compact_after_bytes: u64::MAX,
+        compact_after_updates: u64::MAX,
         ..RelayConfig::default()
     };
     let s = start(dir.path(), config).await;
     let mut slow = s.client("slow").await;
-    let mut writer = s.client("slow").await;
-    writer.handshake().await;
+    let mut good = s.client("slow").await;
+    good.handshake().await;
+    let n = 120;
+    // The good client reads continuously in its own task.
+    let reader = tokio::spawn(async move {
+        let mut got = 0;
+        while got < n {
+            if good.recv().await.starts_with(&[0, 2]) {
+                got += 1;
+            }
+        }
+        got
+    });
     let w = Writer::new(77);
-    let chunk = "y".repeat(64 * 1024);
-    let n = 300;
-    for _ in 0..n {
-        let f = encode_update(&w.append(&chunk));
-        writer.send(&f).await;
-        assert_eq!(writer.recv().await, f);
+    let chunk = "y".repeat(128 * 1024);
+    let updates: Vec<Vec<u8>> = (0..n).map(|_| w.append(&chunk)).collect();
+    for batch in updates.chunks(30) {
+        let writes = batch
+            .iter()
+            .map(|u| s.handle.apply_update("slow", u.clone(), "test"));
+        for r in futures_util::future::join_all(writes).await {
+            r.unwrap();
+        }
     }
+    assert_eq!(
+        tokio::time::timeout(WAIT, reader).await.unwrap().unwrap(),
+        n
+    );
     // The slow client now reads: it gets some frames, then the connection ends.
     let mut updates = 0;
     loop {
