@@ -24,6 +24,16 @@ pub const DEFAULT_COMPACT_AFTER_BYTES: u64 = 4 * 1024 * 1024;
 pub const DEFAULT_MAX_AWARENESS_CLIENTS_PER_CONN: usize = 16;
 /// Largest awareness state JSON per client. Bigger → 1008.
 pub const DEFAULT_MAX_AWARENESS_STATE_BYTES: usize = 64 * 1024;
+/// Open WebSocket connections accepted at once; further upgrades get HTTP 503.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Approximate stored size (snapshot + log) a room may reach; writes beyond it are refused
+/// (close 1008 / HTTP 413). Compaction keeps the estimate close to the real document size.
+pub const DEFAULT_MAX_DOC_BYTES: u64 = 256 * 1024 * 1024;
+/// Bytes of updates parked as "pending" (missing causal dependencies) a room holds. An update
+/// that pushes past it is refused (close 1008) so gaps cannot grow memory without bound.
+pub const DEFAULT_MAX_PENDING_BYTES: usize = 4 * 1024 * 1024;
+/// Rooms loading from storage at once; more wait (a reconnect storm cannot load everything at once).
+pub const LOAD_CONCURRENCY: usize = 16;
 /// Commands queued to one room before senders wait (backpressure onto the sockets).
 pub const ROOM_INBOX: usize = 1024;
 /// How long shutdown waits for rooms to flush and close before giving up.
@@ -41,6 +51,9 @@ pub struct RelayConfig {
     pub max_awareness_clients_per_conn: usize,
     pub max_awareness_state_bytes: usize,
     pub shutdown_timeout: Duration,
+    pub max_connections: usize,
+    pub max_doc_bytes: u64,
+    pub max_pending_bytes: usize,
 }
 
 impl Default for RelayConfig {
@@ -55,6 +68,9 @@ impl Default for RelayConfig {
             max_awareness_clients_per_conn: DEFAULT_MAX_AWARENESS_CLIENTS_PER_CONN,
             max_awareness_state_bytes: DEFAULT_MAX_AWARENESS_STATE_BYTES,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_doc_bytes: DEFAULT_MAX_DOC_BYTES,
+            max_pending_bytes: DEFAULT_MAX_PENDING_BYTES,
         }
     }
 }
@@ -70,6 +86,9 @@ impl RelayConfig {
         }
         if self.ping_interval.is_zero() {
             return Err("ping interval must be positive".into());
+        }
+        if self.max_connections == 0 {
+            return Err("max connections must be positive".into());
         }
         if self.compact_after_updates == 0 || self.compact_after_bytes == 0 {
             return Err("compaction thresholds must be positive".into());

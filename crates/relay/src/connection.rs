@@ -45,12 +45,24 @@ pub(crate) async fn ws_handler(
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),
     };
+    let Ok(permit) = relay.shared.conn_permits.clone().try_acquire_owned() else {
+        warn!(room, "connection limit reached; refusing upgrade");
+        metrics::counter!(m::REJECTED_MESSAGES_TOTAL, "reason" => "connection_limit").increment(1);
+        return RelayError::Overloaded("connection limit reached").into_response();
+    };
     let max = relay.shared.config.max_message_bytes;
     let conn_id = relay.next_id();
     let span = info_span!("conn", room = %room, conn = conn_id);
     ws.max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| run(relay, room, conn_id, socket).instrument(span))
+        .on_upgrade(move |socket| {
+            async move {
+                // Held for the connection's lifetime: one permit per open socket.
+                let _permit = permit;
+                run(relay, room, conn_id, socket).await;
+            }
+            .instrument(span)
+        })
 }
 
 struct Reader {

@@ -20,7 +20,8 @@ pub mod close_code {
     /// A well-framed message whose payload is invalid: update or state vector that does not
     /// decode or apply, invalid awareness update.
     pub const INVALID_PAYLOAD: u16 = 1007;
-    /// A policy limit: nesting too deep, too many awareness client ids, awareness state too big.
+    /// A policy limit: nesting too deep, too many awareness client ids, awareness state too big,
+    /// document size limit reached, too many pending (causally incomplete) bytes.
     pub const POLICY: u16 = 1008;
     /// A message larger than `--max-message-bytes`.
     pub const TOO_BIG: u16 = 1009;
@@ -48,6 +49,10 @@ pub enum RelayError {
     TooLarge { size: usize, limit: usize },
     #[error("storage: {0}")]
     Storage(Arc<StoreError>),
+    #[error("document would exceed {limit} bytes")]
+    DocumentTooLarge { limit: u64 },
+    #[error("overloaded: {0}")]
+    Overloaded(&'static str),
     #[error("the relay is shutting down")]
     ShuttingDown,
     #[error("room {0} is unavailable, try again")]
@@ -74,8 +79,10 @@ impl RelayError {
             RelayError::InvalidRoomName(_)
             | RelayError::InvalidUpdate(_)
             | RelayError::InvalidStateVector(_) => StatusCode::BAD_REQUEST,
-            RelayError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            RelayError::ShuttingDown | RelayError::Unavailable(_) => {
+            RelayError::TooLarge { .. } | RelayError::DocumentTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            RelayError::ShuttingDown | RelayError::Unavailable(_) | RelayError::Overloaded(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             RelayError::Storage(_) | RelayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

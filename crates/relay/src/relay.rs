@@ -56,6 +56,10 @@ pub(crate) struct Shared {
     pub cancel: CancellationToken,
     pub tracker: TaskTracker,
     rooms: Mutex<HashMap<Arc<str>, RoomEntry>>,
+    /// One permit per open WebSocket connection (moved into the connection task).
+    pub conn_permits: Arc<tokio::sync::Semaphore>,
+    /// Bounds concurrent room loads.
+    pub load_permits: tokio::sync::Semaphore,
     next_id: AtomicU64,
     ready: AtomicBool,
 }
@@ -105,6 +109,8 @@ impl Relay {
         let (store, persister) = Store::start(db)?;
         let (events, _) = broadcast::channel(EVENTS_CAPACITY);
         let shared = Arc::new(Shared {
+            conn_permits: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
+            load_permits: tokio::sync::Semaphore::new(crate::config::LOAD_CONCURRENCY),
             store,
             config,
             events,

@@ -145,10 +145,13 @@ enum Applied {
     Noop,
     Invalid(String),
     Panicked,
+    /// Applied, but the room now parks more than the allowed bytes of causally incomplete
+    /// updates; the caller must discard the doc.
+    PendingTooLarge(usize),
 }
 
 /// Applies one v1 update. yrs may panic on hostile input; the caller must discard the doc then.
-fn apply_update(doc: &Doc, bytes: &[u8]) -> Applied {
+fn apply_update(doc: &Doc, bytes: &[u8], max_pending: usize) -> Applied {
     let r = catch_unwind(AssertUnwindSafe(|| {
         let update = match Update::decode_v1(bytes) {
             Ok(u) => u,
@@ -161,6 +164,14 @@ fn apply_update(doc: &Doc, bytes: &[u8]) -> Applied {
         let store = ReadTxn::store(&txn);
         // Missing dependencies park the update as "pending": it must still be persisted.
         let pending = store.pending_update().is_some() || store.pending_ds().is_some();
+        if let Some(p) = store.pending_update()
+            && max_pending < usize::MAX
+        {
+            let size = p.update.encode_v1().len();
+            if size > max_pending {
+                return Applied::PendingTooLarge(size);
+            }
+        }
         if pending || !txn.insert_set().is_empty() || !txn.delete_set().is_empty() {
             Applied::Changed
         } else {
@@ -190,8 +201,8 @@ pub(crate) fn build_doc(room: &str, stored: &StoredRoom) -> Doc {
             if skip.contains(&seq) {
                 continue;
             }
-            match apply_update(&doc, bytes) {
-                Applied::Changed | Applied::Noop => {}
+            match apply_update(&doc, bytes, usize::MAX) {
+                Applied::Changed | Applied::Noop | Applied::PendingTooLarge(_) => {}
                 Applied::Invalid(e) => {
                     error!(room, seq, error = %e, "stored record does not apply; skipped");
                     metrics::counter!(m::POISON_UPDATES_TOTAL).increment(1);
@@ -249,6 +260,8 @@ struct Room {
     last_seq: u64,
     log_updates: u64,
     log_bytes: u64,
+    /// Estimated stored size of the document (snapshot + log), for the size limit.
+    doc_bytes: u64,
     compaction: Option<JoinHandle<()>>,
     /// Set when the room cannot continue (storage failed and reload failed).
     dead: bool,
@@ -263,7 +276,7 @@ pub(crate) async fn run(
 ) {
     let started = Instant::now();
     let loaded = load(&relay, &name).await;
-    let (doc, stored_seq, tail_len, tail_bytes) = match loaded {
+    let loaded = match loaded {
         Ok(v) => v,
         Err(e) => {
             error!(error = %e, "room failed to load");
@@ -279,19 +292,20 @@ pub(crate) async fn run(
     metrics::gauge!(m::ROOMS_LOADED).increment(1.0);
     info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
-        records = tail_len,
+        records = loaded.log_updates,
         "room loaded"
     );
     let mut room = Room {
         relay: relay.clone(),
         name: name.clone(),
-        doc,
+        doc: loaded.doc,
         conns: HashMap::new(),
         awareness: HashMap::new(),
         batch: Vec::new(),
-        last_seq: stored_seq,
-        log_updates: tail_len,
-        log_bytes: tail_bytes,
+        last_seq: loaded.last_seq,
+        log_updates: loaded.log_updates,
+        log_bytes: loaded.log_bytes,
+        doc_bytes: loaded.doc_bytes,
         compaction: None,
         dead: false,
     };
@@ -304,6 +318,17 @@ pub(crate) async fn run(
         tokio::select! {
             biased;
             _ = cancel.cancelled() => {
+                // Updates already received are applied and committed before the room closes:
+                // shutdown loses nothing the server has read off a socket.
+                rx.close();
+                while let Ok(cmd) = rx.try_recv() {
+                    match cmd {
+                        RoomCmd::ClientUpdate { .. } | RoomCmd::Apply { .. } | RoomCmd::Leave { .. } => {
+                            room.handle(cmd).await;
+                        }
+                        other => other.bounce(|| RelayError::ShuttingDown),
+                    }
+                }
                 room.flush().await;
                 room.close_all(close_code::SHUTDOWN, "server shutting down");
                 relay.unregister(&name, generation, &rx, false);
@@ -367,17 +392,42 @@ pub(crate) async fn run(
     info!(reason = exit_reason, "room unloaded");
 }
 
-async fn load(relay: &RelayHandle, name: &Arc<str>) -> Result<(Doc, u64, u64, u64), RelayError> {
+/// A room as rebuilt from storage.
+struct Loaded {
+    doc: Doc,
+    last_seq: u64,
+    log_updates: u64,
+    log_bytes: u64,
+    /// Snapshot + log bytes: the estimate the document size limit is checked against.
+    doc_bytes: u64,
+}
+
+async fn load(relay: &RelayHandle, name: &Arc<str>) -> Result<Loaded, RelayError> {
+    // Bounded: a reconnect storm queues here instead of loading every room at once.
+    let _permit = relay
+        .shared
+        .load_permits
+        .acquire()
+        .await
+        .map_err(|_| RelayError::ShuttingDown)?;
     let stored = relay.shared.store.load(name.clone()).await?;
     let room = name.clone();
     tokio::task::spawn_blocking(move || {
         let doc = build_doc(&room, &stored);
-        let last = stored
+        let last_seq = stored
             .tail
             .last()
             .map(|(s, _)| *s)
             .unwrap_or(stored.snapshot_seq);
-        (doc, last, stored.tail.len() as u64, stored.tail_bytes())
+        let log_bytes = stored.tail_bytes();
+        let snapshot_bytes = stored.snapshot.as_ref().map_or(0, |s| s.len() as u64);
+        Loaded {
+            doc,
+            last_seq,
+            log_updates: stored.tail.len() as u64,
+            log_bytes,
+            doc_bytes: snapshot_bytes + log_bytes,
+        }
     })
     .await
     .map_err(|e| RelayError::Internal(format!("room load task failed: {e}")))
@@ -483,7 +533,19 @@ impl Room {
         origin: UpdateOrigin,
         reply: Option<oneshot::Sender<Result<(), RelayError>>>,
     ) {
-        match apply_update(&self.doc, &update) {
+        let cfg = &self.relay.shared.config;
+        let (max_doc, max_pending) = (cfg.max_doc_bytes, cfg.max_pending_bytes);
+        let pending_bytes: u64 = self.batch.iter().map(|p| p.update.len() as u64).sum();
+        if self.doc_bytes + pending_bytes + update.len() as u64 > max_doc {
+            self.refuse(
+                origin,
+                reply,
+                (close_code::POLICY, "document_too_large"),
+                RelayError::DocumentTooLarge { limit: max_doc },
+            );
+            return;
+        }
+        match apply_update(&self.doc, &update, max_pending) {
             Applied::Changed => self.batch.push(Pending {
                 update,
                 origin,
@@ -496,62 +558,88 @@ impl Room {
                 persist: false,
                 reply,
             }),
-            Applied::Invalid(e) => {
-                if let UpdateOrigin::Client { conn_id } = origin {
-                    self.reject(conn_id, close_code::INVALID_PAYLOAD, "invalid_update", &e);
-                }
-                if let Some(r) = reply {
-                    let _ = r.send(Err(RelayError::InvalidUpdate(e)));
-                }
-            }
+            Applied::Invalid(e) => self.refuse(
+                origin,
+                reply,
+                (close_code::INVALID_PAYLOAD, "invalid_update"),
+                RelayError::InvalidUpdate(e),
+            ),
             Applied::Panicked => {
                 metrics::counter!(m::POISON_UPDATES_TOTAL).increment(1);
                 error!(origin = ?origin, "yrs panicked applying an update; dropping it and rebuilding the room");
-                if let UpdateOrigin::Client { conn_id } = origin {
-                    self.reject(
-                        conn_id,
-                        close_code::INTERNAL,
-                        "update_panicked",
-                        "update could not be applied",
-                    );
-                }
-                if let Some(r) = reply {
-                    let _ = r.send(Err(RelayError::InvalidUpdate(
-                        "update could not be applied".into(),
-                    )));
-                }
-                // The doc may be half-mutated: rebuild it from storage and re-apply the batch
-                // items that were accepted before this one (they are not stored yet).
-                if let Err(e) = self.reload().await {
-                    error!(error = %e, "rebuilding the room failed");
-                    self.fail_batch(&e);
-                    self.dead = true;
-                    return;
-                }
-                let mut kept = Vec::new();
-                for p in std::mem::take(&mut self.batch) {
-                    match apply_update(&self.doc, &p.update) {
-                        Applied::Changed | Applied::Noop => kept.push(p),
-                        _ => {
-                            if let Some(r) = p.reply {
-                                let _ = r.send(Err(RelayError::Internal(
-                                    "update lost in a rebuild".into(),
-                                )));
-                            }
-                        }
-                    }
-                }
-                self.batch = kept;
+                self.refuse(
+                    origin,
+                    reply,
+                    (close_code::INTERNAL, "update_panicked"),
+                    RelayError::InvalidUpdate("update could not be applied".into()),
+                );
+                self.rebuild().await;
+            }
+            Applied::PendingTooLarge(size) => {
+                warn!(origin = ?origin, size, "too many bytes of causally incomplete updates; refusing");
+                self.refuse(
+                    origin,
+                    reply,
+                    (close_code::POLICY, "pending_limit"),
+                    RelayError::InvalidUpdate(format!(
+                        "update depends on missing updates and would park {size} bytes"
+                    )),
+                );
+                self.rebuild().await;
             }
         }
     }
 
+    /// Refuses one update: its connection is closed with `close`, an API caller gets `err`.
+    fn refuse(
+        &mut self,
+        origin: UpdateOrigin,
+        reply: Option<oneshot::Sender<Result<(), RelayError>>>,
+        close: (u16, &'static str),
+        err: RelayError,
+    ) {
+        if let UpdateOrigin::Client { conn_id } = origin {
+            self.reject(conn_id, close.0, close.1, &err.to_string());
+        } else {
+            metrics::counter!(m::REJECTED_MESSAGES_TOTAL, "reason" => close.1).increment(1);
+        }
+        if let Some(r) = reply {
+            let _ = r.send(Err(err));
+        }
+    }
+
+    /// The doc may hold a refused update (half-applied on panic, or parked as pending): rebuild
+    /// it from storage and re-apply the batch items accepted before (they are not stored yet).
+    async fn rebuild(&mut self) {
+        if let Err(e) = self.reload().await {
+            error!(error = %e, "rebuilding the room failed");
+            self.fail_batch(&e);
+            self.dead = true;
+            return;
+        }
+        let max_pending = self.relay.shared.config.max_pending_bytes;
+        let mut kept = Vec::new();
+        for p in std::mem::take(&mut self.batch) {
+            match apply_update(&self.doc, &p.update, max_pending) {
+                Applied::Changed | Applied::Noop => kept.push(p),
+                _ => {
+                    if let Some(r) = p.reply {
+                        let _ =
+                            r.send(Err(RelayError::Internal("update lost in a rebuild".into())));
+                    }
+                }
+            }
+        }
+        self.batch = kept;
+    }
+
     async fn reload(&mut self) -> Result<(), RelayError> {
-        let (doc, seq, n, bytes) = load(&self.relay, &self.name).await?;
-        self.doc = doc;
-        self.last_seq = seq;
-        self.log_updates = n;
-        self.log_bytes = bytes;
+        let loaded = load(&self.relay, &self.name).await?;
+        self.doc = loaded.doc;
+        self.last_seq = loaded.last_seq;
+        self.log_updates = loaded.log_updates;
+        self.log_bytes = loaded.log_bytes;
+        self.doc_bytes = loaded.doc_bytes;
         Ok(())
     }
 
@@ -590,6 +678,7 @@ impl Room {
                     self.last_seq = seq;
                     self.log_updates += n;
                     self.log_bytes += bytes;
+                    self.doc_bytes += bytes;
                 }
                 Err(e) => {
                     // Nothing of the batch reached anyone. Clients resend on reconnect (step2).
@@ -654,6 +743,8 @@ impl Room {
             return;
         };
         let upto = self.last_seq;
+        // After compaction the stored document is the snapshot (plus later log entries).
+        self.doc_bytes = snapshot.len() as u64;
         let (updates, bytes) = (self.log_updates, self.log_bytes);
         self.log_updates = 0;
         self.log_bytes = 0;
@@ -665,7 +756,7 @@ impl Room {
                 // Never replace the log with a snapshot that reads back as a smaller document.
                 let check = tokio::task::spawn_blocking(move || {
                     let fresh = new_doc();
-                    match apply_update(&fresh, &snapshot) {
+                    match apply_update(&fresh, &snapshot, usize::MAX) {
                         Applied::Changed | Applied::Noop => {}
                         _ => return Err("snapshot does not apply".to_string()),
                     }

@@ -68,6 +68,15 @@ struct ServeArgs {
     /// ...or after this many logged bytes.
     #[arg(long, env = "WEAVER_COMPACT_AFTER_BYTES", default_value_t = weaver_relay::DEFAULT_COMPACT_AFTER_BYTES)]
     compact_after_bytes: u64,
+    /// Open WebSocket connections accepted at once; more get HTTP 503 before the upgrade.
+    #[arg(long, env = "WEAVER_MAX_CONNECTIONS", default_value_t = weaver_relay::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Approximate stored size a room may reach; writes beyond it are refused (1008 / 413).
+    #[arg(long, env = "WEAVER_MAX_DOC_BYTES", default_value_t = weaver_relay::DEFAULT_MAX_DOC_BYTES)]
+    max_doc_bytes: u64,
+    /// Bytes of causally incomplete ("pending") updates a room may park; more → 1008.
+    #[arg(long, env = "WEAVER_MAX_PENDING_BYTES", default_value_t = weaver_relay::DEFAULT_MAX_PENDING_BYTES)]
+    max_pending_bytes: usize,
     /// Seconds shutdown waits for rooms to flush and close.
     #[arg(long, env = "WEAVER_SHUTDOWN_TIMEOUT_SECS", default_value_t = weaver_relay::DEFAULT_SHUTDOWN_TIMEOUT.as_secs())]
     shutdown_timeout_secs: u64,
@@ -83,6 +92,9 @@ impl ServeArgs {
             compact_after_updates: self.compact_after_updates,
             compact_after_bytes: self.compact_after_bytes,
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
+            max_connections: self.max_connections,
+            max_doc_bytes: self.max_doc_bytes,
+            max_pending_bytes: self.max_pending_bytes,
             ..RelayConfig::default()
         }
         .validate()

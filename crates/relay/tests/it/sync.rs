@@ -353,3 +353,78 @@ async fn slow_consumer_is_closed_and_others_are_unaffected() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn limits_on_document_size_pending_bytes_and_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = RelayConfig {
+        max_doc_bytes: 20 * 1024,
+        max_pending_bytes: 4 * 1024,
+        max_connections: 3,
+        ..RelayConfig::default()
+    };
+    let s = start(dir.path(), config).await;
+    let mut good = s.client("limits").await;
+    good.handshake().await;
+
+    // A gap: the second update depends on the first. Small gaps are parked and stored...
+    let w = Writer::new(61);
+    let first = w.append("a");
+    let second = w.append("b");
+    good.send(&encode_update(&second)).await;
+    assert_eq!(good.recv().await, encode_update(&second));
+    good.send(&encode_update(&first)).await;
+    assert_eq!(good.recv().await, encode_update(&first));
+    assert_eq!(text_of(&s.handle.room_state("limits").await.unwrap()), "ab");
+
+    // ...but a connection parking more than the pending limit is closed with 1008.
+    let gap = Writer::new(62);
+    let _missing = gap.append(&"m".repeat(100));
+    let parked = gap.append(&"p".repeat(6 * 1024));
+    let mut bad = s.client("limits").await;
+    bad.recv().await;
+    bad.send(&encode_update(&parked)).await;
+    assert_eq!(bad.expect_close().await, close_code::POLICY);
+    drop(bad);
+
+    // Writes that would push the document past its size limit are refused.
+    let big = Writer::new(63);
+    let mut over = s.client("limits").await;
+    over.recv().await;
+    over.send(&encode_update(&big.append(&"z".repeat(30 * 1024))))
+        .await;
+    assert_eq!(over.expect_close().await, close_code::POLICY);
+    drop(over);
+    let r = s
+        .handle
+        .apply_update(
+            "limits",
+            Writer::new(64).append(&"q".repeat(30 * 1024)),
+            "t",
+        )
+        .await;
+    assert!(
+        matches!(r, Err(weaver_relay::RelayError::DocumentTooLarge { .. })),
+        "{r:?}"
+    );
+
+    // The room still serves, with the refused content absent.
+    let f = encode_update(&w.append("c"));
+    good.send(&f).await;
+    assert_eq!(good.recv().await, f);
+    assert_eq!(
+        text_of(&s.handle.room_state("limits").await.unwrap()),
+        "abc"
+    );
+
+    // Connection limit: 3 sockets; the 4th upgrade is refused with HTTP 503.
+    let _c2 = s.client("limits").await;
+    let _c3 = s.client("limits").await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let refused = tokio_tungstenite::connect_async(format!("ws://{}/limits", s.addr)).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 503),
+        other => panic!("expected HTTP 503, got {other:?}"),
+    }
+    s.stop().await;
+}
