@@ -3,6 +3,7 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import * as Y from 'yjs'
+import { readFileSync } from 'node:fs'
 import { startWeaver } from './lib/weaver.mjs'
 import { yclient, waitFor, textOfUpdate } from './lib/yclient.mjs'
 
@@ -96,4 +97,46 @@ test('HTTP API: read, write, diff, blocks, delete, health', { timeout: 30000 }, 
   assert.equal((await fetch(`${weaver.httpUrl}/api/rooms/http-room`, { method: 'DELETE' })).status, 204)
   const after = Buffer.from(await (await fetch(`${weaver.httpUrl}/api/rooms/http-room/update`)).arrayBuffer())
   assert.equal(textOfUpdate(after), '')
+})
+
+test('awareness between stock clients: states propagate and vanish on disconnect', { timeout: 30000 }, async () => {
+  const a = await yclient(weaver.wsUrl, 'presence')
+  const b = await yclient(weaver.wsUrl, 'presence')
+  a.provider.awareness.setLocalStateField('user', { name: 'alice' })
+  await waitFor(() => b.provider.awareness.getStates().get(a.doc.clientID)?.user?.name === 'alice', { what: 'b sees alice' })
+  // A late joiner receives the known states right after connecting.
+  const c = await yclient(weaver.wsUrl, 'presence')
+  await waitFor(() => c.provider.awareness.getStates().get(a.doc.clientID)?.user?.name === 'alice', { what: 'c sees alice' })
+  // Dropping the socket (no goodbye message from the client) removes the state via the server.
+  a.provider.shouldConnect = false
+  a.provider.ws.terminate()
+  await waitFor(() => !b.provider.awareness.getStates().has(a.doc.clientID), { what: 'alice removed at b' })
+  a.destroy(); b.destroy(); c.destroy()
+})
+
+function rssKiB (pid) {
+  const m = readFileSync(`/proc/${pid}/status`, 'utf8').match(/VmRSS:\s+(\d+)/)
+  return m ? Number(m[1]) : 0
+}
+
+test('idle rooms are unloaded and memory does not grow with room churn', { timeout: 120000 }, async () => {
+  const w = await startWeaver({ args: ['--idle-unload-secs', '1'] })
+  try {
+    const loaded = async () => Number((await (await fetch(`${w.httpUrl}/metrics`)).text()).match(/^weaver_rooms_loaded (\d+)/m)?.[1] ?? -1)
+    let peak = 0
+    for (let round = 0; round < 3; round++) {
+      const clients = await Promise.all(Array.from({ length: 150 }, (_, i) => yclient(w.wsUrl, `churn-${round}-${i}`)))
+      clients.forEach((c, i) => c.text.insert(0, `room ${i} `.repeat(50)))
+      await waitFor(async () => (await loaded()) === 150, { what: '150 rooms loaded' })
+      await new Promise((resolve) => setTimeout(resolve, 200))
+      peak = Math.max(peak, rssKiB(w.proc.pid))
+      clients.forEach((c) => c.destroy())
+      await waitFor(async () => (await loaded()) === 0, { timeoutMs: 20000, what: 'all rooms unloaded' })
+    }
+    const after = rssKiB(w.proc.pid)
+    // Rooms left memory; what the allocator keeps is reused, so churn does not accumulate.
+    assert.ok(after <= peak * 1.1, `RSS after unloading ${after} KiB vs loaded peak ${peak} KiB`)
+  } finally {
+    await w.stop()
+  }
 })
