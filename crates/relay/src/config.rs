@@ -54,6 +54,7 @@ pub struct RelayConfig {
     pub max_connections: usize,
     pub max_doc_bytes: u64,
     pub max_pending_bytes: usize,
+    pub commit_mode: crate::store::CommitMode,
 }
 
 impl Default for RelayConfig {
@@ -71,6 +72,7 @@ impl Default for RelayConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_doc_bytes: DEFAULT_MAX_DOC_BYTES,
             max_pending_bytes: DEFAULT_MAX_PENDING_BYTES,
+            commit_mode: crate::store::CommitMode::default(),
         }
     }
 }

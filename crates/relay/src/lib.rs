@@ -43,7 +43,7 @@ pub use error::{RelayError, close_code};
 pub use relay::{
     CommittedUpdate, EVENTS_CAPACITY, Relay, RelayHandle, UpdateOrigin, validate_room_name,
 };
-pub use store::{DB_FILE_NAME, Store, StoreError, open_database};
+pub use store::{CommitMode, DB_FILE_NAME, Store, StoreError, open_database};
 
 use std::future::Future;
 

@@ -106,7 +106,7 @@ impl Relay {
         shutdown: CancellationToken,
     ) -> Result<Relay, RelayError> {
         let config = config.validate().map_err(RelayError::Internal)?;
-        let (store, persister) = Store::start(db)?;
+        let (store, persister) = Store::start(db, config.commit_mode)?;
         let (events, _) = broadcast::channel(EVENTS_CAPACITY);
         let shared = Arc::new(Shared {
             conn_permits: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),

@@ -39,6 +39,12 @@ enum LogFormat {
     Json,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum CommitArg {
+    TwoPhase,
+    OnePhase,
+}
+
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
     /// Address to listen on (`127.0.0.1:0` picks a free port; the bound address is logged).
@@ -77,6 +83,10 @@ struct ServeArgs {
     /// Bytes of causally incomplete ("pending") updates a room may park; more → 1008.
     #[arg(long, env = "WEAVER_MAX_PENDING_BYTES", default_value_t = weaver_relay::DEFAULT_MAX_PENDING_BYTES)]
     max_pending_bytes: usize,
+    /// redb commit protocol for the relay's writes: `two-phase` (two fsyncs, recommended for
+    /// untrusted input) or `one-phase` (one fsync, lower latency). Both are fully durable.
+    #[arg(long, env = "WEAVER_COMMIT", value_enum, default_value = "two-phase")]
+    commit: CommitArg,
     /// Seconds shutdown waits for rooms to flush and close.
     #[arg(long, env = "WEAVER_SHUTDOWN_TIMEOUT_SECS", default_value_t = weaver_relay::DEFAULT_SHUTDOWN_TIMEOUT.as_secs())]
     shutdown_timeout_secs: u64,
@@ -95,6 +105,10 @@ impl ServeArgs {
             max_connections: self.max_connections,
             max_doc_bytes: self.max_doc_bytes,
             max_pending_bytes: self.max_pending_bytes,
+            commit_mode: match self.commit {
+                CommitArg::TwoPhase => weaver_relay::CommitMode::TwoPhase,
+                CommitArg::OnePhase => weaver_relay::CommitMode::OnePhase,
+            },
             ..RelayConfig::default()
         }
         .validate()
