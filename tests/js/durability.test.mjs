@@ -47,3 +47,34 @@ test(`kill -9 never loses an update another client received (${ROUNDS} rounds)`,
     rmSync(dataDir, { recursive: true, force: true })
   }
 })
+
+test('SIGTERM while clients write: prompt exit, everything echoed is kept', { timeout: 60000 }, async () => {
+  const dataDir = tempDataDir('weaver-sigterm-')
+  try {
+    for (let round = 0; round < 3; round++) {
+      const w = await startWeaver({ dataDir })
+      const writer = await yclient(w.wsUrl, 'term')
+      const observer = await yclient(w.wsUrl, 'term')
+      let n = 0
+      const pump = setInterval(() => { writer.text.insert(writer.text.length, `<${round}.${n++}>`) }, 1)
+      await new Promise((resolve) => setTimeout(resolve, 100))
+      const started = Date.now()
+      const { code, signal } = await w.stop('SIGTERM')
+      clearInterval(pump)
+      assert.equal(code, 0, `clean exit (signal ${signal})\n${w.logs().slice(-2000)}`)
+      assert.ok(Date.now() - started < 12000, 'exits within the shutdown timeout')
+      assert.match(w.logs(), /code=1012/, 'clients were closed with 1012')
+      const seen = observer.text.toString()
+      writer.destroy(); observer.destroy()
+      const w2 = await startWeaver({ dataDir })
+      const fresh = await yclient(w2.wsUrl, 'term')
+      const stored = fresh.text.toString()
+      fresh.destroy()
+      await w2.stop()
+      assert.ok(stored.startsWith(seen), `round ${round}: stored state has everything the observer saw`)
+      assert.ok(seen.length > 0)
+    }
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true })
+  }
+})

@@ -428,3 +428,62 @@ async fn limits_on_document_size_pending_bytes_and_connections() {
     }
     s.stop().await;
 }
+
+/// Seeded garbage: mutated real frames and random bytes, each on its own connection. Whatever
+/// each does to its own connection, the process and the room keep working.
+#[tokio::test]
+async fn seeded_garbage_frames_never_take_the_room_down() {
+    let seed: u64 = std::env::var("WEAVER_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_1234);
+    println!("seed {seed}");
+    let mut x = seed;
+    let mut rand = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), RelayConfig::default()).await;
+    let mut good = s.client("garbage").await;
+    good.handshake().await;
+    let w = Writer::new(99);
+    let seeds: Vec<Vec<u8>> = vec![
+        encode_update(&Writer::new(100).append("seed text")),
+        weaver_protocol::encode_sync_step1(&[1, 100, 9]),
+        awareness_frame(5, 3, r#"{"a":[1,2,{"b":null}]}"#),
+        vec![3],
+    ];
+    for i in 0..120 {
+        let mut frame = seeds[(rand() % seeds.len() as u64) as usize].clone();
+        match rand() % 3 {
+            0 => {
+                for _ in 0..1 + rand() % 4 {
+                    let pos = (rand() % frame.len() as u64) as usize;
+                    frame[pos] = rand() as u8;
+                }
+            }
+            1 => frame.truncate((rand() % frame.len() as u64) as usize),
+            _ => frame = (0..rand() % 40).map(|_| rand() as u8).collect(),
+        }
+        let mut c = s.client("garbage").await;
+        c.recv().await;
+        c.send(&frame).await;
+        c.close().await;
+        if i % 20 == 0 {
+            let f = encode_update(&w.append("."));
+            good.send(&f).await;
+            // Some update (ours or a garbage one that happened to be valid) comes through.
+            let got = good.recv_until(|f| f.starts_with(&[0, 2])).await;
+            assert!(!got.is_empty());
+        }
+    }
+    let f = encode_update(&w.append("end"));
+    good.send(&f).await;
+    let echoed = good.recv_until(|g| g == f.as_slice()).await;
+    assert_eq!(echoed, f);
+    assert_eq!(http(s.addr, "GET", "/healthz", b"").await.0, 200);
+    s.stop().await;
+}
