@@ -138,3 +138,42 @@ async fn idle_rooms_unload_and_reload_from_storage() {
     assert_eq!(text_of(&c.handshake().await), "kept");
     s.stop().await;
 }
+
+/// A record that cannot be applied (planted directly in the log) is skipped on load: the
+/// process starts, the rest of the room loads, and new writes continue after it.
+#[tokio::test]
+async fn a_poison_record_does_not_stop_the_room_from_loading() {
+    const ROOMS: TableDefinition<&str, u64> = TableDefinition::new("relay_rooms");
+    let dir = tempfile::tempdir().unwrap();
+    let w = Writer::new(71);
+    let good1 = w.append("good ");
+    let good2 = w.append("record");
+    {
+        let db = weaver_relay::open_database(dir.path()).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut log = txn.open_table(UPDATES).unwrap();
+            let row = |u: &[u8]| [&[1u8][..], u].concat();
+            log.insert(("poisoned", 1), row(&good1).as_slice()).unwrap();
+            log.insert(("poisoned", 2), row(&[0xff, 0xff, 0xff, 0x01]).as_slice())
+                .unwrap();
+            log.insert(("poisoned", 3), [9u8, 1, 2].as_slice()).unwrap(); // unknown row format
+            log.insert(("poisoned", 4), row(&good2).as_slice()).unwrap();
+            txn.open_table(ROOMS)
+                .unwrap()
+                .insert("poisoned", 4)
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let s = start(dir.path(), RelayConfig::default()).await;
+    let mut c = s.client("poisoned").await;
+    assert_eq!(text_of(&c.handshake().await), "good record");
+    let f = encode_update(&w.append("!"));
+    c.send(&f).await;
+    assert_eq!(c.recv().await, f);
+    c.close().await;
+    s.stop().await;
+    let (rows, _) = log_rows(dir.path(), "poisoned");
+    assert_eq!(rows, 5, "the new write got seq 5, after the planted rows");
+}
