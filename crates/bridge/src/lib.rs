@@ -6,15 +6,32 @@
 //! The bridge reaches documents only through the `DocumentHost` trait; it never depends on
 //! the relay crate.
 
-#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::cloned_ref_to_slice_refs))]
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::cloned_ref_to_slice_refs
+    )
+)]
 
+pub mod api;
 pub mod config;
+pub mod engine;
+pub mod host;
+pub mod http;
+pub mod integration;
 pub mod model;
 pub mod outbox;
 pub mod retry;
 pub mod webhook;
 
 pub use config::BridgeConfig;
+pub use engine::{Bridge, BridgeHandle, RetryError};
+pub use host::{DocumentHost, HostError, HostEvent, MemoryHost, UpdateStream};
+pub use integration::{Integration, Registry};
+pub use model::{ApiCall, CallStatus, Event, EventKind};
+pub use outbox::{Outbox, Outcome};
 
 /// Errors of the bridge crate.
 #[derive(Debug, thiserror::Error)]
