@@ -121,10 +121,18 @@ impl Registry {
     /// Builds the built-in and configured integrations; resolves `${ENV}` secrets now so a
     /// missing variable is a start-up error, not a failed call later.
     pub fn from_config(cfg: &BridgeConfig) -> Result<Self, BridgeError> {
+        Self::from_config_with_env(cfg, &|k| std::env::var(k).ok())
+    }
+
+    /// Like `from_config` with an explicit environment lookup.
+    pub fn from_config_with_env(
+        cfg: &BridgeConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, BridgeError> {
         let mut r = Self::default();
         r.insert(Arc::new(LocalIntegration::new(cfg.local_concurrency)));
         for ic in &cfg.integrations {
-            r.insert(Arc::new(HttpIntegration::from_config(ic)?));
+            r.insert(Arc::new(HttpIntegration::from_config_with_env(ic, env)?));
         }
         Ok(r)
     }
