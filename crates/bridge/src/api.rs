@@ -170,6 +170,7 @@ async fn webhook(
         h.inner.cfg.webhooks.tolerance_secs,
     ) {
         tracing::warn!(integration = %integration, webhook_id = ?id, reason = %e, "webhook rejected");
+        metrics::counter!(crate::metrics::WEBHOOKS_TOTAL, "integration" => integration.clone(), "result" => "rejected").increment(1);
         return match e {
             WebhookError::Malformed(m) => error(StatusCode::BAD_REQUEST, m),
             other => error(StatusCode::UNAUTHORIZED, other.to_string()),

@@ -459,6 +459,7 @@ impl DocActor {
             let ob = self.inner.outbox.clone();
             match blocking(move || ob.create_call(spec, now_ms())).await {
                 Ok((call, true)) => {
+                    metrics::counter!(crate::metrics::CALLS_CREATED_TOTAL, "integration" => call.integration.clone()).increment(1);
                     tracing::info!(call_id = %call.id, room, block = block_id, index = %call.index_name, attempt, integration = %call.integration, "APICall created");
                     self.inner.dispatch_wake.notify_one();
                     self.cancel_older(room, block_id, &e.index_name, attempt)
@@ -723,6 +724,8 @@ impl DocActor {
             .write_record(&wb.room, &wb.block_id, &wb.index_name, &rec)
             .await?;
         if sent {
+            metrics::counter!(crate::metrics::WRITEBACKS_TOTAL, "status" => wb.status.as_str())
+                .increment(1);
             tracing::info!(room = %wb.room, block = %wb.block_id, index = %wb.index_name, attempt, status = wb.status.as_str(), call_id = ?wb.api_call_id, "outcome written back");
         }
         Ok(())
@@ -895,11 +898,26 @@ async fn run_claim(inner: Arc<Inner>, claim: Claim, permit: Option<OwnedSemaphor
         }
     };
     tracing::debug!(call_id = %call.id, room = %call.room, r#try = call.tries, ?outcome, "try finished");
+    let result = match &outcome {
+        Outcome::Completed { .. } => "completed",
+        Outcome::Started { .. } => "started",
+        Outcome::Pending { .. } => "pending",
+        Outcome::Failed {
+            retryable: true, ..
+        } => "retry",
+        Outcome::Failed {
+            retryable: false, ..
+        } => "failed",
+    };
+    metrics::counter!(crate::metrics::TRIES_TOTAL, "integration" => call.integration.clone(), "result" => result).increment(1);
     let ob = inner.outbox.clone();
     let (id, token) = (call.id, claim.token);
     match blocking(move || ob.complete(&id, Some(token), outcome, now_ms(), &mut rand::rng())).await
     {
         Ok(Completion::Recorded(c)) => {
+            if c.status.is_terminal() {
+                metrics::counter!(crate::metrics::CALLS_FINISHED_TOTAL, "integration" => c.integration.clone(), "status" => c.status.as_str()).increment(1);
+            }
             tracing::info!(call_id = %c.id, room = %c.room, status = c.status.as_str(), tries = c.tries, error = ?c.error, "outcome recorded");
         }
         Ok(Completion::Fenced) => {

@@ -21,6 +21,7 @@ pub mod engine;
 pub mod host;
 pub mod http;
 pub mod integration;
+pub mod metrics;
 pub mod model;
 pub mod outbox;
 pub mod retry;
@@ -29,7 +30,7 @@ pub mod webhook;
 pub use config::BridgeConfig;
 pub use engine::{Bridge, BridgeHandle, RetryError};
 pub use host::{DocumentHost, HostError, HostEvent, MemoryHost, UpdateStream};
-pub use integration::{Integration, Registry};
+pub use integration::{BoxFuture, Integration, Registry};
 pub use model::{ApiCall, CallStatus, Event, EventKind};
 pub use outbox::{Outbox, Outcome};
 
