@@ -53,7 +53,16 @@ pub(crate) struct Inner {
     doc_tx: mpsc::UnboundedSender<DocCmd>,
     pub(crate) shutdown: CancellationToken,
     tracker: TaskTracker,
+    done_tx: mpsc::UnboundedSender<Done>,
     slots: HashMap<String, Arc<Semaphore>>,
+}
+
+/// A worker's outcome on its way to the completer (which commits outcomes in batches).
+struct Done {
+    id: Uuid,
+    token: u64,
+    outcome: Outcome,
+    reply: oneshot::Sender<Result<Completion, BridgeError>>,
 }
 
 pub(crate) enum DocCmd {
@@ -125,6 +134,7 @@ impl Bridge {
             })
             .collect();
         let (doc_tx, doc_rx) = mpsc::unbounded_channel();
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             cfg,
             outbox,
@@ -134,6 +144,7 @@ impl Bridge {
             doc_tx,
             shutdown,
             tracker: TaskTracker::new(),
+            done_tx,
             slots,
         });
         // Subscribe before any state is read so no committed update falls in between.
@@ -145,6 +156,7 @@ impl Bridge {
         };
         inner.tracker.spawn(actor.run(stream, doc_rx));
         inner.tracker.spawn(dispatcher(inner.clone()));
+        inner.tracker.spawn(completer(inner.clone(), done_rx));
         inner.tracker.spawn(pruner(inner.clone()));
         tracing::info!(integrations = inner.slots.len(), "bridge started");
         Ok(BridgeHandle { inner })
@@ -265,24 +277,51 @@ impl DocActor {
             let deadline = self.next_deadline(wb_retry);
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                ev = stream.next() => match ev {
-                    Some(HostEvent::Update { room, update, origin }) => self.on_update(&room, &update, &origin).await,
-                    Some(HostEvent::Lagged) => {
-                        tracing::warn!("bridge lagged behind the host; rebuilding mirrors");
-                        let rooms: Vec<String> = self.rooms.keys().cloned().collect();
-                        self.rooms.clear();
-                        for room in rooms {
-                            if let Err(e) = self.load_room(&room).await {
-                                tracing::warn!(room = %room, error = %e, "rebuilding mirror failed");
+                ev = stream.next() => {
+                    // Absorb what else is already queued so rules run once per burst, with all
+                    // missing calls created in one transaction.
+                    let mut batch = vec![ev];
+                    while batch.len() < 512 {
+                        match tokio::time::timeout(Duration::ZERO, stream.next()).await {
+                            Ok(ev) => batch.push(ev),
+                            Err(_) => break,
+                        }
+                    }
+                    let mut to_drain = BTreeSet::new();
+                    let mut host_gone = false;
+                    for ev in batch {
+                        match ev {
+                            Some(HostEvent::Update { room, update, origin }) => {
+                                if self.apply_committed(&room, &update, &origin).await {
+                                    to_drain.insert(room);
+                                }
+                            }
+                            Some(HostEvent::Lagged) => {
+                                tracing::warn!("bridge lagged behind the host; rebuilding mirrors");
+                                let rooms: Vec<String> = self.rooms.keys().cloned().collect();
+                                self.rooms.clear();
+                                to_drain.clear();
+                                for room in rooms {
+                                    if let Err(e) = self.load_room(&room).await {
+                                        tracing::warn!(room = %room, error = %e, "rebuilding mirror failed");
+                                    }
+                                }
+                            }
+                            None => {
+                                host_gone = true;
+                                break;
                             }
                         }
                     }
-                    None => {
+                    for room in to_drain {
+                        self.drain(&room).await;
+                    }
+                    if host_gone {
                         // Host gone: nothing more to observe; wait for shutdown.
                         shutdown.cancelled().await;
                         break;
                     }
-                },
+                }
                 cmd = rx.recv() => match cmd {
                     Some(DocCmd::Writebacks) => wb_retry = Some(Instant::now()),
                     Some(DocCmd::Retry { call_id, reply }) => {
@@ -355,22 +394,24 @@ impl DocActor {
         self.sweep_room(room).await
     }
 
-    async fn on_update(&mut self, room: &str, update: &[u8], origin: &str) {
+    /// Applies a committed update to the room's mirror. Returns whether its changes still
+    /// need `drain` (a room seen for the first time is loaded and swept instead).
+    async fn apply_committed(&mut self, room: &str, update: &[u8], origin: &str) -> bool {
         let Some(m) = self.rooms.get(room) else {
             // First sight of this room: the stored state already contains this update.
             if let Err(e) = self.load_room(room).await {
                 tracing::warn!(room, error = %e, "cannot load room for the bridge");
             }
-            return;
+            return false;
         };
         if let Err(e) = m.ws.apply_update_v1(update, origin) {
             tracing::warn!(room, error = %e, "mirror rejected a committed update; rebuilding from stored state");
             if let Err(e) = self.load_room(room).await {
                 tracing::warn!(room, error = %e, "rebuilding mirror failed");
             }
-            return;
+            return false;
         }
-        self.drain(room).await;
+        true
     }
 
     /// Handles the change sets the mirror collected.
@@ -422,54 +463,89 @@ impl DocActor {
                 }
             }
         }
-        for block in touched {
-            self.evaluate_block(room, &block).await;
-        }
+        let touched: Vec<String> = touched.into_iter().collect();
+        self.evaluate_blocks(room, &touched).await;
     }
 
     /// Rule "entry requests attempt N with no APICall → exactly one APICall".
     async fn evaluate_block(&mut self, room: &str, block_id: &str) {
-        let Some(view) = self
-            .rooms
-            .get(room)
-            .and_then(|m| m.ws.block(block_id).ok().flatten())
-        else {
+        self.evaluate_blocks(room, std::slice::from_ref(&block_id.to_owned()))
+            .await;
+    }
+
+    /// The same rule for several blocks, creating all missing calls in one transaction.
+    async fn evaluate_blocks(&mut self, room: &str, block_ids: &[String]) {
+        let Some(m) = self.rooms.get(room) else {
             return;
         };
-        for e in &view.indexing_list {
-            if e.status != Status::NotStarted || e.attempt < 1 {
+        let mut specs = Vec::new();
+        for block_id in block_ids {
+            let Some(view) = m.ws.block(block_id).ok().flatten() else {
                 continue;
+            };
+            for e in &view.indexing_list {
+                if e.status != Status::NotStarted || e.attempt < 1 {
+                    continue;
+                }
+                let Ok(attempt) = u32::try_from(e.attempt) else {
+                    tracing::warn!(room, block = %block_id, index = %e.index_name, attempt = e.attempt, "attempt out of range; ignored");
+                    continue;
+                };
+                specs.push(NewCall {
+                    room: room.to_owned(),
+                    block_id: block_id.clone(),
+                    index_name: e.index_name.clone(),
+                    attempt,
+                    integration: self.inner.cfg.route(&e.index_name).to_owned(),
+                    request_params: json!({
+                        "content": view.content,
+                        "collection_configs": e.collection_configs,
+                        "content_hash": content_hash(&view.content),
+                    }),
+                });
             }
-            let Ok(attempt) = u32::try_from(e.attempt) else {
-                tracing::warn!(room, block = block_id, index = %e.index_name, attempt = e.attempt, "attempt out of range; ignored");
-                continue;
-            };
-            let spec = NewCall {
-                room: room.to_owned(),
-                block_id: block_id.to_owned(),
-                index_name: e.index_name.clone(),
-                attempt,
-                integration: self.inner.cfg.route(&e.index_name).to_owned(),
-                request_params: json!({
-                    "content": view.content,
-                    "collection_configs": e.collection_configs,
-                    "content_hash": content_hash(&view.content),
-                }),
-            };
-            let ob = self.inner.outbox.clone();
-            match blocking(move || ob.create_call(spec, now_ms())).await {
-                Ok((call, true)) => {
+        }
+        if specs.is_empty() {
+            return;
+        }
+        let ob = self.inner.outbox.clone();
+        // Read first: most evaluations find the calls already there, and a read costs no fsync.
+        let created = blocking(move || {
+            let mut missing = Vec::new();
+            for spec in specs {
+                if ob
+                    .find_by_trigger(&spec.room, &spec.block_id, &spec.index_name, spec.attempt)?
+                    .is_none()
+                {
+                    missing.push(spec);
+                }
+            }
+            if missing.is_empty() {
+                return Ok(Vec::new());
+            }
+            ob.create_calls(missing, now_ms())
+        })
+        .await;
+        match created {
+            Ok(v) => {
+                let mut any = false;
+                for (call, fresh) in v {
+                    if !fresh {
+                        continue;
+                    }
+                    any = true;
                     metrics::counter!(crate::metrics::CALLS_CREATED_TOTAL, "integration" => call.integration.clone()).increment(1);
-                    tracing::info!(call_id = %call.id, room, block = block_id, index = %call.index_name, attempt, integration = %call.integration, "APICall created");
-                    self.inner.dispatch_wake.notify_one();
-                    self.cancel_older(room, block_id, &e.index_name, attempt)
-                        .await;
+                    tracing::info!(call_id = %call.id, room, block = %call.block_id, index = %call.index_name, attempt = call.attempt, integration = %call.integration, "APICall created");
+                    if call.attempt > 1 {
+                        self.cancel_older(room, &call.block_id, &call.index_name, call.attempt)
+                            .await;
+                    }
                 }
-                Ok((_, false)) => {}
-                Err(err) => {
-                    tracing::error!(room, block = block_id, error = %err, "cannot create APICall")
+                if any {
+                    self.inner.dispatch_wake.notify_one();
                 }
             }
+            Err(err) => tracing::error!(room, error = %err, "cannot create APICalls"),
         }
     }
 
@@ -526,9 +602,8 @@ impl DocActor {
             return Ok(());
         };
         let blocks = blocks.map_err(|e| BridgeError::Doc(e.to_string()))?;
-        for b in &blocks {
-            self.evaluate_block(room, &b.id).await;
-        }
+        let ids: Vec<String> = blocks.iter().map(|b| b.id.clone()).collect();
+        self.evaluate_blocks(room, &ids).await;
         for c in self.non_terminal_calls(room, None).await {
             let entry = blocks
                 .iter()
@@ -648,35 +723,39 @@ impl DocActor {
         Ok(true)
     }
 
-    /// Applies queued write-backs. Returns `Ok(true)` when the queue was drained.
+    /// Applies queued write-backs, one bridge transaction (one update, one durable apply) per
+    /// room. Returns `Ok(true)` when the queue was drained.
     async fn process_writebacks(&mut self) -> Result<bool, BridgeError> {
+        const BATCH: usize = 512;
         let ob = self.inner.outbox.clone();
-        let items = blocking(move || ob.writebacks(256)).await?;
-        let full = items.len() == 256;
+        let items = blocking(move || ob.writebacks(BATCH)).await?;
+        let full = items.len() == BATCH;
+        let mut by_room: HashMap<String, Vec<(u64, Writeback)>> = HashMap::new();
+        for (seq, wb) in items {
+            by_room.entry(wb.room.clone()).or_default().push((seq, wb));
+        }
         let mut acks = Vec::new();
         let mut all_ok = true;
-        let mut rooms = BTreeSet::new();
         let mut done_blocks = BTreeSet::new();
-        for (seq, wb) in items {
-            match self.apply_writeback(&wb).await {
+        for (room, wbs) in by_room {
+            match self.apply_writebacks(&room, &wbs).await {
                 Ok(()) => {
-                    acks.push(seq);
-                    rooms.insert(wb.room.clone());
-                    if wb.status == DocStatus::Done {
-                        done_blocks.insert((wb.room.clone(), wb.block_id.clone()));
+                    for (seq, wb) in &wbs {
+                        acks.push(*seq);
+                        if wb.status == DocStatus::Done {
+                            done_blocks.insert((room.clone(), wb.block_id.clone()));
+                        }
                     }
+                    self.drain(&room).await;
                 }
                 Err(e) => {
                     all_ok = false;
-                    tracing::warn!(room = %wb.room, call_id = ?wb.api_call_id, error = %e, "write-back not applied yet");
+                    tracing::warn!(room = %room, n = wbs.len(), error = %e, "write-backs not applied yet");
                 }
             }
         }
         let ob = self.inner.outbox.clone();
         blocking(move || ob.ack_writebacks(&acks)).await?;
-        for room in rooms {
-            self.drain(&room).await;
-        }
         // Content edited while the call ran: the result is stale, index again.
         for (room, block) in done_blocks {
             self.reindex_check(&room, &block, false).await;
@@ -684,25 +763,11 @@ impl DocActor {
         Ok(all_ok && !full)
     }
 
-    async fn apply_writeback(&mut self, wb: &Writeback) -> Result<(), BridgeError> {
-        if !self.rooms.contains_key(&wb.room) {
-            self.load_room(&wb.room).await?;
-        }
-        let entry = self
-            .rooms
-            .get(&wb.room)
-            .and_then(|m| m.ws.block(&wb.block_id).ok().flatten())
-            .and_then(|b| b.entry(&wb.index_name).cloned());
-        let Some(entry) = entry else {
-            return Ok(()); // block or entry removed: nothing to show it on
-        };
-        if entry.attempt > u64::from(wb.attempt) {
-            return Ok(()); // a newer attempt exists; an old outcome must not add noise
-        }
+    fn record_for(wb: &Writeback) -> StatusRecord {
         let attempt = u64::from(wb.attempt);
         let id = wb.api_call_id.clone().unwrap_or_default();
         let at = wb.completed_at.unwrap_or_else(now_ms);
-        let rec = match wb.status {
+        match wb.status {
             DocStatus::NotStarted => StatusRecord::new(attempt, Status::NotStarted),
             DocStatus::Processing => StatusRecord::processing(attempt, id),
             DocStatus::Done => {
@@ -719,14 +784,61 @@ impl DocActor {
                 wb.error.clone().unwrap_or_else(|| "failed".into()),
                 at,
             ),
+        }
+    }
+
+    /// Writes a room's queued outcomes as one transaction of the bridge peer and sends the
+    /// update. Records already present, for a removed entry, or for an attempt older than the
+    /// entry's current one are skipped (`record_status` and the guard below), so replays after
+    /// a crash change nothing.
+    async fn apply_writebacks(
+        &mut self,
+        room: &str,
+        wbs: &[(u64, Writeback)],
+    ) -> Result<(), BridgeError> {
+        if !self.rooms.contains_key(room) {
+            self.load_room(room).await?;
+        }
+        let Some(m) = self.rooms.get(room) else {
+            return Err(BridgeError::Host(format!("room {room} is not loaded")));
         };
-        let sent = self
-            .write_record(&wb.room, &wb.block_id, &wb.index_name, &rec)
-            .await?;
-        if sent {
+        let (written, update) = m
+            .ws
+            .transact(BRIDGE_ORIGIN, |t| {
+                let mut written = Vec::new();
+                for (_, wb) in wbs {
+                    let Some(entry) = t.block(&wb.block_id).and_then(|b| b.entry(&wb.index_name).cloned()) else {
+                        continue; // block or entry removed: nothing to show it on
+                    };
+                    if entry.attempt > u64::from(wb.attempt) {
+                        continue; // a newer attempt exists; an old outcome must not add noise
+                    }
+                    match t.record_status(&wb.block_id, &wb.index_name, &Self::record_for(wb)) {
+                        Ok(true) => written.push(wb),
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(room, call_id = ?wb.api_call_id, error = %e, "invalid status record skipped"),
+                    }
+                }
+                written
+            })
+            .map_err(|e| BridgeError::Doc(e.to_string()))?;
+        if update.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self
+            .inner
+            .host
+            .apply_update(room, update, BRIDGE_ORIGIN)
+            .await
+        {
+            // The mirror holds records the host never stored: rebuild it from stored state.
+            self.rooms.remove(room);
+            return Err(BridgeError::Host(e.0));
+        }
+        for wb in written {
             metrics::counter!(crate::metrics::WRITEBACKS_TOTAL, "status" => wb.status.as_str())
                 .increment(1);
-            tracing::info!(room = %wb.room, block = %wb.block_id, index = %wb.index_name, attempt, status = wb.status.as_str(), call_id = ?wb.api_call_id, "outcome written back");
+            tracing::info!(room, block = %wb.block_id, index = %wb.index_name, attempt = wb.attempt, status = wb.status.as_str(), call_id = ?wb.api_call_id, "outcome written back");
         }
         Ok(())
     }
@@ -910,10 +1022,22 @@ async fn run_claim(inner: Arc<Inner>, claim: Claim, permit: Option<OwnedSemaphor
         } => "failed",
     };
     metrics::counter!(crate::metrics::TRIES_TOTAL, "integration" => call.integration.clone(), "result" => result).increment(1);
-    let ob = inner.outbox.clone();
     let (id, token) = (call.id, claim.token);
-    match blocking(move || ob.complete(&id, Some(token), outcome, now_ms(), &mut rand::rng())).await
+    let (reply, rx) = oneshot::channel();
+    if inner
+        .done_tx
+        .send(Done {
+            id,
+            token,
+            outcome,
+            reply,
+        })
+        .is_err()
     {
+        return; // shutting down: the lease will be rescued at the next start
+    }
+    let Ok(result) = rx.await else { return };
+    match result {
         Ok(Completion::Recorded(c)) => {
             if c.status.is_terminal() {
                 metrics::counter!(crate::metrics::CALLS_FINISHED_TOTAL, "integration" => c.integration.clone(), "status" => c.status.as_str()).increment(1);
@@ -931,6 +1055,42 @@ async fn run_claim(inner: Arc<Inner>, claim: Claim, permit: Option<OwnedSemaphor
     drop(permit);
     inner.notify_writebacks();
     inner.dispatch_wake.notify_one();
+}
+
+/// Commits worker outcomes, batching whatever is queued into one transaction. The worker keeps
+/// its concurrency slot until its outcome is durable.
+async fn completer(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Done>) {
+    loop {
+        let first = tokio::select! {
+            () = inner.shutdown.cancelled() => break,
+            d = rx.recv() => match d { Some(d) => d, None => break },
+        };
+        let mut batch = vec![first];
+        while batch.len() < 256 {
+            match rx.try_recv() {
+                Ok(d) => batch.push(d),
+                Err(_) => break,
+            }
+        }
+        let (items, replies): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .map(|d| ((d.id, Some(d.token), d.outcome), d.reply))
+            .unzip();
+        let ob = inner.outbox.clone();
+        match blocking(move || ob.complete_many(items, now_ms(), &mut rand::rng())).await {
+            Ok(results) => {
+                for (r, reply) in results.into_iter().zip(replies) {
+                    let _ = reply.send(Ok(r));
+                }
+            }
+            Err(e) => {
+                for reply in replies {
+                    let _ = reply.send(Err(BridgeError::Store(e.to_string())));
+                }
+            }
+        }
+    }
+    tracing::info!("bridge completer stopped");
 }
 
 async fn pruner(inner: Arc<Inner>) {

@@ -256,6 +256,7 @@ pub struct StoredEvent {
 pub struct Outbox {
     db: Arc<Database>,
     policy: RetryPolicy,
+    commits: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -296,7 +297,16 @@ impl Outbox {
             txn.open_table(WRITEBACK).map_err(se)?;
         }
         txn.commit().map_err(se)?;
-        Ok(Self { db, policy })
+        Ok(Self {
+            db,
+            policy,
+            commits: Arc::default(),
+        })
+    }
+
+    /// Durable (fsynced) write transactions committed through this handle since it was opened.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The retry policy in force.
@@ -316,6 +326,8 @@ impl Outbox {
             .map_err(|e| BridgeError::Store(e.to_string()))?;
         let r = f(&txn)?;
         txn.commit().map_err(se)?;
+        self.commits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(r)
     }
 
@@ -459,29 +471,45 @@ impl Outbox {
     /// T1: creates the call for (room, block, index, attempt) unless one exists.
     /// Returns the call and whether it was created now.
     pub fn create_call(&self, spec: NewCall, now: u64) -> Result<(ApiCall, bool), BridgeError> {
+        self.create_calls(vec![spec], now)?
+            .pop()
+            .ok_or_else(|| BridgeError::Store("create_calls returned nothing".into()))
+    }
+
+    /// T1 for several triggers in one transaction (one fsync).
+    pub fn create_calls(
+        &self,
+        specs: Vec<NewCall>,
+        now: u64,
+    ) -> Result<Vec<(ApiCall, bool)>, BridgeError> {
         self.write(|txn| {
-            let key = trigger_key(&spec.room, &spec.block_id, &spec.index_name, spec.attempt);
-            let existing = {
-                let t = txn.open_table(TRIGGERS).map_err(se)?;
-                let r = t.get(key.as_slice()).map_err(se)?;
-                r.and_then(|g| Uuid::from_slice(g.value()).ok())
-            };
-            if let Some(id) = existing
-                && let Some(call) = Self::load_call_txn(txn, &id)?
-            {
-                return Ok((call, false));
+            let mut out = Vec::with_capacity(specs.len());
+            for spec in specs {
+                let key = trigger_key(&spec.room, &spec.block_id, &spec.index_name, spec.attempt);
+                let existing = {
+                    let t = txn.open_table(TRIGGERS).map_err(se)?;
+                    let r = t.get(key.as_slice()).map_err(se)?;
+                    r.and_then(|g| Uuid::from_slice(g.value()).ok())
+                };
+                if let Some(id) = existing
+                    && let Some(call) = Self::load_call_txn(txn, &id)?
+                {
+                    out.push((call, false));
+                    continue;
+                }
+                let id = Uuid::now_v7();
+                let mut call = ApiCall::new(id, spec, now);
+                {
+                    let mut t = txn.open_table(TRIGGERS).map_err(se)?;
+                    t.insert(key.as_slice(), id.as_bytes().as_slice())
+                        .map_err(se)?;
+                }
+                Self::append_txn(txn, &mut call, vec![EventKind::Created], now)?;
+                Self::set_ready_txn(txn, &mut call, Some(now))?;
+                Self::save_call_txn(txn, &call)?;
+                out.push((call, true));
             }
-            let id = Uuid::now_v7();
-            let mut call = ApiCall::new(id, spec, now);
-            {
-                let mut t = txn.open_table(TRIGGERS).map_err(se)?;
-                t.insert(key.as_slice(), id.as_bytes().as_slice())
-                    .map_err(se)?;
-            }
-            Self::append_txn(txn, &mut call, vec![EventKind::Created], now)?;
-            Self::set_ready_txn(txn, &mut call, Some(now))?;
-            Self::save_call_txn(txn, &call)?;
-            Ok((call, true))
+            Ok(out)
         })
     }
 
@@ -665,125 +693,150 @@ impl Outbox {
         now: u64,
         rng: &mut impl Rng,
     ) -> Result<Completion, BridgeError> {
+        self.write(|txn| self.complete_txn(txn, id, token, outcome, now, rng))
+    }
+
+    /// `complete` for several outcomes in one transaction (one fsync).
+    pub fn complete_many(
+        &self,
+        items: Vec<(Uuid, Option<u64>, Outcome)>,
+        now: u64,
+        rng: &mut impl Rng,
+    ) -> Result<Vec<Completion>, BridgeError> {
         self.write(|txn| {
-            let Some(mut call) = Self::load_call_txn(txn, id)? else {
-                return Ok(Completion::Ignored);
-            };
-            let was = call.status;
-            if was.is_terminal() {
-                Self::append_txn(
-                    txn,
-                    &mut call,
-                    vec![EventKind::LateResultIgnored {
-                        detail: describe(&outcome),
-                    }],
-                    now,
-                )?;
-                Self::save_call_txn(txn, &call)?;
-                return Ok(Completion::Ignored);
-            }
-            if let Some(token) = token {
-                let lease = {
-                    let t = txn.open_table(LEASES).map_err(se)?;
-                    let r = t.get(id.as_bytes().as_slice()).map_err(se)?;
-                    r.and_then(|g| decode_lease(g.value()))
-                };
-                let current = lease.is_some_and(|(tok, _)| tok == token);
-                if !current {
-                    if !matches!(outcome, Outcome::Completed { .. }) {
-                        Self::append_txn(
-                            txn,
-                            &mut call,
-                            vec![EventKind::LateResultIgnored {
-                                detail: format!("stale lease {token}: {}", describe(&outcome)),
-                            }],
-                            now,
-                        )?;
-                        Self::save_call_txn(txn, &call)?;
-                        return Ok(Completion::Fenced);
-                    }
-                } else {
-                    Self::drop_lease_txn(txn, id)?;
-                }
-            }
-            let mut kinds = Vec::new();
-            let mut ready_at = None;
-            let mut link = None;
-            match outcome {
-                Outcome::Completed { external_id, data } => {
-                    if call.external_id.is_none() {
-                        // Sync APIs get a generated id so the contract's `initialized` always exists.
-                        let ext = external_id.unwrap_or_else(|| Uuid::new_v4().to_string());
-                        kinds.push(EventKind::Initialized { external_id: ext });
-                    }
-                    kinds.push(EventKind::Processing);
-                    kinds.push(EventKind::Completed { data });
-                }
-                Outcome::Started {
-                    external_id,
-                    poll_after_ms,
-                } => {
-                    if call.external_id.is_none() {
-                        kinds.push(EventKind::Initialized {
-                            external_id: external_id.clone(),
-                        });
-                        link = Some(external_id);
-                    }
-                    kinds.push(EventKind::Processing);
-                    ready_at = poll_after_ms.map(|d| now + d);
-                }
-                Outcome::Pending { poll_after_ms } => {
-                    ready_at = Some(now + poll_after_ms);
-                }
-                Outcome::Failed {
-                    error,
-                    retryable,
-                    retry_after_ms,
-                } => {
-                    let poll = call.external_id.is_some();
-                    if poll && retryable {
-                        // A failed status poll counts as a try too, so a dead status URL ends.
-                        call.tries += 1;
-                    }
-                    if retryable && call.tries < self.policy.max_attempts {
-                        let delay = next_delay_ms(
-                            &self.policy,
-                            call.tries.max(1),
-                            retry_after_ms.map(std::time::Duration::from_millis),
-                            rng,
-                        );
-                        kinds.push(EventKind::Failed {
-                            error,
-                            retryable: true,
-                        });
-                        kinds.push(EventKind::RetryScheduled {
-                            next_at: now + delay,
-                        });
-                        ready_at = Some(now + delay);
-                    } else {
-                        let error = if retryable {
-                            format!("{error} (gave up after {} tries)", call.tries)
-                        } else {
-                            error
-                        };
-                        kinds.push(EventKind::Failed {
-                            error,
-                            retryable: false,
-                        });
-                    }
-                }
-            }
-            Self::append_txn(txn, &mut call, kinds, now)?;
-            if !call.status.is_terminal() {
-                // An unleased refresh must not leave a second queue entry behind.
-                Self::set_ready_txn(txn, &mut call, ready_at)?;
-            }
-            Self::settle_txn(txn, &mut call, was)?;
-            if let Some(ext) = link {
-                Self::link_external_txn(txn, &mut call, &ext, now)?;
-            }
-            Ok(Completion::Recorded(Box::new(call)))
+            items
+                .into_iter()
+                .map(|(id, token, outcome)| self.complete_txn(txn, &id, token, outcome, now, rng))
+                .collect()
         })
+    }
+
+    fn complete_txn(
+        &self,
+        txn: &WriteTransaction,
+        id: &Uuid,
+        token: Option<u64>,
+        outcome: Outcome,
+        now: u64,
+        rng: &mut impl Rng,
+    ) -> Result<Completion, BridgeError> {
+        let Some(mut call) = Self::load_call_txn(txn, id)? else {
+            return Ok(Completion::Ignored);
+        };
+        let was = call.status;
+        if was.is_terminal() {
+            Self::append_txn(
+                txn,
+                &mut call,
+                vec![EventKind::LateResultIgnored {
+                    detail: describe(&outcome),
+                }],
+                now,
+            )?;
+            Self::save_call_txn(txn, &call)?;
+            return Ok(Completion::Ignored);
+        }
+        if let Some(token) = token {
+            let lease = {
+                let t = txn.open_table(LEASES).map_err(se)?;
+                let r = t.get(id.as_bytes().as_slice()).map_err(se)?;
+                r.and_then(|g| decode_lease(g.value()))
+            };
+            let current = lease.is_some_and(|(tok, _)| tok == token);
+            if !current {
+                if !matches!(outcome, Outcome::Completed { .. }) {
+                    Self::append_txn(
+                        txn,
+                        &mut call,
+                        vec![EventKind::LateResultIgnored {
+                            detail: format!("stale lease {token}: {}", describe(&outcome)),
+                        }],
+                        now,
+                    )?;
+                    Self::save_call_txn(txn, &call)?;
+                    return Ok(Completion::Fenced);
+                }
+            } else {
+                Self::drop_lease_txn(txn, id)?;
+            }
+        }
+        let mut kinds = Vec::new();
+        let mut ready_at = None;
+        let mut link = None;
+        match outcome {
+            Outcome::Completed { external_id, data } => {
+                if call.external_id.is_none() {
+                    // Sync APIs get a generated id so the contract's `initialized` always exists.
+                    let ext = external_id.unwrap_or_else(|| Uuid::new_v4().to_string());
+                    kinds.push(EventKind::Initialized { external_id: ext });
+                }
+                kinds.push(EventKind::Processing);
+                kinds.push(EventKind::Completed { data });
+            }
+            Outcome::Started {
+                external_id,
+                poll_after_ms,
+            } => {
+                if call.external_id.is_none() {
+                    kinds.push(EventKind::Initialized {
+                        external_id: external_id.clone(),
+                    });
+                    link = Some(external_id);
+                }
+                kinds.push(EventKind::Processing);
+                ready_at = poll_after_ms.map(|d| now + d);
+            }
+            Outcome::Pending { poll_after_ms } => {
+                ready_at = Some(now + poll_after_ms);
+            }
+            Outcome::Failed {
+                error,
+                retryable,
+                retry_after_ms,
+            } => {
+                let poll = call.external_id.is_some();
+                if poll && retryable {
+                    // A failed status poll counts as a try too, so a dead status URL ends.
+                    call.tries += 1;
+                }
+                if retryable && call.tries < self.policy.max_attempts {
+                    let delay = next_delay_ms(
+                        &self.policy,
+                        call.tries.max(1),
+                        retry_after_ms.map(std::time::Duration::from_millis),
+                        rng,
+                    );
+                    kinds.push(EventKind::Failed {
+                        error,
+                        retryable: true,
+                    });
+                    kinds.push(EventKind::RetryScheduled {
+                        next_at: now + delay,
+                    });
+                    ready_at = Some(now + delay);
+                } else {
+                    let error = if retryable {
+                        format!("{error} (gave up after {} tries)", call.tries)
+                    } else {
+                        error
+                    };
+                    kinds.push(EventKind::Failed {
+                        error,
+                        retryable: false,
+                    });
+                }
+            }
+        }
+        Self::append_txn(txn, &mut call, kinds, now)?;
+        if !call.status.is_terminal() {
+            // An unleased refresh must not leave a second queue entry behind.
+            Self::set_ready_txn(txn, &mut call, ready_at)?;
+        }
+        Self::settle_txn(txn, &mut call, was)?;
+        if let Some(ext) = link {
+            Self::link_external_txn(txn, &mut call, &ext, now)?;
+        }
+        Ok(Completion::Recorded(Box::new(call)))
     }
 
     /// Indexes `external_id` → call and applies webhooks parked for it.
