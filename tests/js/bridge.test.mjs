@@ -99,10 +99,11 @@ function startFakeApi () {
           await deliver(jobId, data)
           return send(res, 202, { id: jobId })
         }
+        // unref: a far-future job must not keep the test process alive.
         setTimeout(() => {
           state.jobs.set(jobId, { status: 'completed', data })
           if (url.searchParams.get('webhook') !== '0') deliver(jobId, data)
-        }, delay)
+        }, delay).unref()
         return send(res, 202, { id: jobId })
       }
       const m = p.match(/^\/fail\/(\d+)$/)

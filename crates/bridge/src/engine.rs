@@ -738,19 +738,29 @@ impl DocActor {
         let mut all_ok = true;
         let mut done_blocks = BTreeSet::new();
         for (room, wbs) in by_room {
-            match self.apply_writebacks(&room, &wbs).await {
-                Ok(()) => {
-                    for (seq, wb) in &wbs {
-                        acks.push(*seq);
-                        if wb.status == DocStatus::Done {
-                            done_blocks.insert((room.clone(), wb.block_id.clone()));
-                        }
-                    }
-                    self.drain(&room).await;
+            // One update per "layer": the k-th queued record of every entry goes into update k,
+            // so a client sees `processing` and `done` as two steps even when a fast call
+            // finished before the first was written.
+            let mut layers: Vec<Vec<(u64, Writeback)>> = Vec::new();
+            let mut depth: HashMap<(String, String), usize> = HashMap::new();
+            for (seq, wb) in wbs {
+                let d = depth
+                    .entry((wb.block_id.clone(), wb.index_name.clone()))
+                    .or_default();
+                if layers.len() <= *d {
+                    layers.push(Vec::new());
                 }
-                Err(e) => {
+                layers[*d].push((seq, wb));
+                *d += 1;
+            }
+            for wbs in layers {
+                // Later layers wait for earlier ones, so records keep their order.
+                if !self
+                    .apply_layer(&room, wbs, &mut acks, &mut done_blocks)
+                    .await
+                {
                     all_ok = false;
-                    tracing::warn!(room = %room, n = wbs.len(), error = %e, "write-backs not applied yet");
+                    break;
                 }
             }
         }
@@ -761,6 +771,32 @@ impl DocActor {
             self.reindex_check(&room, &block, false).await;
         }
         Ok(all_ok && !full)
+    }
+
+    /// Applies one layer of a room's write-backs; false if the host refused it.
+    async fn apply_layer(
+        &mut self,
+        room: &str,
+        wbs: Vec<(u64, Writeback)>,
+        acks: &mut Vec<u64>,
+        done_blocks: &mut BTreeSet<(String, String)>,
+    ) -> bool {
+        match self.apply_writebacks(room, &wbs).await {
+            Ok(()) => {
+                for (seq, wb) in &wbs {
+                    acks.push(*seq);
+                    if wb.status == DocStatus::Done {
+                        done_blocks.insert((room.to_owned(), wb.block_id.clone()));
+                    }
+                }
+                self.drain(room).await;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(room, n = wbs.len(), error = %e, "write-backs not applied yet");
+                false
+            }
+        }
     }
 
     fn record_for(wb: &Writeback) -> StatusRecord {
