@@ -375,9 +375,14 @@ test('content edits re-index; removing an entry cancels its call', async () => {
 test('crash safety: kill -9 at random points, every call ends once, one key per attempt', async () => {
   const api = await startFakeApi()
   const dataDir = tempDataDir('weaver-bridge-crash-')
-  const cfg = httpConfig(api, '/slow?ms=150', '', { max_attempts: 50, lease_ms: 3000 })
+  // `search` goes to a slow sync API, `poll` to an async API finished by polling, so kills land
+  // between trigger, claim, the external call, the 202, polls, outcome and write-back.
+  const cfg = httpConfig(api, '/slow?ms=120', '', { max_attempts: 50, lease_ms: 3000 })
+    .replace('search = "ext"', 'search = "ext"\npoll = "ext2"') +
+    `[[integrations]]\nname = "ext2"\nkind = "http"\nurl = "${api.url('/async?delay_ms=150&webhook=0')}"\n` +
+    `timeout_ms = 1500\nstatus_url = "${api.url('/jobs/{external_id}')}"\npoll_interval_ms = 50\n`
   const blocks = []
-  const ROUNDS = 6
+  const ROUNDS = 10
   try {
     let w = await weaver(cfg, { dataDir })
     for (let round = 0; round < ROUNDS; round++) {
@@ -387,34 +392,50 @@ test('crash safety: kill -9 at random points, every call ends once, one key per 
         blocks.push(id)
         addBlock(a.doc, { id, type: 'text', content: `block ${id}\n\npara` })
         requestIndex(a.doc, id, 'search', {})
+        requestIndex(a.doc, id, 'poll', {})
       }
       // Re-index an earlier block too, so several attempts are in flight across crashes.
-      if (round > 0) requestIndex(a.doc, blocks[round - 1], 'search', {})
-      await sleep(50 + Math.floor(Math.random() * 400))
+      if (round > 0) requestIndex(a.doc, blocks[3 * (round - 1)], 'search', {})
+      // Wait for the client's updates to be durable, then kill at a random point after them.
+      await sleep(30)
+      await sleep(Math.floor(Math.random() * (round % 2 === 0 ? 60 : 500)))
       a.close()
       await w.kill9()
       w = await weaver(cfg, { dataDir })
     }
     const a = await client(w, 'crash')
     for (const id of blocks) {
-      await waitFor(`${id} done`, () => entry(a.doc, id, 'search')?.status === 'done', 60000)
+      for (const index of ['search', 'poll']) {
+        await waitFor(`${id}/${index} done`, () => entry(a.doc, id, index)?.status === 'done', 60000)
+      }
     }
     // Every call reached exactly one terminal state; nothing left running.
-    const cs = await calls(w, '?room=crash')
+    const cs = await calls(w, '?room=crash&limit=5000')
+    assert.ok(cs.length >= blocks.length * 2)
+    let rescued = 0
     for (const c of cs) {
       assert.ok(['completed', 'cancelled'].includes(c.status), `${c.id} is ${c.status}`)
       const ev = (await (await fetch(`${w.httpUrl}/api/calls/${c.id}`)).json()).events
+      if (ev.some((e) => e.type === 'lease_expired')) rescued++
       const terminal = ev.filter((e) => ['completed', 'cancelled'].includes(e.type) || (e.type === 'failed' && !e.retryable))
       assert.equal(terminal.length, 1, `call ${c.id}: ${JSON.stringify(ev.map((e) => e.type))}`)
     }
-    // Each outcome written back once: per (entry, attempt) at most one done record.
+    // Each outcome written back once: per (entry, attempt, status) at most one record.
     for (const id of blocks) {
       const block = getBlocksMap(a.doc).get(id)
-      const [le] = logicalEntries(block)
-      const dones = new Map()
-      for (const r of le.records) if (r.status === 'done') dones.set(r.attempt, (dones.get(r.attempt) || 0) + 1)
-      for (const [attempt, n] of dones) assert.equal(n, 1, `${id} attempt ${attempt} has ${n} done records`)
+      for (const le of logicalEntries(block)) {
+        const seen = new Map()
+        for (const r of le.records) {
+          if (r.status === 'notStarted') continue
+          const k = `${r.attempt}/${r.status}/${r.api_call_id}`
+          seen.set(k, (seen.get(k) || 0) + 1)
+        }
+        for (const [k, n] of seen) assert.equal(n, 1, `${id}/${le.index_name} ${k} written ${n} times`)
+        const dones = le.records.filter((r) => r.status === 'done')
+        assert.equal(new Set(dones.map((r) => r.attempt)).size, dones.length, `${id}/${le.index_name}: two done records for one attempt`)
+      }
     }
+    console.log(`crash test: ${cs.length} calls, ${rescued} rescued from a killed process, ${api.state.requests} external requests`)
     // The external API never saw two idempotency keys for one attempt.
     for (const [attempt, keys] of api.state.keysByAttempt) assert.equal(keys.size, 1, `${attempt}: ${[...keys]}`)
     a.close()
