@@ -3,7 +3,7 @@
 // requests per Idempotency-Key, answers 200/202/429/500/slowly/never, and sends signed Standard
 // Webhooks). Crash safety is checked with kill -9 at random points between trigger, claim,
 // external call, outcome and write-back.
-import { test as nodeTest, after } from 'node:test'
+import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
 import http from 'node:http'
 import crypto from 'node:crypto'
@@ -135,13 +135,6 @@ function startFakeApi () {
 
 // ---------------------------------------------------------------------------------------------
 // Weaver and clients.
-
-// TEMPORARY until the binary wires the bridge (removed in the wiring commit).
-import { execFileSync } from 'node:child_process'
-import { weaverBin } from './lib/weaver.mjs'
-let wired = false
-try { wired = execFileSync(weaverBin, ['serve', '--help']).toString().includes('--bridge-config') } catch {}
-const test = (name, fn) => nodeTest(name, { skip: wired ? false : 'weaver serve has no --bridge-config yet' }, fn)
 
 const running = []
 after(async () => { for (const w of running) await w.stop().catch(() => {}) })
