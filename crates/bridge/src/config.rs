@@ -152,6 +152,9 @@ pub struct IntegrationConfig {
     pub status_url: Option<String>,
     #[serde(default = "default_poll")]
     pub poll_interval_ms: u64,
+    /// A started (202) call that has not finished this long after it started is `failed`.
+    #[serde(default = "default_async_timeout")]
+    pub async_timeout_ms: u64,
     /// Field of a `202` body holding the external id (default: `external_id`, then `id`).
     #[serde(default)]
     pub external_id_field: Option<String>,
@@ -167,6 +170,9 @@ fn default_concurrency() -> usize {
 }
 fn default_poll() -> u64 {
     2_000
+}
+fn default_async_timeout() -> u64 {
+    3_600_000
 }
 fn default_max_body() -> usize {
     1024 * 1024

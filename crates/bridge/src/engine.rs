@@ -1019,6 +1019,11 @@ async fn dispatcher(inner: Arc<Inner>) {
     tracing::info!("bridge dispatcher stopped");
 }
 
+fn past_deadline(call: &ApiCall, timeout_ms: u64) -> bool {
+    call.started_at
+        .is_some_and(|t| now_ms().saturating_sub(t) >= timeout_ms)
+}
+
 async fn run_claim(inner: Arc<Inner>, claim: Claim, permit: Option<OwnedSemaphorePermit>) {
     let call = &claim.call;
     let lease = Duration::from_millis(inner.cfg.retry.lease_ms.saturating_sub(500).max(100));
@@ -1028,6 +1033,28 @@ async fn run_claim(inner: Arc<Inner>, claim: Claim, permit: Option<OwnedSemaphor
             retryable: false,
             retry_after_ms: None,
         },
+        Some(integ)
+            if claim.phase == Phase::Poll && past_deadline(call, integ.async_timeout_ms()) =>
+        {
+            Outcome::Failed {
+                error: format!(
+                    "no completion within {} s of the external system accepting the call",
+                    integ.async_timeout_ms() / 1000
+                ),
+                retryable: false,
+                retry_after_ms: None,
+            }
+        }
+        Some(integ) if claim.phase == Phase::Poll && !integ.can_poll() => {
+            // Webhook-only integration woken before its deadline (clock change, restart):
+            // sleep until the deadline.
+            let left = call.started_at.map_or(integ.async_timeout_ms(), |t| {
+                (t + integ.async_timeout_ms()).saturating_sub(now_ms())
+            });
+            Outcome::Pending {
+                poll_after_ms: left.max(100),
+            }
+        }
         Some(integ) => {
             let fut = match claim.phase {
                 Phase::Submit => integ.submit(call),

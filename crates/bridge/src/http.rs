@@ -28,6 +28,7 @@ pub struct HttpIntegration {
     secrets: Vec<WebhookSecret>,
     status_url: Option<String>,
     poll_interval_ms: u64,
+    async_timeout_ms: u64,
     external_id_field: Option<String>,
     max_response_bytes: usize,
 }
@@ -113,6 +114,7 @@ impl HttpIntegration {
             secrets,
             status_url: c.status_url.clone(),
             poll_interval_ms: c.poll_interval_ms,
+            async_timeout_ms: c.async_timeout_ms,
             external_id_field: c.external_id_field.clone(),
             max_response_bytes: c.max_response_bytes,
         })
@@ -146,8 +148,13 @@ impl HttpIntegration {
         })
     }
 
+    /// When to look at a started call again: the next poll, or (webhook-only) the deadline.
     fn poll_after(&self) -> Option<u64> {
-        self.status_url.as_ref().map(|_| self.poll_interval_ms)
+        Some(if self.status_url.is_some() {
+            self.poll_interval_ms
+        } else {
+            self.async_timeout_ms
+        })
     }
 
     fn transport_error(&self, e: &reqwest::Error) -> Outcome {
@@ -209,6 +216,9 @@ impl Integration for HttpIntegration {
     }
     fn can_poll(&self) -> bool {
         self.status_url.is_some()
+    }
+    fn async_timeout_ms(&self) -> u64 {
+        self.async_timeout_ms
     }
     fn webhook_secrets(&self) -> &[WebhookSecret] {
         &self.secrets

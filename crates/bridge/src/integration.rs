@@ -35,6 +35,11 @@ pub trait Integration: Send + Sync + std::fmt::Debug {
     fn poll<'a>(&'a self, call: &'a ApiCall) -> BoxFuture<'a, Outcome>;
     /// Whether `poll` is meaningful.
     fn can_poll(&self) -> bool;
+    /// How long a started call may take before it is failed (checked by a scheduled wake-up
+    /// when the integration cannot poll, on every poll otherwise).
+    fn async_timeout_ms(&self) -> u64 {
+        3_600_000
+    }
     /// Secrets accepted on `/api/webhooks/{name}`; empty = webhooks refused.
     fn webhook_secrets(&self) -> &[WebhookSecret];
 }

@@ -86,6 +86,9 @@ pub struct ApiCall {
     pub tries: u32,
     /// When the next try is due (ms), if one is scheduled.
     pub next_try_at: Option<u64>,
+    /// When the external system accepted the call (202), ms.
+    #[serde(default)]
+    pub started_at: Option<u64>,
 }
 
 impl ApiCall {
@@ -110,6 +113,7 @@ impl ApiCall {
             idempotency_key: format!("weaver-{id}-{attempt}"),
             tries: 0,
             next_try_at: None,
+            started_at: None,
         }
     }
 

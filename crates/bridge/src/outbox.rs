@@ -785,6 +785,7 @@ impl Outbox {
                 }
                 kinds.push(EventKind::Processing);
                 ready_at = poll_after_ms.map(|d| now + d);
+                call.started_at.get_or_insert(now);
             }
             Outcome::Pending { poll_after_ms } => {
                 ready_at = Some(now + poll_after_ms);

@@ -730,3 +730,24 @@ async fn webhook_endpoint_security() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_call_without_completion_fails_at_deadline() {
+    let api = FakeApi::start().await;
+    // Webhook-only integration, the job never finishes: failed after async_timeout_ms.
+    let rig = Rig::new(&http_cfg(
+        &api,
+        "/async?delay_ms=100000",
+        "async_timeout_ms = 400",
+    ))
+    .await;
+    rig.add_entry("r", "b", "text", "search");
+    let e = rig
+        .wait_entry("r", "b", "search", "error", |e| e.status == Status::Error)
+        .await;
+    assert!(
+        e.error.as_deref().unwrap().contains("no completion within"),
+        "{e:?}"
+    );
+    assert_eq!(api.requests(), 1);
+}
