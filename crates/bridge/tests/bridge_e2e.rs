@@ -751,3 +751,54 @@ async fn async_call_without_completion_fails_at_deadline() {
     );
     assert_eq!(api.requests(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_response_and_redirect_are_final() {
+    let api = FakeApi::start().await;
+    let rig = Rig::new(&http_cfg(
+        &api,
+        "/big?bytes=2000000",
+        "max_response_bytes = 100000",
+    ))
+    .await;
+    rig.add_entry("r", "b", "text", "search");
+    let e = rig
+        .wait_entry("r", "b", "search", "error", |e| e.status == Status::Error)
+        .await;
+    assert!(
+        e.error
+            .as_deref()
+            .unwrap()
+            .contains("larger than 100000 bytes"),
+        "{e:?}"
+    );
+    assert_eq!(api.requests(), 1);
+
+    let api = FakeApi::start().await;
+    let rig = Rig::new(&http_cfg(&api, "/redirect", "")).await;
+    rig.add_entry("r", "b", "text", "search");
+    let e = rig
+        .wait_entry("r", "b", "search", "error", |e| e.status == Status::Error)
+        .await;
+    assert!(e.error.as_deref().unwrap().contains("307"), "{e:?}");
+    assert!(
+        e.error.as_deref().unwrap().contains("not followed"),
+        "{e:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(api.requests(), 1, "the redirect target was never requested");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hanging_api_times_out_and_is_retried_then_failed() {
+    let api = FakeApi::start().await;
+    let cfg = http_cfg(&api, "/hang", "").replace("timeout_ms = 1500", "timeout_ms = 300");
+    let rig = Rig::new(&cfg).await;
+    rig.add_entry("r", "b", "text", "search");
+    let e = rig
+        .wait_entry("r", "b", "search", "error", |e| e.status == Status::Error)
+        .await;
+    assert!(e.error.as_deref().unwrap().contains("timeout"), "{e:?}");
+    assert_eq!(api.requests(), 3, "max_attempts = 3");
+    assert_eq!(api.keys().len(), 1);
+}

@@ -10,6 +10,8 @@
 //!   POST /fail/{code}?times=N&retry_after=S   answers `code` N times per key (all if no N), then 200
 //!   POST /slow?ms=N                  sleeps, then like /sync
 //!   POST /hang                       never answers
+//!   POST /big?bytes=N                200 with an N-byte JSON body
+//!   POST /redirect                   307 to /sync (must not be followed)
 //!   GET  /jobs/{id}                  {"status": "processing"|"completed", "data"}
 //!   GET  /stats                      {"requests", "keys": {key: count}, "webhooks_sent"}
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
@@ -59,6 +61,8 @@ impl FakeApi {
             .route("/fail/{code}", post(fail))
             .route("/slow", post(slow))
             .route("/hang", post(hang))
+            .route("/big", post(big))
+            .route("/redirect", post(redirect))
             .route("/jobs/{id}", get(job))
             .route("/stats", get(stats))
             .with_state(state.clone());
@@ -273,4 +277,15 @@ async fn stats(State(st): St) -> Response {
         200,
         json!({"requests": s.requests, "keys": s.keys, "webhooks_sent": s.webhooks_sent}),
     )
+}
+
+async fn big(State(st): St, h: HeaderMap, Query(q): Query<HashMap<String, usize>>) -> Response {
+    count(&st, &key_of(&h));
+    let n = q.get("bytes").copied().unwrap_or(2 << 20);
+    reply(200, json!({"pad": "x".repeat(n)}))
+}
+
+async fn redirect(State(st): St, h: HeaderMap) -> Response {
+    count(&st, &key_of(&h));
+    (StatusCode::TEMPORARY_REDIRECT, [("location", "/sync")]).into_response()
 }
