@@ -501,3 +501,88 @@ fn state_survives_reopen_and_startup_rescue() {
         "same key after the crash"
     );
 }
+
+mod webhook_order {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// One delivery of the provider's webhooks (processing, completed), each sent 1–3 times, in
+    /// any order relative to each other and to the 202 being recorded: the call ends completed
+    /// with the data, the `completed` event is applied once, and one `done` write-back is queued.
+    fn run(order: &[(usize, bool)]) {
+        let dir = tempfile::tempdir().unwrap();
+        let ob = open(&dir);
+        let (call, _) = ob.create_call(spec(1), 0).unwrap();
+        let claim = ob.claim_due(0, &slots(), 10).unwrap().pop().unwrap();
+        let hooks = [
+            ("wh_p", EventKind::Processing),
+            (
+                "wh_c",
+                EventKind::Completed {
+                    data: json!({"chunks": 7}),
+                },
+            ),
+        ];
+        let mut started = false;
+        for (i, (which, start_first)) in order.iter().enumerate() {
+            if *start_first && !started {
+                ob.complete(
+                    &call.id,
+                    Some(claim.token),
+                    Outcome::Started {
+                        external_id: "ext".into(),
+                        poll_after_ms: None,
+                    },
+                    10 + i as u64,
+                    &mut rng(),
+                )
+                .unwrap();
+                started = true;
+            }
+            let (id, kind) = &hooks[*which % 2];
+            ob.apply_webhook("api", id, "ext", kind.clone(), 20 + i as u64)
+                .unwrap();
+        }
+        if !started {
+            ob.complete(
+                &call.id,
+                Some(claim.token),
+                Outcome::Started {
+                    external_id: "ext".into(),
+                    poll_after_ms: None,
+                },
+                100,
+                &mut rng(),
+            )
+            .unwrap();
+        }
+        let c = ob.get(&call.id).unwrap().unwrap();
+        assert_eq!(c.status, CallStatus::Completed);
+        assert_eq!(c.response_data, Some(json!({"chunks": 7})));
+        let completed = ob
+            .events(&call.id)
+            .unwrap()
+            .iter()
+            .filter(|e| e.event.kind.type_name() == "completed")
+            .count();
+        assert_eq!(completed, 1);
+        let dones = ob
+            .writebacks(100)
+            .unwrap()
+            .iter()
+            .filter(|(_, w)| w.status == DocStatus::Done)
+            .count();
+        assert_eq!(dones, 1);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn any_order_and_duplicates_converge(
+            order in proptest::collection::vec((0usize..2, any::<bool>()), 1..8)
+                .prop_filter("completed must be delivered", |v| v.iter().any(|(w, _)| *w == 1))
+        ) {
+            run(&order);
+        }
+    }
+}
