@@ -10,7 +10,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use rand::Rng;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    WriteTransaction,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -33,6 +36,7 @@ const EXTERNAL: TableDefinition<Bytes, Bytes> = TableDefinition::new("bridge_ext
 const WEBHOOK_SEEN: TableDefinition<Bytes, u64> = TableDefinition::new("bridge_webhook_seen");
 const PARKED: TableDefinition<Bytes, Bytes> = TableDefinition::new("bridge_parked");
 const WRITEBACK: TableDefinition<u64, Bytes> = TableDefinition::new("bridge_writeback");
+const BY_ROOM: TableDefinition<Bytes, Bytes> = TableDefinition::new("bridge_calls_by_room");
 
 /// Version of the table layout; stored in `bridge_meta["schema_version"]`.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -87,6 +91,21 @@ fn split_time_id(k: &[u8]) -> Option<(u64, Uuid)> {
     let t = u64::from_be_bytes(k.get(..8)?.try_into().ok()?);
     let id = Uuid::from_slice(k.get(8..24)?).ok()?;
     Some((t, id))
+}
+
+fn room_prefix(room: &str, block: Option<&str>) -> Vec<u8> {
+    let mut k = Vec::new();
+    lp(&mut k, room);
+    if let Some(b) = block {
+        lp(&mut k, b);
+    }
+    k
+}
+
+fn by_room_key(call: &ApiCall) -> Vec<u8> {
+    let mut k = room_prefix(&call.room, Some(&call.block_id));
+    k.extend_from_slice(call.id.as_bytes());
+    k
 }
 
 fn event_key(id: &Uuid, seq: u32) -> Vec<u8> {
@@ -295,6 +314,18 @@ impl Outbox {
             txn.open_table(WEBHOOK_SEEN).map_err(se)?;
             txn.open_table(PARKED).map_err(se)?;
             txn.open_table(WRITEBACK).map_err(se)?;
+            // The room index came after the first layout; fill it for calls stored before.
+            let mut by_room = txn.open_table(BY_ROOM).map_err(se)?;
+            if by_room.is_empty().map_err(se)? {
+                let calls = txn.open_table(CALLS).map_err(se)?;
+                for item in calls.iter().map_err(se)? {
+                    let (_, v) = item.map_err(se)?;
+                    let call: ApiCall = dec(v.value())?;
+                    by_room
+                        .insert(by_room_key(&call).as_slice(), [].as_slice())
+                        .map_err(se)?;
+                }
+            }
         }
         txn.commit().map_err(se)?;
         Ok(Self {
@@ -500,6 +531,11 @@ impl Outbox {
                 let id = Uuid::now_v7();
                 let mut call = ApiCall::new(id, spec, now);
                 {
+                    let mut t = txn.open_table(BY_ROOM).map_err(se)?;
+                    t.insert(by_room_key(&call).as_slice(), [].as_slice())
+                        .map_err(se)?;
+                }
+                {
                     let mut t = txn.open_table(TRIGGERS).map_err(se)?;
                     t.insert(key.as_slice(), id.as_bytes().as_slice())
                         .map_err(se)?;
@@ -570,23 +606,55 @@ impl Outbox {
         let txn = self.db.begin_read().map_err(db_err)?;
         let t = txn.open_table(CALLS).map_err(se)?;
         let limit = filter.limit.unwrap_or(usize::MAX);
+        let keep = |call: &ApiCall| {
+            filter
+                .block_id
+                .as_deref()
+                .is_none_or(|b| b == call.block_id)
+                && filter.status.is_none_or(|s| s == call.status)
+        };
         let mut out = Vec::new();
+        if let Some(room) = filter.room.as_deref() {
+            // Room (and block) queries use the index instead of scanning every call.
+            let idx = txn.open_table(BY_ROOM).map_err(se)?;
+            let lo = room_prefix(room, filter.block_id.as_deref());
+            let mut hi = lo.clone();
+            hi.extend_from_slice(&[0xff; 17]);
+            let mut ids = Vec::new();
+            for item in idx.range(lo.as_slice()..hi.as_slice()).map_err(se)? {
+                let (k, _) = item.map_err(se)?;
+                let k = k.value();
+                if let Some(id) = k
+                    .get(k.len().saturating_sub(16)..)
+                    .and_then(|b| Uuid::from_slice(b).ok())
+                {
+                    ids.push(id);
+                }
+            }
+            ids.sort_unstable_by(|a, b| b.cmp(a));
+            for id in ids {
+                let r = t.get(id.as_bytes().as_slice()).map_err(se)?;
+                let Some(call) = r.map(|g| dec::<ApiCall>(g.value())).transpose()? else {
+                    continue;
+                };
+                if call.room == room && keep(&call) {
+                    out.push(call);
+                    if out.len() >= limit {
+                        break;
+                    }
+                }
+            }
+            return Ok(out);
+        }
         // Keys are UUIDv7 = creation order; iterate backwards for newest first.
         for item in t.iter().map_err(se)?.rev() {
             let (_, v) = item.map_err(se)?;
             let call: ApiCall = dec(v.value())?;
-            if filter.room.as_deref().is_some_and(|r| r != call.room)
-                || filter
-                    .block_id
-                    .as_deref()
-                    .is_some_and(|b| b != call.block_id)
-                || filter.status.is_some_and(|s| s != call.status)
-            {
-                continue;
-            }
-            out.push(call);
-            if out.len() >= limit {
-                break;
+            if keep(&call) {
+                out.push(call);
+                if out.len() >= limit {
+                    break;
+                }
             }
         }
         Ok(out)
@@ -1109,6 +1177,8 @@ impl Outbox {
             for call in &victims {
                 let mut calls = txn.open_table(CALLS).map_err(se)?;
                 calls.remove(call.id.as_bytes().as_slice()).map_err(se)?;
+                let mut by_room = txn.open_table(BY_ROOM).map_err(se)?;
+                by_room.remove(by_room_key(call).as_slice()).map_err(se)?;
                 let mut events = txn.open_table(EVENTS).map_err(se)?;
                 let lo = event_key(&call.id, 0);
                 let hi = event_key(&call.id, u32::MAX);
