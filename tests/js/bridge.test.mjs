@@ -375,7 +375,7 @@ test('crash safety: kill -9 at random points, every call ends once, one key per 
     `[[integrations]]\nname = "ext2"\nkind = "http"\nurl = "${api.url('/async?delay_ms=150&webhook=0')}"\n` +
     `timeout_ms = 1500\nstatus_url = "${api.url('/jobs/{external_id}')}"\npoll_interval_ms = 50\n`
   const blocks = []
-  const ROUNDS = 10
+  const ROUNDS = Number(process.env.BRIDGE_CRASH_ROUNDS || 10)
   try {
     let w = await weaver(cfg, { dataDir })
     for (let round = 0; round < ROUNDS; round++) {
