@@ -1,0 +1,380 @@
+// The web demo in a real browser: Debian's chromium driven by playwright-core against the real
+// `weaver serve` (relay + bridge + embedded page) on a free loopback port.
+//
+// Each scenario uses its own room and fresh browser contexts (separate IndexedDB, separate
+// service workers), asserts through the page's test hook (window.weaver) AND the DOM a person
+// sees, and screenshots each step into test-output/browser/ so a failure can be looked at.
+// Every wait is bounded. Not here: relay protocol details (relay tests) and the bridge's retry
+// arithmetic (bridge tests); this file checks what a person sees.
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import http from 'node:http'
+import { mkdirSync, writeFileSync, existsSync, rmSync } from 'node:fs'
+import path from 'node:path'
+import { chromium } from 'playwright-core'
+import { startWeaver, repoRoot, tempDataDir } from './lib/weaver.mjs'
+
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium'
+const OUT = path.join(repoRoot, 'test-output/browser')
+const WAIT = 15000
+const VIEWPORT = { width: 1366, height: 860 }
+
+let browser
+let weaver
+const contexts = new Set()
+
+before(async () => {
+  if (!existsSync(CHROMIUM)) throw new Error(`chromium not found at ${CHROMIUM}: scripts/test.sh installs it (apt-get install chromium)`)
+  rmSync(OUT, { recursive: true, force: true })
+  mkdirSync(OUT, { recursive: true })
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    timeout: 30000
+  })
+  weaver = await startWeaver()
+})
+
+after(async () => {
+  for (const c of contexts) await c.close().catch(() => {})
+  await browser?.close()
+  await weaver?.stop()
+})
+
+/** Opens the demo for `room` in a new browser context; resolves once it is online. */
+async function openPage (server, room, label) {
+  const context = await browser.newContext({ viewport: VIEWPORT })
+  contexts.add(context)
+  const page = await context.newPage()
+  page.problems = []
+  page.label = label
+  page.on('pageerror', (e) => page.problems.push(`pageerror: ${e.message}`))
+  page.on('console', (m) => { if (m.type() === 'error') page.problems.push(`console: ${m.text()}`) })
+  await page.goto(`${server.httpUrl}/?room=${encodeURIComponent(room)}`, { timeout: WAIT })
+  await waitOnline(page)
+  return { context, page }
+}
+
+async function waitOnline (page) {
+  await page.waitForFunction(() => window.weaver?.status().connection === 'online', null, { timeout: WAIT })
+  await page.locator('#conn[data-state="online"]').waitFor({ timeout: WAIT })
+}
+
+async function closeContext (context) {
+  contexts.delete(context)
+  await context.close()
+}
+
+let shotNo = 0
+async function shot (page, name) {
+  shotNo++
+  const file = path.join(OUT, `${String(shotNo).padStart(2, '0')}-${name}.png`)
+  await page.screenshot({ path: file, fullPage: true })
+  return file
+}
+
+/** Waits until `fn(arg)` is truthy in the page; on timeout, says what the page shows. */
+async function waitFor (page, fn, arg, what, timeout = WAIT) {
+  try {
+    return await page.waitForFunction(fn, arg, { timeout, polling: 50 })
+  } catch (err) {
+    const view = await page.evaluate(() => JSON.stringify({ status: window.weaver?.status(), blocks: window.weaver?.readBlocks() })).catch(() => '?')
+    await shot(page, `FAILED-${page.label}`).catch(() => {})
+    throw new Error(`${page.label}: timed out waiting for ${what}\npage: ${view}\nproblems: ${page.problems.join('\n')}\nserver log tail:\n${weaver?.logs().slice(-3000)}`, { cause: err })
+  }
+}
+
+const blocks = (page) => page.evaluate(() => window.weaver.readBlocks().blocks)
+
+/** Adds a block through the UI and returns its id. */
+async function addBlock (page) {
+  const before = new Set((await blocks(page)).map((b) => b.id))
+  await page.click('#add-block')
+  const handle = await waitFor(page, (ids) => window.weaver.readBlocks().blocks.find((b) => !ids.includes(b.id))?.id, [...before], 'the new block')
+  return handle.jsonValue()
+}
+
+const textarea = (page, id) => page.locator(`.block[data-block-id="${id}"] textarea`)
+
+const contentIs = (page, id, text, what) =>
+  waitFor(page, ([id, text]) => window.weaver.readBlocks().blocks.find((b) => b.id === id)?.content === text, [id, text], what ?? `block ${id} content ${JSON.stringify(text)}`)
+
+test('two contexts on one room: typing in one appears in the other', { timeout: 120000 }, async () => {
+  const room = `type-${Date.now()}`
+  const a = await openPage(weaver, room, 'A')
+  const b = await openPage(weaver, room, 'B')
+  await shot(a.page, 'typing-empty-room')
+
+  const id = await addBlock(a.page)
+  await a.page.keyboard.type('Hello from A')
+  await waitFor(b.page, (id) => document.querySelector(`.block[data-block-id="${id}"] textarea`)?.value === 'Hello from A', id, "A's text in B's textarea")
+  await b.page.locator(`.block[data-block-id="${id}"]`).waitFor({ timeout: WAIT })
+  assert.equal(await textarea(b.page, id).inputValue(), 'Hello from A')
+
+  // And back: B appends, A sees it without losing its own caret.
+  await textarea(b.page, id).click()
+  await b.page.keyboard.press('End')
+  await b.page.keyboard.type(', and hello from B')
+  await contentIs(a.page, id, 'Hello from A, and hello from B')
+  assert.equal(await textarea(a.page, id).inputValue(), 'Hello from A, and hello from B')
+  await waitFor(a.page, () => !window.weaver.status().unsaved, null, 'A saved')
+  await waitFor(b.page, () => !window.weaver.status().unsaved, null, 'B saved')
+  assert.equal(await a.page.locator('#save').textContent(), 'All changes saved')
+  await shot(a.page, 'typing-A')
+  await shot(b.page, 'typing-B')
+  assert.deepEqual(a.page.problems, [])
+  assert.deepEqual(b.page.problems, [])
+  await closeContext(a.context)
+  await closeContext(b.context)
+})
+
+test('both edit the same block at once and converge, each keeping their own caret', { timeout: 120000 }, async () => {
+  const room = `same-${Date.now()}`
+  const a = await openPage(weaver, room, 'A')
+  const b = await openPage(weaver, room, 'B')
+  const id = await addBlock(a.page)
+  await a.page.keyboard.type('[middle]')
+  await contentIs(b.page, id, '[middle]')
+
+  // A types at the end, B at the start, at the same time. B's inserts land before A's caret:
+  // if the binding did not shift A's caret, A's words would be scattered through B's.
+  await textarea(a.page, id).focus()
+  await a.page.keyboard.press('End')
+  await textarea(b.page, id).focus()
+  await b.page.keyboard.press('Home')
+  const aText = ' alpha-bravo-charlie-delta-echo'
+  const bText = 'one-two-three-four-five '
+  await Promise.all([
+    a.page.keyboard.type(aText, { delay: 15 }),
+    b.page.keyboard.type(bText, { delay: 15 })
+  ])
+  const expected = `${bText}[middle]${aText}`
+  await contentIs(a.page, id, expected, 'A converged')
+  await contentIs(b.page, id, expected, 'B converged')
+  assert.equal(await textarea(a.page, id).inputValue(), expected)
+  assert.equal(await textarea(b.page, id).inputValue(), expected)
+  // Carets stayed with their owners: A's at the end, B's right after its own words.
+  assert.equal(await textarea(a.page, id).evaluate((t) => t.selectionStart), expected.length)
+  assert.equal(await textarea(b.page, id).evaluate((t) => t.selectionStart), bText.length)
+  await shot(a.page, 'concurrent-A')
+  await shot(b.page, 'concurrent-B')
+  assert.deepEqual([...a.page.problems, ...b.page.problems], [])
+  await closeContext(a.context)
+  await closeContext(b.context)
+})
+
+test('offline: edits survive a reload while offline and merge on reconnect', { timeout: 180000 }, async () => {
+  const room = `offline-${Date.now()}`
+  const a = await openPage(weaver, room, 'A')
+  const b = await openPage(weaver, room, 'B')
+  const id = await addBlock(a.page)
+  await a.page.keyboard.type('shared start')
+  await contentIs(b.page, id, 'shared start')
+  // The page itself must be cached to reload without network.
+  await waitFor(a.page, () => navigator.serviceWorker?.controller !== null && document.querySelector('#offline-ready')?.dataset.ready === 'true', null, 'the service worker controlling the page')
+
+  await a.context.setOffline(true)
+  await waitFor(a.page, () => window.weaver.status().connection === 'offline', null, 'A offline')
+  await textarea(a.page, id).click()
+  await a.page.keyboard.press('End')
+  await a.page.keyboard.type(' + offline edit by A')
+  await waitFor(a.page, () => window.weaver.status().unsaved, null, 'A shows unsaved changes')
+  assert.equal(await a.page.locator('#save').textContent(), 'Unsaved changes')
+  assert.equal(await a.page.locator('#conn').getAttribute('data-state'), 'offline')
+  await shot(a.page, 'offline-A-edited')
+
+  // Meanwhile B edits the same block online; A must not receive anything while offline.
+  await textarea(b.page, id).click()
+  await b.page.keyboard.press('Home')
+  await b.page.keyboard.type('B online: ')
+  await contentIs(b.page, id, 'B online: shared start')
+  await b.page.waitForTimeout(800)
+  assert.equal((await blocks(b.page)).find((x) => x.id === id).content, 'B online: shared start', 'the offline edit leaked to B')
+  assert.equal((await blocks(a.page)).find((x) => x.id === id).content, 'shared start + offline edit by A', 'A received data while offline')
+
+  // Reload while still offline: the page comes from the service worker, the edit from IndexedDB.
+  await a.page.waitForTimeout(300) // y-indexeddb writes each update in its own IDB transaction
+  await a.page.reload({ timeout: WAIT })
+  await waitFor(a.page, () => window.weaver?.status().localLoaded, null, 'A reloaded from IndexedDB')
+  await contentIs(a.page, id, 'shared start + offline edit by A', 'A keeps its offline edit across the reload')
+  await waitFor(a.page, (id) => document.querySelector(`.block[data-block-id="${id}"] textarea`)?.value === 'shared start + offline edit by A', id, 'the offline edit in the textarea')
+  assert.equal(await a.page.evaluate(() => window.weaver.status().connection), 'offline')
+  await waitFor(a.page, () => document.querySelector('#save')?.dataset.unsaved === 'true', null, 'unsaved shown after reload')
+  await shot(a.page, 'offline-A-reloaded')
+
+  await a.context.setOffline(false)
+  await waitOnline(a.page)
+  const merged = 'B online: shared start + offline edit by A'
+  await contentIs(a.page, id, merged, 'A converged after reconnect')
+  await contentIs(b.page, id, merged, 'B received the offline edit')
+  await waitFor(a.page, () => !window.weaver.status().unsaved, null, 'A saved after reconnect')
+  assert.equal(await a.page.locator('#save').textContent(), 'All changes saved')
+  await shot(a.page, 'offline-A-reconnected')
+  await shot(b.page, 'offline-B-merged')
+  // Offline reloads log failed WebSocket attempts; anything else is a real problem.
+  const real = (p) => p.problems.filter((m) => !/WebSocket|ERR_INTERNET_DISCONNECTED|Failed to load resource/.test(m))
+  assert.deepEqual([...real(a.page), ...real(b.page)], [])
+  await closeContext(a.context)
+  await closeContext(b.context)
+})
+
+/** Records every distinct status of `block/index` the page sees, in order. */
+async function recordStatuses (page, id, index) {
+  await page.evaluate(([id, index]) => {
+    const seen = []
+    window.__statuses = seen
+    const note = () => {
+      const e = window.weaver.readBlocks().blocks.find((b) => b.id === id)?.indexingList.find((x) => x.index_name === index)
+      const s = e ? `${e.attempt}:${e.status}` : 'none'
+      if (seen[seen.length - 1] !== s) seen.push(s)
+    }
+    note()
+    window.weaver.doc.on('update', note)
+  }, [id, index])
+}
+
+test('Index shows processing then done with a result in both contexts, and the call timeline', { timeout: 120000 }, async () => {
+  const room = `index-${Date.now()}`
+  const a = await openPage(weaver, room, 'A')
+  const b = await openPage(weaver, room, 'B')
+  const id = await addBlock(a.page)
+  await a.page.keyboard.type('Weaver turns document changes into durable API calls.')
+  await contentIs(b.page, id, 'Weaver turns document changes into durable API calls.')
+  await recordStatuses(a.page, id, 'search')
+  await recordStatuses(b.page, id, 'search')
+
+  await a.page.locator(`.block[data-block-id="${id}"] .index-button`).click()
+  for (const p of [a.page, b.page]) {
+    await waitFor(p, (id) => document.querySelector(`.block[data-block-id="${id}"] .entry[data-index="search"][data-status="done"]`), id, 'the done badge')
+  }
+  await shot(a.page, 'index-done-A')
+  for (const p of [a.page, b.page]) {
+    const seen = await p.evaluate(() => window.__statuses)
+    const iProcessing = seen.indexOf('1:processing')
+    assert.ok(iProcessing >= 0 && iProcessing < seen.indexOf('1:done'), `${p.label} saw ${seen.join(' → ')}`)
+    const entry = (await blocks(p)).find((x) => x.id === id).indexingList[0]
+    assert.equal(entry.status, 'done')
+    assert.equal(entry.attempt, 1)
+    assert.equal(typeof entry.result?.chunks_indexed, 'number', JSON.stringify(entry))
+    assert.equal(typeof entry.result?.duration_ms, 'number', JSON.stringify(entry))
+    const row = p.locator(`.block[data-block-id="${id}"] .entry[data-index="search"]`)
+    assert.match(await row.locator('.badge').textContent(), /Done/)
+    assert.match(await row.textContent(), /attempt 1/)
+    assert.match(await row.locator('.entry-result').textContent(), /chunks? · \d+ ms/)
+  }
+
+  // The API calls panel: one completed call with its initialized → processing → completed events.
+  const panel = b.page.locator(`.block[data-block-id="${id}"] .calls`)
+  await panel.locator('summary').click()
+  await waitFor(b.page, (id) => document.querySelector(`.block[data-block-id="${id}"] .call[data-status="completed"] .event[data-type="completed"]`), id, 'the completed call timeline')
+  const types = await panel.locator('.call').first().locator('.event').evaluateAll((els) => els.map((e) => e.dataset.type))
+  assert.deepEqual(types.filter((t) => ['initialized', 'processing', 'completed'].includes(t)), ['initialized', 'processing', 'completed'], types.join(','))
+  await shot(b.page, 'index-calls-B')
+
+  // Re-run: attempt 2 goes through the same way.
+  await b.page.locator(`.block[data-block-id="${id}"] .entry[data-index="search"] .rerun`).click()
+  for (const p of [a.page, b.page]) {
+    await waitFor(p, (id) => document.querySelector(`.block[data-block-id="${id}"] .entry[data-index="search"][data-status="done"][data-attempt="2"]`), id, 'attempt 2 done')
+  }
+  await waitFor(b.page, (id) => document.querySelectorAll(`.block[data-block-id="${id}"] .call[data-status="completed"]`).length === 2, id, 'two completed calls listed')
+  await shot(b.page, 'index-rerun-B')
+  assert.deepEqual([...a.page.problems, ...b.page.problems], [])
+  await closeContext(a.context)
+  await closeContext(b.context)
+})
+
+test('with the HTTP integration pointed at a failing API, Index shows error after the retries', { timeout: 180000 }, async () => {
+  const hits = []
+  const failing = http.createServer((req, res) => {
+    let body = ''
+    req.on('data', (d) => { body += d })
+    req.on('end', () => {
+      hits.push({ method: req.method, url: req.url, key: req.headers['idempotency-key'], body })
+      res.writeHead(500, { 'content-type': 'application/json' })
+      res.end(JSON.stringify({ error: 'index backend is down' }))
+    })
+  })
+  await new Promise((resolve) => failing.listen(0, '127.0.0.1', resolve))
+  const dir = tempDataDir('weaver-browser-bridge-')
+  const configPath = path.join(dir, 'bridge.toml')
+  writeFileSync(configPath, [
+    '[[integrations]]',
+    'name = "failing"',
+    'kind = "http"',
+    `url = "http://127.0.0.1:${failing.address().port}/index"`,
+    'max_attempts = 3',
+    'retry_base_ms = 100',
+    'retry_max_ms = 300',
+    'timeout_ms = 2000',
+    '',
+    '[routes]',
+    'search = "failing"',
+    ''
+  ].join('\n'))
+  const server = await startWeaver({ args: ['--bridge-config', configPath] })
+  try {
+    const a = await openPage(server, 'failing', 'A')
+    const b = await openPage(server, 'failing', 'B')
+    const id = await addBlock(a.page)
+    await a.page.keyboard.type('This one will not index.')
+    await contentIs(b.page, id, 'This one will not index.')
+    await a.page.locator(`.block[data-block-id="${id}"] .index-button`).click()
+    for (const p of [a.page, b.page]) {
+      await waitFor(p, (id) => document.querySelector(`.block[data-block-id="${id}"] .entry[data-index="search"][data-status="error"]`), id, 'the error badge', 60000)
+      const entry = (await blocks(p)).find((x) => x.id === id).indexingList[0]
+      assert.equal(entry.status, 'error')
+      assert.equal(entry.attempt, 1)
+      assert.ok(typeof entry.error === 'string' && entry.error.length > 0, JSON.stringify(entry))
+      const row = p.locator(`.block[data-block-id="${id}"] .entry[data-index="search"]`)
+      assert.match(await row.locator('.badge').textContent(), /Error/)
+      assert.equal((await row.locator('.entry-error').textContent()).trim(), entry.error)
+    }
+    // The external API was tried max_attempts times, always with the same idempotency key.
+    assert.equal(hits.length, 3, JSON.stringify(hits))
+    assert.ok(hits.every((h) => h.method === 'POST' && h.key && h.key === hits[0].key), JSON.stringify(hits))
+    await shot(a.page, 'failing-error-A')
+
+    const panel = a.page.locator(`.block[data-block-id="${id}"] .calls`)
+    await panel.locator('summary').click()
+    await waitFor(a.page, (id) => document.querySelector(`.block[data-block-id="${id}"] .call[data-status="failed"] .event[data-type="failed"]`), id, 'the failed call timeline')
+    assert.ok((await panel.locator('.call-error').first().textContent()).length > 0)
+    await shot(a.page, 'failing-calls-A')
+    assert.deepEqual([...a.page.problems, ...b.page.problems], [])
+    await closeContext(a.context)
+    await closeContext(b.context)
+  } finally {
+    await server.stop()
+    await new Promise((resolve) => failing.close(resolve))
+    rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+test('presence shows the other context, its name and the block it is in', { timeout: 120000 }, async () => {
+  const room = `presence-${Date.now()}`
+  const a = await openPage(weaver, room, 'A')
+  const b = await openPage(weaver, room, 'B')
+  const id = await addBlock(a.page)
+  await a.page.keyboard.type('Where is everyone?')
+  await contentIs(b.page, id, 'Where is everyone?')
+
+  // A renames itself; B lists A under that name, editing A's block, and marks the block.
+  await a.page.fill('#my-name', 'Ada Tester')
+  await a.page.press('#my-name', 'Enter')
+  await textarea(a.page, id).click()
+  await waitFor(b.page, () => [...document.querySelectorAll('.peer .peer-name')].some((e) => e.textContent === 'Ada Tester'), null, 'A in B\'s people list')
+  await waitFor(b.page, (id) => document.querySelector(`.block[data-block-id="${id}"] .peer-tag`)?.textContent.includes('Ada Tester'), id, 'A marked on the block in B')
+  assert.match(await b.page.locator('.peer', { hasText: 'Ada Tester' }).textContent(), /editing “Where is everyone\?”/)
+  assert.equal(await b.page.locator('#peer-count').textContent(), '2')
+  // And the other way round: A sees B (with B's random name).
+  const bName = await b.page.inputValue('#my-name')
+  await waitFor(a.page, (name) => [...document.querySelectorAll('.peer .peer-name')].some((e) => e.textContent === name), bName, 'B in A\'s people list')
+  await shot(b.page, 'presence-B-sees-A')
+
+  // When A leaves, B's list empties.
+  await closeContext(a.context)
+  await waitFor(b.page, () => document.querySelectorAll('.peer').length === 0, null, 'A gone from B\'s list', 40000)
+  await shot(b.page, 'presence-B-alone')
+  assert.deepEqual(b.page.problems, [])
+  await closeContext(b.context)
+})
