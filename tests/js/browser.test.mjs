@@ -12,7 +12,9 @@ import http from 'node:http'
 import { mkdirSync, writeFileSync, existsSync, rmSync } from 'node:fs'
 import path from 'node:path'
 import { chromium } from 'playwright-core'
+import * as Y from 'yjs'
 import { startWeaver, repoRoot, tempDataDir } from './lib/weaver.mjs'
+import { diffSplice, transformPosition } from '../../web-demo/src/text-binding.js'
 
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium'
 const OUT = path.join(repoRoot, 'test-output/browser')
@@ -298,18 +300,21 @@ test('with the HTTP integration pointed at a failing API, Index shows error afte
   await new Promise((resolve) => failing.listen(0, '127.0.0.1', resolve))
   const dir = tempDataDir('weaver-browser-bridge-')
   const configPath = path.join(dir, 'bridge.toml')
+  // Format: crates/bridge/src/config.rs / docs/bridge.md (unknown keys are rejected).
   writeFileSync(configPath, [
+    '[retry]',
+    'max_attempts = 3',
+    'initial_interval_ms = 100',
+    'max_interval_ms = 300',
+    '',
+    '[routes]',
+    'search = "failing"',
+    '',
     '[[integrations]]',
     'name = "failing"',
     'kind = "http"',
     `url = "http://127.0.0.1:${failing.address().port}/index"`,
-    'max_attempts = 3',
-    'retry_base_ms = 100',
-    'retry_max_ms = 300',
     'timeout_ms = 2000',
-    '',
-    '[routes]',
-    'search = "failing"',
     ''
   ].join('\n'))
   const server = await startWeaver({ args: ['--bridge-config', configPath] })
@@ -377,4 +382,50 @@ test('presence shows the other context, its name and the block it is in', { time
   await shot(b.page, 'presence-B-alone')
   assert.deepEqual(b.page.problems, [])
   await closeContext(b.context)
+})
+
+// The page's text binding rests on two pure functions; check them against Yjs itself over many
+// random cases (no browser needed): the splice reproduces the edit, and a caret moved through a
+// remote delta lands where a Yjs relative position to the character on its left resolves.
+test('text binding: minimal splices and caret transforms agree with Yjs', () => {
+  let seed = 42
+  const rand = (n) => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed % n }
+  const alphabet = Array.from('ab😀 c')
+  const word = (n) => Array.from({ length: n }, () => alphabet[rand(alphabet.length)]).join('')
+  for (let i = 0; i < 500; i++) {
+    // Edits on whole code points, as a textarea makes them (never half an emoji).
+    const cps = Array.from(word(rand(12)))
+    const at = rand(cps.length + 1)
+    const del = rand(cps.length - at + 1)
+    const ins = word(rand(4))
+    const before = cps.join('')
+    const after = cps.slice(0, at).join('') + ins + cps.slice(at + del).join('')
+    const caretAfter = cps.slice(0, at).join('').length + ins.length
+    const changed = cps.slice(at, at + del).join('').length + ins.length
+    const sp = diffSplice(before, after, caretAfter)
+    assert.equal(before.slice(0, sp.index) + sp.insert + before.slice(sp.index + sp.remove), after, JSON.stringify({ before, after, sp }))
+    assert.ok(sp.remove + sp.insert.length <= changed, `not minimal: ${JSON.stringify({ before, after, sp })}`)
+    assert.ok(!/[\uD800-\uDBFF]$/.test(before.slice(0, sp.index)), 'splice splits a surrogate pair')
+  }
+  for (let i = 0; i < 500; i++) {
+    const a = new Y.Doc()
+    const b = new Y.Doc()
+    const initial = 'the quick brown fox'.slice(0, 3 + rand(16))
+    a.getText('t').insert(0, initial)
+    Y.applyUpdate(b, Y.encodeStateAsUpdate(a))
+    const caret = rand(initial.length + 1)
+    const rel = Y.createRelativePositionFromTypeIndex(a.getText('t'), caret, -1)
+    b.transact(() => {
+      const t = b.getText('t')
+      for (let k = 0, n = 1 + rand(4); k < n; k++) {
+        if (rand(2) === 0 || t.length === 0) t.insert(rand(t.length + 1), 'XYZ'.slice(0, 1 + rand(3)))
+        else { const at = rand(t.length); t.delete(at, 1 + rand(Math.min(3, t.length - at))) }
+      }
+    })
+    let delta = null
+    a.getText('t').observe((e) => { delta = e.delta })
+    Y.applyUpdate(a, Y.encodeStateAsUpdate(b, Y.encodeStateVector(a)))
+    const expected = Y.createAbsolutePositionFromRelativePosition(rel, a).index
+    assert.equal(transformPosition(caret, delta ?? []), expected, JSON.stringify({ initial, caret, delta, now: a.getText('t').toString() }))
+  }
 })
