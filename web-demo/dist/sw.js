@@ -7,7 +7,7 @@
 // vite.config.js fills in the file list and the content-derived cache version at build time.
 
 const SHELL_FILES = ["assets/index.css","assets/index.js","index.html"]
-const CACHE = 'weaver-demo-bb44bfa0cbd36929'
+const CACHE = 'weaver-demo-de6cd6a947ddd9be'
 const SCOPE = new URL(self.registration.scope)
 const INDEX = new URL('index.html', SCOPE).href
 

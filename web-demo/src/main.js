@@ -43,6 +43,8 @@ const api = new Api(apiBase, token)
 // reconnect as soon as the network is back (the relay then receives our offline edits).
 window.addEventListener('offline', () => provider.disconnect())
 window.addEventListener('online', () => provider.connect())
+// The relay closed for good (4400-4499: e.g. a missing or expired token): say so.
+provider.on('closed', ({ code, reason }) => notify(`The relay refused this room (${code}${reason ? `: ${reason}` : ''}). Edits stay on this device.`))
 
 // ---- header: room picker, connection, save state ------------------------------------------
 
@@ -62,6 +64,12 @@ $('#room-form').addEventListener('submit', (e) => {
   location.assign(url)
 })
 $('#room-title').textContent = room
+// Recently opened rooms, offered by the room picker.
+try {
+  const recent = [room, ...JSON.parse(localStorage.getItem('weaver-demo-rooms') ?? '[]').filter((r) => r !== room && ROOM_RE.test(r))].slice(0, 8)
+  localStorage.setItem('weaver-demo-rooms', JSON.stringify(recent))
+  setChildren($('#recent-rooms'), recent.map((r) => h('option', { value: r })))
+} catch { /* no storage: no suggestions */ }
 if (requestedRoom && requestedRoom !== room) notify(`"${requestedRoom}" is not a valid room name; opened "${room}".`)
 
 const connPill = $('#conn')
@@ -225,6 +233,10 @@ function renderPeers () {
         h('span.peer-where.muted', {}, p.focus && views.has(p.focus) ? `editing “${blockLabel(p.focus)}”` : 'viewing')))))
 }
 awareness.on('change', renderPeers)
+// Leave the room visibly when the page goes away (others would otherwise wait for the 30 s
+// awareness timeout); come back if the browser restores the page from its back/forward cache.
+window.addEventListener('pagehide', () => awareness.setLocalState(null))
+window.addEventListener('pageshow', (e) => { if (e.persisted) awareness.setLocalState({ user, focus: focusedBlock }) })
 
 // ---- notifications, offline shell, test hook ----------------------------------------------
 
