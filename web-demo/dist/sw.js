@@ -7,7 +7,7 @@
 // vite.config.js fills in the file list and the content-derived cache version at build time.
 
 const SHELL_FILES = ["assets/index.css","assets/index.js","index.html"]
-const CACHE = 'weaver-demo-de6cd6a947ddd9be'
+const CACHE = 'weaver-demo-8998eb927669cbe2'
 const SCOPE = new URL(self.registration.scope)
 const INDEX = new URL('index.html', SCOPE).href
 

@@ -34,6 +34,9 @@ export class Api {
     if (res.status === 404 || res.status === 405 || res.status === 501) {
       throw new ApiError('missing', 'This server does not expose the bridge API.', res.status)
     }
+    if (res.status === 502 || res.status === 503 || res.status === 504) {
+      throw new ApiError('network', 'The bridge API is unreachable right now.', res.status)
+    }
     if (!res.ok) {
       let detail = ''
       try {
