@@ -174,6 +174,9 @@ export function removeBlock (doc, blockId, origin) {
   return existed
 }
 
+const isHighSurrogate = (c) => c >= 0xd800 && c <= 0xdbff
+const isLowSurrogate = (c) => c >= 0xdc00 && c <= 0xdfff
+
 /** The block's content Y.Text (for editor bindings), or null. */
 export function getBlockText (doc, blockId) {
   const b = blockMap(doc, blockId)
@@ -194,6 +197,13 @@ export function editContent (doc, blockId, index, deleteCount, text = '', origin
     if (!Number.isInteger(index) || !Number.isInteger(deleteCount) || index < 0 || deleteCount < 0 ||
         index + deleteCount > t.length) {
       throw new RangeError(`weaver-doc: range ${index}+${deleteCount} outside content of length ${t.length}`)
+    }
+    // Never cut a surrogate pair: Yjs would keep a lone surrogate where yrs shows U+FFFD.
+    const s = t.toString()
+    for (const pos of [index, index + deleteCount]) {
+      if (isLowSurrogate(s.charCodeAt(pos)) && isHighSurrogate(s.charCodeAt(pos - 1))) {
+        throw new RangeError(`weaver-doc: position ${pos} splits a surrogate pair`)
+      }
     }
     if (deleteCount > 0) t.delete(index, deleteCount)
     if (text.length > 0) t.insert(index, text)

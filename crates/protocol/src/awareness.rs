@@ -21,20 +21,16 @@ impl AwarenessEntry {
 /// relayed to them would throw inside every receiver).
 pub fn decode_awareness(bytes: &[u8]) -> Result<Vec<AwarenessEntry>, ProtocolError> {
     let mut r = Reader::new(bytes);
-    let n = r.read_var_u64()?;
-    // Each entry takes at least 3 bytes, so a count larger than that is a lie.
-    if n > (r.remaining() as u64) / 3 + 1 {
-        return Err(ProtocolError::LengthOutOfBounds {
-            len: n,
-            remaining: r.remaining(),
-        });
-    }
+    // Each entry takes at least 3 bytes (client, clock, string length), so a larger count is a
+    // lie; refusing it here keeps the reservation below bounded by the input.
+    let n = r.read_count(3)?;
     let mut out = Vec::with_capacity(n as usize);
     for _ in 0..n {
         let client_id = r.read_var_u64()?;
         let clock = r.read_var_u64()?;
         let state = r.read_var_string()?;
         crate::validate::check_json_depth(state, 64)?;
+        crate::validate::check_json_syntax(state)?;
         out.push(AwarenessEntry {
             client_id,
             clock,
@@ -65,8 +61,16 @@ mod tests {
     #[test]
     fn roundtrip() {
         let entries = vec![
-            AwarenessEntry { client_id: 42, clock: 3, state: r#"{"user":{"name":"a"}}"#.into() },
-            AwarenessEntry { client_id: 7, clock: 1, state: "null".into() },
+            AwarenessEntry {
+                client_id: 42,
+                clock: 3,
+                state: r#"{"user":{"name":"a"}}"#.into(),
+            },
+            AwarenessEntry {
+                client_id: 7,
+                clock: 1,
+                state: "null".into(),
+            },
         ];
         assert_eq!(decode_awareness(&encode_awareness(&entries)), Ok(entries));
     }

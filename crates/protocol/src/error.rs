@@ -28,4 +28,20 @@ pub enum ProtocolError {
     MalformedUpdate(&'static str),
     #[error("limit exceeded: {0}")]
     LimitExceeded(&'static str),
+    #[error("value {value} exceeds the maximum {max}")]
+    ValueOutOfRange { value: u64, max: u64 },
+    #[error("claimed count {count} cannot fit in the {remaining} bytes left")]
+    CountTooLarge { count: u64, remaining: usize },
+    #[error("unknown struct info / content ref {0:#04x}")]
+    UnknownContentRef(u8),
+    #[error("unknown shared type ref {0}")]
+    UnknownTypeRef(u8),
+    #[error("unknown Any value tag {0}")]
+    UnknownAnyTag(u8),
+    #[error("invalid JSON text: {0}")]
+    InvalidJson(String),
+    /// Valid for one of Yjs / yrs but decoded differently by the other, so relaying it would
+    /// make the server and its clients disagree about the document.
+    #[error("unsupported encoding: {0}")]
+    Unsupported(&'static str),
 }

@@ -16,7 +16,7 @@ mod validate;
 
 pub use awareness::{AwarenessEntry, decode_awareness, encode_awareness};
 pub use error::ProtocolError;
-pub use lib0::{Reader, write_var_string, write_var_u64, write_var_u8_array};
+pub use lib0::{Reader, write_var_string, write_var_u8_array, write_var_u64};
 pub use message::{
     MSG_AUTH, MSG_AWARENESS, MSG_QUERY_AWARENESS, MSG_SYNC, Message, SYNC_STEP1, SYNC_STEP2,
     SYNC_UPDATE, decode_message, encode_awareness_message, encode_permission_denied,

@@ -45,38 +45,65 @@ impl<'a> Reader<'a> {
     }
 
     /// lib0 varUint. lib0 itself stops at 2^53; we accept up to 64 bits and refuse longer.
+    ///
+    /// Non-minimal encodings (a final `0x00` group, e.g. `80 00` for 0) are refused too: neither
+    /// lib0 nor yrs writes them, and accepting them would give one value many byte forms.
     pub fn read_var_u64(&mut self) -> Result<u64, ProtocolError> {
         let mut value: u64 = 0;
         let mut shift = 0u32;
         loop {
             let b = self.read_u8()?;
-            if shift >= 64 || (shift == 63 && (b & 0x7f) > 1) {
+            let group = u64::from(b & 0x7f);
+            // The 10th byte (shift 63) may only carry the single top bit.
+            if shift >= 64 || (shift == 63 && group > 1) {
                 return Err(ProtocolError::VarIntOverflow);
             }
-            value |= u64::from(b & 0x7f) << shift;
+            value |= group << shift;
             if b & 0x80 == 0 {
+                if shift > 0 && group == 0 {
+                    return Err(ProtocolError::VarIntOverflow);
+                }
                 return Ok(value);
             }
             shift += 7;
         }
     }
 
-    /// lib0 varInt (sign in bit 6 of the first byte). Returned as i64.
+    /// A varUint that must fit in `u32` (clocks, lengths and counts in yrs are `u32`; yrs's own
+    /// reader silently wraps larger values, which would make it see a different number than we do).
+    pub fn read_var_u32(&mut self) -> Result<u32, ProtocolError> {
+        let v = self.read_var_u64()?;
+        u32::try_from(v).map_err(|_| ProtocolError::ValueOutOfRange {
+            value: v,
+            max: u64::from(u32::MAX),
+        })
+    }
+
+    /// lib0 varInt: first byte = continue bit, sign bit, 6 value bits; then 7 bits per byte.
+    /// Returned as i64. Magnitudes of 2^63 and above are refused: yrs 0.28.1 negates the value
+    /// (overflow panic with debug assertions on `-i64::MIN`) and shifts an 11th byte by 69 bits
+    /// (shift-overflow panic), so those inputs must never reach it. `-0` (`0x40`) is accepted
+    /// because lib0 writes it for JavaScript's negative zero.
     pub fn read_var_i64(&mut self) -> Result<i64, ProtocolError> {
         let first = self.read_u8()?;
         let negative = first & 0x40 != 0;
-        let mut value: u64 = u64::from(first & 0x3f);
+        let mut magnitude: u64 = u64::from(first & 0x3f);
         let mut shift = 6u32;
         let mut b = first;
         while b & 0x80 != 0 {
             b = self.read_u8()?;
-            if shift >= 64 {
+            let group = u64::from(b & 0x7f);
+            // Bits at position 63 and above would not fit in a non-negative i64 magnitude.
+            if shift >= 63 || (group >> (63 - shift)) != 0 {
                 return Err(ProtocolError::VarIntOverflow);
             }
-            value |= u64::from(b & 0x7f).checked_shl(shift).unwrap_or(0);
+            if b & 0x80 == 0 && group == 0 {
+                return Err(ProtocolError::VarIntOverflow);
+            }
+            magnitude |= group << shift;
             shift += 7;
         }
-        let v = i64::try_from(value).map_err(|_| ProtocolError::VarIntOverflow)?;
+        let v = i64::try_from(magnitude).map_err(|_| ProtocolError::VarIntOverflow)?;
         Ok(if negative { -v } else { v })
     }
 
@@ -97,6 +124,15 @@ impl<'a> Reader<'a> {
         self.read_exact(len)
     }
 
+    /// A varUint count of items that each take at least `min_item_bytes` bytes of the input.
+    /// A count the remaining bytes could not possibly hold is refused here, before any caller
+    /// (or yrs, which pre-allocates from such counts) reserves memory for it.
+    pub fn read_count(&mut self, min_item_bytes: usize) -> Result<u64, ProtocolError> {
+        let n = self.read_var_u64()?;
+        check_count(n, min_item_bytes, self.remaining())?;
+        Ok(n)
+    }
+
     pub fn read_var_string(&mut self) -> Result<&'a str, ProtocolError> {
         let bytes = self.read_var_u8_array()?;
         std::str::from_utf8(bytes).map_err(|_| ProtocolError::InvalidUtf8)
@@ -107,6 +143,19 @@ impl<'a> Reader<'a> {
         self.pos = self.buf.len();
         s
     }
+}
+
+/// `count` items of at least `min_item_bytes` each must fit in `remaining` bytes.
+pub(crate) fn check_count(
+    count: u64,
+    min_item_bytes: usize,
+    remaining: usize,
+) -> Result<(), ProtocolError> {
+    let need = count.saturating_mul(min_item_bytes as u64);
+    if need > remaining as u64 {
+        return Err(ProtocolError::CountTooLarge { count, remaining });
+    }
+    Ok(())
 }
 
 pub fn write_var_u64(out: &mut Vec<u8>, mut v: u64) {
@@ -141,8 +190,14 @@ mod tests {
 
     #[test]
     fn var_u64_rejects_overlong_and_truncated() {
-        assert_eq!(Reader::new(&[0x80; 11]).read_var_u64(), Err(ProtocolError::VarIntOverflow));
-        assert_eq!(Reader::new(&[0x80]).read_var_u64(), Err(ProtocolError::UnexpectedEof));
+        assert_eq!(
+            Reader::new(&[0x80; 11]).read_var_u64(),
+            Err(ProtocolError::VarIntOverflow)
+        );
+        assert_eq!(
+            Reader::new(&[0x80]).read_var_u64(),
+            Err(ProtocolError::UnexpectedEof)
+        );
     }
 
     #[test]

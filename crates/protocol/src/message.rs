@@ -23,7 +23,10 @@ pub enum Message<'a> {
     /// A raw awareness update (see [`crate::decode_awareness`]).
     Awareness(&'a [u8]),
     /// y-protocols auth: only `permissionDenied` (0) is defined; other sub-types are carried.
-    Auth { kind: u64, reason: &'a str },
+    Auth {
+        kind: u64,
+        reason: &'a str,
+    },
     QueryAwareness,
 }
 
@@ -48,7 +51,11 @@ pub fn decode_message(frame: &[u8]) -> Result<Message<'_>, ProtocolError> {
         1 => Message::Awareness(r.read_var_u8_array()?),
         2 => {
             let kind = r.read_var_u64()?;
-            let reason = if r.is_empty() { "" } else { r.read_var_string()? };
+            let reason = if r.is_empty() {
+                ""
+            } else {
+                r.read_var_string()?
+            };
             Message::Auth { kind, reason }
         }
         3 => Message::QueryAwareness,
@@ -115,13 +122,25 @@ mod tests {
     #[test]
     fn bad_frames_are_errors() {
         assert_eq!(decode_message(&[]), Err(ProtocolError::Empty));
-        assert_eq!(decode_message(&[9]), Err(ProtocolError::UnknownMessageType(9)));
-        assert_eq!(decode_message(&[0, 7, 0]), Err(ProtocolError::UnknownSyncType(7)));
+        assert_eq!(
+            decode_message(&[9]),
+            Err(ProtocolError::UnknownMessageType(9))
+        );
+        assert_eq!(
+            decode_message(&[0, 7, 0]),
+            Err(ProtocolError::UnknownSyncType(7))
+        );
         assert!(decode_message(&[0, 2, 5, 1]).is_err());
-        assert_eq!(decode_message(&[0, 0, 1, 0, 0]), Err(ProtocolError::TrailingBytes(1)));
+        assert_eq!(
+            decode_message(&[0, 0, 1, 0, 0]),
+            Err(ProtocolError::TrailingBytes(1))
+        );
         assert_eq!(
             decode_message(&encode_permission_denied("no")),
-            Ok(Message::Auth { kind: 0, reason: "no" })
+            Ok(Message::Auth {
+                kind: 0,
+                reason: "no"
+            })
         );
     }
 }
