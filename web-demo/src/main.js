@@ -16,10 +16,13 @@ import { Api } from './api.js'
 import { loadUser, saveUser, peers, initials } from './presence.js'
 import { h, setChildren } from './util.js'
 
-const ROOM_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
+// The relay's room names ([A-Za-z0-9._~-]), minus the paths the server itself uses.
+const ROOM_RE = /^[A-Za-z0-9][A-Za-z0-9._~-]{0,63}$/
+const RESERVED_ROOMS = new Set(['api', 'assets', 'healthz', 'readyz', 'metrics', 'index.html', 'sw.js'])
+const validRoom = (r) => typeof r === 'string' && ROOM_RE.test(r) && !RESERVED_ROOMS.has(r)
 const params = new URLSearchParams(location.search)
 const requestedRoom = params.get('room')
-const room = requestedRoom && ROOM_RE.test(requestedRoom) ? requestedRoom : 'demo'
+const room = validRoom(requestedRoom) ? requestedRoom : 'demo'
 const token = params.get('token')
 // The relay answers WebSocket upgrades on /<room> of the origin that served this page.
 // `?relay=ws://host:port` points a dev server (vite) at a separately running relay.
@@ -54,8 +57,8 @@ roomInput.value = room
 $('#room-form').addEventListener('submit', (e) => {
   e.preventDefault()
   const next = roomInput.value.trim()
-  if (!ROOM_RE.test(next)) {
-    notify('Room names use letters, digits, ".", "_" and "-" (up to 64).')
+  if (!validRoom(next)) {
+    notify(RESERVED_ROOMS.has(next) ? `"${next}" is reserved by the server; pick another name.` : 'Room names use letters, digits, ".", "_", "~" and "-" (up to 64).')
     roomInput.focus()
     return
   }
@@ -66,7 +69,7 @@ $('#room-form').addEventListener('submit', (e) => {
 $('#room-title').textContent = room
 // Recently opened rooms, offered by the room picker.
 try {
-  const recent = [room, ...JSON.parse(localStorage.getItem('weaver-demo-rooms') ?? '[]').filter((r) => r !== room && ROOM_RE.test(r))].slice(0, 8)
+  const recent = [room, ...JSON.parse(localStorage.getItem('weaver-demo-rooms') ?? '[]').filter((r) => r !== room && validRoom(r))].slice(0, 8)
   localStorage.setItem('weaver-demo-rooms', JSON.stringify(recent))
   setChildren($('#recent-rooms'), recent.map((r) => h('option', { value: r })))
 } catch { /* no storage: no suggestions */ }
