@@ -236,71 +236,46 @@ async function recordStatuses (page, id, index) {
   }, [id, index])
 }
 
-test('Index shows processing then done with a result in both contexts, and the call timeline', { timeout: 120000 }, async () => {
-  const room = `index-${Date.now()}`
-  const a = await openPage(weaver, room, 'A')
-  const b = await openPage(weaver, room, 'B')
-  const id = await addBlock(a.page)
-  await a.page.keyboard.type('Weaver turns document changes into durable API calls.')
-  await contentIs(b.page, id, 'Weaver turns document changes into durable API calls.')
-  await recordStatuses(a.page, id, 'search')
-  await recordStatuses(b.page, id, 'search')
+/** Clicks "Index" on a block for `indexName` (typed into the block's index-name input). */
+async function requestIndex (page, id, indexName) {
+  const block = page.locator(`.block[data-block-id="${id}"]`)
+  await block.locator('.index-name').fill(indexName)
+  await block.locator('.index-button').click()
+}
 
-  await a.page.locator(`.block[data-block-id="${id}"] .index-button`).click()
-  for (const p of [a.page, b.page]) {
-    await waitFor(p, (id) => document.querySelector(`.block[data-block-id="${id}"] .entry[data-index="search"][data-status="done"]`), id, 'the done badge')
-  }
-  await shot(a.page, 'index-done-A')
-  for (const p of [a.page, b.page]) {
-    const seen = await p.evaluate(() => window.__statuses)
-    const iProcessing = seen.indexOf('1:processing')
-    assert.ok(iProcessing >= 0 && iProcessing < seen.indexOf('1:done'), `${p.label} saw ${seen.join(' → ')}`)
-    const entry = (await blocks(p)).find((x) => x.id === id).indexingList[0]
-    assert.equal(entry.status, 'done')
-    assert.equal(entry.attempt, 1)
-    assert.equal(typeof entry.result?.chunks_indexed, 'number', JSON.stringify(entry))
-    assert.equal(typeof entry.result?.duration_ms, 'number', JSON.stringify(entry))
-    const row = p.locator(`.block[data-block-id="${id}"] .entry[data-index="search"]`)
-    assert.match(await row.locator('.badge').textContent(), /Done/)
-    assert.match(await row.textContent(), /attempt 1/)
-    assert.match(await row.locator('.entry-result').textContent(), /chunks? · \d+ ms/)
-  }
+const entrySelector = (id, index, status, attempt) =>
+  `.block[data-block-id="${id}"] .entry[data-index="${index}"][data-status="${status}"]${attempt ? `[data-attempt="${attempt}"]` : ''}`
 
-  // The API calls panel: one completed call with its initialized → processing → completed events.
-  const panel = b.page.locator(`.block[data-block-id="${id}"] .calls`)
-  await panel.locator('summary').click()
-  await waitFor(b.page, (id) => document.querySelector(`.block[data-block-id="${id}"] .call[data-status="completed"] .event[data-type="completed"]`), id, 'the completed call timeline')
-  const types = await panel.locator('.call').first().locator('.event').evaluateAll((els) => els.map((e) => e.dataset.type))
-  assert.deepEqual(types.filter((t) => ['initialized', 'processing', 'completed'].includes(t)), ['initialized', 'processing', 'completed'], types.join(','))
-  await shot(b.page, 'index-calls-B')
-
-  // Re-run: attempt 2 goes through the same way.
-  await b.page.locator(`.block[data-block-id="${id}"] .entry[data-index="search"] .rerun`).click()
-  for (const p of [a.page, b.page]) {
-    await waitFor(p, (id) => document.querySelector(`.block[data-block-id="${id}"] .entry[data-index="search"][data-status="done"][data-attempt="2"]`), id, 'attempt 2 done')
-  }
-  await waitFor(b.page, (id) => document.querySelectorAll(`.block[data-block-id="${id}"] .call[data-status="completed"]`).length === 2, id, 'two completed calls listed')
-  await shot(b.page, 'index-rerun-B')
-  assert.deepEqual([...a.page.problems, ...b.page.problems], [])
-  await closeContext(a.context)
-  await closeContext(b.context)
-})
-
-test('with the HTTP integration pointed at a failing API, Index shows error after the retries', { timeout: 180000 }, async () => {
+/** A stand-in external API: `slow` answers 200 with a result after a delay, `failing` 500. */
+async function startExternalApi () {
   const hits = []
-  const failing = http.createServer((req, res) => {
+  const server = http.createServer((req, res) => {
     let body = ''
     req.on('data', (d) => { body += d })
     req.on('end', () => {
-      hits.push({ method: req.method, url: req.url, key: req.headers['idempotency-key'], body })
-      res.writeHead(500, { 'content-type': 'application/json' })
-      res.end(JSON.stringify({ error: 'index backend is down' }))
+      let json = null
+      try { json = JSON.parse(body) } catch { /* recorded as is */ }
+      hits.push({ method: req.method, url: req.url, key: req.headers['idempotency-key'], json })
+      if (req.url === '/slow') {
+        setTimeout(() => {
+          res.writeHead(200, { 'content-type': 'application/json' })
+          res.end(JSON.stringify({ chunks_indexed: 4, duration_ms: 1500 }))
+        }, 1500)
+      } else {
+        res.writeHead(500, { 'content-type': 'application/json' })
+        res.end(JSON.stringify({ error: 'index backend is down' }))
+      }
     })
   })
-  await new Promise((resolve) => failing.listen(0, '127.0.0.1', resolve))
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return { hits, port: server.address().port, close: () => new Promise((resolve) => server.close(resolve)) }
+}
+
+/** `weaver serve --bridge-config` routing index "slow" and "failing" to the external API. */
+async function startBridgedWeaver (api) {
   const dir = tempDataDir('weaver-browser-bridge-')
   const configPath = path.join(dir, 'bridge.toml')
-  // Format: crates/bridge/src/config.rs / docs/bridge.md (unknown keys are rejected).
+  // Format: docs/bridge.md (unknown keys are rejected).
   writeFileSync(configPath, [
     '[retry]',
     'max_attempts = 3',
@@ -308,36 +283,139 @@ test('with the HTTP integration pointed at a failing API, Index shows error afte
     'max_interval_ms = 300',
     '',
     '[routes]',
-    'search = "failing"',
+    'slow = "slow"',
+    'failing = "failing"',
+    '',
+    '[[integrations]]',
+    'name = "slow"',
+    'kind = "http"',
+    `url = "http://127.0.0.1:${api.port}/slow"`,
+    'timeout_ms = 5000',
     '',
     '[[integrations]]',
     'name = "failing"',
     'kind = "http"',
-    `url = "http://127.0.0.1:${failing.address().port}/index"`,
+    `url = "http://127.0.0.1:${api.port}/failing"`,
     'timeout_ms = 2000',
     ''
   ].join('\n'))
   const server = await startWeaver({ args: ['--bridge-config', configPath] })
+  return { ...server, stop: async () => { await server.stop(); rmSync(dir, { recursive: true, force: true }) } }
+}
+
+test('Index with no configuration: the built-in local integration reports done with a result in both contexts', { timeout: 120000 }, async () => {
+  const room = `local-${Date.now()}`
+  const a = await openPage(weaver, room, 'A')
+  const b = await openPage(weaver, room, 'B')
+  const id = await addBlock(a.page)
+  await a.page.keyboard.type('First paragraph.\n\nSecond paragraph.')
+  await contentIs(b.page, id, 'First paragraph.\n\nSecond paragraph.')
+  await recordStatuses(b.page, id, 'search')
+  await a.page.locator(`.block[data-block-id="${id}"] .index-button`).click()
+  for (const p of [a.page, b.page]) {
+    await waitFor(p, (sel) => document.querySelector(sel), entrySelector(id, 'search', 'done', 1), 'search done')
+    const entry = (await blocks(p)).find((x) => x.id === id).indexingList[0]
+    assert.equal(entry.attempt, 1)
+    assert.ok(entry.result?.chunks_indexed >= 1, JSON.stringify(entry))
+    assert.equal(typeof entry.result?.duration_ms, 'number', JSON.stringify(entry))
+    assert.ok(entry.api_call_id, JSON.stringify(entry))
+    assert.match(await p.locator(`${entrySelector(id, 'search', 'done', 1)} .entry-result`).textContent(), /\d+ chunks? · \d+ ms/)
+  }
+  // B never saw the entry go backwards, whatever it saw in between.
+  const seen = await b.page.evaluate(() => window.__statuses)
+  assert.equal(seen[seen.length - 1], '1:done', seen.join(' → '))
+  assert.ok(!seen.includes('1:notStarted') || seen.indexOf('1:notStarted') < seen.indexOf('1:done'), seen.join(' → '))
+  await shot(b.page, 'local-index-done-B')
+  assert.deepEqual([...a.page.problems, ...b.page.problems], [])
+  await closeContext(a.context)
+  await closeContext(b.context)
+})
+
+test('Index shows processing then done with a result in both contexts; the call timeline; re-run', { timeout: 150000 }, async () => {
+  const api = await startExternalApi()
+  const server = await startBridgedWeaver(api)
   try {
-    const a = await openPage(server, 'failing', 'A')
-    const b = await openPage(server, 'failing', 'B')
+    const room = `slow-${Date.now()}`
+    const a = await openPage(server, room, 'A')
+    const b = await openPage(server, room, 'B')
+    const id = await addBlock(a.page)
+    await a.page.keyboard.type('Weaver turns document changes into durable API calls.')
+    await contentIs(b.page, id, 'Weaver turns document changes into durable API calls.')
+    await recordStatuses(a.page, id, 'slow')
+    await recordStatuses(b.page, id, 'slow')
+
+    await requestIndex(a.page, id, 'slow')
+    // The external API takes 1.5 s: both contexts show "Processing" meanwhile.
+    for (const p of [a.page, b.page]) {
+      await waitFor(p, (sel) => document.querySelector(sel), entrySelector(id, 'slow', 'processing', 1), 'processing')
+      assert.match(await p.locator(`${entrySelector(id, 'slow', 'processing', 1)} .badge`).textContent(), /Processing/)
+    }
+    await shot(b.page, 'index-processing-B')
+    for (const p of [a.page, b.page]) {
+      await waitFor(p, (sel) => document.querySelector(sel), entrySelector(id, 'slow', 'done', 1), 'done')
+      const seen = await p.evaluate(() => window.__statuses)
+      assert.ok(seen.indexOf('1:processing') >= 0 && seen.indexOf('1:processing') < seen.indexOf('1:done'), `${p.label} saw ${seen.join(' → ')}`)
+      const entry = (await blocks(p)).find((x) => x.id === id).indexingList[0]
+      assert.deepEqual([entry.status, entry.attempt, entry.result], ['done', 1, { chunks_indexed: 4, duration_ms: 1500 }])
+      const row = p.locator(entrySelector(id, 'slow', 'done', 1))
+      assert.match(await row.locator('.badge').textContent(), /Done/)
+      assert.match(await row.textContent(), /attempt 1/)
+      assert.equal(await row.locator('.entry-result').textContent(), '4 chunks · 1500 ms')
+    }
+    await shot(a.page, 'index-done-A')
+    assert.equal(api.hits.length, 1)
+    assert.equal(api.hits[0].json?.content, 'Weaver turns document changes into durable API calls.')
+
+    // The API calls panel: the completed call with initialized → processing → completed.
+    const panel = b.page.locator(`.block[data-block-id="${id}"] .calls`)
+    await panel.locator('summary').click()
+    await waitFor(b.page, (id) => document.querySelector(`.block[data-block-id="${id}"] .call[data-status="completed"] .event[data-type="completed"]`), id, 'the completed call timeline')
+    const types = await panel.locator('.call').first().locator('.event').evaluateAll((els) => els.map((e) => e.dataset.type))
+    assert.deepEqual(types.filter((t) => ['initialized', 'processing', 'completed'].includes(t)), ['initialized', 'processing', 'completed'], types.join(','))
+    await shot(b.page, 'index-calls-B')
+
+    // Re-run from B: attempt 2 goes through the same way, and the panel lists both calls.
+    await b.page.locator(`.block[data-block-id="${id}"] .entry[data-index="slow"] .rerun`).click()
+    for (const p of [a.page, b.page]) {
+      await waitFor(p, (sel) => document.querySelector(sel), entrySelector(id, 'slow', 'done', 2), 'attempt 2 done')
+    }
+    await waitFor(b.page, (id) => document.querySelectorAll(`.block[data-block-id="${id}"] .call[data-status="completed"]`).length === 2, id, 'two completed calls listed')
+    assert.equal(api.hits.length, 2)
+    assert.notEqual(api.hits[0].key, api.hits[1].key, 'a new attempt has a new idempotency key')
+    await shot(b.page, 'index-rerun-B')
+    assert.deepEqual([...a.page.problems, ...b.page.problems], [])
+    await closeContext(a.context)
+    await closeContext(b.context)
+  } finally {
+    await server.stop()
+    await api.close()
+  }
+})
+
+test('with the HTTP integration pointed at a failing API, Index shows error after the retries', { timeout: 150000 }, async () => {
+  const api = await startExternalApi()
+  const server = await startBridgedWeaver(api)
+  try {
+    const room = `failing-${Date.now()}`
+    const a = await openPage(server, room, 'A')
+    const b = await openPage(server, room, 'B')
     const id = await addBlock(a.page)
     await a.page.keyboard.type('This one will not index.')
     await contentIs(b.page, id, 'This one will not index.')
-    await a.page.locator(`.block[data-block-id="${id}"] .index-button`).click()
+    await requestIndex(a.page, id, 'failing')
     for (const p of [a.page, b.page]) {
-      await waitFor(p, (id) => document.querySelector(`.block[data-block-id="${id}"] .entry[data-index="search"][data-status="error"]`), id, 'the error badge', 60000)
+      await waitFor(p, (sel) => document.querySelector(sel), entrySelector(id, 'failing', 'error', 1), 'the error badge', 60000)
       const entry = (await blocks(p)).find((x) => x.id === id).indexingList[0]
       assert.equal(entry.status, 'error')
       assert.equal(entry.attempt, 1)
       assert.ok(typeof entry.error === 'string' && entry.error.length > 0, JSON.stringify(entry))
-      const row = p.locator(`.block[data-block-id="${id}"] .entry[data-index="search"]`)
+      const row = p.locator(entrySelector(id, 'failing', 'error', 1))
       assert.match(await row.locator('.badge').textContent(), /Error/)
       assert.equal((await row.locator('.entry-error').textContent()).trim(), entry.error)
     }
     // The external API was tried max_attempts times, always with the same idempotency key.
-    assert.equal(hits.length, 3, JSON.stringify(hits))
-    assert.ok(hits.every((h) => h.method === 'POST' && h.key && h.key === hits[0].key), JSON.stringify(hits))
+    assert.equal(api.hits.length, 3, JSON.stringify(api.hits))
+    assert.ok(api.hits.every((h) => h.method === 'POST' && h.url === '/failing' && h.key && h.key === api.hits[0].key), JSON.stringify(api.hits))
     await shot(a.page, 'failing-error-A')
 
     const panel = a.page.locator(`.block[data-block-id="${id}"] .calls`)
@@ -350,8 +428,7 @@ test('with the HTTP integration pointed at a failing API, Index shows error afte
     await closeContext(b.context)
   } finally {
     await server.stop()
-    await new Promise((resolve) => failing.close(resolve))
-    rmSync(dir, { recursive: true, force: true })
+    await api.close()
   }
 })
 

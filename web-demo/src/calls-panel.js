@@ -10,6 +10,9 @@ import { h, setChildren, ago, clock, shortId, STATUS_LABEL } from './util.js'
 const MAX_CALLS = 6
 const POLL_MS = 2000
 const TERMINAL = new Set(['completed', 'failed', 'cancelled', 'canceled'])
+// The integration-events contract; the bridge's bookkeeping events (created, claimed,
+// retry_scheduled, ...) are shown too, but quieter.
+const PUBLIC_EVENTS = new Set(['initialized', 'processing', 'completed', 'failed'])
 
 export class CallsPanel {
   constructor (api, room, blockId) {
@@ -132,14 +135,17 @@ export class CallsPanel {
       h('div.call-head', {},
         h('span.badge', { dataset: { status } }, STATUS_LABEL[status] ?? status),
         h('span.call-name', {}, `${c.index_name ?? '?'}`, h('span.muted', {}, ` via ${c.integration ?? '?'}`)),
-        h('span.call-attempt', {}, `attempt ${c.attempt ?? '?'}`),
+        h('span.call-attempt', {}, `attempt ${c.attempt ?? '?'}`, typeof c.tries === 'number' && c.tries > 0 ? h('span.muted', {}, ` · ${c.tries} ${c.tries === 1 ? 'try' : 'tries'}`) : null),
         h('span.call-id.mono', { title: c.id }, shortId(c.id)),
         h('span.call-time.muted', { title: c.created_at ?? '' }, ago(c.created_at))),
       c.error ? h('div.call-error', {}, String(c.error)) : null,
+      c.status === 'completed' && c.response_data && typeof c.response_data === 'object'
+        ? h('div.call-meta', {}, 'result ', h('span.mono', {}, resultText(c.response_data)))
+        : null,
       c.external_id ? h('div.call-meta.muted', {}, 'external id ', h('span.mono', {}, String(c.external_id))) : null,
       d.events === null
         ? h('div.muted.small', {}, 'Timeline unavailable: ', d.error?.message ?? '')
-        : h('ol.timeline', {}, events.map((e) => h('li.event', { dataset: { type: String(e.type) } },
+        : h('ol.timeline', {}, events.map((e) => h(PUBLIC_EVENTS.has(e.type) ? 'li.event' : 'li.event.internal', { dataset: { type: String(e.type) } },
           h('span.event-dot'),
           h('span.event-type', {}, String(e.type)),
           e.attempt !== undefined && e.attempt !== null ? h('span.muted', {}, ` #${e.attempt}`) : null,
@@ -150,12 +156,19 @@ export class CallsPanel {
 
 function eventDetail (e) {
   const bits = []
+  if (e.try !== undefined && e.try !== null) bits.push(`try ${e.try}`)
   if (e.external_id) bits.push(`external id ${e.external_id}`)
   if (e.http_status ?? e.status_code) bits.push(`HTTP ${e.http_status ?? e.status_code}`)
   if (e.error) bits.push(String(e.error))
   else if (e.message) bits.push(String(e.message))
-  if (e.result && typeof e.result === 'object') bits.push(resultText(e.result))
-  return bits.length ? h('span.event-detail', {}, bits.join(' · ')) : null
+  if (e.retryable === true) bits.push('will retry')
+  else if (e.retryable === false) bits.push('final')
+  if (e.next_at) bits.push(`next try at ${clock(e.next_at)}`)
+  const data = e.data ?? e.result
+  if (data && typeof data === 'object') bits.push(resultText(data))
+  if (e.reason) bits.push(String(e.reason))
+  if (e.detail) bits.push(String(e.detail))
+  return bits.length ? h('span.event-detail', { title: bits.join(' · ') }, bits.join(' · ')) : null
 }
 
 /** "3 chunks · 12 ms" from an indexing result object. */
