@@ -88,7 +88,10 @@ export class BlockView {
       detail,
       e.completed_at ? h('span.entry-time.muted', { title: new Date(e.completed_at).toLocaleString() }, ago(e.completed_at)) : null,
       h('span.spacer'),
-      h('button.link-button.rerun', { type: 'button', title: `Run ${e.index_name} again`, onclick: () => this._onIndex(e.index_name) }, 'Re-run'),
+      // A queued request is already waiting for the bridge: another click would only bump it.
+      e.status === 'notStarted'
+        ? null
+        : h('button.link-button.rerun', { type: 'button', title: `Run ${e.index_name} again`, onclick: () => this._onIndex(e.index_name) }, 'Re-run'),
       h('button.link-button.muted-button', { type: 'button', title: `Remove the ${e.index_name} entry`, onclick: () => removeIndex(this.ctx.doc, this.id, e.index_name) }, 'Remove'))
   }
 
