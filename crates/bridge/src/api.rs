@@ -184,7 +184,7 @@ async fn webhook(
     let kind = match payload.kind.as_str() {
         "processing" => EventKind::Processing,
         "completed" => EventKind::Completed {
-            data: payload.data.unwrap_or(Value::Null),
+            data: crate::model::bound_external_json(payload.data.unwrap_or(Value::Null)),
         },
         "failed" => EventKind::Failed {
             error: payload
