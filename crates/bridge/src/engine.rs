@@ -243,7 +243,12 @@ struct Mirror {
     ws: Workspace,
     changes: Arc<Mutex<Vec<ChangeSet>>>,
     _sub: ChangeSubscription,
+    /// Last time an update or a write-back touched the room (idle mirrors are dropped).
+    used: Instant,
 }
+
+/// A mirror untouched this long is dropped; the next update reloads (and re-sweeps) the room.
+const MIRROR_IDLE: Duration = Duration::from_secs(600);
 
 struct DocActor {
     inner: Arc<Inner>,
@@ -343,8 +348,28 @@ impl DocActor {
                 };
             }
             self.fire_debounce().await;
+            self.evict_idle();
         }
         tracing::info!("bridge document actor stopped");
+    }
+
+    /// Drops mirrors of rooms nobody touched for `MIRROR_IDLE` (and with no pending re-index),
+    /// bounding memory to the rooms in use; everything needed is in the store.
+    fn evict_idle(&mut self) {
+        let now = Instant::now();
+        let dirty_rooms: BTreeSet<&str> = self.dirty.keys().map(|(r, _)| r.as_str()).collect();
+        let idle: Vec<String> = self
+            .rooms
+            .iter()
+            .filter(|(r, m)| {
+                now.duration_since(m.used) > MIRROR_IDLE && !dirty_rooms.contains(r.as_str())
+            })
+            .map(|(r, _)| r.clone())
+            .collect();
+        for r in idle {
+            tracing::debug!(room = %r, "bridge mirror unloaded (idle)");
+            self.rooms.remove(&r);
+        }
     }
 
     fn next_deadline(&self, wb_retry: Option<Instant>) -> Option<Instant> {
@@ -355,10 +380,12 @@ impl DocActor {
             .values()
             .map(|(first, last)| (*last + quiet).min(*first + max_wait))
             .min();
-        match (d, wb_retry) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let idle_check = Instant::now() + Duration::from_secs(60);
+        [d, wb_retry]
+            .into_iter()
+            .flatten()
+            .min()
+            .map_or(Some(idle_check), |t| Some(t.min(idle_check)))
     }
 
     async fn load_room(&mut self, room: &str) -> Result<(), BridgeError> {
@@ -389,6 +416,7 @@ impl DocActor {
                 ws,
                 changes,
                 _sub: sub,
+                used: Instant::now(),
             },
         );
         self.sweep_room(room).await
@@ -397,13 +425,14 @@ impl DocActor {
     /// Applies a committed update to the room's mirror. Returns whether its changes still
     /// need `drain` (a room seen for the first time is loaded and swept instead).
     async fn apply_committed(&mut self, room: &str, update: &[u8], origin: &str) -> bool {
-        let Some(m) = self.rooms.get(room) else {
+        let Some(m) = self.rooms.get_mut(room) else {
             // First sight of this room: the stored state already contains this update.
             if let Err(e) = self.load_room(room).await {
                 tracing::warn!(room, error = %e, "cannot load room for the bridge");
             }
             return false;
         };
+        m.used = Instant::now();
         if let Err(e) = m.ws.apply_update_v1(update, origin) {
             tracing::warn!(room, error = %e, "mirror rejected a committed update; rebuilding from stored state");
             if let Err(e) = self.load_room(room).await {
@@ -618,27 +647,39 @@ impl DocActor {
                 Some(_) => {}
             }
         }
-        // Done entries whose content changed while the bridge was down get re-indexed.
+        // Done entries whose content changed while the bridge was away (down, or the mirror
+        // was idle) get re-indexed, through the debounce since the user may still be typing.
         for b in &blocks {
-            if b.indexing_list.iter().any(|e| e.status == Status::Done) {
-                self.reindex_check(room, &b.id, false).await;
+            if b.indexing_list.iter().any(|e| e.status == Status::Done)
+                && !self.stale_entries(room, &b.id, false).await.is_empty()
+            {
+                let now = Instant::now();
+                self.dirty
+                    .entry((room.to_owned(), b.id.clone()))
+                    .or_insert((now, now));
             }
         }
         Ok(())
     }
 
-    /// Rule "content of a `done` entry changed → request attempt N+1". `unknown_is_stale`:
-    /// whether a `done` without a known APICall (pruned, or written elsewhere) counts as stale.
-    async fn reindex_check(&mut self, room: &str, block_id: &str, unknown_is_stale: bool) {
+    /// `done` entries of a block whose indexed content differs from the current content, with
+    /// the attempt to request. `unknown_is_stale`: whether a `done` without a known APICall
+    /// (pruned, or written elsewhere) counts as stale.
+    async fn stale_entries(
+        &self,
+        room: &str,
+        block_id: &str,
+        unknown_is_stale: bool,
+    ) -> Vec<(String, u64)> {
         let Some(view) = self
             .rooms
             .get(room)
             .and_then(|m| m.ws.block(block_id).ok().flatten())
         else {
-            return;
+            return Vec::new();
         };
         let hash = content_hash(&view.content);
-        let mut requests = Vec::new();
+        let mut out = Vec::new();
         for e in view
             .indexing_list
             .iter()
@@ -661,9 +702,16 @@ impl DocActor {
                 None => unknown_is_stale,
             };
             if stale {
-                requests.push((e.index_name.clone(), e.attempt + 1));
+                out.push((e.index_name.clone(), e.attempt + 1));
             }
         }
+        out
+    }
+
+    /// Rule "content of a `done` entry changed → request attempt N+1". `unknown_is_stale`:
+    /// whether a `done` without a known APICall (pruned, or written elsewhere) counts as stale.
+    async fn reindex_check(&mut self, room: &str, block_id: &str, unknown_is_stale: bool) {
+        let requests = self.stale_entries(room, block_id, unknown_is_stale).await;
         for (index, next) in requests {
             tracing::info!(room, block = block_id, index = %index, attempt = next, "content changed; re-index requested");
             let rec = StatusRecord::new(next, Status::NotStarted);
@@ -835,9 +883,10 @@ impl DocActor {
         if !self.rooms.contains_key(room) {
             self.load_room(room).await?;
         }
-        let Some(m) = self.rooms.get(room) else {
+        let Some(m) = self.rooms.get_mut(room) else {
             return Err(BridgeError::Host(format!("room {room} is not loaded")));
         };
+        m.used = Instant::now();
         let (written, update) = m
             .ws
             .transact(BRIDGE_ORIGIN, |t| {

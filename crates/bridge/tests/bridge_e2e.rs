@@ -802,3 +802,25 @@ async fn hanging_api_times_out_and_is_retried_then_failed() {
     assert_eq!(api.requests(), 3, "max_attempts = 3");
     assert_eq!(api.keys().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_edited_while_down_is_reindexed_at_start() {
+    let mut rig = Rig::new("[debounce]\nquiet_ms = 100\nmax_wait_ms = 500").await;
+    rig.add_entry("r", "b", "one", "search");
+    rig.wait_entry("r", "b", "search", "done", |e| e.status == Status::Done)
+        .await;
+    rig.crash().await;
+    rig.client_write("r", |t| t.insert_text("b", 3, "\n\ntwo\n\nthree").unwrap());
+    rig.start().await;
+    let e = rig
+        .wait_entry("r", "b", "search", "re-indexed", |e| {
+            e.attempt == 2 && e.status == Status::Done
+        })
+        .await;
+    assert_eq!(e.result.as_ref().unwrap()["chunks_indexed"], 3);
+    // An unchanged done block is not re-indexed by a restart.
+    rig.crash().await;
+    rig.start().await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(rig.entry("r", "b", "search").unwrap().attempt, 2);
+}
