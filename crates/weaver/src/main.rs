@@ -3,6 +3,7 @@
 //! Deliberately thin: every behaviour lives in the library crates.
 
 mod bridge_host;
+mod demo;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -226,7 +227,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         get(move || std::future::ready(metrics.render())),
     );
     // Other parts (bridge API, web demo) merge their routers here.
-    let app = relay.router().merge(metrics_router).merge(bridge.router());
+    let app = relay
+        .router()
+        .merge(metrics_router)
+        .merge(bridge.router())
+        .merge(demo::router());
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
