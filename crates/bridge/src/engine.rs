@@ -996,7 +996,8 @@ async fn dispatcher(inner: Arc<Inner>) {
     let ob = inner.outbox.clone();
     match blocking(move || ob.rescue_expired(now_ms(), true, &mut rand::rng())).await {
         Ok(v) if !v.is_empty() => {
-            tracing::info!(rescued = v.len(), "rescued calls leased by a previous run")
+            metrics::counter!(crate::metrics::LEASES_RESCUED_TOTAL).increment(v.len() as u64);
+            tracing::info!(rescued = v.len(), "rescued calls leased by a previous run");
         }
         Ok(_) => {}
         Err(e) => tracing::error!(error = %e, "start-up lease rescue failed"),
@@ -1008,19 +1009,30 @@ async fn dispatcher(inner: Arc<Inner>) {
         }
         let now = now_ms();
         let ob = inner.outbox.clone();
-        let (next_due, next_exp) =
-            match blocking(move || Ok((ob.next_due()?, ob.next_lease_expiry()?))).await {
-                Ok(v) => v,
-                Err(e) => {
-                    tracing::error!(error = %e, "outbox read failed");
-                    (None, None)
-                }
-            };
+        let (next_due, next_exp) = match blocking(move || {
+            if let Ok((ready, leased, wb)) = ob.queue_sizes() {
+                metrics::gauge!(crate::metrics::READY_CALLS).set(ready as f64);
+                metrics::gauge!(crate::metrics::LEASED_CALLS).set(leased as f64);
+                metrics::gauge!(crate::metrics::PENDING_WRITEBACKS).set(wb as f64);
+            }
+            Ok((ob.next_due()?, ob.next_lease_expiry()?))
+        })
+        .await
+        {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(error = %e, "outbox read failed");
+                (None, None)
+            }
+        };
         if next_exp.is_some_and(|t| t <= now) {
             let ob = inner.outbox.clone();
-            if let Err(e) = blocking(move || ob.rescue_expired(now, false, &mut rand::rng())).await
-            {
-                tracing::error!(error = %e, "lease rescue failed");
+            match blocking(move || ob.rescue_expired(now, false, &mut rand::rng())).await {
+                Ok(v) => {
+                    metrics::counter!(crate::metrics::LEASES_RESCUED_TOTAL)
+                        .increment(v.len() as u64);
+                }
+                Err(e) => tracing::error!(error = %e, "lease rescue failed"),
             }
         }
         let mut claimed = 0;

@@ -666,6 +666,15 @@ impl Outbox {
         Ok(out)
     }
 
+    /// Queue sizes: (ready, leased, pending write-backs).
+    pub fn queue_sizes(&self) -> Result<(u64, u64, u64), BridgeError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let ready = txn.open_table(READY).map_err(se)?.len().map_err(se)?;
+        let leased = txn.open_table(LEASES).map_err(se)?.len().map_err(se)?;
+        let wb = txn.open_table(WRITEBACK).map_err(se)?.len().map_err(se)?;
+        Ok((ready, leased, wb))
+    }
+
     /// Earliest time something is due in the ready queue.
     pub fn next_due(&self) -> Result<Option<u64>, BridgeError> {
         let txn = self.db.begin_read().map_err(db_err)?;
