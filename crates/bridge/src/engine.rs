@@ -302,8 +302,14 @@ impl DocActor {
                                 }
                             }
                             Some(HostEvent::Lagged) => {
+                                // Updates were lost, possibly for rooms without a mirror too:
+                                // re-sweep every stored room, as at start-up.
                                 tracing::warn!("bridge lagged behind the host; rebuilding mirrors");
-                                let rooms: Vec<String> = self.rooms.keys().cloned().collect();
+                                let mut rooms: BTreeSet<String> = self.rooms.keys().cloned().collect();
+                                match self.inner.host.stored_rooms().await {
+                                    Ok(stored) => rooms.extend(stored),
+                                    Err(e) => tracing::warn!(error = %e, "cannot list stored rooms after lag"),
+                                }
                                 self.rooms.clear();
                                 to_drain.clear();
                                 for room in rooms {
@@ -327,14 +333,23 @@ impl DocActor {
                         break;
                     }
                 }
-                cmd = rx.recv() => match cmd {
-                    Some(DocCmd::Writebacks) => wb_retry = Some(Instant::now()),
-                    Some(DocCmd::Retry { call_id, reply }) => {
-                        let r = self.retry(call_id).await;
-                        let _ = reply.send(r);
+                cmd = rx.recv() => {
+                    let Some(cmd) = cmd else { break };
+                    // Coalesce the queued notifications: one pass handles them all.
+                    let mut cmds = vec![cmd];
+                    while let Ok(c) = rx.try_recv() {
+                        cmds.push(c);
                     }
-                    None => break,
-                },
+                    for cmd in cmds {
+                        match cmd {
+                            DocCmd::Writebacks => wb_retry = Some(Instant::now()),
+                            DocCmd::Retry { call_id, reply } => {
+                                let r = self.retry(call_id).await;
+                                let _ = reply.send(r);
+                            }
+                        }
+                    }
+                }
                 () = sleep_until_opt(deadline) => {}
             }
             if wb_retry.is_some_and(|t| t <= Instant::now()) {

@@ -43,12 +43,16 @@ fn env(k: &str) -> Option<String> {
 
 impl Rig {
     async fn new(cfg: &str) -> Rig {
+        Self::with_capacity(cfg, 4096).await
+    }
+
+    async fn with_capacity(cfg: &str, capacity: usize) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("weaver.redb");
         let mut rig = Rig {
             _dir: dir,
             path,
-            host: MemoryHost::new(4096),
+            host: MemoryHost::new(capacity),
             bridge: None,
             addr: "127.0.0.1:0".parse().unwrap(),
             cfg: cfg.to_owned(),
@@ -823,4 +827,68 @@ async fn content_edited_while_down_is_reindexed_at_start() {
     rig.start().await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(rig.entry("r", "b", "search").unwrap().attempt, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_behind_the_host_loses_nothing() {
+    // A tiny broadcast buffer: a burst of client updates overflows it and the bridge must
+    // rebuild from stored state instead of missing entries.
+    let rig = Rig::with_capacity("", 2).await;
+    rig.add_entry("warm", "b", "x", "search");
+    rig.wait_entry("warm", "b", "search", "warm-up done", |e| {
+        e.status == Status::Done
+    })
+    .await;
+    for i in 0..40 {
+        rig.add_entry(
+            &format!("room{}", i % 4),
+            &format!("b{i}"),
+            "text",
+            "search",
+        );
+    }
+    for i in 0..40 {
+        rig.wait_entry(
+            &format!("room{}", i % 4),
+            &format!("b{i}"),
+            "search",
+            "done after lag",
+            |e| e.status == Status::Done,
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newer_attempt_supersedes_running_one() {
+    let api = FakeApi::start().await;
+    let rig = Rig::new(&http_cfg(&api, "/slow?ms=700", "")).await;
+    rig.add_entry("r", "b", "text", "search");
+    rig.wait_entry("r", "b", "search", "processing", |e| {
+        e.status == Status::Processing
+    })
+    .await;
+    // The user asks again while attempt 1 runs: attempt 2 supersedes it.
+    rig.client_write("r", |t| {
+        t.request_index("b", "search", &json!({})).unwrap();
+    });
+    let e = rig
+        .wait_entry("r", "b", "search", "attempt 2 done", |e| {
+            e.attempt == 2 && e.status == Status::Done
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(900)).await; // attempt 1's late answer has arrived
+    let calls = rig.handle().outbox().list(&Default::default()).unwrap();
+    let a1 = calls.iter().find(|c| c.attempt == 1).unwrap();
+    let a2 = calls.iter().find(|c| c.attempt == 2).unwrap();
+    assert_eq!(a1.status, weaver_bridge::CallStatus::Cancelled);
+    assert_eq!(a2.status, weaver_bridge::CallStatus::Completed);
+    assert_eq!(e.api_call_id.as_deref(), Some(a2.id.to_string().as_str()));
+    let after = rig.entry("r", "b", "search").unwrap();
+    assert_eq!(
+        (after.attempt, after.status),
+        (2, Status::Done),
+        "the late attempt-1 result changed nothing"
+    );
+    assert_ne!(a1.idempotency_key, a2.idempotency_key);
 }
