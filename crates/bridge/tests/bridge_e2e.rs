@@ -892,3 +892,46 @@ async fn newer_attempt_supersedes_running_one() {
     );
     assert_ne!(a1.idempotency_key, a2.idempotency_key);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_integration_concurrency_is_respected() {
+    let api = FakeApi::start().await;
+    let cfg = http_cfg(&api, "/slow?ms=150", "concurrency = 2");
+    let rig = Rig::new(&cfg).await;
+    for i in 0..8 {
+        rig.add_entry("r", &format!("b{i}"), "text", "search");
+    }
+    for i in 0..8 {
+        rig.wait_entry("r", &format!("b{i}"), "search", "done", |e| {
+            e.status == Status::Done
+        })
+        .await;
+    }
+    let max = api.state.lock().unwrap().max_in_flight;
+    assert!(max <= 2, "at most 2 requests in flight, saw {max}");
+    assert_eq!(max, 2, "and the limit is used");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_block_cancels_its_calls() {
+    let api = FakeApi::start().await;
+    let rig = Rig::new(&http_cfg(&api, "/hang", "")).await;
+    rig.add_entry("r", "b", "text", "search");
+    rig.wait_entry("r", "b", "search", "processing", |e| {
+        e.status == Status::Processing
+    })
+    .await;
+    rig.client_write("r", |t| {
+        t.remove_block("b");
+    });
+    let t0 = Instant::now();
+    loop {
+        let calls = rig.handle().outbox().list(&Default::default()).unwrap();
+        if calls[0].status == weaver_bridge::CallStatus::Cancelled {
+            assert!(calls[0].error.as_deref().unwrap().contains("block removed"));
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
