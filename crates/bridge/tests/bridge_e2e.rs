@@ -935,3 +935,47 @@ async fn removing_block_cancels_its_calls() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_refresh_polls_now() {
+    let api = FakeApi::start().await;
+    // Polling every minute: only a manual refresh can finish this call within the test.
+    let extra = format!(
+        "status_url = \"{}\"\npoll_interval_ms = 60000",
+        api.url("/jobs/{external_id}")
+    );
+    let rig = Rig::new(&http_cfg(&api, "/async?delay_ms=100", &extra)).await;
+    rig.add_entry("r", "b", "text", "search");
+    let t0 = Instant::now();
+    let id = loop {
+        let calls = rig.handle().outbox().list(&Default::default()).unwrap();
+        if let Some(c) = calls.first().filter(|c| c.external_id.is_some()) {
+            break c.id;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await; // the job finished on the API side
+    let (code, body) = post_json(&rig.url(&format!("/api/calls/{id}/refresh"))).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["call"]["status"], "completed");
+    let e = rig
+        .wait_entry("r", "b", "search", "done", |e| e.status == Status::Done)
+        .await;
+    assert_eq!(e.result.as_ref().unwrap()["chunks_indexed"], 1);
+    // Refreshing a call that cannot be polled is a conflict.
+    let local = Rig::new("").await;
+    local.add_entry("r", "b", "x", "search");
+    local
+        .wait_entry("r", "b", "search", "done", |e| e.status == Status::Done)
+        .await;
+    let calls = local.handle().outbox().list(&Default::default()).unwrap();
+    let (code, _) = post_json(&local.url(&format!("/api/calls/{}/refresh", calls[0].id))).await;
+    assert_eq!(code, 200, "a finished call is returned as is");
+    assert_eq!(
+        post_json(&local.url("/api/calls/not-a-uuid/refresh"))
+            .await
+            .0,
+        400
+    );
+}
