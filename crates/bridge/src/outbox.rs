@@ -751,13 +751,17 @@ impl Outbox {
                     exp.insert(time_id_key(until, &id).as_slice(), [].as_slice())
                         .map_err(se)?;
                 }
-                let r#try = call.tries;
-                Self::append_txn(
-                    txn,
-                    &mut call,
-                    vec![EventKind::Claimed { r#try, token }],
-                    now,
-                )?;
+                if phase == Phase::Submit {
+                    // Polls are not logged: a long job polled every few seconds would otherwise
+                    // grow its log (and the fold over it) without bound.
+                    let r#try = call.tries;
+                    Self::append_txn(
+                        txn,
+                        &mut call,
+                        vec![EventKind::Claimed { r#try, token }],
+                        now,
+                    )?;
+                }
                 Self::settle_txn(txn, &mut call, was)?;
                 claims.push(Claim { call, token, phase });
             }
