@@ -31,14 +31,23 @@ fi
 export RUSTC_BOOTSTRAP=1
 failed=()
 for t in "${targets[@]}"; do
-  mkdir -p "fuzz/work/$t" "fuzz/corpus/$t"
+  mkdir -p "fuzz/work/$t"
   start=$(date +%s)
   cargo fuzz build "$t" >/dev/null 2>&1 || cargo fuzz build "$t"
   built=$(date +%s)
   echo "== $t: built in $((built - start)) s, fuzzing for $secs s" >&2
+  extra=()
+  seeds="fuzz/corpus/$t"
+  if [ "$t" = apply_update ]; then
+    seeds=fuzz/corpus/validate_update
+    # yrs 0.28.1 leaks every doc that contains a subdocument (a parent <-> subdoc reference
+    # cycle; tests/yrs_subdoc_leak.rs). Leak reports would stop this target at once, and it is
+    # here to find panics.
+    extra=(-detect_leaks=0)
+  fi
   # The first corpus dir receives new inputs; the committed seeds are only read.
-  if cargo fuzz run "$t" "fuzz/work/$t" "fuzz/corpus/$t" -- \
-      -max_total_time="$secs" -rss_limit_mb=512 -timeout=2 -print_final_stats=1 \
+  if cargo fuzz run "$t" "fuzz/work/$t" "$seeds" -- \
+      -max_total_time="$secs" -rss_limit_mb=512 -timeout=2 -print_final_stats=1 "${extra[@]}" \
       > "fuzz/work/$t.log" 2>&1; then
     echo "== $t: ok ($(grep -E '^stat::number_of_executed_units' "fuzz/work/$t.log" | awk '{print $2}') runs)" >&2
   else
