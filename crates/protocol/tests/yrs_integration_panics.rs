@@ -7,6 +7,7 @@
 //! - `apply_update-panic-blockstore-push-unwrap.bin` (32 bytes: a deleted item, skips and GC
 //!   ranges of one client): `find_index(..).unwrap()` on `None` in `BlockStore::push`, a panic
 //!   in release builds too.
+//!
 //! Whoever applies client updates must run `apply_update` under `catch_unwind` and throw the
 //! doc away after a panic. If this test fails because yrs stopped panicking: good, update it.
 
