@@ -87,7 +87,6 @@ export class BlockView {
       h('span.entry-attempt.muted', {}, e.attempt > 0 ? `attempt ${e.attempt}` : 'no attempt'),
       detail,
       e.completed_at ? h('span.entry-time.muted', { title: new Date(e.completed_at).toLocaleString() }, ago(e.completed_at)) : null,
-      h('span.spacer'),
       // A queued request is already waiting for the bridge: another click would only bump it.
       e.status === 'notStarted'
         ? null
