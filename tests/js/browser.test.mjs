@@ -167,6 +167,35 @@ test('both edit the same block at once and converge, each keeping their own care
   await closeContext(b.context)
 })
 
+test('undo (Ctrl+Z) takes back only my own typing, never the other context\'s; redo restores it', { timeout: 120000 }, async () => {
+  const room = `undo-${Date.now()}`
+  const a = await openPage(weaver, room, 'A')
+  const b = await openPage(weaver, room, 'B')
+  const id = await addBlock(a.page)
+  await a.page.keyboard.type('base')
+  await contentIs(b.page, id, 'base')
+  await a.page.waitForTimeout(700) // a pause closes A's first undo step
+  await a.page.keyboard.type(' mine')
+  await textarea(b.page, id).click()
+  await b.page.keyboard.press('End')
+  await b.page.keyboard.type(' theirs')
+  await contentIs(a.page, id, 'base mine theirs')
+  await textarea(a.page, id).focus()
+  await a.page.keyboard.press('Control+z')
+  await contentIs(a.page, id, 'base theirs', "A's last step undone, B's typing kept")
+  await contentIs(b.page, id, 'base theirs')
+  assert.equal(await textarea(a.page, id).inputValue(), 'base theirs')
+  await a.page.keyboard.press('Control+Shift+z')
+  await contentIs(b.page, id, 'base mine theirs', 'redo reaches B')
+  await a.page.keyboard.press('Control+z')
+  await a.page.keyboard.press('Control+z')
+  await contentIs(b.page, id, ' theirs', 'all of A undone, only B remains')
+  await shot(b.page, 'undo-B')
+  assert.deepEqual([...a.page.problems, ...b.page.problems], [])
+  await closeContext(a.context)
+  await closeContext(b.context)
+})
+
 test('offline: edits survive a reload while offline and merge on reconnect', { timeout: 180000 }, async () => {
   const room = `offline-${Date.now()}`
   const a = await openPage(weaver, room, 'A')
