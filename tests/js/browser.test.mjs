@@ -525,6 +525,36 @@ test('relay killed and restarted: the page shows it, keeps edits made meanwhile,
   }
 })
 
+test('room picker: the room is in the URL, rooms are separate, reserved names are refused', { timeout: 120000 }, async () => {
+  const one = `pick-one-${Date.now()}`
+  const two = `pick-two-${Date.now()}`
+  const a = await openPage(weaver, one, 'A')
+  const id = await addBlock(a.page)
+  await a.page.keyboard.type('only in room one')
+  await waitFor(a.page, () => !window.weaver.status().unsaved, null, 'saved')
+
+  await a.page.fill('#room-input', two)
+  await Promise.all([a.page.waitForURL((u) => u.searchParams.get('room') === two, { timeout: WAIT }), a.page.click('#room-form button')])
+  await waitOnline(a.page)
+  assert.equal(await a.page.locator('#room-title').textContent(), two)
+  assert.equal((await blocks(a.page)).length, 0)
+  assert.equal(await a.page.locator('#empty').isVisible(), true)
+  await shot(a.page, 'picker-empty-room')
+
+  // A reserved name stays on the page with an explanation.
+  await a.page.fill('#room-input', 'api')
+  await a.page.click('#room-form button')
+  await a.page.locator('#toast', { hasText: 'reserved' }).waitFor({ timeout: WAIT })
+  assert.equal(new URL(a.page.url()).searchParams.get('room'), two)
+
+  await a.page.fill('#room-input', one)
+  await Promise.all([a.page.waitForURL((u) => u.searchParams.get('room') === one, { timeout: WAIT }), a.page.click('#room-form button')])
+  await waitOnline(a.page)
+  await contentIs(a.page, id, 'only in room one', 'room one still has its block')
+  assert.deepEqual(a.page.problems, [])
+  await closeContext(a.context)
+})
+
 test('presence shows the other context, its name and the block it is in', { timeout: 120000 }, async () => {
   const room = `presence-${Date.now()}`
   const a = await openPage(weaver, room, 'A')
