@@ -167,6 +167,35 @@ test('both edit the same block at once and converge, each keeping their own care
   await closeContext(b.context)
 })
 
+test('undo (Ctrl+Z) takes back only my own typing, never the other context\'s; redo restores it', { timeout: 120000 }, async () => {
+  const room = `undo-${Date.now()}`
+  const a = await openPage(weaver, room, 'A')
+  const b = await openPage(weaver, room, 'B')
+  const id = await addBlock(a.page)
+  await a.page.keyboard.type('base')
+  await contentIs(b.page, id, 'base')
+  await a.page.waitForTimeout(700) // a pause closes A's first undo step
+  await a.page.keyboard.type(' mine')
+  await textarea(b.page, id).click()
+  await b.page.keyboard.press('End')
+  await b.page.keyboard.type(' theirs')
+  await contentIs(a.page, id, 'base mine theirs')
+  await textarea(a.page, id).focus()
+  await a.page.keyboard.press('Control+z')
+  await contentIs(a.page, id, 'base theirs', "A's last step undone, B's typing kept")
+  await contentIs(b.page, id, 'base theirs')
+  assert.equal(await textarea(a.page, id).inputValue(), 'base theirs')
+  await a.page.keyboard.press('Control+Shift+z')
+  await contentIs(b.page, id, 'base mine theirs', 'redo reaches B')
+  await a.page.keyboard.press('Control+z')
+  await a.page.keyboard.press('Control+z')
+  await contentIs(b.page, id, ' theirs', 'all of A undone, only B remains')
+  await shot(b.page, 'undo-B')
+  assert.deepEqual([...a.page.problems, ...b.page.problems], [])
+  await closeContext(a.context)
+  await closeContext(b.context)
+})
+
 test('offline: edits survive a reload while offline and merge on reconnect', { timeout: 180000 }, async () => {
   const room = `offline-${Date.now()}`
   const a = await openPage(weaver, room, 'A')
@@ -494,6 +523,36 @@ test('relay killed and restarted: the page shows it, keeps edits made meanwhile,
     await proxy.close()
     rmSync(dataDir, { recursive: true, force: true })
   }
+})
+
+test('room picker: the room is in the URL, rooms are separate, reserved names are refused', { timeout: 120000 }, async () => {
+  const one = `pick-one-${Date.now()}`
+  const two = `pick-two-${Date.now()}`
+  const a = await openPage(weaver, one, 'A')
+  const id = await addBlock(a.page)
+  await a.page.keyboard.type('only in room one')
+  await waitFor(a.page, () => !window.weaver.status().unsaved, null, 'saved')
+
+  await a.page.fill('#room-input', two)
+  await Promise.all([a.page.waitForURL((u) => u.searchParams.get('room') === two, { timeout: WAIT }), a.page.click('#room-form button')])
+  await waitOnline(a.page)
+  assert.equal(await a.page.locator('#room-title').textContent(), two)
+  assert.equal((await blocks(a.page)).length, 0)
+  assert.equal(await a.page.locator('#empty').isVisible(), true)
+  await shot(a.page, 'picker-empty-room')
+
+  // A reserved name stays on the page with an explanation.
+  await a.page.fill('#room-input', 'api')
+  await a.page.click('#room-form button')
+  await a.page.locator('#toast', { hasText: 'reserved' }).waitFor({ timeout: WAIT })
+  assert.equal(new URL(a.page.url()).searchParams.get('room'), two)
+
+  await a.page.fill('#room-input', one)
+  await Promise.all([a.page.waitForURL((u) => u.searchParams.get('room') === one, { timeout: WAIT }), a.page.click('#room-form button')])
+  await waitOnline(a.page)
+  await contentIs(a.page, id, 'only in room one', 'room one still has its block')
+  assert.deepEqual(a.page.problems, [])
+  await closeContext(a.context)
 })
 
 test('presence shows the other context, its name and the block it is in', { timeout: 120000 }, async () => {
