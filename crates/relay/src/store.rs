@@ -56,13 +56,12 @@ pub enum CommitMode {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
+    // The inner error is shown in the message and deliberately not exposed as `source()`:
+    // error chains (anyhow `{:#}`) would otherwise print it twice.
     #[error("storage error: {0}")]
-    Redb(#[from] redb::Error),
-    #[error("cannot prepare data directory {path}: {source}")]
-    DataDir {
-        path: String,
-        source: std::io::Error,
-    },
+    Redb(redb::Error),
+    #[error("cannot prepare data directory {path}: {error}")]
+    DataDir { path: String, error: std::io::Error },
     #[error("the persister has stopped")]
     Stopped,
     #[error("corrupt row in {table} for room {room}: {reason}")]
@@ -75,6 +74,12 @@ pub enum StoreError {
     CompactionRefused { room: String, reason: String },
 }
 
+impl From<redb::Error> for StoreError {
+    fn from(e: redb::Error) -> Self {
+        StoreError::Redb(e)
+    }
+}
+
 fn redb_err(e: impl Into<redb::Error>) -> StoreError {
     StoreError::Redb(e.into())
 }
@@ -82,9 +87,9 @@ fn redb_err(e: impl Into<redb::Error>) -> StoreError {
 /// Opens (or creates) `<data_dir>/weaver.redb`, creating the directory if needed. The returned
 /// database is meant to be shared: the bridge opens its own `bridge_*` tables in the same file.
 pub fn open_database(data_dir: &Path) -> Result<Arc<Database>, StoreError> {
-    std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+    std::fs::create_dir_all(data_dir).map_err(|error| StoreError::DataDir {
         path: data_dir.display().to_string(),
-        source,
+        error,
     })?;
     let db = Database::create(data_dir.join(DB_FILE_NAME)).map_err(redb_err)?;
     Ok(Arc::new(db))
@@ -195,9 +200,9 @@ impl Store {
         let handle = std::thread::Builder::new()
             .name("weaver-persister".into())
             .spawn(move || persister_loop(thread_db, rx, commit))
-            .map_err(|source| StoreError::DataDir {
+            .map_err(|error| StoreError::DataDir {
                 path: "persister thread".into(),
-                source,
+                error,
             })?;
         Ok((Store { db, tx }, PersisterThread(handle)))
     }
