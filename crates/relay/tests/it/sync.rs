@@ -539,3 +539,39 @@ async fn an_update_that_makes_yrs_panic_is_dropped_and_the_room_rebuilt() {
     );
     s.stop().await;
 }
+
+/// yrs 0.28.1 never frees a document holding a subdocument, so rooms refuse them (1008) over
+/// WebSocket and HTTP alike, and nothing of such an update is stored.
+#[tokio::test]
+async fn subdocuments_are_refused_with_1008() {
+    use yrs::{Doc, Map, Transact};
+    let doc = Doc::new();
+    let root = doc.get_or_insert_map("m");
+    let update = {
+        let mut txn = doc.transact_mut();
+        root.insert(&mut txn, "sub", Doc::new());
+        txn.encode_update_v1()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), RelayConfig::default()).await;
+    let mut bad = s.client("subdocs").await;
+    bad.recv().await;
+    bad.send(&encode_update(&update)).await;
+    assert_eq!(bad.expect_close().await, close_code::POLICY);
+    assert!(
+        s.handle
+            .apply_update("subdocs", update.clone(), "test")
+            .await
+            .is_err()
+    );
+    let mut good = s.client("subdocs").await;
+    good.handshake().await;
+    let f = encode_update(&Writer::new(9).append("plain text is fine"));
+    good.send(&f).await;
+    assert_eq!(good.recv().await, f);
+    assert_eq!(
+        text_of(&s.handle.room_state("subdocs").await.unwrap()),
+        "plain text is fine"
+    );
+    s.stop().await;
+}
