@@ -1,0 +1,142 @@
+//! Turns the records of one benchmark invocation into tables: every figure as
+//! median [min–max] over the repetitions, and its ratio to the best anchor of the same run.
+//! Nothing here measures anything.
+
+use crate::scenario::{Better, MetricDef, Record};
+use crate::servers::Kind;
+use std::fmt::Write;
+
+/// median, min, max of the values of `key` for `server` in `recs`; None if no run had it.
+pub fn stats(recs: &[&Record], server: Kind, key: &str) -> Option<(f64, f64, f64, usize)> {
+    let mut xs: Vec<f64> = recs
+        .iter()
+        .filter(|r| r.server == server.name())
+        .filter_map(|r| r.values.get(key).copied())
+        .collect();
+    if xs.is_empty() {
+        return None;
+    }
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    let med = if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    };
+    Some((med, xs[0], xs[n - 1], n))
+}
+
+pub fn fmt_num(x: f64) -> String {
+    let a = x.abs();
+    if a >= 1000.0 {
+        format!("{x:.0}")
+    } else if a >= 100.0 {
+        format!("{x:.0}")
+    } else if a >= 10.0 {
+        format!("{x:.1}")
+    } else if a >= 1.0 {
+        format!("{x:.2}")
+    } else {
+        format!("{x:.3}")
+    }
+}
+
+/// The best anchor's median for a metric (lowest or highest, by `better`).
+pub fn best_anchor(recs: &[&Record], servers: &[Kind], d: &MetricDef) -> Option<(Kind, f64)> {
+    let mut best: Option<(Kind, f64)> = None;
+    for &k in servers.iter().filter(|k| k.is_anchor()) {
+        let Some((med, ..)) = stats(recs, k, d.key) else {
+            continue;
+        };
+        let better = match (best, d.better) {
+            (None, _) => true,
+            (Some((_, b)), Better::Lower) => med < b,
+            (Some((_, b)), Better::Higher) => med > b,
+            (Some(_), Better::Info) => false,
+        };
+        if better {
+            best = Some((k, med));
+        }
+    }
+    best
+}
+
+/// One markdown table: rows = metrics, columns = servers, plus the best anchor.
+pub fn table(title: &str, recs: &[&Record], servers: &[Kind], metrics: &[MetricDef]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "\n### {title}\n");
+    let _ = write!(s, "| figure |");
+    for k in servers {
+        let _ = write!(s, " {} |", k.label());
+    }
+    let _ = writeln!(s, " best anchor |");
+    let _ = write!(s, "|---|");
+    for _ in servers {
+        let _ = write!(s, "---|");
+    }
+    let _ = writeln!(s, "---|");
+    for d in metrics {
+        if servers.iter().all(|k| stats(recs, *k, d.key).is_none()) {
+            continue;
+        }
+        let best = if d.count || d.better == Better::Info {
+            None
+        } else {
+            best_anchor(recs, servers, d)
+        };
+        let _ = write!(s, "| {} |", d.label);
+        for &k in servers {
+            let cell = if d.count {
+                let runs: Vec<f64> = recs
+                    .iter()
+                    .filter(|r| r.server == k.name())
+                    .filter_map(|r| r.values.get(d.key).copied())
+                    .collect();
+                if runs.is_empty() {
+                    "n/a".to_string()
+                } else {
+                    format!(
+                        "{}/{}",
+                        runs.iter().filter(|x| **x > 0.5).count(),
+                        runs.len()
+                    )
+                }
+            } else {
+                match stats(recs, k, d.key) {
+                    None => "n/a".to_string(),
+                    Some((med, lo, hi, n)) => {
+                        let mut c = if n > 1 {
+                            format!("{} [{}–{}]", fmt_num(med), fmt_num(lo), fmt_num(hi))
+                        } else {
+                            fmt_num(med)
+                        };
+                        if let Some((_, b)) = best
+                            && b != 0.0
+                        {
+                            let _ = write!(c, " ({:.2}×)", med / b);
+                        }
+                        c
+                    }
+                }
+            };
+            let _ = write!(s, " {cell} |");
+        }
+        let b = match best {
+            Some((k, v)) => format!("{} {}", k.label(), fmt_num(v)),
+            None => "–".into(),
+        };
+        let _ = writeln!(s, " {b} |");
+    }
+    let notes: Vec<String> = recs
+        .iter()
+        .flat_map(|r| {
+            r.notes
+                .iter()
+                .map(move |n| format!("- {} run {}: {n}", r.server, r.rep + 1))
+        })
+        .collect();
+    for n in notes {
+        let _ = writeln!(s, "{n}");
+    }
+    s
+}
