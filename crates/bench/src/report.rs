@@ -28,9 +28,7 @@ pub fn stats(recs: &[&Record], server: Kind, key: &str) -> Option<(f64, f64, f64
 
 pub fn fmt_num(x: f64) -> String {
     let a = x.abs();
-    if a >= 1000.0 {
-        format!("{x:.0}")
-    } else if a >= 100.0 {
+    if a >= 100.0 {
         format!("{x:.0}")
     } else if a >= 10.0 {
         format!("{x:.1}")
