@@ -280,7 +280,94 @@ async function coldLoad () {
   return res
 }
 
-const scenarios = { fanout, writers, rooms, 'cold-populate': coldPopulate, 'cold-load': coldLoad }
+// bridge: client A adds blocks and requests indexing (docs/schema.md, via the project's own
+// weaver-doc.js); client B watches until each entry's effective status is `done` (or `error`).
+// Phase 1 paced (`paced` triggers at `rate`/s) → latency; phase 2 (`burst` triggers at once)
+// → lifecycles/s. With `apiPort`, a stand-in external API answers the HTTP integration here.
+async function bridge () {
+  const WD = await import(P.weaverDocPath)
+  let api = null
+  let apiCalls = 0
+  if (P.apiPort) {
+    const http = await import('node:http')
+    api = http.createServer((req, res) => {
+      let body = ''
+      req.on('data', (c) => { body += c })
+      req.on('end', () => {
+        apiCalls++
+        res.writeHead(200, { 'content-type': 'application/json' })
+        res.end(JSON.stringify({ chunks_indexed: 1, bytes: body.length }))
+      })
+    })
+    await new Promise((resolve) => api.listen(P.apiPort, '127.0.0.1', resolve))
+  }
+  const [a, b] = await connectAll([P.room], 2)
+  const trig = new Map()
+  const pending = new Set()
+  let errors = 0
+  let lat = []
+  b.doc.getMap('blocks').observeDeep((events) => {
+    const t = now()
+    const touched = new Set()
+    for (const e of events) {
+      if (e.path.length > 0) touched.add(e.path[0])
+      else if (e.keysChanged) for (const k of e.keysChanged) touched.add(k)
+    }
+    for (const id of touched) {
+      if (!pending.has(id)) continue
+      const st = WD.readBlock(b.doc, id)?.indexingList?.[0]?.status
+      if (st === 'done' || st === 'error') {
+        pending.delete(id)
+        lat.push(t - trig.get(id))
+        if (st === 'error') errors++
+      }
+    }
+  })
+  const trigger = (id) => {
+    WD.addBlock(a.doc, { id, type: 'text', content: `block ${id} ` + randStr(200) })
+    pending.add(id)
+    trig.set(id, now())
+    WD.requestIndex(a.doc, id, 'search', { dim: 8 })
+  }
+  const t0 = now()
+  let i = 0
+  while (i < P.paced && now() - t0 < P.timeoutMs) {
+    const due = Math.min(P.paced, Math.floor(((now() - t0) * P.rate) / 1000) + 1)
+    while (i < due) trigger(`p${P.runId}-${i++}`)
+    await sleep(2)
+  }
+  const pacedOk = await waitFor(() => pending.size === 0, P.timeoutMs, 2)
+  const pacedLat = lat.sort((x, y) => x - y)
+  lat = []
+  await sleep(200)
+  mark('start')
+  const t1 = now()
+  for (let k = 0; k < P.burst; k++) {
+    trigger(`b${P.runId}-${k}`)
+    if (k % 20 === 19) await new Promise((resolve) => setImmediate(resolve))
+  }
+  const burstOk = await waitFor(() => pending.size === 0, P.timeoutMs, 2)
+  const t2 = now()
+  mark('end')
+  const burstLat = lat.sort((x, y) => x - y)
+  await closeAll([a, b])
+  if (api) api.close()
+  return {
+    converged: pacedOk && burstOk,
+    paced_p50_ms: pct(pacedLat, 0.5),
+    paced_p99_ms: pct(pacedLat, 0.99),
+    burst_ms: t2 - t1,
+    lifecycles_per_s: burstOk ? P.burst / ((t2 - t1) / 1000) : null,
+    burst_p50_ms: pct(burstLat, 0.5),
+    burst_p99_ms: pct(burstLat, 0.99),
+    updates: P.burst,
+    errors,
+    unfinished: pending.size,
+    api_calls: apiCalls
+  }
+}
+
+const scenarios = { fanout, writers, rooms, bridge, 'cold-populate': coldPopulate, 'cold-load': coldLoad }
 const hardStop = setTimeout(() => { log(`loadgen: hard time limit ${P.hardLimitMs} ms reached`); process.exit(3) }, P.hardLimitMs ?? 300000)
 try {
   const fn = scenarios[P.scenario]

@@ -1,6 +1,6 @@
 //! Just enough of the Prometheus text format to read Weaver's `/metrics` before and after a
-//! measured window: summed counters, histogram buckets (quantiles of the delta between two
-//! scrapes) and summary quantiles. Not a general parser: labels are matched as raw text.
+//! measured window: summed counters and histogram buckets (quantiles of the delta between two
+//! scrapes). Not a general parser: labels are matched as raw text.
 
 /// Sum of every sample of `name` (all label sets), or None if absent.
 pub fn sum(text: &str, name: &str) -> Option<f64> {
@@ -99,17 +99,6 @@ pub fn delta_quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Op
         prev_c = c;
     }
     None
-}
-
-/// A summary's `quantile="q"` sample (the exporter's default rendering of histograms).
-pub fn summary_quantile(text: &str, name: &str, q: &str) -> Option<f64> {
-    let want = format!("quantile=\"{q}\"");
-    text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{') && l.contains(&want))
-        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.trim().parse().ok()))
-        .fold(None, |acc: Option<f64>, v| {
-            Some(acc.map_or(v, |a| a.max(v)))
-        })
 }
 
 #[cfg(test)]

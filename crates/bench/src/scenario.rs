@@ -12,8 +12,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Prometheus names of Weaver's durability figures (crates/relay/src/metrics.rs).
-pub const PERSIST_HIST: &str = "weaver_relay_persist_seconds";
-pub const FSYNC_COUNTER: &str = "weaver_relay_commits_total";
+const PERSIST_HIST: &str = "weaver_persist_seconds";
+const COMMIT_HIST: &str = "weaver_group_commit_seconds";
+const OPS_HIST: &str = "weaver_group_commit_ops";
+const SLOW_CLOSES: &str = "weaver_slow_consumer_closes_total";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Scenario {
@@ -24,6 +26,8 @@ pub enum Scenario {
     Writers16,
     Rooms1000,
     Cold,
+    BridgeLocal,
+    BridgeHttp,
 }
 
 /// Whether smaller or larger is better for a figure (Info = not compared).
@@ -79,6 +83,8 @@ pub struct Sizes {
     pub rooms: u64,
     pub cold_updates: u64,
     pub idle_wait_ms: u64,
+    pub bridge_paced: u64,
+    pub bridge_burst: u64,
 }
 
 impl Sizes {
@@ -91,6 +97,8 @@ impl Sizes {
                 rooms: 50,
                 cold_updates: 600,
                 idle_wait_ms: idle_wait_ms.min(3000),
+                bridge_paced: 20,
+                bridge_burst: 50,
             }
         } else {
             Sizes {
@@ -100,13 +108,15 @@ impl Sizes {
                 rooms: 1000,
                 cold_updates: 10_000,
                 idle_wait_ms,
+                bridge_paced: 100,
+                bridge_burst: 500,
             }
         }
     }
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::Fanout2,
         Scenario::Fanout16,
         Scenario::Fanout64,
@@ -114,7 +124,14 @@ impl Scenario {
         Scenario::Writers16,
         Scenario::Rooms1000,
         Scenario::Cold,
+        Scenario::BridgeLocal,
+        Scenario::BridgeHttp,
     ];
+
+    /// Scenarios only Weaver can run (the anchors have no bridge).
+    pub fn weaver_only(self) -> bool {
+        matches!(self, Scenario::BridgeLocal | Scenario::BridgeHttp)
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -125,6 +142,8 @@ impl Scenario {
             Scenario::Writers16 => "writers16",
             Scenario::Rooms1000 => "rooms1000",
             Scenario::Cold => "cold",
+            Scenario::BridgeLocal => "bridge-local",
+            Scenario::BridgeHttp => "bridge-http",
         }
     }
 
@@ -157,6 +176,14 @@ impl Scenario {
             Scenario::Cold => format!(
                 "cold: 5 clients write {} random inserts/deletions (non-compressible, random positions), restart, one fresh client loads",
                 s.cold_updates
+            ),
+            Scenario::BridgeLocal => format!(
+                "bridge-local: built-in `local` integration; {} triggers @20/s, then {} at once (weaver only)",
+                s.bridge_paced, s.bridge_burst
+            ),
+            Scenario::BridgeHttp => format!(
+                "bridge-http: HTTP integration to a stand-in API on loopback; {} triggers @20/s, then {} at once (weaver only)",
+                s.bridge_paced, s.bridge_burst
             ),
         }
     }
@@ -197,8 +224,30 @@ impl Scenario {
                 m("full_ms", "time to full content ms", Lower),
                 m("synced_ms", "time to first synced ms", Lower),
                 c("full_at_first_sync", "full content at first synced"),
-                m("load_cpu_ms", "server CPU ms (start+load)", Lower),
+                m(
+                    "load_cpu_ms",
+                    "server CPU ms (client connect → full content)",
+                    Lower,
+                ),
                 m("state_kb", "document state KB", Info),
+            ],
+            Scenario::BridgeLocal | Scenario::BridgeHttp => vec![
+                m(
+                    "paced_p50_ms",
+                    "trigger → done seen by another client p50 ms (paced)",
+                    Lower,
+                ),
+                m("paced_p99_ms", "trigger → done seen p99 ms (paced)", Lower),
+                m("lifecycles_per_s", "APICall lifecycles/s (burst)", Higher),
+                m("burst_p50_ms", "trigger → done seen p50 ms (burst)", Lower),
+                m("burst_p99_ms", "trigger → done seen p99 ms (burst)", Lower),
+                m(
+                    "cpu_ms_per_lifecycle",
+                    "server CPU ms per lifecycle (burst)",
+                    Lower,
+                ),
+                c("converged", "every entry reached done/error"),
+                m("errors", "entries ending in error", Lower),
             ],
         }
     }
@@ -224,7 +273,7 @@ impl Scenario {
                     Scenario::Fanout64 => (64, 250, s.fanout_count),
                     _ => (64, 0, s.burst_count),
                 };
-                let srv = servers::start(env, kind, persist.then(|| data.path()), &tag)?;
+                let srv = servers::start(env, kind, persist.then(|| data.path()), &[], &tag)?;
                 let out = loadgen::run(
                     env,
                     Some(&srv),
@@ -265,7 +314,7 @@ impl Scenario {
                 }
             }
             Scenario::Writers16 => {
-                let srv = servers::start(env, kind, persist.then(|| data.path()), &tag)?;
+                let srv = servers::start(env, kind, persist.then(|| data.path()), &[], &tag)?;
                 let out = loadgen::run(
                     env,
                     Some(&srv),
@@ -299,7 +348,7 @@ impl Scenario {
                 }
             }
             Scenario::Rooms1000 => {
-                let srv = servers::start(env, kind, persist.then(|| data.path()), &tag)?;
+                let srv = servers::start(env, kind, persist.then(|| data.path()), &[], &tag)?;
                 let out = loadgen::run(
                     env,
                     Some(&srv),
@@ -335,6 +384,79 @@ impl Scenario {
                     rec.notes.push("rooms did not all converge".into());
                 }
             }
+            Scenario::BridgeLocal | Scenario::BridgeHttp => {
+                if kind != Kind::Weaver {
+                    return Ok(None);
+                }
+                let help = std::process::Command::new(&env.weaver_bin)
+                    .args(["serve", "--help"])
+                    .output()?;
+                if !String::from_utf8_lossy(&help.stdout).contains("--bridge-config") {
+                    anyhow::bail!(
+                        "skipped: this weaver build has no bridge (`weaver serve --help` lists no --bridge-config)"
+                    );
+                }
+                // The project's own schema code, copied next to bench/node_modules so that it
+                // binds to the same yjs instance as the load generator.
+                let gen_dir = env.bench_dir().join(".gen");
+                std::fs::create_dir_all(&gen_dir)?;
+                let wd = gen_dir.join("weaver-doc.js");
+                std::fs::copy(env.root.join("web-demo/src/weaver-doc.js"), &wd)
+                    .context("copying web-demo/src/weaver-doc.js")?;
+                let mut extra = Vec::new();
+                let mut api_port = serde_json::Value::Null;
+                if self == Scenario::BridgeHttp {
+                    let port = servers::free_port()?;
+                    let cfg = data.path().join("bridge.toml");
+                    std::fs::write(
+                        &cfg,
+                        format!(
+                            "[routes]\nsearch = \"standin\"\n\n[[integrations]]\nname = \"standin\"\nkind = \"http\"\nurl = \"http://127.0.0.1:{port}/index\"\ntimeout_ms = 10000\nconcurrency = 16\n"
+                        ),
+                    )?;
+                    extra = vec!["--bridge-config".to_string(), cfg.display().to_string()];
+                    api_port = port.into();
+                }
+                let store = data.path().join("store");
+                let srv = servers::start(env, kind, Some(&store), &extra, &tag)?;
+                let out = loadgen::run(
+                    env,
+                    Some(&srv),
+                    kind.name(),
+                    &srv.url(),
+                    json!({"scenario": "bridge", "room": format!("bridge-{rep}"), "runId": rep,
+                           "paced": s.bridge_paced, "burst": s.bridge_burst, "rate": 20,
+                           "apiPort": api_port, "weaverDocPath": wd, "timeoutMs": 60000}),
+                    Duration::from_secs(180),
+                    &format!("{tag}-{}", kind.name()),
+                );
+                srv.stop()?;
+                let out = out?;
+                let v = &mut rec.values;
+                for k in [
+                    "paced_p50_ms",
+                    "paced_p99_ms",
+                    "lifecycles_per_s",
+                    "burst_p50_ms",
+                    "burst_p99_ms",
+                    "errors",
+                ] {
+                    put(v, k, out.num(k));
+                }
+                v.insert("converged", bool_f(out.flag("converged")));
+                if s.bridge_burst > 0 {
+                    put(
+                        v,
+                        "cpu_ms_per_lifecycle",
+                        out.cpu_between("start", "end")
+                            .map(|c| c * 1e3 / s.bridge_burst as f64),
+                    );
+                }
+                if let Some(u) = out.num("unfinished").filter(|u| *u > 0.0) {
+                    rec.notes
+                        .push(format!("{u} entries never reached done/error"));
+                }
+            }
             Scenario::Cold => {
                 if kind == Kind::Hocuspocus {
                     // Configured in memory, as in the anchors' measurement: nothing survives a restart.
@@ -343,7 +465,7 @@ impl Scenario {
                 let expect = data.path().join("expected.txt");
                 let store = data.path().join("store");
                 std::fs::create_dir_all(&store)?;
-                let srv = servers::start(env, kind, Some(&store), &format!("{tag}-pop"))?;
+                let srv = servers::start(env, kind, Some(&store), &[], &format!("{tag}-pop"))?;
                 // y-sweet writes its snapshot at most every ~10 s: let it, so it is not penalised.
                 let settle = if kind == Kind::Ysweet { 12_000 } else { 1_500 };
                 let pop = loadgen::run(
@@ -362,7 +484,7 @@ impl Scenario {
                 if !pop.flag("converged") {
                     rec.notes.push("populating clients did not converge".into());
                 }
-                let srv = servers::start(env, kind, Some(&store), &format!("{tag}-load"))?;
+                let srv = servers::start(env, kind, Some(&store), &[], &format!("{tag}-load"))?;
                 let load = loadgen::run(
                     env,
                     Some(&srv),
@@ -411,8 +533,9 @@ fn bool_f(b: bool) -> f64 {
     if b { 1.0 } else { 0.0 }
 }
 
-/// Weaver only: receipt→fsync latency quantiles and fsyncs/s over the measured window, from the
-/// relay's own histogram and commit counter.
+/// Weaver only: receipt→fsync latency quantiles, commit (transaction + fsync) time, fsyncs/s,
+/// requests folded per commit and slow-consumer closes over the measured window, from the
+/// relay's own /metrics (names in crates/relay/src/metrics.rs).
 fn durability(out: &Outcome, rec: &mut Record) {
     let (Some(a), Some(b)) = (out.marks.get("start"), out.marks.get("end")) else {
         return;
@@ -421,54 +544,52 @@ fn durability(out: &Outcome, rec: &mut Record) {
         rec.notes.push("no /metrics from weaver".into());
         return;
     };
-    let (ba, bb) = (
-        prom::buckets(ta, PERSIST_HIST),
-        prom::buckets(tb, PERSIST_HIST),
-    );
     let v = &mut rec.values;
-    if !bb.is_empty() {
+    for (hist, k50, k99) in [
+        (PERSIST_HIST, "persist_p50_ms", "persist_p99_ms"),
+        (COMMIT_HIST, "commit_p50_ms", "commit_p99_ms"),
+    ] {
+        let (ba, bb) = (prom::buckets(ta, hist), prom::buckets(tb, hist));
+        put(v, k50, prom::delta_quantile(&ba, &bb, 0.5).map(|s| s * 1e3));
         put(
             v,
-            "persist_p50_ms",
-            prom::delta_quantile(&ba, &bb, 0.5).map(|s| s * 1e3),
-        );
-        put(
-            v,
-            "persist_p99_ms",
+            k99,
             prom::delta_quantile(&ba, &bb, 0.99).map(|s| s * 1e3),
         );
-    } else {
-        put(
-            v,
-            "persist_p50_ms",
-            prom::summary_quantile(tb, PERSIST_HIST, "0.5").map(|s| s * 1e3),
-        );
-        put(
-            v,
-            "persist_p99_ms",
-            prom::summary_quantile(tb, PERSIST_HIST, "0.99").map(|s| s * 1e3),
-        );
     }
-    if let (Some(ca), Some(cb), Some(secs)) = (
-        prom::sum(ta, FSYNC_COUNTER),
-        prom::sum(tb, FSYNC_COUNTER),
-        out.secs_between("start", "end"),
-    ) && secs > 0.0
+    let delta = |name: &str| Some(prom::sum(tb, name)? - prom::sum(ta, name).unwrap_or(0.0));
+    let commits = delta(&format!("{COMMIT_HIST}_count"));
+    if let (Some(n), Some(secs)) = (commits, out.secs_between("start", "end"))
+        && secs > 0.0
     {
-        v.insert("fsyncs_per_s", (cb - ca) / secs);
-        if let Some(u) = out.num("updates").filter(|u| *u > 0.0) {
-            v.insert("updates_per_fsync", u / (cb - ca).max(1.0));
-        }
+        v.insert("fsyncs_per_s", n / secs);
     }
+    if let (Some(ops), Some(n)) = (delta(&format!("{OPS_HIST}_sum")), commits)
+        && n > 0.0
+    {
+        v.insert("ops_per_commit", ops / n);
+    }
+    put(v, "slow_consumer_closes", delta(SLOW_CLOSES));
 }
 
 /// The durability figures (weaver only), shown in their own table.
 pub fn durability_metrics() -> Vec<MetricDef> {
     use Better::Info;
     vec![
-        m("persist_p50_ms", "receipt→fsync p50 ms", Info),
-        m("persist_p99_ms", "receipt→fsync p99 ms", Info),
-        m("fsyncs_per_s", "fsyncs/s", Info),
-        m("updates_per_fsync", "updates per fsync", Info),
+        m("persist_p50_ms", "persist request → durable p50 ms", Info),
+        m("persist_p99_ms", "persist request → durable p99 ms", Info),
+        m(
+            "commit_p50_ms",
+            "one group commit (txn + fsync) p50 ms",
+            Info,
+        ),
+        m(
+            "commit_p99_ms",
+            "one group commit (txn + fsync) p99 ms",
+            Info,
+        ),
+        m("fsyncs_per_s", "group commits (fsyncs)/s", Info),
+        m("ops_per_commit", "persist requests per commit", Info),
+        m("slow_consumer_closes", "slow-consumer closes (1013)", Info),
     ]
 }

@@ -104,7 +104,13 @@ pub fn free_port() -> Result<u16> {
 
 /// Starts `kind` with an optional persistent data directory (required for Weaver, which always
 /// persists; anchors run in memory unless `data` is given, as in the anchors' measurements).
-pub fn start(env: &Env, kind: Kind, data: Option<&Path>, tag: &str) -> Result<Running> {
+pub fn start(
+    env: &Env,
+    kind: Kind,
+    data: Option<&Path>,
+    extra: &[String],
+    tag: &str,
+) -> Result<Running> {
     let port = free_port()?;
     let log = env.work.join(format!("{tag}-{}.log", kind.name()));
     let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
@@ -122,6 +128,7 @@ pub fn start(env: &Env, kind: Kind, data: Option<&Path>, tag: &str) -> Result<Ru
                 .arg("--data")
                 .arg(data)
                 .args(&env.weaver_args)
+                .args(extra)
                 .env(
                     "RUST_LOG",
                     std::env::var("WEAVER_BENCH_LOG").unwrap_or("warn".into()),
