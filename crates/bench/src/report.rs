@@ -138,3 +138,55 @@ pub fn table(title: &str, recs: &[&Record], servers: &[Kind], metrics: &[MetricD
     }
     s
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::scenario::Better;
+    use std::collections::BTreeMap;
+
+    fn rec(server: &'static str, rep: usize, v: f64) -> Record {
+        Record {
+            scenario: "t",
+            server,
+            rep,
+            values: BTreeMap::from([("x", v)]),
+            notes: vec![],
+        }
+    }
+
+    #[test]
+    fn median_range_and_best_anchor_exclude_weaver() {
+        let recs = [
+            rec("weaver", 0, 1.0),
+            rec("weaver", 1, 3.0),
+            rec("weaver", 2, 2.0),
+            rec("yws", 0, 4.0),
+            rec("ysweet", 0, 8.0),
+            rec("ysweet", 1, 6.0),
+        ];
+        let refs: Vec<&Record> = recs.iter().collect();
+        assert_eq!(stats(&refs, Kind::Weaver, "x"), Some((2.0, 1.0, 3.0, 3)));
+        assert_eq!(stats(&refs, Kind::Ysweet, "x"), Some((7.0, 6.0, 8.0, 2)));
+        assert_eq!(stats(&refs, Kind::Hocuspocus, "x"), None);
+        let kinds = [Kind::Weaver, Kind::Yws, Kind::Ysweet];
+        let lower = MetricDef {
+            key: "x",
+            label: "x",
+            better: Better::Lower,
+            count: false,
+        };
+        assert_eq!(best_anchor(&refs, &kinds, &lower), Some((Kind::Yws, 4.0)));
+        let higher = MetricDef {
+            better: Better::Higher,
+            ..lower
+        };
+        assert_eq!(
+            best_anchor(&refs, &kinds, &higher),
+            Some((Kind::Ysweet, 7.0))
+        );
+        let t = table("t", &refs, &kinds, &[lower]);
+        assert!(t.contains("2.00 [1.00–3.00] (0.50×)"), "{t}");
+    }
+}
