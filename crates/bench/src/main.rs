@@ -149,6 +149,14 @@ fn real_main() -> Result<()> {
     }
     let mut all: Vec<Record> = Vec::new();
     let mut text = String::new();
+    // The machine's state decides the durable figures: say what fsync cost and how busy the
+    // machine was when this run started (and again at its end).
+    let probe = fsync_probe(&env.work);
+    let machine = format!(
+        "machine at start: load average {} · fsync of a 100-byte append in the data filesystem: {}",
+        loadavg(),
+        probe
+    );
     let sizes = Sizes::new(cli.quick, cli.idle_wait_ms);
     let reps = cli.reps.unwrap_or(if cli.quick { 1 } else { 3 });
     let _ = writeln_s(
@@ -165,6 +173,7 @@ fn real_main() -> Result<()> {
             }
         ),
     );
+    let _ = writeln_s(&mut text, &format!("\n{machine}"));
     print!("{text}");
     for sc in &scenarios {
         let mut recs: Vec<Record> = Vec::new();
@@ -232,6 +241,13 @@ fn real_main() -> Result<()> {
         }
         all.extend(recs);
     }
+    let end = format!(
+        "\nmachine at end: load average {} · fsync {}\n",
+        loadavg(),
+        fsync_probe(&env.work)
+    );
+    print!("{end}");
+    text.push_str(&end);
     let md = out_dir.join(format!("run-{stamp}.md"));
     std::fs::write(&md, &text)?;
     let mut jl = String::new();
@@ -329,6 +345,35 @@ fn install(env: &Env, kinds: &mut Vec<Kind>, build_weaver: bool) -> Result<()> {
         bail!("no weaver binary at {}", env.weaver_bin.display());
     }
     Ok(())
+}
+
+/// p50/p99 of 200 fsyncs of small appends in `dir` (the filesystem Weaver's data lives on).
+fn fsync_probe(dir: &Path) -> String {
+    let path = dir.join("fsync-probe");
+    let run = || -> std::io::Result<String> {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)?;
+        let mut ts = Vec::with_capacity(200);
+        for _ in 0..200 {
+            f.write_all(&[b'x'; 100])?;
+            let t = std::time::Instant::now();
+            f.sync_all()?;
+            ts.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        ts.sort_by(f64::total_cmp);
+        Ok(format!("p50 {:.3} ms, p99 {:.3} ms", ts[100], ts[197]))
+    };
+    let r = run().unwrap_or_else(|e| format!("probe failed: {e}"));
+    let _ = std::fs::remove_file(&path);
+    r
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 fn timestamp() -> String {

@@ -16,6 +16,7 @@ const PERSIST_HIST: &str = "weaver_persist_seconds";
 const COMMIT_HIST: &str = "weaver_group_commit_seconds";
 const OPS_HIST: &str = "weaver_group_commit_ops";
 const SLOW_CLOSES: &str = "weaver_slow_consumer_closes_total";
+const UPDATES_IN: &str = "weaver_updates_in_total";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Scenario {
@@ -569,6 +570,11 @@ fn durability(out: &Outcome, rec: &mut Record) {
     {
         v.insert("ops_per_commit", ops / n);
     }
+    if let (Some(u), Some(n)) = (delta(UPDATES_IN), commits)
+        && n > 0.0
+    {
+        v.insert("updates_per_commit", u / n);
+    }
     put(v, "slow_consumer_closes", delta(SLOW_CLOSES));
 }
 
@@ -590,6 +596,7 @@ pub fn durability_metrics() -> Vec<MetricDef> {
         ),
         m("fsyncs_per_s", "group commits (fsyncs)/s", Info),
         m("ops_per_commit", "persist requests per commit", Info),
+        m("updates_per_commit", "client updates per commit", Info),
         m("slow_consumer_closes", "slow-consumer closes (1013)", Info),
     ]
 }
