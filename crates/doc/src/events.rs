@@ -72,6 +72,30 @@ pub enum Change {
     },
 }
 
+impl Change {
+    /// The block this change is about.
+    pub fn block_id(&self) -> &str {
+        match self {
+            Change::BlockAdded { block_id, .. }
+            | Change::BlockRemoved { block_id }
+            | Change::ContentChanged { block_id }
+            | Change::EntryAdded { block_id, .. }
+            | Change::EntryRemoved { block_id, .. }
+            | Change::StatusChanged { block_id, .. } => block_id,
+        }
+    }
+
+    /// The entry this change is about, for entry-level changes.
+    pub fn index_name(&self) -> Option<&str> {
+        match self {
+            Change::EntryAdded { index_name, .. }
+            | Change::EntryRemoved { index_name, .. }
+            | Change::StatusChanged { index_name, .. } => Some(index_name),
+            _ => None,
+        }
+    }
+}
+
 /// The changes of one committed transaction.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChangeSet {
@@ -91,9 +115,10 @@ impl ChangeSet {
 
 pub(crate) fn origin_string(o: &yrs::Origin) -> String {
     let bytes: &[u8] = o.as_ref();
+    // Text origins pass through; binary ones (the undo manager uses a pointer) become hex.
     match std::str::from_utf8(bytes) {
-        Ok(s) => s.to_string(),
-        Err(_) => {
+        Ok(s) if !s.chars().any(char::is_control) => s.to_string(),
+        _ => {
             let mut s = String::from("0x");
             for b in bytes {
                 s.push_str(&format!("{b:02x}"));

@@ -1,18 +1,18 @@
 //! Typed, Yjs-compatible model of a Weaver workspace document.
 //!
-//! This crate owns the document schema ([docs/schema.md]): the root map `blocks`, blocks with
-//! `id`, `type`, `content` (Y.Text) and `indexingList`, index entries with an append-only
-//! `status_log`, and the convergent reading rule (effective status = greatest
-//! `(attempt, rank)` over all records of all same-named entries). It offers typed reads, the
-//! JSON view shared byte-for-value with the JavaScript twin `web-demo/src/weaver-doc.js`,
-//! explicit transactions with an origin that return the v1 update they produced, typed change
-//! events, and undo scoped to a local origin. It must not know about sockets, storage, tokio or
-//! the external APIs the bridge calls: it only turns bytes and calls into document state and
-//! back.
+//! This crate owns the document schema (`docs/schema.md` in the repository): the root map
+//! `blocks`, blocks with `id`, `type`, `content` (Y.Text) and `indexingList`, index entries with
+//! an append-only `status_log`, and the convergent reading rule (effective status = greatest
+//! `(attempt, rank)` over all records of all same-named entries). It offers typed reads
+//! ([`BlockView`], [`EntryView`]), the JSON view shared value-for-value with the JavaScript twin
+//! `web-demo/src/weaver-doc.js` ([`Workspace::to_json`]), explicit transactions with an origin
+//! that return the v1 update they produced ([`Workspace::transact`], [`WriteTxn`]), typed change
+//! events ([`Workspace::observe`]) and undo scoped to a local origin ([`LocalUndo`]). It must not
+//! know about sockets, storage, tokio or the external APIs the bridge calls: it only turns bytes
+//! and calls into document state and back. Nothing here panics on input; malformed update bytes
+//! are a [`DocError`].
 //!
 //! Text positions are UTF-16 code units, as in Yjs (the document uses `OffsetKind::Utf16`).
-//!
-//! [docs/schema.md]: https://github.com/weaver/weaver/blob/main/docs/schema.md
 //!
 //! ```
 //! use weaver_doc::{BRIDGE_ORIGIN, Change, Status, StatusRecord, Workspace};

@@ -6,17 +6,18 @@ use std::collections::HashSet;
 use yrs::UndoManager;
 use yrs::undo::Options as UndoOptions;
 
-use crate::Workspace;
+use crate::{DocError, Workspace};
 
 /// Undo/redo scoped to transactions with one origin (e.g. `"local"`) on the `blocks` tree.
 ///
 /// Only transactions written with exactly that origin are captured: updates applied from
 /// peers, the bridge's writes ([`crate::BRIDGE_ORIGIN`]) and origin-less transactions are not.
 /// Undo follows Yjs semantics: it reverts this origin's insertions and deletions, and leaves
-/// concurrent changes by others in place. Do not call `undo`/`redo` while a transaction is open
-/// or from an observer (they open their own transaction and would deadlock).
+/// concurrent changes by others in place. Undo and redo are ordinary transactions: peers get
+/// them as updates and observers see them (with the undo manager's own binary origin).
 pub struct LocalUndo {
     mgr: UndoManager,
+    ws: Workspace,
 }
 
 impl std::fmt::Debug for LocalUndo {
@@ -31,8 +32,9 @@ impl std::fmt::Debug for LocalUndo {
 impl LocalUndo {
     /// Tracks `origin`'s edits on `ws`. Consecutive edits within `capture_timeout_ms` merge
     /// into one undo step (Yjs default: 500 ms; 0 makes every transaction its own step).
-    /// Must not be called while a transaction is open on `ws`.
-    pub fn new(ws: &Workspace, origin: &str, capture_timeout_ms: u64) -> Self {
+    /// Fails with [`DocError::Busy`] while a transaction is open on `ws`.
+    pub fn new(ws: &Workspace, origin: &str, capture_timeout_ms: u64) -> Result<Self, DocError> {
+        ws.idle()?;
         let options = UndoOptions {
             capture_timeout_millis: capture_timeout_ms,
             tracked_origins: HashSet::from([yrs::Origin::from(origin)]),
@@ -40,17 +42,23 @@ impl LocalUndo {
         };
         let mut mgr = UndoManager::with_options(options);
         mgr.expand_scope(ws.doc(), ws.blocks_map());
-        LocalUndo { mgr }
+        Ok(LocalUndo {
+            mgr,
+            ws: ws.clone(),
+        })
     }
 
-    /// Reverts the last step; `false` if there was nothing to undo.
-    pub fn undo(&mut self) -> bool {
-        self.mgr.undo_blocking()
+    /// Reverts the last step; `Ok(false)` if there was nothing to undo. Fails with
+    /// [`DocError::Busy`] instead of deadlocking when a transaction is open.
+    pub fn undo(&mut self) -> Result<bool, DocError> {
+        self.ws.idle()?;
+        Ok(self.mgr.undo_blocking())
     }
 
-    /// Re-applies the last undone step; `false` if there was nothing to redo.
-    pub fn redo(&mut self) -> bool {
-        self.mgr.redo_blocking()
+    /// Re-applies the last undone step; `Ok(false)` if there was nothing to redo.
+    pub fn redo(&mut self) -> Result<bool, DocError> {
+        self.ws.idle()?;
+        Ok(self.mgr.redo_blocking())
     }
 
     /// Is there something to undo?
@@ -69,7 +77,9 @@ impl LocalUndo {
     }
 
     /// Forgets all undo and redo steps.
-    pub fn clear(&mut self) {
+    pub fn clear(&mut self) -> Result<(), DocError> {
+        self.ws.idle()?;
         self.mgr.clear_all();
+        Ok(())
     }
 }

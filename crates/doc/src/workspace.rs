@@ -23,6 +23,10 @@ pub const BLOCKS_ROOT: &str = "blocks";
 /// A Weaver workspace document: a `yrs::Doc` (UTF-16 offsets, like Yjs) and its `blocks` root.
 ///
 /// Cloning is cheap and yields another handle to the same document.
+///
+/// Nothing here blocks on the document lock: while another transaction is open (on another
+/// thread, or the commit that is running an observer callback on this one), reads and writes
+/// return [`DocError::Busy`]. Give each document one owner, as Weaver's room actors do.
 #[derive(Debug, Clone)]
 pub struct Workspace {
     doc: Doc,
@@ -69,6 +73,28 @@ impl Workspace {
         Workspace { doc, blocks }
     }
 
+    /// Options for creating a `yrs::Doc` elsewhere (e.g. in the relay) that this crate can wrap
+    /// with [`Workspace::from_doc`]: UTF-16 offsets like Yjs.
+    pub fn doc_options() -> Options {
+        Options {
+            offset_kind: OffsetKind::Utf16,
+            ..Options::default()
+        }
+    }
+
+    /// Wraps an existing document. It must use UTF-16 offsets ([`Workspace::doc_options`]);
+    /// with any other offset kind text positions would not match Yjs, so that is an error.
+    pub fn from_doc(doc: Doc) -> Result<Self, DocError> {
+        if doc.offset_kind() != OffsetKind::Utf16 {
+            return Err(DocError::Invalid {
+                field: "offset_kind",
+                reason: "the yrs Doc must use OffsetKind::Utf16 (Yjs positions)".into(),
+            });
+        }
+        let blocks = doc.get_or_insert_map(BLOCKS_ROOT);
+        Ok(Workspace { doc, blocks })
+    }
+
     /// A workspace initialised from a full-state (or any) v1 update.
     pub fn from_update_v1(update: &[u8]) -> Result<Self, DocError> {
         let ws = Workspace::new();
@@ -100,14 +126,29 @@ impl Workspace {
             what: "update",
             reason,
         };
+        // yrs reserves the declared client count up front (a hash map it initialises), so a
+        // 5-byte update claiming 2^28 clients costs hundreds of MB; every client takes at
+        // least 2 bytes, so a count beyond the input size is malformed.
+        check_leading_count(update, 2, "update")?;
         // yrs may panic on hostile bytes; decoding touches no shared state, so catching is safe.
         let decoded = catch_unwind(|| Update::decode_v1(update))
             .map_err(|p| malformed(panic_reason(p)))?
             .map_err(|e| malformed(e.to_string()))?;
-        let mut txn = self.doc.try_transact_mut_with(origin).map_err(busy)?;
-        catch_unwind(AssertUnwindSafe(|| txn.apply_update(decoded)))
-            .map_err(|p| malformed(panic_reason(p)))?
-            .map_err(|e| malformed(e.to_string()))
+        catch_unwind(AssertUnwindSafe(|| {
+            let mut txn = self.doc.try_transact_mut_with(origin).map_err(busy)?;
+            txn.apply_update(decoded)
+                .map_err(|e| malformed(e.to_string()))?;
+            // Commit inside the guard, so a panic while integrating is caught too.
+            txn.commit();
+            Ok(())
+        }))
+        .map_err(|p| malformed(panic_reason(p)))?
+    }
+
+    /// `Ok` when no transaction is open on this document right now (so one can be started
+    /// from this thread without deadlocking).
+    pub(crate) fn idle(&self) -> Result<(), DocError> {
+        self.doc.try_transact().map(drop).map_err(busy)
     }
 
     /// The whole document as one v1 update.
@@ -125,6 +166,7 @@ impl Workspace {
 
     /// What a peer with state vector `state_vector` (v1 bytes) is missing, as a v1 update.
     pub fn encode_diff_v1(&self, state_vector: &[u8]) -> Result<Vec<u8>, DocError> {
+        check_leading_count(state_vector, 2, "state vector")?;
         let sv = catch_unwind(|| StateVector::decode_v1(state_vector))
             .map_err(|p| DocError::Malformed {
                 what: "state vector",
@@ -180,6 +222,31 @@ impl Workspace {
     pub fn to_json(&self) -> Result<Value, DocError> {
         Ok(read::blocks_json(&self.blocks()?))
     }
+}
+
+/// Rejects input whose leading lib0 var-uint count promises more items (of at least
+/// `min_item_len` bytes each) than the input could hold.
+fn check_leading_count(
+    bytes: &[u8],
+    min_item_len: u64,
+    what: &'static str,
+) -> Result<(), DocError> {
+    let mut count: u64 = 0;
+    for (i, b) in bytes.iter().take(10).enumerate() {
+        count |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            let room = (bytes.len() - i - 1) as u64;
+            if count.saturating_mul(min_item_len) > room {
+                return Err(DocError::Malformed {
+                    what,
+                    reason: format!("declares {count} items in {} bytes", bytes.len()),
+                });
+            }
+            return Ok(());
+        }
+    }
+    // Empty or an unterminated var-uint: let the decoder report it.
+    Ok(())
 }
 
 /// Is UTF-16 position `pos` between two characters of `s` (not inside a surrogate pair)?

@@ -21,9 +21,17 @@ fn js_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js")
 }
 
-/// Runs `node script args`, failing the test with a clear message if Node or the npm packages
+/// Runs `node script arg`, failing the test with a clear message if Node or the npm packages
 /// are missing, or if the script fails.
 fn run_node(script: &str, arg: &Path) -> String {
+    node(
+        &[js_dir().join(script).as_os_str(), arg.as_os_str()],
+        script,
+    )
+}
+
+fn node(args: &[&std::ffi::OsStr], what: &str) -> String {
+    let script = what;
     let yjs = repo_root().join("node_modules/yjs/package.json");
     assert!(
         yjs.exists(),
@@ -31,8 +39,7 @@ fn run_node(script: &str, arg: &Path) -> String {
         yjs.display()
     );
     let out = Command::new("node")
-        .arg(js_dir().join(script))
-        .arg(arg)
+        .args(args)
         .output()
         .unwrap_or_else(|e| {
             panic!("interop tests need Node.js (`node` on PATH) to run {script}: {e}")
@@ -158,6 +165,16 @@ fn js_written_documents_read_identically_in_rust() {
     let scenarios = read_manifest(dir.path());
     check_js_scenarios(&scenarios);
     check_typed_fields(&scenarios);
+}
+
+#[test]
+fn js_module_unit_tests_pass() {
+    let file = js_dir().join("weaver-doc.test.mjs");
+    let out = node(
+        &["--test".as_ref(), file.as_os_str()],
+        "weaver-doc.test.mjs",
+    );
+    assert!(out.contains("# fail 0"), "{out}");
 }
 
 #[test]
@@ -365,9 +382,225 @@ fn rust_written_documents_read_identically_in_js() {
         expected,
     );
 
+    // 3. Seeded random operations on three replicas with partial, shuffled exchange.
+    let (pool, expected) = random_rust_run(0x5eed_4321, 200);
+    let entries: usize = expected["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["indexingList"].as_array().unwrap().len())
+        .sum();
+    assert!(
+        pool.len() > 30 && entries >= 2,
+        "random run too trivial: {expected}"
+    );
+    write_scenario(dir.path(), &mut manifest, "rust-random", &pool, expected);
+
     std::fs::write(
         dir.path().join("manifest.json"),
         serde_json::to_vec_pretty(&json!({"scenarios": manifest})).unwrap(),
+    )
+    .unwrap();
+    let out = run_node("check-rust.mjs", dir.path());
+    assert!(out.contains(": 0 mismatches"), "{out}");
+}
+
+/// Deterministic xorshift, so a failing run can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+/// Random API operations on three replicas exchanging updates partially and out of order.
+/// Returns every update written (shuffled, some duplicated) and the converged JSON.
+fn random_rust_run(seed: u64, steps: usize) -> (Vec<Vec<u8>>, Value) {
+    let mut rng = Rng(seed);
+    let reps: Vec<Workspace> = (31..34).map(Workspace::with_client_id).collect();
+    let mut pool: Vec<Vec<u8>> = Vec::new();
+    let ids = ["r1", "r2", "r😀"];
+    let names = ["search", "files"];
+    let texts = ["a", "😀", "ßc", "🎉"];
+    let (_, u) = reps[0]
+        .transact("local", |t| t.add_block("r1", "text", "seed"))
+        .unwrap();
+    for r in &reps[1..] {
+        r.apply_update_v1(&u, "relay").unwrap();
+    }
+    pool.push(u);
+    for i in 0..steps {
+        let r = &reps[rng.below(3)];
+        let id = ids[rng.below(3)];
+        let name = names[rng.below(2)];
+        let op = rng.below(9);
+        let (a, b, c) = (rng.below(1000), rng.below(1000), rng.below(4));
+        let origin = if op == 6 || op == 7 {
+            BRIDGE_ORIGIN
+        } else {
+            "local"
+        };
+        if op == 8 {
+            for _ in 0..c {
+                let k = a % pool.len();
+                r.apply_update_v1(&pool[k].clone(), "relay").unwrap();
+            }
+            continue;
+        }
+        let (_, u) = r
+            .transact(origin, |t| {
+                let len = t.content_len(id).unwrap_or(0);
+                // Errors (missing block, split surrogate pair) write nothing: ignore them.
+                let _ = match op {
+                    0 => t.add_block(id, "text", texts[c]),
+                    1 => {
+                        if a % 25 == 0 {
+                            t.remove_block(id);
+                        }
+                        Ok(())
+                    }
+                    2 => t.insert_text(id, (a % (len as usize + 1)) as u32, texts[c]),
+                    3 => {
+                        let at = (a % (len as usize + 1)) as u32;
+                        t.delete_text(id, at, (b as u32 % 3).min(len - at))
+                    }
+                    4 => t.request_index(id, name, &json!({"n": a})).map(|_| ()),
+                    5 => {
+                        if a % 10 == 0 {
+                            t.remove_index(id, name);
+                        }
+                        Ok(())
+                    }
+                    _ => {
+                        let cur = t
+                            .block(id)
+                            .and_then(|v| v.entry(name).map(|e| e.attempt))
+                            .unwrap_or(0);
+                        let attempt = cur.saturating_sub((b % 2) as u64).max(1);
+                        let call = format!("c{}", c % 3);
+                        let rec = match a % 3 {
+                            0 => StatusRecord::processing(attempt, call),
+                            1 => StatusRecord::done(
+                                attempt,
+                                call,
+                                json!({"chunks_indexed": b % 9}),
+                                1_763_900_000_000 + i as u64,
+                            ),
+                            _ => StatusRecord::error(
+                                attempt,
+                                call,
+                                format!("e{i}"),
+                                1_763_900_000_000 + i as u64,
+                            ),
+                        };
+                        t.record_status(id, name, &rec).map(|_| ())
+                    }
+                };
+            })
+            .unwrap();
+        if !u.is_empty() {
+            pool.push(u);
+        }
+    }
+    // Converge everyone, then shuffle the pool and add duplicates for the JS side.
+    for r in &reps {
+        for u in &pool {
+            r.apply_update_v1(u, "relay").unwrap();
+        }
+    }
+    let expected = reps[0].to_json().unwrap();
+    for r in &reps[1..] {
+        assert_eq!(r.to_json().unwrap(), expected, "Rust replicas diverged");
+    }
+    let mut shuffled = pool.clone();
+    for i in (1..shuffled.len()).rev() {
+        let j = rng.below(i + 1);
+        shuffled.swap(i, j);
+    }
+    for _ in 0..5 {
+        let k = rng.below(pool.len());
+        shuffled.push(pool[k].clone());
+    }
+    (shuffled, expected)
+}
+
+/// Rust writes, JS continues on top of it (two replicas), Rust applies the JS updates and
+/// continues again, and yjs checks the final document: edits cross the language boundary
+/// twice, inside emoji text.
+#[test]
+fn mixed_rust_js_rust_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = Workspace::with_client_id(41);
+    ws.transact("local", |t| {
+        t.add_block("m", "text", "x😀y🎉z")?;
+        t.request_index("m", "search", &json!({"dim": 8}))?;
+        t.record_status(
+            "m",
+            "search",
+            &StatusRecord::done(1, "rust-1", json!({"chunks_indexed": 1}), 10),
+        )
+        .map(|_| ())
+    })
+    .unwrap()
+    .0
+    .unwrap();
+    let base = ws.encode_state_v1().unwrap();
+    std::fs::write(dir.path().join("base.bin"), &base).unwrap();
+
+    run_node("continue-from-rust.mjs", dir.path());
+    let js: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("js.json")).unwrap()).unwrap();
+    let count = js["count"].as_u64().unwrap() as usize;
+    let js_updates: Vec<Vec<u8>> = (0..count)
+        .map(|i| std::fs::read(dir.path().join(format!("js-{i:02}.bin"))).unwrap())
+        .collect();
+    for u in js_updates.iter().rev() {
+        ws.apply_update_v1(u, "relay").unwrap();
+    }
+    assert_eq!(ws.to_json().unwrap(), js["expected"]);
+    let m = ws.block("m").unwrap().unwrap();
+    assert_eq!(m.content, "x😀Ÿ👍🎉!z");
+    assert_eq!(
+        m.indexing_list.len(),
+        2,
+        "concurrent JS adds of `files` are one entry"
+    );
+    let search = m.entry("search").unwrap();
+    assert_eq!((search.attempt, search.status), (2, Status::Processing));
+
+    // Rust continues: edits around the JS emoji, finishes attempt 2, removes the JS block.
+    let (_, last) = ws
+        .transact(BRIDGE_ORIGIN, |t| {
+            t.replace_text("m", 3, 3, "…")?; // "Ÿ👍" (3 UTF-16 units)
+            t.record_status(
+                "m",
+                "search",
+                &StatusRecord::done(2, "js-2", json!({"chunks_indexed": 2}), 20),
+            )?;
+            t.remove_block("from-js");
+            Ok::<_, weaver_doc::DocError>(())
+        })
+        .unwrap();
+    assert_eq!(ws.block("m").unwrap().unwrap().content, "x😀…🎉!z");
+
+    let mut manifest = Vec::new();
+    let mut all = vec![base];
+    all.extend(js_updates);
+    all.push(last);
+    write_scenario(
+        dir.path(),
+        &mut manifest,
+        "mixed",
+        &all,
+        ws.to_json().unwrap(),
+    );
+    std::fs::write(
+        dir.path().join("manifest.json"),
+        serde_json::to_vec(&json!({"scenarios": manifest})).unwrap(),
     )
     .unwrap();
     let out = run_node("check-rust.mjs", dir.path());

@@ -26,7 +26,7 @@ pub fn decode_awareness(bytes: &[u8]) -> Result<Vec<AwarenessEntry>, ProtocolErr
     let n = r.read_count(3)?;
     let mut out = Vec::with_capacity(n as usize);
     for _ in 0..n {
-        let client_id = r.read_var_u64()?;
+        let client_id = crate::validate::read_client_id(&mut r)?;
         let clock = r.read_var_u64()?;
         let state = r.read_var_string()?;
         crate::validate::check_json_depth(state, 64)?;

@@ -11,7 +11,8 @@
 //!   together must fit in the remaining input;
 //! - more strictly where yrs would panic (debug) or silently wrap (release): `u32` fields above
 //!   `u32::MAX`, clock ranges that overflow `u32`, varints longer than needed or wider than
-//!   64 bits, varInts whose magnitude reaches 2^63;
+//!   64 bits, varInts whose magnitude reaches 2^63, client ids of 2^53 and above (yrs
+//!   `debug_assert!`s and then masks them, aliasing another client; found by fuzzing);
 //! - more strictly where yrs and Yjs read the same bytes differently, so the server and its
 //!   clients would disagree about the document (see [`ProtocolError::Unsupported`]):
 //!   `ContentJSON` (ref 2: yrs reads `len + 1` strings, Yjs reads `len`), `YXmlHook` type refs
@@ -111,7 +112,7 @@ pub fn validate_update_v1(
                 "too many structs in one update",
             ));
         }
-        let client = r.read_var_u64()?;
+        let client = read_client_id(&mut r)?;
         seen_clients.push(client);
         let mut clock = r.read_var_u32()?;
         for _ in 0..structs {
@@ -134,7 +135,7 @@ pub fn validate_update_v1(
     let ds_clients = read_count_u32(&mut r, 2)?;
     let mut seen_ds: Vec<u64> = Vec::new();
     for _ in 0..ds_clients {
-        let client = r.read_var_u64()?;
+        let client = read_client_id(&mut r)?;
         seen_ds.push(client);
         let ranges = read_count_u32(&mut r, 2)?;
         for _ in 0..ranges {
@@ -166,7 +167,7 @@ pub fn validate_state_vector(sv: &[u8]) -> Result<(), ProtocolError> {
     let mut r = Reader::new(sv);
     let n = read_count_u32(&mut r, 2)?;
     for _ in 0..n {
-        r.read_var_u64()?;
+        read_client_id(&mut r)?;
         r.read_var_u32()?;
     }
     if !r.is_empty() {
@@ -380,8 +381,24 @@ fn walk_any_values(
     Ok(())
 }
 
+/// Client ids are 53-bit (JavaScript safe integers). yrs 0.28.1 `ClientID::new` only
+/// `debug_assert!`s this and otherwise masks the high bits away, so a larger id would panic a
+/// debug build and silently alias another client in a release build.
+pub(crate) const MAX_CLIENT_ID: u64 = (1 << 53) - 1;
+
+pub(crate) fn read_client_id(r: &mut Reader<'_>) -> Result<u64, ProtocolError> {
+    let id = r.read_var_u64()?;
+    if id > MAX_CLIENT_ID {
+        return Err(ProtocolError::ValueOutOfRange {
+            value: id,
+            max: MAX_CLIENT_ID,
+        });
+    }
+    Ok(id)
+}
+
 fn read_id(r: &mut Reader<'_>) -> Result<(), ProtocolError> {
-    r.read_var_u64()?;
+    read_client_id(r)?;
     r.read_var_u32()?;
     Ok(())
 }
@@ -413,7 +430,7 @@ fn read_json(
     let text = read_string(r)?;
     let depth = check_json_depth(text, limits.max_depth)?;
     stats.max_depth_seen = stats.max_depth_seen.max(depth);
-    check_json_syntax(text)
+    check_yrs_json(text)
 }
 
 /// Rejects JSON text nested deeper than `limit` (serde_json and JS both recurse). Returns the
@@ -455,6 +472,66 @@ pub(crate) fn check_json_syntax(text: &str) -> Result<(), ProtocolError> {
     serde_json::from_str::<serde::de::IgnoredAny>(text)
         .map(|_| ())
         .map_err(|e| ProtocolError::InvalidJson(e.to_string()))
+}
+
+/// JSON as yrs 0.28.1 reads it into `Any` (`Any::from_json`, serde_json into `Any`): every
+/// number and string is fully parsed (serde's `IgnoredAny` skips them leniently, so it would let
+/// through `1e999` or lone surrogate escapes that yrs then refuses; found by fuzzing), and
+/// integers above `i64::MAX` are refused as yrs does ("out of range for i64").
+fn check_yrs_json(text: &str) -> Result<(), ProtocolError> {
+    serde_json::from_str::<YrsJson>(text)
+        .map(|_| ())
+        .map_err(|e| ProtocolError::InvalidJson(e.to_string()))
+}
+
+/// Deserializes nothing; only accepts what yrs's `Any` deserializer accepts.
+struct YrsJson;
+
+impl<'de> serde::Deserialize<'de> for YrsJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(YrsJsonVisitor)
+    }
+}
+
+struct YrsJsonVisitor;
+
+impl<'de> serde::de::Visitor<'de> for YrsJsonVisitor {
+    type Value = YrsJson;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<YrsJson, E> {
+        Ok(YrsJson)
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<YrsJson, E> {
+        Ok(YrsJson)
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<YrsJson, E> {
+        if i64::try_from(v).is_err() {
+            return Err(E::custom(format!(
+                "integer {v} is out of range for yrs (i64)"
+            )));
+        }
+        Ok(YrsJson)
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<YrsJson, E> {
+        Ok(YrsJson)
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<YrsJson, E> {
+        Ok(YrsJson)
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<YrsJson, E> {
+        Ok(YrsJson)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<YrsJson, A::Error> {
+        while seq.next_element::<YrsJson>()?.is_some() {}
+        Ok(YrsJson)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<YrsJson, A::Error> {
+        while map.next_entry::<String, YrsJson>()?.is_some() {}
+        Ok(YrsJson)
+    }
 }
 
 fn has_duplicates(ids: &mut [u64]) -> bool {
@@ -564,5 +641,10 @@ mod tests {
         );
         assert!(check_json_syntax("{\"a\":1}").is_ok());
         assert!(check_json_syntax("{\"a\":").is_err());
+        // yrs refuses integers above i64::MAX; JSON.parse (and awareness) accept them.
+        let big = "[18446744073709551615, 1, -5, 1.5, \"s\", null, {\"k\": true}]";
+        assert!(check_json_syntax(big).is_ok());
+        assert!(check_yrs_json(big).is_err());
+        assert!(check_yrs_json("[9223372036854775807, -9223372036854775808, 1e300]").is_ok());
     }
 }

@@ -1,1 +1,69 @@
-//! weaver-relay
+//! weaver-relay: a y-websocket relay whose every update is durable in redb before anyone sees it.
+//!
+//! Module map:
+//! - `relay`      — [`Relay`] (start/shutdown), [`RelayHandle`] (API for HTTP and the bridge),
+//!   the room registry.
+//! - `room`       — the room actor: owns a yrs `Doc`, awareness, connection senders; batches
+//!   updates → one durable persist → echo to all.
+//! - `connection` — WebSocket upgrade, read loop (decode + validate), writer (bounded queue,
+//!   ping, close codes).
+//! - `store`      — redb tables `relay_*`, room load (snapshot + tail), the group-commit persister.
+//! - `http`       — routes: `/{room}`, `/healthz`, `/readyz`, `/api/rooms/{room}/…`.
+//! - `blocks`     — the JSON blocks view for the HTTP API.
+//! - `config`, `error`, `metrics` — limits, the error enum + close codes, metric names.
+//!
+//! Deliberately not here: argument parsing, tracing/metrics installation and signals (the
+//! `weaver` binary), integrations (the bridge subscribes through [`RelayHandle::subscribe`]).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use weaver_relay::{Relay, RelayConfig, open_database, serve};
+//! let db = open_database(std::path::Path::new("./weaver-data"))?;
+//! let shutdown = tokio_util::sync::CancellationToken::new();
+//! let relay = Relay::start(db, RelayConfig::default(), shutdown.clone())?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:1234").await?;
+//! serve(listener, relay.router(), shutdown.clone().cancelled_owned()).await?;
+//! relay.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod blocks;
+mod config;
+mod connection;
+mod error;
+mod http;
+pub mod metrics;
+mod relay;
+mod room;
+mod store;
+
+pub use blocks::blocks_json;
+pub use config::*;
+pub use error::{RelayError, close_code};
+pub use relay::{
+    CommittedUpdate, EVENTS_CAPACITY, Relay, RelayHandle, UpdateOrigin, validate_room_name,
+};
+pub use store::{CommitMode, DB_FILE_NAME, Store, StoreError, open_database};
+
+use std::future::Future;
+
+use axum::serve::ListenerExt;
+
+/// Serves `app` on `listener` with `TCP_NODELAY` on every accepted socket (small y-websocket
+/// frames must not wait for Nagle + delayed ACK) until `shutdown` completes; then stops
+/// accepting and lets in-flight HTTP requests finish. Upgraded WebSockets are closed by the
+/// relay's own shutdown (1012).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

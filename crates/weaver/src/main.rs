@@ -1,1 +1,263 @@
-fn main() {}
+//! The `weaver` binary: parses flags, installs tracing and the Prometheus recorder, opens the
+//! store, runs the relay (and whatever routers other parts merge in) until SIGINT/SIGTERM.
+//! Deliberately thin: every behaviour lives in the library crates.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::routing::get;
+use clap::{Parser, Subcommand, ValueEnum};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+use weaver_relay::{Relay, RelayConfig};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "weaver",
+    version,
+    about = "Offline-first sync engine: a durable Yjs relay with a bridge to external APIs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (WebSocket rooms, HTTP API, health and metrics).
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum CommitArg {
+    TwoPhase,
+    OnePhase,
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Address to listen on (`127.0.0.1:0` picks a free port; the bound address is logged).
+    #[arg(long, env = "WEAVER_LISTEN", default_value = "127.0.0.1:1234")]
+    listen: SocketAddr,
+    /// Data directory; the database is `<data>/weaver.redb`.
+    #[arg(long, env = "WEAVER_DATA", default_value = "./weaver-data")]
+    data: PathBuf,
+    /// Log output format (logs go to stderr; filter with RUST_LOG, default `info`).
+    #[arg(long, env = "WEAVER_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Largest WebSocket message / HTTP update body; bigger messages close with 1009.
+    #[arg(long, env = "WEAVER_MAX_MESSAGE_BYTES", default_value_t = weaver_relay::DEFAULT_MAX_MESSAGE_BYTES)]
+    max_message_bytes: usize,
+    /// Seconds a room stays loaded after its last connection leaves.
+    #[arg(long, env = "WEAVER_IDLE_UNLOAD_SECS", default_value_t = weaver_relay::DEFAULT_IDLE_UNLOAD.as_secs())]
+    idle_unload_secs: u64,
+    /// Frames queued per connection before it is closed as a slow consumer (1013).
+    #[arg(long, env = "WEAVER_CONN_QUEUE_FRAMES", default_value_t = weaver_relay::DEFAULT_CONN_QUEUE_FRAMES)]
+    conn_queue_frames: usize,
+    /// Seconds between WebSocket pings; silent connections close after two intervals (4408).
+    #[arg(long, env = "WEAVER_PING_INTERVAL_SECS", default_value_t = weaver_relay::DEFAULT_PING_INTERVAL.as_secs())]
+    ping_interval_secs: u64,
+    /// Compact a room's log into a snapshot after this many updates...
+    #[arg(long, env = "WEAVER_COMPACT_AFTER_UPDATES", default_value_t = weaver_relay::DEFAULT_COMPACT_AFTER_UPDATES)]
+    compact_after_updates: u64,
+    /// ...or after this many logged bytes.
+    #[arg(long, env = "WEAVER_COMPACT_AFTER_BYTES", default_value_t = weaver_relay::DEFAULT_COMPACT_AFTER_BYTES)]
+    compact_after_bytes: u64,
+    /// Open WebSocket connections accepted at once; more get HTTP 503 before the upgrade.
+    #[arg(long, env = "WEAVER_MAX_CONNECTIONS", default_value_t = weaver_relay::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Approximate stored size a room may reach; writes beyond it are refused (1008 / 413).
+    #[arg(long, env = "WEAVER_MAX_DOC_BYTES", default_value_t = weaver_relay::DEFAULT_MAX_DOC_BYTES)]
+    max_doc_bytes: u64,
+    /// Bytes of causally incomplete ("pending") updates a room may park; more → 1008.
+    #[arg(long, env = "WEAVER_MAX_PENDING_BYTES", default_value_t = weaver_relay::DEFAULT_MAX_PENDING_BYTES)]
+    max_pending_bytes: usize,
+    /// redb commit protocol for the relay's writes: `two-phase` (two fsyncs, recommended for
+    /// untrusted input) or `one-phase` (one fsync, lower latency). Both are fully durable.
+    #[arg(long, env = "WEAVER_COMMIT", value_enum, default_value = "two-phase")]
+    commit: CommitArg,
+    /// Seconds shutdown waits for rooms to flush and close.
+    #[arg(long, env = "WEAVER_SHUTDOWN_TIMEOUT_SECS", default_value_t = weaver_relay::DEFAULT_SHUTDOWN_TIMEOUT.as_secs())]
+    shutdown_timeout_secs: u64,
+}
+
+impl ServeArgs {
+    fn relay_config(&self) -> anyhow::Result<RelayConfig> {
+        RelayConfig {
+            max_message_bytes: self.max_message_bytes,
+            idle_unload: Duration::from_secs(self.idle_unload_secs),
+            conn_queue_frames: self.conn_queue_frames,
+            ping_interval: Duration::from_secs(self.ping_interval_secs),
+            compact_after_updates: self.compact_after_updates,
+            compact_after_bytes: self.compact_after_bytes,
+            shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
+            max_connections: self.max_connections,
+            max_doc_bytes: self.max_doc_bytes,
+            max_pending_bytes: self.max_pending_bytes,
+            commit_mode: match self.commit {
+                CommitArg::TwoPhase => weaver_relay::CommitMode::TwoPhase,
+                CommitArg::OnePhase => weaver_relay::CommitMode::OnePhase,
+            },
+            ..RelayConfig::default()
+        }
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            init_tracing(args.log_format);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    error!(error = %e, "cannot start the async runtime");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(serve(args)) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    error!(error = format!("{e:#}"), "weaver failed");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(ansi).init(),
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
+}
+
+fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+    let mut builder = PrometheusBuilder::new();
+    for name in weaver_relay::metrics::HISTOGRAMS {
+        let buckets: &[f64] = if name.ends_with("_seconds") {
+            &[
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+            ]
+        } else {
+            &[
+                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0, 4096.0,
+            ]
+        };
+        builder = builder
+            .set_buckets_for_metric(Matcher::Full((*name).to_owned()), buckets)
+            .context("metric buckets")?;
+    }
+    let recorder = builder.build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).context("installing the metrics recorder")?;
+    Ok(handle)
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.relay_config()?;
+    let metrics = install_metrics()?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(wait_for_signal(shutdown.clone()));
+    {
+        let (metrics, shutdown) = (metrics.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tick.tick() => metrics.run_upkeep(),
+                }
+            }
+        });
+    }
+
+    let data = args.data.clone();
+    let db = tokio::task::spawn_blocking(move || weaver_relay::open_database(&data))
+        .await
+        .context("opening the store")?
+        .with_context(|| format!("opening the store in {}", args.data.display()))?;
+    let relay = Relay::start(db, config, shutdown.clone()).context("starting the relay")?;
+
+    let metrics_router = Router::new().route(
+        "/metrics",
+        get(move || std::future::ready(metrics.render())),
+    );
+    // Other parts (bridge API, web demo) merge their routers here.
+    let app = relay.router().merge(metrics_router);
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    if !addr.ip().is_loopback() {
+        warn!(%addr, "listening on a non-loopback address without authentication");
+    }
+    info!(%addr, data = %args.data.display(), "listening");
+
+    let server = tokio::spawn(weaver_relay::serve(
+        listener,
+        app,
+        shutdown.clone().cancelled_owned(),
+    ));
+    shutdown.cancelled().await;
+    info!("shutting down");
+    let grace = Duration::from_secs(args.shutdown_timeout_secs.max(1));
+    if tokio::time::timeout(grace, relay.shutdown()).await.is_err() {
+        warn!("relay shutdown timed out");
+    }
+    match tokio::time::timeout(Duration::from_secs(2), server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => warn!(error = %e, "http server error"),
+        Ok(Err(e)) => warn!(error = %e, "http server task failed"),
+        Err(_) => warn!("http server did not stop in time"),
+    }
+    info!("bye");
+    Ok(())
+}
+
+async fn wait_for_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => info!(signal = "SIGINT", "signal received"),
+        _ = term => info!(signal = "SIGTERM", "signal received"),
+    }
+    shutdown.cancel();
+}

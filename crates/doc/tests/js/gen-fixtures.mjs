@@ -2,7 +2,8 @@
 //! `yjs` (through weaver-doc.js and raw yjs calls), as v1 update files plus the `readBlocks`
 //! JSON that the Rust side must reproduce exactly.
 //!
-//! Usage: node gen-fixtures.mjs OUT_DIR
+//! Usage: node gen-fixtures.mjs OUT_DIR [--no-random]
+//! (--no-random leaves out the seeded random scenario, for the small committed fixture set)
 //! Output: OUT_DIR/manifest.json = {yjs, scenarios: [{name, updates: [file], expected}]}
 //! and OUT_DIR/<name>-NN.bin, one v1 update per file, to be applied in the listed order.
 //! It does not compare anything itself beyond checking that its own replicas converged.
@@ -14,6 +15,7 @@ import * as Y from 'yjs'
 import * as W from '../../../../web-demo/src/weaver-doc.js'
 
 const out = process.argv[2]
+const withRandom = !process.argv.includes('--no-random')
 if (!out) {
   console.error('usage: node gen-fixtures.mjs OUT_DIR')
   process.exit(2)
@@ -183,6 +185,63 @@ function assertConverged (...rs) {
     mk('Zed', 'text', '')
   })
   emit('raw-yjs', a.updates, W.readBlocks(a.doc))
+}
+
+// 4. Seeded random operations on three replicas with partial, out-of-order, duplicated
+// exchange; the updates are emitted shuffled with duplicates.
+if (withRandom) {
+  let seed = 0x5eed1234
+  const rnd = (n) => { // mulberry32
+    seed = (seed + 0x6d2b79f5) | 0
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
+    return (((t ^ (t >>> 14)) >>> 0) / 4294967296 * n) | 0
+  }
+  const reps = [replica(401), replica(402), replica(403)]
+  const pool = []
+  for (const r of reps) r.doc.on('update', (u, origin) => { if (origin !== 'sync' && origin !== 'pool') pool.push(u) })
+  const ids = ['r1', 'r2', 'r😀']
+  const names = ['search', 'files']
+  const texts = ['a', '😀', 'ßc', '🎉']
+  W.addBlock(reps[0].doc, { id: 'r1', type: 'text', content: 'seed' })
+  sync(...reps)
+  for (let i = 0; i < 200; i++) {
+    const r = reps[rnd(3)]
+    const id = ids[rnd(3)]
+    const name = names[rnd(2)]
+    const len = W.getBlockText(r.doc, id)?.length ?? 0
+    try {
+      switch (rnd(9)) {
+        case 0: if (!r.doc.getMap('blocks').has(id)) W.addBlock(r.doc, { id, type: 'text', content: texts[rnd(4)] }); break
+        case 1: if (rnd(25) === 0) W.removeBlock(r.doc, id); break
+        case 2: W.editContent(r.doc, id, rnd(len + 1), 0, texts[rnd(4)]); break
+        case 3: { const at = rnd(len + 1); W.editContent(r.doc, id, at, Math.min(rnd(3), len - at), ''); break }
+        case 4: W.requestIndex(r.doc, id, name, { n: rnd(100) }); break
+        case 5: if (rnd(10) === 0) W.removeIndex(r.doc, id, name); break
+        case 6: case 7: {
+          const cur = W.readBlock(r.doc, id)?.indexingList.find((e) => e.index_name === name)?.attempt ?? 0
+          const attempt = Math.max(1, cur - rnd(2))
+          const status = ['processing', 'done', 'error'][rnd(3)]
+          W.recordOutcome(r.doc, id, name, {
+            attempt, status, api_call_id: `c${rnd(3)}`,
+            ...(status === 'done' ? { result: { chunks_indexed: rnd(9) }, completed_at: 1763900000000 + i } : {}),
+            ...(status === 'error' ? { error: `e${i}`, completed_at: 1763900000000 + i } : {})
+          }, W.BRIDGE_ORIGIN)
+          break
+        }
+        case 8: for (let k = rnd(4); k > 0 && pool.length > 0; k--) Y.applyUpdate(r.doc, pool[rnd(pool.length)], 'pool'); break
+      }
+    } catch (e) {
+      if (!(e instanceof RangeError) && !/no block/.test(e.message)) throw e
+    }
+  }
+  sync(...reps)
+  assertConverged(...reps)
+  const order = pool.map((u, i) => [rnd(1 << 30), u])
+  order.sort((x, y) => x[0] - y[0])
+  const shuffled = order.map(([, u]) => u)
+  for (let k = 0; k < 5 && pool.length > 0; k++) shuffled.push(pool[rnd(pool.length)])
+  emit('random-js', shuffled, W.readBlocks(reps[0].doc))
 }
 
 const require = createRequire(import.meta.url)

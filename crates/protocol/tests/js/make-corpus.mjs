@@ -10,8 +10,10 @@
 //   fuzz/corpus/state_vector/yjs-*.bin      state vectors
 //   fuzz/corpus/awareness/yjs-*.bin         awareness updates
 //   fuzz/corpus/decode_message/yjs-*.bin    whole y-websocket frames
+//   fuzz/corpus/token/yjs-*.bin             access tokens (crates/auth format, fuzz target key)
 //   crates/protocol/tests/data/divergent/*.bin  Yjs output that yrs 0.28.1 reads differently,
 //                                               which the validator must refuse
+import { createHmac } from 'node:crypto'
 import { createRequire } from 'node:module'
 import { mkdirSync, writeFileSync, readdirSync, unlinkSync } from 'node:fs'
 import { dirname, join } from 'node:path'
@@ -30,6 +32,7 @@ const out = {
   sv: join(root, 'fuzz/corpus/state_vector'),
   awareness: join(root, 'fuzz/corpus/awareness'),
   message: join(root, 'fuzz/corpus/decode_message'),
+  token: join(root, 'fuzz/corpus/token'),
   divergent: join(root, 'crates/protocol/tests/data/divergent'),
 }
 for (const dir of Object.values(out)) {
@@ -333,6 +336,26 @@ put('update', 'empty', Y.encodeStateAsUpdate(new Y.Doc()))
   doc2.getMap('m').set('hook', new Y.XmlHook('other'))
   writeFileSync(join(out.divergent, 'yjs-xmlhook-in-map.bin'), Y.encodeStateAsUpdate(doc2))
   written += 2
+}
+
+// --- 14. access tokens, minted as the weaver-auth crate docs describe, with the token fuzz
+// target's key, so the fuzzer starts from validly signed shapes.
+{
+  const key = Buffer.from('0123456789abcdef0123456789abcdef')
+  const mint = ({ room, prefix = false, write = false, admin = false, expiresAt }) => {
+    const name = Buffer.from(room, 'utf8')
+    const payload = Buffer.alloc(10 + name.length)
+    payload[0] = 1
+    payload[1] = (prefix ? 1 : 0) | (write ? 2 : 0) | (admin ? 4 : 0)
+    payload.writeBigUInt64BE(BigInt(expiresAt), 2)
+    name.copy(payload, 10)
+    const tag = createHmac('sha256', key).update('weaver-access-token\n').update(payload).digest()
+    return payload.toString('base64url') + '.' + tag.toString('base64url')
+  }
+  put('token', 'room-write', Buffer.from(mint({ room: 'workspace-42', write: true, expiresAt: 1800000000 })))
+  put('token', 'prefix-read', Buffer.from(mint({ room: 'team-7/', prefix: true, expiresAt: 1800000000 })))
+  put('token', 'admin-all', Buffer.from(mint({ room: '', prefix: true, write: true, admin: true, expiresAt: 1800000000 })))
+  put('token', 'expired', Buffer.from(mint({ room: 'old', expiresAt: 1600000000 })))
 }
 
 console.log(`wrote ${written} files`)

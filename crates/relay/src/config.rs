@@ -1,0 +1,100 @@
+//! Relay limits and timings: named defaults first, then the validated `RelayConfig` struct the
+//! binary fills from its flags. Nothing here parses arguments (the binary owns clap).
+
+use std::time::Duration;
+
+/// Largest WebSocket message (and HTTP update body) accepted. A bigger message closes the
+/// connection with 1009 before more than this is buffered. 16 MiB holds very large documents
+/// as one step2 while bounding memory per connection.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// How long a room stays loaded after its last connection leaves. Reconnects within the grace
+/// period (page reloads, flaky networks) skip the reload from storage.
+pub const DEFAULT_IDLE_UNLOAD: Duration = Duration::from_secs(30);
+/// Frames queued to one connection before it is declared a slow consumer and closed with 1013.
+/// Clients resync losslessly on reconnect, so closing is always safe; silently skipping is not.
+pub const DEFAULT_CONN_QUEUE_FRAMES: usize = 4096;
+/// WebSocket ping period. A connection that sends nothing (not even a pong) for two periods is
+/// closed with 4408.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(25);
+/// Compact a room's log into a snapshot once it holds this many updates...
+pub const DEFAULT_COMPACT_AFTER_UPDATES: u64 = 1000;
+/// ...or this many bytes, whichever comes first.
+pub const DEFAULT_COMPACT_AFTER_BYTES: u64 = 4 * 1024 * 1024;
+/// Awareness client ids one connection may publish (a browser tab uses one). More → 1008.
+pub const DEFAULT_MAX_AWARENESS_CLIENTS_PER_CONN: usize = 16;
+/// Largest awareness state JSON per client. Bigger → 1008.
+pub const DEFAULT_MAX_AWARENESS_STATE_BYTES: usize = 64 * 1024;
+/// Open WebSocket connections accepted at once; further upgrades get HTTP 503.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Approximate stored size (snapshot + log) a room may reach; writes beyond it are refused
+/// (close 1008 / HTTP 413). Compaction keeps the estimate close to the real document size.
+pub const DEFAULT_MAX_DOC_BYTES: u64 = 256 * 1024 * 1024;
+/// Bytes of updates parked as "pending" (missing causal dependencies) a room holds. An update
+/// that pushes past it is refused (close 1008) so gaps cannot grow memory without bound.
+pub const DEFAULT_MAX_PENDING_BYTES: usize = 4 * 1024 * 1024;
+/// Rooms loading from storage at once; more wait (a reconnect storm cannot load everything at once).
+pub const LOAD_CONCURRENCY: usize = 16;
+/// Commands queued to one room before senders wait (backpressure onto the sockets).
+pub const ROOM_INBOX: usize = 1024;
+/// How long shutdown waits for rooms to flush and close before giving up.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Validated relay settings.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    pub max_message_bytes: usize,
+    pub idle_unload: Duration,
+    pub conn_queue_frames: usize,
+    pub ping_interval: Duration,
+    pub compact_after_updates: u64,
+    pub compact_after_bytes: u64,
+    pub max_awareness_clients_per_conn: usize,
+    pub max_awareness_state_bytes: usize,
+    pub shutdown_timeout: Duration,
+    pub max_connections: usize,
+    pub max_doc_bytes: u64,
+    pub max_pending_bytes: usize,
+    pub commit_mode: crate::store::CommitMode,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            idle_unload: DEFAULT_IDLE_UNLOAD,
+            conn_queue_frames: DEFAULT_CONN_QUEUE_FRAMES,
+            ping_interval: DEFAULT_PING_INTERVAL,
+            compact_after_updates: DEFAULT_COMPACT_AFTER_UPDATES,
+            compact_after_bytes: DEFAULT_COMPACT_AFTER_BYTES,
+            max_awareness_clients_per_conn: DEFAULT_MAX_AWARENESS_CLIENTS_PER_CONN,
+            max_awareness_state_bytes: DEFAULT_MAX_AWARENESS_STATE_BYTES,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_doc_bytes: DEFAULT_MAX_DOC_BYTES,
+            max_pending_bytes: DEFAULT_MAX_PENDING_BYTES,
+            commit_mode: crate::store::CommitMode::default(),
+        }
+    }
+}
+
+impl RelayConfig {
+    /// Rejects settings that would make the relay misbehave (zero queues, zero sizes).
+    pub fn validate(self) -> Result<Self, String> {
+        if self.max_message_bytes < 1024 {
+            return Err("max message bytes must be at least 1024".into());
+        }
+        if self.conn_queue_frames == 0 {
+            return Err("connection queue must hold at least one frame".into());
+        }
+        if self.ping_interval.is_zero() {
+            return Err("ping interval must be positive".into());
+        }
+        if self.max_connections == 0 {
+            return Err("max connections must be positive".into());
+        }
+        if self.compact_after_updates == 0 || self.compact_after_bytes == 0 {
+            return Err("compaction thresholds must be positive".into());
+        }
+        Ok(self)
+    }
+}

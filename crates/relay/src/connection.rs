@@ -1,0 +1,333 @@
+//! One WebSocket connection: the upgrade handler, the read loop (decode, validate, forward to
+//! the room), and the writer (bounded outbound queue, pings, close frames).
+//!
+//! Every refusal closes only this connection, with a code from `error::close_code`, a log line
+//! (room, conn, reason) and a `weaver_rejected_messages_total{reason}` increment. Deliberately
+//! not here: document state (room.rs).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{
+    CloseFrame, Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
+};
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tracing::{Instrument, debug, info, info_span, warn};
+use weaver_protocol::{Message as Wire, ProtocolError, UpdateLimits};
+
+use crate::error::{RelayError, close_code};
+use crate::metrics as m;
+use crate::relay::{RelayHandle, RoomHandle, validate_room_name};
+use crate::room::{Closer, ConnLink, RoomCmd};
+
+/// How long a close frame may take to send, and how long we keep reading for the peer's close
+/// reply afterwards (so the close code is not lost in a TCP reset).
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+/// `GET /{room}` with a WebSocket upgrade.
+pub(crate) async fn ws_handler(
+    State(relay): State<RelayHandle>,
+    Path(room): Path<String>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    if let Err(e) = validate_room_name(&room) {
+        return e.into_response();
+    }
+    if !relay.is_ready() {
+        return RelayError::ShuttingDown.into_response();
+    }
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let Ok(permit) = relay.shared.conn_permits.clone().try_acquire_owned() else {
+        warn!(room, "connection limit reached; refusing upgrade");
+        metrics::counter!(m::REJECTED_MESSAGES_TOTAL, "reason" => "connection_limit").increment(1);
+        return RelayError::Overloaded("connection limit reached").into_response();
+    };
+    let max = relay.shared.config.max_message_bytes;
+    let conn_id = relay.next_id();
+    let span = info_span!("conn", room = %room, conn = conn_id);
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| {
+            async move {
+                // Held for the connection's lifetime: one permit per open socket.
+                let _permit = permit;
+                run(relay, room, conn_id, socket).await;
+            }
+            .instrument(span)
+        })
+}
+
+struct Reader {
+    room: RoomHandle,
+    conn_id: u64,
+    closer: Arc<Closer>,
+    limits: UpdateLimits,
+}
+
+impl Reader {
+    fn reject(&self, code: u16, reason: &'static str, detail: &dyn std::fmt::Display) {
+        warn!(code, reason, detail = %detail, "closing connection");
+        metrics::counter!(m::REJECTED_MESSAGES_TOTAL, "reason" => reason).increment(1);
+        self.closer.close(code, reason);
+    }
+
+    /// Handles one binary frame. Returns false when the connection must stop reading.
+    async fn frame(&self, frame: Bytes) -> bool {
+        let msg = match weaver_protocol::decode_message(&frame) {
+            Ok(m) => m,
+            Err(e) => {
+                let reason = match e {
+                    ProtocolError::Empty => "empty_frame",
+                    ProtocolError::UnknownMessageType(_) => "unknown_message_type",
+                    ProtocolError::UnknownSyncType(_) => "unknown_sync_type",
+                    _ => "malformed_frame",
+                };
+                self.reject(close_code::PROTOCOL_ERROR, reason, &e);
+                return false;
+            }
+        };
+        let conn_id = self.conn_id;
+        let cmd = match msg {
+            Wire::SyncStep1(sv) => {
+                if let Err(e) = weaver_protocol::validate_state_vector(sv) {
+                    self.reject(close_code::INVALID_PAYLOAD, "invalid_state_vector", &e);
+                    return false;
+                }
+                RoomCmd::SyncStep1 {
+                    conn_id,
+                    sv: frame.slice_ref(sv),
+                }
+            }
+            Wire::SyncStep2(u) | Wire::Update(u) => {
+                if let Err(e) = weaver_protocol::validate_update_v1(u, &self.limits) {
+                    let (code, reason) = match e {
+                        ProtocolError::TooDeep { .. } | ProtocolError::LimitExceeded(_) => {
+                            (close_code::POLICY, "update_limit")
+                        }
+                        _ => (close_code::INVALID_PAYLOAD, "invalid_update"),
+                    };
+                    self.reject(code, reason, &e);
+                    return false;
+                }
+                RoomCmd::ClientUpdate {
+                    conn_id,
+                    update: frame.slice_ref(u),
+                }
+            }
+            Wire::Awareness(a) => match weaver_protocol::decode_awareness(a) {
+                Ok(entries) => RoomCmd::Awareness { conn_id, entries },
+                Err(e) => {
+                    let (code, reason) = match e {
+                        ProtocolError::TooDeep { .. } | ProtocolError::LimitExceeded(_) => {
+                            (close_code::POLICY, "awareness_limit")
+                        }
+                        _ => (close_code::INVALID_PAYLOAD, "invalid_awareness"),
+                    };
+                    self.reject(code, reason, &e);
+                    return false;
+                }
+            },
+            Wire::QueryAwareness => RoomCmd::QueryAwareness { conn_id },
+            // Clients never send auth; y-protocols defines no client→server auth message, so
+            // it is ignored rather than treated as hostile.
+            Wire::Auth { .. } => {
+                debug!("ignoring auth message from client");
+                return true;
+            }
+        };
+        if self.room.tx.send(cmd).await.is_err() {
+            self.closer.close(close_code::INTERNAL, "room closed");
+            return false;
+        }
+        true
+    }
+}
+
+async fn run(relay: RelayHandle, room: String, conn_id: u64, socket: WebSocket) {
+    // Shutdown waits (bounded) for connections too: they hold the store until they end.
+    let _tracked = relay.shared.tracker.token();
+    let cfg = relay.shared.config.clone();
+    metrics::gauge!(m::CONNECTIONS).increment(1.0);
+    metrics::counter!(m::CONNECTIONS_TOTAL).increment(1);
+    let started = Instant::now();
+    let (sink, mut stream) = socket.split();
+    let (tx, rx) = mpsc::channel::<Bytes>(cfg.conn_queue_frames);
+    let closer = Arc::new(Closer::default());
+    let last_seen = Arc::new(AtomicU64::new(0));
+    let writer = tokio::spawn(
+        write_loop(
+            sink,
+            rx,
+            closer.clone(),
+            relay.shared.cancel.clone(),
+            WriteTiming {
+                started,
+                last_seen: last_seen.clone(),
+                ping_interval: cfg.ping_interval,
+            },
+        )
+        .in_current_span(),
+    );
+    let link = ConnLink {
+        id: conn_id,
+        tx,
+        closer: closer.clone(),
+    };
+    let joined = relay.join(&room, link).await;
+    match joined {
+        Ok(room_handle) => {
+            info!("connected");
+            let reader = Reader {
+                room: room_handle.clone(),
+                conn_id,
+                closer: closer.clone(),
+                limits: UpdateLimits::default(),
+            };
+            read_loop(&reader, &mut stream, &last_seen, started).await;
+            let _ = room_handle.tx.send(RoomCmd::Leave { conn_id }).await;
+        }
+        Err(e) => {
+            warn!(error = %e, "could not join room");
+            let code = match e {
+                RelayError::ShuttingDown => close_code::SHUTDOWN,
+                RelayError::Unavailable(_) => close_code::SLOW_CONSUMER,
+                _ => close_code::INTERNAL,
+            };
+            closer.close(code, "room unavailable");
+        }
+    }
+    closer.close(1000, "");
+    // Keep reading briefly so the peer receives our close frame before the socket goes away.
+    let _ = tokio::time::timeout(CLOSE_LINGER, async {
+        while let Some(Ok(msg)) = stream.next().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+    let _ = writer.await;
+    let (code, reason) = closer.reason();
+    metrics::gauge!(m::CONNECTIONS).decrement(1.0);
+    info!(code, reason = %reason, "disconnected");
+}
+
+async fn read_loop(
+    reader: &Reader,
+    stream: &mut futures_util::stream::SplitStream<WebSocket>,
+    last_seen: &AtomicU64,
+    started: Instant,
+) {
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = reader.closer.token.cancelled() => return,
+            m = stream.next() => m,
+        };
+        last_seen.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        match next {
+            None => return,
+            Some(Err(e)) => {
+                let text = e.to_string();
+                // tungstenite reports an over-long message as a capacity error ("Space limit
+                // exceeded: Message too long"); the integration tests pin this mapping.
+                if text.contains("too long") || text.contains("Space limit") {
+                    reader.reject(close_code::TOO_BIG, "message_too_big", &text);
+                } else {
+                    debug!(error = %text, "read error");
+                }
+                return;
+            }
+            Some(Ok(Message::Binary(b))) => {
+                if !reader.frame(b).await {
+                    return;
+                }
+            }
+            Some(Ok(Message::Text(_))) => {
+                reader.reject(
+                    close_code::UNSUPPORTED_DATA,
+                    "text_frame",
+                    &"text frames are not supported",
+                );
+                return;
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Ok(Message::Close(_))) => return,
+        }
+    }
+}
+
+struct WriteTiming {
+    started: Instant,
+    last_seen: Arc<AtomicU64>,
+    ping_interval: Duration,
+}
+
+async fn write_loop(
+    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<Bytes>,
+    closer: Arc<Closer>,
+    shutdown: tokio_util::sync::CancellationToken,
+    timing: WriteTiming,
+) {
+    let mut ping = tokio::time::interval(timing.ping_interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping.tick().await;
+    loop {
+        tokio::select! {
+            biased;
+            _ = closer.token.cancelled() => break,
+            _ = shutdown.cancelled() => {
+                closer.close(close_code::SHUTDOWN, "server shutting down");
+            }
+            frame = rx.recv() => {
+                let Some(frame) = frame else {
+                    closer.close(close_code::INTERNAL, "room closed");
+                    continue;
+                };
+                // A peer that stops reading blocks this send; the room then closes us as a slow
+                // consumer, which must interrupt the blocked send.
+                let sent = tokio::select! {
+                    biased;
+                    _ = closer.token.cancelled() => break,
+                    r = sink.send(Message::Binary(frame)) => r,
+                };
+                if sent.is_err() {
+                    closer.close(close_code::INTERNAL, "send failed");
+                }
+            }
+            _ = ping.tick() => {
+                let seen_ms = timing.last_seen.load(Ordering::Relaxed);
+                let now_ms = timing.started.elapsed().as_millis() as u64;
+                if now_ms.saturating_sub(seen_ms) > 2 * timing.ping_interval.as_millis() as u64 {
+                    warn!("no pong within two ping intervals");
+                    metrics::counter!(m::REJECTED_MESSAGES_TOTAL, "reason" => "timeout").increment(1);
+                    closer.close(close_code::TIMEOUT, "ping timeout");
+                    continue;
+                }
+                let sent = tokio::select! {
+                    biased;
+                    _ = closer.token.cancelled() => break,
+                    r = sink.send(Message::Ping(Bytes::new())) => r,
+                };
+                if sent.is_err() {
+                    closer.close(close_code::INTERNAL, "send failed");
+                }
+            }
+        }
+    }
+    let (code, reason) = closer.reason();
+    let frame = CloseFrame {
+        code,
+        reason: reason.as_ref().into(),
+    };
+    let _ = tokio::time::timeout(CLOSE_LINGER, sink.send(Message::Close(Some(frame)))).await;
+}

@@ -1,0 +1,94 @@
+//! The relay's HTTP surface: `/{room}` (WebSocket), `/healthz`, `/readyz`, and the room API
+//! under `/api/rooms/{room}/`. Handlers only translate HTTP to `RelayHandle` calls; errors
+//! become responses in `RelayError`'s one `IntoResponse` impl. `/metrics` is added by the
+//! binary (it owns the recorder); `/`, `/assets/*` and `/api/calls…`/`/api/webhooks/…` belong to
+//! other parts and are merged in by the binary.
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine;
+use bytes::Bytes;
+use serde::Deserialize;
+
+use crate::error::RelayError;
+use crate::relay::{RelayHandle, UpdateOrigin};
+
+pub(crate) fn router(relay: RelayHandle) -> Router {
+    let limit = relay.shared.config.max_message_bytes;
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route(
+            "/api/rooms/{room}/update",
+            get(get_update).post(post_update),
+        )
+        .route("/api/rooms/{room}/blocks", get(get_blocks))
+        .route("/api/rooms/{room}", axum::routing::delete(delete_room))
+        .route("/{room}", get(crate::connection::ws_handler))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(relay)
+}
+
+async fn readyz(State(relay): State<RelayHandle>) -> Response {
+    if relay.is_ready() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct SvQuery {
+    /// base64url (padding optional) of a v1 state vector.
+    sv: Option<String>,
+}
+
+async fn get_update(
+    State(relay): State<RelayHandle>,
+    Path(room): Path<String>,
+    Query(q): Query<SvQuery>,
+) -> Result<Response, RelayError> {
+    let sv = match q.sv {
+        None => None,
+        Some(s) => Some(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(s.trim_end_matches('='))
+                .map_err(|e| RelayError::InvalidStateVector(format!("sv is not base64url: {e}")))?,
+        ),
+    };
+    let update = relay.state_diff(&room, sv).await?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], update).into_response())
+}
+
+async fn post_update(
+    State(relay): State<RelayHandle>,
+    Path(room): Path<String>,
+    body: Bytes,
+) -> Result<StatusCode, RelayError> {
+    relay
+        .apply_with_origin(&room, body, UpdateOrigin::Http)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn get_blocks(
+    State(relay): State<RelayHandle>,
+    Path(room): Path<String>,
+) -> Result<Response, RelayError> {
+    let state = relay.room_state(&room).await?;
+    let json = tokio::task::spawn_blocking(move || crate::blocks::blocks_json(&state))
+        .await
+        .map_err(|e| RelayError::Internal(e.to_string()))??;
+    Ok(axum::Json(json).into_response())
+}
+
+async fn delete_room(
+    State(relay): State<RelayHandle>,
+    Path(room): Path<String>,
+) -> Result<StatusCode, RelayError> {
+    relay.delete_room(&room).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

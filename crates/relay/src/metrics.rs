@@ -1,0 +1,39 @@
+//! Metric names the relay records (via the `metrics` facade). The binary installs the recorder
+//! and renders `/metrics`; nothing here does IO. Names follow Prometheus conventions: units in
+//! the name, `_total` for counters.
+
+/// Gauge: open WebSocket connections.
+pub const CONNECTIONS: &str = "weaver_connections";
+/// Counter: accepted WebSocket connections.
+pub const CONNECTIONS_TOTAL: &str = "weaver_connections_total";
+/// Gauge: rooms currently loaded in memory.
+pub const ROOMS_LOADED: &str = "weaver_rooms_loaded";
+/// Counter: room loads from storage.
+pub const ROOM_LOADS_TOTAL: &str = "weaver_room_loads_total";
+/// Counter: updates accepted (applied and persisted), label `origin` = client|http|internal.
+pub const UPDATES_IN_TOTAL: &str = "weaver_updates_in_total";
+/// Counter: bytes of accepted updates.
+pub const UPDATE_BYTES_IN_TOTAL: &str = "weaver_update_bytes_in_total";
+/// Counter: frames queued to connections.
+pub const MESSAGES_OUT_TOTAL: &str = "weaver_messages_out_total";
+/// Counter: bytes queued to connections.
+pub const BYTES_OUT_TOTAL: &str = "weaver_bytes_out_total";
+/// Histogram: seconds from a room's persist request to its durable acknowledgement.
+pub const PERSIST_SECONDS: &str = "weaver_persist_seconds";
+/// Histogram: requests folded into one group commit.
+pub const GROUP_COMMIT_OPS: &str = "weaver_group_commit_ops";
+/// Histogram: seconds one group commit (write transaction + fsync) took.
+pub const GROUP_COMMIT_SECONDS: &str = "weaver_group_commit_seconds";
+/// Counter: failed group commits.
+pub const PERSIST_FAILURES_TOTAL: &str = "weaver_persist_failures_total";
+/// Counter: compactions committed.
+pub const COMPACTIONS_TOTAL: &str = "weaver_compactions_total";
+/// Counter: messages refused, label `reason`.
+pub const REJECTED_MESSAGES_TOTAL: &str = "weaver_rejected_messages_total";
+/// Counter: connections closed because their outbound queue was full.
+pub const SLOW_CONSUMER_CLOSES_TOTAL: &str = "weaver_slow_consumer_closes_total";
+/// Counter: stored or incoming updates that made yrs panic or could not be read back.
+pub const POISON_UPDATES_TOTAL: &str = "weaver_poison_updates_total";
+
+/// Histogram metric names (the binary gives them buckets).
+pub const HISTOGRAMS: &[&str] = &[PERSIST_SECONDS, GROUP_COMMIT_OPS, GROUP_COMMIT_SECONDS];

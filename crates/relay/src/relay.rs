@@ -1,0 +1,376 @@
+//! `Relay` (start/stop), `RelayHandle` (the API the HTTP layer and the bridge use) and the room
+//! registry (name → room actor, lazy load, unload handshake).
+//!
+//! Deliberately not here: socket handling (connection.rs), document logic (room.rs), storage
+//! encodings (store.rs), HTTP routing (http.rs).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use redb::Database;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::config::{ROOM_INBOX, RelayConfig};
+use crate::error::RelayError;
+use crate::room::{self, ConnLink, RoomCmd};
+use crate::store::{PersisterThread, Store};
+
+/// Capacity of the committed-update broadcast. A subscriber that falls further behind gets
+/// `RecvError::Lagged` and must resync (e.g. with [`RelayHandle::room_state`]).
+pub const EVENTS_CAPACITY: usize = 16_384;
+/// How often a request is retried when it races with a room unloading.
+const ROOM_RETRIES: usize = 5;
+
+/// Who produced a committed update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UpdateOrigin {
+    /// A WebSocket connection (its relay-local id, as in the logs' `conn` field).
+    Client { conn_id: u64 },
+    /// `POST /api/rooms/{room}/update`.
+    Http,
+    /// [`RelayHandle::apply_update`]; the string is the caller's origin tag (e.g. `"bridge"`).
+    Internal(Arc<str>),
+}
+
+/// An update that is durably committed (redb `Immediate` commit returned) and is being sent to
+/// the room's connections. Published once per update, after the commit, in commit order per room.
+#[derive(Debug, Clone)]
+pub struct CommittedUpdate {
+    pub room: Arc<str>,
+    /// The update, v1 encoding, exactly as stored.
+    pub update: Bytes,
+    pub origin: UpdateOrigin,
+}
+
+pub(crate) struct Shared {
+    pub store: Store,
+    pub config: RelayConfig,
+    pub events: broadcast::Sender<CommittedUpdate>,
+    /// Cancelled when the relay shuts down; rooms and connections watch it.
+    pub cancel: CancellationToken,
+    pub tracker: TaskTracker,
+    rooms: Mutex<HashMap<Arc<str>, RoomEntry>>,
+    /// One permit per open WebSocket connection (moved into the connection task).
+    pub conn_permits: Arc<tokio::sync::Semaphore>,
+    /// Bounds concurrent room loads.
+    pub load_permits: tokio::sync::Semaphore,
+    next_id: AtomicU64,
+    ready: AtomicBool,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+struct RoomEntry {
+    generation: u64,
+    tx: mpsc::Sender<RoomCmd>,
+}
+
+/// A loaded room's inbox, as handed out by the registry.
+#[derive(Clone, Debug)]
+pub(crate) struct RoomHandle {
+    pub tx: mpsc::Sender<RoomCmd>,
+}
+
+/// Cloneable handle to a running relay: the API of the HTTP layer and of the bridge.
+#[derive(Clone, Debug)]
+pub struct RelayHandle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// A running relay: room actors, the persister thread, and the shared database.
+#[derive(Debug)]
+pub struct Relay {
+    handle: RelayHandle,
+    persister: Option<PersisterThread>,
+}
+
+impl Relay {
+    /// Creates the relay tables in `db` if needed and starts the persister. Rooms start lazily.
+    /// Cancelling `shutdown` closes every connection with 1012; call [`Relay::shutdown`] to
+    /// wait for the flush.
+    pub fn start(
+        db: Arc<Database>,
+        config: RelayConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Relay, RelayError> {
+        let config = config.validate().map_err(RelayError::Internal)?;
+        let (store, persister) = Store::start(db, config.commit_mode)?;
+        let (events, _) = broadcast::channel(EVENTS_CAPACITY);
+        let shared = Arc::new(Shared {
+            conn_permits: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
+            load_permits: tokio::sync::Semaphore::new(crate::config::LOAD_CONCURRENCY),
+            store,
+            config,
+            events,
+            cancel: shutdown,
+            tracker: TaskTracker::new(),
+            rooms: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            ready: AtomicBool::new(true),
+        });
+        Ok(Relay {
+            handle: RelayHandle { shared },
+            persister: Some(persister),
+        })
+    }
+
+    pub fn handle(&self) -> RelayHandle {
+        self.handle.clone()
+    }
+
+    /// The relay's routes (WebSocket rooms, health, room HTTP API); merge others into it.
+    pub fn router(&self) -> axum::Router {
+        crate::http::router(self.handle.clone())
+    }
+
+    /// Stops the relay: marks it not ready, cancels the shutdown token (if not already), waits
+    /// up to the configured timeout for rooms to finish in-flight persists and close their
+    /// connections, then stops the persister after it committed everything queued.
+    pub async fn shutdown(mut self) {
+        let shared = self.handle.shared.clone();
+        shared.ready.store(false, Ordering::SeqCst);
+        shared.cancel.cancel();
+        shared.tracker.close();
+        if tokio::time::timeout(shared.config.shutdown_timeout, shared.tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!("rooms did not stop within the shutdown timeout");
+        }
+        shared.store.stop().await;
+        if let Some(p) = self.persister.take() {
+            let _ = tokio::task::spawn_blocking(move || p.join()).await;
+        }
+        info!("relay stopped");
+    }
+}
+
+/// Room names: 1–128 characters of `[A-Za-z0-9._~-]`, not `.`/`..` and not a reserved top-level
+/// path. Names are keys, never file paths.
+pub fn validate_room_name(room: &str) -> Result<(), RelayError> {
+    const RESERVED: &[&str] = &["api", "assets", "healthz", "readyz", "metrics", ".", ".."];
+    let ok = !room.is_empty()
+        && room.len() <= 128
+        && room
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
+        && !RESERVED.contains(&room);
+    if ok {
+        Ok(())
+    } else {
+        let shown: String = room.chars().take(140).collect();
+        Err(RelayError::InvalidRoomName(shown))
+    }
+}
+
+impl RelayHandle {
+    /// Receives every update after its durable commit, from all rooms and all origins.
+    pub fn subscribe(&self) -> broadcast::Receiver<CommittedUpdate> {
+        self.shared.events.subscribe()
+    }
+
+    /// Validates, applies, persists and broadcasts a v1 update to `room` (loading it if
+    /// needed). Returns once the update is durable. `origin` becomes
+    /// [`UpdateOrigin::Internal`] in the published [`CommittedUpdate`].
+    pub async fn apply_update(
+        &self,
+        room: &str,
+        update: Vec<u8>,
+        origin: &str,
+    ) -> Result<(), RelayError> {
+        self.apply_with_origin(
+            room,
+            Bytes::from(update),
+            UpdateOrigin::Internal(Arc::from(origin)),
+        )
+        .await
+    }
+
+    pub(crate) async fn apply_with_origin(
+        &self,
+        room: &str,
+        update: Bytes,
+        origin: UpdateOrigin,
+    ) -> Result<(), RelayError> {
+        validate_room_name(room)?;
+        if update.len() > self.shared.config.max_message_bytes {
+            return Err(RelayError::TooLarge {
+                size: update.len(),
+                limit: self.shared.config.max_message_bytes,
+            });
+        }
+        weaver_protocol::validate_update_v1(&update, &weaver_protocol::UpdateLimits::default())
+            .map_err(|e| RelayError::InvalidUpdate(e.to_string()))?;
+        self.request(room, |reply| RoomCmd::Apply {
+            update: update.clone(),
+            origin: origin.clone(),
+            reply,
+        })
+        .await
+    }
+
+    /// The room's whole state as one v1 update (loads the room if needed).
+    pub async fn room_state(&self, room: &str) -> Result<Vec<u8>, RelayError> {
+        self.state_diff(room, None).await
+    }
+
+    /// What a peer with state vector `sv` (v1 encoded) lacks, as a v1 update.
+    pub async fn state_diff(&self, room: &str, sv: Option<Vec<u8>>) -> Result<Vec<u8>, RelayError> {
+        validate_room_name(room)?;
+        if let Some(sv) = &sv {
+            weaver_protocol::validate_state_vector(sv)
+                .map_err(|e| RelayError::InvalidStateVector(e.to_string()))?;
+        }
+        let sv = sv.map(Bytes::from);
+        self.request(room, |reply| RoomCmd::State {
+            sv: sv.clone(),
+            reply,
+        })
+        .await
+    }
+
+    /// Names of every room with stored content.
+    pub async fn stored_rooms(&self) -> Result<Vec<String>, RelayError> {
+        Ok(self.shared.store.rooms().await?)
+    }
+
+    /// Closes the room's connections with 4410 and deletes its stored content.
+    pub async fn delete_room(&self, room: &str) -> Result<(), RelayError> {
+        validate_room_name(room)?;
+        self.request(room, |reply| RoomCmd::Delete { reply }).await
+    }
+
+    /// True while the store is open and the relay is serving (false once shutdown began).
+    pub fn is_ready(&self) -> bool {
+        self.shared.ready.load(Ordering::SeqCst) && !self.shared.cancel.is_cancelled()
+    }
+
+    /// Number of rooms currently loaded in memory.
+    pub fn loaded_rooms(&self) -> usize {
+        self.shared.rooms.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    pub(crate) fn next_id(&self) -> u64 {
+        self.shared.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Sends a request to the room's actor, retrying when it raced with an unload.
+    async fn request<T>(
+        &self,
+        room: &str,
+        make: impl Fn(oneshot::Sender<Result<T, RelayError>>) -> RoomCmd,
+    ) -> Result<T, RelayError> {
+        for _ in 0..ROOM_RETRIES {
+            let h = self.room(room)?;
+            let (tx, rx) = oneshot::channel();
+            if h.tx.send(make(tx)).await.is_err() {
+                continue;
+            }
+            match rx.await {
+                Ok(Err(RelayError::Unavailable(_))) | Err(_) => {
+                    if self.shared.cancel.is_cancelled() {
+                        return Err(RelayError::ShuttingDown);
+                    }
+                    continue;
+                }
+                Ok(r) => return r,
+            }
+        }
+        Err(RelayError::Unavailable(room.to_owned()))
+    }
+
+    /// Joins a connection to a room; on success the room has queued step1 (and awareness)
+    /// to the connection.
+    pub(crate) async fn join(&self, room: &str, link: ConnLink) -> Result<RoomHandle, RelayError> {
+        for _ in 0..ROOM_RETRIES {
+            let h = self.room(room)?;
+            let (tx, rx) = oneshot::channel();
+            if h.tx
+                .send(RoomCmd::Join {
+                    link: link.clone(),
+                    reply: tx,
+                })
+                .await
+                .is_err()
+            {
+                continue;
+            }
+            match rx.await {
+                Ok(Ok(())) => return Ok(h),
+                Ok(Err(RelayError::Unavailable(_))) | Err(_) => {
+                    if self.shared.cancel.is_cancelled() {
+                        return Err(RelayError::ShuttingDown);
+                    }
+                }
+                Ok(Err(e)) => return Err(e),
+            }
+        }
+        Err(RelayError::Unavailable(room.to_owned()))
+    }
+
+    /// The room's inbox, spawning its actor (which loads from storage first) if not loaded.
+    fn room(&self, room: &str) -> Result<RoomHandle, RelayError> {
+        if self.shared.cancel.is_cancelled() {
+            return Err(RelayError::ShuttingDown);
+        }
+        let mut rooms = self
+            .shared
+            .rooms
+            .lock()
+            .map_err(|_| RelayError::Internal("room registry poisoned".into()))?;
+        if let Some(e) = rooms.get(room)
+            && !e.tx.is_closed()
+        {
+            return Ok(RoomHandle { tx: e.tx.clone() });
+        }
+        let name: Arc<str> = Arc::from(room);
+        let generation = self.next_id();
+        let (tx, rx) = mpsc::channel(ROOM_INBOX);
+        rooms.insert(
+            name.clone(),
+            RoomEntry {
+                generation,
+                tx: tx.clone(),
+            },
+        );
+        let span = info_span!(parent: None, "room", room = %name);
+        self.shared
+            .tracker
+            .spawn(room::run(self.clone(), name, generation, rx).instrument(span));
+        Ok(RoomHandle { tx })
+    }
+
+    /// Removes the room from the registry if `generation` is still its current actor. With
+    /// `only_if_idle`, refuses (returns false) when commands are already queued, so an idle
+    /// unload never strands a request that was sent after the room looked idle.
+    pub(crate) fn unregister(
+        &self,
+        name: &str,
+        generation: u64,
+        rx: &mpsc::Receiver<RoomCmd>,
+        only_if_idle: bool,
+    ) -> bool {
+        let Ok(mut rooms) = self.shared.rooms.lock() else {
+            return false;
+        };
+        if only_if_idle && !rx.is_empty() {
+            return false;
+        }
+        if rooms.get(name).map(|e| e.generation) == Some(generation) {
+            rooms.remove(name);
+        }
+        true
+    }
+}

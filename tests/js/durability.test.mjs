@@ -1,0 +1,80 @@
+// Crash durability: whatever a second client has received from the relay survives `kill -9`.
+// Repeated on one data directory, with writes still in flight at the moment of the kill.
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { rmSync } from 'node:fs'
+import { startWeaver, tempDataDir } from './lib/weaver.mjs'
+import { yclient, waitFor } from './lib/yclient.mjs'
+
+const ROUNDS = 12
+const CONFIRMED = 40
+
+test(`kill -9 never loses an update another client received (${ROUNDS} rounds)`, { timeout: 240000 }, async () => {
+  const dataDir = tempDataDir('weaver-durability-')
+  try {
+    let survivedTotal = 0
+    for (let round = 0; round < ROUNDS; round++) {
+      const w = await startWeaver({ dataDir })
+      const writer = await yclient(w.wsUrl, 'durable')
+      const observer = await yclient(w.wsUrl, 'durable')
+      const start = writer.text.toString()
+      assert.equal(observer.text.toString(), start, 'both clients start from the stored document')
+      // Phase 1: confirmed writes, one update each, until the observer has them all.
+      for (let i = 0; i < CONFIRMED; i++) writer.text.insert(writer.text.length, `[${round}.${i}]`)
+      const confirmed = writer.text.toString()
+      await waitFor(() => observer.text.toString() === confirmed, { what: `observer has round ${round}` })
+      // Phase 2: keep writing and kill mid-stream.
+      let n = 0
+      const pump = setInterval(() => { writer.text.insert(writer.text.length, `(${round}.${n++})`) }, 1)
+      await new Promise((resolve) => setTimeout(resolve, 5 + (round % 4) * 10))
+      await w.kill9()
+      clearInterval(pump)
+      // Everything the observer received came from the server before it died.
+      const seen = observer.text.toString()
+      writer.destroy(); observer.destroy()
+      assert.ok(seen.startsWith(confirmed), 'observer saw the confirmed writes')
+
+      const w2 = await startWeaver({ dataDir })
+      const fresh = await yclient(w2.wsUrl, 'durable')
+      const stored = fresh.text.toString()
+      fresh.destroy()
+      await w2.stop()
+      assert.ok(stored.startsWith(seen), `round ${round}: the restarted server has everything the observer saw\nseen:   ${seen.slice(-80)}\nstored: ${stored.slice(-80)}`)
+      survivedTotal += seen.length - start.length
+    }
+    assert.ok(survivedTotal > 0)
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true })
+  }
+})
+
+test('SIGTERM while clients write: prompt exit, everything echoed is kept', { timeout: 60000 }, async () => {
+  const dataDir = tempDataDir('weaver-sigterm-')
+  try {
+    for (let round = 0; round < 3; round++) {
+      const w = await startWeaver({ dataDir })
+      const writer = await yclient(w.wsUrl, 'term')
+      const observer = await yclient(w.wsUrl, 'term')
+      let n = 0
+      const pump = setInterval(() => { writer.text.insert(writer.text.length, `<${round}.${n++}>`) }, 1)
+      await new Promise((resolve) => setTimeout(resolve, 100))
+      const started = Date.now()
+      const { code, signal } = await w.stop('SIGTERM')
+      clearInterval(pump)
+      assert.equal(code, 0, `clean exit (signal ${signal})\n${w.logs().slice(-2000)}`)
+      assert.ok(Date.now() - started < 12000, 'exits within the shutdown timeout')
+      assert.match(w.logs(), /code=1012/, 'clients were closed with 1012')
+      const seen = observer.text.toString()
+      writer.destroy(); observer.destroy()
+      const w2 = await startWeaver({ dataDir })
+      const fresh = await yclient(w2.wsUrl, 'term')
+      const stored = fresh.text.toString()
+      fresh.destroy()
+      await w2.stop()
+      assert.ok(stored.startsWith(seen), `round ${round}: stored state has everything the observer saw`)
+      assert.ok(seen.length > 0)
+    }
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true })
+  }
+})

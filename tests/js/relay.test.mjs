@@ -1,0 +1,142 @@
+// The relay with stock yjs + y-websocket clients: two-client sync, concurrent editing,
+// offline edits, many rooms, and the HTTP API, against the real `weaver` binary.
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import * as Y from 'yjs'
+import { readFileSync } from 'node:fs'
+import { startWeaver } from './lib/weaver.mjs'
+import { yclient, waitFor, textOfUpdate } from './lib/yclient.mjs'
+
+let weaver
+before(async () => { weaver = await startWeaver() })
+after(async () => { await weaver?.stop() })
+
+test('two stock clients sync through the relay', { timeout: 30000 }, async () => {
+  const a = await yclient(weaver.wsUrl, 'two-clients')
+  const b = await yclient(weaver.wsUrl, 'two-clients')
+  a.text.insert(0, 'hello from a')
+  await waitFor(() => b.text.toString() === 'hello from a', { what: 'b sees a' })
+  b.text.insert(b.text.length, ', hi from b')
+  await waitFor(() => a.text.toString() === 'hello from a, hi from b', { what: 'a sees b' })
+  a.destroy(); b.destroy()
+})
+
+test('8 clients editing one room concurrently converge', { timeout: 60000 }, async () => {
+  const clients = await Promise.all(Array.from({ length: 8 }, () => yclient(weaver.wsUrl, 'eight')))
+  const perClient = 40
+  await Promise.all(clients.map(async (c, i) => {
+    for (let k = 0; k < perClient; k++) {
+      const pos = Math.floor(Math.random() * (c.text.length + 1))
+      c.text.insert(pos, String.fromCharCode(97 + i))
+      if (k % 5 === 0) await new Promise((resolve) => setTimeout(resolve, 2))
+    }
+  }))
+  const total = 8 * perClient
+  await waitFor(() => clients.every((c) => c.text.length === total), { timeoutMs: 30000, what: 'all edits everywhere' })
+  const first = clients[0].text.toString()
+  for (const c of clients) assert.equal(c.text.toString(), first)
+  // The server holds the same document.
+  const res = await fetch(`${weaver.httpUrl}/api/rooms/eight/update`)
+  assert.equal(textOfUpdate(Buffer.from(await res.arrayBuffer())), first)
+  clients.forEach((c) => c.destroy())
+})
+
+test('a client edits offline, reconnects and converges with edits made meanwhile', { timeout: 30000 }, async () => {
+  const a = await yclient(weaver.wsUrl, 'offline')
+  const b = await yclient(weaver.wsUrl, 'offline')
+  a.text.insert(0, 'base.')
+  await waitFor(() => b.text.toString() === 'base.')
+  a.provider.disconnect()
+  await waitFor(() => !a.provider.wsconnected)
+  a.text.insert(a.text.length, ' offline-a')
+  b.text.insert(0, 'online-b ')
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  assert.ok(!b.text.toString().includes('offline-a'), 'offline edit not delivered while offline')
+  a.provider.connect()
+  await waitFor(() => a.text.toString() === b.text.toString() && a.text.toString().includes('offline-a') && a.text.toString().includes('online-b'), { what: 'convergence after reconnect' })
+  // A third, fresh client gets both edits from the server.
+  const c = await yclient(weaver.wsUrl, 'offline')
+  assert.equal(c.text.toString(), a.text.toString())
+  a.destroy(); b.destroy(); c.destroy()
+})
+
+test('200 rooms at once, each syncing its own content', { timeout: 120000 }, async () => {
+  const rooms = Array.from({ length: 200 }, (_, i) => `many-${i}`)
+  const pairs = await Promise.all(rooms.map(async (room) => {
+    const [w, r] = await Promise.all([yclient(weaver.wsUrl, room, { timeoutMs: 60000 }), yclient(weaver.wsUrl, room, { timeoutMs: 60000 })])
+    return { room, w, r }
+  }))
+  pairs.forEach(({ room, w }) => w.text.insert(0, `content of ${room}`))
+  await waitFor(() => pairs.every(({ room, r }) => r.text.toString() === `content of ${room}`), { timeoutMs: 60000, what: 'every room synced' })
+  pairs.forEach(({ w, r }) => { w.destroy(); r.destroy() })
+  const metrics = await (await fetch(`${weaver.httpUrl}/metrics`)).text()
+  assert.match(metrics, /weaver_connections_total \d+/)
+})
+
+test('HTTP API: read, write, diff, blocks, delete, health', { timeout: 30000 }, async () => {
+  const a = await yclient(weaver.wsUrl, 'http-room')
+  a.text.insert(0, 'ws edit')
+  await waitFor(async () => textOfUpdate(Buffer.from(await (await fetch(`${weaver.httpUrl}/api/rooms/http-room/update`)).arrayBuffer())) === 'ws edit')
+  // A write over HTTP reaches the connected client.
+  const other = new Y.Doc()
+  Y.applyUpdate(other, Buffer.from(await (await fetch(`${weaver.httpUrl}/api/rooms/http-room/update`)).arrayBuffer()))
+  const sv = Y.encodeStateVector(other)
+  other.getText('t').insert(other.getText('t').length, ' + http edit')
+  const post = await fetch(`${weaver.httpUrl}/api/rooms/http-room/update`, { method: 'POST', body: Y.encodeStateAsUpdate(other, sv) })
+  assert.equal(post.status, 204)
+  await waitFor(() => a.text.toString() === 'ws edit + http edit', { what: 'http edit reaches ws client' })
+  const diff = await fetch(`${weaver.httpUrl}/api/rooms/http-room/update?sv=${Buffer.from(sv).toString('base64url')}`)
+  assert.equal(diff.status, 200)
+  assert.equal(diff.headers.get('content-type'), 'application/octet-stream')
+  assert.equal((await fetch(`${weaver.httpUrl}/api/rooms/http-room/update`, { method: 'POST', body: new Uint8Array([255, 255, 1]) })).status, 400)
+  assert.equal((await fetch(`${weaver.httpUrl}/api/rooms/http-room/blocks`)).status, 200)
+  assert.equal((await fetch(`${weaver.httpUrl}/healthz`)).status, 200)
+  assert.equal((await fetch(`${weaver.httpUrl}/readyz`)).status, 200)
+  assert.equal((await fetch(`${weaver.httpUrl}/bad%20room`)).status, 400)
+  a.destroy()
+  assert.equal((await fetch(`${weaver.httpUrl}/api/rooms/http-room`, { method: 'DELETE' })).status, 204)
+  const after = Buffer.from(await (await fetch(`${weaver.httpUrl}/api/rooms/http-room/update`)).arrayBuffer())
+  assert.equal(textOfUpdate(after), '')
+})
+
+test('awareness between stock clients: states propagate and vanish on disconnect', { timeout: 30000 }, async () => {
+  const a = await yclient(weaver.wsUrl, 'presence')
+  const b = await yclient(weaver.wsUrl, 'presence')
+  a.provider.awareness.setLocalStateField('user', { name: 'alice' })
+  await waitFor(() => b.provider.awareness.getStates().get(a.doc.clientID)?.user?.name === 'alice', { what: 'b sees alice' })
+  // A late joiner receives the known states right after connecting.
+  const c = await yclient(weaver.wsUrl, 'presence')
+  await waitFor(() => c.provider.awareness.getStates().get(a.doc.clientID)?.user?.name === 'alice', { what: 'c sees alice' })
+  // Dropping the socket (no goodbye message from the client) removes the state via the server.
+  a.provider.shouldConnect = false
+  a.provider.ws.terminate()
+  await waitFor(() => !b.provider.awareness.getStates().has(a.doc.clientID), { what: 'alice removed at b' })
+  a.destroy(); b.destroy(); c.destroy()
+})
+
+function rssKiB (pid) {
+  const m = readFileSync(`/proc/${pid}/status`, 'utf8').match(/VmRSS:\s+(\d+)/)
+  return m ? Number(m[1]) : 0
+}
+
+test('idle rooms are unloaded and memory does not grow with room churn', { timeout: 120000 }, async () => {
+  const w = await startWeaver({ args: ['--idle-unload-secs', '1'] })
+  try {
+    const loaded = async () => Number((await (await fetch(`${w.httpUrl}/metrics`)).text()).match(/^weaver_rooms_loaded (\d+)/m)?.[1] ?? -1)
+    let peak = 0
+    for (let round = 0; round < 3; round++) {
+      const clients = await Promise.all(Array.from({ length: 150 }, (_, i) => yclient(w.wsUrl, `churn-${round}-${i}`)))
+      clients.forEach((c, i) => c.text.insert(0, `room ${i} `.repeat(50)))
+      await waitFor(async () => (await loaded()) === 150, { what: '150 rooms loaded' })
+      await new Promise((resolve) => setTimeout(resolve, 200))
+      peak = Math.max(peak, rssKiB(w.proc.pid))
+      clients.forEach((c) => c.destroy())
+      await waitFor(async () => (await loaded()) === 0, { timeoutMs: 20000, what: 'all rooms unloaded' })
+    }
+    const after = rssKiB(w.proc.pid)
+    // Rooms left memory; what the allocator keeps is reused, so churn does not accumulate.
+    assert.ok(after <= peak * 1.1, `RSS after unloading ${after} KiB vs loaded peak ${peak} KiB`)
+  } finally {
+    await w.stop()
+  }
+})
