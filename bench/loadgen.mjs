@@ -239,6 +239,13 @@ async function coldPopulate () {
         c.text.insert(randInt(len + 1), randStr(100 + randInt(200)))
       }
       i++
+      // Barrier every 200 operations: every replica has every operation before more are sent,
+      // so no connection ever has more than ~200 messages in flight (y-sweet silently drops
+      // beyond 1024 queued messages, which would make its figure meaningless).
+      if (i % 200 === 0) {
+        const svs = () => clients.map((x) => Buffer.from(Y.encodeStateVector(x.doc)))
+        await waitFor(() => { const v = svs(); return v.every((b) => b.equals(v[0])) }, 10000, 5)
+      }
     }
     await sleep(1)
   }
