@@ -1150,6 +1150,51 @@ impl Outbox {
         self.write(|txn| Self::push_writeback_txn(txn, wb))
     }
 
+    /// Deletes every queued write-back of `room` (the room was deleted: nothing may be written
+    /// into it). Returns the dropped rows.
+    pub fn drop_room_writebacks(&self, room: &str) -> Result<Vec<Writeback>, BridgeError> {
+        self.write(|txn| {
+            let mut t = txn.open_table(WRITEBACK).map_err(se)?;
+            let mut doomed = Vec::new();
+            for item in t.iter().map_err(se)? {
+                let (k, v) = item.map_err(se)?;
+                let wb: Writeback = dec(v.value())?;
+                if wb.room == room {
+                    doomed.push((k.value(), wb));
+                }
+            }
+            for (s, _) in &doomed {
+                t.remove(*s).map_err(se)?;
+            }
+            Ok(doomed.into_iter().map(|(_, wb)| wb).collect())
+        })
+    }
+
+    /// Records on a call that its outcome could not be written into the document (kept in its
+    /// event log, visible in `GET /api/calls/{id}`). Returns false for an unknown call.
+    pub fn note_writeback_failed(
+        &self,
+        id: &Uuid,
+        error: &str,
+        now: u64,
+    ) -> Result<bool, BridgeError> {
+        self.write(|txn| {
+            let Some(mut call) = Self::load_call_txn(txn, id)? else {
+                return Ok(false);
+            };
+            Self::append_txn(
+                txn,
+                &mut call,
+                vec![EventKind::WritebackFailed {
+                    error: error.to_owned(),
+                }],
+                now,
+            )?;
+            Self::save_call_txn(txn, &call)?;
+            Ok(true)
+        })
+    }
+
     /// Deletes write-backs the host confirmed as durable.
     pub fn ack_writebacks(&self, seqs: &[u64]) -> Result<(), BridgeError> {
         if seqs.is_empty() {
