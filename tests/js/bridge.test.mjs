@@ -399,6 +399,13 @@ test('deleting a room cancels its running call; the bridge never writes into it 
     const r = await fetch(`${w2.httpUrl}/api/rooms/gone/blocks`)
     assert.deepEqual((await r.json()).blocks, [])
     assert.equal((await calls(w2, '?room=gone')).filter((c) => c.status !== 'cancelled').length, 0)
+    // The room is usable afresh, with the same block id: a new call indexes it.
+    const b = await client(w2, 'gone')
+    addBlock(b.doc, { id: 'g', type: 'text', content: 'again' })
+    requestIndex(b.doc, 'g', 'search', {})
+    const e = await waitFor('done in the re-created room', () => { const e = entry(b.doc, 'g', 'search'); return e?.status === 'done' && e })
+    assert.notEqual(e.api_call_id, c.id)
+    b.close()
     await w2.stop()
   } finally { api.close() }
 })

@@ -401,7 +401,7 @@ impl DocActor {
         }
         let ob = self.inner.outbox.clone();
         let r = room.to_owned();
-        let dropped = match blocking(move || ob.drop_room_writebacks(&r)).await {
+        let dropped = match blocking(move || ob.forget_room(&r)).await {
             Ok(v) => v,
             Err(e) => {
                 tracing::error!(room, error = %e, "cannot drop write-backs of a deleted room");

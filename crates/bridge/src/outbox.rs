@@ -1150,10 +1150,28 @@ impl Outbox {
         self.write(|txn| Self::push_writeback_txn(txn, wb))
     }
 
-    /// Deletes every queued write-back of `room` (the room was deleted: nothing may be written
-    /// into it). Returns the dropped rows.
-    pub fn drop_room_writebacks(&self, room: &str) -> Result<Vec<Writeback>, BridgeError> {
+    /// The room was deleted: deletes every queued write-back of `room` (nothing may be written
+    /// into it) and its trigger rows (content written to the room later is a new room, whose
+    /// entries must get calls again even with the same block ids). Returns the dropped
+    /// write-backs. Call after cancelling the room's calls.
+    pub fn forget_room(&self, room: &str) -> Result<Vec<Writeback>, BridgeError> {
         self.write(|txn| {
+            {
+                let mut prefix = Vec::new();
+                lp(&mut prefix, room);
+                let mut t = txn.open_table(TRIGGERS).map_err(se)?;
+                let mut doomed = Vec::new();
+                for item in t.range(prefix.as_slice()..).map_err(se)? {
+                    let (k, _) = item.map_err(se)?;
+                    if !k.value().starts_with(&prefix) {
+                        break;
+                    }
+                    doomed.push(k.value().to_vec());
+                }
+                for k in &doomed {
+                    t.remove(k.as_slice()).map_err(se)?;
+                }
+            }
             let mut t = txn.open_table(WRITEBACK).map_err(se)?;
             let mut doomed = Vec::new();
             for item in t.iter().map_err(se)? {
@@ -1250,12 +1268,16 @@ impl Outbox {
                     .retain_in(lo.as_slice()..=hi.as_slice(), |_, _| false)
                     .map_err(se)?;
                 let mut triggers = txn.open_table(TRIGGERS).map_err(se)?;
-                triggers
-                    .remove(
-                        trigger_key(&call.room, &call.block_id, &call.index_name, call.attempt)
-                            .as_slice(),
-                    )
-                    .map_err(se)?;
+                let tk = trigger_key(&call.room, &call.block_id, &call.index_name, call.attempt);
+                // After a room deletion the key may belong to a newer call of the re-created
+                // room: only remove it while it still points at this call.
+                let ours = triggers
+                    .get(tk.as_slice())
+                    .map_err(se)?
+                    .is_some_and(|v| v.value() == call.id.as_bytes().as_slice());
+                if ours {
+                    triggers.remove(tk.as_slice()).map_err(se)?;
+                }
                 if let Some(ext) = &call.external_id {
                     let mut t = txn.open_table(EXTERNAL).map_err(se)?;
                     t.remove(ext_key(&call.integration, ext).as_slice())

@@ -1035,10 +1035,19 @@ async fn deleted_room_cancels_calls_and_is_never_written_again() {
     rig.start().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(block_count(&rig.host, "r"), 0);
-    // The room can be used afresh: a new client's entry is indexed normally.
-    rig.add_entry("r", "b2", "new", "search");
-    rig.wait_entry("r", "b2", "search", "done", |e| e.status == Status::Done)
+    // The room can be used afresh, even with the same block id and attempt: a new client's
+    // entry gets a new call and is indexed normally.
+    rig.add_entry("r", "b", "new", "search");
+    let e = rig
+        .wait_entry("r", "b", "search", "done", |e| e.status == Status::Done)
         .await;
+    assert_eq!(e.attempt, 1);
+    let calls = rig.handle().outbox().list(&Default::default()).unwrap();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(
+        e.api_call_id.as_deref(),
+        Some(calls[0].id.to_string().as_str())
+    );
 }
 
 /// A `DocumentHost` (real `MemoryHost` underneath) whose durable apply refuses the bridge's

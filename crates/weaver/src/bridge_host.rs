@@ -30,21 +30,22 @@ fn origin_name(o: &UpdateOrigin) -> String {
 impl UpdateStream for RelayStream {
     fn next(&mut self) -> BoxFuture<'_, Option<HostEvent>> {
         Box::pin(async move {
-            // Updates first: a room's updates committed before its deletion are already queued
-            // when the deletion is published, so they are handed over before the notice.
+            // Deletion notices first. The two channels are not ordered with each other; a
+            // late update of the old room only makes the bridge reload the room's current
+            // state (harmless), whereas an update of the re-created room handed over before
+            // the notice would have its new calls cancelled as "room deleted".
             let r = tokio::select! {
                 biased;
+                d = self.deletions.recv() => match d {
+                    Ok(room) => return Some(HostEvent::RoomDeleted { room: room.to_string() }),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "bridge missed room deletions");
+                        return Some(HostEvent::Lagged);
+                    }
+                    // Both senders live as long as the relay; if deletions end, updates decide.
+                    Err(broadcast::error::RecvError::Closed) => self.updates.recv().await,
+                },
                 r = self.updates.recv() => r,
-                d = self.deletions.recv() => {
-                    return match d {
-                        Ok(room) => Some(HostEvent::RoomDeleted { room: room.to_string() }),
-                        Err(broadcast::error::RecvError::Lagged(n)) => {
-                            tracing::warn!(missed = n, "bridge missed room deletions");
-                            Some(HostEvent::Lagged)
-                        }
-                        Err(broadcast::error::RecvError::Closed) => None,
-                    };
-                }
             };
             match r {
                 Ok(u) => Some(HostEvent::Update {
