@@ -365,6 +365,51 @@ test('content edits re-index; removing an entry cancels its call', async () => {
   } finally { api.close() }
 })
 
+test('deleting a room cancels its running call; the bridge never writes into it again', async () => {
+  const api = await startFakeApi()
+  try {
+    const cfg = httpConfig(api, '/slow?ms=1000', '')
+    const w = await weaver(cfg)
+    const a = await client(w, 'gone')
+    addBlock(a.doc, { id: 'g', type: 'text', content: 'one\n\ntwo' })
+    requestIndex(a.doc, 'g', 'search', {})
+    await waitFor('processing', () => entry(a.doc, 'g', 'search')?.status === 'processing')
+    // The client goes away first: y-websocket would otherwise reconnect and re-send its copy.
+    a.close()
+    const del = await fetch(`${w.httpUrl}/api/rooms/gone`, { method: 'DELETE' })
+    assert.equal(del.status, 204)
+    const c = await waitFor('cancelled', async () => (await calls(w, '?room=gone')).find((c) => c.status === 'cancelled'))
+    assert.equal(c.error, 'room deleted')
+    const blocks = async () => {
+      const r = await fetch(`${w.httpUrl}/api/rooms/gone/blocks`)
+      assert.equal(r.status, 200)
+      return (await r.json()).blocks
+    }
+    // The API answers after the deletion: the result is ignored, nothing is written back.
+    await waitFor('the API answered', () => api.state.requests >= 1)
+    await sleep(1500)
+    assert.deepEqual(await blocks(), [])
+    const one = await (await fetch(`${w.httpUrl}/api/calls/${c.id}`)).json()
+    assert.equal(one.call.status, 'cancelled')
+    assert.ok(one.events.some((e) => e.type === 'cancelled' && e.reason === 'room deleted'), JSON.stringify(one.events))
+    // A restart (start-up sweep, queued write-backs) does not resurrect it either.
+    await w.stop()
+    const w2 = await weaver(cfg, { dataDir: w.dataDir })
+    await sleep(800)
+    const r = await fetch(`${w2.httpUrl}/api/rooms/gone/blocks`)
+    assert.deepEqual((await r.json()).blocks, [])
+    assert.equal((await calls(w2, '?room=gone')).filter((c) => c.status !== 'cancelled').length, 0)
+    // The room is usable afresh, with the same block id: a new call indexes it.
+    const b = await client(w2, 'gone')
+    addBlock(b.doc, { id: 'g', type: 'text', content: 'again' })
+    requestIndex(b.doc, 'g', 'search', {})
+    const e = await waitFor('done in the re-created room', () => { const e = entry(b.doc, 'g', 'search'); return e?.status === 'done' && e })
+    assert.notEqual(e.api_call_id, c.id)
+    b.close()
+    await w2.stop()
+  } finally { api.close() }
+})
+
 test('crash safety: kill -9 at random points, every call ends once, one key per attempt', async () => {
   const api = await startFakeApi()
   const dataDir = tempDataDir('weaver-bridge-crash-')

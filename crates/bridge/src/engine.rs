@@ -153,6 +153,7 @@ impl Bridge {
             inner: inner.clone(),
             rooms: HashMap::new(),
             dirty: HashMap::new(),
+            wb_failures: HashMap::new(),
         };
         inner.tracker.spawn(actor.run(stream, doc_rx));
         inner.tracker.spawn(dispatcher(inner.clone()));
@@ -255,9 +256,25 @@ struct DocActor {
     rooms: HashMap<String, Mirror>,
     /// (room, block) → (first unindexed edit, last edit): the re-index debounce.
     dirty: HashMap<(String, String), (Instant, Instant)>,
+    /// room → (consecutive refused write-backs, not before): the write-back backoff.
+    wb_failures: HashMap<String, (u32, Instant)>,
 }
 
+/// Retry delay after a local (outbox) error while processing write-backs.
 const WRITEBACK_RETRY: Duration = Duration::from_secs(1);
+// A write-back the host refuses is retried with the delivery policy ([retry]): the delay
+// doubles from `initial_interval_ms` up to `max_interval_ms` (no jitter: one actor, no herd),
+// and after `max_attempts` consecutive refusals the room's queued write-backs are given up: a
+// `writeback_failed` event is kept on each call and the rows are deleted, so a room the host
+// keeps refusing does not cost a retry every second forever.
+fn writeback_backoff(policy: &crate::config::RetryPolicy, failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(30);
+    let ms = policy
+        .initial_interval_ms
+        .saturating_mul(1u64 << exp)
+        .min(policy.max_interval_ms);
+    Duration::from_millis(ms)
+}
 
 impl DocActor {
     async fn run(
@@ -300,6 +317,10 @@ impl DocActor {
                                 if self.apply_committed(&room, &update, &origin).await {
                                     to_drain.insert(room);
                                 }
+                            }
+                            Some(HostEvent::RoomDeleted { room }) => {
+                                to_drain.remove(&room);
+                                self.room_deleted(&room).await;
                             }
                             Some(HostEvent::Lagged) => {
                                 // Updates were lost, possibly for rooms without a mirror too:
@@ -354,8 +375,7 @@ impl DocActor {
             }
             if wb_retry.is_some_and(|t| t <= Instant::now()) {
                 wb_retry = match self.process_writebacks().await {
-                    Ok(true) => None,
-                    Ok(false) => Some(Instant::now() + WRITEBACK_RETRY),
+                    Ok(next) => next,
                     Err(e) => {
                         tracing::warn!(error = %e, "write-back failed; will retry");
                         Some(Instant::now() + WRITEBACK_RETRY)
@@ -366,6 +386,53 @@ impl DocActor {
             self.evict_idle();
         }
         tracing::info!("bridge document actor stopped");
+    }
+
+    /// The host deleted `room`: cancel its unfinished calls, drop its mirror, debounce state and
+    /// queued write-backs, so nothing of the old room is written into it again. Calls that
+    /// finish later are terminal already (`late_result_ignored`), so they queue nothing.
+    async fn room_deleted(&mut self, room: &str) {
+        self.rooms.remove(room);
+        self.dirty.retain(|(r, _), _| r != room);
+        self.wb_failures.remove(room);
+        let calls = self.non_terminal_calls(room, None).await;
+        for c in &calls {
+            self.cancel(c, "room deleted").await;
+        }
+        let ob = self.inner.outbox.clone();
+        let r = room.to_owned();
+        let dropped = match blocking(move || ob.forget_room(&r)).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(room, error = %e, "cannot drop write-backs of a deleted room");
+                Vec::new()
+            }
+        };
+        for wb in &dropped {
+            self.note_writeback_failed(wb, "room deleted before the outcome was written")
+                .await;
+        }
+        tracing::info!(
+            room,
+            cancelled = calls.len(),
+            writebacks_dropped = dropped.len(),
+            "room deleted: bridge dropped its calls, mirror and write-backs"
+        );
+    }
+
+    async fn note_writeback_failed(&self, wb: &Writeback, error: &str) {
+        let Some(id) = wb
+            .api_call_id
+            .as_deref()
+            .and_then(|s| Uuid::parse_str(s).ok())
+        else {
+            return; // a re-index request, not tied to a call
+        };
+        let ob = self.inner.outbox.clone();
+        let why = error.to_owned();
+        if let Err(e) = blocking(move || ob.note_writeback_failed(&id, &why, now_ms())).await {
+            tracing::error!(call_id = %id, error = %e, "cannot record the write-back failure");
+        }
     }
 
     /// Drops mirrors of rooms nobody touched for `MIRROR_IDLE` (and with no pending re-index),
@@ -787,18 +854,26 @@ impl DocActor {
     }
 
     /// Applies queued write-backs, one bridge transaction (one update, one durable apply) per
-    /// room. Returns `Ok(true)` when the queue was drained.
-    async fn process_writebacks(&mut self) -> Result<bool, BridgeError> {
+    /// room and layer. Returns when to run again: `None` when the queue was drained, else now
+    /// (more queued) or the earliest backoff of a room the host refused.
+    async fn process_writebacks(&mut self) -> Result<Option<Instant>, BridgeError> {
         const BATCH: usize = 512;
         let ob = self.inner.outbox.clone();
         let items = blocking(move || ob.writebacks(BATCH)).await?;
         let full = items.len() == BATCH;
+        let now = Instant::now();
         let mut by_room: HashMap<String, Vec<(u64, Writeback)>> = HashMap::new();
+        let mut next: Option<Instant> = None;
         for (seq, wb) in items {
+            if let Some((_, not_before)) = self.wb_failures.get(&wb.room)
+                && *not_before > now
+            {
+                next = Some(next.map_or(*not_before, |n| n.min(*not_before)));
+                continue;
+            }
             by_room.entry(wb.room.clone()).or_default().push((seq, wb));
         }
         let mut acks = Vec::new();
-        let mut all_ok = true;
         let mut done_blocks = BTreeSet::new();
         for (room, wbs) in by_room {
             // One update per "layer": the k-th queued record of every entry goes into update k,
@@ -816,34 +891,62 @@ impl DocActor {
                 layers[*d].push((seq, wb));
                 *d += 1;
             }
-            for wbs in layers {
+            let mut layers = layers.into_iter();
+            while let Some(wbs) = layers.next() {
                 // Later layers wait for earlier ones, so records keep their order.
-                if !self
-                    .apply_layer(&room, wbs, &mut acks, &mut done_blocks)
+                let Err(error) = self
+                    .apply_layer(&room, wbs.clone(), &mut acks, &mut done_blocks)
                     .await
-                {
-                    all_ok = false;
-                    break;
+                else {
+                    self.wb_failures.remove(&room);
+                    continue;
+                };
+                let failures = self.wb_failures.get(&room).map_or(0, |f| f.0) + 1;
+                let policy = &self.inner.cfg.retry;
+                if failures >= policy.max_attempts {
+                    // Give up: keep the failure on each call, delete the rows.
+                    self.wb_failures.remove(&room);
+                    let rest: Vec<(u64, Writeback)> =
+                        wbs.into_iter().chain(layers.by_ref().flatten()).collect();
+                    tracing::error!(room, n = rest.len(), tries = failures, error = %error, "write-backs given up: the host keeps refusing them");
+                    let msg = format!("write-back refused {failures} times: {error}");
+                    for (seq, wb) in &rest {
+                        self.note_writeback_failed(wb, &msg).await;
+                        acks.push(*seq);
+                    }
+                    metrics::counter!(crate::metrics::WRITEBACKS_TOTAL, "status" => "given_up")
+                        .increment(rest.len() as u64);
+                } else {
+                    let delay = writeback_backoff(policy, failures);
+                    let at = Instant::now() + delay;
+                    self.wb_failures.insert(room.clone(), (failures, at));
+                    tracing::warn!(room, tries = failures, retry_in_ms = delay.as_millis() as u64, error = %error, "write-backs not applied yet");
+                    next = Some(next.map_or(at, |n| n.min(at)));
                 }
+                break;
             }
         }
+        let progressed = !acks.is_empty();
         let ob = self.inner.outbox.clone();
         blocking(move || ob.ack_writebacks(&acks)).await?;
         // Content edited while the call ran: the result is stale, index again.
         for (room, block) in done_blocks {
             self.reindex_check(&room, &block, false).await;
         }
-        Ok(all_ok && !full)
+        if full && progressed {
+            return Ok(Some(Instant::now()));
+        }
+        Ok(next)
     }
 
-    /// Applies one layer of a room's write-backs; false if the host refused it.
+    /// Applies one layer of a room's write-backs; the host's error if it refused it.
     async fn apply_layer(
         &mut self,
         room: &str,
         wbs: Vec<(u64, Writeback)>,
         acks: &mut Vec<u64>,
         done_blocks: &mut BTreeSet<(String, String)>,
-    ) -> bool {
+    ) -> Result<(), String> {
         match self.apply_writebacks(room, &wbs).await {
             Ok(()) => {
                 for (seq, wb) in &wbs {
@@ -853,12 +956,9 @@ impl DocActor {
                     }
                 }
                 self.drain(room).await;
-                true
+                Ok(())
             }
-            Err(e) => {
-                tracing::warn!(room, n = wbs.len(), error = %e, "write-backs not applied yet");
-                false
-            }
+            Err(e) => Err(e.to_string()),
         }
     }
 

@@ -29,6 +29,11 @@ pub enum HostEvent {
         update: Vec<u8>,
         origin: String,
     },
+    /// `room` was deleted (its stored state is gone, its clients were disconnected). Published
+    /// after the deletion, in order with the room's updates. The bridge cancels the room's
+    /// unfinished calls and drops its mirror and queued write-backs, so it never re-creates
+    /// content in the deleted room.
+    RoomDeleted { room: String },
     /// Events were dropped (slow consumer): the bridge rebuilds its mirrors from `room_state`.
     Lagged,
 }
@@ -60,7 +65,7 @@ pub trait DocumentHost: Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub struct MemoryHost {
     rooms: Arc<Mutex<HashMap<String, Doc>>>,
-    tx: broadcast::Sender<(String, Vec<u8>, String)>,
+    tx: broadcast::Sender<HostEvent>,
 }
 
 impl Default for MemoryHost {
@@ -92,9 +97,24 @@ impl MemoryHost {
             txn.apply_update(u)
                 .map_err(|e| HostError(format!("apply: {e}")))?;
         }
-        let _ = self
-            .tx
-            .send((room.to_owned(), update.to_vec(), origin.to_owned()));
+        let _ = self.tx.send(HostEvent::Update {
+            room: room.to_owned(),
+            update: update.to_vec(),
+            origin: origin.to_owned(),
+        });
+        Ok(())
+    }
+
+    /// Deletes a room (what the relay's `DELETE /api/rooms/{room}` does) and publishes
+    /// [`HostEvent::RoomDeleted`].
+    pub fn delete(&self, room: &str) -> Result<(), HostError> {
+        self.rooms
+            .lock()
+            .map_err(|_| HostError("poisoned".into()))?
+            .remove(room);
+        let _ = self.tx.send(HostEvent::RoomDeleted {
+            room: room.to_owned(),
+        });
         Ok(())
     }
 
@@ -110,17 +130,13 @@ impl MemoryHost {
     }
 }
 
-struct MemoryStream(broadcast::Receiver<(String, Vec<u8>, String)>);
+struct MemoryStream(broadcast::Receiver<HostEvent>);
 
 impl UpdateStream for MemoryStream {
     fn next(&mut self) -> BoxFuture<'_, Option<HostEvent>> {
         Box::pin(async move {
             match self.0.recv().await {
-                Ok((room, update, origin)) => Some(HostEvent::Update {
-                    room,
-                    update,
-                    origin,
-                }),
+                Ok(ev) => Some(ev),
                 Err(broadcast::error::RecvError::Lagged(_)) => Some(HostEvent::Lagged),
                 Err(broadcast::error::RecvError::Closed) => None,
             }

@@ -202,6 +202,11 @@ pub enum EventKind {
     LateResultIgnored {
         detail: String,
     },
+    /// Internal: the outcome could not be written into the document (the host kept refusing it,
+    /// or the room was deleted); the call's own status is unchanged.
+    WritebackFailed {
+        error: String,
+    },
 }
 
 impl EventKind {
@@ -218,6 +223,7 @@ impl EventKind {
             Self::LeaseExpired { .. } => "lease_expired",
             Self::Cancelled { .. } => "cancelled",
             Self::LateResultIgnored { .. } => "late_result_ignored",
+            Self::WritebackFailed { .. } => "writeback_failed",
         }
     }
 }
@@ -305,7 +311,8 @@ pub fn fold(attempt: u32, events: &[Event]) -> Folded {
             EventKind::Created
             | EventKind::RetryScheduled { .. }
             | EventKind::LeaseExpired { .. }
-            | EventKind::LateResultIgnored { .. } => {}
+            | EventKind::LateResultIgnored { .. }
+            | EventKind::WritebackFailed { .. } => {}
         }
     }
     st

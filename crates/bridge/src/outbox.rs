@@ -1150,6 +1150,69 @@ impl Outbox {
         self.write(|txn| Self::push_writeback_txn(txn, wb))
     }
 
+    /// The room was deleted: deletes every queued write-back of `room` (nothing may be written
+    /// into it) and its trigger rows (content written to the room later is a new room, whose
+    /// entries must get calls again even with the same block ids). Returns the dropped
+    /// write-backs. Call after cancelling the room's calls.
+    pub fn forget_room(&self, room: &str) -> Result<Vec<Writeback>, BridgeError> {
+        self.write(|txn| {
+            {
+                let mut prefix = Vec::new();
+                lp(&mut prefix, room);
+                let mut t = txn.open_table(TRIGGERS).map_err(se)?;
+                let mut doomed = Vec::new();
+                for item in t.range(prefix.as_slice()..).map_err(se)? {
+                    let (k, _) = item.map_err(se)?;
+                    if !k.value().starts_with(&prefix) {
+                        break;
+                    }
+                    doomed.push(k.value().to_vec());
+                }
+                for k in &doomed {
+                    t.remove(k.as_slice()).map_err(se)?;
+                }
+            }
+            let mut t = txn.open_table(WRITEBACK).map_err(se)?;
+            let mut doomed = Vec::new();
+            for item in t.iter().map_err(se)? {
+                let (k, v) = item.map_err(se)?;
+                let wb: Writeback = dec(v.value())?;
+                if wb.room == room {
+                    doomed.push((k.value(), wb));
+                }
+            }
+            for (s, _) in &doomed {
+                t.remove(*s).map_err(se)?;
+            }
+            Ok(doomed.into_iter().map(|(_, wb)| wb).collect())
+        })
+    }
+
+    /// Records on a call that its outcome could not be written into the document (kept in its
+    /// event log, visible in `GET /api/calls/{id}`). Returns false for an unknown call.
+    pub fn note_writeback_failed(
+        &self,
+        id: &Uuid,
+        error: &str,
+        now: u64,
+    ) -> Result<bool, BridgeError> {
+        self.write(|txn| {
+            let Some(mut call) = Self::load_call_txn(txn, id)? else {
+                return Ok(false);
+            };
+            Self::append_txn(
+                txn,
+                &mut call,
+                vec![EventKind::WritebackFailed {
+                    error: error.to_owned(),
+                }],
+                now,
+            )?;
+            Self::save_call_txn(txn, &call)?;
+            Ok(true)
+        })
+    }
+
     /// Deletes write-backs the host confirmed as durable.
     pub fn ack_writebacks(&self, seqs: &[u64]) -> Result<(), BridgeError> {
         if seqs.is_empty() {
@@ -1205,12 +1268,16 @@ impl Outbox {
                     .retain_in(lo.as_slice()..=hi.as_slice(), |_, _| false)
                     .map_err(se)?;
                 let mut triggers = txn.open_table(TRIGGERS).map_err(se)?;
-                triggers
-                    .remove(
-                        trigger_key(&call.room, &call.block_id, &call.index_name, call.attempt)
-                            .as_slice(),
-                    )
-                    .map_err(se)?;
+                let tk = trigger_key(&call.room, &call.block_id, &call.index_name, call.attempt);
+                // After a room deletion the key may belong to a newer call of the re-created
+                // room: only remove it while it still points at this call.
+                let ours = triggers
+                    .get(tk.as_slice())
+                    .map_err(se)?
+                    .is_some_and(|v| v.value() == call.id.as_bytes().as_slice());
+                if ours {
+                    triggers.remove(tk.as_slice()).map_err(se)?;
+                }
                 if let Some(ext) = &call.external_id {
                     let mut t = txn.open_table(EXTERNAL).map_err(se)?;
                     t.remove(ext_key(&call.integration, ext).as_slice())

@@ -979,3 +979,203 @@ async fn manual_refresh_polls_now() {
         400
     );
 }
+
+/// Polls the outbox until `pred` holds for the only call (or fails after 10 s).
+async fn wait_call(rig: &Rig, what: &str, pred: impl Fn(&weaver_bridge::ApiCall) -> bool) {
+    let t0 = Instant::now();
+    loop {
+        let calls = rig.handle().outbox().list(&Default::default()).unwrap();
+        if calls.first().is_some_and(&pred) {
+            return;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "{what}: {calls:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn block_count(host: &MemoryHost, room: &str) -> usize {
+    Workspace::from_update_v1(&host.state(room).unwrap())
+        .unwrap()
+        .blocks()
+        .unwrap()
+        .len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_room_cancels_calls_and_is_never_written_again() {
+    let api = FakeApi::start().await;
+    let mut rig = Rig::new(&http_cfg(&api, "/slow?ms=700", "")).await;
+    rig.add_entry("r", "b", "text", "search");
+    rig.wait_entry("r", "b", "search", "processing", |e| {
+        e.status == Status::Processing
+    })
+    .await;
+    rig.host.delete("r").unwrap();
+    wait_call(&rig, "cancelled after deletion", |c| {
+        c.status == weaver_bridge::CallStatus::Cancelled
+            && c.error.as_deref() == Some("room deleted")
+    })
+    .await;
+    // The API answers after the deletion: the late result is ignored, nothing is written.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(api.requests() >= 1);
+    assert_eq!(block_count(&rig.host, "r"), 0, "deleted room re-created");
+    let calls = rig.handle().outbox().list(&Default::default()).unwrap();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].status, weaver_bridge::CallStatus::Cancelled);
+    let events = rig.handle().outbox().events(&calls[0].id).unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.event.kind.type_name() == "late_result_ignored"),
+        "{events:?}"
+    );
+    // A restart (start-up sweep, queued write-backs) does not resurrect it either.
+    rig.crash().await;
+    rig.start().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(block_count(&rig.host, "r"), 0);
+    // The room can be used afresh, even with the same block id and attempt: a new client's
+    // entry gets a new call and is indexed normally.
+    rig.add_entry("r", "b", "new", "search");
+    let e = rig
+        .wait_entry("r", "b", "search", "done", |e| e.status == Status::Done)
+        .await;
+    assert_eq!(e.attempt, 1);
+    let calls = rig.handle().outbox().list(&Default::default()).unwrap();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(
+        e.api_call_id.as_deref(),
+        Some(calls[0].id.to_string().as_str())
+    );
+}
+
+/// A `DocumentHost` (real `MemoryHost` underneath) whose durable apply refuses the bridge's
+/// writes to one room, as a relay refusing an update would.
+#[derive(Clone)]
+struct RefusingHost {
+    inner: MemoryHost,
+    refuse_room: String,
+    refused: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl DocumentHost for RefusingHost {
+    fn stored_rooms(
+        &self,
+    ) -> weaver_bridge::BoxFuture<'_, Result<Vec<String>, weaver_bridge::HostError>> {
+        self.inner.stored_rooms()
+    }
+    fn room_state<'a>(
+        &'a self,
+        room: &'a str,
+    ) -> weaver_bridge::BoxFuture<'a, Result<Vec<u8>, weaver_bridge::HostError>> {
+        self.inner.room_state(room)
+    }
+    fn apply_update<'a>(
+        &'a self,
+        room: &'a str,
+        update: Vec<u8>,
+        origin: &'a str,
+    ) -> weaver_bridge::BoxFuture<'a, Result<(), weaver_bridge::HostError>> {
+        if room == self.refuse_room {
+            self.refused
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            return Box::pin(async { Err(weaver_bridge::HostError("refused".into())) });
+        }
+        self.inner.apply_update(room, update, origin)
+    }
+    fn subscribe(&self) -> Box<dyn weaver_bridge::UpdateStream> {
+        DocumentHost::subscribe(&self.inner)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_writebacks_back_off_then_give_up_visibly() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(redb::Database::create(dir.path().join("w.redb")).unwrap());
+    let host = RefusingHost {
+        inner: MemoryHost::new(1024),
+        refuse_room: "bad".into(),
+        refused: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+    };
+    // 3 tries, 100 ms then 200 ms apart: given up after ≈ 300 ms.
+    let cfg = BridgeConfig::from_toml(
+        "[retry]\nmax_attempts = 3\ninitial_interval_ms = 100\nmax_interval_ms = 200",
+    )
+    .unwrap();
+    let shutdown = CancellationToken::new();
+    let handle = Bridge::start(cfg, db, Arc::new(host.clone()), shutdown.clone()).unwrap();
+    for room in ["bad", "good"] {
+        let ws = Workspace::new();
+        let ((), u) = ws
+            .transact("client", |t| {
+                t.add_block("b", "text", "x").unwrap();
+                t.request_index("b", "search", &json!({})).unwrap();
+            })
+            .unwrap();
+        host.inner.apply(room, &u, "client").unwrap();
+    }
+    // The good room is not held up by the bad one.
+    let t0 = Instant::now();
+    loop {
+        let ws = Workspace::from_update_v1(&host.inner.state("good").unwrap()).unwrap();
+        if ws
+            .block("b")
+            .unwrap()
+            .unwrap()
+            .entry("search")
+            .unwrap()
+            .status
+            == Status::Done
+        {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let bad_call = loop {
+        let calls = handle
+            .outbox()
+            .list(&weaver_bridge::outbox::CallFilter {
+                room: Some("bad".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        let c = calls.into_iter().next();
+        if let Some(c) = c {
+            let ev = handle.outbox().events(&c.id).unwrap();
+            if ev
+                .iter()
+                .any(|e| e.event.kind.type_name() == "writeback_failed")
+            {
+                break (c, ev);
+            }
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no writeback_failed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(bad_call.0.status, weaver_bridge::CallStatus::Completed);
+    let failed = bad_call
+        .1
+        .iter()
+        .find_map(|e| match &e.event.kind {
+            weaver_bridge::EventKind::WritebackFailed { error } => Some(error.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(failed.contains("refused 3 times"), "{failed}");
+    // Given up: no more tries, however long we wait.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let n = host.refused.load(std::sync::atomic::Ordering::SeqCst);
+    // One apply per try; `processing` and `done` may be given up in one round (3) or, if the
+    // call finished after the first round started, in two (6).
+    assert!(n == 3 || n == 6, "refused {n} times");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(host.refused.load(std::sync::atomic::Ordering::SeqCst), n);
+    assert_eq!(handle.outbox().writebacks(10).unwrap().len(), 0);
+    shutdown.cancel();
+    handle.join().await;
+}

@@ -41,7 +41,8 @@ pub use blocks::blocks_json;
 pub use config::*;
 pub use error::{RelayError, close_code};
 pub use relay::{
-    CommittedUpdate, EVENTS_CAPACITY, Relay, RelayHandle, UpdateOrigin, validate_room_name,
+    CommittedUpdate, DELETIONS_CAPACITY, EVENTS_CAPACITY, Relay, RelayHandle, UpdateOrigin,
+    validate_room_name,
 };
 pub use store::{CommitMode, DB_FILE_NAME, Store, StoreError, open_database};
 

@@ -23,6 +23,8 @@ use crate::store::{PersisterThread, Store};
 /// Capacity of the committed-update broadcast. A subscriber that falls further behind gets
 /// `RecvError::Lagged` and must resync (e.g. with [`RelayHandle::room_state`]).
 pub const EVENTS_CAPACITY: usize = 16_384;
+/// Capacity of the room-deletion broadcast (deletions are rare; a lagging subscriber resyncs).
+pub const DELETIONS_CAPACITY: usize = 1024;
 /// How often a request is retried when it races with a room unloading.
 const ROOM_RETRIES: usize = 5;
 
@@ -52,6 +54,8 @@ pub(crate) struct Shared {
     pub store: Store,
     pub config: RelayConfig,
     pub events: broadcast::Sender<CommittedUpdate>,
+    /// Names of rooms deleted through [`RelayHandle::delete_room`], after their content is gone.
+    pub deletions: broadcast::Sender<Arc<str>>,
     /// Cancelled when the relay shuts down; rooms and connections watch it.
     pub cancel: CancellationToken,
     pub tracker: TaskTracker,
@@ -108,12 +112,14 @@ impl Relay {
         let config = config.validate().map_err(RelayError::Internal)?;
         let (store, persister) = Store::start(db, config.commit_mode)?;
         let (events, _) = broadcast::channel(EVENTS_CAPACITY);
+        let (deletions, _) = broadcast::channel(DELETIONS_CAPACITY);
         let shared = Arc::new(Shared {
             conn_permits: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
             load_permits: tokio::sync::Semaphore::new(crate::config::LOAD_CONCURRENCY),
             store,
             config,
             events,
+            deletions,
             cancel: shutdown,
             tracker: TaskTracker::new(),
             rooms: Mutex::new(HashMap::new()),
@@ -191,6 +197,14 @@ impl RelayHandle {
         self.shared.events.subscribe()
     }
 
+    /// Receives the name of every room deleted by [`RelayHandle::delete_room`], published after
+    /// its stored content is gone (so a consumer mirroring rooms, like the bridge, can forget
+    /// the room instead of writing old content back into it). Separate from [`Self::subscribe`]
+    /// so update consumers are unaffected; a consumer needing both should `select!` over them.
+    pub fn subscribe_deletions(&self) -> broadcast::Receiver<Arc<str>> {
+        self.shared.deletions.subscribe()
+    }
+
     /// Validates, applies, persists and broadcasts a v1 update to `room` (loading it if
     /// needed). Returns once the update is durable. `origin` becomes
     /// [`UpdateOrigin::Internal`] in the published [`CommittedUpdate`].
@@ -262,7 +276,8 @@ impl RelayHandle {
         Ok(self.shared.store.rooms().await?)
     }
 
-    /// Closes the room's connections with 4410 and deletes its stored content.
+    /// Closes the room's connections with 4410, deletes its stored content and publishes the
+    /// room's name to [`Self::subscribe_deletions`].
     pub async fn delete_room(&self, room: &str) -> Result<(), RelayError> {
         validate_room_name(room)?;
         self.request(room, |reply| RoomCmd::Delete { reply }).await

@@ -470,6 +470,9 @@ impl Room {
                 self.close_all(close_code::ROOM_DELETED, "room deleted");
                 let r = self.relay.shared.store.delete(self.name.clone()).await;
                 info!(ok = r.is_ok(), "room deleted");
+                if r.is_ok() {
+                    let _ = self.relay.shared.deletions.send(self.name.clone());
+                }
                 let _ = reply.send(r.map_err(RelayError::from));
                 return true;
             }

@@ -1,6 +1,7 @@
 //! The relay as the bridge's `DocumentHost`: the only place that knows both crates. Maps the
 //! relay's committed-update broadcast to the bridge's update stream (lag → `Lagged`, so the
-//! bridge rebuilds its mirrors) and forwards state reads and durable applies.
+//! bridge rebuilds its mirrors), forwards room deletions (`RoomDeleted`, so the bridge never
+//! writes into a deleted room) and forwards state reads and durable applies.
 //! No behaviour of its own: rules, retries and write-back live in weaver-bridge.
 
 use tokio::sync::broadcast;
@@ -12,7 +13,10 @@ use weaver_relay::{CommittedUpdate, RelayHandle, UpdateOrigin};
 #[derive(Debug, Clone)]
 pub struct RelayHost(pub RelayHandle);
 
-struct RelayStream(broadcast::Receiver<CommittedUpdate>);
+struct RelayStream {
+    updates: broadcast::Receiver<CommittedUpdate>,
+    deletions: broadcast::Receiver<std::sync::Arc<str>>,
+}
 
 fn origin_name(o: &UpdateOrigin) -> String {
     match o {
@@ -26,7 +30,24 @@ fn origin_name(o: &UpdateOrigin) -> String {
 impl UpdateStream for RelayStream {
     fn next(&mut self) -> BoxFuture<'_, Option<HostEvent>> {
         Box::pin(async move {
-            match self.0.recv().await {
+            // Deletion notices first. The two channels are not ordered with each other; a
+            // late update of the old room only makes the bridge reload the room's current
+            // state (harmless), whereas an update of the re-created room handed over before
+            // the notice would have its new calls cancelled as "room deleted".
+            let r = tokio::select! {
+                biased;
+                d = self.deletions.recv() => match d {
+                    Ok(room) => return Some(HostEvent::RoomDeleted { room: room.to_string() }),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "bridge missed room deletions");
+                        return Some(HostEvent::Lagged);
+                    }
+                    // Both senders live as long as the relay; if deletions end, updates decide.
+                    Err(broadcast::error::RecvError::Closed) => self.updates.recv().await,
+                },
+                r = self.updates.recv() => r,
+            };
+            match r {
                 Ok(u) => Some(HostEvent::Update {
                     room: u.room.to_string(),
                     update: u.update.to_vec(),
@@ -76,6 +97,9 @@ impl DocumentHost for RelayHost {
     }
 
     fn subscribe(&self) -> Box<dyn UpdateStream> {
-        Box::new(RelayStream(self.0.subscribe()))
+        Box::new(RelayStream {
+            updates: self.0.subscribe(),
+            deletions: self.0.subscribe_deletions(),
+        })
     }
 }

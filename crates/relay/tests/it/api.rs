@@ -155,3 +155,26 @@ async fn blocks_view_is_the_typed_workspace_json() {
     assert_eq!(json["blocks"][0]["content"], "hello blocks");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn delete_room_publishes_the_room_name_after_the_content_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), RelayConfig::default()).await;
+    let mut deletions = s.handle.subscribe_deletions();
+    let w = Writer::new(61);
+    s.handle
+        .apply_update("doomed", w.append("x"), "test")
+        .await
+        .unwrap();
+    s.handle.delete_room("doomed").await.unwrap();
+    let name = tokio::time::timeout(WAIT, deletions.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&*name, "doomed");
+    // Published after the content is gone: a subscriber reading the room sees it empty.
+    assert_eq!(text_of(&s.handle.room_state("doomed").await.unwrap()), "");
+    assert!(s.handle.stored_rooms().await.unwrap().is_empty());
+    assert!(deletions.try_recv().is_err(), "one notice per deletion");
+    s.stop().await;
+}
