@@ -23,5 +23,19 @@ cargo build --locked -p weaver
 step "cargo test"
 cargo test --workspace --locked
 
+step "Web demo: Debian chromium for the browser tests; web-demo/dist matches its sources"
+# playwright-core drives the system chromium: downloading a browser does not work here.
+if [ ! -x /usr/bin/chromium ]; then
+  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+fi
+# dist/ is committed (weaver embeds it; see web-demo/README.md): a rebuild must be byte-identical.
+demo_build=$(mktemp -d)
+(cd web-demo && npx vite build --logLevel error --outDir "$demo_build" --emptyOutDir)
+if ! diff -r web-demo/dist "$demo_build"; then
+  echo "web-demo/dist is stale: run 'npm run build -w web-demo' and commit web-demo/dist" >&2
+  exit 1
+fi
+rm -rf "$demo_build"
+
 step "JavaScript tests (node --test)"
 (cd tests/js && node --test --test-concurrency=1 --test-timeout=600000 ./*.test.mjs)

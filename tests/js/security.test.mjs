@@ -234,8 +234,17 @@ test('HTTP API: room endpoints take the same tokens; cross-room and delete need 
   assert.equal((await del(tok(room))).status, 403, 'write token cannot delete')
   assert.equal((await del(readTok(room, { admin: true }))).status, 204, 'admin token for the room deletes')
   assert.equal((await del(adminTok())).status, 204, 'admin token for every room deletes')
+  // Cross-room bridge endpoints need an admin token for every room; webhooks stay open to
+  // their own signature check (never a token 401).
+  assert.equal((await get(undefined, '/api/calls')).status, 401)
+  assert.equal((await get(tok(room, { admin: true }), '/api/calls')).status, 403, 'room-scoped admin is not enough')
+  assert.equal((await get(adminTok(), '/api/calls')).status, 200)
+  assert.equal((await get(adminTok(), `/api/calls?room=${room}`)).status, 200)
+  const hook = await fetch(`${base}/api/webhooks/ext`, { method: 'POST', body: '{}' })
+  assert.equal(hook.headers.get('www-authenticate'), null, `webhook answered by its own check (${hook.status})`)
+  assert.notEqual((await hook.json()).error, 'a token is required')
   // Open routes.
-  for (const p of ['/healthz', '/readyz', '/metrics']) assert.equal((await fetch(`${base}${p}`)).status, 200, p)
+  for (const p of ['/healthz', '/readyz', '/metrics', '/']) assert.equal((await fetch(`${base}${p}`)).status, 200, p)
   // Bad room names are refused as 400 before the token check.
   assert.equal((await get(tok(room), '/api/rooms/bad%20room/update')).status, 400)
 })

@@ -18,7 +18,12 @@
 //!   `ContentJSON` (ref 2: yrs reads `len + 1` strings, Yjs reads `len`), `YXmlHook` type refs
 //!   (Yjs writes a hook name, yrs does not read it), type refs Yjs does not know (7 weak links,
 //!   9, 15), info bytes with bit 4 set (yrs masks the content ref with 4 bits, Yjs with 5), the
-//!   same client listed twice (yrs appends, Yjs replaces), and trailing bytes.
+//!   same client listed twice (yrs appends, Yjs replaces), and trailing bytes;
+//! - embedded JSON (ContentEmbed, ContentFormat) is depth-checked without recursion, then parsed
+//!   the way yrs parses it into `Any`, so text yrs would refuse is refused here.
+//!
+//! Contract (checked by the `validate_update` fuzz target and `tests/no_panic.rs`): whatever this
+//! accepts, `yrs::Update::decode_v1` decodes without error or panic.
 //!
 //! What this does not do: check causal consistency (missing origins, gaps), which yrs handles as
 //! pending structs, and it does not integrate anything. A validated update can still make yrs

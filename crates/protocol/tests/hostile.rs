@@ -484,3 +484,26 @@ fn embedded_json_is_accepted_exactly_when_yrs_accepts_it() {
         );
     }
 }
+
+#[test]
+fn validation_needs_no_stack_even_without_a_depth_limit() {
+    // One million nested arrays walked on a 64 KiB thread stack with the depth limit lifted:
+    // the walk keeps its stack on the heap, so this passes instead of overflowing.
+    let bytes = nested_any(1_000_000, false);
+    let stats = std::thread::Builder::new()
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            validate_update_v1(
+                &bytes,
+                &UpdateLimits {
+                    max_depth: usize::MAX,
+                    ..UpdateLimits::default()
+                },
+            )
+        })
+        .unwrap()
+        .join()
+        .unwrap()
+        .unwrap();
+    assert_eq!(stats.max_depth_seen, 1_000_000);
+}

@@ -323,12 +323,48 @@ impl Authenticator {
     where
         S: Clone + Send + Sync + 'static,
     {
-        router.route_layer(axum::middleware::from_fn_with_state(self.clone(), admin_mw))
+        self.require_admin_except(router, &[])
+    }
+
+    /// [`Self::require_admin`], except for routes whose pattern starts with one of `open`
+    /// (e.g. `"/api/webhooks/"` in a router that mixes admin and webhook routes). Matched on
+    /// the route pattern, not the raw path, so no path spelling can reach an admin route as open.
+    pub fn require_admin_except<S>(
+        &self,
+        router: Router<S>,
+        open: &'static [&'static str],
+    ) -> Router<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        let state = AdminLayer {
+            auth: self.clone(),
+            open,
+        };
+        router.route_layer(axum::middleware::from_fn_with_state(state, admin_mw))
     }
 }
 
-async fn admin_mw(State(auth): State<Authenticator>, req: Request, next: Next) -> Response {
-    match auth.check(req.headers(), req.uri(), None, Need::Admin) {
+#[derive(Clone)]
+struct AdminLayer {
+    auth: Authenticator,
+    open: &'static [&'static str],
+}
+
+async fn admin_mw(
+    State(layer): State<AdminLayer>,
+    matched: Option<MatchedPath>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let route = matched.as_ref().map_or("", |m| m.as_str());
+    if layer.open.iter().any(|p| route.starts_with(p)) {
+        return next.run(req).await;
+    }
+    match layer
+        .auth
+        .check(req.headers(), req.uri(), None, Need::Admin)
+    {
         Ok(access) => {
             let mut req = req;
             req.extensions_mut().insert(access);

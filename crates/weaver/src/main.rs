@@ -2,9 +2,13 @@
 //! store, runs the relay (and whatever routers other parts merge in) until SIGINT/SIGTERM.
 //! Deliberately thin: every behaviour lives in the library crates.
 
+mod bridge_host;
+mod demo;
+
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -91,6 +95,10 @@ struct ServeArgs {
     /// untrusted input) or `one-phase` (one fsync, lower latency). Both are fully durable.
     #[arg(long, env = "WEAVER_COMMIT", value_enum, default_value = "two-phase")]
     commit: CommitArg,
+    /// Bridge configuration (TOML, see docs/bridge.md); without it every index uses the
+    /// built-in `local` integration.
+    #[arg(long, env = "WEAVER_BRIDGE_CONFIG")]
+    bridge_config: Option<PathBuf>,
     /// Seconds shutdown waits for rooms to flush and close.
     #[arg(long, env = "WEAVER_SHUTDOWN_TIMEOUT_SECS", default_value_t = weaver_relay::DEFAULT_SHUTDOWN_TIMEOUT.as_secs())]
     shutdown_timeout_secs: u64,
@@ -204,21 +212,41 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         });
     }
 
+    let bridge_config = match &args.bridge_config {
+        Some(p) => weaver_bridge::BridgeConfig::load(p)
+            .with_context(|| format!("bridge config {}", p.display()))?,
+        None => weaver_bridge::BridgeConfig::default(),
+    };
     let data = args.data.clone();
     let db = tokio::task::spawn_blocking(move || weaver_relay::open_database(&data))
         .await
         .context("opening the store")?
         .with_context(|| format!("opening the store in {}", args.data.display()))?;
-    let relay = Relay::start(db, config, shutdown.clone()).context("starting the relay")?;
+    let relay = Relay::start(db.clone(), config, shutdown.clone()).context("starting the relay")?;
+    let bridge = weaver_bridge::Bridge::start(
+        bridge_config,
+        db,
+        Arc::new(bridge_host::RelayHost(relay.handle())),
+        shutdown.child_token(),
+    )
+    .context("starting the bridge")?;
 
     let metrics_router = Router::new().route(
         "/metrics",
         get(move || std::future::ready(metrics.render())),
     );
-    // Other parts (bridge API, web demo) merge their routers here. Cross-room API routes go
-    // behind `relay.handle().authenticator().require_admin(router)`; webhook receivers must
-    // not (they check their own signatures); `/`, `/assets/*` and `/metrics` stay open.
-    let app = relay.router().merge(metrics_router);
+    // Other parts (bridge API, web demo) merge their routers here. The bridge's cross-room
+    // `/api/calls…` need an admin token when auth is on; its webhook receivers check their own
+    // signatures and stay open, as do `/`, `/assets/*` and `/metrics`.
+    let bridge_routes = relay
+        .handle()
+        .authenticator()
+        .require_admin_except(bridge.router(), &["/api/webhooks/"]);
+    let app = relay
+        .router()
+        .merge(metrics_router)
+        .merge(bridge_routes)
+        .merge(demo::router());
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -237,6 +265,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     shutdown.cancelled().await;
     info!("shutting down");
     let grace = Duration::from_secs(args.shutdown_timeout_secs.max(1));
+    // The bridge stops first: its in-flight write-backs still need the relay.
+    if tokio::time::timeout(grace, bridge.join()).await.is_err() {
+        warn!("bridge shutdown timed out");
+    }
     if tokio::time::timeout(grace, relay.shutdown()).await.is_err() {
         warn!("relay shutdown timed out");
     }

@@ -1,0 +1,1174 @@
+//! The running bridge: start-up, the document actor (mirrors, rules, write-back), the outbox
+//! dispatcher and its workers, and the pruner.
+//!
+//! Rules are level-triggered: whatever the document says *now* (an entry requesting attempt N
+//! with no APICall, a `done` entry whose content changed, a call whose entry is gone) is turned
+//! into outbox state; nothing needed for correctness is remembered only in memory. The HTTP
+//! routes live in `api.rs`; storage in `outbox.rs`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+use weaver_doc::{
+    BRIDGE_ORIGIN, Change, ChangeSet, ChangeSubscription, Status, StatusRecord, Workspace,
+};
+
+use crate::config::BridgeConfig;
+use crate::host::{DocumentHost, HostEvent};
+use crate::integration::Registry;
+use crate::model::{ApiCall, NewCall};
+use crate::outbox::{CallFilter, Claim, Completion, DocStatus, Outbox, Outcome, Phase, Writeback};
+use crate::{BridgeError, now_ms};
+
+/// Entry point.
+#[derive(Debug)]
+pub struct Bridge;
+
+/// A running bridge. Cheap to clone.
+#[derive(Clone)]
+pub struct BridgeHandle {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for BridgeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BridgeHandle").finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) cfg: BridgeConfig,
+    pub(crate) outbox: Outbox,
+    pub(crate) registry: Registry,
+    host: Arc<dyn DocumentHost>,
+    dispatch_wake: Notify,
+    doc_tx: mpsc::UnboundedSender<DocCmd>,
+    pub(crate) shutdown: CancellationToken,
+    tracker: TaskTracker,
+    done_tx: mpsc::UnboundedSender<Done>,
+    slots: HashMap<String, Arc<Semaphore>>,
+}
+
+/// A worker's outcome on its way to the completer (which commits outcomes in batches).
+struct Done {
+    id: Uuid,
+    token: u64,
+    outcome: Outcome,
+    reply: oneshot::Sender<Result<Completion, BridgeError>>,
+}
+
+pub(crate) enum DocCmd {
+    /// New rows in `bridge_writeback`.
+    Writebacks,
+    /// Manual retry: request attempt N+1 for the entry of this call.
+    Retry {
+        call_id: Uuid,
+        reply: oneshot::Sender<Result<ApiCall, RetryError>>,
+    },
+}
+
+/// Why a manual retry was refused.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum RetryError {
+    #[error("no such call")]
+    NotFound,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Runs a blocking redb operation off the async runtime.
+pub(crate) async fn blocking<R: Send + 'static>(
+    f: impl FnOnce() -> Result<R, BridgeError> + Send + 'static,
+) -> Result<R, BridgeError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| BridgeError::Store(format!("blocking task failed: {e}")))?
+}
+
+fn content_hash(content: &str) -> String {
+    let d = Sha256::digest(content.as_bytes());
+    d.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+impl Bridge {
+    /// Starts the bridge with the integrations described by `cfg` (secrets from the process
+    /// environment). Must be called inside a tokio runtime.
+    pub fn start(
+        cfg: BridgeConfig,
+        db: Arc<redb::Database>,
+        host: Arc<dyn DocumentHost>,
+        shutdown: CancellationToken,
+    ) -> Result<BridgeHandle, BridgeError> {
+        let registry = Registry::from_config(&cfg)?;
+        Self::start_with_registry(cfg, registry, db, host, shutdown)
+    }
+
+    /// Like `start` with a prepared integration registry (custom integrations, tests).
+    pub fn start_with_registry(
+        cfg: BridgeConfig,
+        registry: Registry,
+        db: Arc<redb::Database>,
+        host: Arc<dyn DocumentHost>,
+        shutdown: CancellationToken,
+    ) -> Result<BridgeHandle, BridgeError> {
+        cfg.validate()?;
+        let outbox = Outbox::open(db, cfg.retry.clone())?;
+        let slots = registry
+            .iter()
+            .map(|i| {
+                (
+                    i.name().to_owned(),
+                    Arc::new(Semaphore::new(i.concurrency().max(1))),
+                )
+            })
+            .collect();
+        let (doc_tx, doc_rx) = mpsc::unbounded_channel();
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            cfg,
+            outbox,
+            registry,
+            host,
+            dispatch_wake: Notify::new(),
+            doc_tx,
+            shutdown,
+            tracker: TaskTracker::new(),
+            done_tx,
+            slots,
+        });
+        // Subscribe before any state is read so no committed update falls in between.
+        let stream = inner.host.subscribe();
+        let actor = DocActor {
+            inner: inner.clone(),
+            rooms: HashMap::new(),
+            dirty: HashMap::new(),
+        };
+        inner.tracker.spawn(actor.run(stream, doc_rx));
+        inner.tracker.spawn(dispatcher(inner.clone()));
+        inner.tracker.spawn(completer(inner.clone(), done_rx));
+        inner.tracker.spawn(pruner(inner.clone()));
+        tracing::info!(integrations = inner.slots.len(), "bridge started");
+        Ok(BridgeHandle { inner })
+    }
+}
+
+impl BridgeHandle {
+    /// The outbox (read access for tools and tests).
+    pub fn outbox(&self) -> &Outbox {
+        &self.inner.outbox
+    }
+
+    /// Waits until every bridge task stopped (after the shutdown token was cancelled).
+    pub async fn join(&self) {
+        self.inner.tracker.close();
+        self.inner.tracker.wait().await;
+    }
+
+    /// Asks the document actor for a manual retry (see `POST /api/calls/{id}/retry`).
+    pub async fn retry(&self, call_id: Uuid) -> Result<ApiCall, RetryError> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .doc_tx
+            .send(DocCmd::Retry { call_id, reply })
+            .map_err(|_| RetryError::Internal("bridge is shutting down".into()))?;
+        rx.await
+            .map_err(|_| RetryError::Internal("bridge is shutting down".into()))?
+    }
+
+    /// Polls the external system for a started call now and records the answer.
+    pub async fn refresh(&self, call_id: Uuid) -> Result<ApiCall, RetryError> {
+        let ob = self.inner.outbox.clone();
+        let call = blocking(move || ob.get(&call_id))
+            .await
+            .map_err(|e| RetryError::Internal(e.to_string()))?
+            .ok_or(RetryError::NotFound)?;
+        if call.status.is_terminal() {
+            return Ok(call);
+        }
+        let Some(integ) = self.inner.registry.get(&call.integration).cloned() else {
+            return Err(RetryError::Conflict(format!(
+                "integration {:?} is not configured",
+                call.integration
+            )));
+        };
+        if call.external_id.is_none() || !integ.can_poll() {
+            return Err(RetryError::Conflict(
+                "this call cannot be polled (not started, or no status_url)".into(),
+            ));
+        }
+        let outcome = integ.poll(&call).await;
+        let ob = self.inner.outbox.clone();
+        let r = blocking(move || ob.complete(&call_id, None, outcome, now_ms(), &mut rand::rng()))
+            .await
+            .map_err(|e| RetryError::Internal(e.to_string()))?;
+        self.inner.notify_writebacks();
+        match r {
+            Completion::Recorded(c) => Ok(*c),
+            _ => {
+                let ob = self.inner.outbox.clone();
+                blocking(move || ob.get(&call_id))
+                    .await
+                    .map_err(|e| RetryError::Internal(e.to_string()))?
+                    .ok_or(RetryError::NotFound)
+            }
+        }
+    }
+
+    pub(crate) fn notify_writebacks(&self) {
+        self.inner.notify_writebacks();
+    }
+}
+
+impl Inner {
+    fn notify_writebacks(&self) {
+        let _ = self.doc_tx.send(DocCmd::Writebacks);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Document actor: owns the per-room mirrors; applies rules and write-backs.
+
+struct Mirror {
+    ws: Workspace,
+    changes: Arc<Mutex<Vec<ChangeSet>>>,
+    _sub: ChangeSubscription,
+}
+
+struct DocActor {
+    inner: Arc<Inner>,
+    rooms: HashMap<String, Mirror>,
+    /// (room, block) → (first unindexed edit, last edit): the re-index debounce.
+    dirty: HashMap<(String, String), (Instant, Instant)>,
+}
+
+const WRITEBACK_RETRY: Duration = Duration::from_secs(1);
+
+impl DocActor {
+    async fn run(
+        mut self,
+        mut stream: Box<dyn crate::host::UpdateStream>,
+        mut rx: mpsc::UnboundedReceiver<DocCmd>,
+    ) {
+        let shutdown = self.inner.shutdown.clone();
+        match self.inner.host.stored_rooms().await {
+            Ok(rooms) => {
+                tracing::info!(rooms = rooms.len(), "bridge start-up sweep");
+                for room in rooms {
+                    if let Err(e) = self.load_room(&room).await {
+                        tracing::warn!(room = %room, error = %e, "start-up sweep of room failed");
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "bridge cannot list stored rooms"),
+        }
+        let mut wb_retry: Option<Instant> = Some(Instant::now());
+        loop {
+            let deadline = self.next_deadline(wb_retry);
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                ev = stream.next() => {
+                    // Absorb what else is already queued so rules run once per burst, with all
+                    // missing calls created in one transaction.
+                    let mut batch = vec![ev];
+                    while batch.len() < 512 {
+                        match tokio::time::timeout(Duration::ZERO, stream.next()).await {
+                            Ok(ev) => batch.push(ev),
+                            Err(_) => break,
+                        }
+                    }
+                    let mut to_drain = BTreeSet::new();
+                    let mut host_gone = false;
+                    for ev in batch {
+                        match ev {
+                            Some(HostEvent::Update { room, update, origin }) => {
+                                if self.apply_committed(&room, &update, &origin).await {
+                                    to_drain.insert(room);
+                                }
+                            }
+                            Some(HostEvent::Lagged) => {
+                                tracing::warn!("bridge lagged behind the host; rebuilding mirrors");
+                                let rooms: Vec<String> = self.rooms.keys().cloned().collect();
+                                self.rooms.clear();
+                                to_drain.clear();
+                                for room in rooms {
+                                    if let Err(e) = self.load_room(&room).await {
+                                        tracing::warn!(room = %room, error = %e, "rebuilding mirror failed");
+                                    }
+                                }
+                            }
+                            None => {
+                                host_gone = true;
+                                break;
+                            }
+                        }
+                    }
+                    for room in to_drain {
+                        self.drain(&room).await;
+                    }
+                    if host_gone {
+                        // Host gone: nothing more to observe; wait for shutdown.
+                        shutdown.cancelled().await;
+                        break;
+                    }
+                }
+                cmd = rx.recv() => match cmd {
+                    Some(DocCmd::Writebacks) => wb_retry = Some(Instant::now()),
+                    Some(DocCmd::Retry { call_id, reply }) => {
+                        let r = self.retry(call_id).await;
+                        let _ = reply.send(r);
+                    }
+                    None => break,
+                },
+                () = sleep_until_opt(deadline) => {}
+            }
+            if wb_retry.is_some_and(|t| t <= Instant::now()) {
+                wb_retry = match self.process_writebacks().await {
+                    Ok(true) => None,
+                    Ok(false) => Some(Instant::now() + WRITEBACK_RETRY),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "write-back failed; will retry");
+                        Some(Instant::now() + WRITEBACK_RETRY)
+                    }
+                };
+            }
+            self.fire_debounce().await;
+        }
+        tracing::info!("bridge document actor stopped");
+    }
+
+    fn next_deadline(&self, wb_retry: Option<Instant>) -> Option<Instant> {
+        let quiet = Duration::from_millis(self.inner.cfg.debounce.quiet_ms);
+        let max_wait = Duration::from_millis(self.inner.cfg.debounce.max_wait_ms);
+        let d = self
+            .dirty
+            .values()
+            .map(|(first, last)| (*last + quiet).min(*first + max_wait))
+            .min();
+        match (d, wb_retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    async fn load_room(&mut self, room: &str) -> Result<(), BridgeError> {
+        self.rooms.remove(room);
+        let state = self
+            .inner
+            .host
+            .room_state(room)
+            .await
+            .map_err(|e| BridgeError::Host(e.0))?;
+        // A fresh random client id per mirror (and so per process start): the bridge never
+        // reuses an id whose history it may not fully hold.
+        let ws = Workspace::new();
+        ws.apply_update_v1(&state, "load")
+            .map_err(|e| BridgeError::Doc(e.to_string()))?;
+        let changes = Arc::new(Mutex::new(Vec::new()));
+        let sink = changes.clone();
+        let sub = ws
+            .observe(move |cs| {
+                if let Ok(mut v) = sink.lock() {
+                    v.push(cs.clone());
+                }
+            })
+            .map_err(|e| BridgeError::Doc(e.to_string()))?;
+        self.rooms.insert(
+            room.to_owned(),
+            Mirror {
+                ws,
+                changes,
+                _sub: sub,
+            },
+        );
+        self.sweep_room(room).await
+    }
+
+    /// Applies a committed update to the room's mirror. Returns whether its changes still
+    /// need `drain` (a room seen for the first time is loaded and swept instead).
+    async fn apply_committed(&mut self, room: &str, update: &[u8], origin: &str) -> bool {
+        let Some(m) = self.rooms.get(room) else {
+            // First sight of this room: the stored state already contains this update.
+            if let Err(e) = self.load_room(room).await {
+                tracing::warn!(room, error = %e, "cannot load room for the bridge");
+            }
+            return false;
+        };
+        if let Err(e) = m.ws.apply_update_v1(update, origin) {
+            tracing::warn!(room, error = %e, "mirror rejected a committed update; rebuilding from stored state");
+            if let Err(e) = self.load_room(room).await {
+                tracing::warn!(room, error = %e, "rebuilding mirror failed");
+            }
+            return false;
+        }
+        true
+    }
+
+    /// Handles the change sets the mirror collected.
+    async fn drain(&mut self, room: &str) {
+        let sets: Vec<ChangeSet> = match self.rooms.get(room) {
+            Some(m) => m
+                .changes
+                .lock()
+                .map(|mut v| std::mem::take(&mut *v))
+                .unwrap_or_default(),
+            None => return,
+        };
+        let mut touched = BTreeSet::new();
+        for cs in sets {
+            let own = cs.is_from(BRIDGE_ORIGIN);
+            for ch in cs.changes {
+                match ch {
+                    Change::BlockRemoved { block_id } => {
+                        self.cancel_calls(room, &block_id, None, "block removed")
+                            .await
+                    }
+                    Change::EntryRemoved {
+                        block_id,
+                        index_name,
+                    } => {
+                        self.cancel_calls(
+                            room,
+                            &block_id,
+                            Some(&index_name),
+                            "index entry removed",
+                        )
+                        .await;
+                    }
+                    // The bridge's own transactions never edit content; the guard keeps
+                    // rules from ever firing on the bridge's writes.
+                    Change::ContentChanged { block_id } if !own => {
+                        let now = Instant::now();
+                        self.dirty
+                            .entry((room.to_owned(), block_id))
+                            .and_modify(|(_, last)| *last = now)
+                            .or_insert((now, now));
+                    }
+                    Change::BlockAdded { block_id, .. }
+                    | Change::EntryAdded { block_id, .. }
+                    | Change::StatusChanged { block_id, .. } => {
+                        touched.insert(block_id);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let touched: Vec<String> = touched.into_iter().collect();
+        self.evaluate_blocks(room, &touched).await;
+    }
+
+    /// Rule "entry requests attempt N with no APICall → exactly one APICall".
+    async fn evaluate_block(&mut self, room: &str, block_id: &str) {
+        self.evaluate_blocks(room, std::slice::from_ref(&block_id.to_owned()))
+            .await;
+    }
+
+    /// The same rule for several blocks, creating all missing calls in one transaction.
+    async fn evaluate_blocks(&mut self, room: &str, block_ids: &[String]) {
+        let Some(m) = self.rooms.get(room) else {
+            return;
+        };
+        let mut specs = Vec::new();
+        for block_id in block_ids {
+            let Some(view) = m.ws.block(block_id).ok().flatten() else {
+                continue;
+            };
+            for e in &view.indexing_list {
+                if e.status != Status::NotStarted || e.attempt < 1 {
+                    continue;
+                }
+                let Ok(attempt) = u32::try_from(e.attempt) else {
+                    tracing::warn!(room, block = %block_id, index = %e.index_name, attempt = e.attempt, "attempt out of range; ignored");
+                    continue;
+                };
+                specs.push(NewCall {
+                    room: room.to_owned(),
+                    block_id: block_id.clone(),
+                    index_name: e.index_name.clone(),
+                    attempt,
+                    integration: self.inner.cfg.route(&e.index_name).to_owned(),
+                    request_params: json!({
+                        "content": view.content,
+                        "collection_configs": e.collection_configs,
+                        "content_hash": content_hash(&view.content),
+                    }),
+                });
+            }
+        }
+        if specs.is_empty() {
+            return;
+        }
+        let ob = self.inner.outbox.clone();
+        // Read first: most evaluations find the calls already there, and a read costs no fsync.
+        let created = blocking(move || {
+            let mut missing = Vec::new();
+            for spec in specs {
+                if ob
+                    .find_by_trigger(&spec.room, &spec.block_id, &spec.index_name, spec.attempt)?
+                    .is_none()
+                {
+                    missing.push(spec);
+                }
+            }
+            if missing.is_empty() {
+                return Ok(Vec::new());
+            }
+            ob.create_calls(missing, now_ms())
+        })
+        .await;
+        match created {
+            Ok(v) => {
+                let mut any = false;
+                for (call, fresh) in v {
+                    if !fresh {
+                        continue;
+                    }
+                    any = true;
+                    metrics::counter!(crate::metrics::CALLS_CREATED_TOTAL, "integration" => call.integration.clone()).increment(1);
+                    tracing::info!(call_id = %call.id, room, block = %call.block_id, index = %call.index_name, attempt = call.attempt, integration = %call.integration, "APICall created");
+                    if call.attempt > 1 {
+                        self.cancel_older(room, &call.block_id, &call.index_name, call.attempt)
+                            .await;
+                    }
+                }
+                if any {
+                    self.inner.dispatch_wake.notify_one();
+                }
+            }
+            Err(err) => tracing::error!(room, error = %err, "cannot create APICalls"),
+        }
+    }
+
+    async fn non_terminal_calls(&self, room: &str, block_id: Option<&str>) -> Vec<ApiCall> {
+        let ob = self.inner.outbox.clone();
+        let filter = CallFilter {
+            room: Some(room.to_owned()),
+            block_id: block_id.map(str::to_owned),
+            status: None,
+            limit: None,
+        };
+        match blocking(move || ob.list(&filter)).await {
+            Ok(v) => v.into_iter().filter(|c| !c.status.is_terminal()).collect(),
+            Err(e) => {
+                tracing::error!(room, error = %e, "cannot list calls");
+                Vec::new()
+            }
+        }
+    }
+
+    async fn cancel(&self, call: &ApiCall, reason: &str) {
+        let ob = self.inner.outbox.clone();
+        let id = call.id;
+        let why = reason.to_owned();
+        match blocking(move || ob.cancel(&id, &why, now_ms())).await {
+            Ok(true) => {
+                tracing::info!(call_id = %id, room = %call.room, reason, "APICall cancelled")
+            }
+            Ok(false) => {}
+            Err(e) => tracing::error!(call_id = %id, error = %e, "cannot cancel call"),
+        }
+    }
+
+    async fn cancel_calls(&self, room: &str, block_id: &str, index: Option<&str>, reason: &str) {
+        for c in self.non_terminal_calls(room, Some(block_id)).await {
+            if index.is_none_or(|i| i == c.index_name) {
+                self.cancel(&c, reason).await;
+            }
+        }
+    }
+
+    async fn cancel_older(&self, room: &str, block_id: &str, index: &str, attempt: u32) {
+        for c in self.non_terminal_calls(room, Some(block_id)).await {
+            if c.index_name == index && c.attempt < attempt {
+                self.cancel(&c, &format!("superseded by attempt {attempt}"))
+                    .await;
+            }
+        }
+    }
+
+    /// Level-triggered reconciliation of one room (start-up, lag, first sight).
+    async fn sweep_room(&mut self, room: &str) -> Result<(), BridgeError> {
+        let Some(blocks) = self.rooms.get(room).map(|m| m.ws.blocks()) else {
+            return Ok(());
+        };
+        let blocks = blocks.map_err(|e| BridgeError::Doc(e.to_string()))?;
+        let ids: Vec<String> = blocks.iter().map(|b| b.id.clone()).collect();
+        self.evaluate_blocks(room, &ids).await;
+        for c in self.non_terminal_calls(room, None).await {
+            let entry = blocks
+                .iter()
+                .find(|b| b.id == c.block_id)
+                .and_then(|b| b.entry(&c.index_name));
+            match entry {
+                None => self.cancel(&c, "index entry no longer exists").await,
+                Some(e) if e.attempt > u64::from(c.attempt) => {
+                    self.cancel(&c, &format!("superseded by attempt {}", e.attempt))
+                        .await;
+                }
+                Some(_) => {}
+            }
+        }
+        // Done entries whose content changed while the bridge was down get re-indexed.
+        for b in &blocks {
+            if b.indexing_list.iter().any(|e| e.status == Status::Done) {
+                self.reindex_check(room, &b.id, false).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Rule "content of a `done` entry changed → request attempt N+1". `unknown_is_stale`:
+    /// whether a `done` without a known APICall (pruned, or written elsewhere) counts as stale.
+    async fn reindex_check(&mut self, room: &str, block_id: &str, unknown_is_stale: bool) {
+        let Some(view) = self
+            .rooms
+            .get(room)
+            .and_then(|m| m.ws.block(block_id).ok().flatten())
+        else {
+            return;
+        };
+        let hash = content_hash(&view.content);
+        let mut requests = Vec::new();
+        for e in view
+            .indexing_list
+            .iter()
+            .filter(|e| e.status == Status::Done)
+        {
+            let Ok(attempt) = u32::try_from(e.attempt) else {
+                continue;
+            };
+            let ob = self.inner.outbox.clone();
+            let (r, b, i) = (room.to_owned(), block_id.to_owned(), e.index_name.clone());
+            let call = blocking(move || ob.find_by_trigger(&r, &b, &i, attempt))
+                .await
+                .ok()
+                .flatten();
+            let stale = match call {
+                Some(c) => {
+                    c.request_params.get("content_hash").and_then(Value::as_str)
+                        != Some(hash.as_str())
+                }
+                None => unknown_is_stale,
+            };
+            if stale {
+                requests.push((e.index_name.clone(), e.attempt + 1));
+            }
+        }
+        for (index, next) in requests {
+            tracing::info!(room, block = block_id, index = %index, attempt = next, "content changed; re-index requested");
+            let rec = StatusRecord::new(next, Status::NotStarted);
+            if let Err(e) = self.write_record(room, block_id, &index, &rec).await {
+                tracing::warn!(room, block = block_id, error = %e, "re-index request not written");
+            }
+        }
+        self.drain(room).await;
+    }
+
+    async fn fire_debounce(&mut self) {
+        let quiet = Duration::from_millis(self.inner.cfg.debounce.quiet_ms);
+        let max_wait = Duration::from_millis(self.inner.cfg.debounce.max_wait_ms);
+        let now = Instant::now();
+        let due: Vec<(String, String)> = self
+            .dirty
+            .iter()
+            .filter(|(_, (first, last))| *last + quiet <= now || *first + max_wait <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            self.dirty.remove(&key);
+            self.reindex_check(&key.0, &key.1, true).await;
+        }
+    }
+
+    /// Appends a status record as the bridge peer and sends the update to the host.
+    /// Returns whether an update was sent. On a host failure the mirror is rebuilt from the
+    /// stored state, so the next try sees what really is stored.
+    async fn write_record(
+        &mut self,
+        room: &str,
+        block_id: &str,
+        index: &str,
+        rec: &StatusRecord,
+    ) -> Result<bool, BridgeError> {
+        // Callers load the room first; loading here would make the rules recursive.
+        let Some(m) = self.rooms.get(room) else {
+            return Err(BridgeError::Host(format!("room {room} is not loaded")));
+        };
+        let (changed, update) =
+            m.ws.transact(BRIDGE_ORIGIN, |t| t.record_status(block_id, index, rec))
+                .map_err(|e| BridgeError::Doc(e.to_string()))?;
+        let changed = changed.map_err(|e| BridgeError::Doc(e.to_string()))?;
+        if !changed || update.is_empty() {
+            return Ok(false);
+        }
+        if let Err(e) = self
+            .inner
+            .host
+            .apply_update(room, update, BRIDGE_ORIGIN)
+            .await
+        {
+            self.rooms.remove(room);
+            return Err(BridgeError::Host(e.0));
+        }
+        Ok(true)
+    }
+
+    /// Applies queued write-backs, one bridge transaction (one update, one durable apply) per
+    /// room. Returns `Ok(true)` when the queue was drained.
+    async fn process_writebacks(&mut self) -> Result<bool, BridgeError> {
+        const BATCH: usize = 512;
+        let ob = self.inner.outbox.clone();
+        let items = blocking(move || ob.writebacks(BATCH)).await?;
+        let full = items.len() == BATCH;
+        let mut by_room: HashMap<String, Vec<(u64, Writeback)>> = HashMap::new();
+        for (seq, wb) in items {
+            by_room.entry(wb.room.clone()).or_default().push((seq, wb));
+        }
+        let mut acks = Vec::new();
+        let mut all_ok = true;
+        let mut done_blocks = BTreeSet::new();
+        for (room, wbs) in by_room {
+            // One update per "layer": the k-th queued record of every entry goes into update k,
+            // so a client sees `processing` and `done` as two steps even when a fast call
+            // finished before the first was written.
+            let mut layers: Vec<Vec<(u64, Writeback)>> = Vec::new();
+            let mut depth: HashMap<(String, String), usize> = HashMap::new();
+            for (seq, wb) in wbs {
+                let d = depth
+                    .entry((wb.block_id.clone(), wb.index_name.clone()))
+                    .or_default();
+                if layers.len() <= *d {
+                    layers.push(Vec::new());
+                }
+                layers[*d].push((seq, wb));
+                *d += 1;
+            }
+            for wbs in layers {
+                // Later layers wait for earlier ones, so records keep their order.
+                if !self
+                    .apply_layer(&room, wbs, &mut acks, &mut done_blocks)
+                    .await
+                {
+                    all_ok = false;
+                    break;
+                }
+            }
+        }
+        let ob = self.inner.outbox.clone();
+        blocking(move || ob.ack_writebacks(&acks)).await?;
+        // Content edited while the call ran: the result is stale, index again.
+        for (room, block) in done_blocks {
+            self.reindex_check(&room, &block, false).await;
+        }
+        Ok(all_ok && !full)
+    }
+
+    /// Applies one layer of a room's write-backs; false if the host refused it.
+    async fn apply_layer(
+        &mut self,
+        room: &str,
+        wbs: Vec<(u64, Writeback)>,
+        acks: &mut Vec<u64>,
+        done_blocks: &mut BTreeSet<(String, String)>,
+    ) -> bool {
+        match self.apply_writebacks(room, &wbs).await {
+            Ok(()) => {
+                for (seq, wb) in &wbs {
+                    acks.push(*seq);
+                    if wb.status == DocStatus::Done {
+                        done_blocks.insert((room.to_owned(), wb.block_id.clone()));
+                    }
+                }
+                self.drain(room).await;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(room, n = wbs.len(), error = %e, "write-backs not applied yet");
+                false
+            }
+        }
+    }
+
+    fn record_for(wb: &Writeback) -> StatusRecord {
+        let attempt = u64::from(wb.attempt);
+        let id = wb.api_call_id.clone().unwrap_or_default();
+        let at = wb.completed_at.unwrap_or_else(now_ms);
+        match wb.status {
+            DocStatus::NotStarted => StatusRecord::new(attempt, Status::NotStarted),
+            DocStatus::Processing => StatusRecord::processing(attempt, id),
+            DocStatus::Done => {
+                let result = match wb.result.clone() {
+                    Some(Value::Object(o)) => Value::Object(o),
+                    None | Some(Value::Null) => json!({}),
+                    Some(other) => json!({ "value": other }),
+                };
+                StatusRecord::done(attempt, id, result, at)
+            }
+            DocStatus::Error => StatusRecord::error(
+                attempt,
+                id,
+                wb.error.clone().unwrap_or_else(|| "failed".into()),
+                at,
+            ),
+        }
+    }
+
+    /// Writes a room's queued outcomes as one transaction of the bridge peer and sends the
+    /// update. Records already present, for a removed entry, or for an attempt older than the
+    /// entry's current one are skipped (`record_status` and the guard below), so replays after
+    /// a crash change nothing.
+    async fn apply_writebacks(
+        &mut self,
+        room: &str,
+        wbs: &[(u64, Writeback)],
+    ) -> Result<(), BridgeError> {
+        if !self.rooms.contains_key(room) {
+            self.load_room(room).await?;
+        }
+        let Some(m) = self.rooms.get(room) else {
+            return Err(BridgeError::Host(format!("room {room} is not loaded")));
+        };
+        let (written, update) = m
+            .ws
+            .transact(BRIDGE_ORIGIN, |t| {
+                let mut written = Vec::new();
+                for (_, wb) in wbs {
+                    let Some(entry) = t.block(&wb.block_id).and_then(|b| b.entry(&wb.index_name).cloned()) else {
+                        continue; // block or entry removed: nothing to show it on
+                    };
+                    if entry.attempt > u64::from(wb.attempt) {
+                        continue; // a newer attempt exists; an old outcome must not add noise
+                    }
+                    match t.record_status(&wb.block_id, &wb.index_name, &Self::record_for(wb)) {
+                        Ok(true) => written.push(wb),
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(room, call_id = ?wb.api_call_id, error = %e, "invalid status record skipped"),
+                    }
+                }
+                written
+            })
+            .map_err(|e| BridgeError::Doc(e.to_string()))?;
+        if update.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self
+            .inner
+            .host
+            .apply_update(room, update, BRIDGE_ORIGIN)
+            .await
+        {
+            // The mirror holds records the host never stored: rebuild it from stored state.
+            self.rooms.remove(room);
+            return Err(BridgeError::Host(e.0));
+        }
+        for wb in written {
+            metrics::counter!(crate::metrics::WRITEBACKS_TOTAL, "status" => wb.status.as_str())
+                .increment(1);
+            tracing::info!(room, block = %wb.block_id, index = %wb.index_name, attempt = wb.attempt, status = wb.status.as_str(), call_id = ?wb.api_call_id, "outcome written back");
+        }
+        Ok(())
+    }
+
+    async fn retry(&mut self, call_id: Uuid) -> Result<ApiCall, RetryError> {
+        let ob = self.inner.outbox.clone();
+        let call = blocking(move || ob.get(&call_id))
+            .await
+            .map_err(|e| RetryError::Internal(e.to_string()))?
+            .ok_or(RetryError::NotFound)?;
+        if !call.status.is_terminal() {
+            return Err(RetryError::Conflict(format!(
+                "call is {}, not finished",
+                call.status.as_str()
+            )));
+        }
+        if !self.rooms.contains_key(&call.room) {
+            self.load_room(&call.room)
+                .await
+                .map_err(|e| RetryError::Internal(e.to_string()))?;
+        }
+        let entry = self
+            .rooms
+            .get(&call.room)
+            .and_then(|m| m.ws.block(&call.block_id).ok().flatten())
+            .and_then(|b| b.entry(&call.index_name).cloned())
+            .ok_or_else(|| RetryError::Conflict("the index entry no longer exists".into()))?;
+        if entry.attempt > u64::from(call.attempt) {
+            return Err(RetryError::Conflict(format!(
+                "a newer attempt ({}) exists",
+                entry.attempt
+            )));
+        }
+        let next = u64::from(call.attempt) + 1;
+        let rec = StatusRecord::new(next, Status::NotStarted);
+        self.write_record(&call.room, &call.block_id, &call.index_name, &rec)
+            .await
+            .map_err(|e| RetryError::Internal(e.to_string()))?;
+        self.drain(&call.room).await;
+        self.evaluate_block(&call.room, &call.block_id).await;
+        let ob = self.inner.outbox.clone();
+        let (r, b, i) = (
+            call.room.clone(),
+            call.block_id.clone(),
+            call.index_name.clone(),
+        );
+        let attempt =
+            u32::try_from(next).map_err(|_| RetryError::Conflict("attempt out of range".into()))?;
+        blocking(move || ob.find_by_trigger(&r, &b, &i, attempt))
+            .await
+            .map_err(|e| RetryError::Internal(e.to_string()))?
+            .ok_or_else(|| RetryError::Internal("retry requested but no call was created".into()))
+    }
+}
+
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dispatcher and workers.
+
+const IDLE_POLL: Duration = Duration::from_millis(1000);
+
+async fn dispatcher(inner: Arc<Inner>) {
+    // Leases recorded by a previous process are dead: redb admits one process per file.
+    let ob = inner.outbox.clone();
+    match blocking(move || ob.rescue_expired(now_ms(), true, &mut rand::rng())).await {
+        Ok(v) if !v.is_empty() => {
+            tracing::info!(rescued = v.len(), "rescued calls leased by a previous run")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %e, "start-up lease rescue failed"),
+    }
+    inner.notify_writebacks();
+    loop {
+        if inner.shutdown.is_cancelled() {
+            break;
+        }
+        let now = now_ms();
+        let ob = inner.outbox.clone();
+        let (next_due, next_exp) =
+            match blocking(move || Ok((ob.next_due()?, ob.next_lease_expiry()?))).await {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::error!(error = %e, "outbox read failed");
+                    (None, None)
+                }
+            };
+        if next_exp.is_some_and(|t| t <= now) {
+            let ob = inner.outbox.clone();
+            if let Err(e) = blocking(move || ob.rescue_expired(now, false, &mut rand::rng())).await
+            {
+                tracing::error!(error = %e, "lease rescue failed");
+            }
+        }
+        let mut claimed = 0;
+        if next_due.is_some_and(|t| t <= now) {
+            let slots: HashMap<String, usize> = inner
+                .slots
+                .iter()
+                .map(|(k, s)| (k.clone(), s.available_permits()))
+                .collect();
+            if slots.values().any(|n| *n > 0) {
+                let ob = inner.outbox.clone();
+                match blocking(move || ob.claim_due(now, &slots, 64)).await {
+                    Ok(claims) => {
+                        claimed = claims.len();
+                        for c in claims {
+                            let permit = inner
+                                .slots
+                                .get(&c.call.integration)
+                                .and_then(|s| s.clone().try_acquire_owned().ok());
+                            let inner2 = inner.clone();
+                            inner.tracker.spawn(run_claim(inner2, c, permit));
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "claim failed"),
+                }
+            }
+        }
+        if claimed > 0 {
+            inner.notify_writebacks();
+            continue;
+        }
+        let wait = [next_due, next_exp]
+            .into_iter()
+            .flatten()
+            .map(|t| Duration::from_millis(t.saturating_sub(now)))
+            .min()
+            .unwrap_or(IDLE_POLL)
+            .clamp(Duration::from_millis(5), IDLE_POLL);
+        tokio::select! {
+            () = inner.shutdown.cancelled() => break,
+            () = inner.dispatch_wake.notified() => {}
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+    tracing::info!("bridge dispatcher stopped");
+}
+
+fn past_deadline(call: &ApiCall, timeout_ms: u64) -> bool {
+    call.started_at
+        .is_some_and(|t| now_ms().saturating_sub(t) >= timeout_ms)
+}
+
+async fn run_claim(inner: Arc<Inner>, claim: Claim, permit: Option<OwnedSemaphorePermit>) {
+    let call = &claim.call;
+    let lease = Duration::from_millis(inner.cfg.retry.lease_ms.saturating_sub(500).max(100));
+    let outcome = match inner.registry.get(&call.integration) {
+        None => Outcome::Failed {
+            error: format!("integration {:?} is not configured", call.integration),
+            retryable: false,
+            retry_after_ms: None,
+        },
+        Some(integ)
+            if claim.phase == Phase::Poll && past_deadline(call, integ.async_timeout_ms()) =>
+        {
+            Outcome::Failed {
+                error: format!(
+                    "no completion within {} s of the external system accepting the call",
+                    integ.async_timeout_ms() / 1000
+                ),
+                retryable: false,
+                retry_after_ms: None,
+            }
+        }
+        Some(integ) if claim.phase == Phase::Poll && !integ.can_poll() => {
+            // Webhook-only integration woken before its deadline (clock change, restart):
+            // sleep until the deadline.
+            let left = call.started_at.map_or(integ.async_timeout_ms(), |t| {
+                (t + integ.async_timeout_ms()).saturating_sub(now_ms())
+            });
+            Outcome::Pending {
+                poll_after_ms: left.max(100),
+            }
+        }
+        Some(integ) => {
+            let fut = match claim.phase {
+                Phase::Submit => integ.submit(call),
+                Phase::Poll => integ.poll(call),
+            };
+            tokio::select! {
+                // The lease will be rescued by the next start; the idempotency key makes the
+                // repeat safe.
+                () = inner.shutdown.cancelled() => return,
+                r = tokio::time::timeout(lease, fut) => r.unwrap_or_else(|_| Outcome::Failed {
+                    error: "no answer within the lease".into(),
+                    retryable: true,
+                    retry_after_ms: None,
+                }),
+            }
+        }
+    };
+    tracing::debug!(call_id = %call.id, room = %call.room, r#try = call.tries, ?outcome, "try finished");
+    let result = match &outcome {
+        Outcome::Completed { .. } => "completed",
+        Outcome::Started { .. } => "started",
+        Outcome::Pending { .. } => "pending",
+        Outcome::Failed {
+            retryable: true, ..
+        } => "retry",
+        Outcome::Failed {
+            retryable: false, ..
+        } => "failed",
+    };
+    metrics::counter!(crate::metrics::TRIES_TOTAL, "integration" => call.integration.clone(), "result" => result).increment(1);
+    let (id, token) = (call.id, claim.token);
+    let (reply, rx) = oneshot::channel();
+    if inner
+        .done_tx
+        .send(Done {
+            id,
+            token,
+            outcome,
+            reply,
+        })
+        .is_err()
+    {
+        return; // shutting down: the lease will be rescued at the next start
+    }
+    let Ok(result) = rx.await else { return };
+    match result {
+        Ok(Completion::Recorded(c)) => {
+            if c.status.is_terminal() {
+                metrics::counter!(crate::metrics::CALLS_FINISHED_TOTAL, "integration" => c.integration.clone(), "status" => c.status.as_str()).increment(1);
+            }
+            tracing::info!(call_id = %c.id, room = %c.room, status = c.status.as_str(), tries = c.tries, error = ?c.error, "outcome recorded");
+        }
+        Ok(Completion::Fenced) => {
+            tracing::warn!(call_id = %id, token, "stale lease: outcome not recorded")
+        }
+        Ok(Completion::Ignored) => {}
+        Err(e) => {
+            tracing::error!(call_id = %id, error = %e, "cannot record outcome; the lease will expire and the call be retried")
+        }
+    }
+    drop(permit);
+    inner.notify_writebacks();
+    inner.dispatch_wake.notify_one();
+}
+
+/// Commits worker outcomes, batching whatever is queued into one transaction. The worker keeps
+/// its concurrency slot until its outcome is durable.
+async fn completer(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Done>) {
+    loop {
+        let first = tokio::select! {
+            () = inner.shutdown.cancelled() => break,
+            d = rx.recv() => match d { Some(d) => d, None => break },
+        };
+        let mut batch = vec![first];
+        while batch.len() < 256 {
+            match rx.try_recv() {
+                Ok(d) => batch.push(d),
+                Err(_) => break,
+            }
+        }
+        let (items, replies): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .map(|d| ((d.id, Some(d.token), d.outcome), d.reply))
+            .unzip();
+        let ob = inner.outbox.clone();
+        match blocking(move || ob.complete_many(items, now_ms(), &mut rand::rng())).await {
+            Ok(results) => {
+                for (r, reply) in results.into_iter().zip(replies) {
+                    let _ = reply.send(Ok(r));
+                }
+            }
+            Err(e) => {
+                for reply in replies {
+                    let _ = reply.send(Err(BridgeError::Store(e.to_string())));
+                }
+            }
+        }
+    }
+    tracing::info!("bridge completer stopped");
+}
+
+async fn pruner(inner: Arc<Inner>) {
+    let every = Duration::from_millis(inner.cfg.retention.prune_interval_ms.max(1000));
+    loop {
+        tokio::select! {
+            () = inner.shutdown.cancelled() => break,
+            () = tokio::time::sleep(every) => {}
+        }
+        let ob = inner.outbox.clone();
+        let ret = inner.cfg.retention.clone();
+        match blocking(move || ob.prune(now_ms(), &ret)).await {
+            Ok(n) if n > 0 => tracing::info!(pruned = n, "pruned finished calls"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "prune failed"),
+        }
+    }
+}

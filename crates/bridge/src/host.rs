@@ -1,0 +1,155 @@
+//! `DocumentHost`: the narrow view of the document store the bridge needs (rooms, their state,
+//! applying an update durably, a stream of committed updates), plus `MemoryHost`, an in-memory
+//! implementation for embedding and tests.
+//!
+//! The binary implements the trait over the relay (crates/weaver/src/bridge_host.rs); the
+//! bridge deliberately does not depend on the relay crate.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::broadcast;
+use yrs::updates::decoder::Decode;
+use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
+
+use crate::integration::BoxFuture;
+
+/// Error reported by a host.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct HostError(pub String);
+
+/// One event of the committed-update stream.
+#[derive(Debug, Clone)]
+pub enum HostEvent {
+    /// `update` (Yjs v1) was durably committed to `room`. `origin` is the host's description
+    /// of who wrote it; the bridge's own writes carry `weaver_doc::BRIDGE_ORIGIN`.
+    Update {
+        room: String,
+        update: Vec<u8>,
+        origin: String,
+    },
+    /// Events were dropped (slow consumer): the bridge rebuilds its mirrors from `room_state`.
+    Lagged,
+}
+
+/// A subscription to committed updates.
+pub trait UpdateStream: Send {
+    /// The next event; `None` when the host shut down.
+    fn next(&mut self) -> BoxFuture<'_, Option<HostEvent>>;
+}
+
+/// The document store as the bridge sees it.
+pub trait DocumentHost: Send + Sync + 'static {
+    /// Every room that has stored state (swept at start-up).
+    fn stored_rooms(&self) -> BoxFuture<'_, Result<Vec<String>, HostError>>;
+    /// The full state of a room as one v1 update (empty doc → a valid empty update).
+    fn room_state<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Vec<u8>, HostError>>;
+    /// Persists and broadcasts `update` to `room`; returns once it is durable.
+    fn apply_update<'a>(
+        &'a self,
+        room: &'a str,
+        update: Vec<u8>,
+        origin: &'a str,
+    ) -> BoxFuture<'a, Result<(), HostError>>;
+    /// Subscribes to committed updates (subscribe before reading state, so nothing is missed).
+    fn subscribe(&self) -> Box<dyn UpdateStream>;
+}
+
+/// In-memory `DocumentHost`: one yrs `Doc` per room and a broadcast channel.
+#[derive(Debug, Clone)]
+pub struct MemoryHost {
+    rooms: Arc<Mutex<HashMap<String, Doc>>>,
+    tx: broadcast::Sender<(String, Vec<u8>, String)>,
+}
+
+impl Default for MemoryHost {
+    fn default() -> Self {
+        Self::new(1024)
+    }
+}
+
+impl MemoryHost {
+    /// A host whose broadcast channel keeps `capacity` events per slow subscriber.
+    pub fn new(capacity: usize) -> Self {
+        let (tx, _) = broadcast::channel(capacity.max(1));
+        Self {
+            rooms: Arc::new(Mutex::new(HashMap::new())),
+            tx,
+        }
+    }
+
+    /// Applies an update synchronously (what a client would send) and broadcasts it.
+    pub fn apply(&self, room: &str, update: &[u8], origin: &str) -> Result<(), HostError> {
+        let u = Update::decode_v1(update).map_err(|e| HostError(format!("bad update: {e}")))?;
+        {
+            let mut rooms = self
+                .rooms
+                .lock()
+                .map_err(|_| HostError("poisoned".into()))?;
+            let doc = rooms.entry(room.to_owned()).or_default();
+            let mut txn = doc.transact_mut();
+            txn.apply_update(u)
+                .map_err(|e| HostError(format!("apply: {e}")))?;
+        }
+        let _ = self
+            .tx
+            .send((room.to_owned(), update.to_vec(), origin.to_owned()));
+        Ok(())
+    }
+
+    /// The state of a room as a v1 update.
+    pub fn state(&self, room: &str) -> Result<Vec<u8>, HostError> {
+        let mut rooms = self
+            .rooms
+            .lock()
+            .map_err(|_| HostError("poisoned".into()))?;
+        let doc = rooms.entry(room.to_owned()).or_default();
+        let txn = doc.transact();
+        Ok(txn.encode_state_as_update_v1(&StateVector::default()))
+    }
+}
+
+struct MemoryStream(broadcast::Receiver<(String, Vec<u8>, String)>);
+
+impl UpdateStream for MemoryStream {
+    fn next(&mut self) -> BoxFuture<'_, Option<HostEvent>> {
+        Box::pin(async move {
+            match self.0.recv().await {
+                Ok((room, update, origin)) => Some(HostEvent::Update {
+                    room,
+                    update,
+                    origin,
+                }),
+                Err(broadcast::error::RecvError::Lagged(_)) => Some(HostEvent::Lagged),
+                Err(broadcast::error::RecvError::Closed) => None,
+            }
+        })
+    }
+}
+
+impl DocumentHost for MemoryHost {
+    fn stored_rooms(&self) -> BoxFuture<'_, Result<Vec<String>, HostError>> {
+        Box::pin(async move {
+            let rooms = self
+                .rooms
+                .lock()
+                .map_err(|_| HostError("poisoned".into()))?;
+            Ok(rooms.keys().cloned().collect())
+        })
+    }
+    fn room_state<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Vec<u8>, HostError>> {
+        Box::pin(async move { self.state(room) })
+    }
+    fn apply_update<'a>(
+        &'a self,
+        room: &'a str,
+        update: Vec<u8>,
+        origin: &'a str,
+    ) -> BoxFuture<'a, Result<(), HostError>> {
+        Box::pin(async move { self.apply(room, &update, origin) })
+    }
+    fn subscribe(&self) -> Box<dyn UpdateStream> {
+        Box::new(MemoryStream(self.tx.subscribe()))
+    }
+}

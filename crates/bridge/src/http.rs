@@ -1,0 +1,369 @@
+//! The HTTP integration: POSTs a call to a configured URL with an `Idempotency-Key`, maps the
+//! answer to an `Outcome`, and polls a status URL for asynchronous jobs.
+//!
+//! Redirects are not followed, response bodies are capped, each request has a timeout. What is
+//! retried is decided by `retry::classify`; *when* it is retried by the outbox.
+
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::{Value, json};
+
+use crate::BridgeError;
+use crate::config::IntegrationConfig;
+use crate::integration::{BoxFuture, Integration};
+use crate::model::ApiCall;
+use crate::outbox::Outcome;
+use crate::retry::{StatusClass, classify, parse_retry_after};
+use crate::webhook::WebhookSecret;
+
+/// An HTTP API configured by an `[[integrations]]` table.
+#[derive(Debug)]
+pub struct HttpIntegration {
+    name: String,
+    url: String,
+    client: reqwest::Client,
+    headers: HeaderMap,
+    concurrency: usize,
+    secrets: Vec<WebhookSecret>,
+    status_url: Option<String>,
+    poll_interval_ms: u64,
+    async_timeout_ms: u64,
+    external_id_field: Option<String>,
+    max_response_bytes: usize,
+}
+
+/// Replaces every `${NAME}` with `env(NAME)` (missing → error).
+pub fn expand_env(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("unterminated ${{ in {s:?}"))?;
+        let var = &after[..end];
+        let val = env(var).ok_or_else(|| format!("environment variable {var} is not set"))?;
+        out.push_str(&val);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+enum Body {
+    Ok(Value),
+    TooLarge,
+}
+
+impl HttpIntegration {
+    /// Builds the client and resolves secrets from the process environment.
+    pub fn from_config(c: &IntegrationConfig) -> Result<Self, BridgeError> {
+        Self::from_config_with_env(c, &|k| std::env::var(k).ok())
+    }
+
+    /// Like `from_config` with an explicit variable lookup (tests, embedding).
+    pub fn from_config_with_env(
+        c: &IntegrationConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, BridgeError> {
+        let err = |m: String| BridgeError::Config(format!("integration {:?}: {m}", c.name));
+        let mut headers = HeaderMap::new();
+        for (k, v) in &c.headers {
+            let v = expand_env(v, env).map_err(err)?;
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|e| err(format!("header {k:?}: {e}")))?;
+            let mut value =
+                HeaderValue::from_str(&v).map_err(|e| err(format!("header {k:?}: {e}")))?;
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
+        let mut secrets = Vec::new();
+        for var in &c.webhook_secrets {
+            let raw =
+                env(var).ok_or_else(|| err(format!("webhook secret variable {var} is not set")))?;
+            for one in raw.split_whitespace() {
+                secrets.push(WebhookSecret::parse(one).map_err(|e| err(format!("{var}: {e}")))?);
+            }
+        }
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_millis(c.timeout_ms))
+            .connect_timeout(Duration::from_millis(c.timeout_ms.min(5_000)))
+            .build()
+            .map_err(|e| err(format!("http client: {e}")))?;
+        Ok(Self {
+            name: c.name.clone(),
+            url: c.url.clone(),
+            client,
+            headers,
+            concurrency: c.concurrency,
+            secrets,
+            status_url: c.status_url.clone(),
+            poll_interval_ms: c.poll_interval_ms,
+            async_timeout_ms: c.async_timeout_ms,
+            external_id_field: c.external_id_field.clone(),
+            max_response_bytes: c.max_response_bytes,
+        })
+    }
+
+    async fn read_body(&self, mut resp: reqwest::Response) -> Result<Body, reqwest::Error> {
+        let mut buf = Vec::new();
+        while let Some(chunk) = resp.chunk().await? {
+            if buf.len() + chunk.len() > self.max_response_bytes {
+                return Ok(Body::TooLarge);
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        if buf.is_empty() {
+            return Ok(Body::Ok(Value::Null));
+        }
+        Ok(Body::Ok(serde_json::from_slice(&buf).unwrap_or_else(
+            |_| json!({"body": String::from_utf8_lossy(&buf)}),
+        )))
+    }
+
+    fn external_id(&self, body: &Value) -> Option<String> {
+        let fields: Vec<&str> = match &self.external_id_field {
+            Some(f) => vec![f.as_str()],
+            None => vec!["external_id", "id"],
+        };
+        fields.into_iter().find_map(|f| match body.get(f)? {
+            Value::String(s) if !s.is_empty() => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+    }
+
+    /// When to look at a started call again: the next poll, or (webhook-only) the deadline.
+    fn poll_after(&self) -> Option<u64> {
+        Some(if self.status_url.is_some() {
+            self.poll_interval_ms
+        } else {
+            self.async_timeout_ms
+        })
+    }
+
+    fn transport_error(&self, e: &reqwest::Error) -> Outcome {
+        let what = if e.is_timeout() {
+            "timeout"
+        } else if e.is_connect() {
+            "connect error"
+        } else {
+            "network error"
+        };
+        Outcome::Failed {
+            error: format!("{}: {what}: {e}", self.name),
+            retryable: true,
+            retry_after_ms: None,
+        }
+    }
+
+    fn http_error(
+        &self,
+        status: reqwest::StatusCode,
+        retry_after: Option<u64>,
+        body: &Body,
+    ) -> Outcome {
+        let retryable = classify(status.as_u16()) == StatusClass::Retryable;
+        let detail = match body {
+            Body::Ok(Value::Null) | Body::TooLarge => String::new(),
+            Body::Ok(v) => {
+                let s = v
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .map_or_else(|| v.to_string(), str::to_owned);
+                format!(": {}", s.chars().take(300).collect::<String>())
+            }
+        };
+        let redirect = if status.is_redirection() {
+            " (redirects are not followed)"
+        } else {
+            ""
+        };
+        Outcome::Failed {
+            error: format!("HTTP {status}{redirect}{detail}"),
+            retryable,
+            retry_after_ms: retry_after,
+        }
+    }
+}
+
+fn retry_after_ms(h: &HeaderMap) -> Option<u64> {
+    let v = h.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    parse_retry_after(v).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Integration for HttpIntegration {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+    fn can_poll(&self) -> bool {
+        self.status_url.is_some()
+    }
+    fn async_timeout_ms(&self) -> u64 {
+        self.async_timeout_ms
+    }
+    fn webhook_secrets(&self) -> &[WebhookSecret] {
+        &self.secrets
+    }
+
+    fn submit<'a>(&'a self, call: &'a ApiCall) -> BoxFuture<'a, Outcome> {
+        Box::pin(async move {
+            let payload = json!({
+                "call_id": call.id.to_string(),
+                "attempt": call.attempt,
+                "room": call.room,
+                "block_id": call.block_id,
+                "index_name": call.index_name,
+                "collection_configs": call.request_params.get("collection_configs").cloned().unwrap_or(Value::Null),
+                "content": call.request_params.get("content").cloned().unwrap_or(Value::Null),
+            });
+            let req = self
+                .client
+                .post(&self.url)
+                .headers(self.headers.clone())
+                .header("Idempotency-Key", &call.idempotency_key)
+                .json(&payload);
+            let resp = match req.send().await {
+                Ok(r) => r,
+                Err(e) => return self.transport_error(&e),
+            };
+            let status = resp.status();
+            let ra = retry_after_ms(resp.headers());
+            let body = match self.read_body(resp).await {
+                Ok(b) => b,
+                Err(e) => return self.transport_error(&e),
+            };
+            match (classify(status.as_u16()), body) {
+                (StatusClass::Success, Body::Ok(data)) => Outcome::Completed {
+                    external_id: self.external_id(&data),
+                    data,
+                },
+                (StatusClass::Accepted, Body::Ok(data)) => match self.external_id(&data) {
+                    Some(external_id) => Outcome::Started {
+                        external_id,
+                        poll_after_ms: self.poll_after(),
+                    },
+                    None => Outcome::Failed {
+                        error: format!("HTTP 202 without an external id field in {data}"),
+                        retryable: false,
+                        retry_after_ms: None,
+                    },
+                },
+                (StatusClass::Success | StatusClass::Accepted, Body::TooLarge) => Outcome::Failed {
+                    error: format!("response larger than {} bytes", self.max_response_bytes),
+                    retryable: false,
+                    retry_after_ms: None,
+                },
+                (_, body) => self.http_error(status, ra, &body),
+            }
+        })
+    }
+
+    fn poll<'a>(&'a self, call: &'a ApiCall) -> BoxFuture<'a, Outcome> {
+        Box::pin(async move {
+            let (Some(tpl), Some(ext)) = (&self.status_url, &call.external_id) else {
+                return Outcome::Failed {
+                    error: format!("{}: no status_url configured or no external id", self.name),
+                    retryable: false,
+                    retry_after_ms: None,
+                };
+            };
+            let url = tpl.replace("{external_id}", &percent_encode(ext));
+            let resp = match self
+                .client
+                .get(&url)
+                .headers(self.headers.clone())
+                .send()
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => return self.transport_error(&e),
+            };
+            let status = resp.status();
+            let ra = retry_after_ms(resp.headers());
+            let body = match self.read_body(resp).await {
+                Ok(b) => b,
+                Err(e) => return self.transport_error(&e),
+            };
+            let data = match (classify(status.as_u16()), body) {
+                (StatusClass::Success | StatusClass::Accepted, Body::Ok(d)) => d,
+                (StatusClass::Success | StatusClass::Accepted, Body::TooLarge) => {
+                    return Outcome::Failed {
+                        error: format!(
+                            "status response larger than {} bytes",
+                            self.max_response_bytes
+                        ),
+                        retryable: false,
+                        retry_after_ms: None,
+                    };
+                }
+                (_, body) => return self.http_error(status, ra, &body),
+            };
+            match data.get("status").and_then(Value::as_str).unwrap_or("") {
+                "completed" | "done" | "succeeded" | "success" => {
+                    let result = data
+                        .get("data")
+                        .or_else(|| data.get("result"))
+                        .cloned()
+                        .unwrap_or(data.clone());
+                    Outcome::Completed {
+                        external_id: None,
+                        data: result,
+                    }
+                }
+                "failed" | "error" => Outcome::Failed {
+                    error: data
+                        .get("error")
+                        .and_then(Value::as_str)
+                        .unwrap_or("external job failed")
+                        .to_owned(),
+                    retryable: false,
+                    retry_after_ms: None,
+                },
+                _ => Outcome::Pending {
+                    poll_after_ms: ra.unwrap_or(self.poll_interval_ms),
+                },
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_expansion() {
+        let env = |k: &str| (k == "TOKEN").then(|| "s3cret".to_owned());
+        assert_eq!(
+            expand_env("Bearer ${TOKEN}!", &env).unwrap(),
+            "Bearer s3cret!"
+        );
+        assert!(expand_env("${MISSING}", &env).is_err());
+        assert!(expand_env("${oops", &env).is_err());
+        assert_eq!(expand_env("plain", &env).unwrap(), "plain");
+    }
+
+    #[test]
+    fn encode() {
+        assert_eq!(percent_encode("a b/c"), "a%20b%2Fc");
+    }
+}

@@ -1,0 +1,437 @@
+// The bridge end to end: the real `weaver serve` (relay + bridge on one redb file), real yjs
+// clients over y-websocket, and a real HTTP server standing in for the external API (it counts
+// requests per Idempotency-Key, answers 200/202/429/500/slowly/never, and sends signed Standard
+// Webhooks). Crash safety is checked with kill -9 at random points between trigger, claim,
+// external call, outcome and write-back.
+import { test, after } from 'node:test'
+import assert from 'node:assert/strict'
+import http from 'node:http'
+import crypto from 'node:crypto'
+import { writeFileSync } from 'node:fs'
+import path from 'node:path'
+import * as Y from 'yjs'
+import { WebsocketProvider } from 'y-websocket'
+import WebSocket from 'ws'
+import { startWeaver, tempDataDir } from './lib/weaver.mjs'
+import { addBlock, requestIndex, removeIndex, editContent, readBlock, logicalEntries, getBlocksMap } from '../../web-demo/src/weaver-doc.js'
+
+const SECRET_BYTES = Buffer.from('weaver-js-test-webhook-secret-32')
+const SECRET = 'whsec_' + SECRET_BYTES.toString('base64')
+const OLD_SECRET_BYTES = Buffer.from('an-old-rotated-out-secret-32byte')
+const OLD_SECRET = 'whsec_' + OLD_SECRET_BYTES.toString('base64')
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+
+async function waitFor (what, fn, timeoutMs = 20000) {
+  const start = Date.now()
+  for (;;) {
+    const v = await fn()
+    if (v) return v
+    if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`)
+    await sleep(25)
+  }
+}
+
+function sign (secretBytes, id, ts, body) {
+  return 'v1,' + crypto.createHmac('sha256', secretBytes).update(`${id}.${ts}.${body}`).digest('base64')
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fake external API.
+
+function startFakeApi () {
+  const state = { requests: 0, keys: new Map(), answers: new Map(), jobs: new Map(), fails: new Map(), keysByAttempt: new Map(), webhookUrl: null, webhooksSent: 0, hangs: [] }
+  const send = (res, code, body, headers = {}) => {
+    res.writeHead(code, { 'content-type': 'application/json', ...headers })
+    res.end(JSON.stringify(body))
+  }
+  const answerFor = (req) => {
+    const content = req.content || ''
+    return { chunks_indexed: content.split('\n\n').filter((p) => p.trim() !== '').length, chars: content.length, call_id: req.call_id }
+  }
+  const deliver = async (jobId, data) => {
+    if (!state.webhookUrl) return
+    const body = JSON.stringify({ type: 'completed', external_id: jobId, data })
+    const id = `msg_${jobId}`
+    for (let i = 0; i < 100; i++) {
+      const ts = Math.floor(Date.now() / 1000)
+      try {
+        const r = await fetch(state.webhookUrl, { method: 'POST', headers: { 'content-type': 'application/json', 'webhook-id': id, 'webhook-timestamp': String(ts), 'webhook-signature': sign(SECRET_BYTES, id, ts, body) }, body })
+        if (r.ok) { state.webhooksSent++; return }
+      } catch {}
+      await sleep(200)
+    }
+  }
+  const server = http.createServer((req, res) => {
+    let raw = ''
+    req.on('data', (d) => { raw += d })
+    req.on('end', async () => {
+      const url = new URL(req.url, 'http://x')
+      if (req.method === 'GET' && url.pathname.startsWith('/jobs/')) {
+        const job = state.jobs.get(decodeURIComponent(url.pathname.slice(6)))
+        return job ? send(res, 200, job) : send(res, 404, { error: 'no such job' })
+      }
+      let body = {}
+      try { body = JSON.parse(raw || '{}') } catch {}
+      const key = req.headers['idempotency-key'] || ''
+      state.requests++
+      state.keys.set(key, (state.keys.get(key) || 0) + 1)
+      const attemptKey = `${body.room}/${body.block_id}/${body.index_name}/${body.attempt}`
+      if (!state.keysByAttempt.has(attemptKey)) state.keysByAttempt.set(attemptKey, new Set())
+      state.keysByAttempt.get(attemptKey).add(key)
+      // A stored answer is replayed for a repeated key (like Stripe).
+      if (state.answers.has(key)) { const [c, b] = state.answers.get(key); return send(res, c, b) }
+      const p = url.pathname
+      if (p === '/sync' || p === '/slow') {
+        if (p === '/slow') await sleep(Number(url.searchParams.get('ms') || 500))
+        const ans = answerFor(body)
+        state.answers.set(key, [200, ans])
+        return send(res, 200, ans)
+      }
+      if (p === '/async') {
+        const jobId = `job-${crypto.randomUUID()}`
+        state.answers.set(key, [202, { id: jobId }])
+        state.jobs.set(jobId, { status: 'processing' })
+        const data = answerFor(body)
+        const delay = Number(url.searchParams.get('delay_ms') || 200)
+        if (url.searchParams.get('early') === '1') {
+          state.jobs.set(jobId, { status: 'completed', data })
+          await deliver(jobId, data)
+          return send(res, 202, { id: jobId })
+        }
+        // unref: a far-future job must not keep the test process alive.
+        setTimeout(() => {
+          state.jobs.set(jobId, { status: 'completed', data })
+          if (url.searchParams.get('webhook') !== '0') deliver(jobId, data)
+        }, delay).unref()
+        return send(res, 202, { id: jobId })
+      }
+      const m = p.match(/^\/fail\/(\d+)$/)
+      if (m) {
+        const n = (state.fails.get(key) || 0) + 1
+        state.fails.set(key, n)
+        const times = url.searchParams.get('times')
+        if (times === null || n <= Number(times)) {
+          const headers = url.searchParams.get('retry_after') ? { 'retry-after': url.searchParams.get('retry_after') } : {}
+          return send(res, Number(m[1]), { error: `fake failure ${n}` }, headers)
+        }
+        return send(res, 200, answerFor(body))
+      }
+      if (p === '/hang') { state.hangs.push(res); return }
+      send(res, 404, { error: 'no route' })
+    })
+  })
+  return new Promise((resolve) => {
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address()
+      resolve({
+        state,
+        url: (p) => `http://127.0.0.1:${port}${p}`,
+        close: () => { for (const r of state.hangs) r.destroy(); server.closeAllConnections?.(); server.close() }
+      })
+    })
+  })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Weaver and clients.
+
+const running = []
+after(async () => { for (const w of running) await w.stop().catch(() => {}) })
+
+function writeConfig (dir, text) {
+  const p = path.join(dir, 'bridge.toml')
+  writeFileSync(p, text)
+  return p
+}
+
+function httpConfig (api, route, extra = '', retry = {}) {
+  const r = { max_attempts: 3, initial_interval_ms: 50, max_interval_ms: 200, lease_ms: 3000, ...retry }
+  return `
+[retry]
+max_attempts = ${r.max_attempts}
+initial_interval_ms = ${r.initial_interval_ms}
+max_interval_ms = ${r.max_interval_ms}
+lease_ms = ${r.lease_ms}
+[debounce]
+quiet_ms = 200
+max_wait_ms = 1000
+[routes]
+search = "ext"
+[[integrations]]
+name = "ext"
+kind = "http"
+url = "${api.url(route)}"
+headers = { Authorization = "Bearer \${EXT_TOKEN}" }
+timeout_ms = 1500
+webhook_secrets = ["EXT_WEBHOOK_SECRET"]
+${extra}
+`
+}
+
+async function weaver (configText, { dataDir } = {}) {
+  dataDir = dataDir || tempDataDir('weaver-bridge-')
+  const args = []
+  if (configText !== null) args.push('--bridge-config', writeConfig(dataDir, configText))
+  const w = await startWeaver({ dataDir, args, env: { EXT_TOKEN: 't0ken', EXT_WEBHOOK_SECRET: `${SECRET} ${OLD_SECRET}` } })
+  running.push(w)
+  return w
+}
+
+async function client (w, room) {
+  const doc = new Y.Doc()
+  const provider = new WebsocketProvider(w.wsUrl, room, doc, { WebSocketPolyfill: WebSocket, disableBc: true })
+  await waitFor('sync', () => provider.synced, 10000)
+  return { doc, provider, close: () => { provider.destroy(); doc.destroy() } }
+}
+
+function entry (doc, block, index) {
+  const b = readBlock(doc, block)
+  return b ? b.indexingList.find((e) => e.index_name === index) : undefined
+}
+
+// Every status the replica sees for (block, index), in order.
+function watchStatuses (doc, block, index) {
+  const seen = []
+  const check = () => {
+    const e = entry(doc, block, index)
+    if (!e) return
+    const last = seen[seen.length - 1]
+    if (!last || last.status !== e.status || last.attempt !== e.attempt) seen.push({ status: e.status, attempt: e.attempt })
+  }
+  doc.on('update', check)
+  check()
+  return seen
+}
+
+async function calls (w, q = '') {
+  const r = await fetch(`${w.httpUrl}/api/calls${q}`)
+  assert.equal(r.status, 200)
+  return (await r.json()).calls
+}
+
+// ---------------------------------------------------------------------------------------------
+
+test('built-in local integration: another client sees processing then done (no config)', async () => {
+  const w = await weaver(null)
+  const a = await client(w, 'local-room')
+  const b = await client(w, 'local-room')
+  const seen = watchStatuses(b.doc, 'b1', 'search')
+  addBlock(a.doc, { id: 'b1', type: 'text', content: 'one\n\ntwo\n\nthree' })
+  requestIndex(a.doc, 'b1', 'search', { dim: 3 })
+  const e = await waitFor('done at client b', () => { const e = entry(b.doc, 'b1', 'search'); return e?.status === 'done' && e })
+  assert.equal(e.result.chunks_indexed, 3)
+  assert.equal(e.attempt, 1)
+  assert.ok(e.api_call_id)
+  assert.ok(seen.some((s) => s.status === 'processing'), JSON.stringify(seen))
+  assert.deepEqual(seen[seen.length - 1], { status: 'done', attempt: 1 })
+  const cs = await calls(w, '?room=local-room')
+  assert.equal(cs.length, 1)
+  assert.equal(cs[0].status, 'completed')
+  assert.equal(cs[0].id, e.api_call_id)
+  const one = await (await fetch(`${w.httpUrl}/api/calls/${cs[0].id}`)).json()
+  assert.deepEqual(one.events.map((ev) => ev.type), ['created', 'claimed', 'initialized', 'processing', 'completed'])
+  // A late-joining client sees the stored result too.
+  const c = await client(w, 'local-room')
+  assert.equal(entry(c.doc, 'b1', 'search').status, 'done')
+  a.close(); b.close(); c.close()
+})
+
+test('sync HTTP API, async API finished by webhook, and by polling', async () => {
+  const api = await startFakeApi()
+  try {
+    for (const [name, route, extra] of [
+      ['sync', '/sync', ''],
+      ['webhook', '/async?delay_ms=200', ''],
+      ['early-webhook', '/async?early=1', ''],
+      ['polling', '/async?delay_ms=300&webhook=0', `status_url = "${api.url('/jobs/{external_id}')}"\npoll_interval_ms = 100`]
+    ]) {
+      const w = await weaver(httpConfig(api, route, extra))
+      api.state.webhookUrl = `${w.httpUrl}/api/webhooks/ext`
+      const a = await client(w, 'r')
+      const b = await client(w, 'r')
+      const seen = watchStatuses(b.doc, 'blk', 'search')
+      addBlock(a.doc, { id: 'blk', type: 'text', content: 'alpha\n\nbeta' })
+      requestIndex(a.doc, 'blk', 'search', {})
+      const e = await waitFor(`${name}: done`, () => { const e = entry(b.doc, 'blk', 'search'); return e?.status === 'done' && e })
+      assert.equal(e.result.chunks_indexed, 2, name)
+      assert.ok(seen.some((s) => s.status === 'processing'), `${name}: ${JSON.stringify(seen)}`)
+      const [call] = await calls(w, '?room=r')
+      assert.equal(call.status, 'completed')
+      assert.equal(api.state.keys.get(call.idempotency_key), 1, `${name}: one request for the key`)
+      if (name !== 'sync') assert.match(call.external_id, /^job-/)
+      a.close(); b.close()
+      await w.stop()
+    }
+  } finally { api.close() }
+})
+
+test('retries with backoff then a visible failure; non-retryable tried once; Retry-After', async () => {
+  const api = await startFakeApi()
+  try {
+    const w = await weaver(httpConfig(api, '/fail/503'))
+    const a = await client(w, 'r')
+    addBlock(a.doc, { id: 'x', type: 'text', content: 'x' })
+    requestIndex(a.doc, 'x', 'search', {})
+    const e = await waitFor('error', () => { const e = entry(a.doc, 'x', 'search'); return e?.status === 'error' && e })
+    assert.match(e.error, /503/)
+    assert.match(e.error, /gave up after 3 tries/)
+    const [call] = await calls(w, '?room=r&status=failed')
+    assert.equal(api.state.keys.get(call.idempotency_key), 3)
+    // Manual retry: a new attempt.
+    const r = await fetch(`${w.httpUrl}/api/calls/${call.id}/retry`, { method: 'POST' })
+    assert.equal(r.status, 202)
+    assert.equal((await r.json()).call.attempt, 2)
+    await waitFor('attempt 2 error', () => { const e = entry(a.doc, 'x', 'search'); return e?.attempt === 2 && e.status === 'error' })
+    a.close()
+    await w.stop()
+
+    const w2 = await weaver(httpConfig(api, '/fail/422'))
+    const c = await client(w2, 'r')
+    addBlock(c.doc, { id: 'y', type: 'text', content: 'y' })
+    requestIndex(c.doc, 'y', 'search', {})
+    const e2 = await waitFor('error', () => { const e = entry(c.doc, 'y', 'search'); return e?.status === 'error' && e })
+    assert.match(e2.error, /422/)
+    await sleep(300)
+    const [call2] = await calls(w2, '?room=r')
+    assert.equal(api.state.keys.get(call2.idempotency_key), 1, 'non-retryable: exactly one request')
+    c.close()
+    await w2.stop()
+
+    const w3 = await weaver(httpConfig(api, '/fail/429?times=1&retry_after=1', '', { max_interval_ms: 5000 }))
+    const d = await client(w3, 'r')
+    addBlock(d.doc, { id: 'z', type: 'text', content: 'z' })
+    const t0 = Date.now()
+    requestIndex(d.doc, 'z', 'search', {})
+    await waitFor('done after 429', () => entry(d.doc, 'z', 'search')?.status === 'done')
+    assert.ok(Date.now() - t0 >= 900, 'Retry-After: 1 was honoured')
+    d.close()
+    await w3.stop()
+  } finally { api.close() }
+})
+
+test('webhooks: signature, tolerance, rotation, malformed, unknown, duplicate', async () => {
+  const api = await startFakeApi()
+  try {
+    const w = await weaver(httpConfig(api, '/async?delay_ms=600000&webhook=0'))
+    const a = await client(w, 'r')
+    addBlock(a.doc, { id: 'w', type: 'text', content: 'w' })
+    requestIndex(a.doc, 'w', 'search', {})
+    const call = await waitFor('external id', async () => (await calls(w, '?room=r')).find((c) => c.external_id))
+    const now = Math.floor(Date.now() / 1000)
+    const body = JSON.stringify({ type: 'completed', external_id: call.external_id, data: { chunks_indexed: 42 } })
+    const post = (integration, headers, b = body) => fetch(`${w.httpUrl}/api/webhooks/${integration}`, { method: 'POST', headers, body: b })
+    const h = (id, ts, sig) => ({ 'content-type': 'application/json', 'webhook-id': id, 'webhook-timestamp': String(ts), 'webhook-signature': sig })
+    assert.equal((await post('nope', h('m1', now, sign(SECRET_BYTES, 'm1', now, body)))).status, 404)
+    assert.equal((await post('ext', h('m1', now, sign(Buffer.from('wrong secret'), 'm1', now, body)))).status, 401)
+    assert.equal((await post('ext', h('m1', now, sign(SECRET_BYTES, 'm1', now, body)), body.replace('42', '43'))).status, 401)
+    assert.equal((await post('ext', h('m1', now - 600, sign(SECRET_BYTES, 'm1', now - 600, body)))).status, 401)
+    assert.equal((await post('ext', { 'content-type': 'application/json' })).status, 400)
+    assert.equal((await post('ext', h('m0', now, sign(SECRET_BYTES, 'm0', now, 'nope')), 'nope')).status, 400)
+    assert.equal(entry(a.doc, 'w', 'search').status, 'processing', 'nothing applied by rejected webhooks')
+    // Signed with the old (rotated) secret, still configured: accepted.
+    const ok = await post('ext', h('m1', now, sign(OLD_SECRET_BYTES, 'm1', now, body)))
+    assert.equal(ok.status, 200)
+    const e = await waitFor('done via webhook', () => { const e = entry(a.doc, 'w', 'search'); return e?.status === 'done' && e })
+    assert.equal(e.result.chunks_indexed, 42)
+    const dup = await post('ext', h('m1', now, sign(SECRET_BYTES, 'm1', now, body)))
+    assert.equal(dup.status, 200)
+    assert.equal((await dup.json()).duplicate, true)
+    const one = await (await fetch(`${w.httpUrl}/api/calls/${call.id}`)).json()
+    assert.equal(one.events.filter((ev) => ev.type === 'completed').length, 1)
+    a.close()
+    await w.stop()
+  } finally { api.close() }
+})
+
+test('content edits re-index; removing an entry cancels its call', async () => {
+  const api = await startFakeApi()
+  try {
+    const w = await weaver(httpConfig(api, '/sync', '').replace('search = "ext"', 'search = "ext"\nslow = "ext2"') +
+      `[[integrations]]\nname = "ext2"\nkind = "http"\nurl = "${api.url('/hang')}"\ntimeout_ms = 1500\n`)
+    const a = await client(w, 'r')
+    addBlock(a.doc, { id: 'e', type: 'text', content: 'one' })
+    requestIndex(a.doc, 'e', 'search', {})
+    await waitFor('done 1', () => entry(a.doc, 'e', 'search')?.status === 'done')
+    editContent(a.doc, 'e', 3, 0, '\n\ntwo')
+    const e = await waitFor('re-indexed', () => { const e = entry(a.doc, 'e', 'search'); return e?.attempt === 2 && e.status === 'done' && e })
+    assert.equal(e.result.chunks_indexed, 2)
+    requestIndex(a.doc, 'e', 'slow', {})
+    await waitFor('slow processing', () => entry(a.doc, 'e', 'slow')?.status === 'processing')
+    removeIndex(a.doc, 'e', 'slow')
+    await waitFor('cancelled', async () => (await calls(w, '?room=r')).some((c) => c.index_name === 'slow' && c.status === 'cancelled'))
+    a.close()
+    await w.stop()
+  } finally { api.close() }
+})
+
+test('crash safety: kill -9 at random points, every call ends once, one key per attempt', async () => {
+  const api = await startFakeApi()
+  const dataDir = tempDataDir('weaver-bridge-crash-')
+  // `search` goes to a slow sync API, `poll` to an async API finished by polling, so kills land
+  // between trigger, claim, the external call, the 202, polls, outcome and write-back.
+  const cfg = httpConfig(api, '/slow?ms=120', '', { max_attempts: 50, lease_ms: 3000 })
+    .replace('search = "ext"', 'search = "ext"\npoll = "ext2"') +
+    `[[integrations]]\nname = "ext2"\nkind = "http"\nurl = "${api.url('/async?delay_ms=150&webhook=0')}"\n` +
+    `timeout_ms = 1500\nstatus_url = "${api.url('/jobs/{external_id}')}"\npoll_interval_ms = 50\n`
+  const blocks = []
+  const ROUNDS = Number(process.env.BRIDGE_CRASH_ROUNDS || 10)
+  try {
+    let w = await weaver(cfg, { dataDir })
+    for (let round = 0; round < ROUNDS; round++) {
+      const a = await client(w, 'crash')
+      for (let i = 0; i < 3; i++) {
+        const id = `c${round}-${i}`
+        blocks.push(id)
+        addBlock(a.doc, { id, type: 'text', content: `block ${id}\n\npara` })
+        requestIndex(a.doc, id, 'search', {})
+        requestIndex(a.doc, id, 'poll', {})
+      }
+      // Re-index an earlier block too, so several attempts are in flight across crashes.
+      if (round > 0) requestIndex(a.doc, blocks[3 * (round - 1)], 'search', {})
+      // Wait for the client's updates to be durable, then kill at a random point after them.
+      await sleep(30)
+      await sleep(Math.floor(Math.random() * (round % 2 === 0 ? 60 : 500)))
+      a.close()
+      await w.kill9()
+      w = await weaver(cfg, { dataDir })
+    }
+    const a = await client(w, 'crash')
+    for (const id of blocks) {
+      for (const index of ['search', 'poll']) {
+        await waitFor(`${id}/${index} done`, () => entry(a.doc, id, index)?.status === 'done', 60000)
+      }
+    }
+    // Every call reached exactly one terminal state; nothing left running.
+    const cs = await calls(w, '?room=crash&limit=5000')
+    assert.ok(cs.length >= blocks.length * 2)
+    let rescued = 0
+    for (const c of cs) {
+      assert.ok(['completed', 'cancelled'].includes(c.status), `${c.id} is ${c.status}`)
+      const ev = (await (await fetch(`${w.httpUrl}/api/calls/${c.id}`)).json()).events
+      if (ev.some((e) => e.type === 'lease_expired')) rescued++
+      const terminal = ev.filter((e) => ['completed', 'cancelled'].includes(e.type) || (e.type === 'failed' && !e.retryable))
+      assert.equal(terminal.length, 1, `call ${c.id}: ${JSON.stringify(ev.map((e) => e.type))}`)
+    }
+    // Each outcome written back once: per (entry, attempt, status) at most one record.
+    for (const id of blocks) {
+      const block = getBlocksMap(a.doc).get(id)
+      for (const le of logicalEntries(block)) {
+        const seen = new Map()
+        for (const r of le.records) {
+          if (r.status === 'notStarted') continue
+          const k = `${r.attempt}/${r.status}/${r.api_call_id}`
+          seen.set(k, (seen.get(k) || 0) + 1)
+        }
+        for (const [k, n] of seen) assert.equal(n, 1, `${id}/${le.index_name} ${k} written ${n} times`)
+        const dones = le.records.filter((r) => r.status === 'done')
+        assert.equal(new Set(dones.map((r) => r.attempt)).size, dones.length, `${id}/${le.index_name}: two done records for one attempt`)
+      }
+    }
+    console.log(`crash test: ${cs.length} calls, ${rescued} rescued from a killed process, ${api.state.requests} external requests`)
+    // The external API never saw two idempotency keys for one attempt.
+    for (const [attempt, keys] of api.state.keysByAttempt) assert.equal(keys.size, 1, `${attempt}: ${[...keys]}`)
+    a.close()
+    await w.stop()
+  } finally { api.close() }
+})

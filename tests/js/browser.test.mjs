@@ -1,0 +1,508 @@
+// The web demo in a real browser: Debian's chromium driven by playwright-core against the real
+// `weaver serve` (relay + bridge + embedded page) on a free loopback port.
+//
+// Each scenario uses its own room and fresh browser contexts (separate IndexedDB, separate
+// service workers), asserts through the page's test hook (window.weaver) AND the DOM a person
+// sees, and screenshots each step into test-output/browser/ so a failure can be looked at.
+// Every wait is bounded. Not here: relay protocol details (relay tests) and the bridge's retry
+// arithmetic (bridge tests); this file checks what a person sees.
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import http from 'node:http'
+import { mkdirSync, writeFileSync, existsSync, rmSync } from 'node:fs'
+import path from 'node:path'
+import { chromium } from 'playwright-core'
+import * as Y from 'yjs'
+import { startWeaver, repoRoot, tempDataDir } from './lib/weaver.mjs'
+import { diffSplice, transformPosition } from '../../web-demo/src/text-binding.js'
+
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium'
+const OUT = path.join(repoRoot, 'test-output/browser')
+const WAIT = 15000
+const VIEWPORT = { width: 1366, height: 860 }
+
+let browser
+let weaver
+const contexts = new Set()
+
+before(async () => {
+  if (!existsSync(CHROMIUM)) throw new Error(`chromium not found at ${CHROMIUM}: scripts/test.sh installs it (apt-get install chromium)`)
+  rmSync(OUT, { recursive: true, force: true })
+  mkdirSync(OUT, { recursive: true })
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    timeout: 30000
+  })
+  weaver = await startWeaver()
+})
+
+after(async () => {
+  for (const c of contexts) await c.close().catch(() => {})
+  await browser?.close()
+  await weaver?.stop()
+})
+
+/** Opens the demo for `room` in a new browser context; resolves once it is online. */
+async function openPage (server, room, label) {
+  const context = await browser.newContext({ viewport: VIEWPORT })
+  contexts.add(context)
+  const page = await context.newPage()
+  page.problems = []
+  page.label = label
+  page.on('pageerror', (e) => page.problems.push(`pageerror: ${e.message}`))
+  page.on('console', (m) => { if (m.type() === 'error') page.problems.push(`console: ${m.text()}`) })
+  await page.goto(`${server.httpUrl}/?room=${encodeURIComponent(room)}`, { timeout: WAIT })
+  await waitOnline(page)
+  return { context, page }
+}
+
+async function waitOnline (page) {
+  await page.waitForFunction(() => window.weaver?.status().connection === 'online', null, { timeout: WAIT })
+  await page.locator('#conn[data-state="online"]').waitFor({ timeout: WAIT })
+}
+
+async function closeContext (context) {
+  contexts.delete(context)
+  await context.close()
+}
+
+let shotNo = 0
+async function shot (page, name) {
+  shotNo++
+  const file = path.join(OUT, `${String(shotNo).padStart(2, '0')}-${name}.png`)
+  await page.screenshot({ path: file, fullPage: true })
+  return file
+}
+
+/** Waits until `fn(arg)` is truthy in the page; on timeout, says what the page shows. */
+async function waitFor (page, fn, arg, what, timeout = WAIT) {
+  try {
+    return await page.waitForFunction(fn, arg, { timeout, polling: 50 })
+  } catch (err) {
+    const view = await page.evaluate(() => JSON.stringify({ status: window.weaver?.status(), blocks: window.weaver?.readBlocks() })).catch(() => '?')
+    await shot(page, `FAILED-${page.label}`).catch(() => {})
+    throw new Error(`${page.label}: timed out waiting for ${what}\npage: ${view}\nproblems: ${page.problems.join('\n')}\nserver log tail:\n${weaver?.logs().slice(-3000)}`, { cause: err })
+  }
+}
+
+const blocks = (page) => page.evaluate(() => window.weaver.readBlocks().blocks)
+
+/** Adds a block through the UI and returns its id. */
+async function addBlock (page) {
+  const before = new Set((await blocks(page)).map((b) => b.id))
+  await page.click('#add-block')
+  const handle = await waitFor(page, (ids) => window.weaver.readBlocks().blocks.find((b) => !ids.includes(b.id))?.id, [...before], 'the new block')
+  return handle.jsonValue()
+}
+
+const textarea = (page, id) => page.locator(`.block[data-block-id="${id}"] textarea`)
+
+const contentIs = (page, id, text, what) =>
+  waitFor(page, ([id, text]) => window.weaver.readBlocks().blocks.find((b) => b.id === id)?.content === text, [id, text], what ?? `block ${id} content ${JSON.stringify(text)}`)
+
+test('two contexts on one room: typing in one appears in the other', { timeout: 120000 }, async () => {
+  const room = `type-${Date.now()}`
+  const a = await openPage(weaver, room, 'A')
+  const b = await openPage(weaver, room, 'B')
+  await shot(a.page, 'typing-empty-room')
+
+  const id = await addBlock(a.page)
+  await a.page.keyboard.type('Hello from A')
+  await waitFor(b.page, (id) => document.querySelector(`.block[data-block-id="${id}"] textarea`)?.value === 'Hello from A', id, "A's text in B's textarea")
+  await b.page.locator(`.block[data-block-id="${id}"]`).waitFor({ timeout: WAIT })
+  assert.equal(await textarea(b.page, id).inputValue(), 'Hello from A')
+
+  // And back: B appends, A sees it without losing its own caret.
+  await textarea(b.page, id).click()
+  await b.page.keyboard.press('End')
+  await b.page.keyboard.type(', and hello from B')
+  await contentIs(a.page, id, 'Hello from A, and hello from B')
+  assert.equal(await textarea(a.page, id).inputValue(), 'Hello from A, and hello from B')
+  await waitFor(a.page, () => !window.weaver.status().unsaved, null, 'A saved')
+  await waitFor(b.page, () => !window.weaver.status().unsaved, null, 'B saved')
+  assert.equal(await a.page.locator('#save').textContent(), 'All changes saved')
+  await shot(a.page, 'typing-A')
+  await shot(b.page, 'typing-B')
+  assert.deepEqual(a.page.problems, [])
+  assert.deepEqual(b.page.problems, [])
+  await closeContext(a.context)
+  await closeContext(b.context)
+})
+
+test('both edit the same block at once and converge, each keeping their own caret', { timeout: 120000 }, async () => {
+  const room = `same-${Date.now()}`
+  const a = await openPage(weaver, room, 'A')
+  const b = await openPage(weaver, room, 'B')
+  const id = await addBlock(a.page)
+  await a.page.keyboard.type('[middle]')
+  await contentIs(b.page, id, '[middle]')
+
+  // A types at the end, B at the start, at the same time. B's inserts land before A's caret:
+  // if the binding did not shift A's caret, A's words would be scattered through B's.
+  await textarea(a.page, id).focus()
+  await a.page.keyboard.press('End')
+  await textarea(b.page, id).focus()
+  await b.page.keyboard.press('Home')
+  const aText = ' alpha-bravo-charlie-delta-echo'
+  const bText = 'one-two-three-four-five '
+  await Promise.all([
+    a.page.keyboard.type(aText, { delay: 15 }),
+    b.page.keyboard.type(bText, { delay: 15 })
+  ])
+  const expected = `${bText}[middle]${aText}`
+  await contentIs(a.page, id, expected, 'A converged')
+  await contentIs(b.page, id, expected, 'B converged')
+  assert.equal(await textarea(a.page, id).inputValue(), expected)
+  assert.equal(await textarea(b.page, id).inputValue(), expected)
+  // Carets stayed with their owners: A's at the end, B's right after its own words.
+  assert.equal(await textarea(a.page, id).evaluate((t) => t.selectionStart), expected.length)
+  assert.equal(await textarea(b.page, id).evaluate((t) => t.selectionStart), bText.length)
+  await shot(a.page, 'concurrent-A')
+  await shot(b.page, 'concurrent-B')
+  assert.deepEqual([...a.page.problems, ...b.page.problems], [])
+  await closeContext(a.context)
+  await closeContext(b.context)
+})
+
+test('offline: edits survive a reload while offline and merge on reconnect', { timeout: 180000 }, async () => {
+  const room = `offline-${Date.now()}`
+  const a = await openPage(weaver, room, 'A')
+  const b = await openPage(weaver, room, 'B')
+  const id = await addBlock(a.page)
+  await a.page.keyboard.type('shared start')
+  await contentIs(b.page, id, 'shared start')
+  // The page itself must be cached to reload without network.
+  await waitFor(a.page, () => navigator.serviceWorker?.controller !== null && document.querySelector('#offline-ready')?.dataset.ready === 'true', null, 'the service worker controlling the page')
+
+  await a.context.setOffline(true)
+  await waitFor(a.page, () => window.weaver.status().connection === 'offline', null, 'A offline')
+  await textarea(a.page, id).click()
+  await a.page.keyboard.press('End')
+  await a.page.keyboard.type(' + offline edit by A')
+  await waitFor(a.page, () => window.weaver.status().unsaved, null, 'A shows unsaved changes')
+  assert.equal(await a.page.locator('#save').textContent(), 'Unsaved changes')
+  assert.equal(await a.page.locator('#conn').getAttribute('data-state'), 'offline')
+  await shot(a.page, 'offline-A-edited')
+
+  // Meanwhile B edits the same block online; A must not receive anything while offline.
+  await textarea(b.page, id).click()
+  await b.page.keyboard.press('Home')
+  await b.page.keyboard.type('B online: ')
+  await contentIs(b.page, id, 'B online: shared start')
+  await b.page.waitForTimeout(800)
+  assert.equal((await blocks(b.page)).find((x) => x.id === id).content, 'B online: shared start', 'the offline edit leaked to B')
+  assert.equal((await blocks(a.page)).find((x) => x.id === id).content, 'shared start + offline edit by A', 'A received data while offline')
+
+  // Reload while still offline: the page comes from the service worker, the edit from IndexedDB.
+  await a.page.waitForTimeout(300) // y-indexeddb writes each update in its own IDB transaction
+  await a.page.reload({ timeout: WAIT })
+  await waitFor(a.page, () => window.weaver?.status().localLoaded, null, 'A reloaded from IndexedDB')
+  await contentIs(a.page, id, 'shared start + offline edit by A', 'A keeps its offline edit across the reload')
+  await waitFor(a.page, (id) => document.querySelector(`.block[data-block-id="${id}"] textarea`)?.value === 'shared start + offline edit by A', id, 'the offline edit in the textarea')
+  assert.equal(await a.page.evaluate(() => window.weaver.status().connection), 'offline')
+  await waitFor(a.page, () => document.querySelector('#save')?.dataset.unsaved === 'true', null, 'unsaved shown after reload')
+  await shot(a.page, 'offline-A-reloaded')
+
+  await a.context.setOffline(false)
+  await waitOnline(a.page)
+  const merged = 'B online: shared start + offline edit by A'
+  await contentIs(a.page, id, merged, 'A converged after reconnect')
+  await contentIs(b.page, id, merged, 'B received the offline edit')
+  await waitFor(a.page, () => !window.weaver.status().unsaved, null, 'A saved after reconnect')
+  assert.equal(await a.page.locator('#save').textContent(), 'All changes saved')
+  await shot(a.page, 'offline-A-reconnected')
+  await shot(b.page, 'offline-B-merged')
+  // Offline reloads log failed WebSocket attempts; anything else is a real problem.
+  const real = (p) => p.problems.filter((m) => !/WebSocket|ERR_INTERNET_DISCONNECTED|Failed to load resource/.test(m))
+  assert.deepEqual([...real(a.page), ...real(b.page)], [])
+  await closeContext(a.context)
+  await closeContext(b.context)
+})
+
+/** Records every distinct status of `block/index` the page sees, in order. */
+async function recordStatuses (page, id, index) {
+  await page.evaluate(([id, index]) => {
+    const seen = []
+    window.__statuses = seen
+    const note = () => {
+      const e = window.weaver.readBlocks().blocks.find((b) => b.id === id)?.indexingList.find((x) => x.index_name === index)
+      const s = e ? `${e.attempt}:${e.status}` : 'none'
+      if (seen[seen.length - 1] !== s) seen.push(s)
+    }
+    note()
+    window.weaver.doc.on('update', note)
+  }, [id, index])
+}
+
+/** Clicks "Index" on a block for `indexName` (typed into the block's index-name input). */
+async function requestIndex (page, id, indexName) {
+  const block = page.locator(`.block[data-block-id="${id}"]`)
+  await block.locator('.index-name').fill(indexName)
+  await block.locator('.index-button').click()
+}
+
+const entrySelector = (id, index, status, attempt) =>
+  `.block[data-block-id="${id}"] .entry[data-index="${index}"][data-status="${status}"]${attempt ? `[data-attempt="${attempt}"]` : ''}`
+
+/** A stand-in external API: `slow` answers 200 with a result after a delay, `failing` 500. */
+async function startExternalApi () {
+  const hits = []
+  const server = http.createServer((req, res) => {
+    let body = ''
+    req.on('data', (d) => { body += d })
+    req.on('end', () => {
+      let json = null
+      try { json = JSON.parse(body) } catch { /* recorded as is */ }
+      hits.push({ method: req.method, url: req.url, key: req.headers['idempotency-key'], json })
+      if (req.url === '/slow') {
+        setTimeout(() => {
+          res.writeHead(200, { 'content-type': 'application/json' })
+          res.end(JSON.stringify({ chunks_indexed: 4, duration_ms: 1500 }))
+        }, 1500)
+      } else {
+        res.writeHead(500, { 'content-type': 'application/json' })
+        res.end(JSON.stringify({ error: 'index backend is down' }))
+      }
+    })
+  })
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return { hits, port: server.address().port, close: () => new Promise((resolve) => server.close(resolve)) }
+}
+
+/** `weaver serve --bridge-config` routing index "slow" and "failing" to the external API. */
+async function startBridgedWeaver (api) {
+  const dir = tempDataDir('weaver-browser-bridge-')
+  const configPath = path.join(dir, 'bridge.toml')
+  // Format: docs/bridge.md (unknown keys are rejected).
+  writeFileSync(configPath, [
+    '[retry]',
+    'max_attempts = 3',
+    'initial_interval_ms = 100',
+    'max_interval_ms = 300',
+    '',
+    '[routes]',
+    'slow = "slow"',
+    'failing = "failing"',
+    '',
+    '[[integrations]]',
+    'name = "slow"',
+    'kind = "http"',
+    `url = "http://127.0.0.1:${api.port}/slow"`,
+    'timeout_ms = 5000',
+    '',
+    '[[integrations]]',
+    'name = "failing"',
+    'kind = "http"',
+    `url = "http://127.0.0.1:${api.port}/failing"`,
+    'timeout_ms = 2000',
+    ''
+  ].join('\n'))
+  const server = await startWeaver({ args: ['--bridge-config', configPath] })
+  return { ...server, stop: async () => { await server.stop(); rmSync(dir, { recursive: true, force: true }) } }
+}
+
+test('Index with no configuration: the built-in local integration reports done with a result in both contexts', { timeout: 120000 }, async () => {
+  const room = `local-${Date.now()}`
+  const a = await openPage(weaver, room, 'A')
+  const b = await openPage(weaver, room, 'B')
+  const id = await addBlock(a.page)
+  await a.page.keyboard.type('First paragraph.\n\nSecond paragraph.')
+  await contentIs(b.page, id, 'First paragraph.\n\nSecond paragraph.')
+  await recordStatuses(b.page, id, 'search')
+  await a.page.locator(`.block[data-block-id="${id}"] .index-button`).click()
+  for (const p of [a.page, b.page]) {
+    await waitFor(p, (sel) => document.querySelector(sel), entrySelector(id, 'search', 'done', 1), 'search done')
+    const entry = (await blocks(p)).find((x) => x.id === id).indexingList[0]
+    assert.equal(entry.attempt, 1)
+    assert.ok(entry.result?.chunks_indexed >= 1, JSON.stringify(entry))
+    assert.equal(typeof entry.result?.duration_ms, 'number', JSON.stringify(entry))
+    assert.ok(entry.api_call_id, JSON.stringify(entry))
+    assert.match(await p.locator(`${entrySelector(id, 'search', 'done', 1)} .entry-result`).textContent(), /\d+ chunks? · \d+ ms/)
+  }
+  // B never saw the entry go backwards, whatever it saw in between.
+  const seen = await b.page.evaluate(() => window.__statuses)
+  assert.equal(seen[seen.length - 1], '1:done', seen.join(' → '))
+  assert.ok(!seen.includes('1:notStarted') || seen.indexOf('1:notStarted') < seen.indexOf('1:done'), seen.join(' → '))
+  await shot(b.page, 'local-index-done-B')
+  assert.deepEqual([...a.page.problems, ...b.page.problems], [])
+  await closeContext(a.context)
+  await closeContext(b.context)
+})
+
+test('Index shows processing then done with a result in both contexts; the call timeline; re-run', { timeout: 150000 }, async () => {
+  const api = await startExternalApi()
+  const server = await startBridgedWeaver(api)
+  try {
+    const room = `slow-${Date.now()}`
+    const a = await openPage(server, room, 'A')
+    const b = await openPage(server, room, 'B')
+    const id = await addBlock(a.page)
+    await a.page.keyboard.type('Weaver turns document changes into durable API calls.')
+    await contentIs(b.page, id, 'Weaver turns document changes into durable API calls.')
+    await recordStatuses(a.page, id, 'slow')
+    await recordStatuses(b.page, id, 'slow')
+
+    await requestIndex(a.page, id, 'slow')
+    // The external API takes 1.5 s: both contexts show "Processing" meanwhile.
+    for (const p of [a.page, b.page]) {
+      await waitFor(p, (sel) => document.querySelector(sel), entrySelector(id, 'slow', 'processing', 1), 'processing')
+      assert.match(await p.locator(`${entrySelector(id, 'slow', 'processing', 1)} .badge`).textContent(), /Processing/)
+    }
+    await shot(b.page, 'index-processing-B')
+    for (const p of [a.page, b.page]) {
+      await waitFor(p, (sel) => document.querySelector(sel), entrySelector(id, 'slow', 'done', 1), 'done')
+      const seen = await p.evaluate(() => window.__statuses)
+      assert.ok(seen.indexOf('1:processing') >= 0 && seen.indexOf('1:processing') < seen.indexOf('1:done'), `${p.label} saw ${seen.join(' → ')}`)
+      const entry = (await blocks(p)).find((x) => x.id === id).indexingList[0]
+      assert.deepEqual([entry.status, entry.attempt, entry.result], ['done', 1, { chunks_indexed: 4, duration_ms: 1500 }])
+      const row = p.locator(entrySelector(id, 'slow', 'done', 1))
+      assert.match(await row.locator('.badge').textContent(), /Done/)
+      assert.match(await row.textContent(), /attempt 1/)
+      assert.equal(await row.locator('.entry-result').textContent(), '4 chunks · 1500 ms')
+    }
+    await shot(a.page, 'index-done-A')
+    assert.equal(api.hits.length, 1)
+    assert.equal(api.hits[0].json?.content, 'Weaver turns document changes into durable API calls.')
+
+    // The API calls panel: the completed call with initialized → processing → completed.
+    const panel = b.page.locator(`.block[data-block-id="${id}"] .calls`)
+    await panel.locator('summary').click()
+    await waitFor(b.page, (id) => document.querySelector(`.block[data-block-id="${id}"] .call[data-status="completed"] .event[data-type="completed"]`), id, 'the completed call timeline')
+    const types = await panel.locator('.call').first().locator('.event').evaluateAll((els) => els.map((e) => e.dataset.type))
+    assert.deepEqual(types.filter((t) => ['initialized', 'processing', 'completed'].includes(t)), ['initialized', 'processing', 'completed'], types.join(','))
+    await shot(b.page, 'index-calls-B')
+
+    // Re-run from B: attempt 2 goes through the same way, and the panel lists both calls.
+    await b.page.locator(`.block[data-block-id="${id}"] .entry[data-index="slow"] .rerun`).click()
+    for (const p of [a.page, b.page]) {
+      await waitFor(p, (sel) => document.querySelector(sel), entrySelector(id, 'slow', 'done', 2), 'attempt 2 done')
+    }
+    await waitFor(b.page, (id) => document.querySelectorAll(`.block[data-block-id="${id}"] .call[data-status="completed"]`).length === 2, id, 'two completed calls listed')
+    assert.equal(api.hits.length, 2)
+    assert.notEqual(api.hits[0].key, api.hits[1].key, 'a new attempt has a new idempotency key')
+    await shot(b.page, 'index-rerun-B')
+    assert.deepEqual([...a.page.problems, ...b.page.problems], [])
+    await closeContext(a.context)
+    await closeContext(b.context)
+  } finally {
+    await server.stop()
+    await api.close()
+  }
+})
+
+test('with the HTTP integration pointed at a failing API, Index shows error after the retries', { timeout: 150000 }, async () => {
+  const api = await startExternalApi()
+  const server = await startBridgedWeaver(api)
+  try {
+    const room = `failing-${Date.now()}`
+    const a = await openPage(server, room, 'A')
+    const b = await openPage(server, room, 'B')
+    const id = await addBlock(a.page)
+    await a.page.keyboard.type('This one will not index.')
+    await contentIs(b.page, id, 'This one will not index.')
+    await requestIndex(a.page, id, 'failing')
+    for (const p of [a.page, b.page]) {
+      await waitFor(p, (sel) => document.querySelector(sel), entrySelector(id, 'failing', 'error', 1), 'the error badge', 60000)
+      const entry = (await blocks(p)).find((x) => x.id === id).indexingList[0]
+      assert.equal(entry.status, 'error')
+      assert.equal(entry.attempt, 1)
+      assert.ok(typeof entry.error === 'string' && entry.error.length > 0, JSON.stringify(entry))
+      const row = p.locator(entrySelector(id, 'failing', 'error', 1))
+      assert.match(await row.locator('.badge').textContent(), /Error/)
+      assert.equal((await row.locator('.entry-error').textContent()).trim(), entry.error)
+    }
+    // The external API was tried max_attempts times, always with the same idempotency key.
+    assert.equal(api.hits.length, 3, JSON.stringify(api.hits))
+    assert.ok(api.hits.every((h) => h.method === 'POST' && h.url === '/failing' && h.key && h.key === api.hits[0].key), JSON.stringify(api.hits))
+    await shot(a.page, 'failing-error-A')
+
+    const panel = a.page.locator(`.block[data-block-id="${id}"] .calls`)
+    await panel.locator('summary').click()
+    await waitFor(a.page, (id) => document.querySelector(`.block[data-block-id="${id}"] .call[data-status="failed"] .event[data-type="failed"]`), id, 'the failed call timeline')
+    assert.ok((await panel.locator('.call-error').first().textContent()).length > 0)
+    await shot(a.page, 'failing-calls-A')
+    assert.deepEqual([...a.page.problems, ...b.page.problems], [])
+    await closeContext(a.context)
+    await closeContext(b.context)
+  } finally {
+    await server.stop()
+    await api.close()
+  }
+})
+
+test('presence shows the other context, its name and the block it is in', { timeout: 120000 }, async () => {
+  const room = `presence-${Date.now()}`
+  const a = await openPage(weaver, room, 'A')
+  const b = await openPage(weaver, room, 'B')
+  const id = await addBlock(a.page)
+  await a.page.keyboard.type('Where is everyone?')
+  await contentIs(b.page, id, 'Where is everyone?')
+
+  // A renames itself; B lists A under that name, editing A's block, and marks the block.
+  await a.page.fill('#my-name', 'Ada Tester')
+  await a.page.press('#my-name', 'Enter')
+  await textarea(a.page, id).click()
+  await waitFor(b.page, () => [...document.querySelectorAll('.peer .peer-name')].some((e) => e.textContent === 'Ada Tester'), null, 'A in B\'s people list')
+  await waitFor(b.page, (id) => document.querySelector(`.block[data-block-id="${id}"] .peer-tag`)?.textContent.includes('Ada Tester'), id, 'A marked on the block in B')
+  assert.match(await b.page.locator('.peer', { hasText: 'Ada Tester' }).textContent(), /editing “Where is everyone\?”/)
+  assert.equal(await b.page.locator('#peer-count').textContent(), '2')
+  // And the other way round: A sees B (with B's random name).
+  const bName = await b.page.inputValue('#my-name')
+  await waitFor(a.page, (name) => [...document.querySelectorAll('.peer .peer-name')].some((e) => e.textContent === name), bName, 'B in A\'s people list')
+  await shot(b.page, 'presence-B-sees-A')
+
+  // When A leaves, B's list empties.
+  await closeContext(a.context)
+  await waitFor(b.page, () => document.querySelectorAll('.peer').length === 0, null, 'A gone from B\'s list', 40000)
+  await shot(b.page, 'presence-B-alone')
+  assert.deepEqual(b.page.problems, [])
+  await closeContext(b.context)
+})
+
+// The page's text binding rests on two pure functions; check them against Yjs itself over many
+// random cases (no browser needed): the splice reproduces the edit, and a caret moved through a
+// remote delta lands where a Yjs relative position to the character on its left resolves.
+test('text binding: minimal splices and caret transforms agree with Yjs', () => {
+  let seed = 42
+  const rand = (n) => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed % n }
+  const alphabet = Array.from('ab😀 c')
+  const word = (n) => Array.from({ length: n }, () => alphabet[rand(alphabet.length)]).join('')
+  for (let i = 0; i < 500; i++) {
+    // Edits on whole code points, as a textarea makes them (never half an emoji).
+    const cps = Array.from(word(rand(12)))
+    const at = rand(cps.length + 1)
+    const del = rand(cps.length - at + 1)
+    const ins = word(rand(4))
+    const before = cps.join('')
+    const after = cps.slice(0, at).join('') + ins + cps.slice(at + del).join('')
+    const caretAfter = cps.slice(0, at).join('').length + ins.length
+    const changed = cps.slice(at, at + del).join('').length + ins.length
+    const sp = diffSplice(before, after, caretAfter)
+    assert.equal(before.slice(0, sp.index) + sp.insert + before.slice(sp.index + sp.remove), after, JSON.stringify({ before, after, sp }))
+    assert.ok(sp.remove + sp.insert.length <= changed, `not minimal: ${JSON.stringify({ before, after, sp })}`)
+    assert.ok(!/[\uD800-\uDBFF]$/.test(before.slice(0, sp.index)), 'splice splits a surrogate pair')
+  }
+  for (let i = 0; i < 500; i++) {
+    const a = new Y.Doc()
+    const b = new Y.Doc()
+    const initial = 'the quick brown fox'.slice(0, 3 + rand(16))
+    a.getText('t').insert(0, initial)
+    Y.applyUpdate(b, Y.encodeStateAsUpdate(a))
+    const caret = rand(initial.length + 1)
+    const rel = Y.createRelativePositionFromTypeIndex(a.getText('t'), caret, -1)
+    b.transact(() => {
+      const t = b.getText('t')
+      for (let k = 0, n = 1 + rand(4); k < n; k++) {
+        if (rand(2) === 0 || t.length === 0) t.insert(rand(t.length + 1), 'XYZ'.slice(0, 1 + rand(3)))
+        else { const at = rand(t.length); t.delete(at, 1 + rand(Math.min(3, t.length - at))) }
+      }
+    })
+    let delta = null
+    a.getText('t').observe((e) => { delta = e.delta })
+    Y.applyUpdate(a, Y.encodeStateAsUpdate(b, Y.encodeStateVector(a)))
+    const expected = Y.createAbsolutePositionFromRelativePosition(rel, a).index
+    assert.equal(transformPosition(caret, delta ?? []), expected, JSON.stringify({ initial, caret, delta, now: a.getText('t').toString() }))
+  }
+})

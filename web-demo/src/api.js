@@ -1,0 +1,71 @@
+// Client for the bridge's HTTP API (APICalls and their events), as the demo page uses it.
+//
+// Only reads: the listing of a block's calls and one call's event timeline. Errors come back as
+// a typed `ApiError` with a `kind` the UI turns into a friendly message ("missing" when this
+// server has no bridge API, "network" when it cannot be reached, "http" otherwise).
+
+import { toMillis } from './util.js'
+
+export class ApiError extends Error {
+  constructor (kind, message, status = 0) {
+    super(message)
+    this.kind = kind
+    this.status = status
+  }
+}
+
+export class Api {
+  /** @param {string} base URL the page was served from; `token` is sent as a bearer token. */
+  constructor (base, token = null) {
+    this.base = new URL('./', base)
+    this.token = token
+  }
+
+  async _get (path, { signal } = {}) {
+    const headers = { Accept: 'application/json' }
+    if (this.token) headers.Authorization = `Bearer ${this.token}`
+    let res
+    try {
+      res = await fetch(new URL(path, this.base), { headers, signal, cache: 'no-store' })
+    } catch (err) {
+      if (err?.name === 'AbortError') throw err
+      throw new ApiError('network', 'The server could not be reached.')
+    }
+    if (res.status === 404 || res.status === 405 || res.status === 501) {
+      throw new ApiError('missing', 'This server does not expose the bridge API.', res.status)
+    }
+    if (res.status === 502 || res.status === 503 || res.status === 504) {
+      throw new ApiError('network', 'The bridge API is unreachable right now.', res.status)
+    }
+    if (!res.ok) {
+      let detail = ''
+      try {
+        const body = await res.json()
+        detail = body?.error?.message ?? body?.error ?? body?.message ?? ''
+      } catch { /* not JSON */ }
+      throw new ApiError('http', `The API answered ${res.status}${detail ? `: ${detail}` : ''}.`, res.status)
+    }
+    const type = res.headers.get('content-type') ?? ''
+    if (!type.includes('json')) throw new ApiError('missing', 'This server does not expose the bridge API.', res.status)
+    try {
+      return await res.json()
+    } catch {
+      throw new ApiError('http', 'The API answered with invalid JSON.', res.status)
+    }
+  }
+
+  /** `GET /api/calls?room=&block=` → array of calls, newest first. */
+  async listCalls (room, blockId, opts) {
+    const q = new URLSearchParams({ room, block: blockId })
+    const body = await this._get(`api/calls?${q}`, opts)
+    const calls = Array.isArray(body?.calls) ? body.calls : []
+    return calls.slice().sort((a, b) => (toMillis(b.created_at) ?? 0) - (toMillis(a.created_at) ?? 0) ||
+      (Number(b.attempt) || 0) - (Number(a.attempt) || 0))
+  }
+
+  /** `GET /api/calls/{id}` → `{call, events}`. */
+  async getCall (id, opts) {
+    const body = await this._get(`api/calls/${encodeURIComponent(id)}`, opts)
+    return { call: body?.call ?? null, events: Array.isArray(body?.events) ? body.events : [] }
+  }
+}
