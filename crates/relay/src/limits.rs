@@ -330,6 +330,58 @@ mod tests {
         assert!(!b.take(much_later));
     }
 
+    /// Room loads saturated (the only load slot held elsewhere, no wait allowed): an HTTP read
+    /// gets `Overloaded` (503), a WebSocket join is closed with 1013; once the slot is free the
+    /// same room loads normally.
+    #[tokio::test]
+    async fn saturated_room_loads_are_refused_with_1013() {
+        use futures_util::StreamExt;
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::open_database(dir.path()).unwrap();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let config = crate::RelayConfig {
+            limits: AbuseLimits {
+                max_concurrent_loads: 1,
+                load_wait: Duration::ZERO,
+                ..AbuseLimits::default()
+            },
+            ..crate::RelayConfig::default()
+        };
+        let relay = crate::Relay::start(db, config, shutdown.clone()).unwrap();
+        let handle = relay.handle();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(crate::serve(
+            listener,
+            relay.router(),
+            shutdown.clone().cancelled_owned(),
+        ));
+
+        let held = handle.shared.load_permits.acquire().await.unwrap();
+        let err = handle.room_state("busy").await.unwrap_err();
+        assert!(matches!(err, crate::RelayError::Overloaded(_)), "{err:?}");
+        assert_eq!(err.status().as_u16(), 503);
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/busy"))
+            .await
+            .unwrap();
+        let code = loop {
+            match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+                Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(f))))) => {
+                    break u16::from(f.code);
+                }
+                Ok(Some(Ok(_))) => {}
+                other => panic!("no close frame: {other:?}"),
+            }
+        };
+        assert_eq!(code, close_code::SLOW_CONSUMER);
+
+        drop(held);
+        assert!(handle.room_state("busy").await.is_ok());
+        shutdown.cancel();
+        relay.shutdown().await;
+        let _ = server.await;
+    }
+
     #[test]
     fn defaults_validate_and_zero_is_refused() {
         assert!(AbuseLimits::default().validate().is_ok());
