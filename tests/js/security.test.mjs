@@ -315,6 +315,27 @@ test('limit: awareness flood is dropped beyond the rate; the flooder stays, othe
   await roomStillSyncs(room)
 })
 
+test('limit: awareness broadcast rate per room caps many senders together', { timeout: 60000 }, async () => {
+  const w = await startWeaver({ args: ['--awareness-per-sec', '1000', '--room-awareness-per-sec', '2'], env: { WEAVER_AUTH_KEY: hex } })
+  try {
+    const room = 'aw-room-cap'
+    const watcher = await tclient(w.wsUrl, room, tok(room))
+    let seen = 0
+    watcher.provider.awareness.on('change', ({ added, updated }) => { seen += [...added, ...updated].filter((id) => id >= 100 && id < 200).length })
+    const socks = []
+    for (let i = 0; i < 4; i++) socks.push(await connect(`${w.wsUrl}/${room}?token=${tok(room)}`))
+    for (let clock = 1; clock <= 10; clock++) for (const [i, s] of socks.entries()) s.ws.send(awarenessFrame(100 + i, clock, { c: clock }))
+    await sleep(500)
+    // Room burst 4 plus ~1 refilled in the meantime, out of 40 sent by 4 connections.
+    assert.ok(seen >= 1 && seen <= 8, `watcher saw ${seen} of 40`)
+    assert.ok(counter(await metrics(w), 'weaver_rejected_messages_total', 'room_awareness_rate') >= 30)
+    assert.ok(socks.every((s) => s.ws.readyState === WebSocket.OPEN), 'senders stay connected')
+    socks.forEach((s) => s.ws.close())
+    watcher.destroy()
+    await roomStillSyncs(room, w)
+  } finally { await w.stop() }
+})
+
 test('--read-only-awareness deny drops read-only presence; allow (default) passes it', { timeout: 60000 }, async () => {
   const w = await startWeaver({ args: ['--read-only-awareness', 'deny'], env: { WEAVER_AUTH_KEY: hex } })
   try {
