@@ -9,6 +9,7 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import http from 'node:http'
+import net from 'node:net'
 import { mkdirSync, writeFileSync, existsSync, rmSync } from 'node:fs'
 import path from 'node:path'
 import { chromium } from 'playwright-core'
@@ -161,6 +162,35 @@ test('both edit the same block at once and converge, each keeping their own care
   assert.equal(await textarea(b.page, id).evaluate((t) => t.selectionStart), bText.length)
   await shot(a.page, 'concurrent-A')
   await shot(b.page, 'concurrent-B')
+  assert.deepEqual([...a.page.problems, ...b.page.problems], [])
+  await closeContext(a.context)
+  await closeContext(b.context)
+})
+
+test('undo (Ctrl+Z) takes back only my own typing, never the other context\'s; redo restores it', { timeout: 120000 }, async () => {
+  const room = `undo-${Date.now()}`
+  const a = await openPage(weaver, room, 'A')
+  const b = await openPage(weaver, room, 'B')
+  const id = await addBlock(a.page)
+  await a.page.keyboard.type('base')
+  await contentIs(b.page, id, 'base')
+  await a.page.waitForTimeout(700) // a pause closes A's first undo step
+  await a.page.keyboard.type(' mine')
+  await textarea(b.page, id).click()
+  await b.page.keyboard.press('End')
+  await b.page.keyboard.type(' theirs')
+  await contentIs(a.page, id, 'base mine theirs')
+  await textarea(a.page, id).focus()
+  await a.page.keyboard.press('Control+z')
+  await contentIs(a.page, id, 'base theirs', "A's last step undone, B's typing kept")
+  await contentIs(b.page, id, 'base theirs')
+  assert.equal(await textarea(a.page, id).inputValue(), 'base theirs')
+  await a.page.keyboard.press('Control+Shift+z')
+  await contentIs(b.page, id, 'base mine theirs', 'redo reaches B')
+  await a.page.keyboard.press('Control+z')
+  await a.page.keyboard.press('Control+z')
+  await contentIs(b.page, id, ' theirs', 'all of A undone, only B remains')
+  await shot(b.page, 'undo-B')
   assert.deepEqual([...a.page.problems, ...b.page.problems], [])
   await closeContext(a.context)
   await closeContext(b.context)
@@ -430,6 +460,99 @@ test('with the HTTP integration pointed at a failing API, Index shows error afte
     await server.stop()
     await api.close()
   }
+})
+
+/** A TCP proxy on a fixed loopback port, so a page keeps its origin across server restarts. */
+async function startProxy () {
+  let target = null
+  const sockets = new Set()
+  const server = net.createServer((client) => {
+    const upstream = net.connect(target, '127.0.0.1')
+    sockets.add(client)
+    sockets.add(upstream)
+    const done = () => { client.destroy(); upstream.destroy(); sockets.delete(client); sockets.delete(upstream) }
+    for (const s of [client, upstream]) { s.on('error', done); s.on('close', done) }
+    client.pipe(upstream)
+    upstream.pipe(client)
+  })
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const port = server.address().port
+  return {
+    httpUrl: `http://127.0.0.1:${port}`,
+    setTarget (p) { target = p },
+    close () { for (const s of sockets) s.destroy(); return new Promise((resolve) => server.close(resolve)) }
+  }
+}
+
+test('relay killed and restarted: the page shows it, keeps edits made meanwhile, and saves them after the restart', { timeout: 150000 }, async () => {
+  const dataDir = tempDataDir('weaver-browser-restart-')
+  const proxy = await startProxy()
+  let server = await startWeaver({ dataDir })
+  proxy.setTarget(server.port)
+  try {
+    const room = `restart-${Date.now()}`
+    const a = await openPage(proxy, room, 'A')
+    const id = await addBlock(a.page)
+    await a.page.keyboard.type('before the crash')
+    await waitFor(a.page, () => !window.weaver.status().unsaved, null, 'saved before the crash')
+
+    await server.kill9()
+    await waitFor(a.page, () => window.weaver.status().connection !== 'online' && document.querySelector('#conn').dataset.state !== 'online', null, 'A notices the relay is gone')
+    await a.page.keyboard.type(' + during the outage')
+    await waitFor(a.page, () => window.weaver.status().unsaved && document.querySelector('#save').textContent === 'Unsaved changes', null, 'unsaved changes shown during the outage')
+    await shot(a.page, 'restart-A-relay-down')
+
+    server = await startWeaver({ dataDir })
+    proxy.setTarget(server.port)
+    await waitOnline(a.page)
+    // The outage edit went up in A's sync step 2 (never echoed); the tracker still confirms it.
+    await waitFor(a.page, () => !window.weaver.status().unsaved, null, 'A saved after the restart')
+    assert.equal(await a.page.locator('#save').textContent(), 'All changes saved')
+    await shot(a.page, 'restart-A-saved')
+
+    // A brand-new browser (no IndexedDB) sees both edits from the restarted relay alone.
+    const b = await openPage(proxy, room, 'B')
+    await contentIs(b.page, id, 'before the crash + during the outage', 'B sees everything after the restart')
+    await shot(b.page, 'restart-B-fresh')
+    const real = (p) => p.problems.filter((m) => !/WebSocket|Failed to load resource/.test(m))
+    assert.deepEqual([...real(a.page), ...real(b.page)], [])
+    await closeContext(a.context)
+    await closeContext(b.context)
+  } finally {
+    await server.stop()
+    await proxy.close()
+    rmSync(dataDir, { recursive: true, force: true })
+  }
+})
+
+test('room picker: the room is in the URL, rooms are separate, reserved names are refused', { timeout: 120000 }, async () => {
+  const one = `pick-one-${Date.now()}`
+  const two = `pick-two-${Date.now()}`
+  const a = await openPage(weaver, one, 'A')
+  const id = await addBlock(a.page)
+  await a.page.keyboard.type('only in room one')
+  await waitFor(a.page, () => !window.weaver.status().unsaved, null, 'saved')
+
+  await a.page.fill('#room-input', two)
+  await Promise.all([a.page.waitForURL((u) => u.searchParams.get('room') === two, { timeout: WAIT }), a.page.click('#room-form button')])
+  await waitOnline(a.page)
+  assert.equal(await a.page.locator('#room-title').textContent(), two)
+  assert.equal((await blocks(a.page)).length, 0)
+  assert.equal(await a.page.locator('#empty').isVisible(), true)
+  await shot(a.page, 'picker-empty-room')
+
+  // A reserved name stays on the page with an explanation.
+  await a.page.fill('#room-input', 'api')
+  await a.page.click('#room-form button')
+  await a.page.locator('#toast', { hasText: 'reserved' }).waitFor({ timeout: WAIT })
+  assert.equal(new URL(a.page.url()).searchParams.get('room'), two)
+
+  await a.page.fill('#room-input', one)
+  await Promise.all([a.page.waitForURL((u) => u.searchParams.get('room') === one, { timeout: WAIT }), a.page.click('#room-form button')])
+  await waitOnline(a.page)
+  await contentIs(a.page, id, 'only in room one', 'room one still has its block')
+  assert.deepEqual(a.page.problems, [])
+  await closeContext(a.context)
 })
 
 test('presence shows the other context, its name and the block it is in', { timeout: 120000 }, async () => {

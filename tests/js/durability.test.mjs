@@ -78,3 +78,35 @@ test('SIGTERM while clients write: prompt exit, everything echoed is kept', { ti
     rmSync(dataDir, { recursive: true, force: true })
   }
 })
+
+test('kill -9 with 8 concurrent writers: every entry the observer saw survives (6 rounds)', { timeout: 180000 }, async () => {
+  const dataDir = tempDataDir('weaver-durability-many-')
+  try {
+    for (let round = 0; round < 6; round++) {
+      const w = await startWeaver({ dataDir })
+      const writers = await Promise.all(Array.from({ length: 8 }, () => yclient(w.wsUrl, 'many')))
+      const observer = await yclient(w.wsUrl, 'many')
+      const pumps = writers.map((c, i) => {
+        let n = 0
+        const map = c.doc.getMap('m')
+        return setInterval(() => { map.set(`r${round}-w${i}-${n++}`, n) }, 1 + (i % 3))
+      })
+      await waitFor(() => observer.doc.getMap('m').size >= (round + 1) * 100, { what: 'observer received writes' })
+      await new Promise((resolve) => setTimeout(resolve, round * 7))
+      await w.kill9()
+      pumps.forEach(clearInterval)
+      const seen = [...observer.doc.getMap('m').keys()]
+      writers.forEach((c) => c.destroy()); observer.destroy()
+
+      const w2 = await startWeaver({ dataDir })
+      const fresh = await yclient(w2.wsUrl, 'many')
+      const stored = fresh.doc.getMap('m')
+      const lost = seen.filter((k) => !stored.has(k))
+      fresh.destroy()
+      await w2.stop()
+      assert.deepEqual(lost, [], `round ${round}: ${lost.length} of ${seen.length} entries the observer saw were lost`)
+    }
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true })
+  }
+})

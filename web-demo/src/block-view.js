@@ -21,6 +21,7 @@ export class BlockView {
     this.ytext = null
     this.binding = null
     this.signature = null
+    this.entriesKey = null
     this._confirmTimer = null
 
     this.typeChip = h('span.chip')
@@ -62,9 +63,15 @@ export class BlockView {
     this.el.dataset.type = block.type
     this.typeChip.textContent = block.type === 'vector_collection' ? 'Vector collection' : block.type === 'text' ? 'Text' : block.type || 'Block'
 
-    setChildren(this.entries, block.indexingList.length === 0
-      ? h('li.entries-empty.muted', {}, 'Not indexed yet.')
-      : block.indexingList.map((e) => this._renderEntry(e)))
+    // Rebuild the rows only when they would change (statuses, or the "2 min ago" texts every
+    // 30 s): replacing a button on every keystroke of a collaborator would swallow clicks.
+    const entriesKey = JSON.stringify([block.indexingList, Math.floor(Date.now() / 30000)])
+    if (entriesKey !== this.entriesKey) {
+      this.entriesKey = entriesKey
+      setChildren(this.entries, block.indexingList.length === 0
+        ? h('li.entries-empty.muted', {}, 'Not indexed yet.')
+        : block.indexingList.map((e) => this._renderEntry(e)))
+    }
 
     const signature = JSON.stringify(block.indexingList.map((e) => [e.index_name, e.status, e.attempt]))
     if (signature !== this.signature) {
@@ -87,7 +94,6 @@ export class BlockView {
       h('span.entry-attempt.muted', {}, e.attempt > 0 ? `attempt ${e.attempt}` : 'no attempt'),
       detail,
       e.completed_at ? h('span.entry-time.muted', { title: new Date(e.completed_at).toLocaleString() }, ago(e.completed_at)) : null,
-      h('span.spacer'),
       // A queued request is already waiting for the bridge: another click would only bump it.
       e.status === 'notStarted'
         ? null

@@ -145,7 +145,7 @@ export class CallsPanel {
       c.external_id ? h('div.call-meta.muted', {}, 'external id ', h('span.mono', {}, String(c.external_id))) : null,
       d.events === null
         ? h('div.muted.small', {}, 'Timeline unavailable: ', d.error?.message ?? '')
-        : h('ol.timeline', {}, events.map((e) => h(PUBLIC_EVENTS.has(e.type) ? 'li.event' : 'li.event.internal', { dataset: { type: String(e.type) } },
+        : h('ol.timeline', {}, events.map((e) => h(PUBLIC_EVENTS.has(e.type) ? 'li.event' : 'li.event.internal', { dataset: e.retryable === true ? { type: String(e.type), retryable: 'true' } : { type: String(e.type) } },
           h('span.event-dot'),
           h('span.event-type', {}, String(e.type)),
           e.attempt !== undefined && e.attempt !== null ? h('span.muted', {}, ` #${e.attempt}`) : null,

@@ -166,6 +166,8 @@ function scheduleRender () {
   queueMicrotask(() => { renderQueued = false; render() })
 }
 getBlocksMap(doc).observeDeep(scheduleRender)
+// Keeps relative times ("2 min ago") fresh on a quiet page.
+setInterval(scheduleRender, 30000)
 
 function newBlockId () {
   // Time first so blocks list in creation order (readBlocks sorts by id), random to stay unique.

@@ -6,7 +6,11 @@
 // selection is moved through the same delta: an insert or delete before the caret shifts it, one
 // after it leaves it alone. Because every local input event is written to the Y.Text
 // synchronously, the textarea and the Y.Text are equal whenever a remote event runs, so no
-// local typing can be lost. Rich text, undo and remote cursors deliberately live elsewhere.
+// local typing can be lost. Undo/redo (Ctrl/Cmd+Z, Ctrl/Cmd+Shift+Z or Ctrl+Y) go through a
+// Y.UndoManager that tracks only this binding's edits, so they never undo other people's typing
+// (the browser's own undo stack is useless here: it is cleared whenever a remote change sets the
+// value). Rich text and remote cursors deliberately live elsewhere.
+import * as Y from 'yjs'
 
 const isHigh = (c) => c >= 0xd800 && c <= 0xdbff
 const isLow = (c) => c >= 0xdc00 && c <= 0xdfff
@@ -94,12 +98,36 @@ export function bindTextarea (textarea, ytext, { onLocalChange } = {}) {
     textarea.dispatchEvent(new CustomEvent('weaver:remote-change'))
   }
 
+  const undo = new Y.UndoManager(ytext, { trackedOrigins: new Set([origin]), captureTimeout: 500 })
+  const history = (redo) => {
+    const item = redo ? undo.redo() : undo.undo()
+    if (item) onLocalChange?.()
+  }
+  const onKeyDown = (e) => {
+    if (!(e.ctrlKey || e.metaKey) || e.altKey) return
+    const key = e.key.toLowerCase()
+    if (key === 'z') { e.preventDefault(); history(e.shiftKey) } else if (key === 'y' && !e.shiftKey) { e.preventDefault(); history(true) }
+  }
+  // Undo/redo from the context menu arrive as beforeinput events.
+  const onBeforeInput = (e) => {
+    if (e.inputType === 'historyUndo' || e.inputType === 'historyRedo') {
+      e.preventDefault()
+      history(e.inputType === 'historyRedo')
+    }
+  }
+
   textarea.addEventListener('input', onInput)
+  textarea.addEventListener('keydown', onKeyDown)
+  textarea.addEventListener('beforeinput', onBeforeInput)
   ytext.observe(onRemote)
   return {
+    undoManager: undo,
     destroy () {
       textarea.removeEventListener('input', onInput)
+      textarea.removeEventListener('keydown', onKeyDown)
+      textarea.removeEventListener('beforeinput', onBeforeInput)
       ytext.unobserve(onRemote)
+      undo.destroy()
     }
   }
 }

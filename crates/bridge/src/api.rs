@@ -184,7 +184,7 @@ async fn webhook(
     let kind = match payload.kind.as_str() {
         "processing" => EventKind::Processing,
         "completed" => EventKind::Completed {
-            data: payload.data.unwrap_or(Value::Null),
+            data: crate::model::bound_external_json(payload.data.unwrap_or(Value::Null)),
         },
         "failed" => EventKind::Failed {
             error: payload
@@ -209,6 +209,14 @@ async fn webhook(
     let wid = webhook_id.clone();
     let r =
         blocking(move || ob.apply_webhook(&integ_name, &wid, &ext, kind, crate::now_ms())).await;
+    let result = match &r {
+        Ok(WebhookApply::Duplicate) => "duplicate",
+        Ok(WebhookApply::Parked) => "parked",
+        Ok(WebhookApply::Applied(_)) => "applied",
+        Err(_) => "error",
+    };
+    metrics::counter!(crate::metrics::WEBHOOKS_TOTAL, "integration" => integration.clone(), "result" => result)
+        .increment(1);
     match r {
         Ok(WebhookApply::Duplicate) => {
             tracing::info!(integration = %integration, webhook_id = %webhook_id, "duplicate webhook ignored");

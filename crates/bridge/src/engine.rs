@@ -243,7 +243,12 @@ struct Mirror {
     ws: Workspace,
     changes: Arc<Mutex<Vec<ChangeSet>>>,
     _sub: ChangeSubscription,
+    /// Last time an update or a write-back touched the room (idle mirrors are dropped).
+    used: Instant,
 }
+
+/// A mirror untouched this long is dropped; the next update reloads (and re-sweeps) the room.
+const MIRROR_IDLE: Duration = Duration::from_secs(600);
 
 struct DocActor {
     inner: Arc<Inner>,
@@ -297,8 +302,14 @@ impl DocActor {
                                 }
                             }
                             Some(HostEvent::Lagged) => {
+                                // Updates were lost, possibly for rooms without a mirror too:
+                                // re-sweep every stored room, as at start-up.
                                 tracing::warn!("bridge lagged behind the host; rebuilding mirrors");
-                                let rooms: Vec<String> = self.rooms.keys().cloned().collect();
+                                let mut rooms: BTreeSet<String> = self.rooms.keys().cloned().collect();
+                                match self.inner.host.stored_rooms().await {
+                                    Ok(stored) => rooms.extend(stored),
+                                    Err(e) => tracing::warn!(error = %e, "cannot list stored rooms after lag"),
+                                }
                                 self.rooms.clear();
                                 to_drain.clear();
                                 for room in rooms {
@@ -322,14 +333,23 @@ impl DocActor {
                         break;
                     }
                 }
-                cmd = rx.recv() => match cmd {
-                    Some(DocCmd::Writebacks) => wb_retry = Some(Instant::now()),
-                    Some(DocCmd::Retry { call_id, reply }) => {
-                        let r = self.retry(call_id).await;
-                        let _ = reply.send(r);
+                cmd = rx.recv() => {
+                    let Some(cmd) = cmd else { break };
+                    // Coalesce the queued notifications: one pass handles them all.
+                    let mut cmds = vec![cmd];
+                    while let Ok(c) = rx.try_recv() {
+                        cmds.push(c);
                     }
-                    None => break,
-                },
+                    for cmd in cmds {
+                        match cmd {
+                            DocCmd::Writebacks => wb_retry = Some(Instant::now()),
+                            DocCmd::Retry { call_id, reply } => {
+                                let r = self.retry(call_id).await;
+                                let _ = reply.send(r);
+                            }
+                        }
+                    }
+                }
                 () = sleep_until_opt(deadline) => {}
             }
             if wb_retry.is_some_and(|t| t <= Instant::now()) {
@@ -343,8 +363,28 @@ impl DocActor {
                 };
             }
             self.fire_debounce().await;
+            self.evict_idle();
         }
         tracing::info!("bridge document actor stopped");
+    }
+
+    /// Drops mirrors of rooms nobody touched for `MIRROR_IDLE` (and with no pending re-index),
+    /// bounding memory to the rooms in use; everything needed is in the store.
+    fn evict_idle(&mut self) {
+        let now = Instant::now();
+        let dirty_rooms: BTreeSet<&str> = self.dirty.keys().map(|(r, _)| r.as_str()).collect();
+        let idle: Vec<String> = self
+            .rooms
+            .iter()
+            .filter(|(r, m)| {
+                now.duration_since(m.used) > MIRROR_IDLE && !dirty_rooms.contains(r.as_str())
+            })
+            .map(|(r, _)| r.clone())
+            .collect();
+        for r in idle {
+            tracing::debug!(room = %r, "bridge mirror unloaded (idle)");
+            self.rooms.remove(&r);
+        }
     }
 
     fn next_deadline(&self, wb_retry: Option<Instant>) -> Option<Instant> {
@@ -355,10 +395,12 @@ impl DocActor {
             .values()
             .map(|(first, last)| (*last + quiet).min(*first + max_wait))
             .min();
-        match (d, wb_retry) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let idle_check = Instant::now() + Duration::from_secs(60);
+        [d, wb_retry]
+            .into_iter()
+            .flatten()
+            .min()
+            .map_or(Some(idle_check), |t| Some(t.min(idle_check)))
     }
 
     async fn load_room(&mut self, room: &str) -> Result<(), BridgeError> {
@@ -389,6 +431,7 @@ impl DocActor {
                 ws,
                 changes,
                 _sub: sub,
+                used: Instant::now(),
             },
         );
         self.sweep_room(room).await
@@ -397,13 +440,14 @@ impl DocActor {
     /// Applies a committed update to the room's mirror. Returns whether its changes still
     /// need `drain` (a room seen for the first time is loaded and swept instead).
     async fn apply_committed(&mut self, room: &str, update: &[u8], origin: &str) -> bool {
-        let Some(m) = self.rooms.get(room) else {
+        let Some(m) = self.rooms.get_mut(room) else {
             // First sight of this room: the stored state already contains this update.
             if let Err(e) = self.load_room(room).await {
                 tracing::warn!(room, error = %e, "cannot load room for the bridge");
             }
             return false;
         };
+        m.used = Instant::now();
         if let Err(e) = m.ws.apply_update_v1(update, origin) {
             tracing::warn!(room, error = %e, "mirror rejected a committed update; rebuilding from stored state");
             if let Err(e) = self.load_room(room).await {
@@ -618,27 +662,39 @@ impl DocActor {
                 Some(_) => {}
             }
         }
-        // Done entries whose content changed while the bridge was down get re-indexed.
+        // Done entries whose content changed while the bridge was away (down, or the mirror
+        // was idle) get re-indexed, through the debounce since the user may still be typing.
         for b in &blocks {
-            if b.indexing_list.iter().any(|e| e.status == Status::Done) {
-                self.reindex_check(room, &b.id, false).await;
+            if b.indexing_list.iter().any(|e| e.status == Status::Done)
+                && !self.stale_entries(room, &b.id, false).await.is_empty()
+            {
+                let now = Instant::now();
+                self.dirty
+                    .entry((room.to_owned(), b.id.clone()))
+                    .or_insert((now, now));
             }
         }
         Ok(())
     }
 
-    /// Rule "content of a `done` entry changed → request attempt N+1". `unknown_is_stale`:
-    /// whether a `done` without a known APICall (pruned, or written elsewhere) counts as stale.
-    async fn reindex_check(&mut self, room: &str, block_id: &str, unknown_is_stale: bool) {
+    /// `done` entries of a block whose indexed content differs from the current content, with
+    /// the attempt to request. `unknown_is_stale`: whether a `done` without a known APICall
+    /// (pruned, or written elsewhere) counts as stale.
+    async fn stale_entries(
+        &self,
+        room: &str,
+        block_id: &str,
+        unknown_is_stale: bool,
+    ) -> Vec<(String, u64)> {
         let Some(view) = self
             .rooms
             .get(room)
             .and_then(|m| m.ws.block(block_id).ok().flatten())
         else {
-            return;
+            return Vec::new();
         };
         let hash = content_hash(&view.content);
-        let mut requests = Vec::new();
+        let mut out = Vec::new();
         for e in view
             .indexing_list
             .iter()
@@ -661,9 +717,16 @@ impl DocActor {
                 None => unknown_is_stale,
             };
             if stale {
-                requests.push((e.index_name.clone(), e.attempt + 1));
+                out.push((e.index_name.clone(), e.attempt + 1));
             }
         }
+        out
+    }
+
+    /// Rule "content of a `done` entry changed → request attempt N+1". `unknown_is_stale`:
+    /// whether a `done` without a known APICall (pruned, or written elsewhere) counts as stale.
+    async fn reindex_check(&mut self, room: &str, block_id: &str, unknown_is_stale: bool) {
+        let requests = self.stale_entries(room, block_id, unknown_is_stale).await;
         for (index, next) in requests {
             tracing::info!(room, block = block_id, index = %index, attempt = next, "content changed; re-index requested");
             let rec = StatusRecord::new(next, Status::NotStarted);
@@ -835,9 +898,10 @@ impl DocActor {
         if !self.rooms.contains_key(room) {
             self.load_room(room).await?;
         }
-        let Some(m) = self.rooms.get(room) else {
+        let Some(m) = self.rooms.get_mut(room) else {
             return Err(BridgeError::Host(format!("room {room} is not loaded")));
         };
+        m.used = Instant::now();
         let (written, update) = m
             .ws
             .transact(BRIDGE_ORIGIN, |t| {
@@ -947,7 +1011,8 @@ async fn dispatcher(inner: Arc<Inner>) {
     let ob = inner.outbox.clone();
     match blocking(move || ob.rescue_expired(now_ms(), true, &mut rand::rng())).await {
         Ok(v) if !v.is_empty() => {
-            tracing::info!(rescued = v.len(), "rescued calls leased by a previous run")
+            metrics::counter!(crate::metrics::LEASES_RESCUED_TOTAL).increment(v.len() as u64);
+            tracing::info!(rescued = v.len(), "rescued calls leased by a previous run");
         }
         Ok(_) => {}
         Err(e) => tracing::error!(error = %e, "start-up lease rescue failed"),
@@ -959,19 +1024,30 @@ async fn dispatcher(inner: Arc<Inner>) {
         }
         let now = now_ms();
         let ob = inner.outbox.clone();
-        let (next_due, next_exp) =
-            match blocking(move || Ok((ob.next_due()?, ob.next_lease_expiry()?))).await {
-                Ok(v) => v,
-                Err(e) => {
-                    tracing::error!(error = %e, "outbox read failed");
-                    (None, None)
-                }
-            };
+        let (next_due, next_exp) = match blocking(move || {
+            if let Ok((ready, leased, wb)) = ob.queue_sizes() {
+                metrics::gauge!(crate::metrics::READY_CALLS).set(ready as f64);
+                metrics::gauge!(crate::metrics::LEASED_CALLS).set(leased as f64);
+                metrics::gauge!(crate::metrics::PENDING_WRITEBACKS).set(wb as f64);
+            }
+            Ok((ob.next_due()?, ob.next_lease_expiry()?))
+        })
+        .await
+        {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(error = %e, "outbox read failed");
+                (None, None)
+            }
+        };
         if next_exp.is_some_and(|t| t <= now) {
             let ob = inner.outbox.clone();
-            if let Err(e) = blocking(move || ob.rescue_expired(now, false, &mut rand::rng())).await
-            {
-                tracing::error!(error = %e, "lease rescue failed");
+            match blocking(move || ob.rescue_expired(now, false, &mut rand::rng())).await {
+                Ok(v) => {
+                    metrics::counter!(crate::metrics::LEASES_RESCUED_TOTAL)
+                        .increment(v.len() as u64);
+                }
+                Err(e) => tracing::error!(error = %e, "lease rescue failed"),
             }
         }
         let mut claimed = 0;

@@ -131,8 +131,9 @@ impl HttpIntegration {
         if buf.is_empty() {
             return Ok(Body::Ok(Value::Null));
         }
-        Ok(Body::Ok(serde_json::from_slice(&buf).unwrap_or_else(
-            |_| json!({"body": String::from_utf8_lossy(&buf)}),
+        Ok(Body::Ok(crate::model::bound_external_json(
+            serde_json::from_slice(&buf)
+                .unwrap_or_else(|_| json!({"body": String::from_utf8_lossy(&buf)})),
         )))
     }
 

@@ -13,3 +13,9 @@ pub const LEASES_RESCUED_TOTAL: &str = "weaver_bridge_leases_rescued_total";
 pub const WEBHOOKS_TOTAL: &str = "weaver_bridge_webhooks_total";
 /// Counter: status records written back into documents, label `status`.
 pub const WRITEBACKS_TOTAL: &str = "weaver_bridge_writebacks_total";
+/// Gauge: calls waiting in the ready queue (due now or scheduled for a retry/poll).
+pub const READY_CALLS: &str = "weaver_bridge_ready_calls";
+/// Gauge: calls currently leased by a worker.
+pub const LEASED_CALLS: &str = "weaver_bridge_leased_calls";
+/// Gauge: outcomes waiting to be written back into documents.
+pub const PENDING_WRITEBACKS: &str = "weaver_bridge_pending_writebacks";

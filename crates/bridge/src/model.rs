@@ -9,6 +9,28 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+/// Deepest JSON accepted from outside (API responses, webhook data). Stored records nest it a
+/// few levels further and serde_json refuses more than 128 levels when reading them back.
+pub const MAX_EXTERNAL_JSON_DEPTH: usize = 64;
+
+/// Nesting depth of a JSON value (scalars are 0).
+pub fn json_depth(v: &Value) -> usize {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(json_depth).max().unwrap_or(0),
+        Value::Object(o) => 1 + o.values().map(json_depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// `v`, or a small placeholder when it is nested deeper than `MAX_EXTERNAL_JSON_DEPTH`.
+pub fn bound_external_json(v: Value) -> Value {
+    if json_depth(&v) > MAX_EXTERNAL_JSON_DEPTH {
+        serde_json::json!({"truncated": true, "reason": "JSON nested too deeply"})
+    } else {
+        v
+    }
+}
+
 /// Status of an APICall (`pending → processing → completed | failed`, or `cancelled`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

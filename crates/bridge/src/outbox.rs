@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::BridgeError;
 use crate::config::{RetentionConfig, RetryPolicy};
-use crate::model::{ApiCall, CallStatus, Event, EventKind, NewCall};
+use crate::model::{ApiCall, CallStatus, Event, EventKind, NewCall, json_depth};
 use crate::retry::next_delay_ms;
 
 type Bytes<'a> = &'a [u8];
@@ -159,12 +159,17 @@ pub struct Writeback {
 
 /// Largest `result` written into the document; bigger responses stay in the APICall only.
 const MAX_DOC_RESULT_BYTES: usize = 8 * 1024;
+/// Deepest `result` written into the document (the relay's validator allows 64 levels).
+const MAX_DOC_RESULT_DEPTH: usize = 32;
 
 impl Writeback {
     fn for_call(call: &ApiCall, status: DocStatus) -> Self {
         let result = call.response_data.clone().filter(|_| status == DocStatus::Done).map(|v| {
             let n = serde_json::to_vec(&v).map_or(usize::MAX, |b| b.len());
-            if n > MAX_DOC_RESULT_BYTES {
+            if json_depth(&v) > MAX_DOC_RESULT_DEPTH {
+                // The relay refuses deeply nested values; a refused write-back would retry forever.
+                serde_json::json!({"truncated": true, "reason": "too deeply nested", "see": format!("/api/calls/{}", call.id)})
+            } else if n > MAX_DOC_RESULT_BYTES {
                 serde_json::json!({"truncated": true, "bytes": n, "see": format!("/api/calls/{}", call.id)})
             } else {
                 v
@@ -178,8 +183,9 @@ impl Writeback {
             status,
             api_call_id: Some(call.id.to_string()),
             result,
+            // Error texts come from outside (API bodies, webhooks): keep the document's copy short.
             error: if status == DocStatus::Error {
-                call.error.clone()
+                call.error.as_ref().map(|e| e.chars().take(2000).collect())
             } else {
                 None
             },
@@ -660,6 +666,15 @@ impl Outbox {
         Ok(out)
     }
 
+    /// Queue sizes: (ready, leased, pending write-backs).
+    pub fn queue_sizes(&self) -> Result<(u64, u64, u64), BridgeError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let ready = txn.open_table(READY).map_err(se)?.len().map_err(se)?;
+        let leased = txn.open_table(LEASES).map_err(se)?.len().map_err(se)?;
+        let wb = txn.open_table(WRITEBACK).map_err(se)?.len().map_err(se)?;
+        Ok((ready, leased, wb))
+    }
+
     /// Earliest time something is due in the ready queue.
     pub fn next_due(&self) -> Result<Option<u64>, BridgeError> {
         let txn = self.db.begin_read().map_err(db_err)?;
@@ -736,13 +751,17 @@ impl Outbox {
                     exp.insert(time_id_key(until, &id).as_slice(), [].as_slice())
                         .map_err(se)?;
                 }
-                let r#try = call.tries;
-                Self::append_txn(
-                    txn,
-                    &mut call,
-                    vec![EventKind::Claimed { r#try, token }],
-                    now,
-                )?;
+                if phase == Phase::Submit {
+                    // Polls are not logged: a long job polled every few seconds would otherwise
+                    // grow its log (and the fold over it) without bound.
+                    let r#try = call.tries;
+                    Self::append_txn(
+                        txn,
+                        &mut call,
+                        vec![EventKind::Claimed { r#try, token }],
+                        now,
+                    )?;
+                }
                 Self::settle_txn(txn, &mut call, was)?;
                 claims.push(Claim { call, token, phase });
             }

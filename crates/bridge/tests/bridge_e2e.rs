@@ -43,12 +43,16 @@ fn env(k: &str) -> Option<String> {
 
 impl Rig {
     async fn new(cfg: &str) -> Rig {
+        Self::with_capacity(cfg, 4096).await
+    }
+
+    async fn with_capacity(cfg: &str, capacity: usize) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("weaver.redb");
         let mut rig = Rig {
             _dir: dir,
             path,
-            host: MemoryHost::new(4096),
+            host: MemoryHost::new(capacity),
             bridge: None,
             addr: "127.0.0.1:0".parse().unwrap(),
             cfg: cfg.to_owned(),
@@ -801,4 +805,177 @@ async fn hanging_api_times_out_and_is_retried_then_failed() {
     assert!(e.error.as_deref().unwrap().contains("timeout"), "{e:?}");
     assert_eq!(api.requests(), 3, "max_attempts = 3");
     assert_eq!(api.keys().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_edited_while_down_is_reindexed_at_start() {
+    let mut rig = Rig::new("[debounce]\nquiet_ms = 100\nmax_wait_ms = 500").await;
+    rig.add_entry("r", "b", "one", "search");
+    rig.wait_entry("r", "b", "search", "done", |e| e.status == Status::Done)
+        .await;
+    rig.crash().await;
+    rig.client_write("r", |t| t.insert_text("b", 3, "\n\ntwo\n\nthree").unwrap());
+    rig.start().await;
+    let e = rig
+        .wait_entry("r", "b", "search", "re-indexed", |e| {
+            e.attempt == 2 && e.status == Status::Done
+        })
+        .await;
+    assert_eq!(e.result.as_ref().unwrap()["chunks_indexed"], 3);
+    // An unchanged done block is not re-indexed by a restart.
+    rig.crash().await;
+    rig.start().await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(rig.entry("r", "b", "search").unwrap().attempt, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_behind_the_host_loses_nothing() {
+    // A tiny broadcast buffer: a burst of client updates overflows it and the bridge must
+    // rebuild from stored state instead of missing entries.
+    let rig = Rig::with_capacity("", 2).await;
+    rig.add_entry("warm", "b", "x", "search");
+    rig.wait_entry("warm", "b", "search", "warm-up done", |e| {
+        e.status == Status::Done
+    })
+    .await;
+    for i in 0..40 {
+        rig.add_entry(
+            &format!("room{}", i % 4),
+            &format!("b{i}"),
+            "text",
+            "search",
+        );
+    }
+    for i in 0..40 {
+        rig.wait_entry(
+            &format!("room{}", i % 4),
+            &format!("b{i}"),
+            "search",
+            "done after lag",
+            |e| e.status == Status::Done,
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newer_attempt_supersedes_running_one() {
+    let api = FakeApi::start().await;
+    let rig = Rig::new(&http_cfg(&api, "/slow?ms=700", "")).await;
+    rig.add_entry("r", "b", "text", "search");
+    rig.wait_entry("r", "b", "search", "processing", |e| {
+        e.status == Status::Processing
+    })
+    .await;
+    // The user asks again while attempt 1 runs: attempt 2 supersedes it.
+    rig.client_write("r", |t| {
+        t.request_index("b", "search", &json!({})).unwrap();
+    });
+    let e = rig
+        .wait_entry("r", "b", "search", "attempt 2 done", |e| {
+            e.attempt == 2 && e.status == Status::Done
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(900)).await; // attempt 1's late answer has arrived
+    let calls = rig.handle().outbox().list(&Default::default()).unwrap();
+    let a1 = calls.iter().find(|c| c.attempt == 1).unwrap();
+    let a2 = calls.iter().find(|c| c.attempt == 2).unwrap();
+    assert_eq!(a1.status, weaver_bridge::CallStatus::Cancelled);
+    assert_eq!(a2.status, weaver_bridge::CallStatus::Completed);
+    assert_eq!(e.api_call_id.as_deref(), Some(a2.id.to_string().as_str()));
+    let after = rig.entry("r", "b", "search").unwrap();
+    assert_eq!(
+        (after.attempt, after.status),
+        (2, Status::Done),
+        "the late attempt-1 result changed nothing"
+    );
+    assert_ne!(a1.idempotency_key, a2.idempotency_key);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_integration_concurrency_is_respected() {
+    let api = FakeApi::start().await;
+    let cfg = http_cfg(&api, "/slow?ms=150", "concurrency = 2");
+    let rig = Rig::new(&cfg).await;
+    for i in 0..8 {
+        rig.add_entry("r", &format!("b{i}"), "text", "search");
+    }
+    for i in 0..8 {
+        rig.wait_entry("r", &format!("b{i}"), "search", "done", |e| {
+            e.status == Status::Done
+        })
+        .await;
+    }
+    let max = api.state.lock().unwrap().max_in_flight;
+    assert!(max <= 2, "at most 2 requests in flight, saw {max}");
+    assert_eq!(max, 2, "and the limit is used");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_block_cancels_its_calls() {
+    let api = FakeApi::start().await;
+    let rig = Rig::new(&http_cfg(&api, "/hang", "")).await;
+    rig.add_entry("r", "b", "text", "search");
+    rig.wait_entry("r", "b", "search", "processing", |e| {
+        e.status == Status::Processing
+    })
+    .await;
+    rig.client_write("r", |t| {
+        t.remove_block("b");
+    });
+    let t0 = Instant::now();
+    loop {
+        let calls = rig.handle().outbox().list(&Default::default()).unwrap();
+        if calls[0].status == weaver_bridge::CallStatus::Cancelled {
+            assert!(calls[0].error.as_deref().unwrap().contains("block removed"));
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_refresh_polls_now() {
+    let api = FakeApi::start().await;
+    // Polling every minute: only a manual refresh can finish this call within the test.
+    let extra = format!(
+        "status_url = \"{}\"\npoll_interval_ms = 60000",
+        api.url("/jobs/{external_id}")
+    );
+    let rig = Rig::new(&http_cfg(&api, "/async?delay_ms=100", &extra)).await;
+    rig.add_entry("r", "b", "text", "search");
+    let t0 = Instant::now();
+    let id = loop {
+        let calls = rig.handle().outbox().list(&Default::default()).unwrap();
+        if let Some(c) = calls.first().filter(|c| c.external_id.is_some()) {
+            break c.id;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await; // the job finished on the API side
+    let (code, body) = post_json(&rig.url(&format!("/api/calls/{id}/refresh"))).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["call"]["status"], "completed");
+    let e = rig
+        .wait_entry("r", "b", "search", "done", |e| e.status == Status::Done)
+        .await;
+    assert_eq!(e.result.as_ref().unwrap()["chunks_indexed"], 1);
+    // Refreshing a call that cannot be polled is a conflict.
+    let local = Rig::new("").await;
+    local.add_entry("r", "b", "x", "search");
+    local
+        .wait_entry("r", "b", "search", "done", |e| e.status == Status::Done)
+        .await;
+    let calls = local.handle().outbox().list(&Default::default()).unwrap();
+    let (code, _) = post_json(&local.url(&format!("/api/calls/{}/refresh", calls[0].id))).await;
+    assert_eq!(code, 200, "a finished call is returned as is");
+    assert_eq!(
+        post_json(&local.url("/api/calls/not-a-uuid/refresh"))
+            .await
+            .0,
+        400
+    );
 }

@@ -586,3 +586,50 @@ mod webhook_order {
         }
     }
 }
+
+#[test]
+fn writeback_results_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let ob = open(&dir);
+    let (call, _) = ob.create_call(spec(1), 0).unwrap();
+    let c = ob.claim_due(0, &slots(), 10).unwrap().pop().unwrap();
+    let mut deep = json!(1);
+    for _ in 0..100 {
+        deep = json!([deep]);
+    }
+    ob.complete(
+        &call.id,
+        Some(c.token),
+        Outcome::Completed {
+            external_id: None,
+            data: deep,
+        },
+        1,
+        &mut rng(),
+    )
+    .unwrap();
+    let (_, wb) = ob.writebacks(10).unwrap().pop().unwrap();
+    assert_eq!(wb.result.unwrap()["truncated"], true);
+    let (call2, _) = ob.create_call(spec(2), 0).unwrap();
+    let c = ob.claim_due(0, &slots(), 10).unwrap().pop().unwrap();
+    let big = "e".repeat(100_000);
+    ob.complete(
+        &call2.id,
+        Some(c.token),
+        Outcome::Failed {
+            error: big,
+            retryable: false,
+            retry_after_ms: None,
+        },
+        1,
+        &mut rng(),
+    )
+    .unwrap();
+    let (_, wb) = ob.writebacks(10).unwrap().pop().unwrap();
+    assert_eq!(wb.error.unwrap().len(), 2000);
+    assert_eq!(
+        ob.get(&call2.id).unwrap().unwrap().error.unwrap().len(),
+        100_000,
+        "the APICall keeps the full text"
+    );
+}

@@ -7,6 +7,16 @@
 //!
 //! Must not know: sockets, rooms, storage, documents. Everything here is `bytes in → values or
 //! errors out`; no function panics on any input (fuzzed in `fuzz/`).
+//!
+//! How a server uses it on every client frame:
+//! 1. [`decode_message`]; an error is a protocol violation (close the connection).
+//! 2. For step1: [`validate_state_vector`]. For step2/update: [`validate_update_v1`] with
+//!    [`UpdateLimits`]; only if it returns `Ok` hand the bytes to `yrs::Update::decode_v1` (which
+//!    then cannot fail or overflow the stack: fuzzed contract). [`UpdateStats::subdocs`] > 0 means
+//!    the update carries subdocuments, which yrs 0.28.1 leaks (see `tests/yrs_subdoc_leak.rs`).
+//! 3. Still apply with `catch_unwind`: validated updates can panic yrs *integration*
+//!    (`tests/yrs_integration_panics.rs`); discard the doc after such a panic.
+//! 4. Awareness: [`decode_awareness`] (counts, 53-bit client ids, JSON depth and syntax checked).
 
 mod awareness;
 mod error;

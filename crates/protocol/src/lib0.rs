@@ -176,6 +176,7 @@ pub fn write_var_string(out: &mut Vec<u8>, s: &str) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -197,6 +198,52 @@ mod tests {
         assert_eq!(
             Reader::new(&[0x80]).read_var_u64(),
             Err(ProtocolError::UnexpectedEof)
+        );
+    }
+
+    proptest::proptest! {
+        /// Our readers decode exactly what yrs's writers produce (varUint, varInt).
+        #[test]
+        fn reads_what_yrs_writes(u in proptest::prelude::any::<u64>(), i in (i64::MIN + 1)..=i64::MAX) {
+            use yrs::encoding::write::Write;
+            let mut out = Vec::new();
+            out.write_var(u);
+            out.write_var(i);
+            let mut r = Reader::new(&out);
+            proptest::prop_assert_eq!(r.read_var_u64(), Ok(u));
+            proptest::prop_assert_eq!(r.read_var_i64(), Ok(i));
+            proptest::prop_assert!(r.is_empty());
+        }
+    }
+
+    #[test]
+    fn var_i64_edges() {
+        use yrs::encoding::write::Write;
+        for v in [
+            0i64,
+            1,
+            -1,
+            63,
+            -63,
+            64,
+            -64,
+            8191,
+            8192,
+            i64::MAX,
+            -i64::MAX,
+        ] {
+            let mut out = Vec::new();
+            out.write_var(v);
+            assert_eq!(Reader::new(&out).read_var_i64(), Ok(v), "{v}");
+        }
+        // lib0's -0 and a 10-byte magnitude of exactly 2^63 (refused).
+        assert_eq!(Reader::new(&[0x40]).read_var_i64(), Ok(0));
+        let mut min = vec![0xc0];
+        min.extend_from_slice(&[0x80; 8]);
+        min.push(0x02);
+        assert_eq!(
+            Reader::new(&min).read_var_i64(),
+            Err(ProtocolError::VarIntOverflow)
         );
     }
 

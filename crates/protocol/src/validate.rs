@@ -61,6 +61,9 @@ pub struct UpdateStats {
     pub max_depth_seen: usize,
     /// Client sections in the struct part.
     pub clients: u64,
+    /// Subdocument items (ContentDoc). yrs 0.28.1 never frees a `Doc` that has integrated a
+    /// subdocument (see tests/yrs_subdoc_leak.rs), so a server may want to refuse them.
+    pub subdocs: u64,
 }
 
 // Struct info values / content refs (yrs `block.rs`, Yjs `encoding.js`).
@@ -284,6 +287,7 @@ fn walk_item(
             Ok(n)
         }
         REF_DOC => {
+            stats.subdocs += 1;
             // Subdocument: guid string + an Any of options.
             read_string(r)?;
             walk_any_values(r, 1, limits, stats)?;

@@ -29,6 +29,9 @@ use crate::room::{Closer, ConnLink, RoomCmd};
 /// reply afterwards (so the close code is not lost in a TCP reset).
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
+/// Why updates carrying subdocuments are refused (see the leak note where it is checked).
+pub(crate) const SUBDOCS_REFUSED: &str = "subdocuments are not supported";
+
 /// `GET /{room}` with a WebSocket upgrade.
 pub(crate) async fn ws_handler(
     State(relay): State<RelayHandle>,
@@ -135,7 +138,6 @@ impl Reader {
             }
             Wire::SyncStep2(u) | Wire::Update(u) => {
                 let stats = match weaver_protocol::validate_update_v1(u, &self.limits) {
-                    Ok(stats) => stats,
                     Err(e) => {
                         let (code, reason) = match e {
                             ProtocolError::TooDeep { .. } | ProtocolError::LimitExceeded(_) => {
@@ -146,6 +148,13 @@ impl Reader {
                         self.reject(code, reason, &e);
                         return false;
                     }
+                    // yrs 0.28.1 never frees a document that holds a subdocument, so every
+                    // unload of such a room would leak it (crates/protocol/tests/yrs_subdoc_leak.rs).
+                    Ok(stats) if stats.subdocs > 0 => {
+                        self.reject(close_code::POLICY, "subdocument", &SUBDOCS_REFUSED);
+                        return false;
+                    }
+                    Ok(stats) => stats,
                 };
                 // Read-only connections: refused here, never reaching the room.
                 if self.policy.on_write(&stats) != crate::limits::Verdict::Forward {

@@ -214,8 +214,14 @@ impl RelayHandle {
                 limit: self.shared.config.max_message_bytes,
             });
         }
-        weaver_protocol::validate_update_v1(&update, &weaver_protocol::UpdateLimits::default())
-            .map_err(|e| RelayError::InvalidUpdate(e.to_string()))?;
+        let stats =
+            weaver_protocol::validate_update_v1(&update, &weaver_protocol::UpdateLimits::default())
+                .map_err(|e| RelayError::InvalidUpdate(e.to_string()))?;
+        if stats.subdocs > 0 {
+            return Err(RelayError::InvalidUpdate(
+                crate::connection::SUBDOCS_REFUSED.to_string(),
+            ));
+        }
         self.request(room, |reply| RoomCmd::Apply {
             update: update.clone(),
             origin: origin.clone(),

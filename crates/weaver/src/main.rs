@@ -222,7 +222,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("opening the store")?
         .with_context(|| format!("opening the store in {}", args.data.display()))?;
-    let relay = Relay::start(db.clone(), config, shutdown.clone()).context("starting the relay")?;
+    // The relay has its own token, cancelled only after the bridge drained: the bridge's last
+    // write-backs still need a serving relay, and WebSocket clients stay connected meanwhile.
+    let relay_stop = CancellationToken::new();
+    let relay = Relay::start(db.clone(), config, relay_stop).context("starting the relay")?;
     let bridge = weaver_bridge::Bridge::start(
         bridge_config,
         db,
@@ -265,7 +268,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     shutdown.cancelled().await;
     info!("shutting down");
     let grace = Duration::from_secs(args.shutdown_timeout_secs.max(1));
-    // The bridge stops first: its in-flight write-backs still need the relay.
+    // The bridge stops first: its in-flight write-backs still need the relay. Then
+    // `relay.shutdown()` cancels the relay's token (connections close with 1012) and flushes.
     if tokio::time::timeout(grace, bridge.join()).await.is_err() {
         warn!("bridge shutdown timed out");
     }

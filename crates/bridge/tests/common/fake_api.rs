@@ -40,6 +40,8 @@ pub struct FakeState {
     pub webhooks_sent: u64,
     pub webhook: Option<(String, Arc<WebhookSecret>)>,
     pub fail_counts: HashMap<String, u64>,
+    pub in_flight: u64,
+    pub max_in_flight: u64,
 }
 
 #[derive(Clone)]
@@ -148,7 +150,13 @@ async fn slow(
 ) -> Response {
     let key = key_of(&h);
     let prev = count(&st, &key);
+    {
+        let mut s = st.lock().unwrap();
+        s.in_flight += 1;
+        s.max_in_flight = s.max_in_flight.max(s.in_flight);
+    }
     tokio::time::sleep(Duration::from_millis(q.get("ms").copied().unwrap_or(1000))).await;
+    st.lock().unwrap().in_flight -= 1;
     if let Some((c, b)) = prev {
         return reply(c, b);
     }

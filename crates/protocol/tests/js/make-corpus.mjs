@@ -292,6 +292,21 @@ for (let seed = 1; seed <= 12; seed++) {
   emitDoc(`random${seed}`, docs[0], ups)
 }
 
+// --- 10b. Skip structs (a merge of non-adjacent updates of one client) and a nested fragment
+{
+  const doc = newDoc(17)
+  const ups = record(doc)
+  const t = doc.getText('t')
+  t.insert(0, 'a')
+  t.insert(1, 'bb')
+  t.insert(3, 'ccc')
+  doc.getMap('m').set('frag', new Y.XmlFragment())
+  doc.getMap('m').get('frag').insert(0, [new Y.XmlText('in a nested fragment')])
+  put('update', 'skip-merged', Y.mergeUpdates([ups[0], ups[2]]))
+  put('update', 'skip-merged-3', Y.mergeUpdates([ups[0], ups[2], ups[4]]))
+  emitDoc('nested-fragment', doc, ups)
+}
+
 // --- 11. the empty update and an empty doc
 put('update', 'empty', Y.encodeStateAsUpdate(new Y.Doc()))
 

@@ -487,3 +487,91 @@ async fn seeded_garbage_frames_never_take_the_room_down() {
     assert_eq!(http(s.addr, "GET", "/healthz", b"").await.0, 200);
     s.stop().await;
 }
+
+/// Updates that pass the validator but make yrs 0.28.1 panic inside `apply_update` (found by
+/// the protocol crate's fuzzer). The relay drops the update, closes the sender with 1011,
+/// rebuilds the room from storage and keeps serving; the update is never stored.
+#[tokio::test]
+async fn an_update_that_makes_yrs_panic_is_dropped_and_the_room_rebuilt() {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(
+        "../protocol/tests/data/fuzz-regressions/apply_update-panic-blockstore-push-unwrap.bin",
+    );
+    let poison = std::fs::read(data).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = start(dir.path(), RelayConfig::default()).await;
+        let mut good = s.client("panics").await;
+        good.handshake().await;
+        let w = Writer::new(81);
+        let f = encode_update(&w.append("before "));
+        good.send(&f).await;
+        assert_eq!(good.recv().await, f);
+
+        let mut bad = s.client("panics").await;
+        bad.recv().await;
+        bad.send(&encode_update(&poison)).await;
+        assert_eq!(bad.expect_close().await, close_code::INTERNAL);
+
+        // Same room, same actor, rebuilt document: it still has the earlier content and
+        // accepts new writes.
+        let f = encode_update(&w.append("after"));
+        good.send(&f).await;
+        assert_eq!(good.recv().await, f);
+        assert_eq!(
+            text_of(&s.handle.room_state("panics").await.unwrap()),
+            "before after"
+        );
+        // The HTTP path refuses it too, without harm.
+        assert_eq!(
+            http(s.addr, "POST", "/api/rooms/panics/update", &poison)
+                .await
+                .0,
+            400
+        );
+        good.close().await;
+        s.stop().await;
+    }
+    // Nothing of the poison update reached the log: a restart loads cleanly.
+    let s = start(dir.path(), RelayConfig::default()).await;
+    assert_eq!(
+        text_of(&s.handle.room_state("panics").await.unwrap()),
+        "before after"
+    );
+    s.stop().await;
+}
+
+/// yrs 0.28.1 never frees a document holding a subdocument, so rooms refuse them (1008) over
+/// WebSocket and HTTP alike, and nothing of such an update is stored.
+#[tokio::test]
+async fn subdocuments_are_refused_with_1008() {
+    use yrs::{Doc, Map, Transact};
+    let doc = Doc::new();
+    let root = doc.get_or_insert_map("m");
+    let update = {
+        let mut txn = doc.transact_mut();
+        root.insert(&mut txn, "sub", Doc::new());
+        txn.encode_update_v1()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), RelayConfig::default()).await;
+    let mut bad = s.client("subdocs").await;
+    bad.recv().await;
+    bad.send(&encode_update(&update)).await;
+    assert_eq!(bad.expect_close().await, close_code::POLICY);
+    assert!(
+        s.handle
+            .apply_update("subdocs", update.clone(), "test")
+            .await
+            .is_err()
+    );
+    let mut good = s.client("subdocs").await;
+    good.handshake().await;
+    let f = encode_update(&Writer::new(9).append("plain text is fine"));
+    good.send(&f).await;
+    assert_eq!(good.recv().await, f);
+    assert_eq!(
+        text_of(&s.handle.room_state("subdocs").await.unwrap()),
+        "plain text is fine"
+    );
+    s.stop().await;
+}
