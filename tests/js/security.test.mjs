@@ -41,7 +41,9 @@ function connect (url, { headers } = {}) {
     const closed = new Promise((resolve) => ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })))
     ws.on('message', (data) => frames.push(Buffer.from(data)))
     ws.on('error', () => {})
-    ws.once('unexpected-response', (_req, res) => { resolve({ status: res.statusCode }); res.resume() })
+    // With this listener ws leaves the refused request to us: end it, or the kept-alive HTTP
+    // socket holds the test process open.
+    ws.once('unexpected-response', (req, res) => { resolve({ status: res.statusCode }); res.resume(); req.destroy() })
     ws.once('open', () => resolve({ status: 101, ws, frames, closed }))
   })
 }
@@ -185,7 +187,7 @@ test('read-only: syncs and receives, writes refused with one permission-denied, 
     const provider = new WebsocketProvider(w2.wsUrl, room, doc, { WebSocketPolyfill: WebSocket, disableBc: true, params: { token: readTok(room) } })
     await waitFor(() => provider.synced && doc.getText('t').toString().includes('kept'), { what: 'offline reader synced' })
     await waitFor(() => denials() === baseline + 1, { what: 'denial of the offline edit' })
-    provider.destroy()
+    provider.destroy(); doc.destroy()
     assert.equal(await read(w2), 'kept', 'offline edit of a read-only client not stored')
   } finally { await w2.stop(); console.warn = origWarn }
 })
