@@ -176,6 +176,8 @@ test('undo (Ctrl+Z) takes back only my own typing, never the other context\'s; r
   await contentIs(b.page, id, 'base')
   await a.page.waitForTimeout(700) // a pause closes A's first undo step
   await a.page.keyboard.type(' mine')
+  // B appends only once A's words are all there: an insert exactly at B's caret goes after it.
+  await contentIs(b.page, id, 'base mine')
   await textarea(b.page, id).click()
   await b.page.keyboard.press('End')
   await b.page.keyboard.type(' theirs')

@@ -100,10 +100,12 @@ function renderStatus () {
     ? 'Some local edits have not reached the relay yet. They are kept on this device and sent when connected.'
     : 'Every local edit has been stored by the relay.'
   document.body.dataset.connection = state
+  document.title = `${unsaved ? '● ' : ''}${room} · Weaver`
 }
 
 provider.on('status', renderStatus)
 provider.on('sync', renderStatus)
+provider.on('sync', () => scheduleRender())
 provider.on('connection-close', renderStatus)
 window.addEventListener('offline', renderStatus)
 window.addEventListener('online', renderStatus)
@@ -154,7 +156,8 @@ function render () {
       if (focusedBlock === id) ctx.setFocus(null)
     }
   }
-  emptyState.hidden = blocks.length > 0
+  // Until a local copy or the relay has answered, "no blocks" would be a guess: say nothing.
+  emptyState.hidden = blocks.length > 0 || !(persistence.synced || provider.synced)
   $('#block-count').textContent = blocks.length === 1 ? '1 block' : `${blocks.length} blocks`
   renderPeers()
 }

@@ -161,9 +161,19 @@ impl Relay {
 }
 
 /// Room names: 1–128 characters of `[A-Za-z0-9._~-]`, not `.`/`..` and not a reserved top-level
-/// path. Names are keys, never file paths.
+/// path (including the web demo's files). Names are keys, never file paths.
 pub fn validate_room_name(room: &str) -> Result<(), RelayError> {
-    const RESERVED: &[&str] = &["api", "assets", "healthz", "readyz", "metrics", ".", ".."];
+    const RESERVED: &[&str] = &[
+        "api",
+        "assets",
+        "healthz",
+        "readyz",
+        "metrics",
+        "index.html",
+        "sw.js",
+        ".",
+        "..",
+    ];
     let ok = !room.is_empty()
         && room.len() <= 128
         && room
