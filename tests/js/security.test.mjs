@@ -126,13 +126,22 @@ test('token matrix on the WebSocket upgrade: 401/403 before any room loads', { t
 test('read-only: syncs and receives, writes refused with one permission-denied, never stored', { timeout: 60000 }, async () => {
   const room = 'ro-room'
   const w = await tclient(weaver.wsUrl, room, tok(room))
-  w.text.insert(0, 'hello')
+  // Content with a deletion: Yjs sends its whole delete set in every step2, so a reader's
+  // handshake reply is not empty, yet it is not a write and must not be denied.
+  w.text.insert(0, 'hello!!')
+  w.text.delete(5, 2)
   // Stock client with a read token: syncs the existing content and live updates.
   const warnings = []
   const origWarn = console.warn
   console.warn = (...a) => { warnings.push(a.join(' ')); if (!String(a[0]).startsWith('Permission denied')) origWarn(...a) }
   const ro = await tclient(weaver.wsUrl, room, readTok(room))
   await waitFor(() => ro.text.toString() === 'hello', { what: 'read-only client synced' })
+  // Reconnecting: its step2 now carries the document's delete set; still not a write.
+  ro.provider.disconnect()
+  ro.provider.connect()
+  await waitFor(() => ro.provider.synced, { what: 'reader resynced' })
+  await sleep(300)
+  assert.deepEqual(warnings.filter((s) => s.startsWith('Permission denied')), [], 'no denial for a reader handshake')
   w.text.insert(5, ' world')
   await waitFor(() => ro.text.toString() === 'hello world', { what: 'read-only client receives updates' })
   ro.text.insert(0, 'EVIL ')
@@ -148,6 +157,8 @@ test('read-only: syncs and receives, writes refused with one permission-denied, 
   assert.equal(raw.status, 101)
   await waitFor(() => raw.frames.length > 0, { what: 'step1' })
   raw.ws.send(Buffer.from([0, 1, 2, 0, 0]))
+  // A step2 with only a delete set (what a reconnecting reader sends) is not a write either.
+  raw.ws.send(Buffer.from([0, 1, 6, 0, 1, 5, 1, 0, 1]))
   await sleep(200)
   assert.equal(raw.frames.filter(isDenied).length, 0, 'empty step2 is not a write')
   raw.ws.send(updateFrame(textUpdate('raw evil')))

@@ -137,6 +137,7 @@ impl Reader {
                 }
             }
             Wire::SyncStep2(u) | Wire::Update(u) => {
+                let handshake = matches!(msg, Wire::SyncStep2(_));
                 let stats = match weaver_protocol::validate_update_v1(u, &self.limits) {
                     Err(e) => {
                         let (code, reason) = match e {
@@ -157,7 +158,7 @@ impl Reader {
                     Ok(stats) => stats,
                 };
                 // Read-only connections: refused here, never reaching the room.
-                if self.policy.on_write(&stats) != crate::limits::Verdict::Forward {
+                if self.policy.on_write(&stats, handshake) != crate::limits::Verdict::Forward {
                     return true;
                 }
                 RoomCmd::ClientUpdate {

@@ -252,14 +252,17 @@ impl ConnPolicy {
         }
     }
 
-    /// A step2 or update that passed validation (`stats` from the validator). Writers forward;
-    /// a read-only connection's empty update (its step2 when it has nothing new) is dropped
-    /// quietly, anything else is refused and the client told once (y-protocols auth message).
-    pub fn on_write(&self, stats: &weaver_protocol::UpdateStats) -> Verdict {
+    /// A step2 (`handshake`) or update that passed validation (`stats` from the validator).
+    /// Writers forward. From a read-only connection nothing is forwarded; what carries no write
+    /// is dropped quietly, a write is refused and the client told once (y-protocols auth
+    /// message). A step2 without structs is not a write: Yjs puts the document's whole delete
+    /// set into every step2, so a reader that reconnects with content sends deletions it merely
+    /// received. A live update with only deletions is a write.
+    pub fn on_write(&self, stats: &weaver_protocol::UpdateStats, handshake: bool) -> Verdict {
         if self.access.can_write() {
             return Verdict::Forward;
         }
-        if stats.structs == 0 && stats.delete_ranges == 0 {
+        if stats.structs == 0 && (handshake || stats.delete_ranges == 0) {
             return Verdict::Drop;
         }
         metrics::counter!(m::REJECTED_MESSAGES_TOTAL, "reason" => "read_only").increment(1);
