@@ -80,8 +80,7 @@ pub fn parse_auth_key(text: &str) -> Result<TokenKey, String> {
     TokenKey::new(&bytes).map_err(|e| e.to_string())
 }
 
-/// Unix seconds now (0 if the clock is before 1970, which makes every token look unexpired
-/// only if it also claims a 1970 expiry: harmless).
+/// Unix seconds now (0 if the system clock reads before 1970).
 pub fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -181,13 +180,13 @@ pub fn request_token(headers: &HeaderMap, uri: &Uri) -> Option<String> {
         }
     }
     let query = uri.query()?;
-    let params: HashMap<String, String> = serde_urlencoded_pairs(query);
+    let params: HashMap<String, String> = query_pairs(query);
     params.get("token").cloned()
 }
 
 /// `a=b&c=d` with percent-decoding of `%XX` and `+`; malformed escapes are kept as they are
 /// (the token then fails verification, which is the right outcome).
-fn serde_urlencoded_pairs(query: &str) -> HashMap<String, String> {
+fn query_pairs(query: &str) -> HashMap<String, String> {
     fn hex_byte(pair: &[u8]) -> Option<u8> {
         let digit = |c: u8| (c as char).to_digit(16);
         Some((digit(pair[0])? * 16 + digit(pair[1])?) as u8)
