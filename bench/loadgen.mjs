@@ -1,0 +1,389 @@
+// The load generator of weaver-bench: real Yjs 13.6 clients (y-websocket 3 providers, or the
+// Hocuspocus provider for Hocuspocus) in one Node process, driving ONE server per invocation.
+// It measures what only a client can see (latency, convergence, content at first sync) and
+// prints `MARK <name>` lines at the edges of the measured windows so the orchestrator
+// (crates/bench) can sample the server's CPU, RSS and /metrics at that instant; the last line
+// is `RESULT <json>`. Server processes, pinning, repetitions and statistics deliberately live in
+// the orchestrator, not here.
+//
+// Usage: node loadgen.mjs '<json params>'   (see crates/bench/src/scenario.rs for the fields)
+import * as Y from 'yjs'
+import { WebsocketProvider } from 'y-websocket'
+import { HocuspocusProvider } from '@hocuspocus/provider'
+import WebSocket from 'ws'
+import { performance } from 'node:perf_hooks'
+import { readFileSync, writeFileSync } from 'node:fs'
+import { createHash } from 'node:crypto'
+
+process.setMaxListeners(0) // one exit listener per provider, thousands of providers
+const P = JSON.parse(process.argv[2])
+const now = () => performance.now()
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+const mark = (name) => process.stdout.write(`MARK ${name}\n`)
+const log = (...a) => process.stderr.write(a.join(' ') + '\n')
+
+// Deterministic PRNG so every server sees the same operation sequence in a run.
+let seed = P.seed ?? 42
+function rand () {
+  seed = (seed + 0x6d2b79f5) | 0
+  let t = seed
+  t = Math.imul(t ^ (t >>> 15), t | 1)
+  t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+  return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+}
+const randInt = (n) => Math.floor(rand() * n)
+const ALPHA = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,;:-_!?()[]{}<>/=+*&%$#@'
+const randStr = (n) => { let s = ''; for (let i = 0; i < n; i++) s += ALPHA[randInt(ALPHA.length)]; return s }
+
+/** One real Yjs client connected to the server under test. */
+function makeClient (room) {
+  const doc = new Y.Doc()
+  const text = doc.getText('t')
+  const c = { doc, text, synced: false, firstSyncLen: -1, firstSyncAt: 0, closed: false }
+  let onSynced
+  c.syncedP = new Promise((resolve) => { onSynced = resolve })
+  const markSynced = () => {
+    if (c.synced) return
+    c.synced = true
+    c.firstSyncAt = now()
+    c.firstSyncLen = text.length
+    onSynced()
+  }
+  if (P.server === 'hocuspocus') {
+    c.provider = new HocuspocusProvider({
+      url: P.url,
+      name: room,
+      document: doc,
+      WebSocketPolyfill: WebSocket,
+      onSynced: markSynced
+    })
+  } else {
+    // y-sweet addresses a doc as /d/<doc>/ws/<doc> (no auth configured); the others as /<room>.
+    const base = P.server === 'ysweet' ? `${P.url}/d/${room}/ws` : P.url
+    c.provider = new WebsocketProvider(base, room, doc, { WebSocketPolyfill: WebSocket, disableBc: true })
+    c.provider.on('sync', (s) => { if (s) markSynced() })
+  }
+  c.destroy = () => { if (!c.closed) { c.closed = true; c.provider.destroy(); doc.destroy() } }
+  return c
+}
+
+async function waitFor (pred, timeoutMs, stepMs = 2) {
+  const deadline = now() + timeoutMs
+  while (!pred()) {
+    if (now() > deadline) return false
+    await sleep(stepMs)
+  }
+  return true
+}
+
+async function connectAll (rooms, perRoom, concurrency = 100, timeoutMs = 60000) {
+  const clients = []
+  const deadline = now() + timeoutMs
+  for (let r = 0; r < rooms.length; r++) {
+    for (let k = 0; k < perRoom; k++) clients.push(makeClient(rooms[r]))
+    if (clients.length % concurrency === 0) {
+      const batch = clients.slice(-concurrency)
+      await Promise.race([Promise.all(batch.map((c) => c.syncedP)), sleep(Math.max(0, deadline - now()))])
+    }
+  }
+  await Promise.race([Promise.all(clients.map((c) => c.syncedP)), sleep(Math.max(0, deadline - now()))])
+  const ok = clients.every((c) => c.synced)
+  if (!ok) throw new Error(`only ${clients.filter((c) => c.synced).length}/${clients.length} clients synced within ${timeoutMs} ms`)
+  return clients
+}
+
+function pct (sorted, q) {
+  if (sorted.length === 0) return null
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))
+  return sorted[i]
+}
+
+function sameState (clients) {
+  const sv0 = Buffer.from(Y.encodeStateVector(clients[0].doc))
+  const s0 = clients[0].text.toString()
+  return clients.every((c) => c.text.toString() === s0 && Buffer.from(Y.encodeStateVector(c.doc)).equals(sv0))
+}
+
+const closeAll = async (clients) => { for (const c of clients) c.destroy(); await sleep(50) }
+
+// ---------------------------------------------------------------------------------------------
+// fanout: 1 writer appends `count` single characters at `rate`/s (0 = as fast as possible);
+// n-1 receivers record writer-insert → own-observer latency for every character.
+async function fanout () {
+  const clients = await connectAll([P.room], P.clients)
+  const writer = clients[0]
+  const receivers = clients.slice(1)
+  const sendT = new Float64Array(P.count)
+  const lat = []
+  const seen = receivers.map(() => 0)
+  receivers.forEach((c, k) => {
+    c.text.observe(() => {
+      const t = now()
+      const len = c.text.length
+      for (let i = seen[k]; i < len && i < P.count; i++) lat.push(t - sendT[i])
+      seen[k] = len
+    })
+  })
+  await sleep(200)
+  mark('start')
+  const t0 = now()
+  if (P.rate > 0) {
+    let i = 0
+    while (i < P.count && now() - t0 < P.timeoutMs) {
+      const due = Math.min(P.count, Math.floor(((now() - t0) * P.rate) / 1000) + 1)
+      while (i < due) { sendT[i] = now(); writer.text.insert(i, 'x'); i++ }
+      await sleep(1)
+    }
+  } else {
+    // As fast as possible, yielding every 50 inserts so the socket and receivers make progress.
+    for (let i = 0; i < P.count; i++) {
+      sendT[i] = now(); writer.text.insert(i, 'x')
+      if (i % 50 === 49) await new Promise((resolve) => setImmediate(resolve))
+    }
+  }
+  const sentAt = now()
+  const done = await waitFor(() => seen.every((s) => s >= P.count), P.timeoutMs, 1)
+  const t1 = now()
+  mark('end')
+  lat.sort((a, b) => a - b)
+  const delivered = seen.reduce((a, s) => a + Math.min(s, P.count), 0)
+  await closeAll(clients)
+  return {
+    converged: done,
+    updates: P.count,
+    deliveries: delivered,
+    expected_deliveries: P.count * receivers.length,
+    p50_ms: pct(lat, 0.5),
+    p95_ms: pct(lat, 0.95),
+    p99_ms: pct(lat, 0.99),
+    max_ms: lat.length ? lat[lat.length - 1] : null,
+    send_ms: sentAt - t0,
+    all_delivered_ms: t1 - t0,
+    deliveries_per_s: delivered / ((t1 - t0) / 1000)
+  }
+}
+
+// writers: `clients` writers each insert `perWriter` single chars at random positions, all at
+// once (round-robin, yielding between rounds); time until every replica is byte-identical.
+async function writers () {
+  const clients = await connectAll([P.room], P.clients)
+  const total = P.clients * P.perWriter
+  await sleep(200)
+  mark('start')
+  const t0 = now()
+  for (let r = 0; r < P.perWriter; r++) {
+    for (const c of clients) c.text.insert(randInt(c.text.length + 1), ALPHA[randInt(26)])
+    await new Promise((resolve) => setImmediate(resolve))
+  }
+  const lengthsOk = await waitFor(() => clients.every((c) => c.text.length >= total), P.timeoutMs, 2)
+  let identical = lengthsOk && sameState(clients)
+  if (lengthsOk && !identical) identical = await waitFor(() => sameState(clients), 2000, 10)
+  const t1 = now()
+  mark('end')
+  const minLen = Math.min(...clients.map((c) => c.text.length))
+  await closeAll(clients)
+  return {
+    converged: identical,
+    updates: total,
+    deliveries: total * (P.clients - 1),
+    converged_ms: identical ? t1 - t0 : null,
+    min_fraction: minLen / total
+  }
+}
+
+// rooms: `rooms` rooms × `perRoom` clients, each client writes `updates` chars; RSS is sampled
+// by the orchestrator at MARK base / loaded / idle (after every client closed and `idleWaitMs`).
+async function rooms () {
+  mark('base')
+  const names = Array.from({ length: P.rooms }, (_, i) => `room-${P.runId}-${i}`)
+  const t0 = now()
+  const clients = await connectAll(names, P.perRoom, 100, P.timeoutMs)
+  const tConnected = now()
+  for (let u = 0; u < P.updates; u++) {
+    for (const c of clients) c.text.insert(0, 'y')
+    await new Promise((resolve) => setImmediate(resolve))
+  }
+  const want = P.perRoom * P.updates
+  const ok = await waitFor(() => clients.every((c) => c.text.length === want), P.timeoutMs, 5)
+  const tConverged = now()
+  await sleep(500)
+  mark('loaded')
+  await closeAll(clients)
+  await sleep(P.idleWaitMs)
+  mark('idle')
+  return {
+    converged: ok,
+    rooms: P.rooms,
+    connect_ms: tConnected - t0,
+    updates_converged_ms: tConverged - tConnected,
+    idle_wait_ms: P.idleWaitMs
+  }
+}
+
+// cold-populate: `clients` writers build a long, non-compressible history (random text at random
+// positions, range deletions) at a paced rate; writes the converged text to `expectFile`.
+async function coldPopulate () {
+  const clients = await connectAll([P.room], P.clients)
+  mark('start')
+  const t0 = now()
+  let i = 0
+  while (i < P.updates && now() - t0 < P.timeoutMs) {
+    const due = Math.min(P.updates, Math.floor(((now() - t0) * P.rate) / 1000) + 1)
+    while (i < due) {
+      const c = clients[i % clients.length]
+      const len = c.text.length
+      if (len > 200 && rand() < 0.25) {
+        const at = randInt(len - 1)
+        c.text.delete(at, Math.min(1 + randInt(50), len - at))
+      } else {
+        c.text.insert(randInt(len + 1), randStr(100 + randInt(200)))
+      }
+      i++
+      // Barrier every 200 operations: every replica has every operation before more are sent,
+      // so no connection ever has more than ~200 messages in flight (y-sweet silently drops
+      // beyond 1024 queued messages, which would make its figure meaningless).
+      if (i % 200 === 0) {
+        const svs = () => clients.map((x) => Buffer.from(Y.encodeStateVector(x.doc)))
+        await waitFor(() => { const v = svs(); return v.every((b) => b.equals(v[0])) }, 10000, 5)
+      }
+    }
+    await sleep(1)
+  }
+  const ok = await waitFor(() => sameState(clients), P.timeoutMs, 20)
+  mark('end')
+  const text = clients[0].text.toString()
+  writeFileSync(P.expectFile, text)
+  const stateBytes = Y.encodeStateAsUpdate(clients[0].doc).length
+  await sleep(P.settleMs)
+  await closeAll(clients)
+  await sleep(1000)
+  return { converged: ok, updates: i, chars: text.length, state_bytes: stateBytes, populate_ms: now() - t0 }
+}
+
+// cold-load: after a restart, one fresh client: time to "synced", content at that moment, time to
+// the full expected content.
+async function coldLoad () {
+  const expect = readFileSync(P.expectFile, 'utf8')
+  mark('start')
+  const t0 = now()
+  const c = makeClient(P.room)
+  let fullAt = null
+  const check = () => { if (fullAt === null && c.text.length === expect.length && c.text.toString() === expect) fullAt = now() }
+  c.text.observe(check)
+  await Promise.race([c.syncedP, sleep(P.timeoutMs)])
+  check()
+  await waitFor(() => fullAt !== null, P.timeoutMs, 2)
+  mark('end')
+  const res = {
+    synced: c.synced,
+    synced_ms: c.synced ? c.firstSyncAt - t0 : null,
+    len_at_first_sync: c.firstSyncLen,
+    expected_len: expect.length,
+    full_at_first_sync: c.firstSyncLen === expect.length,
+    full_ms: fullAt !== null ? fullAt - t0 : null,
+    sha256: createHash('sha256').update(c.text.toString()).digest('hex').slice(0, 16)
+  }
+  await closeAll([c])
+  return res
+}
+
+// bridge: client A adds blocks and requests indexing (docs/schema.md, via the project's own
+// weaver-doc.js); client B watches until each entry's effective status is `done` (or `error`).
+// Phase 1 paced (`paced` triggers at `rate`/s) → latency; phase 2 (`burst` triggers at once)
+// → lifecycles/s. With `apiPort`, a stand-in external API answers the HTTP integration here.
+async function bridge () {
+  const WD = await import(P.weaverDocPath)
+  let api = null
+  let apiCalls = 0
+  if (P.apiPort) {
+    const http = await import('node:http')
+    api = http.createServer((req, res) => {
+      let body = ''
+      req.on('data', (c) => { body += c })
+      req.on('end', () => {
+        apiCalls++
+        res.writeHead(200, { 'content-type': 'application/json' })
+        res.end(JSON.stringify({ chunks_indexed: 1, bytes: body.length }))
+      })
+    })
+    await new Promise((resolve) => api.listen(P.apiPort, '127.0.0.1', resolve))
+  }
+  const [a, b] = await connectAll([P.room], 2)
+  const trig = new Map()
+  const pending = new Set()
+  let errors = 0
+  let lat = []
+  b.doc.getMap('blocks').observeDeep((events) => {
+    const t = now()
+    const touched = new Set()
+    for (const e of events) {
+      if (e.path.length > 0) touched.add(e.path[0])
+      else if (e.keysChanged) for (const k of e.keysChanged) touched.add(k)
+    }
+    for (const id of touched) {
+      if (!pending.has(id)) continue
+      const st = WD.readBlock(b.doc, id)?.indexingList?.[0]?.status
+      if (st === 'done' || st === 'error') {
+        pending.delete(id)
+        lat.push(t - trig.get(id))
+        if (st === 'error') errors++
+      }
+    }
+  })
+  const trigger = (id) => {
+    WD.addBlock(a.doc, { id, type: 'text', content: `block ${id} ` + randStr(200) })
+    pending.add(id)
+    trig.set(id, now())
+    WD.requestIndex(a.doc, id, 'search', { dim: 8 })
+  }
+  const t0 = now()
+  let i = 0
+  while (i < P.paced && now() - t0 < P.timeoutMs) {
+    const due = Math.min(P.paced, Math.floor(((now() - t0) * P.rate) / 1000) + 1)
+    while (i < due) trigger(`p${P.runId}-${i++}`)
+    await sleep(2)
+  }
+  const pacedOk = await waitFor(() => pending.size === 0, P.timeoutMs, 2)
+  const pacedLat = lat.sort((x, y) => x - y)
+  lat = []
+  await sleep(200)
+  mark('start')
+  const t1 = now()
+  for (let k = 0; k < P.burst; k++) {
+    trigger(`b${P.runId}-${k}`)
+    if (k % 20 === 19) await new Promise((resolve) => setImmediate(resolve))
+  }
+  const burstOk = await waitFor(() => pending.size === 0, P.timeoutMs, 2)
+  const t2 = now()
+  mark('end')
+  const burstLat = lat.sort((x, y) => x - y)
+  await closeAll([a, b])
+  if (api) api.close()
+  return {
+    converged: pacedOk && burstOk,
+    paced_p50_ms: pct(pacedLat, 0.5),
+    paced_p99_ms: pct(pacedLat, 0.99),
+    burst_ms: t2 - t1,
+    lifecycles_per_s: burstOk ? P.burst / ((t2 - t1) / 1000) : null,
+    burst_p50_ms: pct(burstLat, 0.5),
+    burst_p99_ms: pct(burstLat, 0.99),
+    updates: P.burst,
+    errors,
+    unfinished: pending.size,
+    api_calls: apiCalls
+  }
+}
+
+const scenarios = { fanout, writers, rooms, bridge, 'cold-populate': coldPopulate, 'cold-load': coldLoad }
+const hardStop = setTimeout(() => { log(`loadgen: hard time limit ${P.hardLimitMs} ms reached`); process.exit(3) }, P.hardLimitMs ?? 300000)
+try {
+  const fn = scenarios[P.scenario]
+  if (!fn) throw new Error(`unknown scenario ${P.scenario}`)
+  const result = await fn()
+  process.stdout.write(`RESULT ${JSON.stringify(result)}\n`)
+  clearTimeout(hardStop)
+  process.exit(0)
+} catch (e) {
+  process.stdout.write(`RESULT ${JSON.stringify({ error: String(e && e.stack ? e.stack : e) })}\n`)
+  process.exit(2)
+}

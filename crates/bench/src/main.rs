@@ -1,0 +1,397 @@
+//! `weaver-bench`: the reproducible benchmark of the Weaver relay against the anchor servers
+//! (reference `@y/websocket-server`, Hocuspocus, y-sweet). This file holds the command line,
+//! installation of the anchors, and the repetition loop (fresh server per run, server order
+//! rotated each repetition); scenarios, sampling and tables live in the other modules. It is a
+//! measuring tool, not a test: the test command runs at most its `--quick` smoke run.
+
+mod loadgen;
+mod prom;
+mod report;
+mod scenario;
+mod servers;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use scenario::{Record, Scenario, Sizes};
+use servers::{Env, Kind};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[derive(Parser, Debug)]
+#[command(
+    about = "Benchmark Weaver against the reference y-websocket server, Hocuspocus and y-sweet on loopback"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+    /// Servers to run, comma separated: weaver,yws,hocuspocus,ysweet.
+    #[arg(long, global = true, default_value = "weaver,yws,hocuspocus,ysweet")]
+    servers: String,
+    /// Repetitions per scenario and server (interleaved; default 3, 1 with --quick).
+    #[arg(long, global = true)]
+    reps: Option<usize>,
+    /// Smoke run: small sizes, one repetition (well under a minute per scenario).
+    #[arg(long, global = true)]
+    quick: bool,
+    /// The weaver binary (default: target/release/weaver, built if missing).
+    #[arg(long, global = true)]
+    weaver_bin: Option<PathBuf>,
+    /// Extra argument for `weaver serve` (repeatable). Default: --idle-unload-secs=2, so that
+    /// rooms1000 sees rooms unloaded within its idle wait (the anchors have no such knob).
+    #[arg(long = "weaver-arg", global = true, allow_hyphen_values = true)]
+    weaver_args: Vec<String>,
+    /// CPU list the servers are pinned to (taskset).
+    #[arg(long, global = true, default_value = "0")]
+    server_cpu: String,
+    /// CPU list the load generator is pinned to.
+    #[arg(long, global = true, default_value = "1")]
+    client_cpu: String,
+    /// How long rooms1000 waits after the last client closed before reading idle RSS.
+    #[arg(long, global = true, default_value_t = 5000)]
+    idle_wait_ms: u64,
+    /// Where result tables (.md), raw records (.jsonl) and logs go (default bench/results).
+    #[arg(long, global = true)]
+    out: Option<PathBuf>,
+    /// Workspace root (default: derived from this crate's location).
+    #[arg(long, global = true)]
+    root: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
+enum Cmd {
+    /// Every scenario.
+    All,
+    /// Fan-out latency: 1 writer, 2 / 16 / 64 clients at a fixed rate.
+    Fanout,
+    /// Server CPU per delivery at 64 clients, paced and as fast as possible.
+    Cpu,
+    /// 16 writers x 250 concurrent inserts: time to identical replicas.
+    Writers,
+    /// 1,000 rooms x 2 clients: RSS per room loaded and after idle.
+    Rooms,
+    /// Cold start of a long non-compressible history after a restart.
+    Cold,
+    /// Weaver's receipt→fsync latency and fsyncs/s under load (weaver only).
+    Durability,
+    /// APICall lifecycles (the bridge).
+    Bridge,
+    /// Only install the anchors (npm packages, y-sweet) and build weaver.
+    Install,
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("weaver-bench: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = match &cli.root {
+        Some(r) => r.clone(),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."),
+    };
+    let root = root.canonicalize().context("workspace root")?;
+    let mut kinds: Vec<Kind> = cli
+        .servers
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| Kind::parse(s.trim()))
+        .collect::<Result<_>>()?;
+    if cli.cmd == Cmd::Durability {
+        kinds.retain(|k| *k == Kind::Weaver);
+        if kinds.is_empty() {
+            kinds.push(Kind::Weaver);
+        }
+    }
+    let scenarios: Vec<Scenario> = match cli.cmd {
+        Cmd::All => Scenario::ALL.to_vec(),
+        Cmd::Fanout => vec![Scenario::Fanout2, Scenario::Fanout16, Scenario::Fanout64],
+        Cmd::Cpu => vec![Scenario::Fanout64, Scenario::Burst64],
+        Cmd::Writers => vec![Scenario::Writers16],
+        Cmd::Rooms => vec![Scenario::Rooms1000],
+        Cmd::Cold => vec![Scenario::Cold],
+        Cmd::Durability => vec![Scenario::Fanout64, Scenario::Burst64, Scenario::Writers16],
+        Cmd::Bridge => vec![Scenario::BridgeLocal, Scenario::BridgeHttp],
+        Cmd::Install => vec![],
+    };
+    let out_dir = cli.out.clone().unwrap_or(root.join("bench/results"));
+    let stamp = timestamp();
+    let work = out_dir.join(format!("logs-{stamp}"));
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    let weaver_bin = cli
+        .weaver_bin
+        .clone()
+        .unwrap_or(root.join("target/release/weaver"));
+    let env = Env {
+        root: root.clone(),
+        weaver_bin,
+        weaver_args: if cli.weaver_args.is_empty() {
+            vec!["--idle-unload-secs=2".to_string()]
+        } else {
+            cli.weaver_args.clone()
+        },
+        server_cpu: cli.server_cpu.clone(),
+        client_cpu: cli.client_cpu.clone(),
+        work,
+        clk_tck: servers::clk_tck(),
+    };
+    install(
+        &env,
+        &mut kinds,
+        cli.cmd == Cmd::Install || cli.weaver_bin.is_none(),
+    )?;
+    if cli.cmd == Cmd::Install {
+        eprintln!("installed: {}", names(&kinds));
+        return Ok(());
+    }
+    let mut all: Vec<Record> = Vec::new();
+    let mut text = String::new();
+    // The machine's state decides the durable figures: say what fsync cost and how busy the
+    // machine was when this run started (and again at its end).
+    let probe = fsync_probe(&env.work);
+    let machine = format!(
+        "machine at start: load average {} · fsync of a 100-byte append in the data filesystem: {}",
+        loadavg(),
+        probe
+    );
+    let sizes = Sizes::new(cli.quick, cli.idle_wait_ms);
+    let reps = cli.reps.unwrap_or(if cli.quick { 1 } else { 3 });
+    let _ = writeln_s(
+        &mut text,
+        &format!(
+            "## weaver-bench run {stamp}\n\nservers: {} · repetitions: {reps} (interleaved, order rotated) · server CPU {} / load generator CPU {} · {}\n\nCells: median [min–max] over the repetitions, (ratio to the best anchor's median). `n/a`: not measured for that server.",
+            names(&kinds),
+            env.server_cpu,
+            env.client_cpu,
+            if cli.quick {
+                "QUICK smoke sizes"
+            } else {
+                "full sizes"
+            }
+        ),
+    );
+    let _ = writeln_s(&mut text, &format!("\n{machine}"));
+    print!("{text}");
+    for sc in &scenarios {
+        let mut recs: Vec<Record> = Vec::new();
+        let run_kinds: Vec<Kind> = if sc.weaver_only() {
+            kinds
+                .iter()
+                .copied()
+                .filter(|k| *k == Kind::Weaver)
+                .collect()
+        } else {
+            kinds.clone()
+        };
+        for rep in 0..reps {
+            for i in 0..run_kinds.len() {
+                let kind = run_kinds[(i + rep) % run_kinds.len()];
+                eprint!(
+                    "[{}] {} run {}/{} on {} … ",
+                    clock(),
+                    sc.name(),
+                    rep + 1,
+                    reps,
+                    kind.name()
+                );
+                let _ = std::io::stderr().flush();
+                match sc.run(&env, kind, rep, &sizes) {
+                    Ok(Some(r)) => {
+                        eprintln!("{}", brief(&r));
+                        recs.push(r);
+                    }
+                    Ok(None) => eprintln!("n/a"),
+                    Err(e) => {
+                        eprintln!("FAILED: {e:#}");
+                        recs.push(Record {
+                            scenario: sc.name(),
+                            server: kind.name(),
+                            rep,
+                            values: Default::default(),
+                            notes: vec![format!("failed: {e:#}")],
+                        });
+                    }
+                }
+            }
+        }
+        let refs: Vec<&Record> = recs.iter().collect();
+        let t = report::table(&sc.title(&sizes), &refs, &run_kinds, &sc.metrics());
+        print!("{t}");
+        text.push_str(&t);
+        if kinds.contains(&Kind::Weaver)
+            && refs.iter().any(|r| {
+                r.values.contains_key("persist_p50_ms") || r.values.contains_key("fsyncs_per_s")
+            })
+        {
+            let t = report::table(
+                &format!("durability during {} (weaver's /metrics)", sc.name()),
+                &refs
+                    .iter()
+                    .copied()
+                    .filter(|r| r.server == "weaver")
+                    .collect::<Vec<_>>(),
+                &[Kind::Weaver],
+                &scenario::durability_metrics(),
+            );
+            print!("{t}");
+            text.push_str(&t);
+        }
+        all.extend(recs);
+    }
+    let end = format!(
+        "\nmachine at end: load average {} · fsync {}\n",
+        loadavg(),
+        fsync_probe(&env.work)
+    );
+    print!("{end}");
+    text.push_str(&end);
+    let md = out_dir.join(format!("run-{stamp}.md"));
+    std::fs::write(&md, &text)?;
+    let mut jl = String::new();
+    for r in &all {
+        jl.push_str(&serde_json::to_string(r)?);
+        jl.push('\n');
+    }
+    std::fs::write(out_dir.join(format!("run-{stamp}.jsonl")), jl)?;
+    eprintln!(
+        "\nwritten: {} (+ .jsonl, logs in {})",
+        md.display(),
+        env.work.display()
+    );
+    Ok(())
+}
+
+fn writeln_s(s: &mut String, t: &str) -> std::fmt::Result {
+    use std::fmt::Write as _;
+    writeln!(s, "{t}")
+}
+
+fn names(kinds: &[Kind]) -> String {
+    kinds
+        .iter()
+        .map(|k| k.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn brief(r: &Record) -> String {
+    let mut parts: Vec<String> = r
+        .values
+        .iter()
+        .take(6)
+        .map(|(k, v)| format!("{k}={}", report::fmt_num(*v)))
+        .collect();
+    parts.extend(r.notes.iter().cloned());
+    parts.join(" ")
+}
+
+/// npm packages into bench/node_modules (from bench/package-lock.json), y-sweet 0.9.1 into
+/// bench/.tools, weaver release build. A missing y-sweet that cannot be built drops y-sweet from
+/// the run with a loud message rather than failing everything.
+fn install(env: &Env, kinds: &mut Vec<Kind>, build_weaver: bool) -> Result<()> {
+    let bench = env.bench_dir();
+    if !bench.join("node_modules/@hocuspocus/server").exists()
+        || !bench.join("node_modules/@y/websocket-server").exists()
+    {
+        eprintln!(
+            "installing the load generator and anchors: npm ci in {}",
+            bench.display()
+        );
+        let st = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&bench)
+            .status()
+            .context("running npm ci")?;
+        if !st.success() {
+            bail!("npm ci in {} failed ({st})", bench.display());
+        }
+    }
+    if kinds.contains(&Kind::Ysweet) && !env.ysweet_bin().exists() {
+        eprintln!(
+            "building y-sweet 0.9.1 into {} (cargo install --locked; takes a long while once)",
+            bench.join(".tools").display()
+        );
+        let st = Command::new("cargo")
+            .args([
+                "install",
+                "y-sweet",
+                "--version",
+                "0.9.1",
+                "--locked",
+                "--root",
+            ])
+            .arg(bench.join(".tools"))
+            .status();
+        if !matches!(st, Ok(s) if s.success()) || !env.ysweet_bin().exists() {
+            eprintln!("WARNING: y-sweet could not be installed; running without it");
+            kinds.retain(|k| *k != Kind::Ysweet);
+        }
+    }
+    if kinds.contains(&Kind::Weaver) && build_weaver && !env.weaver_bin.exists() {
+        eprintln!("building weaver (cargo build --release -p weaver)");
+        let st = Command::new("cargo")
+            .args(["build", "--release", "-p", "weaver"])
+            .current_dir(&env.root)
+            .status()
+            .context("running cargo build")?;
+        if !st.success() {
+            bail!("cargo build --release -p weaver failed");
+        }
+    }
+    if kinds.contains(&Kind::Weaver) && !env.weaver_bin.exists() {
+        bail!("no weaver binary at {}", env.weaver_bin.display());
+    }
+    Ok(())
+}
+
+/// p50/p99 of 200 fsyncs of small appends in `dir` (the filesystem Weaver's data lives on).
+fn fsync_probe(dir: &Path) -> String {
+    let path = dir.join("fsync-probe");
+    let run = || -> std::io::Result<String> {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)?;
+        let mut ts = Vec::with_capacity(200);
+        for _ in 0..200 {
+            f.write_all(&[b'x'; 100])?;
+            let t = std::time::Instant::now();
+            f.sync_all()?;
+            ts.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        ts.sort_by(f64::total_cmp);
+        Ok(format!("p50 {:.3} ms, p99 {:.3} ms", ts[100], ts[197]))
+    };
+    let r = run().unwrap_or_else(|e| format!("probe failed: {e}"));
+    let _ = std::fs::remove_file(&path);
+    r
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn timestamp() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y%m%dT%H%M%SZ"])
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| "now".into())
+}
+
+fn clock() -> String {
+    Command::new("date")
+        .args(["-u", "+%H:%M:%S"])
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
