@@ -55,6 +55,10 @@ pub struct RelayConfig {
     pub max_doc_bytes: u64,
     pub max_pending_bytes: usize,
     pub commit_mode: crate::store::CommitMode,
+    /// Tokens (`--auth-key`) and read-only awareness policy (auth.rs).
+    pub auth: crate::auth::AuthConfig,
+    /// Connections per room, message rates, room loads (limits.rs).
+    pub limits: crate::limits::AbuseLimits,
 }
 
 impl Default for RelayConfig {
@@ -73,6 +77,8 @@ impl Default for RelayConfig {
             max_doc_bytes: DEFAULT_MAX_DOC_BYTES,
             max_pending_bytes: DEFAULT_MAX_PENDING_BYTES,
             commit_mode: crate::store::CommitMode::default(),
+            auth: crate::auth::AuthConfig::default(),
+            limits: crate::limits::AbuseLimits::default(),
         }
     }
 }
@@ -95,6 +101,7 @@ impl RelayConfig {
         if self.compact_after_updates == 0 || self.compact_after_bytes == 0 {
             return Err("compaction thresholds must be positive".into());
         }
+        self.limits.validate()?;
         Ok(self)
     }
 }

@@ -39,8 +39,13 @@ pub(crate) const SUBDOCS_REFUSED: &str = "subdocuments are not supported";
 pub(crate) async fn ws_handler(
     State(relay): State<RelayHandle>,
     Path(room): Path<String>,
+    access: Option<axum::Extension<crate::auth::Access>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    // Set by the auth route layer; its absence is a wiring bug, so fail closed.
+    let Some(axum::Extension(access)) = access else {
+        return RelayError::Internal("access check missing".into()).into_response();
+    };
     if let Err(e) = validate_room_name(&room) {
         return e.into_response();
     }
@@ -56,6 +61,12 @@ pub(crate) async fn ws_handler(
         metrics::counter!(m::REJECTED_MESSAGES_TOTAL, "reason" => "connection_limit").increment(1);
         return RelayError::Overloaded("connection limit reached").into_response();
     };
+    let Some(room_slot) = crate::limits::RoomGates::try_join(&relay, &room) else {
+        warn!(room, "room connection limit reached; refusing upgrade");
+        metrics::counter!(m::REJECTED_MESSAGES_TOTAL, "reason" => "room_connection_limit")
+            .increment(1);
+        return RelayError::Overloaded("room connection limit reached").into_response();
+    };
     let max = relay.shared.config.max_message_bytes;
     let conn_id = relay.next_id();
     let span = info_span!("conn", room = %room, conn = conn_id);
@@ -69,7 +80,8 @@ pub(crate) async fn ws_handler(
             async move {
                 // Held for the connection's lifetime: one permit per open socket.
                 let _permit = permit;
-                run(relay, room, conn_id, socket).await;
+                let _room_slot = room_slot;
+                run(relay, room, conn_id, socket, access).await;
             }
             .instrument(span)
         })
@@ -80,6 +92,8 @@ struct Reader {
     conn_id: u64,
     closer: Arc<Closer>,
     limits: UpdateLimits,
+    /// Read-only enforcement and message rates (limits.rs).
+    policy: crate::limits::ConnPolicy,
 }
 
 impl Reader {
@@ -105,6 +119,19 @@ impl Reader {
             }
         };
         let conn_id = self.conn_id;
+        let verdict = match &msg {
+            Wire::SyncStep1(_) => self.policy.on_step1(),
+            Wire::Awareness(_) => self.policy.on_awareness(),
+            _ => crate::limits::Verdict::Forward,
+        };
+        match verdict {
+            crate::limits::Verdict::Forward => {}
+            crate::limits::Verdict::Drop => return true,
+            crate::limits::Verdict::Close(code, reason) => {
+                self.reject(code, reason, &"rate limit");
+                return false;
+            }
+        }
         let cmd = match msg {
             Wire::SyncStep1(sv) => {
                 if let Err(e) = weaver_protocol::validate_state_vector(sv) {
@@ -117,7 +144,8 @@ impl Reader {
                 }
             }
             Wire::SyncStep2(u) | Wire::Update(u) => {
-                match weaver_protocol::validate_update_v1(u, &self.limits) {
+                let handshake = matches!(msg, Wire::SyncStep2(_));
+                let stats = match weaver_protocol::validate_update_v1(u, &self.limits) {
                     Err(e) => {
                         let (code, reason) = match e {
                             ProtocolError::TooDeep { .. } | ProtocolError::LimitExceeded(_) => {
@@ -134,7 +162,11 @@ impl Reader {
                         self.reject(close_code::POLICY, "subdocument", &SUBDOCS_REFUSED);
                         return false;
                     }
-                    Ok(_) => {}
+                    Ok(stats) => stats,
+                };
+                // Read-only connections: refused here, never reaching the room.
+                if self.policy.on_write(&stats, handshake) != crate::limits::Verdict::Forward {
+                    return true;
                 }
                 RoomCmd::ClientUpdate {
                     conn_id,
@@ -170,7 +202,13 @@ impl Reader {
     }
 }
 
-async fn run(relay: RelayHandle, room: String, conn_id: u64, socket: WebSocket) {
+async fn run(
+    relay: RelayHandle,
+    room: String,
+    conn_id: u64,
+    socket: WebSocket,
+    access: crate::auth::Access,
+) {
     // Shutdown waits (bounded) for connections too: they hold the store until they end.
     let _tracked = relay.shared.tracker.token();
     let cfg = relay.shared.config.clone();
@@ -180,6 +218,8 @@ async fn run(relay: RelayHandle, room: String, conn_id: u64, socket: WebSocket) 
     let (sink, mut stream) = socket.split();
     let (tx, rx) = mpsc::channel::<Bytes>(cfg.conn_queue_frames);
     let closer = Arc::new(Closer::default());
+    crate::auth::watch_expiry(&access, closer.clone());
+    let policy = crate::limits::ConnPolicy::new(&relay, &room, access, tx.clone());
     let last_seen = Arc::new(AtomicU64::new(0));
     let writer = tokio::spawn(
         write_loop(
@@ -209,6 +249,7 @@ async fn run(relay: RelayHandle, room: String, conn_id: u64, socket: WebSocket) 
                 conn_id,
                 closer: closer.clone(),
                 limits: UpdateLimits::default(),
+                policy,
             };
             read_loop(&reader, &mut stream, &last_seen, started).await;
             let _ = room_handle.tx.send(RoomCmd::Leave { conn_id }).await;
@@ -217,7 +258,7 @@ async fn run(relay: RelayHandle, room: String, conn_id: u64, socket: WebSocket) 
             warn!(error = %e, "could not join room");
             let code = match e {
                 RelayError::ShuttingDown => close_code::SHUTDOWN,
-                RelayError::Unavailable(_) => close_code::SLOW_CONSUMER,
+                RelayError::Unavailable(_) | RelayError::Overloaded(_) => close_code::SLOW_CONSUMER,
                 _ => close_code::INTERNAL,
             };
             closer.close(code, "room unavailable");

@@ -28,6 +28,11 @@ pub(crate) fn router(relay: RelayHandle) -> Router {
         .route("/api/rooms/{room}/blocks", get(get_blocks))
         .route("/api/rooms/{room}", axum::routing::delete(delete_room))
         .route("/{room}", get(crate::connection::ws_handler))
+        // Token checks before any handler runs (auth.rs); open when no key is configured.
+        .route_layer(axum::middleware::from_fn_with_state(
+            relay.clone(),
+            crate::auth::relay_routes,
+        ))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(relay)
 }

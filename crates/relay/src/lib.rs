@@ -10,6 +10,9 @@
 //! - `store`      — redb tables `relay_*`, room load (snapshot + tail), the group-commit persister.
 //! - `http`       — routes: `/{room}`, `/healthz`, `/readyz`, `/api/rooms/{room}/…`.
 //! - `blocks`     — the JSON blocks view for the HTTP API.
+//! - `auth`       — token checks for every route (401/403 before any room loads), the admin
+//!   layer for other parts' cross-room routes, the 4401 expiry timer.
+//! - `limits`     — connections per room, SyncStep1/awareness rates, read-only enforcement.
 //! - `config`, `error`, `metrics` — limits, the error enum + close codes, metric names.
 //!
 //! Deliberately not here: argument parsing, tracing/metrics installation and signals (the
@@ -27,19 +30,23 @@
 //! # Ok(()) }
 //! ```
 
+pub mod auth;
 mod blocks;
 mod config;
 mod connection;
 mod error;
 mod http;
+pub mod limits;
 pub mod metrics;
 mod relay;
 mod room;
 mod store;
 
+pub use auth::{Access, AuthConfig, Authenticator, ReadOnlyAwareness, parse_auth_key};
 pub use blocks::blocks_json;
 pub use config::*;
 pub use error::{RelayError, close_code};
+pub use limits::AbuseLimits;
 pub use relay::{
     CommittedUpdate, DELETIONS_CAPACITY, EVENTS_CAPACITY, Relay, RelayHandle, UpdateOrigin,
     validate_room_name,

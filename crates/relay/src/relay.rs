@@ -64,6 +64,8 @@ pub(crate) struct Shared {
     pub conn_permits: Arc<tokio::sync::Semaphore>,
     /// Bounds concurrent room loads.
     pub load_permits: tokio::sync::Semaphore,
+    /// Connections per room and room awareness budgets (limits.rs).
+    pub gates: crate::limits::RoomGates,
     next_id: AtomicU64,
     ready: AtomicBool,
 }
@@ -115,7 +117,8 @@ impl Relay {
         let (deletions, _) = broadcast::channel(DELETIONS_CAPACITY);
         let shared = Arc::new(Shared {
             conn_permits: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
-            load_permits: tokio::sync::Semaphore::new(crate::config::LOAD_CONCURRENCY),
+            load_permits: tokio::sync::Semaphore::new(config.limits.max_concurrent_loads),
+            gates: crate::limits::RoomGates::default(),
             store,
             config,
             events,

@@ -282,8 +282,15 @@ pub(crate) async fn run(
             error!(error = %e, "room failed to load");
             relay.unregister(&name, generation, &rx, false);
             rx.close();
+            let overloaded = matches!(e, RelayError::Overloaded(_));
             while let Ok(cmd) = rx.try_recv() {
-                cmd.bounce(|| RelayError::Internal(format!("room failed to load: {e}")));
+                cmd.bounce(|| {
+                    if overloaded {
+                        RelayError::Overloaded("too many rooms loading; try again")
+                    } else {
+                        RelayError::Internal(format!("room failed to load: {e}"))
+                    }
+                });
             }
             return;
         }
@@ -404,12 +411,17 @@ struct Loaded {
 
 async fn load(relay: &RelayHandle, name: &Arc<str>) -> Result<Loaded, RelayError> {
     // Bounded: a reconnect storm queues here instead of loading every room at once.
-    let _permit = relay
-        .shared
-        .load_permits
-        .acquire()
-        .await
-        .map_err(|_| RelayError::ShuttingDown)?;
+    // Saturated for longer than `load_wait` → refused (1013 / 503) rather than queued forever.
+    let wait = relay.shared.config.limits.load_wait;
+    let _permit = match tokio::time::timeout(wait, relay.shared.load_permits.acquire()).await {
+        Ok(p) => p.map_err(|_| RelayError::ShuttingDown)?,
+        Err(_) => {
+            warn!("room loads saturated; refusing");
+            metrics::counter!(m::REJECTED_MESSAGES_TOTAL, "reason" => "load_saturated")
+                .increment(1);
+            return Err(RelayError::Overloaded("too many rooms loading; try again"));
+        }
+    };
     let stored = relay.shared.store.load(name.clone()).await?;
     let room = name.clone();
     tokio::task::spawn_blocking(move || {

@@ -20,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use weaver_relay::{Relay, RelayConfig};
 
+mod token_cmd;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "weaver",
@@ -35,6 +37,8 @@ struct Cli {
 enum Command {
     /// Run the server (WebSocket rooms, HTTP API, health and metrics).
     Serve(ServeArgs),
+    /// Print a signed access token for a room (see docs/security.md).
+    Token(token_cmd::TokenArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -98,6 +102,9 @@ struct ServeArgs {
     /// Seconds shutdown waits for rooms to flush and close.
     #[arg(long, env = "WEAVER_SHUTDOWN_TIMEOUT_SECS", default_value_t = weaver_relay::DEFAULT_SHUTDOWN_TIMEOUT.as_secs())]
     shutdown_timeout_secs: u64,
+    /// Tokens and abuse limits (token_cmd.rs).
+    #[command(flatten)]
+    security: token_cmd::SecurityArgs,
 }
 
 impl ServeArgs {
@@ -127,6 +134,7 @@ impl ServeArgs {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Token(args) => token_cmd::run(&args),
         Command::Serve(args) => {
             init_tracing(args.log_format);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -186,7 +194,8 @@ fn install_metrics() -> anyhow::Result<PrometheusHandle> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = args.relay_config()?;
+    let config = args.security.apply(args.relay_config()?, args.listen)?;
+    let auth_enabled = config.auth.key.is_some();
     let metrics = install_metrics()?;
     let shutdown = CancellationToken::new();
     tokio::spawn(wait_for_signal(shutdown.clone()));
@@ -229,18 +238,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "/metrics",
         get(move || std::future::ready(metrics.render())),
     );
-    // Other parts (bridge API, web demo) merge their routers here.
+    // Other parts (bridge API, web demo) merge their routers here. The bridge's cross-room
+    // `/api/calls…` need an admin token when auth is on; its webhook receivers check their own
+    // signatures and stay open, as do `/`, `/assets/*` and `/metrics`.
+    let bridge_routes = relay
+        .handle()
+        .authenticator()
+        .require_admin_except(bridge.router(), &["/api/webhooks/"]);
     let app = relay
         .router()
         .merge(metrics_router)
-        .merge(bridge.router())
+        .merge(bridge_routes)
         .merge(demo::router());
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
-    if !addr.ip().is_loopback() {
+    if !addr.ip().is_loopback() && !auth_enabled {
         warn!(%addr, "listening on a non-loopback address without authentication");
     }
     info!(%addr, data = %args.data.display(), "listening");
