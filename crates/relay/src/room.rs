@@ -229,6 +229,36 @@ pub(crate) fn build_doc(room: &str, stored: &StoredRoom) -> Doc {
     new_doc()
 }
 
+/// Batches above this size are sent per update: the outbound queues are bounded in frames, so
+/// an unbounded merged frame would raise the memory a slow consumer can pin before it is closed,
+/// and large updates gain nothing from sharing a frame (the cost saved is per frame).
+const MERGE_MAX_BYTES: usize = 256 * 1024;
+
+/// One update frame for a whole persisted batch, so each connection gets one frame (one
+/// write) per flush instead of one per update; what Hocuspocus does per tick. A merged update
+/// applies to the same state as its parts in any order. `None` for a single update (nothing
+/// to merge), for batches larger than `MERGE_MAX_BYTES`, or when yrs refuses or panics: the
+/// caller then sends one frame per update.
+fn merged_frame(updates: &[&[u8]]) -> Option<Bytes> {
+    if updates.len() < 2 || updates.iter().map(|u| u.len()).sum::<usize>() > MERGE_MAX_BYTES {
+        return None;
+    }
+    match catch_unwind(AssertUnwindSafe(|| yrs::merge_updates_v1(updates))) {
+        Ok(Ok(merged)) => Some(Bytes::from(weaver_protocol::encode_update(&merged))),
+        Ok(Err(e)) => {
+            warn!(error = %e, updates = updates.len(), "merging a batch failed; sending it per update");
+            None
+        }
+        Err(_) => {
+            warn!(
+                updates = updates.len(),
+                "yrs panicked merging a batch; sending it per update"
+            );
+            None
+        }
+    }
+}
+
 struct ConnState {
     link: ConnLink,
     /// Awareness client ids this connection published (nulled when it leaves).
@@ -710,6 +740,18 @@ impl Room {
                 }
             }
         }
+        // Everything below runs only after the durable acknowledgement.
+        let persisted: Vec<&[u8]> = batch
+            .iter()
+            .filter(|p| p.persist)
+            .map(|p| p.update.as_ref())
+            .collect();
+        let merged = merged_frame(&persisted);
+        drop(persisted);
+        let merged_sent = merged.is_some();
+        if let Some(frame) = merged {
+            self.broadcast(frame);
+        }
         for p in batch {
             if p.persist {
                 let origin_label = match p.origin {
@@ -719,8 +761,11 @@ impl Room {
                 };
                 metrics::counter!(m::UPDATES_IN_TOTAL, "origin" => origin_label).increment(1);
                 metrics::counter!(m::UPDATE_BYTES_IN_TOTAL).increment(p.update.len() as u64);
-                let frame = Bytes::from(weaver_protocol::encode_update(&p.update));
-                self.broadcast(frame);
+                if !merged_sent {
+                    let frame = Bytes::from(weaver_protocol::encode_update(&p.update));
+                    self.broadcast(frame);
+                }
+                // Subscribers (the bridge) keep one event per update, with its origin.
                 let _ = self.relay.shared.events.send(CommittedUpdate {
                     room: self.name.clone(),
                     update: p.update,

@@ -1,0 +1,108 @@
+//! The merged broadcast: when one durable batch holds updates from several connections, each
+//! connection receives them as one merged frame, and still every update exactly once.
+
+use std::collections::HashMap;
+
+use weaver_protocol::encode_update;
+use weaver_relay::RelayConfig;
+use yrs::updates::decoder::Decode;
+use yrs::{GetString, IdSet, ReadTxn, Transact, Update};
+
+use crate::support::*;
+
+const CLIENTS: u64 = 3;
+const UPDATES_PER_CLIENT: usize = 60;
+
+/// Applies what a connection received; remembers which insertions came in which frame.
+struct Replica {
+    doc: yrs::Doc,
+    seen: IdSet,
+    frames: usize,
+}
+
+impl Replica {
+    fn apply(&mut self, frame: &[u8]) {
+        let update = Update::decode_v1(&sync_payload(frame)).unwrap();
+        let inserted = update.insertions(true);
+        assert!(
+            self.seen.intersect(&inserted).is_empty(),
+            "an update arrived twice"
+        );
+        self.seen.merge_with(inserted);
+        self.doc.transact_mut().apply_update(update).unwrap();
+        self.frames += 1;
+    }
+
+    fn received(&self, client: u64) -> u32 {
+        self.seen
+            .get(&yrs::ClientID::new(client))
+            .map_or(0, |r| r.iter().map(|(r, _)| r.end - r.start).sum())
+    }
+}
+
+#[tokio::test]
+async fn one_batch_from_several_clients_is_one_merged_frame_and_everyone_converges() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), RelayConfig::default()).await;
+    let mut conns = Vec::new();
+    for _ in 0..CLIENTS {
+        let mut c = s.client("merged").await;
+        c.handshake().await;
+        conns.push(c);
+    }
+    // Each client writes into its own doc; all updates are sent before anything is read, so
+    // the room batches updates of different connections while a commit is in flight.
+    let writers: Vec<Writer> = (1..=CLIENTS).map(Writer::new).collect();
+    for i in 0..UPDATES_PER_CLIENT {
+        for (c, w) in conns.iter_mut().zip(&writers) {
+            c.send(&encode_update(&w.append(&format!("{}", i % 10))))
+                .await;
+        }
+    }
+    let total = CLIENTS as u32 * UPDATES_PER_CLIENT as u32;
+    let mut replicas: HashMap<usize, Replica> = HashMap::new();
+    for (i, c) in conns.iter_mut().enumerate() {
+        let mut r = Replica {
+            doc: yrs::Doc::new(),
+            seen: IdSet::new(),
+            frames: 0,
+        };
+        while (1..=CLIENTS).map(|id| r.received(id)).sum::<u32>() < total {
+            let f = c.recv_until(|f| f.starts_with(&[0, 2])).await;
+            r.apply(&f);
+        }
+        for id in 1..=CLIENTS {
+            assert_eq!(
+                r.received(id),
+                UPDATES_PER_CLIENT as u32,
+                "conn {i}, client {id}"
+            );
+        }
+        replicas.insert(i, r);
+    }
+    // Every connection (the writers' own echoes included) holds exactly the stored document.
+    let stored = yrs::Doc::new();
+    stored
+        .transact_mut()
+        .apply_update(Update::decode_v1(&s.handle.room_state("merged").await.unwrap()).unwrap())
+        .unwrap();
+    let text = |d: &yrs::Doc| d.get_or_insert_text("t").get_string(&d.transact());
+    let expected = text(&stored);
+    assert_eq!(expected.len(), total as usize);
+    let expected_sv = stored.transact().state_vector();
+    for (i, r) in &replicas {
+        assert_eq!(text(&r.doc), expected, "conn {i} text");
+        assert_eq!(
+            r.doc.transact().state_vector(),
+            expected_sv,
+            "conn {i} state vector"
+        );
+    }
+    // The point of the test: batches were merged, so fewer frames than updates arrived.
+    let frames: usize = replicas.values().map(|r| r.frames).sum();
+    assert!(
+        frames < replicas.len() * total as usize,
+        "no batch was merged ({frames} frames for {total} updates per connection)"
+    );
+    s.stop().await;
+}
