@@ -245,7 +245,15 @@ fn check_leading_count(
             return Ok(());
         }
     }
-    // Empty or an unterminated var-uint: let the decoder report it.
+    if bytes.len() >= 10 {
+        // Ten bytes without a terminator is more than any u64: yrs would read a wrapped,
+        // arbitrary count and reserve for it (found by `mutated_updates_never_panic`).
+        return Err(DocError::Malformed {
+            what,
+            reason: "leading count is not a valid var-uint".into(),
+        });
+    }
+    // Empty or truncated: let the decoder report it.
     Ok(())
 }
 
