@@ -253,6 +253,10 @@ fn run(n: usize, ops: Vec<Op>, final_order: Vec<u16>) -> Result<(), TestCaseErro
                     before,
                     "pruning changed the view"
                 );
+                // A prune is a delete: a replica fed out of causal order can see it before the
+                // record that justified it, so only the final convergence is checked for this
+                // entry (seed 3fc26276… in the regressions file shows the transient step back).
+                w.cut.insert((BLOCKS[b].into(), NAMES[ni].into()));
             }
             Op::Deliver { r, picks } => {
                 for p in picks {
