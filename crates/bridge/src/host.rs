@@ -94,7 +94,7 @@ impl MemoryHost {
                 .map_err(|_| HostError("poisoned".into()))?;
             let doc = rooms.entry(room.to_owned()).or_default();
             let mut txn = doc.transact_mut();
-            txn.apply_update(u)
+            weaver_doc::apply_update_retrying_pending(&mut txn, u)
                 .map_err(|e| HostError(format!("apply: {e}")))?;
         }
         let _ = self.tx.send(HostEvent::Update {

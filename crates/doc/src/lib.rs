@@ -55,6 +55,7 @@
 mod error;
 mod events;
 mod json;
+mod pending;
 mod read;
 mod status;
 mod undo;
@@ -62,6 +63,7 @@ mod workspace;
 
 pub use error::DocError;
 pub use events::{Change, ChangeSet, ChangeSubscription};
+pub use pending::apply_update_retrying_pending;
 pub use read::{BlockView, EntryView};
 pub use status::{Status, StatusRecord, effective_status};
 pub use undo::LocalUndo;

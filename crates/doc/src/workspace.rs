@@ -136,7 +136,7 @@ impl Workspace {
             .map_err(|e| malformed(e.to_string()))?;
         catch_unwind(AssertUnwindSafe(|| {
             let mut txn = self.doc.try_transact_mut_with(origin).map_err(busy)?;
-            txn.apply_update(decoded)
+            crate::pending::apply_update_retrying_pending(&mut txn, decoded)
                 .map_err(|e| malformed(e.to_string()))?;
             // Commit inside the guard, so a panic while integrating is caught too.
             txn.commit();

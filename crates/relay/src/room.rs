@@ -158,7 +158,7 @@ fn apply_update(doc: &Doc, bytes: &[u8], max_pending: usize) -> Applied {
             Err(e) => return Applied::Invalid(e.to_string()),
         };
         let mut txn = doc.transact_mut();
-        if let Err(e) = txn.apply_update(update) {
+        if let Err(e) = weaver_doc::apply_update_retrying_pending(&mut txn, update) {
             return Applied::Invalid(e.to_string());
         }
         let store = ReadTxn::store(&txn);
