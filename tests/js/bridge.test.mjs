@@ -420,11 +420,13 @@ test('crash safety: kill -9 at random points, every call ends once, one key per 
     `[[integrations]]\nname = "ext2"\nkind = "http"\nurl = "${api.url('/async?delay_ms=150&webhook=0')}"\n` +
     `timeout_ms = 1500\nstatus_url = "${api.url('/jobs/{external_id}')}"\npoll_interval_ms = 50\n`
   const blocks = []
+  const open = [] // clients to close whatever happens, so a failure cannot hang the run
   const ROUNDS = Number(process.env.BRIDGE_CRASH_ROUNDS || 10)
   try {
     let w = await weaver(cfg, { dataDir })
     for (let round = 0; round < ROUNDS; round++) {
       const a = await client(w, 'crash')
+      open.push(a)
       for (let i = 0; i < 3; i++) {
         const id = `c${round}-${i}`
         blocks.push(id)
@@ -434,17 +436,31 @@ test('crash safety: kill -9 at random points, every call ends once, one key per 
       }
       // Re-index an earlier block too, so several attempts are in flight across crashes.
       if (round > 0) requestIndex(a.doc, blocks[3 * (round - 1)], 'search', {})
-      // Wait for the client's updates to be durable, then kill at a random point after them.
-      await sleep(30)
+      // The relay sends an update to others only once it is durable: when a second client has
+      // the round's last write, all of it survives the kill (a fixed sleep did not, under load).
+      const b = await client(w, 'crash')
+      open.push(b)
+      await waitFor(`round ${round} durable`, () => entry(b.doc, `c${round}-2`, 'poll') !== undefined)
+      b.close()
+      // Then kill at a random point of the bridge's work.
       await sleep(Math.floor(Math.random() * (round % 2 === 0 ? 60 : 500)))
       a.close()
       await w.kill9()
       w = await weaver(cfg, { dataDir })
     }
     const a = await client(w, 'crash')
+    open.push(a)
     for (const id of blocks) {
       for (const index of ['search', 'poll']) {
-        await waitFor(`${id}/${index} done`, () => entry(a.doc, id, index)?.status === 'done', 60000)
+        try {
+          await waitFor(`${id}/${index} done`, () => entry(a.doc, id, index)?.status === 'done', 60000)
+        } catch (e) {
+          // Say where it is stuck: the entry as the client sees it, the calls and their events.
+          const mine = (await calls(w, '?room=crash&limit=5000')).filter((c) => c.block_id === id && c.index_name === index)
+          const detail = await Promise.all(mine.map(async (c) => (await fetch(`${w.httpUrl}/api/calls/${c.id}`)).json()))
+          const logTail = w.logs().split('\n').filter((l) => mine.some((c) => l.includes(c.id))).slice(-40).join('\n')
+          throw new Error(`${e.message}\nentry: ${JSON.stringify(entry(a.doc, id, index))}\ncalls: ${JSON.stringify(detail)}\nlog:\n${logTail}`)
+        }
       }
     }
     // Every call reached exactly one terminal state; nothing left running.
@@ -478,5 +494,8 @@ test('crash safety: kill -9 at random points, every call ends once, one key per 
     for (const [attempt, keys] of api.state.keysByAttempt) assert.equal(keys.size, 1, `${attempt}: ${[...keys]}`)
     a.close()
     await w.stop()
-  } finally { api.close() }
+  } finally {
+    for (const c of open) c.close()
+    api.close()
+  }
 })

@@ -140,3 +140,45 @@ test('idle rooms are unloaded and memory does not grow with room churn', { timeo
     await w.stop()
   }
 })
+
+test('awareness client id that moves to a new connection survives the old one closing', { timeout: 30000 }, async () => {
+  const { default: WebSocket } = await import('ws')
+  const varUint = (n) => { const o = []; while (n > 127) { o.push((n & 127) | 128); n = Math.floor(n / 128) } o.push(n); return o }
+  const frame = (clientId, clock, state) => {
+    const json = Buffer.from(JSON.stringify(state))
+    const body = [...varUint(1), ...varUint(clientId), ...varUint(clock), ...varUint(json.length), ...json]
+    return Buffer.from([1, ...varUint(body.length), ...body])
+  }
+  const open = async () => {
+    const ws = new WebSocket(`${weaver.wsUrl}/presence-move`)
+    await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject) })
+    return ws
+  }
+  const watcher = await yclient(weaver.wsUrl, 'presence-move')
+  const sockets = []
+  try {
+    const removed = []
+    watcher.provider.awareness.on('change', ({ removed: r }) => removed.push(...r))
+    const name = () => watcher.provider.awareness.getStates().get(4242)?.name
+    // A reconnecting client announces its id on the new socket before the old one is reaped.
+    const old = await open()
+    sockets.push(old)
+    old.send(frame(4242, 1, { name: 'before' }))
+    await waitFor(() => name() === 'before', { what: 'watcher sees the first connection' })
+    const fresh = await open()
+    sockets.push(fresh)
+    fresh.send(frame(4242, 2, { name: 'after' }))
+    await waitFor(() => name() === 'after', { what: 'watcher sees the second connection' })
+    old.close()
+    await new Promise((resolve) => old.once('close', resolve))
+    await new Promise((resolve) => setTimeout(resolve, 500))
+    assert.deepEqual(removed, [], 'closing the old socket removed the state the new one owns')
+    assert.equal(name(), 'after')
+    // The owner's departure still removes it.
+    fresh.close()
+    await waitFor(() => removed.includes(4242), { what: 'removed when its owner leaves' })
+  } finally {
+    for (const ws of sockets) ws.terminate()
+    watcher.destroy()
+  }
+})

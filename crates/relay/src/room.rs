@@ -863,9 +863,9 @@ impl Room {
             cfg.max_awareness_state_bytes,
             cfg.max_awareness_clients_per_conn,
         );
-        let Some(conn) = self.conns.get_mut(&conn_id) else {
+        if !self.conns.contains_key(&conn_id) {
             return;
-        };
+        }
         let mut accepted = Vec::new();
         let mut violation = None;
         for e in entries {
@@ -884,29 +884,39 @@ impl Room {
             if !accept {
                 continue;
             }
-            if e.is_removal() {
-                conn.clients.remove(&e.client_id);
-                self.awareness.insert(
-                    e.client_id,
-                    AwarenessSlot {
-                        clock: e.clock,
-                        state: None,
-                    },
-                );
-            } else {
-                if !conn.clients.contains(&e.client_id) && conn.clients.len() >= max_clients {
-                    violation = Some("too many awareness client ids");
-                    break;
-                }
-                conn.clients.insert(e.client_id);
-                self.awareness.insert(
-                    e.client_id,
-                    AwarenessSlot {
-                        clock: e.clock,
-                        state: Some(e.state.clone()),
-                    },
-                );
+            let Some(conn) = self.conns.get(&conn_id) else {
+                return;
+            };
+            let owned = conn.clients.contains(&e.client_id);
+            if !owned && !e.is_removal() && conn.clients.len() >= max_clients {
+                violation = Some("too many awareness client ids");
+                break;
             }
+            if !owned {
+                // A client id belongs to the connection that last set it: a client that
+                // reconnects before its old socket is reaped must not lose its presence when
+                // that socket goes. Only a first claim scans, renewals stay O(1).
+                for other in self.conns.values_mut() {
+                    other.clients.remove(&e.client_id);
+                }
+            }
+            let Some(conn) = self.conns.get_mut(&conn_id) else {
+                return;
+            };
+            let state = if e.is_removal() {
+                conn.clients.remove(&e.client_id);
+                None
+            } else {
+                conn.clients.insert(e.client_id);
+                Some(e.state.clone())
+            };
+            self.awareness.insert(
+                e.client_id,
+                AwarenessSlot {
+                    clock: e.clock,
+                    state,
+                },
+            );
             accepted.push(e);
         }
         if let Some(v) = violation {
