@@ -265,16 +265,21 @@ async fn run(
         }
     }
     closer.close(1000, "");
-    // Keep reading briefly so the peer receives our close frame before the socket goes away.
+    // Our close frame goes out first; then keep the socket briefly so the peer reads it before
+    // the socket goes away. Dropping a socket with unread input (the rest of an oversized
+    // message, say) makes the kernel send a reset, and the peer would see 1006 instead of our
+    // code. After a read error the stream cannot be drained, so we just hold it open.
+    let _ = writer.await;
     let _ = tokio::time::timeout(CLOSE_LINGER, async {
-        while let Some(Ok(msg)) = stream.next().await {
-            if matches!(msg, Message::Close(_)) {
-                break;
+        loop {
+            match stream.next().await {
+                None | Some(Ok(Message::Close(_))) => break,
+                Some(Ok(_)) => {}
+                Some(Err(_)) => std::future::pending::<()>().await,
             }
         }
     })
     .await;
-    let _ = writer.await;
     let (code, reason) = closer.reason();
     metrics::gauge!(m::CONNECTIONS).decrement(1.0);
     info!(code, reason = %reason, "disconnected");
