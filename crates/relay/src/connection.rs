@@ -268,14 +268,17 @@ async fn run(
     // Our close frame goes out first; then keep the socket briefly so the peer reads it before
     // the socket goes away. Dropping a socket with unread input (the rest of an oversized
     // message, say) makes the kernel send a reset, and the peer would see 1006 instead of our
-    // code. After a read error the stream cannot be drained, so we just hold it open.
+    // code. The stream cannot be drained past an oversized message, so then we just hold it
+    // open; any other read error means the peer is gone.
     let _ = writer.await;
+    let oversized = closer.reason().0 == close_code::TOO_BIG;
     let _ = tokio::time::timeout(CLOSE_LINGER, async {
         loop {
             match stream.next().await {
                 None | Some(Ok(Message::Close(_))) => break,
                 Some(Ok(_)) => {}
-                Some(Err(_)) => std::future::pending::<()>().await,
+                Some(Err(_)) if oversized => std::future::pending::<()>().await,
+                Some(Err(_)) => break,
             }
         }
     })
