@@ -3,7 +3,8 @@
 #
 #   scripts/fuzz.sh [seconds-per-target] [target...]
 #
-# Targets: decode_message validate_update state_vector awareness token (the default list), and
+# Targets: decode_message validate_update state_vector awareness token webhook_verify (the
+# default list), and
 # apply_update (applies validated updates to a yrs doc: finds yrs integration panics; run it by
 # name; known yrs panic sites are ignored inside the target, see fuzz/README.md). Seeds come from fuzz/corpus/<target> (committed, regenerate with
 # crates/protocol/tests/js/make-corpus.mjs); inputs the fuzzer discovers go to
@@ -20,7 +21,7 @@ secs="${1:-30}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(decode_message validate_update state_vector awareness token)
+  targets=(decode_message validate_update state_vector awareness token webhook_verify)
 fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
