@@ -44,5 +44,5 @@ step "JavaScript tests (node --test)"
 step "Fuzz every target briefly (installs cargo-fuzz; long runs: scripts/fuzz.sh 600)"
 # One build for all seven targets, then 5 s each from the committed seeds. A crash fails the
 # suite and prints the saved input under fuzz/artifacts/<target>/. Cold (cargo-fuzz install +
-# build + runs) this step took 2.5-3.5 min on the shared 2-core box.
+# build + runs) this step took 3-5.5 min on the shared 2-core box, depending on its load.
 scripts/fuzz.sh 5 all
