@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every Weaver test on a fresh machine: installs what the tests need, then runs the Rust
-# suite (fmt, clippy, unit, property, interop and integration tests) and the JavaScript suites
-# that drive the real `weaver` binary with stock yjs / y-websocket clients and Debian's chromium.
+# suite (fmt, clippy, unit, property, interop and integration tests), the JavaScript suites
+# that drive the real `weaver` binary with stock yjs / y-websocket clients and Debian's chromium,
+# and every cargo-fuzz target for a few seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never NO_COLOR=1
@@ -39,3 +40,9 @@ rm -rf "$demo_build"
 
 step "JavaScript tests (node --test)"
 (cd tests/js && node --test --test-concurrency=1 --test-timeout=600000 ./*.test.mjs)
+
+step "Fuzz every target briefly (installs cargo-fuzz; long runs: scripts/fuzz.sh 600)"
+# One build for all seven targets, then 5 s each from the committed seeds. A crash fails the
+# suite and prints the saved input under fuzz/artifacts/<target>/. Cold (cargo-fuzz install +
+# build + runs) this step took 3-5.5 min on the shared 2-core box, depending on its load.
+scripts/fuzz.sh 5 all

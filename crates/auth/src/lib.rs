@@ -1,8 +1,11 @@
-//! Signed, expiring access tokens for Weaver rooms.
+//! Signed, expiring access tokens for Weaver rooms, and the Standard Webhooks signature check.
 //!
 //! Owns: the token format, minting and verification (HMAC-SHA256, constant-time check), and the
-//! claims a token carries. Deliberately does not know: HTTP, WebSockets, clocks (the caller
-//! passes `now`), key storage, users or sessions. Pure functions over bytes; nothing here does IO.
+//! claims a token carries; and, in [`webhook`], the verifier for signed inbound webhooks
+//! (`whsec_` secrets, signature headers, timestamp tolerance, rotation), which the bridge uses
+//! for its webhook endpoint. Deliberately does not know: HTTP, WebSockets, clocks (the caller
+//! passes `now`), key storage, users or sessions, what a webhook body means. Pure functions over
+//! bytes; nothing here does IO, which is also what lets `fuzz/` test both parsers cheaply.
 //!
 //! # Access tokens
 //!
@@ -76,6 +79,8 @@
 //! Verification checks, in order: the shape and base64 (strict: non-canonical encodings are
 //! refused, so every token has exactly one text form), the tag (constant time, before any payload
 //! field is trusted), the version and flags, then the expiry.
+
+pub mod webhook;
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};

@@ -2,18 +2,12 @@
 //! integrations, and writes the outcomes back into the document.
 //!
 //! Layers: `model` (APICall, events, pure fold), `retry` (backoff, classification),
-//! `outbox` (redb tables), `webhook` (Standard Webhooks verifier), `config` (TOML).
+//! `outbox` (redb tables), `webhook` (inbound payload; the Standard Webhooks verifier itself is
+//! `weaver_auth::webhook`, re-exported there), `config` (TOML).
 //! The bridge reaches documents only through the `DocumentHost` trait; it never depends on
 //! the relay crate.
 
-#![cfg_attr(
-    test,
-    allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::cloned_ref_to_slice_refs
-    )
-)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod api;
 pub mod config;

@@ -36,6 +36,11 @@ pub const DEFAULT_MAX_PENDING_BYTES: usize = 4 * 1024 * 1024;
 pub const LOAD_CONCURRENCY: usize = 16;
 /// Commands queued to one room before senders wait (backpressure onto the sockets).
 pub const ROOM_INBOX: usize = 1024;
+/// Time a client has to send a complete HTTP request head (request line + headers), counted
+/// from the accept and again after each response on a kept-alive connection; otherwise the
+/// socket is closed. Bounds what a peer that connects and sends nothing, or dribbles headers
+/// (slowloris), can hold. A browser's upgrade request arrives in one packet.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for rooms to flush and close before giving up.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -51,6 +56,8 @@ pub struct RelayConfig {
     pub max_awareness_clients_per_conn: usize,
     pub max_awareness_state_bytes: usize,
     pub shutdown_timeout: Duration,
+    /// HTTP request-head deadline, used by [`crate::serve`].
+    pub handshake_timeout: Duration,
     pub max_connections: usize,
     pub max_doc_bytes: u64,
     pub max_pending_bytes: usize,
@@ -73,6 +80,7 @@ impl Default for RelayConfig {
             max_awareness_clients_per_conn: DEFAULT_MAX_AWARENESS_CLIENTS_PER_CONN,
             max_awareness_state_bytes: DEFAULT_MAX_AWARENESS_STATE_BYTES,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_doc_bytes: DEFAULT_MAX_DOC_BYTES,
             max_pending_bytes: DEFAULT_MAX_PENDING_BYTES,
@@ -94,6 +102,9 @@ impl RelayConfig {
         }
         if self.ping_interval.is_zero() {
             return Err("ping interval must be positive".into());
+        }
+        if self.handshake_timeout.is_zero() {
+            return Err("handshake timeout must be positive".into());
         }
         if self.max_connections == 0 {
             return Err("max connections must be positive".into());

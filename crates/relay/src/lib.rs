@@ -8,6 +8,8 @@
 //! - `connection` — WebSocket upgrade, read loop (decode + validate), writer (bounded queue,
 //!   ping, close codes).
 //! - `store`      — redb tables `relay_*`, room load (snapshot + tail), the group-commit persister.
+//! - `server`     — [`serve`]: the HTTP/1.1 accept loop (header-read deadline, upgrades,
+//!   `TCP_NODELAY`, graceful shutdown).
 //! - `http`       — routes: `/{room}`, `/healthz`, `/readyz`, `/api/rooms/{room}/…`.
 //! - `blocks`     — the JSON blocks view for the HTTP API.
 //! - `auth`       — token checks for every route (401/403 before any room loads), the admin
@@ -23,9 +25,11 @@
 //! use weaver_relay::{Relay, RelayConfig, open_database, serve};
 //! let db = open_database(std::path::Path::new("./weaver-data"))?;
 //! let shutdown = tokio_util::sync::CancellationToken::new();
-//! let relay = Relay::start(db, RelayConfig::default(), shutdown.clone())?;
+//! let config = RelayConfig::default();
+//! let handshake_timeout = config.handshake_timeout;
+//! let relay = Relay::start(db, config, shutdown.clone())?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:1234").await?;
-//! serve(listener, relay.router(), shutdown.clone().cancelled_owned()).await?;
+//! serve(listener, relay.router(), handshake_timeout, shutdown.clone().cancelled_owned()).await?;
 //! relay.shutdown().await;
 //! # Ok(()) }
 //! ```
@@ -40,6 +44,7 @@ pub mod limits;
 pub mod metrics;
 mod relay;
 mod room;
+mod server;
 mod store;
 
 pub use auth::{Access, AuthConfig, Authenticator, ReadOnlyAwareness, parse_auth_key};
@@ -51,27 +56,5 @@ pub use relay::{
     CommittedUpdate, DELETIONS_CAPACITY, EVENTS_CAPACITY, Relay, RelayHandle, UpdateOrigin,
     validate_room_name,
 };
+pub use server::{SHUTDOWN_DRAIN, serve};
 pub use store::{CommitMode, DB_FILE_NAME, Store, StoreError, open_database};
-
-use std::future::Future;
-
-use axum::serve::ListenerExt;
-
-/// Serves `app` on `listener` with `TCP_NODELAY` on every accepted socket (small y-websocket
-/// frames must not wait for Nagle + delayed ACK) until `shutdown` completes; then stops
-/// accepting and lets in-flight HTTP requests finish. Upgraded WebSockets are closed by the
-/// relay's own shutdown (1012).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: axum::Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::warn!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-}

@@ -358,6 +358,7 @@ mod tests {
         let server = tokio::spawn(crate::serve(
             listener,
             relay.router(),
+            crate::DEFAULT_HANDSHAKE_TIMEOUT,
             shutdown.clone().cancelled_owned(),
         ));
 

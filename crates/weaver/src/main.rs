@@ -99,6 +99,10 @@ struct ServeArgs {
     /// built-in `local` integration.
     #[arg(long, env = "WEAVER_BRIDGE_CONFIG")]
     bridge_config: Option<PathBuf>,
+    /// Seconds a client has to send a complete HTTP request head (also the idle limit of a
+    /// kept-alive HTTP connection); slower or silent connections are closed (slowloris).
+    #[arg(long, env = "WEAVER_HANDSHAKE_TIMEOUT_SECS", default_value_t = weaver_relay::DEFAULT_HANDSHAKE_TIMEOUT.as_secs())]
+    handshake_timeout_secs: u64,
     /// Seconds shutdown waits for rooms to flush and close.
     #[arg(long, env = "WEAVER_SHUTDOWN_TIMEOUT_SECS", default_value_t = weaver_relay::DEFAULT_SHUTDOWN_TIMEOUT.as_secs())]
     shutdown_timeout_secs: u64,
@@ -117,6 +121,7 @@ impl ServeArgs {
             compact_after_updates: self.compact_after_updates,
             compact_after_bytes: self.compact_after_bytes,
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
+            handshake_timeout: Duration::from_secs(self.handshake_timeout_secs),
             max_connections: self.max_connections,
             max_doc_bytes: self.max_doc_bytes,
             max_pending_bytes: self.max_pending_bytes,
@@ -196,6 +201,7 @@ fn install_metrics() -> anyhow::Result<PrometheusHandle> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.security.apply(args.relay_config()?, args.listen)?;
     let auth_enabled = config.auth.key.is_some();
+    let handshake_timeout = config.handshake_timeout;
     let metrics = install_metrics()?;
     let shutdown = CancellationToken::new();
     tokio::spawn(wait_for_signal(shutdown.clone()));
@@ -263,6 +269,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let server = tokio::spawn(weaver_relay::serve(
         listener,
         app,
+        handshake_timeout,
         shutdown.clone().cancelled_owned(),
     ));
     shutdown.cancelled().await;

@@ -11,6 +11,7 @@
 //   fuzz/corpus/awareness/yjs-*.bin         awareness updates
 //   fuzz/corpus/decode_message/yjs-*.bin    whole y-websocket frames
 //   fuzz/corpus/token/yjs-*.bin             access tokens (crates/auth format, fuzz target key)
+//   fuzz/corpus/webhook_verify/yjs-*.bin    Standard Webhooks deliveries signed with node:crypto
 //   crates/protocol/tests/data/divergent/*.bin  Yjs output that yrs 0.28.1 reads differently,
 //                                               which the validator must refuse
 import { createHmac } from 'node:crypto'
@@ -33,6 +34,7 @@ const out = {
   awareness: join(root, 'fuzz/corpus/awareness'),
   message: join(root, 'fuzz/corpus/decode_message'),
   token: join(root, 'fuzz/corpus/token'),
+  webhook: join(root, 'fuzz/corpus/webhook_verify'),
   divergent: join(root, 'crates/protocol/tests/data/divergent'),
 }
 for (const dir of Object.values(out)) {
@@ -371,6 +373,40 @@ put('update', 'empty', Y.encodeStateAsUpdate(new Y.Doc()))
   put('token', 'prefix-read', Buffer.from(mint({ room: 'team-7/', prefix: true, expiresAt: 1800000000 })))
   put('token', 'admin-all', Buffer.from(mint({ room: '', prefix: true, write: true, admin: true, expiresAt: 1800000000 })))
   put('token', 'expired', Buffer.from(mint({ room: 'old', expiresAt: 1600000000 })))
+}
+
+// --- 15. Standard Webhooks deliveries as an external API sends them to the bridge, in the
+// webhook_verify target's layout: secret, webhook-id, webhook-timestamp, webhook-signature, body
+// (newline separated; the body is the rest). Signed here with node:crypto, independently of the
+// Rust signer. The target verifies at now = 1700000000 with a 300 s tolerance.
+{
+  const now = 1700000000
+  const secretNew = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'
+  const secretOld = 'whsec_' + Buffer.from('weaver-demo-webhook-secret-32b!!').toString('base64')
+  const sign = (secret, id, ts, body) => {
+    const key = Buffer.from(secret.replace(/^whsec_/, ''), 'base64')
+    return 'v1,' + createHmac('sha256', key).update(`${id}.${ts}.`).update(body).digest('base64')
+  }
+  const delivery = (secret, id, ts, sig, body) => Buffer.concat([
+    Buffer.from([secret, id, String(ts), sig].join('\n') + '\n'), Buffer.from(body)
+  ])
+  const completed = JSON.stringify({ type: 'completed', external_id: 'job_8f2c1a', data: { vectors: 3, model: 'e5-small' } })
+  const id = 'msg_2KWPBgLlAfxdpx2AI54pPJ85f4W'
+  put('webhook', 'completed', delivery(secretNew, id, now, sign(secretNew, id, now, completed), completed))
+  // Rotation: the sender signs with both secrets and adds an asymmetric entry we skip.
+  const processing = JSON.stringify({ type: 'processing', external_id: 'job_8f2c1a' })
+  const id2 = 'msg_2KWPBgLlAfxdpx2AI54pPJ85f4X'
+  put('webhook', 'rotation', delivery(secretNew, id2, now - 12, [
+    'v1a,hnO3f9T8Ytu9HwrXslvumlUpqtNVqkhqw/enGzPCXe5BdqzCInXqYXFymVJaA7AZdpXwVLPo3mNl8EM+m7TBAg==',
+    sign(secretOld, id2, now - 12, processing), sign(secretNew, id2, now - 12, processing)
+  ].join(' '), processing))
+  const failed = JSON.stringify({ type: 'failed', external_id: 'job_77', error: 'upstream 503', retryable: true }, null, 2)
+  put('webhook', 'failed-multiline', delivery(secretNew, 'msg_77', now + 30, sign(secretNew, 'msg_77', now + 30, failed), failed))
+  put('webhook', 'expired', delivery(secretNew, id, now - 600, sign(secretNew, id, now - 600, completed), completed))
+  put('webhook', 'tampered', delivery(secretNew, id, now, sign(secretNew, id, now, completed), completed.replace('3', '4')))
+  const bare = secretOld.slice('whsec_'.length)
+  put('webhook', 'bare-secret', delivery(bare, 'evt_1', now, sign(secretOld, 'evt_1', now, '{}'), '{}'))
+  put('webhook', 'no-signature', Buffer.from(`${secretNew}\n${id}\n${now}`))
 }
 
 console.log(`wrote ${written} files`)
