@@ -27,25 +27,28 @@ const cases = [
 test('hostile frames are closed with their code; the room keeps syncing', { timeout: 60000 }, async () => {
   const a = await yclient(weaver.wsUrl, 'hostile')
   const b = await yclient(weaver.wsUrl, 'hostile')
-  for (const [i, c] of cases.entries()) {
-    const raw = await rawClient(weaver.wsUrl, 'hostile')
-    raw.ws.send(c.frame)
-    const { code } = await raw.closed
-    assert.equal(code, c.code, c.name)
-    a.text.insert(a.text.length, `${i};`)
-    await waitFor(() => b.text.toString() === a.text.toString(), { what: `sync after ${c.name}` })
-    assert.ok(a.provider.wsconnected && b.provider.wsconnected, `stock clients still connected after ${c.name}`)
+  try {
+    for (const [i, c] of cases.entries()) {
+      const raw = await rawClient(weaver.wsUrl, 'hostile')
+      raw.ws.send(c.frame)
+      const { code } = await raw.closed
+      assert.equal(code, c.code, c.name)
+      a.text.insert(a.text.length, `${i};`)
+      await waitFor(() => b.text.toString() === a.text.toString(), { what: `sync after ${c.name}` })
+      assert.ok(a.provider.wsconnected && b.provider.wsconnected, `stock clients still connected after ${c.name}`)
+    }
+    // A message split into fragments that only together exceed the limit is refused as well.
+    const frag = await rawClient(weaver.wsUrl, 'hostile')
+    const piece = Buffer.alloc(16 * 1024, 2)
+    for (let i = 0; i < 6; i++) frag.ws.send(piece, { binary: true, fin: false })
+    frag.ws.send(piece, { binary: true, fin: true })
+    assert.equal((await frag.closed).code, 1009, 'fragmented oversized message')
+    const metrics = await (await fetch(`${weaver.httpUrl}/metrics`)).text()
+    assert.match(metrics, /weaver_rejected_messages_total\{reason="text_frame"\} 1/)
+    assert.match(metrics, /weaver_rejected_messages_total\{reason="message_too_big"\} 2/)
+  } finally {
+    a.destroy(); b.destroy()
   }
-  // A message split into fragments that only together exceed the limit is refused as well.
-  const frag = await rawClient(weaver.wsUrl, 'hostile')
-  const piece = Buffer.alloc(16 * 1024, 2)
-  for (let i = 0; i < 6; i++) frag.ws.send(piece, { binary: true, fin: false })
-  frag.ws.send(piece, { binary: true, fin: true })
-  assert.equal((await frag.closed).code, 1009, 'fragmented oversized message')
-  const metrics = await (await fetch(`${weaver.httpUrl}/metrics`)).text()
-  assert.match(metrics, /weaver_rejected_messages_total\{reason="text_frame"\} 1/)
-  assert.match(metrics, /weaver_rejected_messages_total\{reason="message_too_big"\} 2/)
-  a.destroy(); b.destroy()
   // The process is unaffected.
   assert.equal((await fetch(`${weaver.httpUrl}/healthz`)).status, 200)
 })
