@@ -2,6 +2,8 @@
 //! store, runs the relay (and whatever routers other parts merge in) until SIGINT/SIGTERM.
 //! Deliberately thin: every behaviour lives in the library crates.
 
+#[cfg(not(target_env = "msvc"))]
+mod alloc;
 mod bridge_host;
 mod demo;
 
