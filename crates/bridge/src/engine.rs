@@ -246,6 +246,9 @@ struct Mirror {
     _sub: ChangeSubscription,
     /// Last time an update or a write-back touched the room (idle mirrors are dropped).
     used: Instant,
+    /// The host unloaded the room since the mirror was last used: drop the mirror as soon as
+    /// no re-index is pending, instead of after `MIRROR_IDLE`.
+    host_unloaded: bool,
 }
 
 /// A mirror untouched this long is dropped; the next update reloads (and re-sweeps) the room.
@@ -321,6 +324,17 @@ impl DocActor {
                             Some(HostEvent::RoomDeleted { room }) => {
                                 to_drain.remove(&room);
                                 self.room_deleted(&room).await;
+                            }
+                            Some(HostEvent::RoomUnloaded { room }) => {
+                                let busy = to_drain.contains(&room)
+                                    || self.dirty.keys().any(|(r, _)| *r == room);
+                                if !busy {
+                                    self.rooms.remove(&room);
+                                } else if let Some(m) = self.rooms.get_mut(&room) {
+                                    // Changes still to drain or a re-index pending: `evict_idle`
+                                    // drops it once they are done.
+                                    m.host_unloaded = true;
+                                }
                             }
                             Some(HostEvent::Lagged) => {
                                 // Updates were lost, possibly for rooms without a mirror too:
@@ -444,7 +458,8 @@ impl DocActor {
             .rooms
             .iter()
             .filter(|(r, m)| {
-                now.duration_since(m.used) > MIRROR_IDLE && !dirty_rooms.contains(r.as_str())
+                (m.host_unloaded || now.duration_since(m.used) > MIRROR_IDLE)
+                    && !dirty_rooms.contains(r.as_str())
             })
             .map(|(r, _)| r.clone())
             .collect();
@@ -499,6 +514,7 @@ impl DocActor {
                 changes,
                 _sub: sub,
                 used: Instant::now(),
+                host_unloaded: false,
             },
         );
         self.sweep_room(room).await
@@ -515,6 +531,7 @@ impl DocActor {
             return false;
         };
         m.used = Instant::now();
+        m.host_unloaded = false;
         if let Err(e) = m.ws.apply_update_v1(update, origin) {
             tracing::warn!(room, error = %e, "mirror rejected a committed update; rebuilding from stored state");
             if let Err(e) = self.load_room(room).await {
@@ -1002,6 +1019,7 @@ impl DocActor {
             return Err(BridgeError::Host(format!("room {room} is not loaded")));
         };
         m.used = Instant::now();
+        m.host_unloaded = false;
         let (written, update) = m
             .ws
             .transact(BRIDGE_ORIGIN, |t| {

@@ -34,6 +34,10 @@ pub enum HostEvent {
     /// unfinished calls and drops its mirror and queued write-backs, so it never re-creates
     /// content in the deleted room.
     RoomDeleted { room: String },
+    /// The host unloaded `room` from memory (it sat idle). A hint: the bridge drops its mirror
+    /// of the room too (once no re-index is pending), so unloaded rooms cost no memory; the
+    /// next update reloads it. Hosts that never unload need not send it.
+    RoomUnloaded { room: String },
     /// Events were dropped (slow consumer): the bridge rebuilds its mirrors from `room_state`.
     Lagged,
 }
@@ -116,6 +120,14 @@ impl MemoryHost {
             room: room.to_owned(),
         });
         Ok(())
+    }
+
+    /// Publishes [`HostEvent::RoomUnloaded`] for `room`, as a host that evicts idle rooms does.
+    /// The memory host keeps the room's state: the notice is only a hint to subscribers.
+    pub fn unload(&self, room: &str) {
+        let _ = self.tx.send(HostEvent::RoomUnloaded {
+            room: room.to_owned(),
+        });
     }
 
     /// The state of a room as a v1 update.

@@ -1179,3 +1179,99 @@ async fn refused_writebacks_back_off_then_give_up_visibly() {
     shutdown.cancel();
     handle.join().await;
 }
+
+/// A host that counts `room_state` reads: the bridge reads a room's state exactly when it
+/// (re)builds its mirror of the room.
+struct CountingHost {
+    inner: MemoryHost,
+    state_reads: std::sync::atomic::AtomicUsize,
+}
+
+impl DocumentHost for CountingHost {
+    fn stored_rooms(
+        &self,
+    ) -> weaver_bridge::integration::BoxFuture<'_, Result<Vec<String>, weaver_bridge::HostError>>
+    {
+        self.inner.stored_rooms()
+    }
+    fn room_state<'a>(
+        &'a self,
+        room: &'a str,
+    ) -> weaver_bridge::integration::BoxFuture<'a, Result<Vec<u8>, weaver_bridge::HostError>> {
+        self.state_reads
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.room_state(room)
+    }
+    fn apply_update<'a>(
+        &'a self,
+        room: &'a str,
+        update: Vec<u8>,
+        origin: &'a str,
+    ) -> weaver_bridge::integration::BoxFuture<'a, Result<(), weaver_bridge::HostError>> {
+        self.inner.apply_update(room, update, origin)
+    }
+    fn subscribe(&self) -> Box<dyn weaver_bridge::UpdateStream> {
+        self.inner.subscribe()
+    }
+}
+
+/// When the host unloads a room, the bridge drops its mirror with it (so unloaded rooms cost
+/// the bridge no memory): the room's next update makes the bridge rebuild the mirror from the
+/// host's state. Without the notice the mirror would stay for `MIRROR_IDLE` (10 minutes) and
+/// the next update would be applied to it without a state read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_unload_notice_drops_the_mirror() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(redb::Database::create(dir.path().join("weaver.redb")).unwrap());
+    let memory = MemoryHost::new(1024);
+    let host = Arc::new(CountingHost {
+        inner: memory.clone(),
+        state_reads: Default::default(),
+    });
+    let cfg = BridgeConfig::from_toml("").unwrap();
+    let registry = Registry::from_config_with_env(&cfg, &env).unwrap();
+    let shutdown = CancellationToken::new();
+    let handle =
+        Bridge::start_with_registry(cfg, registry, db, host.clone(), shutdown.clone()).unwrap();
+    let reads = || host.state_reads.load(std::sync::atomic::Ordering::SeqCst);
+    let wait_reads = |n: usize, what: &'static str| async move {
+        let start = Instant::now();
+        while reads() < n {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "timed out: {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let write = |text: &str| {
+        let ws = Workspace::new();
+        ws.apply_update_v1(&memory.state("r").unwrap(), "load")
+            .unwrap();
+        let ((), update) = ws
+            .transact("client", |t| {
+                if !t.has_block("b") {
+                    t.add_block("b", "text", "").unwrap();
+                }
+                t.insert_text("b", 0, text).unwrap();
+            })
+            .unwrap();
+        memory.apply("r", &update, "client").unwrap();
+    };
+
+    // First sight of the room: the mirror is built from the host's state.
+    write("one");
+    wait_reads(1, "the first mirror build").await;
+    // The notice and the update after it travel on the same stream, so the bridge has
+    // dropped the mirror when the update arrives and must rebuild it.
+    memory.unload("r");
+    write("two");
+    wait_reads(2, "the mirror rebuilt after the unload notice").await;
+    // A mirrored room's updates are applied to the mirror: no further state read.
+    write("three");
+    write("four");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(reads(), 2, "one rebuild per unload");
+    shutdown.cancel();
+    handle.join().await;
+}

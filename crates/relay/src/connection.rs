@@ -29,8 +29,12 @@ use crate::room::{Closer, ConnLink, RoomCmd};
 /// reply afterwards (so the close code is not lost in a TCP reset).
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
-/// Initial read buffer of each WebSocket (see where the upgrade is configured).
-const READ_BUFFER_BYTES: usize = 4096;
+/// Read buffer of each WebSocket, allocated up front and kept for the connection's life; also
+/// the most one socket read asks for. Yjs updates and awareness messages are tens to hundreds
+/// of bytes, so 1 KiB still takes several per read; a larger message reserves its whole
+/// length at once and is read in 1 KiB steps (a few hundred extra reads per MiB, only for
+/// large syncs). 4 KiB held 8 KB of every two-client room (docs/benchmarks.md).
+const READ_BUFFER_BYTES: usize = 1024;
 
 /// Why updates carrying subdocuments are refused (see the leak note where it is checked).
 pub(crate) const SUBDOCS_REFUSED: &str = "subdocuments are not supported";
@@ -70,25 +74,22 @@ pub(crate) async fn ws_handler(
     let max = relay.shared.config.max_message_bytes;
     let conn_id = relay.next_id();
     let span = info_span!("conn", room = %room, conn = conn_id);
-    // tungstenite reserves 128 KiB of read buffer per socket by default; sync frames are small,
-    // and with 4 KiB the memory per idle connection drops ~8× (docs/benchmarks.md). Larger
-    // messages still arrive: the buffer grows on demand up to the message limit.
+    // tungstenite reserves 128 KiB of read buffer per socket by default; sync frames are small
+    // (see READ_BUFFER_BYTES). Larger messages still arrive: the buffer grows on demand up to
+    // the message limit.
     ws.max_message_size(max)
         .max_frame_size(max)
         .read_buffer_size(READ_BUFFER_BYTES)
         .on_upgrade(move |socket| {
-            async move {
-                // Held for the connection's lifetime: one permit per open socket.
-                let _permit = permit;
-                let _room_slot = room_slot;
-                run(relay, room, conn_id, socket, access).await;
-            }
-            .instrument(span)
+            let conn = {
+                let _entered = span.enter();
+                start(relay, room, conn_id, socket, access, (permit, room_slot))
+            };
+            conn.instrument(span)
         })
 }
 
 struct Reader {
-    room: RoomHandle,
     conn_id: u64,
     closer: Arc<Closer>,
     limits: UpdateLimits,
@@ -104,7 +105,7 @@ impl Reader {
     }
 
     /// Handles one binary frame. Returns false when the connection must stop reading.
-    async fn frame(&self, frame: Bytes) -> bool {
+    async fn frame(&self, room: &RoomHandle, frame: Bytes) -> bool {
         let msg = match weaver_protocol::decode_message(&frame) {
             Ok(m) => m,
             Err(e) => {
@@ -194,7 +195,7 @@ impl Reader {
                 return true;
             }
         };
-        if self.room.tx.send(cmd).await.is_err() {
+        if room.tx.send(cmd).await.is_err() {
             self.closer.close(close_code::INTERNAL, "room closed");
             return false;
         }
@@ -202,24 +203,35 @@ impl Reader {
     }
 }
 
-async fn run(
+/// Sets up a connection synchronously (writer task, outbound queue, policy) and returns the
+/// future that lives as long as the connection. Done outside that future on purpose: an async
+/// fn keeps its arguments (the whole WebSocket, ~0.5 KB) and every local that lives across an
+/// await in its state for the connection's life; this way the state holds only what the read
+/// side needs (memory per connection, docs/benchmarks.md).
+fn start(
     relay: RelayHandle,
     room: String,
     conn_id: u64,
     socket: WebSocket,
     access: crate::auth::Access,
-) {
+    // Held for the connection's lifetime: one connection permit, one slot in the room.
+    slots: (tokio::sync::OwnedSemaphorePermit, crate::limits::RoomSlot),
+) -> impl Future<Output = ()> + Send + 'static {
     // Shutdown waits (bounded) for connections too: they hold the store until they end.
-    let _tracked = relay.shared.tracker.token();
-    let cfg = relay.shared.config.clone();
+    let tracked = relay.shared.tracker.token();
     metrics::gauge!(m::CONNECTIONS).increment(1.0);
     metrics::counter!(m::CONNECTIONS_TOTAL).increment(1);
     let started = Instant::now();
-    let (sink, mut stream) = socket.split();
-    let (tx, rx) = mpsc::channel::<Bytes>(cfg.conn_queue_frames);
+    let (sink, stream) = socket.split();
+    let (tx, rx) = mpsc::channel::<Bytes>(relay.shared.config.conn_queue_frames);
     let closer = Arc::new(Closer::default());
     crate::auth::watch_expiry(&access, closer.clone());
-    let policy = crate::limits::ConnPolicy::new(&relay, &room, access, tx.clone());
+    let reader = Reader {
+        conn_id,
+        closer: closer.clone(),
+        limits: UpdateLimits::default(),
+        policy: crate::limits::ConnPolicy::new(&relay, &room, access, tx.clone()),
+    };
     let last_seen = Arc::new(AtomicU64::new(0));
     let writer = tokio::spawn(
         write_loop(
@@ -230,7 +242,7 @@ async fn run(
             WriteTiming {
                 started,
                 last_seen: last_seen.clone(),
-                ping_interval: cfg.ping_interval,
+                ping_interval: relay.shared.config.ping_interval,
             },
         )
         .in_current_span(),
@@ -238,21 +250,43 @@ async fn run(
     let link = ConnLink {
         id: conn_id,
         tx,
-        closer: closer.clone(),
+        closer,
     };
-    let joined = relay.join(&room, link).await;
-    match joined {
+    async move {
+        let _tracked = tracked;
+        let _slots = slots;
+        run(
+            relay,
+            room,
+            reader,
+            link,
+            stream,
+            writer,
+            (last_seen, started),
+        )
+        .await;
+    }
+}
+
+async fn run(
+    relay: RelayHandle,
+    room: String,
+    reader: Reader,
+    link: ConnLink,
+    mut stream: futures_util::stream::SplitStream<WebSocket>,
+    writer: tokio::task::JoinHandle<()>,
+    (last_seen, started): (Arc<AtomicU64>, Instant),
+) {
+    match relay.join(&room, link).await {
         Ok(room_handle) => {
             info!("connected");
-            let reader = Reader {
-                room: room_handle.clone(),
-                conn_id,
-                closer: closer.clone(),
-                limits: UpdateLimits::default(),
-                policy,
-            };
-            read_loop(&reader, &mut stream, &last_seen, started).await;
-            let _ = room_handle.tx.send(RoomCmd::Leave { conn_id }).await;
+            read_loop(&reader, &room_handle, &mut stream, &last_seen, started).await;
+            let _ = room_handle
+                .tx
+                .send(RoomCmd::Leave {
+                    conn_id: reader.conn_id,
+                })
+                .await;
         }
         Err(e) => {
             warn!(error = %e, "could not join room");
@@ -261,9 +295,10 @@ async fn run(
                 RelayError::Unavailable(_) | RelayError::Overloaded(_) => close_code::SLOW_CONSUMER,
                 _ => close_code::INTERNAL,
             };
-            closer.close(code, "room unavailable");
+            reader.closer.close(code, "room unavailable");
         }
     }
+    let closer = &reader.closer;
     closer.close(1000, "");
     // Our close frame goes out first; then keep the socket briefly so the peer reads it before
     // the socket goes away. Dropping a socket with unread input (the rest of an oversized
@@ -290,6 +325,7 @@ async fn run(
 
 async fn read_loop(
     reader: &Reader,
+    room: &RoomHandle,
     stream: &mut futures_util::stream::SplitStream<WebSocket>,
     last_seen: &AtomicU64,
     started: Instant,
@@ -315,7 +351,7 @@ async fn read_loop(
                 return;
             }
             Some(Ok(Message::Binary(b))) => {
-                if !reader.frame(b).await {
+                if !reader.frame(room, b).await {
                     return;
                 }
             }

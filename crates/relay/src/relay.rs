@@ -25,6 +25,9 @@ use crate::store::{PersisterThread, Store};
 pub const EVENTS_CAPACITY: usize = 16_384;
 /// Capacity of the room-deletion broadcast (deletions are rare; a lagging subscriber resyncs).
 pub const DELETIONS_CAPACITY: usize = 1024;
+/// Capacity of the room-unload broadcast. A lagging subscriber only misses hints (see
+/// [`RelayHandle::subscribe_unloads`]).
+pub const UNLOADS_CAPACITY: usize = 4096;
 /// How often a request is retried when it races with a room unloading.
 const ROOM_RETRIES: usize = 5;
 
@@ -56,6 +59,8 @@ pub(crate) struct Shared {
     pub events: broadcast::Sender<CommittedUpdate>,
     /// Names of rooms deleted through [`RelayHandle::delete_room`], after their content is gone.
     pub deletions: broadcast::Sender<Arc<str>>,
+    /// Names of rooms that left memory because they were idle.
+    pub unloads: broadcast::Sender<Arc<str>>,
     /// Cancelled when the relay shuts down; rooms and connections watch it.
     pub cancel: CancellationToken,
     pub tracker: TaskTracker,
@@ -115,6 +120,7 @@ impl Relay {
         let (store, persister) = Store::start(db, config.commit_mode)?;
         let (events, _) = broadcast::channel(EVENTS_CAPACITY);
         let (deletions, _) = broadcast::channel(DELETIONS_CAPACITY);
+        let (unloads, _) = broadcast::channel(UNLOADS_CAPACITY);
         let shared = Arc::new(Shared {
             conn_permits: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
             load_permits: tokio::sync::Semaphore::new(config.limits.max_concurrent_loads),
@@ -123,6 +129,7 @@ impl Relay {
             config,
             events,
             deletions,
+            unloads,
             cancel: shutdown,
             tracker: TaskTracker::new(),
             rooms: Mutex::new(HashMap::new()),
@@ -206,6 +213,14 @@ impl RelayHandle {
     /// so update consumers are unaffected; a consumer needing both should `select!` over them.
     pub fn subscribe_deletions(&self) -> broadcast::Receiver<Arc<str>> {
         self.shared.deletions.subscribe()
+    }
+
+    /// Receives the name of every room the relay unloaded because it sat idle (no connection
+    /// for the idle-unload time), after its last update was published to [`Self::subscribe`].
+    /// A hint for consumers that keep per-room state (the bridge's mirrors) to let it go with
+    /// the room; nothing is lost if it is missed (lagging) or ignored.
+    pub fn subscribe_unloads(&self) -> broadcast::Receiver<Arc<str>> {
+        self.shared.unloads.subscribe()
     }
 
     /// Validates, applies, persists and broadcasts a v1 update to `room` (loading it if

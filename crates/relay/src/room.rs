@@ -427,6 +427,9 @@ pub(crate) async fn run(
     }
     metrics::gauge!(m::ROOMS_LOADED).decrement(1.0);
     info!(reason = exit_reason, "room unloaded");
+    if exit_reason == "idle" {
+        let _ = relay.shared.unloads.send(name.clone());
+    }
 }
 
 /// A room as rebuilt from storage.

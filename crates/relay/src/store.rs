@@ -39,16 +39,18 @@ const MAX_GROUP_BYTES: usize = 64 * 1024 * 1024;
 /// Depth of the persister's request queue; senders wait (backpressure) when it is full.
 const PERSIST_QUEUE: usize = 8192;
 
-/// How the persister commits. Both are `Durability::Immediate` (durable when commit returns).
+/// How the persister commits. Both are `Durability::Immediate` (durable when commit returns);
+/// docs/storage.md says why one-phase is the default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CommitMode {
-    /// redb's two-phase commit (two fsyncs). Client bytes end up in stored values, and redb
-    /// recommends 2PC for untrusted input because the one-phase checksum is not collision
-    /// resistant. The default.
-    #[default]
+    /// redb's two-phase commit (two fsyncs): also defeats an attacker who controls the order
+    /// in which the disk writes pages, can crash the machine during the fsync, and knows the
+    /// database contents well enough to forge an XXH3 collision.
     TwoPhase,
-    /// One fsync per commit (1PC + checksum): lower latency, relies on XXH3 to detect a torn
-    /// commit after a crash.
+    /// One fsync per commit (1PC + checksum, redb's own default): a torn commit after a crash
+    /// fails its checksums and is rolled back to the previous commit. The default: the fsync is
+    /// the fan-out latency, and nothing unacknowledged is lost either way.
+    #[default]
     OnePhase,
 }
 

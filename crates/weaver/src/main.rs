@@ -2,6 +2,8 @@
 //! store, runs the relay (and whatever routers other parts merge in) until SIGINT/SIGTERM.
 //! Deliberately thin: every behaviour lives in the library crates.
 
+#[cfg(not(target_env = "msvc"))]
+mod alloc;
 mod bridge_host;
 mod demo;
 
@@ -91,9 +93,10 @@ struct ServeArgs {
     /// Bytes of causally incomplete ("pending") updates a room may park; more → 1008.
     #[arg(long, env = "WEAVER_MAX_PENDING_BYTES", default_value_t = weaver_relay::DEFAULT_MAX_PENDING_BYTES)]
     max_pending_bytes: usize,
-    /// redb commit protocol for the relay's writes: `two-phase` (two fsyncs, recommended for
-    /// untrusted input) or `one-phase` (one fsync, lower latency). Both are fully durable.
-    #[arg(long, env = "WEAVER_COMMIT", value_enum, default_value = "two-phase")]
+    /// redb commit protocol for the relay's writes: `one-phase` (one fsync + checksums) or
+    /// `two-phase` (two fsyncs; see docs/storage.md for the one attack it adds defence against).
+    /// Both are fully durable.
+    #[arg(long, env = "WEAVER_COMMIT", value_enum, default_value = "one-phase")]
     commit: CommitArg,
     /// Bridge configuration (TOML, see docs/bridge.md); without it every index uses the
     /// built-in `local` integration.

@@ -119,6 +119,8 @@ async fn idle_rooms_unload_and_reload_from_storage() {
         ..RelayConfig::default()
     };
     let s = start(dir.path(), config).await;
+    let mut updates = s.handle.subscribe();
+    let mut unloads = s.handle.subscribe_unloads();
     let w = Writer::new(31);
     let mut c = s.client("idle").await;
     c.handshake().await;
@@ -134,6 +136,10 @@ async fn idle_rooms_unload_and_reload_from_storage() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The unload is announced (the bridge drops its mirror on it), after the room's update.
+    let unloaded = tokio::time::timeout(WAIT, unloads.recv()).await.unwrap();
+    assert_eq!(&*unloaded.unwrap(), "idle");
+    assert_eq!(&*updates.try_recv().unwrap().room, "idle");
     let mut c = s.client("idle").await;
     assert_eq!(text_of(&c.handshake().await), "kept");
     s.stop().await;
