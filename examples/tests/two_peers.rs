@@ -19,7 +19,7 @@ async fn two_peers_sync_through_an_in_process_relay() {
     let server = tokio::spawn(weaver_relay::serve(
         listener,
         relay.router(),
-        weaver_relay::DEFAULT_HANDSHAKE_TIMEOUT,
+        weaver_relay::HttpLimits::default(),
         shutdown.clone().cancelled_owned(),
     ));
     let url = format!("ws://{addr}");

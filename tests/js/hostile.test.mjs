@@ -54,8 +54,8 @@ test('hostile frames are closed with their code; the room keeps syncing', { time
 })
 
 /** A raw TCP connection; `closed` resolves with what the server sent once it closes the socket. */
-function rawTcp (port) {
-  const sock = net.connect(port, '127.0.0.1')
+function rawTcp (port, localAddress = '127.0.0.1') {
+  const sock = net.connect({ port, host: '127.0.0.1', localAddress })
   const start = Date.now()
   let received = ''
   sock.on('data', (d) => { received += d })
@@ -141,6 +141,48 @@ test('shutdown closes connections still sending their request head, within the H
     assert.match(w.logs(), /bye/)
   } finally {
     a.destroy()
+    await w.stop()
+  }
+})
+
+test('HTTP connection caps: per client address and in total; upgraded sockets do not count', { timeout: 60000 }, async () => {
+  const w = await startWeaver({ args: ['--handshake-timeout-secs', '20', '--max-http-connections', '6', '--max-http-connections-per-ip', '3'] })
+  const socks = []
+  const clients = []
+  const silent = async (from) => { const r = rawTcp(w.port, from); socks.push(r); await r.connected; return r }
+  try {
+    // Stock clients hold a slot only during their handshake.
+    for (let i = 0; i < 4; i++) clients.push(await yclient(w.wsUrl, 'caps', { localAddress: '127.0.0.2' }))
+    const held = []
+    for (let i = 0; i < 3; i++) held.push(await silent('127.0.0.2'))
+    // A fourth from the same address is closed at once, with nothing sent.
+    const fourth = await silent('127.0.0.2')
+    const r = await within(fourth.closed, 2000, 'refusing the 4th connection of one address')
+    assert.equal(r.received, '')
+    // Another address still gets in, and stock clients from it sync with those already there.
+    const other = await yclient(w.wsUrl, 'caps', { localAddress: '127.0.0.3' })
+    clients.push(other)
+    other.text.insert(0, 'still syncing')
+    await waitFor(() => clients[0].text.toString() === 'still syncing', { what: 'sync while one address is capped' })
+    // Three more silent sockets from a third address reach the total of 6: now everyone waits.
+    for (let i = 0; i < 3; i++) held.push(await silent('127.0.0.4'))
+    const over = await silent('127.0.0.5')
+    assert.equal((await within(over.closed, 2000, 'refusing beyond the total')).received, '')
+    // The held sockets were never closed early; releasing them frees their slots at once.
+    for (const h of held) assert.equal(h.sock.destroyed, false)
+    for (const h of held) h.sock.destroy()
+    const m = await within((async () => {
+      for (;;) {
+        try { return await (await fetch(`${w.httpUrl}/metrics`)).text() } catch { await sleep(50) }
+      }
+    })(), 5000, 'an HTTP request after the slots were released')
+    assert.ok(counter(m, 'http_connection_limit_per_ip') >= 1, m.match(/^weaver_rejected.*$/gm)?.join('\n'))
+    assert.ok(counter(m, 'http_connection_limit') >= 1)
+    clients.push(await yclient(w.wsUrl, 'caps', { localAddress: '127.0.0.2' }))
+    assert.equal(clients.at(-1).text.toString(), 'still syncing')
+  } finally {
+    for (const s of socks) s.sock.destroy()
+    for (const c of clients) c.destroy()
     await w.stop()
   }
 })

@@ -41,6 +41,9 @@ pub const ROOM_INBOX: usize = 1024;
 /// socket is closed. Bounds what a peer that connects and sends nothing, or dribbles headers
 /// (slowloris), can hold. A browser's upgrade request arrives in one packet.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP connections not (yet) upgraded, open at once: in total, and per peer IP address.
+pub const DEFAULT_MAX_HTTP_CONNECTIONS: usize = 2_048;
+pub const DEFAULT_MAX_HTTP_CONNECTIONS_PER_IP: usize = 256;
 /// How long shutdown waits for rooms to flush and close before giving up.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -58,6 +61,9 @@ pub struct RelayConfig {
     pub shutdown_timeout: Duration,
     /// HTTP request-head deadline, used by [`crate::serve`].
     pub handshake_timeout: Duration,
+    /// HTTP connections not (yet) upgraded, in total and per peer IP, used by [`crate::serve`].
+    pub max_http_connections: usize,
+    pub max_http_connections_per_ip: usize,
     pub max_connections: usize,
     pub max_doc_bytes: u64,
     pub max_pending_bytes: usize,
@@ -81,6 +87,8 @@ impl Default for RelayConfig {
             max_awareness_state_bytes: DEFAULT_MAX_AWARENESS_STATE_BYTES,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_http_connections: DEFAULT_MAX_HTTP_CONNECTIONS,
+            max_http_connections_per_ip: DEFAULT_MAX_HTTP_CONNECTIONS_PER_IP,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_doc_bytes: DEFAULT_MAX_DOC_BYTES,
             max_pending_bytes: DEFAULT_MAX_PENDING_BYTES,
@@ -92,6 +100,15 @@ impl Default for RelayConfig {
 }
 
 impl RelayConfig {
+    /// What [`crate::serve`] needs of this configuration.
+    pub fn http_limits(&self) -> crate::HttpLimits {
+        crate::HttpLimits {
+            handshake_timeout: self.handshake_timeout,
+            max_http_connections: self.max_http_connections,
+            max_http_connections_per_ip: self.max_http_connections_per_ip,
+        }
+    }
+
     /// Rejects settings that would make the relay misbehave (zero queues, zero sizes).
     pub fn validate(self) -> Result<Self, String> {
         if self.max_message_bytes < 1024 {
@@ -105,6 +122,9 @@ impl RelayConfig {
         }
         if self.handshake_timeout.is_zero() {
             return Err("handshake timeout must be positive".into());
+        }
+        if self.max_http_connections == 0 || self.max_http_connections_per_ip == 0 {
+            return Err("HTTP connection limits must be positive".into());
         }
         if self.max_connections == 0 {
             return Err("max connections must be positive".into());

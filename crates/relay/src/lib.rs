@@ -26,10 +26,10 @@
 //! let db = open_database(std::path::Path::new("./weaver-data"))?;
 //! let shutdown = tokio_util::sync::CancellationToken::new();
 //! let config = RelayConfig::default();
-//! let handshake_timeout = config.handshake_timeout;
+//! let http_limits = config.http_limits();
 //! let relay = Relay::start(db, config, shutdown.clone())?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:1234").await?;
-//! serve(listener, relay.router(), handshake_timeout, shutdown.clone().cancelled_owned()).await?;
+//! serve(listener, relay.router(), http_limits, shutdown.clone().cancelled_owned()).await?;
 //! relay.shutdown().await;
 //! # Ok(()) }
 //! ```
@@ -56,5 +56,5 @@ pub use relay::{
     CommittedUpdate, DELETIONS_CAPACITY, EVENTS_CAPACITY, Relay, RelayHandle, UpdateOrigin,
     validate_room_name,
 };
-pub use server::{SHUTDOWN_DRAIN, serve};
+pub use server::{HttpLimits, SHUTDOWN_DRAIN, serve};
 pub use store::{CommitMode, DB_FILE_NAME, Store, StoreError, open_database};

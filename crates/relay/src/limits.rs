@@ -358,7 +358,7 @@ mod tests {
         let server = tokio::spawn(crate::serve(
             listener,
             relay.router(),
-            crate::DEFAULT_HANDSHAKE_TIMEOUT,
+            crate::HttpLimits::default(),
             shutdown.clone().cancelled_owned(),
         ));
 

@@ -8,10 +8,11 @@
 //! would still never be closed. Weaver speaks HTTP/1.1 only (y-websocket upgrades over it), so
 //! hyper's `http1` builder is used directly.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -30,6 +31,82 @@ use crate::metrics as m;
 /// HTTP server after the relay has shut down.
 pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(1);
 
+/// Limits of the HTTP layer, before a connection becomes a WebSocket.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Deadline for a complete request head, from the accept and after each response.
+    pub handshake_timeout: Duration,
+    /// HTTP connections (not yet, or never, upgraded) open at once, in total.
+    pub max_http_connections: usize,
+    /// The same, per peer IP address: one slow or silent client cannot take all of them.
+    pub max_http_connections_per_ip: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: crate::config::DEFAULT_HANDSHAKE_TIMEOUT,
+            max_http_connections: crate::config::DEFAULT_MAX_HTTP_CONNECTIONS,
+            max_http_connections_per_ip: crate::config::DEFAULT_MAX_HTTP_CONNECTIONS_PER_IP,
+        }
+    }
+}
+
+/// Open HTTP connections, in total and per peer IP. A slot is released when its connection
+/// task ends, which for a WebSocket is right after the upgrade (the socket then leaves hyper).
+#[derive(Debug, Default)]
+struct Slots {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+struct Slot {
+    slots: Arc<Mutex<Slots>>,
+    ip: IpAddr,
+}
+
+impl Slot {
+    /// `Err(reason)` when the connection must be refused.
+    fn take(
+        slots: &Arc<Mutex<Slots>>,
+        ip: IpAddr,
+        limits: &HttpLimits,
+    ) -> Result<Slot, &'static str> {
+        let mut s = slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if s.total >= limits.max_http_connections {
+            return Err("http_connection_limit");
+        }
+        let n = s.per_ip.entry(ip).or_insert(0);
+        if *n >= limits.max_http_connections_per_ip {
+            return Err("http_connection_limit_per_ip");
+        }
+        *n += 1;
+        s.total += 1;
+        Ok(Slot {
+            slots: Arc::clone(slots),
+            ip,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut s = self
+            .slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.total = s.total.saturating_sub(1);
+        if let Some(n) = s.per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                s.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` completes.
 ///
 /// Each accepted socket gets `TCP_NODELAY` (small y-websocket frames must not wait for Nagle +
@@ -37,7 +114,10 @@ pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(1);
 /// of being accepted, and again after each response while it is kept alive; otherwise it is
 /// closed without a response. When that happens before its first request, the connection is
 /// counted as `weaver_rejected_messages_total{reason="handshake_timeout"}` (an idle keep-alive
-/// connection closed after a response is normal and not counted).
+/// connection closed after a response is normal and not counted). A connection beyond
+/// [`HttpLimits`]' caps is closed at once (reasons `http_connection_limit`,
+/// `http_connection_limit_per_ip`): a flood of silent sockets costs bounded memory, and one
+/// address cannot take every slot.
 ///
 /// On `shutdown`: stops accepting, asks every connection to finish its in-flight request and
 /// close ([`SHUTDOWN_DRAIN`] at most), and returns when all connection tasks have ended.
@@ -45,9 +125,10 @@ pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(1);
 pub async fn serve(
     listener: TcpListener,
     app: axum::Router,
-    handshake_timeout: Duration,
+    limits: HttpLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let slots = Arc::new(Mutex::new(Slots::default()));
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -70,6 +151,16 @@ pub async fn serve(
                 }
             }
         };
+        let slot = match Slot::take(&slots, peer.ip(), &limits) {
+            Ok(slot) => slot,
+            Err(reason) => {
+                // Dropping the socket closes it; no response, nothing read. Debug level: a
+                // flood would otherwise become a log flood; the counter shows it.
+                metrics::counter!(m::REJECTED_MESSAGES_TOTAL, "reason" => reason).increment(1);
+                tracing::debug!(%peer, reason, "refused an HTTP connection");
+                continue;
+            }
+        };
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::warn!(error = %e, "could not set TCP_NODELAY");
         }
@@ -77,8 +168,9 @@ pub async fn serve(
             tcp,
             peer,
             app.clone(),
-            handshake_timeout,
+            limits.handshake_timeout,
             stop.clone(),
+            slot,
         ));
     }
     drop(listener);
@@ -94,6 +186,8 @@ async fn serve_connection(
     app: axum::Router,
     handshake_timeout: Duration,
     stop: CancellationToken,
+    // Held until this task ends.
+    _slot: Slot,
 ) {
     // Set once a request head has been read completely: tells a peer that never managed one
     // (counted) from a kept-alive connection that went quiet after a response (not counted).

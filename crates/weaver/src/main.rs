@@ -106,6 +106,13 @@ struct ServeArgs {
     /// kept-alive HTTP connection); slower or silent connections are closed (slowloris).
     #[arg(long, env = "WEAVER_HANDSHAKE_TIMEOUT_SECS", default_value_t = weaver_relay::DEFAULT_HANDSHAKE_TIMEOUT.as_secs())]
     handshake_timeout_secs: u64,
+    /// HTTP connections that are not (yet) WebSockets, open at once; more are closed at accept
+    /// (bounds what a flood of silent sockets costs within the handshake deadline).
+    #[arg(long, env = "WEAVER_MAX_HTTP_CONNECTIONS", default_value_t = weaver_relay::DEFAULT_MAX_HTTP_CONNECTIONS)]
+    max_http_connections: usize,
+    /// The same, per client IP address, so one client cannot take them all.
+    #[arg(long, env = "WEAVER_MAX_HTTP_CONNECTIONS_PER_IP", default_value_t = weaver_relay::DEFAULT_MAX_HTTP_CONNECTIONS_PER_IP)]
+    max_http_connections_per_ip: usize,
     /// Seconds shutdown waits for rooms to flush and close.
     #[arg(long, env = "WEAVER_SHUTDOWN_TIMEOUT_SECS", default_value_t = weaver_relay::DEFAULT_SHUTDOWN_TIMEOUT.as_secs())]
     shutdown_timeout_secs: u64,
@@ -125,6 +132,8 @@ impl ServeArgs {
             compact_after_bytes: self.compact_after_bytes,
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
             handshake_timeout: Duration::from_secs(self.handshake_timeout_secs),
+            max_http_connections: self.max_http_connections,
+            max_http_connections_per_ip: self.max_http_connections_per_ip,
             max_connections: self.max_connections,
             max_doc_bytes: self.max_doc_bytes,
             max_pending_bytes: self.max_pending_bytes,
@@ -204,7 +213,7 @@ fn install_metrics() -> anyhow::Result<PrometheusHandle> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.security.apply(args.relay_config()?, args.listen)?;
     let auth_enabled = config.auth.key.is_some();
-    let handshake_timeout = config.handshake_timeout;
+    let http_limits = config.http_limits();
     let metrics = install_metrics()?;
     let shutdown = CancellationToken::new();
     tokio::spawn(wait_for_signal(shutdown.clone()));
@@ -272,7 +281,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let server = tokio::spawn(weaver_relay::serve(
         listener,
         app,
-        handshake_timeout,
+        http_limits,
         shutdown.clone().cancelled_owned(),
     ));
     shutdown.cancelled().await;

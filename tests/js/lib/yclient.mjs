@@ -8,9 +8,11 @@ import WebSocket from 'ws'
 process.setMaxListeners(0)
 
 /** Connects a fresh Y.Doc to `room`; resolves once the provider reports `synced`. */
-export async function yclient (wsUrl, room, { timeoutMs = 15000 } = {}) {
+export async function yclient (wsUrl, room, { timeoutMs = 15000, localAddress } = {}) {
   const doc = new Y.Doc()
-  const provider = new WebsocketProvider(wsUrl, room, doc, { WebSocketPolyfill: WebSocket, disableBc: true })
+  // `localAddress` (e.g. 127.0.0.2) makes the client a different peer IP on loopback.
+  const Polyfill = localAddress ? class extends WebSocket { constructor (url, protocols) { super(url, protocols, { localAddress }) } } : WebSocket
+  const provider = new WebsocketProvider(wsUrl, room, doc, { WebSocketPolyfill: Polyfill, disableBc: true })
   await waitFor(() => provider.synced, { timeoutMs, what: `sync of ${room}` })
   return {
     doc,

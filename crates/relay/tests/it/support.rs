@@ -33,7 +33,7 @@ pub async fn start(dir: &Path, config: RelayConfig) -> Server {
     let server = tokio::spawn(weaver_relay::serve(
         listener,
         relay.router(),
-        weaver_relay::DEFAULT_HANDSHAKE_TIMEOUT,
+        weaver_relay::HttpLimits::default(),
         shutdown.clone().cancelled_owned(),
     ));
     Server {
