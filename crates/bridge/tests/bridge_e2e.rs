@@ -1226,7 +1226,10 @@ async fn warm_up(memory: &MemoryHost, host: &CountingHost) {
     memory.apply("warm-up", &update, "client").unwrap();
     let start = Instant::now();
     while host.state_reads.load(std::sync::atomic::Ordering::SeqCst) < 1 {
-        assert!(start.elapsed() < Duration::from_secs(20), "timed out: warm-up");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out: warm-up"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -1334,7 +1337,10 @@ async fn rooms_without_blocks_are_not_mirrored_until_they_get_one() {
     memory.apply("doc", &update, "client").unwrap();
     let start = Instant::now();
     while reads() < 2 {
-        assert!(start.elapsed() < Duration::from_secs(20), "timed out: room with a block");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out: room with a block"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
