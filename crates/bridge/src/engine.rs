@@ -6,7 +6,7 @@
 //! into outbox state; nothing needed for correctness is remembered only in memory. The HTTP
 //! routes live in `api.rs`; storage in `outbox.rs`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -152,6 +152,7 @@ impl Bridge {
         let actor = DocActor {
             inner: inner.clone(),
             rooms: HashMap::new(),
+            unmirrored: HashSet::new(),
             dirty: HashMap::new(),
             wb_failures: HashMap::new(),
         };
@@ -254,9 +255,31 @@ struct Mirror {
 /// A mirror untouched this long is dropped; the next update reloads (and re-sweeps) the room.
 const MIRROR_IDLE: Duration = Duration::from_secs(600);
 
+/// Whether v1 update bytes (an update, or a room's whole state) may put anything under the
+/// `blocks` root, the only part of a document the rules read.
+///
+/// Exact in the direction that matters: an item can only land under a root type if it names
+/// the root (an item with neither left nor right origin is encoded with its parent, and a root
+/// parent is encoded by its name, in full) or if one of its origins is already under that root.
+/// So a room whose state holds no `blocks` bytes has nothing under `blocks`, and keeps nothing
+/// there after any update without them. Direct children of a root are never collected into
+/// `GC` structs (only children of a collected type are), so a room that ever had a block keeps
+/// the marker in its state for good. Text that happens to contain the word only costs a mirror.
+fn may_touch_blocks(update: &[u8]) -> bool {
+    let marker = weaver_doc::BLOCKS_ROOT.as_bytes();
+    update.windows(marker.len()).any(|w| w == marker)
+}
+
 struct DocActor {
     inner: Arc<Inner>,
+    /// Mirrors of the rooms with bridge content that the bridge is following now.
     rooms: HashMap<String, Mirror>,
+    /// Rooms with bridge content whose mirror was dropped (the host unloaded the room, it sat
+    /// idle, or a rebuild failed): their next update reloads and re-sweeps them. Every other
+    /// room without a mirror is known to have nothing under `blocks` (swept at start-up, or
+    /// every committed update of it seen without the marker), so its updates are skipped
+    /// unless they carry the marker (`may_touch_blocks`).
+    unmirrored: HashSet<Box<str>>,
     /// (room, block) → (first unindexed edit, last edit): the re-index debounce.
     dirty: HashMap<(String, String), (Instant, Instant)>,
     /// room → (consecutive refused write-backs, not before): the write-back backoff.
@@ -290,9 +313,8 @@ impl DocActor {
             Ok(rooms) => {
                 tracing::info!(rooms = rooms.len(), "bridge start-up sweep");
                 for room in rooms {
-                    if let Err(e) = self.load_room(&room).await {
-                        tracing::warn!(room = %room, error = %e, "start-up sweep of room failed");
-                    }
+                    self.sweep_stored_room(&room, "start-up sweep of room failed")
+                        .await;
                 }
             }
             Err(e) => tracing::error!(error = %e, "bridge cannot list stored rooms"),
@@ -329,7 +351,7 @@ impl DocActor {
                                 let busy = to_drain.contains(&room)
                                     || self.dirty.keys().any(|(r, _)| *r == room);
                                 if !busy {
-                                    self.rooms.remove(&room);
+                                    self.drop_mirror(&room);
                                 } else if let Some(m) = self.rooms.get_mut(&room) {
                                     // Changes still to drain or a re-index pending: `evict_idle`
                                     // drops it once they are done.
@@ -341,6 +363,7 @@ impl DocActor {
                                 // re-sweep every stored room, as at start-up.
                                 tracing::warn!("bridge lagged behind the host; rebuilding mirrors");
                                 let mut rooms: BTreeSet<String> = self.rooms.keys().cloned().collect();
+                                rooms.extend(self.unmirrored.drain().map(String::from));
                                 match self.inner.host.stored_rooms().await {
                                     Ok(stored) => rooms.extend(stored),
                                     Err(e) => tracing::warn!(error = %e, "cannot list stored rooms after lag"),
@@ -348,9 +371,7 @@ impl DocActor {
                                 self.rooms.clear();
                                 to_drain.clear();
                                 for room in rooms {
-                                    if let Err(e) = self.load_room(&room).await {
-                                        tracing::warn!(room = %room, error = %e, "rebuilding mirror failed");
-                                    }
+                                    self.sweep_stored_room(&room, "rebuilding mirror failed").await;
                                 }
                             }
                             None => {
@@ -407,6 +428,7 @@ impl DocActor {
     /// finish later are terminal already (`late_result_ignored`), so they queue nothing.
     async fn room_deleted(&mut self, room: &str) {
         self.rooms.remove(room);
+        self.unmirrored.remove(room);
         self.dirty.retain(|(r, _), _| r != room);
         self.wb_failures.remove(room);
         let calls = self.non_terminal_calls(room, None).await;
@@ -465,7 +487,7 @@ impl DocActor {
             .collect();
         for r in idle {
             tracing::debug!(room = %r, "bridge mirror unloaded (idle)");
-            self.rooms.remove(&r);
+            self.drop_mirror(&r);
         }
     }
 
@@ -485,8 +507,35 @@ impl DocActor {
             .map_or(Some(idle_check), |t| Some(t.min(idle_check)))
     }
 
-    async fn load_room(&mut self, room: &str) -> Result<(), BridgeError> {
+    /// Drops a room's mirror; the room stays one with bridge content, so its next update
+    /// reloads it.
+    fn drop_mirror(&mut self, room: &str) {
+        if self.rooms.remove(room).is_some() {
+            self.unmirrored.insert(room.into());
+        }
+    }
+
+    /// Loads and sweeps a room seen in the store (start-up, lag), keeping its mirror only if
+    /// it has bridge content. A room that fails to load is treated as having some: its next
+    /// update retries.
+    async fn sweep_stored_room(&mut self, room: &str, what: &str) {
+        match self.load_room(room).await {
+            Ok(true) => {}
+            Ok(false) => {
+                self.rooms.remove(room);
+                self.unmirrored.remove(room);
+            }
+            Err(e) => tracing::warn!(room = %room, error = %e, "{what}"),
+        }
+    }
+
+    /// (Re)builds a room's mirror from the host's state and sweeps it. Returns whether the
+    /// state has anything under `blocks` (`may_touch_blocks`); the mirror is kept either way,
+    /// callers that only follow rooms with bridge content drop it. Until the mirror is in
+    /// place the room counts as unmirrored, so a failed load is retried by its next update.
+    async fn load_room(&mut self, room: &str) -> Result<bool, BridgeError> {
         self.rooms.remove(room);
+        self.unmirrored.insert(room.into());
         let state = self
             .inner
             .host
@@ -498,6 +547,8 @@ impl DocActor {
         let ws = Workspace::new();
         ws.apply_update_v1(&state, "load")
             .map_err(|e| BridgeError::Doc(e.to_string()))?;
+        let bridge_content = may_touch_blocks(&state);
+        drop(state);
         let changes = Arc::new(Mutex::new(Vec::new()));
         let sink = changes.clone();
         let sub = ws
@@ -517,16 +568,27 @@ impl DocActor {
                 host_unloaded: false,
             },
         );
-        self.sweep_room(room).await
+        self.unmirrored.remove(room);
+        self.sweep_room(room).await?;
+        Ok(bridge_content)
     }
 
     /// Applies a committed update to the room's mirror. Returns whether its changes still
     /// need `drain` (a room seen for the first time is loaded and swept instead).
     async fn apply_committed(&mut self, room: &str, update: &[u8], origin: &str) -> bool {
         let Some(m) = self.rooms.get_mut(room) else {
-            // First sight of this room: the stored state already contains this update.
-            if let Err(e) = self.load_room(room).await {
-                tracing::warn!(room, error = %e, "cannot load room for the bridge");
+            // A room without bridge content stays without unless this update names `blocks`.
+            if !self.unmirrored.contains(room) && !may_touch_blocks(update) {
+                return false;
+            }
+            // The stored state already contains this update.
+            match self.load_room(room).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.rooms.remove(room);
+                    self.unmirrored.remove(room);
+                }
+                Err(e) => tracing::warn!(room, error = %e, "cannot load room for the bridge"),
             }
             return false;
         };
@@ -864,7 +926,7 @@ impl DocActor {
             .apply_update(room, update, BRIDGE_ORIGIN)
             .await
         {
-            self.rooms.remove(room);
+            self.drop_mirror(room);
             return Err(BridgeError::Host(e.0));
         }
         Ok(true)
@@ -1050,7 +1112,7 @@ impl DocActor {
             .await
         {
             // The mirror holds records the host never stored: rebuild it from stored state.
-            self.rooms.remove(room);
+            self.drop_mirror(room);
             return Err(BridgeError::Host(e.0));
         }
         for wb in written {

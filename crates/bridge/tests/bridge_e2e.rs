@@ -1215,6 +1215,25 @@ impl DocumentHost for CountingHost {
     }
 }
 
+/// Writes a block into room "warm-up" and waits for the bridge's one state read of it (by the
+/// start-up sweep or on first sight, never both): from then on the bridge is past its start-up
+/// sweep, which would otherwise race the test's first writes.
+async fn warm_up(memory: &MemoryHost, host: &CountingHost) {
+    let ws = Workspace::new();
+    let ((), update) = ws
+        .transact("client", |t| t.add_block("w", "text", "").unwrap())
+        .unwrap();
+    memory.apply("warm-up", &update, "client").unwrap();
+    let start = Instant::now();
+    while host.state_reads.load(std::sync::atomic::Ordering::SeqCst) < 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out: warm-up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// When the host unloads a room, the bridge drops its mirror with it (so unloaded rooms cost
 /// the bridge no memory): the room's next update makes the bridge rebuild the mirror from the
 /// host's state. Without the notice the mirror would stay for `MIRROR_IDLE` (10 minutes) and
@@ -1259,19 +1278,103 @@ async fn host_unload_notice_drops_the_mirror() {
         memory.apply("r", &update, "client").unwrap();
     };
 
+    warm_up(&memory, &host).await;
     // First sight of the room: the mirror is built from the host's state.
     write("one");
-    wait_reads(1, "the first mirror build").await;
+    wait_reads(2, "the first mirror build").await;
     // The notice and the update after it travel on the same stream, so the bridge has
     // dropped the mirror when the update arrives and must rebuild it.
     memory.unload("r");
     write("two");
-    wait_reads(2, "the mirror rebuilt after the unload notice").await;
+    wait_reads(3, "the mirror rebuilt after the unload notice").await;
     // A mirrored room's updates are applied to the mirror: no further state read.
     write("three");
     write("four");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(reads(), 2, "one rebuild per unload");
+    assert_eq!(reads(), 3, "one rebuild per unload");
+    shutdown.cancel();
+    handle.join().await;
+}
+
+/// The bridge mirrors only rooms with something under `blocks`: a room edited through other
+/// shared types never costs it a state read or a mirror, and the same room is picked up the
+/// moment an update adds a block with an index entry (the marker is in that update), with the
+/// call created as for any other room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_without_blocks_are_not_mirrored_until_they_get_one() {
+    use yrs::{Text, Transact};
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(redb::Database::create(dir.path().join("weaver.redb")).unwrap());
+    let memory = MemoryHost::new(1024);
+    let host = Arc::new(CountingHost {
+        inner: memory.clone(),
+        state_reads: Default::default(),
+    });
+    let cfg = BridgeConfig::from_toml("").unwrap();
+    let registry = Registry::from_config_with_env(&cfg, &env).unwrap();
+    let shutdown = CancellationToken::new();
+    let handle =
+        Bridge::start_with_registry(cfg, registry, db, host.clone(), shutdown.clone()).unwrap();
+    let reads = || host.state_reads.load(std::sync::atomic::Ordering::SeqCst);
+    warm_up(&memory, &host).await;
+
+    // A plain Yjs text room (what rooms1000 of the benchmark writes), a few updates.
+    let plain = yrs::Doc::new();
+    let text = plain.get_or_insert_text("t");
+    for s in ["a", "b", "c"] {
+        let mut txn = plain.transact_mut();
+        text.push(&mut txn, s);
+        let update = txn.encode_update_v1();
+        drop(txn);
+        memory.apply("plain", &update, "client").unwrap();
+    }
+    // A room with a block: mirrored (one state read). The stream is ordered, so once this
+    // read happened every update of "plain" was handled.
+    let ws = Workspace::new();
+    let ((), update) = ws
+        .transact("client", |t| t.add_block("b", "text", "hi").unwrap())
+        .unwrap();
+    memory.apply("doc", &update, "client").unwrap();
+    let start = Instant::now();
+    while reads() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out: room with a block"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(reads(), 2, "a room without blocks was read");
+
+    // The plain room gets a block with an index entry: picked up, and its call created.
+    let ws = Workspace::new();
+    ws.apply_update_v1(&memory.state("plain").unwrap(), "load")
+        .unwrap();
+    let (attempt, update) = ws
+        .transact("client", |t| {
+            t.add_block("b", "text", "indexed")?;
+            t.request_index("b", "search", &json!({"dim": 3}))
+        })
+        .unwrap();
+    assert_eq!(attempt.unwrap(), 1);
+    memory.apply("plain", &update, "client").unwrap();
+    let outbox = handle.outbox().clone();
+    let start = Instant::now();
+    loop {
+        let calls = outbox.list(&Default::default()).unwrap();
+        if calls
+            .iter()
+            .any(|c| c.room == "plain" && c.block_id == "b" && c.index_name == "search")
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no call for the plain room: {calls:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(reads(), 3, "one read for the room that got a block");
     shutdown.cancel();
     handle.join().await;
 }

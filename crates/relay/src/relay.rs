@@ -262,8 +262,7 @@ impl RelayHandle {
             ));
         }
         self.request(room, |reply| RoomCmd::Apply {
-            update: update.clone(),
-            origin: origin.clone(),
+            req: Box::new((update.clone(), origin.clone())),
             reply,
         })
         .await

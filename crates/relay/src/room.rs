@@ -86,9 +86,10 @@ pub(crate) enum RoomCmd {
     QueryAwareness {
         conn_id: u64,
     },
+    /// Boxed: rare (HTTP and the bridge), and the largest variant; every slot of every room's
+    /// inbox block is as large as the largest variant.
     Apply {
-        update: Bytes,
-        origin: UpdateOrigin,
+        req: Box<(Bytes, UpdateOrigin)>,
         reply: oneshot::Sender<Result<(), RelayError>>,
     },
     State {
@@ -99,6 +100,9 @@ pub(crate) enum RoomCmd {
         reply: oneshot::Sender<Result<(), RelayError>>,
     },
 }
+
+// Each room's inbox allocates its slots in blocks of 32 commands at creation.
+const _: () = assert!(std::mem::size_of::<RoomCmd>() <= 48);
 
 impl RoomCmd {
     /// Commands that reveal document state must not run while a batch is unpersisted.
@@ -500,11 +504,10 @@ impl Room {
                     self.send_to(conn_id, frame);
                 }
             }
-            RoomCmd::Apply {
-                update,
-                origin,
-                reply,
-            } => self.apply(update, origin, Some(reply)).await,
+            RoomCmd::Apply { req, reply } => {
+                let (update, origin) = *req;
+                self.apply(update, origin, Some(reply)).await
+            }
             RoomCmd::State { sv, reply } => {
                 let _ = reply.send(self.encode_state(sv.as_deref()));
             }
