@@ -1182,6 +1182,29 @@ async fn refused_writebacks_back_off_then_give_up_visibly() {
 
 /// A host that counts `room_state` reads: the bridge reads a room's state exactly when it
 /// (re)builds its mirror of the room.
+/// A bridge with the default config over a [`CountingHost`] (the temp dir must outlive it).
+async fn start_counting() -> (
+    tempfile::TempDir,
+    MemoryHost,
+    Arc<CountingHost>,
+    CancellationToken,
+    BridgeHandle,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(redb::Database::create(dir.path().join("weaver.redb")).unwrap());
+    let memory = MemoryHost::new(1024);
+    let host = Arc::new(CountingHost {
+        inner: memory.clone(),
+        state_reads: Default::default(),
+    });
+    let cfg = BridgeConfig::from_toml("").unwrap();
+    let registry = Registry::from_config_with_env(&cfg, &env).unwrap();
+    let shutdown = CancellationToken::new();
+    let handle =
+        Bridge::start_with_registry(cfg, registry, db, host.clone(), shutdown.clone()).unwrap();
+    (dir, memory, host, shutdown, handle)
+}
+
 struct CountingHost {
     inner: MemoryHost,
     state_reads: std::sync::atomic::AtomicUsize,
@@ -1240,18 +1263,7 @@ async fn warm_up(memory: &MemoryHost, host: &CountingHost) {
 /// the next update would be applied to it without a state read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_unload_notice_drops_the_mirror() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Arc::new(redb::Database::create(dir.path().join("weaver.redb")).unwrap());
-    let memory = MemoryHost::new(1024);
-    let host = Arc::new(CountingHost {
-        inner: memory.clone(),
-        state_reads: Default::default(),
-    });
-    let cfg = BridgeConfig::from_toml("").unwrap();
-    let registry = Registry::from_config_with_env(&cfg, &env).unwrap();
-    let shutdown = CancellationToken::new();
-    let handle =
-        Bridge::start_with_registry(cfg, registry, db, host.clone(), shutdown.clone()).unwrap();
+    let (_dir, memory, host, shutdown, handle) = start_counting().await;
     let reads = || host.state_reads.load(std::sync::atomic::Ordering::SeqCst);
     let wait_reads = |n: usize, what: &'static str| async move {
         let start = Instant::now();
@@ -1303,18 +1315,7 @@ async fn host_unload_notice_drops_the_mirror() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_without_blocks_are_not_mirrored_until_they_get_one() {
     use yrs::{Text, Transact};
-    let dir = tempfile::tempdir().unwrap();
-    let db = Arc::new(redb::Database::create(dir.path().join("weaver.redb")).unwrap());
-    let memory = MemoryHost::new(1024);
-    let host = Arc::new(CountingHost {
-        inner: memory.clone(),
-        state_reads: Default::default(),
-    });
-    let cfg = BridgeConfig::from_toml("").unwrap();
-    let registry = Registry::from_config_with_env(&cfg, &env).unwrap();
-    let shutdown = CancellationToken::new();
-    let handle =
-        Bridge::start_with_registry(cfg, registry, db, host.clone(), shutdown.clone()).unwrap();
+    let (_dir, memory, host, shutdown, handle) = start_counting().await;
     let reads = || host.state_reads.load(std::sync::atomic::Ordering::SeqCst);
     warm_up(&memory, &host).await;
 
