@@ -23,12 +23,23 @@ pub(crate) const UPDATES: TableDefinition<(&str, u64), &[u8]> =
     TableDefinition::new("relay_updates");
 /// `room` → `[FORMAT_V1] ++ last_seq (u64 LE) ++ v1 update of the merged state up to last_seq`.
 pub(crate) const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("relay_snapshots");
-/// `room` → highest seq ever assigned in the room (so seqs survive compaction).
+/// `room` → a lower bound of the highest seq ever assigned in the room, exact whenever the log
+/// holds no row above it (after compaction emptied the log). The room's last seq is the larger
+/// of this and its last log key (`last_seq`). Written at a room's first append and at
+/// compaction only, so an ordinary append touches one table (fewer pages per commit).
 pub(crate) const ROOMS: TableDefinition<&str, u64> = TableDefinition::new("relay_rooms");
-/// Global facts, e.g. `format` → `[1]`.
+/// Global facts: `format` → `[STORAGE_FORMAT]`.
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("relay_meta");
 
+/// Leading byte of every log and snapshot row.
 const FORMAT_V1: u8 = 1;
+/// Version of the table layout as a whole, kept in `relay_meta`. 1: `relay_rooms` held the
+/// exact last seq, rewritten on every append. 2: it is a lower bound (see `ROOMS`). A version 1
+/// database is valid version 2 data and is upgraded in place at open; binaries that know only
+/// version 1 refuse a version 2 database, which matters: they would take the stale
+/// `relay_rooms` value as the last seq and overwrite log rows.
+const STORAGE_FORMAT: u8 = 2;
+const STORAGE_FORMAT_V1: u8 = 1;
 /// File name of the database inside the data directory.
 pub const DB_FILE_NAME: &str = "weaver.redb";
 /// Upper bound on requests folded into one write transaction: keeps a single commit's latency
@@ -182,11 +193,14 @@ impl Store {
                 .map_err(redb_err)?
                 .map(|v| v.value().to_vec());
             match existing.as_deref() {
-                None => {
-                    meta.insert("format", [FORMAT_V1].as_slice())
+                None | Some([STORAGE_FORMAT_V1]) => {
+                    if existing.is_some() {
+                        info!("upgrading relay storage format 1 -> 2 (no data rewritten)");
+                    }
+                    meta.insert("format", [STORAGE_FORMAT].as_slice())
                         .map_err(redb_err)?;
                 }
-                Some([FORMAT_V1]) => {}
+                Some([STORAGE_FORMAT]) => {}
                 Some(_) => {
                     return Err(StoreError::Corrupt {
                         table: "relay_meta",
@@ -421,11 +435,14 @@ fn commit_group(db: &Database, ops: Vec<StoreOp>, commit: CommitMode) {
                         updates,
                         reply,
                     } => {
-                        let mut seq = rooms
-                            .get(&*room)
-                            .map_err(redb_err)?
-                            .map(|v| v.value())
-                            .unwrap_or(0);
+                        let (mut seq, registered) = last_seq(&log, &rooms, &room)?;
+                        if !registered {
+                            // The key makes the room one of `stored_rooms`; its value only
+                            // needs to be a lower bound from now on.
+                            rooms
+                                .insert(&*room, seq + updates.len() as u64)
+                                .map_err(redb_err)?;
+                        }
                         let mut row = Vec::new();
                         for u in &updates {
                             seq += 1;
@@ -435,7 +452,6 @@ fn commit_group(db: &Database, ops: Vec<StoreOp>, commit: CommitMode) {
                             log.insert((&*room, seq), row.as_slice())
                                 .map_err(redb_err)?;
                         }
-                        rooms.insert(&*room, seq).map_err(redb_err)?;
                         outcomes.push(Outcome::Append(reply, Ok(seq)));
                     }
                     StoreOp::Compact {
@@ -445,7 +461,7 @@ fn commit_group(db: &Database, ops: Vec<StoreOp>, commit: CommitMode) {
                         reply,
                     } => {
                         let r = compact_in_txn(
-                            &mut log, &mut snaps, &rooms, &room, upto_seq, &snapshot,
+                            &mut log, &mut snaps, &mut rooms, &room, upto_seq, &snapshot,
                         );
                         let r = match r {
                             Ok(()) => Ok(()),
@@ -507,7 +523,7 @@ fn commit_group(db: &Database, ops: Vec<StoreOp>, commit: CommitMode) {
 fn compact_in_txn(
     log: &mut redb::Table<(&str, u64), &[u8]>,
     snaps: &mut redb::Table<&str, &[u8]>,
-    rooms: &redb::Table<&str, u64>,
+    rooms: &mut redb::Table<&str, u64>,
     room: &str,
     upto_seq: u64,
     snapshot: &[u8],
@@ -516,11 +532,7 @@ fn compact_in_txn(
         room: room.to_owned(),
         reason,
     };
-    let high = rooms
-        .get(room)
-        .map_err(redb_err)?
-        .map(|v| v.value())
-        .unwrap_or(0);
+    let (high, _) = last_seq(log, rooms, room)?;
     if upto_seq > high {
         return Err(refuse(format!(
             "upto_seq {upto_seq} beyond last seq {high}"
@@ -539,7 +551,29 @@ fn compact_in_txn(
         .map_err(redb_err)?;
     log.retain_in((room, 0)..=(room, upto_seq), |_, _| false)
         .map_err(redb_err)?;
+    // The log may now be empty: `relay_rooms` must carry the last seq so it is never reused.
+    rooms.insert(room, high).map_err(redb_err)?;
     Ok(())
+}
+
+/// The highest seq ever assigned in `room` (0 if none), and whether the room has its
+/// `relay_rooms` row. Seqs only grow and compaction records the last one before it deletes
+/// rows, so the larger of the row and the last log key is exact.
+fn last_seq(
+    log: &redb::Table<(&str, u64), &[u8]>,
+    rooms: &redb::Table<&str, u64>,
+    room: &str,
+) -> Result<(u64, bool), StoreError> {
+    let recorded = rooms.get(room).map_err(redb_err)?.map(|v| v.value());
+    let logged = log
+        .range((room, 0)..=(room, u64::MAX))
+        .map_err(redb_err)?
+        .next_back()
+        .transpose()
+        .map_err(redb_err)?
+        .map(|(k, _)| k.value().1);
+    let seq = recorded.unwrap_or(0).max(logged.unwrap_or(0));
+    Ok((seq, recorded.is_some()))
 }
 
 #[cfg(test)]
@@ -644,6 +678,134 @@ mod tests {
         tokio::task::spawn_blocking(move || thread.join())
             .await
             .unwrap();
+    }
+
+    async fn close(store: Store, thread: PersisterThread) {
+        store.stop().await;
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .unwrap();
+        drop(store);
+    }
+
+    fn rooms_row(dir: &Path, room: &str) -> Option<u64> {
+        let db = Database::create(dir.join(DB_FILE_NAME)).unwrap();
+        let txn = db.begin_read().unwrap();
+        let rooms = txn.open_table(ROOMS).unwrap();
+        rooms.get(room).unwrap().map(|v| v.value())
+    }
+
+    /// Format 2: an append after a room's first writes only the log, and the seq still
+    /// continues exactly across a restart and across a compaction that empties the log.
+    #[tokio::test]
+    async fn appends_write_only_the_log_and_seqs_survive_restarts_and_full_compaction() {
+        let (dir, store, thread) = open().await;
+        let r: Arc<str> = Arc::from("e");
+        assert_eq!(
+            store.append(r.clone(), vec![b("1"), b("2")]).await.unwrap(),
+            2
+        );
+        assert_eq!(store.append(r.clone(), vec![b("3")]).await.unwrap(), 3);
+        close(store, thread).await;
+        assert_eq!(
+            rooms_row(dir.path(), "e"),
+            Some(2),
+            "the row is not rewritten"
+        );
+
+        let (store, thread) =
+            Store::start(open_database(dir.path()).unwrap(), CommitMode::OnePhase).unwrap();
+        assert_eq!(store.append(r.clone(), vec![b("4")]).await.unwrap(), 4);
+        store
+            .compact(r.clone(), 4, b"snap-4".to_vec())
+            .await
+            .unwrap();
+        close(store, thread).await;
+        assert_eq!(
+            rooms_row(dir.path(), "e"),
+            Some(4),
+            "compaction records the last seq"
+        );
+
+        let (store, _thread) =
+            Store::start(open_database(dir.path()).unwrap(), CommitMode::OnePhase).unwrap();
+        assert_eq!(store.append(r.clone(), vec![b("5")]).await.unwrap(), 5);
+        let loaded = store.load(r).await.unwrap();
+        assert_eq!(loaded.snapshot_seq, 4);
+        assert_eq!(loaded.tail, vec![(5, b"5".to_vec())]);
+    }
+
+    /// A database written by a format-1 binary (relay_rooms exact, rewritten on every append)
+    /// is upgraded in place and continues its seqs; an unknown format is refused.
+    #[tokio::test]
+    async fn a_format_1_database_is_upgraded_and_unknown_formats_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = open_database(dir.path()).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut meta = txn.open_table(META).unwrap();
+                meta.insert("format", [STORAGE_FORMAT_V1].as_slice())
+                    .unwrap();
+                let mut rooms = txn.open_table(ROOMS).unwrap();
+                rooms.insert("old", 5).unwrap();
+                rooms.insert("empty", 7).unwrap();
+                let mut log = txn.open_table(UPDATES).unwrap();
+                log.insert(("old", 4), [FORMAT_V1, b'4'].as_slice())
+                    .unwrap();
+                log.insert(("old", 5), [FORMAT_V1, b'5'].as_slice())
+                    .unwrap();
+                let mut snaps = txn.open_table(SNAPSHOTS).unwrap();
+                snaps
+                    .insert("old", encode_snapshot(3, b"s3").as_slice())
+                    .unwrap();
+                snaps
+                    .insert("empty", encode_snapshot(7, b"s7").as_slice())
+                    .unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let db = open_database(dir.path()).unwrap();
+        let (store, thread) = Store::start(db.clone(), CommitMode::OnePhase).unwrap();
+        {
+            let txn = db.begin_read().unwrap();
+            let meta = txn.open_table(META).unwrap();
+            assert_eq!(
+                meta.get("format").unwrap().unwrap().value(),
+                &[STORAGE_FORMAT]
+            );
+        }
+        assert_eq!(
+            store.append(Arc::from("old"), vec![b("6")]).await.unwrap(),
+            6
+        );
+        assert_eq!(
+            store
+                .append(Arc::from("empty"), vec![b("8")])
+                .await
+                .unwrap(),
+            8
+        );
+        drop(db);
+        close(store, thread).await;
+
+        {
+            let db = open_database(dir.path()).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert("format", [STORAGE_FORMAT + 1].as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let refused = Store::start(open_database(dir.path()).unwrap(), CommitMode::OnePhase);
+        assert!(matches!(
+            refused,
+            Err(StoreError::Corrupt {
+                table: "relay_meta",
+                ..
+            })
+        ));
     }
 
     #[test]
