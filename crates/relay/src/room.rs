@@ -236,14 +236,14 @@ pub(crate) fn build_doc(room: &str, stored: &StoredRoom) -> Doc {
 /// Batches above this size are sent per update: the outbound queues are bounded in frames, so
 /// an unbounded merged frame would raise the memory a slow consumer can pin before it is closed,
 /// and large updates gain nothing from sharing a frame (the cost saved is per frame).
-const MERGE_MAX_BYTES: usize = 256 * 1024;
+pub(crate) const MERGE_MAX_BYTES: usize = 256 * 1024;
 
 /// One update frame for a whole persisted batch, so each connection gets one frame (one
 /// write) per flush instead of one per update; what Hocuspocus does per tick. A merged update
 /// applies to the same state as its parts in any order. `None` for a single update (nothing
 /// to merge), for batches larger than `MERGE_MAX_BYTES`, or when yrs refuses or panics: the
 /// caller then sends one frame per update.
-fn merged_frame(updates: &[&[u8]]) -> Option<Bytes> {
+pub(crate) fn merged_frame(updates: &[&[u8]]) -> Option<Bytes> {
     if updates.len() < 2 || updates.iter().map(|u| u.len()).sum::<usize>() > MERGE_MAX_BYTES {
         return None;
     }

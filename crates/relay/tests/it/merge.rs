@@ -106,3 +106,62 @@ async fn one_batch_from_several_clients_is_one_merged_frame_and_everyone_converg
     );
     s.stop().await;
 }
+
+/// A connection that fell behind (its socket full) gets the update frames that queued up for it
+/// merged into one when its writer catches up: fewer frames, every update exactly once, same
+/// document.
+#[tokio::test]
+async fn frames_queued_behind_a_full_socket_go_out_merged() {
+    const SMALL: usize = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), RelayConfig::default()).await;
+    let mut lagging = s.client("lagging").await;
+    lagging.handshake().await;
+    let mut writer = s.client("lagging").await;
+    writer.handshake().await;
+    let w = Writer::new(7);
+    // 8 MiB that `lagging` does not read: more than its receive window plus the server's send
+    // buffer (tcp_wmem max 4 MiB here), so its writer blocks and later frames queue.
+    let big = "x".repeat(512 * 1024);
+    for _ in 0..16 {
+        writer.send(&encode_update(&w.append(&big))).await;
+        writer.recv_until(|f| f.starts_with(&[0, 2])).await;
+    }
+    // Each small update is its own durable batch (the writer waits for its echo), so without
+    // merging at the writer `lagging` would receive one frame for each.
+    for i in 0..SMALL {
+        writer
+            .send(&encode_update(&w.append(&format!("{}", i % 10))))
+            .await;
+        writer.recv_until(|f| f.starts_with(&[0, 2])).await;
+    }
+    let mut r = Replica {
+        doc: yrs::Doc::new(),
+        seen: IdSet::new(),
+        frames: 0,
+    };
+    let total = 16 * big.len() as u32 + SMALL as u32;
+    let mut small_frames = 0;
+    while r.received(7) < total {
+        let f = lagging.recv_until(|f| f.starts_with(&[0, 2])).await;
+        if f.len() < 64 * 1024 {
+            small_frames += 1;
+        }
+        r.apply(&f);
+    }
+    assert_eq!(r.received(7), total);
+    let stored = yrs::Doc::new();
+    stored
+        .transact_mut()
+        .apply_update(Update::decode_v1(&s.handle.room_state("lagging").await.unwrap()).unwrap())
+        .unwrap();
+    assert_eq!(
+        r.doc.transact().state_vector(),
+        stored.transact().state_vector()
+    );
+    assert!(
+        small_frames < SMALL,
+        "{small_frames} frames for {SMALL} small updates queued behind a full socket"
+    );
+    s.stop().await;
+}
