@@ -165,14 +165,45 @@ async function fanout () {
 
 // writers: `clients` writers each insert `perWriter` single chars at random positions, all at
 // once (round-robin, yielding between rounds); time until every replica is byte-identical.
+// Also: per-update latency (an insertion's local insert → the end of the remote transaction
+// that integrated it at another replica, by Yjs client id and clock, all clients sharing this
+// process's clock) and how many remote messages each replica applied (servers that coalesce
+// more send fewer).
 async function writers () {
   const clients = await connectAll([P.room], P.clients)
   const total = P.clients * P.perWriter
+  const insertedAt = new Map(clients.map((c) => [c.doc.clientID, new Float64Array(P.perWriter)]))
+  const lat = []
+  let remoteMsgs = 0
+  let measuring = false
+  for (const c of clients) {
+    // Cheap on purpose (the load generator is the bottleneck of this scenario): a transaction's
+    // before/after state vectors name exactly the clocks that became visible in it, and each
+    // single-character insert is one clock.
+    c.doc.on('afterTransaction', (tr) => {
+      if (!measuring || tr.local) return
+      remoteMsgs++
+      const t = now()
+      tr.afterState.forEach((after, client) => {
+        const at = insertedAt.get(client)
+        if (!at) return
+        for (let clock = tr.beforeState.get(client) ?? 0; clock < after && clock < at.length; clock++) {
+          lat.push(t - at[clock])
+        }
+      })
+    })
+  }
   await sleep(200)
   mark('start')
+  measuring = true
   const t0 = now()
   for (let r = 0; r < P.perWriter; r++) {
-    for (const c of clients) c.text.insert(randInt(c.text.length + 1), ALPHA[randInt(26)])
+    for (const c of clients) {
+      // Each writer starts at clock 0 (a fresh doc whose text is empty at the start), so its
+      // r-th insertion has clock r.
+      insertedAt.get(c.doc.clientID)[r] = now()
+      c.text.insert(randInt(c.text.length + 1), ALPHA[randInt(26)])
+    }
     await new Promise((resolve) => setImmediate(resolve))
   }
   const lengthsOk = await waitFor(() => clients.every((c) => c.text.length >= total), P.timeoutMs, 2)
@@ -180,14 +211,20 @@ async function writers () {
   if (lengthsOk && !identical) identical = await waitFor(() => sameState(clients), 2000, 10)
   const t1 = now()
   mark('end')
+  measuring = false
   const minLen = Math.min(...clients.map((c) => c.text.length))
   await closeAll(clients)
+  lat.sort((a, b) => a - b)
   return {
     converged: identical,
     updates: total,
     deliveries: total * (P.clients - 1),
     converged_ms: identical ? t1 - t0 : null,
-    min_fraction: minLen / total
+    min_fraction: minLen / total,
+    p50_ms: pct(lat, 0.5),
+    p99_ms: pct(lat, 0.99),
+    latency_samples: lat.length,
+    msgs_per_client: remoteMsgs / clients.length
   }
 }
 

@@ -209,6 +209,13 @@ impl Scenario {
             Scenario::Writers16 => vec![
                 c("converged", "identical replicas"),
                 m("converged_ms", "all identical ms", Lower),
+                m("p50_ms", "update latency p50 ms", Lower),
+                m("p99_ms", "update latency p99 ms", Lower),
+                m(
+                    "msgs_per_client",
+                    "update messages applied per client",
+                    Info,
+                ),
                 m("cpu_us_per_delivery", "server CPU µs/delivery", Lower),
                 m("min_fraction", "worst replica's share of content", Higher),
             ],
@@ -333,6 +340,9 @@ impl Scenario {
                 v.insert("converged", bool_f(out.flag("converged")));
                 put(v, "converged_ms", out.num("converged_ms"));
                 put(v, "min_fraction", out.num("min_fraction"));
+                put(v, "p50_ms", out.num("p50_ms"));
+                put(v, "p99_ms", out.num("p99_ms"));
+                put(v, "msgs_per_client", out.num("msgs_per_client"));
                 if let Some(d) = out.num("deliveries").filter(|d| *d > 0.0) {
                     put(
                         v,
