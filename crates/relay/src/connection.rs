@@ -303,17 +303,18 @@ async fn run(
     // Our close frame goes out first; then keep the socket briefly so the peer reads it before
     // the socket goes away. Dropping a socket with unread input (the rest of an oversized
     // message, say) makes the kernel send a reset, and the peer would see 1006 instead of our
-    // code. The stream cannot be drained past an oversized message, so then we just hold it
-    // open; any other read error means the peer is gone.
+    // code. The stream cannot be drained past an oversized message (it reports the error again
+    // or ends), so then we hold the socket for the whole linger; otherwise an error or the end
+    // of the stream means the peer is gone.
     let _ = writer.await;
     let oversized = closer.reason().0 == close_code::TOO_BIG;
     let _ = tokio::time::timeout(CLOSE_LINGER, async {
         loop {
             match stream.next().await {
-                None | Some(Ok(Message::Close(_))) => break,
+                Some(Ok(Message::Close(_))) => break,
                 Some(Ok(_)) => {}
-                Some(Err(_)) if oversized => std::future::pending::<()>().await,
-                Some(Err(_)) => break,
+                None | Some(Err(_)) if oversized => std::future::pending::<()>().await,
+                None | Some(Err(_)) => break,
             }
         }
     })
