@@ -10,16 +10,14 @@
 //! Deliberately not here: frame decoding and socket IO (connection.rs), storage encodings
 //! (store.rs), the registry (relay.rs).
 
-use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 use weaver_protocol::{AwarenessEntry, encode_awareness, encode_awareness_message};
 use yrs::updates::decoder::Decode;
@@ -28,36 +26,15 @@ use yrs::{Doc, OffsetKind, Options, ReadTxn, StateVector, Transact, Update};
 
 use crate::error::{RelayError, close_code};
 use crate::metrics as m;
+use crate::outbox::{Outbox, PushError};
 use crate::relay::{CommittedUpdate, RelayHandle, UpdateOrigin};
 use crate::store::StoredRoom;
 
-/// Asks a connection to close with a code and reason; the first request wins.
-#[derive(Debug, Default)]
-pub(crate) struct Closer {
-    pub token: CancellationToken,
-    reason: OnceLock<(u16, Cow<'static, str>)>,
-}
-
-impl Closer {
-    pub fn close(&self, code: u16, reason: impl Into<Cow<'static, str>>) {
-        let _ = self.reason.set((code, reason.into()));
-        self.token.cancel();
-    }
-
-    pub fn reason(&self) -> (u16, Cow<'static, str>) {
-        self.reason
-            .get()
-            .cloned()
-            .unwrap_or((1000, Cow::Borrowed("")))
-    }
-}
-
-/// What a room keeps of a connection: where to queue its frames and how to close it.
+/// What a room keeps of a connection: its id and the queue/close request they share.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnLink {
     pub id: u64,
-    pub tx: mpsc::Sender<Bytes>,
-    pub closer: Arc<Closer>,
+    pub outbox: Arc<Outbox>,
 }
 
 #[derive(Debug)]
@@ -968,7 +945,7 @@ impl Room {
         warn!(conn = conn_id, code, reason, detail, "closing connection");
         metrics::counter!(m::REJECTED_MESSAGES_TOTAL, "reason" => reason).increment(1);
         if let Some(c) = self.conns.get(&conn_id) {
-            c.link.closer.close(code, reason);
+            c.link.outbox.close(code, reason);
         }
         self.remove_conn(conn_id);
     }
@@ -979,13 +956,13 @@ impl Room {
             return;
         };
         let len = frame.len() as u64;
-        match c.link.tx.try_send(frame) {
+        match c.link.outbox.push(frame) {
             Ok(()) => {
                 metrics::counter!(m::MESSAGES_OUT_TOTAL).increment(1);
                 metrics::counter!(m::BYTES_OUT_TOTAL).increment(len);
             }
-            Err(mpsc::error::TrySendError::Full(_)) => self.slow_consumer(conn_id),
-            Err(mpsc::error::TrySendError::Closed(_)) => self.remove_conn(conn_id),
+            Err(PushError::Full) => self.slow_consumer(conn_id),
+            Err(PushError::Gone) => self.remove_conn(conn_id),
         }
     }
 
@@ -993,10 +970,10 @@ impl Room {
     fn broadcast(&mut self, frame: Bytes) {
         let mut failed = Vec::new();
         for (id, c) in &self.conns {
-            match c.link.tx.try_send(frame.clone()) {
+            match c.link.outbox.push(frame.clone()) {
                 Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => failed.push((*id, true)),
-                Err(mpsc::error::TrySendError::Closed(_)) => failed.push((*id, false)),
+                Err(PushError::Full) => failed.push((*id, true)),
+                Err(PushError::Gone) => failed.push((*id, false)),
             }
         }
         let delivered = (self.conns.len() - failed.len()) as u64;
@@ -1016,7 +993,7 @@ impl Room {
         metrics::counter!(m::SLOW_CONSUMER_CLOSES_TOTAL).increment(1);
         if let Some(c) = self.conns.get(&conn_id) {
             c.link
-                .closer
+                .outbox
                 .close(close_code::SLOW_CONSUMER, "slow consumer");
         }
         self.remove_conn(conn_id);
@@ -1050,7 +1027,16 @@ impl Room {
 
     fn close_all(&mut self, code: u16, reason: &'static str) {
         for (_, c) in self.conns.drain() {
-            c.link.closer.close(code, reason);
+            c.link.outbox.close(code, reason);
         }
+    }
+}
+
+/// Every way a room ends closes the connections it still has (normally none are left): a
+/// connection only learns that its room is gone through its outbox, including when the room
+/// task panicked.
+impl Drop for Room {
+    fn drop(&mut self) {
+        self.close_all(close_code::INTERNAL, "room closed");
     }
 }
