@@ -286,7 +286,9 @@ pub(crate) async fn run(
     mut rx: mpsc::Receiver<RoomCmd>,
 ) {
     let started = Instant::now();
-    let loaded = load(&relay, &name).await;
+    // Boxed, like every rare or large await of the room (rebuilds, deletion, the persist
+    // request): a task's memory is its future's largest state, held for the room's whole life.
+    let loaded = Box::pin(load(&relay, &name)).await;
     let loaded = match loaded {
         Ok(v) => v,
         Err(e) => {
@@ -489,20 +491,24 @@ impl Room {
                 let _ = reply.send(self.encode_state(sv.as_deref()));
             }
             RoomCmd::Delete { reply } => {
-                if let Some(c) = self.compaction.take() {
-                    let _ = c.await;
-                }
-                self.close_all(close_code::ROOM_DELETED, "room deleted");
-                let r = self.relay.shared.store.delete(self.name.clone()).await;
-                info!(ok = r.is_ok(), "room deleted");
-                if r.is_ok() {
-                    let _ = self.relay.shared.deletions.send(self.name.clone());
-                }
-                let _ = reply.send(r.map_err(RelayError::from));
+                Box::pin(self.delete(reply)).await;
                 return true;
             }
         }
         false
+    }
+
+    async fn delete(&mut self, reply: oneshot::Sender<Result<(), RelayError>>) {
+        if let Some(c) = self.compaction.take() {
+            let _ = c.await;
+        }
+        self.close_all(close_code::ROOM_DELETED, "room deleted");
+        let r = self.relay.shared.store.delete(self.name.clone()).await;
+        info!(ok = r.is_ok(), "room deleted");
+        if r.is_ok() {
+            let _ = self.relay.shared.deletions.send(self.name.clone());
+        }
+        let _ = reply.send(r.map_err(RelayError::from));
     }
 
     fn join(&mut self, link: ConnLink) {
@@ -601,7 +607,7 @@ impl Room {
                     (close_code::INTERNAL, "update_panicked"),
                     RelayError::InvalidUpdate("update could not be applied".into()),
                 );
-                self.rebuild().await;
+                Box::pin(self.rebuild()).await;
             }
             Applied::PendingTooLarge(size) => {
                 warn!(origin = ?origin, size, "too many bytes of causally incomplete updates; refusing");
@@ -613,7 +619,7 @@ impl Room {
                         "update depends on missing updates and would park {size} bytes"
                     )),
                 );
-                self.rebuild().await;
+                Box::pin(self.rebuild()).await;
             }
         }
     }
@@ -694,13 +700,8 @@ impl Room {
             let n = to_store.len() as u64;
             let bytes: u64 = to_store.iter().map(|u| u.len() as u64).sum();
             let started = Instant::now();
-            match self
-                .relay
-                .shared
-                .store
-                .append(self.name.clone(), to_store)
-                .await
-            {
+            let persisting = Box::pin(self.relay.shared.store.append(self.name.clone(), to_store));
+            match persisting.await {
                 Ok(seq) => {
                     metrics::histogram!(m::PERSIST_SECONDS).record(started.elapsed().as_secs_f64());
                     self.last_seq = seq;
@@ -715,7 +716,7 @@ impl Room {
                     let err = RelayError::Storage(e);
                     self.fail_batch(&err);
                     self.close_all(close_code::INTERNAL, "storage failure");
-                    if let Err(e) = self.reload().await {
+                    if let Err(e) = Box::pin(self.reload()).await {
                         error!(error = %e, "reloading after a storage failure failed");
                         self.dead = true;
                     }
