@@ -28,7 +28,7 @@ use crate::error::{RelayError, close_code};
 use crate::metrics as m;
 use crate::outbox::Outbox;
 use crate::relay::{RelayHandle, RoomHandle, validate_room_name};
-use crate::room::{ConnLink, RoomCmd};
+use crate::room::{ConnLink, RoomCmd, RoomMsg};
 
 /// How long a close frame may take to send, and how long we keep reading for the peer's close
 /// reply afterwards (so the close code is not lost in a TCP reset).
@@ -346,7 +346,7 @@ impl Conn {
             let cmd = RoomCmd::Leave {
                 conn_id: self.reader.conn_id,
             };
-            match h.tx.try_send(cmd) {
+            match h.tx.try_send(Box::new(cmd)) {
                 Err(TrySendError::Full(cmd)) => Some((h, cmd)),
                 Ok(()) | Err(TrySendError::Closed(_)) => None,
             }
@@ -479,7 +479,7 @@ impl Conn {
                     match reader.message(next) {
                         Step::Continue => {}
                         Step::Stop => outbox.close(1000, ""),
-                        Step::Forward(cmd) => match room.tx.try_send(cmd) {
+                        Step::Forward(cmd) => match room.tx.try_send(Box::new(cmd)) {
                             Ok(()) => {}
                             Err(TrySendError::Full(cmd)) => {
                                 forwarding = Some(forward_later(room.tx.clone(), cmd));
@@ -514,7 +514,7 @@ fn earliest(ping: Instant, expires: Option<Instant>) -> Instant {
 /// behind, so an idle connection does not carry its size.
 type Forward = Pin<Box<dyn Future<Output = bool> + Send>>;
 
-fn forward_later(tx: tokio::sync::mpsc::Sender<RoomCmd>, cmd: RoomCmd) -> Forward {
+fn forward_later(tx: tokio::sync::mpsc::Sender<RoomMsg>, cmd: RoomMsg) -> Forward {
     Box::pin(async move { tx.send(cmd).await.is_ok() })
 }
 

@@ -78,8 +78,14 @@ pub(crate) enum RoomCmd {
     },
 }
 
-// Each room's inbox allocates its slots in blocks of 32 commands at creation.
+// Commands travel boxed (`RoomMsg`): each one is its own small allocation.
 const _: () = assert!(std::mem::size_of::<RoomCmd>() <= 48);
+
+/// What a room's inbox carries. Boxed because a tokio mpsc channel allocates its slots in blocks
+/// of 32 at creation, and every room has an inbox: 32 boxes are 256 bytes where 32 commands
+/// were 1.5 KB (docs/benchmarks.md, memory per room). One small allocation per command is
+/// nothing next to what the room does with it.
+pub(crate) type RoomMsg = Box<RoomCmd>;
 
 impl RoomCmd {
     /// Commands that reveal document state must not run while a batch is unpersisted.
@@ -283,7 +289,7 @@ pub(crate) async fn run(
     relay: RelayHandle,
     name: Arc<str>,
     generation: u64,
-    mut rx: mpsc::Receiver<RoomCmd>,
+    mut rx: mpsc::Receiver<RoomMsg>,
 ) {
     let started = Instant::now();
     // Boxed, like every rare or large await of the room (rebuilds, deletion, the persist
@@ -342,8 +348,8 @@ pub(crate) async fn run(
                 // shutdown loses nothing the server has read off a socket.
                 rx.close();
                 while let Ok(cmd) = rx.try_recv() {
-                    match cmd {
-                        RoomCmd::ClientUpdate { .. } | RoomCmd::Apply { .. } | RoomCmd::Leave { .. } => {
+                    match *cmd {
+                        cmd @ (RoomCmd::ClientUpdate { .. } | RoomCmd::Apply { .. } | RoomCmd::Leave { .. }) => {
                             room.handle(cmd).await;
                         }
                         other => other.bounce(|| RelayError::ShuttingDown),
@@ -365,7 +371,7 @@ pub(crate) async fn run(
                     if cmd.needs_flush() {
                         room.flush().await;
                     }
-                    if room.handle(cmd).await {
+                    if room.handle(*cmd).await {
                         deleted = true;
                         break;
                     }
