@@ -35,11 +35,12 @@ use crate::room::{ConnLink, RoomCmd, RoomMsg};
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
 /// Read buffer of each WebSocket, allocated up front and kept for the connection's life; also
-/// the most one socket read asks for. Yjs updates and awareness messages are tens to hundreds
-/// of bytes, so 1 KiB still takes several per read; a larger message reserves its whole
-/// length at once and is read in 1 KiB steps (a few hundred extra reads per MiB, only for
-/// large syncs). 4 KiB held 8 KB of every two-client room (docs/benchmarks.md).
-const READ_BUFFER_BYTES: usize = 1024;
+/// what one socket read asks for while no frame is in progress. Yjs updates and awareness
+/// messages are tens to hundreds of bytes, so 512 bytes still take several per read; once a
+/// larger message's header is in, tungstenite reserves its whole length and reads the rest
+/// with as few reads as the socket allows. 4 KiB held 8 KB of every two-client room, 1 KiB
+/// 2 KB (docs/benchmarks.md).
+const READ_BUFFER_BYTES: usize = 512;
 
 /// Why updates carrying subdocuments are refused (see the leak note where it is checked).
 pub(crate) const SUBDOCS_REFUSED: &str = "subdocuments are not supported";
