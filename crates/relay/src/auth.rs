@@ -1,7 +1,7 @@
 //! Access control for the relay's HTTP surface: which token a request carries (`?token=` or
 //! `Authorization: Bearer`), what it must grant for each route, the 401/403 answers given before
 //! any room is touched, a reusable admin layer for cross-room routes other parts add, and the
-//! timer that closes a WebSocket (4401) when its token expires.
+//! deadline at which a WebSocket closes itself (4401) because its token expired.
 //!
 //! Token format, signing and verification live in `weaver-auth`; the read-only and rate checks
 //! on frames live in `limits.rs`. Deliberately not here: webhook signatures (their endpoints
@@ -17,11 +17,11 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 use weaver_auth::{AuthError, Claims, Scope, TokenKey};
 
+use crate::outbox::Outbox;
 use crate::relay::{RelayHandle, validate_room_name};
-use crate::room::Closer;
 
 /// Close code sent when a connection's token expires while it is open (hocuspocus' code).
 pub const CLOSE_TOKEN_EXPIRED: u16 = 4401;
@@ -431,25 +431,20 @@ pub(crate) async fn relay_routes(
     }
 }
 
-/// Closes the connection with 4401 when its token expires. The task ends with the connection
-/// (its closer is always cancelled when the connection finishes).
-pub(crate) fn watch_expiry(access: &Access, closer: Arc<Closer>) {
-    let Some(expires_at) = access.expires_at() else {
-        return;
-    };
+/// When the connection's token expires (`None`: never). The connection task closes itself with
+/// 4401 at that moment ([`token_expired`]); no task of its own per connection.
+pub(crate) fn expiry_deadline(access: &Access) -> Option<tokio::time::Instant> {
+    let expires_at = access.expires_at()?;
     let left = Duration::from_secs(expires_at.saturating_sub(now_unix()));
-    tokio::spawn(tracing::Instrument::in_current_span(async move {
-        tokio::select! {
-            _ = closer.token.cancelled() => {}
-            _ = tokio::time::sleep(left) => {
-                info!("token expired; closing the connection");
-                metrics::counter!(crate::metrics::REJECTED_MESSAGES_TOTAL, "reason" => "token_expired")
-                    .increment(1);
-                closer.close(CLOSE_TOKEN_EXPIRED, "token expired");
-            }
-        }
-        debug!("expiry watch ended");
-    }));
+    Some(tokio::time::Instant::now() + left)
+}
+
+/// Closes a connection whose token expired.
+pub(crate) fn token_expired(outbox: &Outbox) {
+    info!("token expired; closing the connection");
+    metrics::counter!(crate::metrics::REJECTED_MESSAGES_TOTAL, "reason" => "token_expired")
+        .increment(1);
+    outbox.close(CLOSE_TOKEN_EXPIRED, "token expired");
 }
 
 #[cfg(test)]

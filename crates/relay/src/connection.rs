@@ -1,13 +1,16 @@
-//! One WebSocket connection: the upgrade handler, the read loop (decode, validate, forward to
-//! the room), and the writer (bounded outbound queue, pings, close frames).
+//! One WebSocket connection: the upgrade handler and the connection task, which reads (decode,
+//! validate, forward to the room), writes (the outbound queue, pings, close frames) and keeps
+//! the timers (ping, token expiry) in one loop.
 //!
 //! Every refusal closes only this connection, with a code from `error::close_code`, a log line
 //! (room, conn, reason) and a `weaver_rejected_messages_total{reason}` increment. Deliberately
 //! not here: document state (room.rs).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use axum::extract::ws::{
     CloseFrame, Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
@@ -16,25 +19,28 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 use weaver_protocol::{Message as Wire, ProtocolError, UpdateLimits};
 
 use crate::error::{RelayError, close_code};
 use crate::metrics as m;
+use crate::outbox::Outbox;
 use crate::relay::{RelayHandle, RoomHandle, validate_room_name};
-use crate::room::{Closer, ConnLink, RoomCmd};
+use crate::room::{ConnLink, RoomCmd, RoomMsg};
 
 /// How long a close frame may take to send, and how long we keep reading for the peer's close
 /// reply afterwards (so the close code is not lost in a TCP reset).
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
 /// Read buffer of each WebSocket, allocated up front and kept for the connection's life; also
-/// the most one socket read asks for. Yjs updates and awareness messages are tens to hundreds
-/// of bytes, so 1 KiB still takes several per read; a larger message reserves its whole
-/// length at once and is read in 1 KiB steps (a few hundred extra reads per MiB, only for
-/// large syncs). 4 KiB held 8 KB of every two-client room (docs/benchmarks.md).
-const READ_BUFFER_BYTES: usize = 1024;
+/// what one socket read asks for while no frame is in progress. Yjs updates and awareness
+/// messages are tens to hundreds of bytes, so 512 bytes still take several per read; once a
+/// larger message's header is in, tungstenite reserves its whole length and reads the rest
+/// with as few reads as the socket allows. 4 KiB held 8 KB of every two-client room, 1 KiB
+/// 2 KB (docs/benchmarks.md).
+const READ_BUFFER_BYTES: usize = 512;
 
 /// Why updates carrying subdocuments are refused (see the leak note where it is checked).
 pub(crate) const SUBDOCS_REFUSED: &str = "subdocuments are not supported";
@@ -81,31 +87,75 @@ pub(crate) async fn ws_handler(
         .max_frame_size(max)
         .read_buffer_size(READ_BUFFER_BYTES)
         .on_upgrade(move |socket| {
-            let conn = {
+            {
                 let _entered = span.enter();
-                start(relay, room, conn_id, socket, access, (permit, room_slot))
-            };
-            conn.instrument(span)
+                start(
+                    relay,
+                    &room,
+                    conn_id,
+                    socket,
+                    access,
+                    (permit, room_slot),
+                    &span,
+                );
+            }
+            // The upgrade task ends here; the connection lives in its own, leaner task.
+            std::future::ready(())
         })
 }
 
 struct Reader {
     conn_id: u64,
-    closer: Arc<Closer>,
+    outbox: Arc<Outbox>,
     limits: UpdateLimits,
     /// Read-only enforcement and message rates (limits.rs).
     policy: crate::limits::ConnPolicy,
+}
+
+/// What the read side makes of one message.
+enum Step {
+    Continue,
+    Forward(RoomCmd),
+    /// Stop reading; the connection closes (with the code already set, or 1000).
+    Stop,
 }
 
 impl Reader {
     fn reject(&self, code: u16, reason: &'static str, detail: &dyn std::fmt::Display) {
         warn!(code, reason, detail = %detail, "closing connection");
         metrics::counter!(m::REJECTED_MESSAGES_TOTAL, "reason" => reason).increment(1);
-        self.closer.close(code, reason);
+        self.outbox.close(code, reason);
     }
 
-    /// Handles one binary frame. Returns false when the connection must stop reading.
-    async fn frame(&self, room: &RoomHandle, frame: Bytes) -> bool {
+    fn message(&self, next: Option<Result<Message, axum::Error>>) -> Step {
+        match next {
+            None | Some(Ok(Message::Close(_))) => Step::Stop,
+            Some(Err(e)) => {
+                let text = e.to_string();
+                // tungstenite reports an over-long message as a capacity error ("Space limit
+                // exceeded: Message too long"); the integration tests pin this mapping.
+                if text.contains("too long") || text.contains("Space limit") {
+                    self.reject(close_code::TOO_BIG, "message_too_big", &text);
+                } else {
+                    debug!(error = %text, "read error");
+                }
+                Step::Stop
+            }
+            Some(Ok(Message::Binary(b))) => self.frame(b),
+            Some(Ok(Message::Text(_))) => {
+                self.reject(
+                    close_code::UNSUPPORTED_DATA,
+                    "text_frame",
+                    &"text frames are not supported",
+                );
+                Step::Stop
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => Step::Continue,
+        }
+    }
+
+    /// Decodes and checks one binary frame.
+    fn frame(&self, frame: Bytes) -> Step {
         let msg = match weaver_protocol::decode_message(&frame) {
             Ok(m) => m,
             Err(e) => {
@@ -116,7 +166,7 @@ impl Reader {
                     _ => "malformed_frame",
                 };
                 self.reject(close_code::PROTOCOL_ERROR, reason, &e);
-                return false;
+                return Step::Stop;
             }
         };
         let conn_id = self.conn_id;
@@ -127,17 +177,17 @@ impl Reader {
         };
         match verdict {
             crate::limits::Verdict::Forward => {}
-            crate::limits::Verdict::Drop => return true,
+            crate::limits::Verdict::Drop => return Step::Continue,
             crate::limits::Verdict::Close(code, reason) => {
                 self.reject(code, reason, &"rate limit");
-                return false;
+                return Step::Stop;
             }
         }
         let cmd = match msg {
             Wire::SyncStep1(sv) => {
                 if let Err(e) = weaver_protocol::validate_state_vector(sv) {
                     self.reject(close_code::INVALID_PAYLOAD, "invalid_state_vector", &e);
-                    return false;
+                    return Step::Stop;
                 }
                 RoomCmd::SyncStep1 {
                     conn_id,
@@ -155,19 +205,21 @@ impl Reader {
                             _ => (close_code::INVALID_PAYLOAD, "invalid_update"),
                         };
                         self.reject(code, reason, &e);
-                        return false;
+                        return Step::Stop;
                     }
                     // yrs 0.28.1 never frees a document that holds a subdocument, so every
                     // unload of such a room would leak it (crates/protocol/tests/yrs_subdoc_leak.rs).
                     Ok(stats) if stats.subdocs > 0 => {
                         self.reject(close_code::POLICY, "subdocument", &SUBDOCS_REFUSED);
-                        return false;
+                        return Step::Stop;
                     }
                     Ok(stats) => stats,
                 };
                 // Read-only connections: refused here, never reaching the room.
-                if self.policy.on_write(&stats, handshake) != crate::limits::Verdict::Forward {
-                    return true;
+                if self.policy.on_write(&stats, handshake, &self.outbox)
+                    != crate::limits::Verdict::Forward
+                {
+                    return Step::Continue;
                 }
                 RoomCmd::ClientUpdate {
                     conn_id,
@@ -184,7 +236,7 @@ impl Reader {
                         _ => (close_code::INVALID_PAYLOAD, "invalid_awareness"),
                     };
                     self.reject(code, reason, &e);
-                    return false;
+                    return Step::Stop;
                 }
             },
             Wire::QueryAwareness => RoomCmd::QueryAwareness { conn_id },
@@ -192,320 +244,379 @@ impl Reader {
             // it is ignored rather than treated as hostile.
             Wire::Auth { .. } => {
                 debug!("ignoring auth message from client");
-                return true;
+                return Step::Continue;
             }
         };
-        if room.tx.send(cmd).await.is_err() {
-            self.closer.close(close_code::INTERNAL, "room closed");
-            return false;
-        }
-        true
+        Step::Forward(cmd)
     }
 }
 
-/// Sets up a connection synchronously (writer task, outbound queue, policy) and returns the
-/// future that lives as long as the connection. Done outside that future on purpose: an async
-/// fn keeps its arguments (the whole WebSocket, ~0.5 KB) and every local that lives across an
-/// await in its state for the connection's life; this way the state holds only what the read
-/// side needs (memory per connection, docs/benchmarks.md).
+/// However the connection task ends (even by a panic), the room stops queueing to it.
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.outbox.finish();
+    }
+}
+
+/// A connection's state for its whole life, owned by its one task.
+struct Conn {
+    socket: WebSocket,
+    reader: Reader,
+    relay: RelayHandle,
+    started: Instant,
+    /// When the token expires (4401).
+    expires: Option<Instant>,
+    /// Held for the connection's lifetime: one connection permit, one slot in the room.
+    _slots: (tokio::sync::OwnedSemaphorePermit, crate::limits::RoomSlot),
+}
+
+/// Sets up a connection synchronously (outbound queue, policy) and spawns its one task.
+///
+/// Why like this: that task's future is most of what an idle connection costs
+/// (docs/benchmarks.md, memory per room). It is spawned on its own rather than run inside
+/// axum's upgrade task, which would keep the upgrade's configuration and callback beside it;
+/// everything is moved into `Conn` first, because an async fn or block keeps its arguments
+/// next to the locals they are moved into; and the phases that wait on large futures (join,
+/// close frame, leave, linger) box them, so only the serving loop's state stays resident.
 fn start(
     relay: RelayHandle,
-    room: String,
+    room: &str,
     conn_id: u64,
     socket: WebSocket,
     access: crate::auth::Access,
-    // Held for the connection's lifetime: one connection permit, one slot in the room.
     slots: (tokio::sync::OwnedSemaphorePermit, crate::limits::RoomSlot),
-) -> impl Future<Output = ()> + Send + 'static {
-    // Shutdown waits (bounded) for connections too: they hold the store until they end.
-    let tracked = relay.shared.tracker.token();
+    span: &tracing::Span,
+) {
     metrics::gauge!(m::CONNECTIONS).increment(1.0);
     metrics::counter!(m::CONNECTIONS_TOTAL).increment(1);
-    let started = Instant::now();
-    let (sink, stream) = socket.split();
-    let (tx, rx) = mpsc::channel::<Bytes>(relay.shared.config.conn_queue_frames);
-    let closer = Arc::new(Closer::default());
-    crate::auth::watch_expiry(&access, closer.clone());
+    let outbox = Arc::new(Outbox::new(relay.shared.config.conn_queue_frames));
+    let expires = crate::auth::expiry_deadline(&access);
     let reader = Reader {
         conn_id,
-        closer: closer.clone(),
+        outbox,
         limits: UpdateLimits::default(),
-        policy: crate::limits::ConnPolicy::new(&relay, &room, access, tx.clone()),
+        policy: crate::limits::ConnPolicy::new(&relay, room, access),
     };
-    let last_seen = Arc::new(AtomicU64::new(0));
-    let writer = tokio::spawn(
-        write_loop(
-            sink,
-            rx,
-            closer.clone(),
-            relay.shared.cancel.clone(),
-            WriteTiming {
-                started,
-                last_seen: last_seen.clone(),
-                ping_interval: relay.shared.config.ping_interval,
-            },
-        )
-        .in_current_span(),
-    );
-    let link = ConnLink {
-        id: conn_id,
-        tx,
-        closer,
+    // Shutdown waits (bounded) for connections too: they hold the store until they end.
+    let tracker = relay.shared.tracker.clone();
+    let mut conn = Conn {
+        socket,
+        reader,
+        relay,
+        started: Instant::now(),
+        expires,
+        _slots: slots,
     };
-    async move {
-        let _tracked = tracked;
-        let _slots = slots;
-        run(
-            relay,
-            room,
+    tracker.spawn(async move { conn.run().await }.instrument(span.clone()));
+}
+
+impl Conn {
+    async fn run(&mut self) {
+        let outbox = self.reader.outbox.clone();
+        let link = ConnLink {
+            id: self.reader.conn_id,
+            outbox: outbox.clone(),
+        };
+        let joining = Box::pin(self.relay.join(self.reader.policy.room(), link));
+        let joined = match joining.await {
+            Ok(room_handle) => {
+                info!("connected");
+                Some(room_handle)
+            }
+            Err(e) => {
+                warn!(error = %e, "could not join room");
+                let code = match e {
+                    RelayError::ShuttingDown => close_code::SHUTDOWN,
+                    RelayError::Unavailable(_) | RelayError::Overloaded(_) => {
+                        close_code::SLOW_CONSUMER
+                    }
+                    _ => close_code::INTERNAL,
+                };
+                outbox.close(code, "room unavailable");
+                None
+            }
+        };
+        if let Some(room_handle) = &joined {
+            self.serve(room_handle).await;
+        }
+        outbox.close(1000, "");
+        outbox.finish();
+        // The room forgets us (and our awareness states); when its inbox is full that waits
+        // until our close frame is out.
+        let leave = joined.and_then(|h| {
+            let cmd = RoomCmd::Leave {
+                conn_id: self.reader.conn_id,
+            };
+            match h.tx.try_send(Box::new(cmd)) {
+                Err(TrySendError::Full(cmd)) => Some((h, cmd)),
+                Ok(()) | Err(TrySendError::Closed(_)) => None,
+            }
+        });
+        let (code, reason) = outbox.reason();
+        let frame = CloseFrame {
+            code,
+            reason: reason.as_ref().into(),
+        };
+        let _ = Box::pin(tokio::time::timeout(
+            CLOSE_LINGER,
+            self.socket.send(Message::Close(Some(frame))),
+        ))
+        .await;
+        if let Some((h, cmd)) = leave {
+            let _ = Box::pin(h.tx.send(cmd)).await;
+        }
+        // Our close frame went out first; now keep the socket briefly so the peer reads it
+        // before the socket goes away. Dropping a socket with unread input (the rest of an
+        // oversized message, say) makes the kernel send a reset, and the peer would see 1006
+        // instead of our code. The stream cannot be drained past an oversized message (the
+        // read error ends it: it yields nothing more), so then we just hold the socket open for
+        // the linger; otherwise the end of the stream or a read error means the peer is gone.
+        // (Until the connection was one task, the end of the stream after an oversized message
+        // broke the linger at once too, and only the hand-over between the reader and writer
+        // tasks gave the close frame time to arrive.)
+        let oversized = code == close_code::TOO_BIG;
+        let stream = &mut self.socket;
+        let _ = Box::pin(tokio::time::timeout(CLOSE_LINGER, async {
+            loop {
+                match stream.next().await {
+                    Some(Ok(Message::Close(_))) => break,
+                    Some(Ok(_)) => {}
+                    None | Some(Err(_)) if oversized => std::future::pending::<()>().await,
+                    None | Some(Err(_)) => break,
+                }
+            }
+        }))
+        .await;
+        metrics::gauge!(m::CONNECTIONS).decrement(1.0);
+        info!(code, reason = %reason, "disconnected");
+    }
+
+    /// The connection's life in the room, until something asks it to close (the peer, the
+    /// room, a refusal, a timer). One loop polls everything, so no direction waits for the
+    /// other: writes go on while a read waits for room in the room's inbox (a peer that sends
+    /// without reading fills its outbound queue and is closed as a slow consumer instead of
+    /// deadlocking), and reads go on while a write waits for the peer to read; a close request
+    /// ends a blocked write at once. Shutdown reaches a joined connection through its room,
+    /// which closes all of its connections (1012) once it has committed what it received, so
+    /// the loop does not watch the relay-wide token itself (polling it on every wakeup took a
+    /// relay-wide lock).
+    async fn serve(&mut self, room: &RoomHandle) {
+        let Conn {
+            socket,
             reader,
-            link,
-            stream,
-            writer,
-            (last_seen, started),
-        )
+            relay,
+            started,
+            expires,
+            ..
+        } = self;
+        let outbox = &*reader.outbox;
+        let ping_interval = relay.shared.config.ping_interval;
+        let mut next_ping = *started + ping_interval;
+        let mut last_seen = *started;
+        let timer = tokio::time::sleep_until(earliest(next_ping, *expires));
+        tokio::pin!(timer);
+        // A command the room's inbox had no room for; reading waits until the room takes it.
+        let mut forwarding: Option<Forward> = None;
+        let mut write = WriteState::default();
+        // Reads go through the outbox as their waker, so the socket is read only when it said
+        // it may be readable: a read attempt costs a pass through tungstenite (which zeroes its
+        // read buffer each time), too much to repeat on every wakeup for outbound frames.
+        let read_waker = Waker::from(reader.outbox.clone());
+        std::future::poll_fn(|cx| {
+            // Registering once per wakeup is enough: whoever takes the waker wakes the task.
+            outbox.register(cx.waker());
+            let mut poll_timers = true;
+            loop {
+                if outbox.is_closing() {
+                    return Poll::Ready(());
+                }
+                let mut progress = false;
+                if poll_timers {
+                    poll_timers = false;
+                    if timer.as_mut().poll(cx).is_ready() {
+                        let now = Instant::now();
+                        if expires.is_some_and(|e| now >= e) {
+                            crate::auth::token_expired(outbox);
+                            continue;
+                        }
+                        if now >= next_ping {
+                            if now.duration_since(last_seen) > 2 * ping_interval {
+                                warn!("no pong within two ping intervals");
+                                metrics::counter!(m::REJECTED_MESSAGES_TOTAL, "reason" => "timeout")
+                                    .increment(1);
+                                outbox.close(close_code::TIMEOUT, "ping timeout");
+                                continue;
+                            }
+                            write.ping_due = true;
+                            next_ping = now + ping_interval;
+                        }
+                        timer.as_mut().reset(earliest(next_ping, *expires));
+                        // Poll the new deadline so it can wake us.
+                        poll_timers = true;
+                        progress = true;
+                    }
+                }
+                if let Some(f) = &mut forwarding
+                    && let Poll::Ready(delivered) = f.as_mut().poll(cx)
+                {
+                    forwarding = None;
+                    if !delivered {
+                        outbox.close(close_code::INTERNAL, "room closed");
+                        continue;
+                    }
+                    // Reading paused meanwhile; what arrived since has already signalled.
+                    outbox.read_again();
+                    progress = true;
+                }
+                if forwarding.is_none()
+                    && outbox.take_read_woken()
+                    && let Poll::Ready(next) =
+                        socket.poll_next_unpin(&mut Context::from_waker(&read_waker))
+                {
+                    // More may be buffered: read until the socket says it has nothing.
+                    outbox.read_again();
+                    progress = true;
+                    last_seen = Instant::now();
+                    match reader.message(next) {
+                        Step::Continue => {}
+                        Step::Stop => outbox.close(1000, ""),
+                        Step::Forward(cmd) => match room.tx.try_send(Box::new(cmd)) {
+                            Ok(()) => {}
+                            Err(TrySendError::Full(cmd)) => {
+                                forwarding = Some(forward_later(room.tx.clone(), cmd));
+                            }
+                            Err(TrySendError::Closed(_)) => {
+                                outbox.close(close_code::INTERNAL, "room closed");
+                            }
+                        },
+                    }
+                }
+                match write.poll(socket, outbox, cx) {
+                    Ok(fed) => progress |= fed,
+                    Err(e) => {
+                        debug!(error = %e, "write error");
+                        outbox.close(close_code::INTERNAL, "send failed");
+                    }
+                }
+                if !progress {
+                    return Poll::Pending;
+                }
+            }
+        })
         .await;
     }
 }
 
-async fn run(
-    relay: RelayHandle,
-    room: String,
-    reader: Reader,
-    link: ConnLink,
-    mut stream: futures_util::stream::SplitStream<WebSocket>,
-    writer: tokio::task::JoinHandle<()>,
-    (last_seen, started): (Arc<AtomicU64>, Instant),
-) {
-    match relay.join(&room, link).await {
-        Ok(room_handle) => {
-            info!("connected");
-            read_loop(&reader, &room_handle, &mut stream, &last_seen, started).await;
-            let _ = room_handle
-                .tx
-                .send(RoomCmd::Leave {
-                    conn_id: reader.conn_id,
-                })
-                .await;
-        }
-        Err(e) => {
-            warn!(error = %e, "could not join room");
-            let code = match e {
-                RelayError::ShuttingDown => close_code::SHUTDOWN,
-                RelayError::Unavailable(_) | RelayError::Overloaded(_) => close_code::SLOW_CONSUMER,
-                _ => close_code::INTERNAL,
-            };
-            reader.closer.close(code, "room unavailable");
-        }
-    }
-    let closer = &reader.closer;
-    closer.close(1000, "");
-    // Our close frame goes out first; then keep the socket briefly so the peer reads it before
-    // the socket goes away. Dropping a socket with unread input (the rest of an oversized
-    // message, say) makes the kernel send a reset, and the peer would see 1006 instead of our
-    // code. The stream cannot be drained past an oversized message (it reports the error again
-    // or ends), so then we hold the socket for the whole linger; otherwise an error or the end
-    // of the stream means the peer is gone.
-    let _ = writer.await;
-    let oversized = closer.reason().0 == close_code::TOO_BIG;
-    let _ = tokio::time::timeout(CLOSE_LINGER, async {
-        loop {
-            match stream.next().await {
-                Some(Ok(Message::Close(_))) => break,
-                Some(Ok(_)) => {}
-                None | Some(Err(_)) if oversized => std::future::pending::<()>().await,
-                None | Some(Err(_)) => break,
-            }
-        }
-    })
-    .await;
-    let (code, reason) = closer.reason();
-    metrics::gauge!(m::CONNECTIONS).decrement(1.0);
-    info!(code, reason = %reason, "disconnected");
+fn earliest(ping: Instant, expires: Option<Instant>) -> Instant {
+    expires.map_or(ping, |e| e.min(ping))
 }
 
-async fn read_loop(
-    reader: &Reader,
-    room: &RoomHandle,
-    stream: &mut futures_util::stream::SplitStream<WebSocket>,
-    last_seen: &AtomicU64,
-    started: Instant,
-) {
-    loop {
-        let next = tokio::select! {
-            biased;
-            _ = reader.closer.token.cancelled() => return,
-            m = stream.next() => m,
-        };
-        last_seen.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-        match next {
-            None => return,
-            Some(Err(e)) => {
-                let text = e.to_string();
-                // tungstenite reports an over-long message as a capacity error ("Space limit
-                // exceeded: Message too long"); the integration tests pin this mapping.
-                if text.contains("too long") || text.contains("Space limit") {
-                    reader.reject(close_code::TOO_BIG, "message_too_big", &text);
-                } else {
-                    debug!(error = %text, "read error");
-                }
-                return;
-            }
-            Some(Ok(Message::Binary(b))) => {
-                if !reader.frame(room, b).await {
-                    return;
-                }
-            }
-            Some(Ok(Message::Text(_))) => {
-                reader.reject(
-                    close_code::UNSUPPORTED_DATA,
-                    "text_frame",
-                    &"text frames are not supported",
-                );
-                return;
-            }
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-            Some(Ok(Message::Close(_))) => return,
-        }
-    }
-}
+/// Hands a command to a full room inbox, waiting for space. Boxed: only needed when the room is
+/// behind, so an idle connection does not carry its size.
+type Forward = Pin<Box<dyn Future<Output = bool> + Send>>;
 
-struct WriteTiming {
-    started: Instant,
-    last_seen: Arc<AtomicU64>,
-    ping_interval: Duration,
+fn forward_later(tx: tokio::sync::mpsc::Sender<RoomMsg>, cmd: RoomMsg) -> Forward {
+    Box::pin(async move { tx.send(cmd).await.is_ok() })
 }
 
 /// At most this many frames, or about this many bytes, go out per socket flush.
 const WRITE_BATCH_FRAMES: usize = 64;
 const WRITE_BATCH_BYTES: usize = 256 * 1024;
 
-/// Writes `first` and the frames already queued behind it, then flushes once: one `sendto` per
-/// wakeup instead of one per frame, which was half the server's CPU in bursts
-/// (docs/benchmarks.md). Frames are never skipped; the queue only drains faster.
-async fn send_queued(
-    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
-    rx: &mut mpsc::Receiver<Bytes>,
-    first: Bytes,
-) -> Result<(), axum::Error> {
-    let mut bytes = first.len();
-    let mut batch = vec![first];
-    while batch.len() < WRITE_BATCH_FRAMES && bytes < WRITE_BATCH_BYTES {
-        let Ok(frame) = rx.try_recv() else { break };
-        bytes += frame.len();
-        batch.push(frame);
-    }
-    for frame in coalesce_updates(batch) {
-        sink.feed(Message::Binary(frame)).await?;
-    }
-    sink.flush().await
+#[derive(Default)]
+struct WriteState {
+    /// A ping goes out before the next queued frame.
+    ping_due: bool,
+    /// Frames were fed since the last completed flush.
+    unflushed: bool,
 }
 
-/// Merges each run of consecutive update frames that queued up behind a busy socket into one
-/// update frame. Those frames go out in this same write anyway, so merging adds no latency; it
-/// spares a client that fell behind one decode and one Yjs transaction per frame (a replica
-/// applying 3,750 single-insert updates one per frame spends ~3x the time it spends on them in
-/// groups of 7, and ~10x in groups of 50: docs/benchmarks.md §8). Sync step 2 and awareness
-/// frames are kept as they are and in place, so the order of different kinds is unchanged.
-fn coalesce_updates(batch: Vec<Bytes>) -> Vec<Bytes> {
-    if batch.len() < 2 {
-        return batch;
-    }
-    let mut out = Vec::with_capacity(batch.len());
-    let mut run: Vec<Bytes> = Vec::new();
-    let mut run_bytes = 0;
-    for frame in batch {
-        let is_update = matches!(weaver_protocol::decode_message(&frame), Ok(Wire::Update(_)));
-        if !is_update || run_bytes + frame.len() > crate::room::MERGE_MAX_BYTES {
-            flush_run(&mut run, &mut out);
-            run_bytes = 0;
+impl WriteState {
+    /// Feeds the frames already queued (at most `WRITE_BATCH_FRAMES` / `WRITE_BATCH_BYTES`),
+    /// then flushes once: one `sendto` per wakeup instead of one per frame, which was half the
+    /// server's CPU in bursts (docs/benchmarks.md). Frames are never skipped; the queue only
+    /// drains faster. Returns whether anything was fed (more may be queued); a socket that
+    /// cannot take more registers the task's waker.
+    fn poll(
+        &mut self,
+        socket: &mut WebSocket,
+        outbox: &Outbox,
+        cx: &mut Context<'_>,
+    ) -> Result<bool, axum::Error> {
+        let (mut frames, mut bytes) = (0, 0);
+        while frames < WRITE_BATCH_FRAMES && bytes < WRITE_BATCH_BYTES {
+            match socket.poll_ready_unpin(cx) {
+                Poll::Ready(r) => r?,
+                Poll::Pending => break,
+            }
+            let msg = if self.ping_due {
+                self.ping_due = false;
+                frames += 1;
+                Message::Ping(Bytes::new())
+            } else if let Some(first) = outbox.pop() {
+                let (frame, taken, taken_bytes) = merge_queued_updates(first, outbox);
+                frames += taken;
+                bytes += taken_bytes;
+                Message::Binary(frame)
+            } else {
+                break;
+            };
+            socket.start_send_unpin(msg)?;
+            self.unflushed = true;
         }
-        if is_update {
-            run_bytes += frame.len();
-            run.push(frame);
-        } else {
-            out.push(frame);
+        if self.unflushed
+            && let Poll::Ready(r) = socket.poll_flush_unpin(cx)
+        {
+            r?;
+            self.unflushed = false;
         }
+        Ok(frames > 0)
     }
-    flush_run(&mut run, &mut out);
-    out
 }
 
-fn flush_run(run: &mut Vec<Bytes>, out: &mut Vec<Bytes>) {
-    if run.len() > 1 {
-        let updates: Vec<&[u8]> = run
-            .iter()
-            .filter_map(|f| match weaver_protocol::decode_message(f) {
-                Ok(Wire::Update(u)) => Some(u),
-                _ => None,
-            })
-            .collect();
-        if let Some(merged) = crate::room::merged_frame(&updates) {
-            run.clear();
-            out.push(merged);
-            return;
-        }
-    }
-    out.append(run);
+fn is_update_frame(frame: &[u8]) -> bool {
+    matches!(weaver_protocol::decode_message(frame), Ok(Wire::Update(_)))
 }
 
-async fn write_loop(
-    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<Bytes>,
-    closer: Arc<Closer>,
-    shutdown: tokio_util::sync::CancellationToken,
-    timing: WriteTiming,
-) {
-    let mut ping = tokio::time::interval(timing.ping_interval);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ping.tick().await;
-    loop {
-        tokio::select! {
-            biased;
-            _ = closer.token.cancelled() => break,
-            _ = shutdown.cancelled() => {
-                closer.close(close_code::SHUTDOWN, "server shutting down");
-            }
-            frame = rx.recv() => {
-                let Some(frame) = frame else {
-                    closer.close(close_code::INTERNAL, "room closed");
-                    continue;
-                };
-                // A peer that stops reading blocks this send; the room then closes us as a slow
-                // consumer, which must interrupt the blocked send.
-                let sent = tokio::select! {
-                    biased;
-                    _ = closer.token.cancelled() => break,
-                    r = send_queued(&mut sink, &mut rx, frame) => r,
-                };
-                if sent.is_err() {
-                    closer.close(close_code::INTERNAL, "send failed");
-                }
-            }
-            _ = ping.tick() => {
-                let seen_ms = timing.last_seen.load(Ordering::Relaxed);
-                let now_ms = timing.started.elapsed().as_millis() as u64;
-                if now_ms.saturating_sub(seen_ms) > 2 * timing.ping_interval.as_millis() as u64 {
-                    warn!("no pong within two ping intervals");
-                    metrics::counter!(m::REJECTED_MESSAGES_TOTAL, "reason" => "timeout").increment(1);
-                    closer.close(close_code::TIMEOUT, "ping timeout");
-                    continue;
-                }
-                let sent = tokio::select! {
-                    biased;
-                    _ = closer.token.cancelled() => break,
-                    r = sink.send(Message::Ping(Bytes::new())) => r,
-                };
-                if sent.is_err() {
-                    closer.close(close_code::INTERNAL, "send failed");
-                }
-            }
-        }
+/// When `first` is an update frame and more update frames queued behind it (the socket was
+/// busy), takes them too and returns one merged update frame in their place, with the number
+/// of frames and bytes taken. They would leave in this same write anyway, so merging adds no
+/// latency; it spares a client that fell behind one decode and one Yjs transaction per frame
+/// (a replica applying 3,750 single-insert updates one per frame spends ~3× the time it spends
+/// on them in groups of 7, ~10× in groups of 50: docs/benchmarks.md §8). Other frames (step 2,
+/// awareness) are never taken, so the order of different kinds is unchanged.
+fn merge_queued_updates(first: Bytes, outbox: &Outbox) -> (Bytes, usize, usize) {
+    let first_len = first.len();
+    if outbox.is_empty() || first_len >= crate::room::MERGE_MAX_BYTES || !is_update_frame(&first) {
+        return (first, 1, first_len);
     }
-    let (code, reason) = closer.reason();
-    let frame = CloseFrame {
-        code,
-        reason: reason.as_ref().into(),
-    };
-    let _ = tokio::time::timeout(CLOSE_LINGER, sink.send(Message::Close(Some(frame)))).await;
+    let mut rest = Vec::new();
+    let mut bytes = first_len;
+    while rest.len() + 1 < WRITE_BATCH_FRAMES {
+        let Some(next) = outbox
+            .pop_if(|f| bytes + f.len() <= crate::room::MERGE_MAX_BYTES && is_update_frame(f))
+        else {
+            break;
+        };
+        bytes += next.len();
+        rest.push(next);
+    }
+    if rest.is_empty() {
+        return (first, 1, first_len);
+    }
+    let updates: Vec<&[u8]> = std::iter::once(&first)
+        .chain(&rest)
+        .filter_map(|f| match weaver_protocol::decode_message(f) {
+            Ok(Wire::Update(u)) => Some(u),
+            _ => None,
+        })
+        .collect();
+    if let Some(merged) = crate::room::merged_frame(&updates) {
+        return (merged, rest.len() + 1, bytes);
+    }
+    // yrs refused to merge them (merged_frame logged why): send them one by one, in order.
+    for f in rest.into_iter().rev() {
+        outbox.push_front(f);
+    }
+    (first, 1, first_len)
 }

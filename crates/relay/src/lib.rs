@@ -5,8 +5,9 @@
 //!   the room registry.
 //! - `room`       — the room actor: owns a yrs `Doc`, awareness, connection senders; batches
 //!   updates → one durable persist → echo to all.
-//! - `connection` — WebSocket upgrade, read loop (decode + validate), writer (bounded queue,
-//!   ping, close codes).
+//! - `connection` — WebSocket upgrade and the connection task: reads (decode + validate),
+//!   writes (bounded queue, ping, close codes) and timers in one loop.
+//! - `outbox`     — what a room and a connection share: the outbound queue and the close request.
 //! - `store`      — redb tables `relay_*`, room load (snapshot + tail), the group-commit persister.
 //! - `server`     — [`serve`]: the HTTP/1.1 accept loop (header-read deadline, upgrades,
 //!   `TCP_NODELAY`, graceful shutdown).
@@ -42,6 +43,7 @@ mod error;
 mod http;
 pub mod limits;
 pub mod metrics;
+mod outbox;
 mod relay;
 mod room;
 mod server;

@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use crate::auth::{Access, ReadOnlyAwareness};
@@ -204,25 +203,17 @@ pub(crate) struct ConnPolicy {
     relay: crate::relay::RelayHandle,
     room: Arc<str>,
     access: Access,
-    /// Weak, so the writer still sees the channel close when the room drops the connection.
-    tx: mpsc::WeakSender<Bytes>,
     rates: Mutex<Rates>,
     denied_sent: AtomicBool,
 }
 
 impl ConnPolicy {
-    pub fn new(
-        relay: &crate::relay::RelayHandle,
-        room: &str,
-        access: Access,
-        tx: mpsc::Sender<Bytes>,
-    ) -> Self {
+    pub fn new(relay: &crate::relay::RelayHandle, room: &str, access: Access) -> Self {
         let l = &relay.shared.config.limits;
         Self {
             relay: relay.clone(),
             room: Arc::from(room),
             access,
-            tx: tx.downgrade(),
             rates: Mutex::new(Rates {
                 step1: TokenBucket::new(
                     f64::from(l.sync_step1_burst),
@@ -235,6 +226,11 @@ impl ConnPolicy {
             }),
             denied_sent: AtomicBool::new(false),
         }
+    }
+
+    /// The room this connection is in.
+    pub fn room(&self) -> &str {
+        &self.room
     }
 
     /// A SyncStep1: allowed within the rate, else the connection is closed (1008). Dropping it
@@ -258,7 +254,13 @@ impl ConnPolicy {
     /// message). A step2 without structs is not a write: Yjs puts the document's whole delete
     /// set into every step2, so a reader that reconnects with content sends deletions it merely
     /// received. A live update with only deletions is a write.
-    pub fn on_write(&self, stats: &weaver_protocol::UpdateStats, handshake: bool) -> Verdict {
+    /// The notice goes to `outbox`, the connection's own queue.
+    pub fn on_write(
+        &self,
+        stats: &weaver_protocol::UpdateStats,
+        handshake: bool,
+        outbox: &crate::outbox::Outbox,
+    ) -> Verdict {
         if self.access.can_write() {
             return Verdict::Forward;
         }
@@ -273,9 +275,7 @@ impl ConnPolicy {
             );
             let frame = weaver_protocol::encode_permission_denied("read-only access");
             // A full queue means the room is about to close this slow consumer anyway.
-            if let Some(tx) = self.tx.upgrade() {
-                let _ = tx.try_send(Bytes::from(frame));
-            }
+            let _ = outbox.push(Bytes::from(frame));
         } else {
             debug!("further write from a read-only connection dropped");
         }

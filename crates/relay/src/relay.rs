@@ -17,7 +17,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::config::{ROOM_INBOX, RelayConfig};
 use crate::error::RelayError;
-use crate::room::{self, ConnLink, RoomCmd};
+use crate::room::{self, ConnLink, RoomCmd, RoomMsg};
 use crate::store::{PersisterThread, Store};
 
 /// Capacity of the committed-update broadcast. A subscriber that falls further behind gets
@@ -85,13 +85,13 @@ impl std::fmt::Debug for Shared {
 
 struct RoomEntry {
     generation: u64,
-    tx: mpsc::Sender<RoomCmd>,
+    tx: mpsc::Sender<RoomMsg>,
 }
 
 /// A loaded room's inbox, as handed out by the registry.
 #[derive(Clone, Debug)]
 pub(crate) struct RoomHandle {
-    pub tx: mpsc::Sender<RoomCmd>,
+    pub tx: mpsc::Sender<RoomMsg>,
 }
 
 /// Cloneable handle to a running relay: the API of the HTTP layer and of the bridge.
@@ -323,7 +323,7 @@ impl RelayHandle {
         for _ in 0..ROOM_RETRIES {
             let h = self.room(room)?;
             let (tx, rx) = oneshot::channel();
-            if h.tx.send(make(tx)).await.is_err() {
+            if h.tx.send(Box::new(make(tx))).await.is_err() {
                 continue;
             }
             match rx.await {
@@ -346,10 +346,10 @@ impl RelayHandle {
             let h = self.room(room)?;
             let (tx, rx) = oneshot::channel();
             if h.tx
-                .send(RoomCmd::Join {
+                .send(Box::new(RoomCmd::Join {
                     link: link.clone(),
                     reply: tx,
-                })
+                }))
                 .await
                 .is_err()
             {
@@ -407,7 +407,7 @@ impl RelayHandle {
         &self,
         name: &str,
         generation: u64,
-        rx: &mpsc::Receiver<RoomCmd>,
+        rx: &mpsc::Receiver<RoomMsg>,
         only_if_idle: bool,
     ) -> bool {
         let Ok(mut rooms) = self.shared.rooms.lock() else {

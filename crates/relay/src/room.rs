@@ -10,16 +10,14 @@
 //! Deliberately not here: frame decoding and socket IO (connection.rs), storage encodings
 //! (store.rs), the registry (relay.rs).
 
-use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 use weaver_protocol::{AwarenessEntry, encode_awareness, encode_awareness_message};
 use yrs::updates::decoder::Decode;
@@ -28,36 +26,15 @@ use yrs::{Doc, OffsetKind, Options, ReadTxn, StateVector, Transact, Update};
 
 use crate::error::{RelayError, close_code};
 use crate::metrics as m;
+use crate::outbox::{Outbox, PushError};
 use crate::relay::{CommittedUpdate, RelayHandle, UpdateOrigin};
 use crate::store::StoredRoom;
 
-/// Asks a connection to close with a code and reason; the first request wins.
-#[derive(Debug, Default)]
-pub(crate) struct Closer {
-    pub token: CancellationToken,
-    reason: OnceLock<(u16, Cow<'static, str>)>,
-}
-
-impl Closer {
-    pub fn close(&self, code: u16, reason: impl Into<Cow<'static, str>>) {
-        let _ = self.reason.set((code, reason.into()));
-        self.token.cancel();
-    }
-
-    pub fn reason(&self) -> (u16, Cow<'static, str>) {
-        self.reason
-            .get()
-            .cloned()
-            .unwrap_or((1000, Cow::Borrowed("")))
-    }
-}
-
-/// What a room keeps of a connection: where to queue its frames and how to close it.
+/// What a room keeps of a connection: its id and the queue/close request they share.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnLink {
     pub id: u64,
-    pub tx: mpsc::Sender<Bytes>,
-    pub closer: Arc<Closer>,
+    pub outbox: Arc<Outbox>,
 }
 
 #[derive(Debug)]
@@ -101,8 +78,14 @@ pub(crate) enum RoomCmd {
     },
 }
 
-// Each room's inbox allocates its slots in blocks of 32 commands at creation.
+// Commands travel boxed (`RoomMsg`): each one is its own small allocation.
 const _: () = assert!(std::mem::size_of::<RoomCmd>() <= 48);
+
+/// What a room's inbox carries. Boxed because a tokio mpsc channel allocates its slots in blocks
+/// of 32 at creation, and every room has an inbox: 32 boxes are 256 bytes where 32 commands
+/// were 1.5 KB (docs/benchmarks.md, memory per room). One small allocation per command is
+/// nothing next to what the room does with it.
+pub(crate) type RoomMsg = Box<RoomCmd>;
 
 impl RoomCmd {
     /// Commands that reveal document state must not run while a batch is unpersisted.
@@ -306,10 +289,12 @@ pub(crate) async fn run(
     relay: RelayHandle,
     name: Arc<str>,
     generation: u64,
-    mut rx: mpsc::Receiver<RoomCmd>,
+    mut rx: mpsc::Receiver<RoomMsg>,
 ) {
     let started = Instant::now();
-    let loaded = load(&relay, &name).await;
+    // Boxed, like every rare or large await of the room (rebuilds, deletion, the persist
+    // request): a task's memory is its future's largest state, held for the room's whole life.
+    let loaded = Box::pin(load(&relay, &name)).await;
     let loaded = match loaded {
         Ok(v) => v,
         Err(e) => {
@@ -363,8 +348,8 @@ pub(crate) async fn run(
                 // shutdown loses nothing the server has read off a socket.
                 rx.close();
                 while let Ok(cmd) = rx.try_recv() {
-                    match cmd {
-                        RoomCmd::ClientUpdate { .. } | RoomCmd::Apply { .. } | RoomCmd::Leave { .. } => {
+                    match *cmd {
+                        cmd @ (RoomCmd::ClientUpdate { .. } | RoomCmd::Apply { .. } | RoomCmd::Leave { .. }) => {
                             room.handle(cmd).await;
                         }
                         other => other.bounce(|| RelayError::ShuttingDown),
@@ -386,7 +371,7 @@ pub(crate) async fn run(
                     if cmd.needs_flush() {
                         room.flush().await;
                     }
-                    if room.handle(cmd).await {
+                    if room.handle(*cmd).await {
                         deleted = true;
                         break;
                     }
@@ -512,20 +497,24 @@ impl Room {
                 let _ = reply.send(self.encode_state(sv.as_deref()));
             }
             RoomCmd::Delete { reply } => {
-                if let Some(c) = self.compaction.take() {
-                    let _ = c.await;
-                }
-                self.close_all(close_code::ROOM_DELETED, "room deleted");
-                let r = self.relay.shared.store.delete(self.name.clone()).await;
-                info!(ok = r.is_ok(), "room deleted");
-                if r.is_ok() {
-                    let _ = self.relay.shared.deletions.send(self.name.clone());
-                }
-                let _ = reply.send(r.map_err(RelayError::from));
+                Box::pin(self.delete(reply)).await;
                 return true;
             }
         }
         false
+    }
+
+    async fn delete(&mut self, reply: oneshot::Sender<Result<(), RelayError>>) {
+        if let Some(c) = self.compaction.take() {
+            let _ = c.await;
+        }
+        self.close_all(close_code::ROOM_DELETED, "room deleted");
+        let r = self.relay.shared.store.delete(self.name.clone()).await;
+        info!(ok = r.is_ok(), "room deleted");
+        if r.is_ok() {
+            let _ = self.relay.shared.deletions.send(self.name.clone());
+        }
+        let _ = reply.send(r.map_err(RelayError::from));
     }
 
     fn join(&mut self, link: ConnLink) {
@@ -624,7 +613,7 @@ impl Room {
                     (close_code::INTERNAL, "update_panicked"),
                     RelayError::InvalidUpdate("update could not be applied".into()),
                 );
-                self.rebuild().await;
+                Box::pin(self.rebuild()).await;
             }
             Applied::PendingTooLarge(size) => {
                 warn!(origin = ?origin, size, "too many bytes of causally incomplete updates; refusing");
@@ -636,7 +625,7 @@ impl Room {
                         "update depends on missing updates and would park {size} bytes"
                     )),
                 );
-                self.rebuild().await;
+                Box::pin(self.rebuild()).await;
             }
         }
     }
@@ -717,13 +706,8 @@ impl Room {
             let n = to_store.len() as u64;
             let bytes: u64 = to_store.iter().map(|u| u.len() as u64).sum();
             let started = Instant::now();
-            match self
-                .relay
-                .shared
-                .store
-                .append(self.name.clone(), to_store)
-                .await
-            {
+            let persisting = Box::pin(self.relay.shared.store.append(self.name.clone(), to_store));
+            match persisting.await {
                 Ok(seq) => {
                     metrics::histogram!(m::PERSIST_SECONDS).record(started.elapsed().as_secs_f64());
                     self.last_seq = seq;
@@ -738,7 +722,7 @@ impl Room {
                     let err = RelayError::Storage(e);
                     self.fail_batch(&err);
                     self.close_all(close_code::INTERNAL, "storage failure");
-                    if let Err(e) = self.reload().await {
+                    if let Err(e) = Box::pin(self.reload()).await {
                         error!(error = %e, "reloading after a storage failure failed");
                         self.dead = true;
                     }
@@ -968,7 +952,7 @@ impl Room {
         warn!(conn = conn_id, code, reason, detail, "closing connection");
         metrics::counter!(m::REJECTED_MESSAGES_TOTAL, "reason" => reason).increment(1);
         if let Some(c) = self.conns.get(&conn_id) {
-            c.link.closer.close(code, reason);
+            c.link.outbox.close(code, reason);
         }
         self.remove_conn(conn_id);
     }
@@ -979,13 +963,13 @@ impl Room {
             return;
         };
         let len = frame.len() as u64;
-        match c.link.tx.try_send(frame) {
+        match c.link.outbox.push(frame) {
             Ok(()) => {
                 metrics::counter!(m::MESSAGES_OUT_TOTAL).increment(1);
                 metrics::counter!(m::BYTES_OUT_TOTAL).increment(len);
             }
-            Err(mpsc::error::TrySendError::Full(_)) => self.slow_consumer(conn_id),
-            Err(mpsc::error::TrySendError::Closed(_)) => self.remove_conn(conn_id),
+            Err(PushError::Full) => self.slow_consumer(conn_id),
+            Err(PushError::Gone) => self.remove_conn(conn_id),
         }
     }
 
@@ -993,10 +977,10 @@ impl Room {
     fn broadcast(&mut self, frame: Bytes) {
         let mut failed = Vec::new();
         for (id, c) in &self.conns {
-            match c.link.tx.try_send(frame.clone()) {
+            match c.link.outbox.push(frame.clone()) {
                 Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => failed.push((*id, true)),
-                Err(mpsc::error::TrySendError::Closed(_)) => failed.push((*id, false)),
+                Err(PushError::Full) => failed.push((*id, true)),
+                Err(PushError::Gone) => failed.push((*id, false)),
             }
         }
         let delivered = (self.conns.len() - failed.len()) as u64;
@@ -1016,7 +1000,7 @@ impl Room {
         metrics::counter!(m::SLOW_CONSUMER_CLOSES_TOTAL).increment(1);
         if let Some(c) = self.conns.get(&conn_id) {
             c.link
-                .closer
+                .outbox
                 .close(close_code::SLOW_CONSUMER, "slow consumer");
         }
         self.remove_conn(conn_id);
@@ -1050,7 +1034,16 @@ impl Room {
 
     fn close_all(&mut self, code: u16, reason: &'static str) {
         for (_, c) in self.conns.drain() {
-            c.link.closer.close(code, reason);
+            c.link.outbox.close(code, reason);
         }
+    }
+}
+
+/// Every way a room ends closes the connections it still has (normally none are left): a
+/// connection only learns that its room is gone through its outbox, including when the room
+/// task panicked.
+impl Drop for Room {
+    fn drop(&mut self) {
+        self.close_all(close_code::INTERNAL, "room closed");
     }
 }

@@ -354,6 +354,69 @@ async fn slow_consumer_is_closed_and_others_are_unaffected() {
     s.stop().await;
 }
 
+/// A client that sends without ever reading fills both directions: its socket to us (we must
+/// keep reading it while our writes to it are blocked, or neither side moves again) and its
+/// outbound queue (echoes of its own updates). It must end as a slow consumer, not hang, and the
+/// room must keep serving others.
+#[tokio::test]
+async fn a_peer_that_sends_without_reading_is_closed_not_deadlocked() {
+    use tokio_tungstenite::tungstenite::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let config = RelayConfig {
+        conn_queue_frames: 16,
+        compact_after_bytes: u64::MAX,
+        compact_after_updates: u64::MAX,
+        ..RelayConfig::default()
+    };
+    let s = start(dir.path(), config).await;
+    // A small receive buffer so the relay's writes to this peer block after a few frames.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(8 * 1024).unwrap();
+    let tcp = socket.connect(s.addr).await.unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(format!("ws://{}/flood", s.addr), tcp)
+        .await
+        .unwrap();
+    let (mut sink, mut stream) = futures_util::StreamExt::split(ws);
+    // Updates too large to share a merged frame (two exceed its 256 KiB cap), so each echo is
+    // its own frame and the queue counts them one by one.
+    let n = 64;
+    let flooder = tokio::spawn(async move {
+        use futures_util::SinkExt;
+        let w = Writer::new(91);
+        let chunk = "f".repeat(192 * 1024);
+        let mut sent = 0;
+        for _ in 0..n {
+            let frame = encode_update(&w.append(&chunk));
+            if sink.send(Message::Binary(frame.into())).await.is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        sent
+    });
+    let sent = tokio::time::timeout(WAIT, flooder)
+        .await
+        .expect("the flooding peer's writes never finished: both directions are stuck")
+        .unwrap();
+    assert!(sent > 0);
+    // The flooding connection ends (its close frame may be lost behind its unread input).
+    tokio::time::timeout(WAIT, async {
+        while let Some(Ok(_)) = futures_util::StreamExt::next(&mut stream).await {}
+    })
+    .await
+    .expect("the flooding connection was never closed");
+    let mut good = s.client("flood").await;
+    good.handshake().await;
+    let f = encode_update(&Writer::new(92).append("after"));
+    good.send(&f).await;
+    assert_eq!(
+        good.recv_until(|m| m == f.as_slice()).await,
+        f,
+        "the room still serves"
+    );
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn limits_on_document_size_pending_bytes_and_connections() {
     let dir = tempfile::tempdir().unwrap();
