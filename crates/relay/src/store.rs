@@ -688,6 +688,10 @@ mod tests {
         drop(store);
     }
 
+    fn reopen(dir: &Path) -> (Store, PersisterThread) {
+        Store::start(open_database(dir).unwrap(), CommitMode::OnePhase).unwrap()
+    }
+
     fn rooms_row(dir: &Path, room: &str) -> Option<u64> {
         let db = Database::create(dir.join(DB_FILE_NAME)).unwrap();
         let txn = db.begin_read().unwrap();
@@ -713,8 +717,7 @@ mod tests {
             "the row is not rewritten"
         );
 
-        let (store, thread) =
-            Store::start(open_database(dir.path()).unwrap(), CommitMode::OnePhase).unwrap();
+        let (store, thread) = reopen(dir.path());
         assert_eq!(store.append(r.clone(), vec![b("4")]).await.unwrap(), 4);
         store
             .compact(r.clone(), 4, b"snap-4".to_vec())
@@ -727,8 +730,7 @@ mod tests {
             "compaction records the last seq"
         );
 
-        let (store, _thread) =
-            Store::start(open_database(dir.path()).unwrap(), CommitMode::OnePhase).unwrap();
+        let (store, _thread) = reopen(dir.path());
         assert_eq!(store.append(r.clone(), vec![b("5")]).await.unwrap(), 5);
         let loaded = store.load(r).await.unwrap();
         assert_eq!(loaded.snapshot_seq, 4);

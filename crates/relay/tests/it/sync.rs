@@ -298,12 +298,7 @@ async fn silent_connection_is_closed_after_two_ping_intervals() {
 #[tokio::test]
 async fn slow_consumer_is_closed_and_others_are_unaffected() {
     let dir = tempfile::tempdir().unwrap();
-    let config = RelayConfig {
-        conn_queue_frames: 64,
-        compact_after_bytes: u64::MAX,
-        compact_after_updates: u64::MAX,
-        ..RelayConfig::default()
-    };
+    let config = small_queue_no_compaction(64);
     let s = start(dir.path(), config).await;
     let mut slow = s.client("slow").await;
     let mut good = s.client("slow").await;
@@ -362,12 +357,7 @@ async fn slow_consumer_is_closed_and_others_are_unaffected() {
 async fn a_peer_that_sends_without_reading_is_closed_not_deadlocked() {
     use tokio_tungstenite::tungstenite::Message;
     let dir = tempfile::tempdir().unwrap();
-    let config = RelayConfig {
-        conn_queue_frames: 16,
-        compact_after_bytes: u64::MAX,
-        compact_after_updates: u64::MAX,
-        ..RelayConfig::default()
-    };
+    let config = small_queue_no_compaction(16);
     let s = start(dir.path(), config).await;
     // A small receive buffer so the relay's writes to this peer block after a few frames.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -637,4 +627,15 @@ async fn subdocuments_are_refused_with_1008() {
         "plain text is fine"
     );
     s.stop().await;
+}
+
+/// A relay whose connections queue at most `frames` frames and whose rooms never compact (so
+/// the tests count exactly the frames they caused).
+fn small_queue_no_compaction(frames: usize) -> RelayConfig {
+    RelayConfig {
+        conn_queue_frames: frames,
+        compact_after_bytes: u64::MAX,
+        compact_after_updates: u64::MAX,
+        ..RelayConfig::default()
+    }
 }
