@@ -83,6 +83,11 @@ pub enum StoreError {
         room: String,
         reason: &'static str,
     },
+    #[error(
+        "the database has relay storage format {found:?}, this binary knows formats 1 and {STORAGE_FORMAT}: \
+         run the version that wrote it, or restore a backup taken before the upgrade"
+    )]
+    UnknownFormat { found: Vec<u8> },
     #[error("refused compaction of room {room}: {reason}")]
     CompactionRefused { room: String, reason: String },
 }
@@ -201,11 +206,9 @@ impl Store {
                         .map_err(redb_err)?;
                 }
                 Some([STORAGE_FORMAT]) => {}
-                Some(_) => {
-                    return Err(StoreError::Corrupt {
-                        table: "relay_meta",
-                        room: String::new(),
-                        reason: "unknown storage format version",
+                Some(found) => {
+                    return Err(StoreError::UnknownFormat {
+                        found: found.to_vec(),
                     });
                 }
             }
@@ -801,13 +804,11 @@ mod tests {
             txn.commit().unwrap();
         }
         let refused = Store::start(open_database(dir.path()).unwrap(), CommitMode::OnePhase);
-        assert!(matches!(
-            refused,
-            Err(StoreError::Corrupt {
-                table: "relay_meta",
-                ..
-            })
-        ));
+        let Err(e) = refused else {
+            panic!("a format-3 database was opened")
+        };
+        assert!(matches!(&e, StoreError::UnknownFormat { found } if found == &[3]));
+        assert!(e.to_string().contains("storage format [3]"), "{e}");
     }
 
     #[test]
