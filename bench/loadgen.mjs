@@ -206,6 +206,7 @@ async function writers () {
     }
     await new Promise((resolve) => setImmediate(resolve))
   }
+  const tWritten = now()
   const lengthsOk = await waitFor(() => clients.every((c) => c.text.length >= total), P.timeoutMs, 2)
   let identical = lengthsOk && sameState(clients)
   if (lengthsOk && !identical) identical = await waitFor(() => sameState(clients), 2000, 10)
@@ -220,6 +221,7 @@ async function writers () {
     updates: total,
     deliveries: total * (P.clients - 1),
     converged_ms: identical ? t1 - t0 : null,
+    written_ms: tWritten - t0,
     min_fraction: minLen / total,
     p50_ms: pct(lat, 0.5),
     p99_ms: pct(lat, 0.99),

@@ -209,6 +209,7 @@ impl Scenario {
             Scenario::Writers16 => vec![
                 c("converged", "identical replicas"),
                 m("converged_ms", "all identical ms", Lower),
+                m("written_ms", "all inserts made ms (load generator)", Info),
                 m("p50_ms", "update latency p50 ms", Lower),
                 m("p99_ms", "update latency p99 ms", Lower),
                 m(
@@ -343,6 +344,7 @@ impl Scenario {
                 put(v, "p50_ms", out.num("p50_ms"));
                 put(v, "p99_ms", out.num("p99_ms"));
                 put(v, "msgs_per_client", out.num("msgs_per_client"));
+                put(v, "written_ms", out.num("written_ms"));
                 if let Some(d) = out.num("deliveries").filter(|d| *d > 0.0) {
                     put(
                         v,

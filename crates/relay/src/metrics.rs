@@ -24,6 +24,8 @@ pub const PERSIST_SECONDS: &str = "weaver_persist_seconds";
 pub const GROUP_COMMIT_OPS: &str = "weaver_group_commit_ops";
 /// Histogram: seconds one group commit (write transaction + fsync) took.
 pub const GROUP_COMMIT_SECONDS: &str = "weaver_group_commit_seconds";
+/// Counter: batches a room held to gather more updates (it was receiving a write storm).
+pub const HELD_BATCHES_TOTAL: &str = "weaver_held_batches_total";
 /// Counter: failed group commits.
 pub const PERSIST_FAILURES_TOTAL: &str = "weaver_persist_failures_total";
 /// Counter: compactions committed.

@@ -220,6 +220,43 @@ pub(crate) fn build_doc(room: &str, stored: &StoredRoom) -> Doc {
 /// an unbounded merged frame would raise the memory a slow consumer can pin before it is closed,
 /// and large updates gain nothing from sharing a frame (the cost saved is per frame).
 pub(crate) const MERGE_MAX_BYTES: usize = 256 * 1024;
+/// A held batch is committed early once it is this large: the merged frame stays well under
+/// `MERGE_MAX_BYTES` and one commit stays short.
+const HOLD_MAX_UPDATES: usize = 512;
+const HOLD_MAX_BYTES: usize = 64 * 1024;
+
+/// Exponentially smoothed count of updates: `level` decays with time constant `TAU`, so
+/// `level / TAU` is the recent rate per second. One multiplication and one `exp` per update.
+#[derive(Debug)]
+struct UpdateRate {
+    level: f64,
+    at: Instant,
+}
+
+impl UpdateRate {
+    const TAU_SECS: f64 = 0.020;
+
+    fn new() -> Self {
+        Self {
+            level: 0.0,
+            at: Instant::now(),
+        }
+    }
+
+    fn decayed(&self, now: Instant) -> f64 {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.level * (-dt / Self::TAU_SECS).exp()
+    }
+
+    fn add(&mut self, now: Instant) {
+        self.level = self.decayed(now) + 1.0;
+        self.at = now;
+    }
+
+    fn per_second(&self, now: Instant) -> f64 {
+        self.decayed(now) / Self::TAU_SECS
+    }
+}
 
 /// One update frame for a whole persisted batch, so each connection gets one frame (one
 /// write) per flush instead of one per update; what Hocuspocus does per tick. A merged update
@@ -280,6 +317,8 @@ struct Room {
     /// Estimated stored size of the document (snapshot + log), for the size limit.
     doc_bytes: u64,
     compaction: Option<JoinHandle<()>>,
+    /// Smoothed rate of document-changing updates, which decides whether batches are held.
+    rate: UpdateRate,
     /// Set when the room cannot continue (storage failed and reload failed).
     dead: bool,
 }
@@ -333,6 +372,7 @@ pub(crate) async fn run(
         log_bytes: loaded.log_bytes,
         doc_bytes: loaded.doc_bytes,
         compaction: None,
+        rate: UpdateRate::new(),
         dead: false,
     };
     room.maybe_compact();
@@ -379,6 +419,9 @@ pub(crate) async fn run(
                     if budget > 0 {
                         next = rx.try_recv().ok();
                     }
+                }
+                if !deleted && room.should_hold() {
+                    deleted = Box::pin(room.hold(&mut rx, &cancel)).await;
                 }
                 room.flush().await;
                 if deleted {
@@ -504,6 +547,55 @@ impl Room {
         false
     }
 
+    /// Whether the batch about to be committed should wait for more updates first: only when
+    /// it holds something to store and the room receives updates faster than the configured
+    /// rate (a write storm), never for ordinary editing.
+    fn should_hold(&self) -> bool {
+        let cfg = &self.relay.shared.config;
+        !cfg.hold_window.is_zero()
+            && self.batch.iter().any(|p| p.persist)
+            && self.rate.per_second(Instant::now()) >= f64::from(cfg.hold_above_rate)
+    }
+
+    /// Keeps applying commands into the batch until the hold window ends, the batch is large
+    /// enough, or something needs the state (which flushes, as always). The caller commits
+    /// what was gathered as one group: one fsync and one merged broadcast frame. Returns true
+    /// when the room was deleted meanwhile. Shutdown and a closed inbox end the hold at once;
+    /// the room loop handles them next, after committing the batch.
+    async fn hold(
+        &mut self,
+        rx: &mut mpsc::Receiver<RoomMsg>,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> bool {
+        let until = tokio::time::Instant::now() + self.relay.shared.config.hold_window;
+        metrics::counter!(m::HELD_BATCHES_TOTAL).increment(1);
+        loop {
+            let bytes: usize = self.batch.iter().map(|p| p.update.len()).sum();
+            if self.batch.is_empty()
+                || self.batch.len() >= HOLD_MAX_UPDATES
+                || bytes >= HOLD_MAX_BYTES
+            {
+                break;
+            }
+            let cmd = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep_until(until) => break,
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => cmd,
+                    None => break,
+                },
+            };
+            if cmd.needs_flush() {
+                self.flush().await;
+            }
+            if self.handle(*cmd).await {
+                return true;
+            }
+        }
+        false
+    }
+
     async fn delete(&mut self, reply: oneshot::Sender<Result<(), RelayError>>) {
         if let Some(c) = self.compaction.take() {
             let _ = c.await;
@@ -586,12 +678,15 @@ impl Room {
             return;
         }
         match apply_update(&self.doc, &update, max_pending) {
-            Applied::Changed => self.batch.push(Pending {
-                update,
-                origin,
-                persist: true,
-                reply,
-            }),
+            Applied::Changed => {
+                self.rate.add(Instant::now());
+                self.batch.push(Pending {
+                    update,
+                    origin,
+                    persist: true,
+                    reply,
+                })
+            }
             Applied::Noop => self.batch.push(Pending {
                 update,
                 origin,
@@ -1045,5 +1140,46 @@ impl Room {
 impl Drop for Room {
     fn drop(&mut self) {
         self.close_all(close_code::INTERNAL, "room closed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::UpdateRate;
+
+    fn rate_after(n: u32, gap: Duration) -> f64 {
+        let mut r = UpdateRate::new();
+        let mut t = Instant::now();
+        for _ in 0..n {
+            t += gap;
+            r.add(t);
+        }
+        r.per_second(t)
+    }
+
+    #[test]
+    fn a_steady_stream_measures_its_rate() {
+        // Typing (20/s), a 500/s stream and a storm (10,000/s) against the 2,000/s default.
+        assert!(rate_after(100, Duration::from_millis(50)) < 100.0);
+        let steady = rate_after(200, Duration::from_millis(2));
+        assert!((400.0..600.0).contains(&steady), "{steady}");
+        assert!(steady < f64::from(crate::DEFAULT_HOLD_ABOVE_RATE));
+        let storm = rate_after(1000, Duration::from_micros(100));
+        assert!(storm > 8_000.0, "{storm}");
+    }
+
+    #[test]
+    fn the_rate_decays_when_updates_stop() {
+        let mut r = UpdateRate::new();
+        let mut t = Instant::now();
+        for _ in 0..1000 {
+            t += Duration::from_micros(100);
+            r.add(t);
+        }
+        assert!(r.per_second(t) > 8_000.0);
+        // 100 ms of silence is five time constants: the storm is over.
+        assert!(r.per_second(t + Duration::from_millis(100)) < 100.0);
     }
 }

@@ -98,6 +98,14 @@ struct ServeArgs {
     /// Both are fully durable.
     #[arg(long, env = "WEAVER_COMMIT", value_enum, default_value = "one-phase")]
     commit: CommitArg,
+    /// Milliseconds a room under a write storm holds a batch of updates to commit and broadcast
+    /// more of them at once (0: never hold). Ordinary editing is never held (see
+    /// `--hold-above-rate`).
+    #[arg(long, env = "WEAVER_HOLD_WINDOW_MS", default_value_t = weaver_relay::DEFAULT_HOLD_WINDOW.as_millis() as u64)]
+    hold_window_ms: u64,
+    /// Updates per second in one room (smoothed over ~20 ms) from which its batches are held.
+    #[arg(long, env = "WEAVER_HOLD_ABOVE_RATE", default_value_t = weaver_relay::DEFAULT_HOLD_ABOVE_RATE)]
+    hold_above_rate: u32,
     /// Bridge configuration (TOML, see docs/bridge.md); without it every index uses the
     /// built-in `local` integration.
     #[arg(long, env = "WEAVER_BRIDGE_CONFIG")]
@@ -141,6 +149,8 @@ impl ServeArgs {
                 CommitArg::TwoPhase => weaver_relay::CommitMode::TwoPhase,
                 CommitArg::OnePhase => weaver_relay::CommitMode::OnePhase,
             },
+            hold_window: Duration::from_millis(self.hold_window_ms),
+            hold_above_rate: self.hold_above_rate,
             ..RelayConfig::default()
         }
         .validate()

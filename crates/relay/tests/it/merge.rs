@@ -165,3 +165,57 @@ async fn frames_queued_behind_a_full_socket_go_out_merged() {
     );
     s.stop().await;
 }
+
+/// A room that receives updates faster than `hold_above_rate` holds each batch for up to
+/// `hold_window` and commits and broadcasts what gathered as one: a peer receives far fewer
+/// frames than updates, each update exactly once, and the same document as stored.
+#[tokio::test]
+async fn a_write_storm_is_held_into_few_merged_batches() {
+    const UPDATES: usize = 100;
+    let dir = tempfile::tempdir().unwrap();
+    let config = RelayConfig {
+        hold_window: std::time::Duration::from_millis(100),
+        hold_above_rate: 1,
+        ..RelayConfig::default()
+    };
+    let s = start(dir.path(), config).await;
+    let mut reader = s.client("storm").await;
+    reader.handshake().await;
+    let mut writer = s.client("storm").await;
+    writer.handshake().await;
+    let w = Writer::new(9);
+    // Paced 2 ms apart: without holding, every update is its own commit (a commit takes well
+    // under 2 ms here) and so its own frame.
+    for i in 0..UPDATES {
+        writer
+            .send(&encode_update(&w.append(&format!("{}", i % 10))))
+            .await;
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let mut r = Replica {
+        doc: yrs::Doc::new(),
+        seen: IdSet::new(),
+        frames: 0,
+    };
+    while r.received(9) < UPDATES as u32 {
+        let f = reader.recv_until(|f| f.starts_with(&[0, 2])).await;
+        r.apply(&f);
+    }
+    assert_eq!(r.received(9), UPDATES as u32);
+    let stored = yrs::Doc::new();
+    stored
+        .transact_mut()
+        .apply_update(Update::decode_v1(&s.handle.room_state("storm").await.unwrap()).unwrap())
+        .unwrap();
+    assert_eq!(
+        r.doc.transact().state_vector(),
+        stored.transact().state_vector()
+    );
+    // ~200 ms of writes in 100 ms holds: a handful of frames (20 leaves room for a slow machine).
+    assert!(
+        r.frames <= 20,
+        "{} frames for {UPDATES} updates of a write storm",
+        r.frames
+    );
+    s.stop().await;
+}
