@@ -55,6 +55,10 @@ pub const DEFAULT_HOLD_WINDOW: Duration = Duration::from_millis(5);
 /// human typing (tens per second per room) and above a steady 500/s stream, so ordinary
 /// editing, and one writer at a steady rate, is committed and broadcast at once.
 pub const DEFAULT_HOLD_ABOVE_RATE: u32 = 2_000;
+/// redb's page cache (pages read and written stay in it). redb's own default, 1 GiB, would let
+/// a long-running server's memory grow with its database; loaded rooms live in their yrs
+/// documents anyway, so the cache only speeds up room loads and the B-tree's upper pages.
+pub const DEFAULT_STORE_CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// How long shutdown waits for rooms to flush and close before giving up.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -59,4 +59,6 @@ pub use relay::{
     validate_room_name,
 };
 pub use server::{HttpLimits, SHUTDOWN_DRAIN, serve};
-pub use store::{CommitMode, DB_FILE_NAME, Store, StoreError, open_database};
+pub use store::{
+    CommitMode, DB_FILE_NAME, Store, StoreError, open_database, open_database_with_cache,
+};

@@ -141,6 +141,7 @@ impl Drop for RoomSlot {
             g.conns = g.conns.saturating_sub(1);
             if g.conns == 0 {
                 rooms.remove(&self.room);
+                crate::relay::shrink_if_sparse(&mut rooms);
             }
         }
     }

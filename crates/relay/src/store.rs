@@ -105,11 +105,24 @@ fn redb_err(e: impl Into<redb::Error>) -> StoreError {
 /// Opens (or creates) `<data_dir>/weaver.redb`, creating the directory if needed. The returned
 /// database is meant to be shared: the bridge opens its own `bridge_*` tables in the same file.
 pub fn open_database(data_dir: &Path) -> Result<Arc<Database>, StoreError> {
+    open_database_with_cache(data_dir, crate::DEFAULT_STORE_CACHE_BYTES)
+}
+
+/// [`open_database`] with an explicit page cache size: redb keeps every page it reads or
+/// writes in this cache (its own default is 1 GiB), so it bounds what the store adds to the
+/// server's memory as the database grows.
+pub fn open_database_with_cache(
+    data_dir: &Path,
+    cache_bytes: usize,
+) -> Result<Arc<Database>, StoreError> {
     std::fs::create_dir_all(data_dir).map_err(|error| StoreError::DataDir {
         path: data_dir.display().to_string(),
         error,
     })?;
-    let db = Database::create(data_dir.join(DB_FILE_NAME)).map_err(redb_err)?;
+    let db = Database::builder()
+        .set_cache_size(cache_bytes)
+        .create(data_dir.join(DB_FILE_NAME))
+        .map_err(redb_err)?;
     Ok(Arc::new(db))
 }
 

@@ -106,6 +106,10 @@ struct ServeArgs {
     /// Updates per second in one room (smoothed over ~20 ms) from which its batches are held.
     #[arg(long, env = "WEAVER_HOLD_ABOVE_RATE", default_value_t = weaver_relay::DEFAULT_HOLD_ABOVE_RATE)]
     hold_above_rate: u32,
+    /// MiB of database pages kept in memory (redb's page cache): bounds what the store adds to
+    /// the server's memory as the database grows.
+    #[arg(long, env = "WEAVER_STORE_CACHE_MB", default_value_t = weaver_relay::DEFAULT_STORE_CACHE_BYTES / (1024 * 1024))]
+    store_cache_mb: usize,
     /// Bridge configuration (TOML, see docs/bridge.md); without it every index uses the
     /// built-in `local` integration.
     #[arg(long, env = "WEAVER_BRIDGE_CONFIG")]
@@ -166,6 +170,7 @@ fn main() -> std::process::ExitCode {
             init_tracing(args.log_format);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
+                .thread_keep_alive(Duration::from_secs(1))
                 .build()
             {
                 Ok(rt) => rt,
@@ -246,10 +251,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => weaver_bridge::BridgeConfig::default(),
     };
     let data = args.data.clone();
-    let db = tokio::task::spawn_blocking(move || weaver_relay::open_database(&data))
-        .await
-        .context("opening the store")?
-        .with_context(|| format!("opening the store in {}", args.data.display()))?;
+    let cache_bytes = args.store_cache_mb.saturating_mul(1024 * 1024);
+    let db = tokio::task::spawn_blocking(move || {
+        weaver_relay::open_database_with_cache(&data, cache_bytes)
+    })
+    .await
+    .context("opening the store")?
+    .with_context(|| format!("opening the store in {}", args.data.display()))?;
     // The relay has its own token, cancelled only after the bridge drained: the bridge's last
     // write-backs still need a serving relay, and WebSocket clients stay connected meanwhile.
     let relay_stop = CancellationToken::new();
