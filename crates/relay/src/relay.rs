@@ -450,7 +450,11 @@ mod tests {
             m.remove(&i);
             shrink_if_sparse(&mut m);
         }
-        assert!(m.capacity() <= 64, "capacity {} left of {peak}", m.capacity());
+        assert!(
+            m.capacity() <= 64,
+            "capacity {} left of {peak}",
+            m.capacity()
+        );
         // Small maps are left alone (no churn for a handful of rooms).
         let mut small: HashMap<u32, u32> = (0..20).map(|i| (i, i)).collect();
         let cap = small.capacity();
