@@ -33,6 +33,27 @@ impl Replica {
         self.frames += 1;
     }
 
+    fn new() -> Replica {
+        Replica {
+            doc: yrs::Doc::new(),
+            seen: IdSet::new(),
+            frames: 0,
+        }
+    }
+
+    /// Fails unless this replica holds exactly the document the relay stored for `room`.
+    async fn assert_same_as_stored(&self, s: &Server, room: &str) {
+        let stored = yrs::Doc::new();
+        stored
+            .transact_mut()
+            .apply_update(Update::decode_v1(&s.handle.room_state(room).await.unwrap()).unwrap())
+            .unwrap();
+        assert_eq!(
+            self.doc.transact().state_vector(),
+            stored.transact().state_vector()
+        );
+    }
+
     fn received(&self, client: u64) -> u32 {
         self.seen
             .get(&yrs::ClientID::new(client))
@@ -62,11 +83,7 @@ async fn one_batch_from_several_clients_is_one_merged_frame_and_everyone_converg
     let total = CLIENTS as u32 * UPDATES_PER_CLIENT as u32;
     let mut replicas: HashMap<usize, Replica> = HashMap::new();
     for (i, c) in conns.iter_mut().enumerate() {
-        let mut r = Replica {
-            doc: yrs::Doc::new(),
-            seen: IdSet::new(),
-            frames: 0,
-        };
+        let mut r = Replica::new();
         while (1..=CLIENTS).map(|id| r.received(id)).sum::<u32>() < total {
             let f = c.recv_until(|f| f.starts_with(&[0, 2])).await;
             r.apply(&f);
@@ -135,11 +152,7 @@ async fn frames_queued_behind_a_full_socket_go_out_merged() {
             .await;
         writer.recv_until(|f| f.starts_with(&[0, 2])).await;
     }
-    let mut r = Replica {
-        doc: yrs::Doc::new(),
-        seen: IdSet::new(),
-        frames: 0,
-    };
+    let mut r = Replica::new();
     let total = 16 * big.len() as u32 + SMALL as u32;
     let mut small_frames = 0;
     while r.received(7) < total {
@@ -150,15 +163,7 @@ async fn frames_queued_behind_a_full_socket_go_out_merged() {
         r.apply(&f);
     }
     assert_eq!(r.received(7), total);
-    let stored = yrs::Doc::new();
-    stored
-        .transact_mut()
-        .apply_update(Update::decode_v1(&s.handle.room_state("lagging").await.unwrap()).unwrap())
-        .unwrap();
-    assert_eq!(
-        r.doc.transact().state_vector(),
-        stored.transact().state_vector()
-    );
+    r.assert_same_as_stored(&s, "lagging").await;
     assert!(
         small_frames < SMALL,
         "{small_frames} frames for {SMALL} small updates queued behind a full socket"
@@ -192,25 +197,13 @@ async fn a_write_storm_is_held_into_few_merged_batches() {
             .await;
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
-    let mut r = Replica {
-        doc: yrs::Doc::new(),
-        seen: IdSet::new(),
-        frames: 0,
-    };
+    let mut r = Replica::new();
     while r.received(9) < UPDATES as u32 {
         let f = reader.recv_until(|f| f.starts_with(&[0, 2])).await;
         r.apply(&f);
     }
     assert_eq!(r.received(9), UPDATES as u32);
-    let stored = yrs::Doc::new();
-    stored
-        .transact_mut()
-        .apply_update(Update::decode_v1(&s.handle.room_state("storm").await.unwrap()).unwrap())
-        .unwrap();
-    assert_eq!(
-        r.doc.transact().state_vector(),
-        stored.transact().state_vector()
-    );
+    r.assert_same_as_stored(&s, "storm").await;
     // ~200 ms of writes in 100 ms holds: a handful of frames (20 leaves room for a slow machine).
     assert!(
         r.frames <= 20,
