@@ -40,6 +40,7 @@ mod blocks;
 mod config;
 mod connection;
 mod error;
+mod events;
 mod http;
 pub mod limits;
 pub mod metrics;
@@ -53,10 +54,12 @@ pub use auth::{Access, AuthConfig, Authenticator, ReadOnlyAwareness, parse_auth_
 pub use blocks::blocks_json;
 pub use config::*;
 pub use error::{RelayError, close_code};
+pub use events::{
+    EVENTS_MAX_QUEUED, EVENTS_MAX_QUEUED_BYTES, EventReceiver, RecvError, TryRecvError,
+};
 pub use limits::AbuseLimits;
 pub use relay::{
-    CommittedUpdate, DELETIONS_CAPACITY, EVENTS_CAPACITY, Relay, RelayHandle, UpdateOrigin,
-    validate_room_name,
+    CommittedUpdate, DELETIONS_CAPACITY, Relay, RelayHandle, UpdateOrigin, validate_room_name,
 };
 pub use server::{HttpLimits, SHUTDOWN_DRAIN, serve};
 pub use store::{

@@ -20,9 +20,6 @@ use crate::error::RelayError;
 use crate::room::{self, ConnLink, RoomCmd, RoomMsg};
 use crate::store::{PersisterThread, Store};
 
-/// Capacity of the committed-update broadcast. A subscriber that falls further behind gets
-/// `RecvError::Lagged` and must resync (e.g. with [`RelayHandle::room_state`]).
-pub const EVENTS_CAPACITY: usize = 16_384;
 /// Capacity of the room-deletion broadcast (deletions are rare; a lagging subscriber resyncs).
 pub const DELETIONS_CAPACITY: usize = 1024;
 /// Capacity of the room-unload broadcast. A lagging subscriber only misses hints (see
@@ -56,7 +53,7 @@ pub struct CommittedUpdate {
 pub(crate) struct Shared {
     pub store: Store,
     pub config: RelayConfig,
-    pub events: broadcast::Sender<CommittedUpdate>,
+    pub events: crate::events::EventBus,
     /// Names of rooms deleted through [`RelayHandle::delete_room`], after their content is gone.
     pub deletions: broadcast::Sender<Arc<str>>,
     /// Names of rooms that left memory because they were idle.
@@ -118,7 +115,10 @@ impl Relay {
     ) -> Result<Relay, RelayError> {
         let config = config.validate().map_err(RelayError::Internal)?;
         let (store, persister) = Store::start(db, config.commit_mode)?;
-        let (events, _) = broadcast::channel(EVENTS_CAPACITY);
+        let events = crate::events::EventBus::new(
+            crate::events::EVENTS_MAX_QUEUED,
+            crate::events::EVENTS_MAX_QUEUED_BYTES,
+        );
         let (deletions, _) = broadcast::channel(DELETIONS_CAPACITY);
         let (unloads, _) = broadcast::channel(UNLOADS_CAPACITY);
         let shared = Arc::new(Shared {
@@ -202,8 +202,11 @@ pub fn validate_room_name(room: &str) -> Result<(), RelayError> {
 }
 
 impl RelayHandle {
-    /// Receives every update after its durable commit, from all rooms and all origins.
-    pub fn subscribe(&self) -> broadcast::Receiver<CommittedUpdate> {
+    /// Receives every update after its durable commit, from all rooms and all origins. A
+    /// subscriber that falls behind by more than [`crate::EVENTS_MAX_QUEUED`] events or
+    /// [`crate::EVENTS_MAX_QUEUED_BYTES`] bytes gets `RecvError::Lagged` and must resync (e.g. with
+    /// [`RelayHandle::room_state`]).
+    pub fn subscribe(&self) -> crate::events::EventReceiver {
         self.shared.events.subscribe()
     }
 

@@ -851,7 +851,7 @@ impl Room {
                     self.broadcast(frame);
                 }
                 // Subscribers (the bridge) keep one event per update, with its origin.
-                let _ = self.relay.shared.events.send(CommittedUpdate {
+                self.relay.shared.events.publish(CommittedUpdate {
                     room: self.name.clone(),
                     update: p.update,
                     origin: p.origin,

@@ -1,5 +1,5 @@
 //! The relay as the bridge's `DocumentHost`: the only place that knows both crates. Maps the
-//! relay's committed-update broadcast to the bridge's update stream (lag → `Lagged`, so the
+//! relay's committed-update stream to the bridge's update stream (lag → `Lagged`, so the
 //! bridge rebuilds its mirrors), forwards room deletions (`RoomDeleted`, so the bridge never
 //! writes into a deleted room), forwards idle unloads (`RoomUnloaded`, so the bridge's mirror
 //! leaves memory with the room) and forwards state reads and durable applies.
@@ -8,14 +8,14 @@
 use tokio::sync::broadcast;
 use weaver_bridge::integration::BoxFuture;
 use weaver_bridge::{DocumentHost, HostError, HostEvent, UpdateStream};
-use weaver_relay::{CommittedUpdate, RelayHandle, UpdateOrigin};
+use weaver_relay::{RelayHandle, UpdateOrigin};
 
 /// `DocumentHost` over a running relay.
 #[derive(Debug, Clone)]
 pub struct RelayHost(pub RelayHandle);
 
 struct RelayStream {
-    updates: broadcast::Receiver<CommittedUpdate>,
+    updates: weaver_relay::EventReceiver,
     deletions: broadcast::Receiver<std::sync::Arc<str>>,
     /// `None` once closed (the relay is going away; updates decide when the stream ends).
     unloads: Option<broadcast::Receiver<std::sync::Arc<str>>>,

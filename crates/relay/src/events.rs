@@ -1,0 +1,248 @@
+//! Hands every durably committed update to in-process subscribers (the bridge), each through
+//! its own queue bounded in events *and bytes*.
+//!
+//! A `tokio::sync::broadcast` ring was used before: it allocates every slot up front (16,384
+//! slots, 1.5 MB at rest) and keeps each slot's value until it is overwritten, so after a burst of
+//! large updates the ring pinned up to 16,384 of them in memory for good, read or not. Here an
+//! event leaves memory once every subscriber took it; a subscriber that falls behind by more
+//! than its bounds loses what was queued and is told so (`Lagged`), as with broadcast, and must
+//! resync (e.g. with `RelayHandle::room_state`).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, Weak};
+
+use tokio::sync::Notify;
+pub use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+
+use crate::relay::CommittedUpdate;
+
+/// Events queued for one subscriber before it is declared lagging.
+pub const EVENTS_MAX_QUEUED: usize = 16_384;
+/// Bytes of update payload queued for one subscriber before it is declared lagging.
+pub const EVENTS_MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, Default)]
+struct Queue {
+    items: VecDeque<CommittedUpdate>,
+    bytes: usize,
+    /// Events dropped since the subscriber last heard of it.
+    missed: u64,
+    closed: bool,
+}
+
+#[derive(Debug, Default)]
+struct Subscriber {
+    queue: Mutex<Queue>,
+    notify: Notify,
+}
+
+/// The publishing side, owned by the relay.
+#[derive(Debug)]
+pub(crate) struct EventBus {
+    subscribers: Mutex<Vec<Weak<Subscriber>>>,
+    max_events: usize,
+    max_bytes: usize,
+}
+
+impl EventBus {
+    pub(crate) fn new(max_events: usize, max_bytes: usize) -> Self {
+        Self {
+            subscribers: Mutex::new(Vec::new()),
+            max_events: max_events.max(1),
+            max_bytes,
+        }
+    }
+
+    pub(crate) fn subscribe(&self) -> EventReceiver {
+        let sub = Arc::new(Subscriber::default());
+        if let Ok(mut subs) = self.subscribers.lock() {
+            subs.push(Arc::downgrade(&sub));
+        } else {
+            // A poisoned registry cannot deliver; say so at once rather than stay silent.
+            if let Ok(mut q) = sub.queue.lock() {
+                q.closed = true;
+            }
+        }
+        EventReceiver { sub }
+    }
+
+    /// Queues `event` for every live subscriber; forgets subscribers that were dropped.
+    pub(crate) fn publish(&self, event: CommittedUpdate) {
+        let Ok(mut subs) = self.subscribers.lock() else {
+            return;
+        };
+        subs.retain(|w| w.strong_count() > 0);
+        for sub in subs.iter().filter_map(Weak::upgrade) {
+            let Ok(mut q) = sub.queue.lock() else {
+                continue;
+            };
+            let len = event.update.len();
+            if q.items.len() >= self.max_events || q.bytes + len > self.max_bytes {
+                // It must resync anyway, so what it has not read yet is of no use: free it now.
+                q.missed += q.items.len() as u64 + 1;
+                q.items.clear();
+                q.bytes = 0;
+            } else {
+                q.bytes += len;
+                q.items.push_back(event.clone());
+            }
+            drop(q);
+            sub.notify.notify_waiters();
+        }
+    }
+}
+
+impl Drop for EventBus {
+    fn drop(&mut self) {
+        let Ok(subs) = self.subscribers.lock() else {
+            return;
+        };
+        for sub in subs.iter().filter_map(Weak::upgrade) {
+            if let Ok(mut q) = sub.queue.lock() {
+                q.closed = true;
+            }
+            sub.notify.notify_waiters();
+        }
+    }
+}
+
+/// One subscriber's end: `recv` like a broadcast receiver's (cancel-safe, so it can sit in a
+/// `select!`).
+#[derive(Debug)]
+pub struct EventReceiver {
+    sub: Arc<Subscriber>,
+}
+
+impl EventReceiver {
+    /// The next committed update; `Lagged(n)` once after `n` events were dropped for this
+    /// subscriber; `Closed` when the relay is gone and everything queued was taken.
+    pub async fn recv(&mut self) -> Result<CommittedUpdate, RecvError> {
+        loop {
+            // Registered before looking at the queue, so a publish in between still wakes us.
+            let notified = self.sub.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(r) = self.try_take() {
+                return r;
+            }
+            notified.await;
+        }
+    }
+
+    /// What `recv` would return now, without waiting (`Empty` when nothing is queued).
+    pub fn try_recv(&mut self) -> Result<CommittedUpdate, TryRecvError> {
+        match self.try_take() {
+            Some(Ok(ev)) => Ok(ev),
+            Some(Err(RecvError::Lagged(n))) => Err(TryRecvError::Lagged(n)),
+            Some(Err(RecvError::Closed)) => Err(TryRecvError::Closed),
+            None => Err(TryRecvError::Empty),
+        }
+    }
+
+    fn try_take(&self) -> Option<Result<CommittedUpdate, RecvError>> {
+        let Ok(mut q) = self.sub.queue.lock() else {
+            return Some(Err(RecvError::Closed));
+        };
+        if q.missed > 0 {
+            let n = std::mem::take(&mut q.missed);
+            return Some(Err(RecvError::Lagged(n)));
+        }
+        if let Some(ev) = q.items.pop_front() {
+            q.bytes -= ev.update.len();
+            if q.items.is_empty() && q.items.capacity() > 64 {
+                // A backlog's buffer is not kept for good once the subscriber caught up.
+                q.items = VecDeque::new();
+            }
+            return Some(Ok(ev));
+        }
+        if q.closed {
+            return Some(Err(RecvError::Closed));
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::relay::UpdateOrigin;
+
+    fn ev(n: usize) -> CommittedUpdate {
+        CommittedUpdate {
+            room: Arc::from("r"),
+            update: Bytes::from(vec![0u8; n]),
+            origin: UpdateOrigin::Http,
+        }
+    }
+
+    #[tokio::test]
+    async fn every_subscriber_gets_every_event_in_order() {
+        let bus = EventBus::new(16, 1 << 20);
+        let mut a = bus.subscribe();
+        let mut b = bus.subscribe();
+        for n in 1..=5 {
+            bus.publish(ev(n));
+        }
+        for n in 1..=5 {
+            assert_eq!(a.recv().await.unwrap().update.len(), n);
+            assert_eq!(b.recv().await.unwrap().update.len(), n);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_waiting_subscriber_is_woken_by_a_publish() {
+        let bus = Arc::new(EventBus::new(16, 1 << 20));
+        let mut rx = bus.subscribe();
+        let waiter = tokio::spawn(async move { rx.recv().await.map(|e| e.update.len()) });
+        tokio::task::yield_now().await;
+        bus.publish(ev(3));
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), waiter).await;
+        assert_eq!(got.unwrap().unwrap(), Ok(3));
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_over_its_byte_bound_lags_and_the_backlog_is_freed() {
+        let bus = EventBus::new(1000, 10_000);
+        let mut rx = bus.subscribe();
+        for _ in 0..3 {
+            bus.publish(ev(4_000));
+        }
+        // The third event did not fit: the two queued ones are dropped with it.
+        assert_eq!(rx.sub.queue.lock().unwrap().bytes, 0);
+        assert_eq!(rx.recv().await.unwrap_err(), RecvError::Lagged(3));
+        bus.publish(ev(7));
+        assert_eq!(rx.recv().await.unwrap().update.len(), 7);
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_over_its_event_bound_lags() {
+        let bus = EventBus::new(4, 1 << 20);
+        let mut rx = bus.subscribe();
+        for _ in 0..5 {
+            bus.publish(ev(1));
+        }
+        assert_eq!(rx.recv().await.unwrap_err(), RecvError::Lagged(5));
+    }
+
+    #[tokio::test]
+    async fn dropping_the_bus_closes_after_the_queue_is_drained() {
+        let bus = EventBus::new(16, 1 << 20);
+        let mut rx = bus.subscribe();
+        bus.publish(ev(2));
+        drop(bus);
+        assert_eq!(rx.recv().await.unwrap().update.len(), 2);
+        assert_eq!(rx.recv().await.unwrap_err(), RecvError::Closed);
+    }
+
+    #[tokio::test]
+    async fn dropped_subscribers_are_forgotten() {
+        let bus = EventBus::new(16, 1 << 20);
+        let rx = bus.subscribe();
+        drop(rx);
+        bus.publish(ev(1));
+        assert!(bus.subscribers.lock().unwrap().is_empty());
+    }
+}
