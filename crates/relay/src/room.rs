@@ -553,6 +553,7 @@ impl Room {
     fn should_hold(&self) -> bool {
         let cfg = &self.relay.shared.config;
         !cfg.hold_window.is_zero()
+            && !self.dead
             && self.batch.iter().any(|p| p.persist)
             && self.rate.per_second(Instant::now()) >= f64::from(cfg.hold_above_rate)
     }
@@ -567,11 +568,13 @@ impl Room {
         rx: &mut mpsc::Receiver<RoomMsg>,
         cancel: &tokio_util::sync::CancellationToken,
     ) -> bool {
-        let until = tokio::time::Instant::now() + self.relay.shared.config.hold_window;
+        let window = tokio::time::sleep(self.relay.shared.config.hold_window);
+        tokio::pin!(window);
         metrics::counter!(m::HELD_BATCHES_TOTAL).increment(1);
         loop {
             let bytes: usize = self.batch.iter().map(|p| p.update.len()).sum();
-            if self.batch.is_empty()
+            if self.dead
+                || self.batch.is_empty()
                 || self.batch.len() >= HOLD_MAX_UPDATES
                 || bytes >= HOLD_MAX_BYTES
             {
@@ -580,7 +583,7 @@ impl Room {
             let cmd = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
-                _ = tokio::time::sleep_until(until) => break,
+                _ = &mut window => break,
                 cmd = rx.recv() => match cmd {
                     Some(cmd) => cmd,
                     None => break,
