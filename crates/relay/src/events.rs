@@ -237,6 +237,72 @@ mod tests {
         assert_eq!(rx.recv().await.unwrap_err(), RecvError::Closed);
     }
 
+    #[derive(Debug, Clone)]
+    enum Op {
+        Publish(usize),
+        Take(usize),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0usize..60).prop_map(Op::Publish),
+            (0usize..2).prop_map(Op::Take)
+        ]
+    }
+
+    fn take(rx: &mut EventReceiver, got: &mut Vec<u64>, missed: &mut u64) -> bool {
+        match rx.try_recv() {
+            Ok(ev) => got.push(ev.room.parse().unwrap()),
+            Err(TryRecvError::Lagged(n)) => *missed += n,
+            Err(TryRecvError::Empty) => return false,
+            Err(e) => panic!("{e:?}"),
+        }
+        true
+    }
+
+    proptest::proptest! {
+        /// Whatever the interleaving of publishes and reads: a queue never exceeds its bounds,
+        /// each subscriber receives events in publish order, and every event is either
+        /// received or counted in a `Lagged` exactly once.
+        #[test]
+        fn bounded_in_order_and_every_event_accounted_for(
+            ops in proptest::collection::vec(op(), 0..300)
+        ) {
+            let bus = EventBus::new(5, 120);
+            let mut rx = [bus.subscribe(), bus.subscribe()];
+            let mut got = [Vec::new(), Vec::new()];
+            let mut missed = [0u64; 2];
+            let mut published = 0u64;
+            for o in ops {
+                match o {
+                    Op::Publish(len) => {
+                        bus.publish(CommittedUpdate {
+                            room: Arc::from(published.to_string()),
+                            update: Bytes::from(vec![0u8; len]),
+                            origin: UpdateOrigin::Http,
+                        });
+                        published += 1;
+                    }
+                    Op::Take(i) => {
+                        take(&mut rx[i], &mut got[i], &mut missed[i]);
+                    }
+                }
+                for r in &rx {
+                    let q = r.sub.queue.lock().unwrap();
+                    proptest::prop_assert!(q.items.len() <= 5);
+                    proptest::prop_assert!(q.bytes <= 120);
+                    proptest::prop_assert_eq!(q.bytes, q.items.iter().map(|e| e.update.len()).sum::<usize>());
+                }
+            }
+            for i in 0..2 {
+                while take(&mut rx[i], &mut got[i], &mut missed[i]) {}
+                proptest::prop_assert!(got[i].windows(2).all(|w| w[0] < w[1]));
+                proptest::prop_assert_eq!(got[i].len() as u64 + missed[i], published);
+            }
+        }
+    }
+
     #[tokio::test]
     async fn dropped_subscribers_are_forgotten() {
         let bus = EventBus::new(16, 1 << 20);
