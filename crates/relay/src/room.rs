@@ -258,6 +258,17 @@ impl UpdateRate {
     }
 }
 
+/// Whether a room is in a write storm: it enters one above `threshold` updates/s and leaves it
+/// below half of that.
+fn storm(holding: bool, rate: f64, threshold: u32) -> bool {
+    let threshold = f64::from(threshold);
+    if holding {
+        rate >= threshold / 2.0
+    } else {
+        rate >= threshold
+    }
+}
+
 /// One update frame for a whole persisted batch, so each connection gets one frame (one
 /// write) per flush instead of one per update; what Hocuspocus does per tick. A merged update
 /// applies to the same state as its parts in any order. `None` for a single update (nothing
@@ -319,6 +330,10 @@ struct Room {
     compaction: Option<JoinHandle<()>>,
     /// Smoothed rate of document-changing updates, which decides whether batches are held.
     rate: UpdateRate,
+    /// Whether the last batch was held: a storm keeps being held until its rate falls to half
+    /// the threshold (hysteresis), so a storm whose rate wavers around the threshold does not
+    /// flip between holding and committing every update.
+    holding: bool,
     /// Set when the room cannot continue (storage failed and reload failed).
     dead: bool,
 }
@@ -373,6 +388,7 @@ pub(crate) async fn run(
         doc_bytes: loaded.doc_bytes,
         compaction: None,
         rate: UpdateRate::new(),
+        holding: false,
         dead: false,
     };
     room.maybe_compact();
@@ -550,12 +566,17 @@ impl Room {
     /// Whether the batch about to be committed should wait for more updates first: only when
     /// it holds something to store and the room receives updates faster than the configured
     /// rate (a write storm), never for ordinary editing.
-    fn should_hold(&self) -> bool {
+    fn should_hold(&mut self) -> bool {
         let cfg = &self.relay.shared.config;
-        !cfg.hold_window.is_zero()
-            && !self.dead
-            && self.batch.iter().any(|p| p.persist)
-            && self.rate.per_second(Instant::now()) >= f64::from(cfg.hold_above_rate)
+        if cfg.hold_window.is_zero() || self.dead || !self.batch.iter().any(|p| p.persist) {
+            return false;
+        }
+        self.holding = storm(
+            self.holding,
+            self.rate.per_second(Instant::now()),
+            cfg.hold_above_rate,
+        );
+        self.holding
     }
 
     /// Keeps applying commands into the batch until the hold window ends, the batch is large
@@ -1171,6 +1192,17 @@ mod tests {
         assert!(steady < f64::from(crate::DEFAULT_HOLD_ABOVE_RATE));
         let storm = rate_after(1000, Duration::from_micros(100));
         assert!(storm > 8_000.0, "{storm}");
+    }
+
+    #[test]
+    fn a_storm_starts_above_the_threshold_and_ends_below_half_of_it() {
+        use super::storm;
+        assert!(!storm(false, 1_999.0, 2_000));
+        assert!(storm(false, 2_000.0, 2_000));
+        assert!(storm(true, 1_200.0, 2_000));
+        assert!(!storm(true, 999.0, 2_000));
+        // A steady 500/s stream is never a storm, even right after one.
+        assert!(!storm(true, 500.0, 2_000));
     }
 
     #[test]
