@@ -253,6 +253,12 @@ test('HTTP API: room endpoints take the same tokens; cross-room and delete need 
   assert.equal((await get(tok(room, { admin: true }), '/api/calls')).status, 403, 'room-scoped admin is not enough')
   assert.equal((await get(adminTok(), '/api/calls')).status, 200)
   assert.equal((await get(adminTok(), `/api/calls?room=${room}`)).status, 200)
+  // A backup holds every room and call: the same rule.
+  assert.equal((await get(undefined, '/api/backup')).status, 401)
+  assert.equal((await get(readTok(room, { admin: true }), '/api/backup')).status, 403, 'room-scoped admin is not enough')
+  const backup = await get(adminTok(), '/api/backup')
+  assert.equal(backup.status, 200)
+  assert.ok((await backup.arrayBuffer()).byteLength > 0)
   const hook = await fetch(`${base}/api/webhooks/ext`, { method: 'POST', body: '{}' })
   assert.equal(hook.headers.get('www-authenticate'), null, `webhook answered by its own check (${hook.status})`)
   assert.notEqual((await hook.json()).error, 'a token is required')

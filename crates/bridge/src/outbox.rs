@@ -38,6 +38,53 @@ const PARKED: TableDefinition<Bytes, Bytes> = TableDefinition::new("bridge_parke
 const WRITEBACK: TableDefinition<u64, Bytes> = TableDefinition::new("bridge_writeback");
 const BY_ROOM: TableDefinition<Bytes, Bytes> = TableDefinition::new("bridge_calls_by_room");
 
+/// Copies every bridge table from `src` into `dst`: the bridge's part of an online backup (a
+/// read transaction is one committed state of calls, events, leases and queues together).
+/// Returns the names of the tables copied; a table never created yet is skipped.
+pub fn copy_tables(
+    src: &redb::ReadTransaction,
+    dst: &WriteTransaction,
+) -> Result<Vec<String>, BridgeError> {
+    let mut copied = Vec::new();
+    copy_table(src, dst, META, &mut copied)?;
+    for def in [
+        CALLS,
+        EVENTS,
+        TRIGGERS,
+        READY,
+        LEASES,
+        LEASE_EXPIRY,
+        EXTERNAL,
+        PARKED,
+        BY_ROOM,
+    ] {
+        copy_table(src, dst, def, &mut copied)?;
+    }
+    copy_table(src, dst, WEBHOOK_SEEN, &mut copied)?;
+    copy_table(src, dst, WRITEBACK, &mut copied)?;
+    Ok(copied)
+}
+
+fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    src: &redb::ReadTransaction,
+    dst: &WriteTransaction,
+    def: TableDefinition<K, V>,
+    copied: &mut Vec<String>,
+) -> Result<(), BridgeError> {
+    let from = match src.open_table(def) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+        Err(e) => return Err(se(e)),
+    };
+    let mut to = dst.open_table(def).map_err(se)?;
+    for row in from.iter().map_err(se)? {
+        let (k, v) = row.map_err(se)?;
+        to.insert(k.value(), v.value()).map_err(se)?;
+    }
+    copied.push(redb::TableHandle::name(&def).to_owned());
+    Ok(())
+}
+
 /// Version of the table layout; stored in `bridge_meta["schema_version"]`.
 pub const SCHEMA_VERSION: u64 = 1;
 /// First byte of every JSON value: lets a later version change the encoding per row.

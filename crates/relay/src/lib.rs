@@ -63,5 +63,6 @@ pub use relay::{
 };
 pub use server::{HttpLimits, SHUTDOWN_DRAIN, serve};
 pub use store::{
-    CommitMode, DB_FILE_NAME, Store, StoreError, open_database, open_database_with_cache,
+    CommitMode, DB_FILE_NAME, Store, StoreError, copy_tables, open_database,
+    open_database_with_cache,
 };

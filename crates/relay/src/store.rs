@@ -126,6 +126,43 @@ pub fn open_database_with_cache(
     Ok(Arc::new(db))
 }
 
+/// Copies every relay table from `src` into `dst`: the relay's part of an online backup. A read
+/// transaction is a consistent snapshot, so a backup taken while rooms are written holds one
+/// committed state, never a torn one (copying the file of a running server does not: redb may
+/// rewrite pages while the copy reads them). Returns the names of the tables copied; a table
+/// never created yet is skipped.
+pub fn copy_tables(
+    src: &redb::ReadTransaction,
+    dst: &redb::WriteTransaction,
+) -> Result<Vec<String>, StoreError> {
+    let mut copied = Vec::new();
+    copy_table(src, dst, META, &mut copied)?;
+    copy_table(src, dst, ROOMS, &mut copied)?;
+    copy_table(src, dst, SNAPSHOTS, &mut copied)?;
+    copy_table(src, dst, UPDATES, &mut copied)?;
+    Ok(copied)
+}
+
+fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    src: &redb::ReadTransaction,
+    dst: &redb::WriteTransaction,
+    def: TableDefinition<K, V>,
+    copied: &mut Vec<String>,
+) -> Result<(), StoreError> {
+    let from = match src.open_table(def) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+        Err(e) => return Err(redb_err(e)),
+    };
+    let mut to = dst.open_table(def).map_err(redb_err)?;
+    for row in from.iter().map_err(redb_err)? {
+        let (k, v) = row.map_err(redb_err)?;
+        to.insert(k.value(), v.value()).map_err(redb_err)?;
+    }
+    copied.push(redb::TableHandle::name(&def).to_owned());
+    Ok(())
+}
+
 /// A room as stored: the latest snapshot (if any) and the log entries after it.
 #[derive(Debug, Default)]
 pub(crate) struct StoredRoom {

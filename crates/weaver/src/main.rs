@@ -4,6 +4,7 @@
 
 #[cfg(not(target_env = "msvc"))]
 mod alloc;
+mod backup;
 mod bridge_host;
 mod demo;
 
@@ -262,6 +263,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // write-backs still need a serving relay, and WebSocket clients stay connected meanwhile.
     let relay_stop = CancellationToken::new();
     let relay = Relay::start(db.clone(), config, relay_stop).context("starting the relay")?;
+    let store = db.clone();
     let bridge = weaver_bridge::Bridge::start(
         bridge_config,
         db,
@@ -281,10 +283,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .handle()
         .authenticator()
         .require_admin_except(bridge.router(), &["/api/webhooks/"]);
+    // The whole store, every room and call: an admin token for every room, like `/api/calls`.
+    let backup_routes = relay
+        .handle()
+        .authenticator()
+        .require_admin(backup::router(store.clone(), args.data.clone()));
     let app = relay
         .router()
         .merge(metrics_router)
         .merge(bridge_routes)
+        .merge(backup_routes)
         .merge(demo::router());
 
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -1,0 +1,235 @@
+//! `GET /api/backup`: a consistent copy of the whole store (relay rooms and bridge calls) as a
+//! redb file, taken while the server runs and writes. Glue between the two crates that own the
+//! tables of the shared database: one read transaction is one committed state of both, each
+//! crate copies its own tables, and a table neither of them claims fails the backup instead of
+//! leaving it silently incomplete. Copying `weaver.redb` itself is safe only while the server
+//! is stopped (redb rewrites pages a file copy may be reading).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use redb::{Database, MultimapTableHandle, ReadableDatabase, TableHandle};
+use tokio::sync::Semaphore;
+use tracing::{error, info, warn};
+
+/// Page cache of the database being written: the copy streams through it once.
+const BACKUP_CACHE_BYTES: usize = 16 * 1024 * 1024;
+
+#[derive(Clone)]
+struct BackupState {
+    db: Arc<Database>,
+    /// The temporary copy is written here: the same filesystem as the store, which is where
+    /// an operator has provisioned room for the data.
+    dir: PathBuf,
+    /// One backup at a time: each holds a read snapshot (pinning old pages) and a copy on disk.
+    running: Arc<Semaphore>,
+}
+
+/// The backup route; the caller puts it behind the admin-token check.
+pub fn router(db: Arc<Database>, dir: PathBuf) -> Router {
+    Router::new()
+        .route("/api/backup", get(get_backup))
+        .with_state(BackupState {
+            db,
+            dir,
+            running: Arc::new(Semaphore::new(1)),
+        })
+}
+
+async fn get_backup(State(st): State<BackupState>) -> Response {
+    let Ok(permit) = st.running.clone().try_acquire_owned() else {
+        warn!("backup refused: another backup is running");
+        metrics::counter!("weaver_backups_total", "outcome" => "busy").increment(1);
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "5")],
+            axum::Json(serde_error("a backup is already running; try again")),
+        )
+            .into_response();
+    };
+    let started = Instant::now();
+    let (db, dir) = (st.db.clone(), st.dir.clone());
+    let written = tokio::task::spawn_blocking(move || write_backup(&db, &dir)).await;
+    let (file, tables, bytes) = match written {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
+            error!(error = format!("{e:#}"), "backup failed");
+            metrics::counter!("weaver_backups_total", "outcome" => "error").increment(1);
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                axum::Json(serde_error(&format!("backup failed: {e:#}"))),
+            )
+                .into_response();
+        }
+        Err(e) => {
+            error!(error = %e, "backup task failed");
+            metrics::counter!("weaver_backups_total", "outcome" => "error").increment(1);
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                axum::Json(serde_error("backup failed")),
+            )
+                .into_response();
+        }
+    };
+    info!(
+        tables,
+        bytes,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "backup written; streaming it"
+    );
+    metrics::counter!("weaver_backups_total", "outcome" => "ok").increment(1);
+    // The permit travels with the body: the next backup starts once this one is sent or the
+    // client went away.
+    let stream =
+        tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(file), 64 * 1024);
+    let body = Body::from_stream(futures_util::StreamExt::map(stream, move |chunk| {
+        let _held = &permit;
+        chunk
+    }));
+    let name = format!("weaver-backup-{}.redb", weaver_bridge::now_ms() / 1000);
+    (
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, bytes.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn serde_error(msg: &str) -> std::collections::BTreeMap<&'static str, String> {
+    std::collections::BTreeMap::from([("error", msg.to_string())])
+}
+
+/// Writes a copy of every table of `db` as of one read transaction into an anonymous file in
+/// `dir` and returns it (positioned at 0), with the number of tables and bytes. The file has
+/// no name, so nothing is left behind if the copy fails, the client leaves or the process dies.
+fn write_backup(db: &Database, dir: &Path) -> anyhow::Result<(std::fs::File, usize, u64)> {
+    let file = tempfile::tempfile_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    // redb takes the file; this second handle reads it back once the copy is closed.
+    let reader = file
+        .try_clone()
+        .context("duplicating the backup file handle")?;
+    let src = db.begin_read().context("opening a read snapshot")?;
+    let out = Database::builder()
+        .set_cache_size(BACKUP_CACHE_BYTES)
+        .create_with_backend(
+            redb::backends::FileBackend::new(file).context("opening the backup file")?,
+        )
+        .context("creating the backup database")?;
+    let txn = out.begin_write().context("writing the backup")?;
+    let mut copied = weaver_relay::copy_tables(&src, &txn)?;
+    copied.extend(weaver_bridge::outbox::copy_tables(&src, &txn)?);
+    let mut unknown = Vec::new();
+    for t in src.list_tables().context("listing tables")? {
+        if !copied.iter().any(|c| c == t.name()) {
+            unknown.push(t.name().to_owned());
+        }
+    }
+    for t in src
+        .list_multimap_tables()
+        .context("listing multimap tables")?
+    {
+        unknown.push(t.name().to_owned());
+    }
+    if !unknown.is_empty() {
+        anyhow::bail!(
+            "the store has tables this backup does not know ({}); refusing an incomplete backup",
+            unknown.join(", ")
+        );
+    }
+    txn.commit().context("committing the backup")?;
+    drop(src);
+    drop(out);
+    let bytes = reader.metadata().context("sizing the backup")?.len();
+    Ok((reader, copied.len(), bytes))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use redb::TableDefinition;
+    use std::io::{Read, Seek, Write};
+
+    const EXTRA: TableDefinition<&str, u64> = TableDefinition::new("someone_elses_table");
+
+    fn restore(mut file: std::fs::File) -> (tempfile::TempDir, Database) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = Vec::new();
+        file.seek(std::io::SeekFrom::Start(0)).unwrap();
+        file.read_to_end(&mut bytes).unwrap();
+        let path = dir.path().join(weaver_relay::DB_FILE_NAME);
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(&bytes)
+            .unwrap();
+        let db = Database::open(&path).unwrap();
+        (dir, db)
+    }
+
+    #[test]
+    fn a_table_no_crate_claims_fails_the_backup() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = weaver_relay::open_database(dir.path()).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(EXTRA).unwrap().insert("k", 1).unwrap();
+        txn.commit().unwrap();
+        let err = write_backup(&db, dir.path()).unwrap_err().to_string();
+        assert!(err.contains("someone_elses_table"), "{err}");
+        // Nothing is left in the data directory.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![weaver_relay::DB_FILE_NAME]);
+    }
+
+    #[tokio::test]
+    async fn a_second_backup_while_one_runs_is_refused_with_503() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = BackupState {
+            db: weaver_relay::open_database(dir.path()).unwrap(),
+            dir: dir.path().to_path_buf(),
+            running: Arc::new(Semaphore::new(1)),
+        };
+        let held = st.running.clone().try_acquire_owned().unwrap();
+        let busy = get_backup(State(st.clone())).await;
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(busy.headers()[header::RETRY_AFTER], "5");
+        drop(held);
+        assert_eq!(get_backup(State(st)).await.status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn a_backup_of_an_empty_store_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = weaver_relay::open_database(dir.path()).unwrap();
+        let (file, tables, bytes) = write_backup(&db, dir.path()).unwrap();
+        assert_eq!(tables, 0);
+        assert!(bytes > 0);
+        let (_d, restored) = restore(file);
+        assert_eq!(
+            restored
+                .begin_read()
+                .unwrap()
+                .list_tables()
+                .unwrap()
+                .count(),
+            0
+        );
+    }
+}
