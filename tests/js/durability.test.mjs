@@ -2,9 +2,12 @@
 // Repeated on one data directory, with writes still in flight at the moment of the kill.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { rmSync, writeFileSync } from 'node:fs'
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
-import { startWeaver, tempDataDir } from './lib/weaver.mjs'
+import { execFile } from 'node:child_process'
+import { promisify } from 'node:util'
+import { startWeaver, tempDataDir, weaverBin } from './lib/weaver.mjs'
+import * as Y from 'yjs'
 import { yclient, waitFor } from './lib/yclient.mjs'
 import { addBlock, requestIndex, readBlock } from '../../web-demo/src/weaver-doc.js'
 
@@ -116,8 +119,9 @@ test('kill -9 with 8 concurrent writers: every entry the observer saw survives (
 test('online backup: a consistent copy taken while a client writes restores into a new server', { timeout: 90000 }, async () => {
   const dataDir = tempDataDir('weaver-backup-src-')
   const restoreDir = tempDataDir('weaver-backup-dst-')
+  const cliDir = tempDataDir('weaver-backup-cli-')
   const open = []
-  let w, w2
+  let w, w2, w3
   try {
     // Frequent compactions: the copy must pair each room's snapshot with the right log tail.
     w = await startWeaver({ dataDir, env: { WEAVER_COMPACT_AFTER_UPDATES: '50' } })
@@ -167,8 +171,21 @@ test('online backup: a consistent copy taken while a client writes restores into
       restored.text.insert(0, '#')
       const again = await yclient(w2.wsUrl, 'live'); open.push(again)
       assert.equal(again.text.toString(), '#' + got)
-      // The source is untouched by the backup (no temporary file is left in its directory).
       assert.match(w.logs(), /backup written; streaming it tables=\d+ bytes=\d+/)
+
+      // `weaver backup` saves the same kind of copy, verified, to a file; the writes have
+      // stopped, so it holds exactly the final text.
+      const out = path.join(cliDir, 'weaver.redb')
+      const { stdout } = await promisify(execFile)(weaverBin, ['backup', '--server', w.httpUrl, '--out', out])
+      assert.match(stdout, /saved to .*weaver\.redb: \d+ bytes, \d+ tables, integrity verified/)
+      assert.deepEqual(readdirSync(cliDir), ['weaver.redb'], 'no partial file is left')
+      w3 = await startWeaver({ dataDir: cliDir })
+      const fromCli = await yclient(w3.wsUrl, 'live'); open.push(fromCli)
+      assert.equal(fromCli.text.toString(), after)
+      // A server that is not there: a clear error, nothing written.
+      await assert.rejects(promisify(execFile)(weaverBin, ['backup', '--server', 'http://127.0.0.1:9', '--out', path.join(cliDir, 'x.redb')]),
+        (e) => e.code === 1 && /weaver backup: GET http:\/\/127\.0\.0\.1:9\/api\/backup/.test(e.stderr))
+      assert.deepEqual(readdirSync(cliDir), ['weaver.redb'], 'a failed backup writes nothing')
     } finally {
       clearInterval(pump)
     }
@@ -176,7 +193,34 @@ test('online backup: a consistent copy taken while a client writes restores into
     for (const c of open) c.destroy()
     if (w) await w.stop()
     if (w2) await w2.stop()
+    if (w3) await w3.stop()
+    for (const d of [dataDir, restoreDir, cliDir]) rmSync(d, { recursive: true, force: true })
+  }
+})
+
+test('a damaged database file is refused at start with a clear error, not a panic', { timeout: 60000 }, async () => {
+  const dataDir = tempDataDir('weaver-damaged-')
+  try {
+    const w = await startWeaver({ dataDir })
+    const doc = new Y.Doc()
+    const marker = 'MARKER-' + 'x'.repeat(20000)
+    doc.getText('t').insert(0, marker)
+    const r = await fetch(`${w.httpUrl}/api/rooms/big/update`, { method: 'POST', body: Y.encodeStateAsUpdate(doc) })
+    assert.equal(r.status, 204)
+    await w.stop()
+    const file = path.join(dataDir, 'weaver.redb')
+    const bytes = readFileSync(file)
+    const at = bytes.indexOf(Buffer.from('MARKER-'))
+    assert.ok(at > 0, 'the update is stored in the file')
+    for (let i = at; i < at + 64; i++) bytes[i] ^= 0xff
+    writeFileSync(file, bytes)
+    await assert.rejects(startWeaver({ dataDir, timeoutMs: 20000 }), (e) => {
+      assert.match(e.message, /weaver exited early/)
+      assert.match(e.message, /is damaged .*restore a backup/)
+      assert.doesNotMatch(e.message, /panicked/)
+      return true
+    })
+  } finally {
     rmSync(dataDir, { recursive: true, force: true })
-    rmSync(restoreDir, { recursive: true, force: true })
   }
 })

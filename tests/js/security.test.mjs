@@ -4,7 +4,10 @@
 // must hit only the offender: a normal client syncs the same room afterwards.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { execFileSync, spawnSync } from 'node:child_process'
+import { execFile, execFileSync, spawnSync } from 'node:child_process'
+import { readdirSync, rmSync } from 'node:fs'
+import path from 'node:path'
+import { promisify } from 'node:util'
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
 import WebSocket from 'ws'
@@ -259,6 +262,18 @@ test('HTTP API: room endpoints take the same tokens; cross-room and delete need 
   const backup = await get(adminTok(), '/api/backup')
   assert.equal(backup.status, 200)
   assert.ok((await backup.arrayBuffer()).byteLength > 0)
+  // `weaver backup` passes its token on, and says why it was refused.
+  const dir = tempDataDir('weaver-backup-auth-')
+  try {
+    const run = (...args) => promisify(execFile)(weaverBin, ['backup', '--server', base, '--out', path.join(dir, 'b.redb'), ...args])
+    await assert.rejects(run(), (e) => e.code === 1 && /401 Unauthorized/.test(e.stderr))
+    await assert.rejects(run('--token', tok(room, { admin: true })), (e) => e.code === 1 && /403 Forbidden/.test(e.stderr))
+    assert.deepEqual(readdirSync(dir), [])
+    assert.match((await run('--token', adminTok())).stdout, /integrity verified/)
+    assert.deepEqual(readdirSync(dir), ['b.redb'])
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
   const hook = await fetch(`${base}/api/webhooks/ext`, { method: 'POST', body: '{}' })
   assert.equal(hook.headers.get('www-authenticate'), null, `webhook answered by its own check (${hook.status})`)
   assert.notEqual((await hook.json()).error, 'a token is required')

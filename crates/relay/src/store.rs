@@ -90,6 +90,11 @@ pub enum StoreError {
     UnknownFormat { found: Vec<u8> },
     #[error("refused compaction of room {room}: {reason}")]
     CompactionRefused { room: String, reason: String },
+    #[error(
+        "the database file {path} is damaged ({detail}); restore a backup \
+         (docs/operations.md, \"Backup and restore\")"
+    )]
+    Damaged { path: String, detail: String },
 }
 
 impl From<redb::Error> for StoreError {
@@ -102,27 +107,42 @@ fn redb_err(e: impl Into<redb::Error>) -> StoreError {
     StoreError::Redb(e.into())
 }
 
-/// Opens (or creates) `<data_dir>/weaver.redb`, creating the directory if needed. The returned
-/// database is meant to be shared: the bridge opens its own `bridge_*` tables in the same file.
+/// Opens (or creates) `<data_dir>/weaver.redb`, creating the directory if needed, with every
+/// page checked (see [`open_database_with_cache`]). The returned database is meant to be
+/// shared: the bridge opens its own `bridge_*` tables in the same file.
 pub fn open_database(data_dir: &Path) -> Result<Arc<Database>, StoreError> {
-    open_database_with_cache(data_dir, crate::DEFAULT_STORE_CACHE_BYTES)
+    open_database_with_cache(data_dir, crate::DEFAULT_STORE_CACHE_BYTES, true)
 }
 
 /// [`open_database`] with an explicit page cache size: redb keeps every page it reads or
 /// writes in this cache (its own default is 1 GiB), so it bounds what the store adds to the
-/// server's memory as the database grows.
+/// server's memory as the database grows. With `check`, every page's checksum is verified at
+/// open: a file damaged outside redb (disk, a bad copy or restore) is refused with
+/// [`StoreError::Damaged`], where redb's plain open trusts it and may panic on the first read.
+/// The check reads the whole file (about 0.3 s for 500 MB from the page cache).
 pub fn open_database_with_cache(
     data_dir: &Path,
     cache_bytes: usize,
+    check: bool,
 ) -> Result<Arc<Database>, StoreError> {
     std::fs::create_dir_all(data_dir).map_err(|error| StoreError::DataDir {
         path: data_dir.display().to_string(),
         error,
     })?;
+    let path = data_dir.join(DB_FILE_NAME);
     let db = Database::builder()
         .set_cache_size(cache_bytes)
-        .create(data_dir.join(DB_FILE_NAME))
-        .map_err(redb_err)?;
+        .set_check_integrity_on_open(check)
+        .create(&path)
+        .map_err(|e| match e {
+            redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail)) => {
+                StoreError::Damaged {
+                    path: path.display().to_string(),
+                    detail,
+                }
+            }
+            e => redb_err(e),
+        })?;
     Ok(Arc::new(db))
 }
 

@@ -3,7 +3,9 @@
 //! tables of the shared database: one read transaction is one committed state of both, each
 //! crate copies its own tables, and a table neither of them claims fails the backup instead of
 //! leaving it silently incomplete. Copying `weaver.redb` itself is safe only while the server
-//! is stopped (redb rewrites pages a file copy may be reading).
+//! is stopped (redb rewrites pages a file copy may be reading). `weaver backup` is the client
+//! side: it fetches the copy, checks it with redb's integrity check and only then puts it in
+//! place.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -158,6 +160,114 @@ fn write_backup(db: &Database, dir: &Path) -> anyhow::Result<(std::fs::File, usi
     Ok((reader, copied.len(), bytes))
 }
 
+/// `weaver backup`: saves a running server's `GET /api/backup` into a file, verified.
+#[derive(Debug, clap::Args)]
+pub struct BackupArgs {
+    /// Base URL of the running server.
+    #[arg(long, env = "WEAVER_URL", default_value = "http://127.0.0.1:1234")]
+    pub server: String,
+    /// File to write (replaced only once the new copy is complete and verified).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// An admin token for every room (`weaver token --admin`), needed when the server has an
+    /// auth key.
+    #[arg(long, env = "WEAVER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// Runs `weaver backup`: prints what was saved, or the reason on stderr and fails.
+pub fn run_cli(args: &BackupArgs) -> std::process::ExitCode {
+    let fetched = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+        .and_then(|rt| rt.block_on(fetch(args)));
+    match fetched {
+        Ok((bytes, tables)) => {
+            println!(
+                "backup of {} saved to {}: {bytes} bytes, {tables} tables, integrity verified",
+                args.server,
+                args.out.display()
+            );
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("weaver backup: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn fetch(args: &BackupArgs) -> anyhow::Result<(u64, usize)> {
+    let url = format!("{}/api/backup", args.server.trim_end_matches('/'));
+    let client = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .build()
+        .context("building the HTTP client")?;
+    let mut req = client.get(&url);
+    if let Some(t) = &args.token {
+        req = req.bearer_auth(t);
+    }
+    let mut res = req.send().await.with_context(|| format!("GET {url}"))?;
+    let status = res.status();
+    if !status.is_success() {
+        let body = res.text().await.unwrap_or_default();
+        anyhow::bail!("GET {url}: {status}: {}", body.trim());
+    }
+    let expected = res.content_length();
+    let dir = match args.out.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".weaver-backup-")
+        .suffix(".partial")
+        .tempfile_in(&dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    let mut got: u64 = 0;
+    while let Some(chunk) = res
+        .chunk()
+        .await
+        .with_context(|| format!("reading the backup from {url}"))?
+    {
+        std::io::Write::write_all(tmp.as_file_mut(), &chunk)
+            .with_context(|| format!("writing {}", tmp.path().display()))?;
+        got += chunk.len() as u64;
+    }
+    if let Some(expected) = expected
+        && expected != got
+    {
+        anyhow::bail!("the server sent {got} of {expected} bytes; nothing was written");
+    }
+    tmp.as_file()
+        .sync_all()
+        .with_context(|| format!("syncing {}", tmp.path().display()))?;
+    let tables = verify(tmp.path())?;
+    tmp.persist(&args.out)
+        .with_context(|| format!("moving the backup to {}", args.out.display()))?;
+    // The rename is durable once the directory is.
+    std::fs::File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", dir.display()))?;
+    Ok((got, tables))
+}
+
+/// Opens a backup file with every checksum checked (a plain open trusts the file) and counts
+/// its tables.
+fn verify(path: &Path) -> anyhow::Result<usize> {
+    let db = Database::builder()
+        .set_check_integrity_on_open(true)
+        .open(path)
+        .with_context(|| format!("{} is not a valid database", path.display()))?;
+    let tables = db
+        .begin_read()
+        .context("reading the backup")?
+        .list_tables()
+        .context("listing the backup's tables")?
+        .count();
+    Ok(tables)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -212,6 +322,33 @@ mod tests {
         assert_eq!(busy.headers()[header::RETRY_AFTER], "5");
         drop(held);
         assert_eq!(get_backup(State(st)).await.status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn verify_refuses_a_damaged_copy_without_panicking() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("copy.redb");
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut t = txn.open_table(EXTRA).unwrap();
+                for i in 0..20_000u64 {
+                    t.insert(format!("key-{i:08}").as_str(), i).unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        assert_eq!(verify(&path).unwrap(), 1);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let (len, full) = (bytes.len(), bytes.clone());
+        for b in &mut bytes[len / 2..len / 2 + 4096] {
+            *b = !*b;
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(verify(&path).is_err(), "a flipped page must not verify");
+        std::fs::write(&path, &full[..len / 3]).unwrap();
+        assert!(verify(&path).is_err(), "a short file must not verify");
     }
 
     #[test]
