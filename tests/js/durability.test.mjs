@@ -2,7 +2,7 @@
 // Repeated on one data directory, with writes still in flight at the moment of the kill.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
@@ -221,6 +221,64 @@ test('a damaged database file is refused at start with a clear error, not a pani
       return true
     })
   } finally {
+    rmSync(dataDir, { recursive: true, force: true })
+  }
+})
+
+test('writes failing on disk (file-size limit): nothing unpersisted is shown, the server survives and says it needs a restart, all durable data is there after it', { timeout: 90000 }, async () => {
+  const dataDir = tempDataDir('weaver-efbig-')
+  const open = []
+  let w
+  try {
+    w = await startWeaver({ dataDir })
+    const a = await yclient(w.wsUrl, 'full'); open.push(a)
+    for (let i = 0; i < 50; i++) a.text.insert(a.text.length, `[${i}]`)
+    const confirmed = a.text.toString()
+    const b = await yclient(w.wsUrl, 'full'); open.push(b)
+    await waitFor(() => b.text.toString() === confirmed, { what: 'confirmed writes' })
+    for (const c of open.splice(0)) c.destroy()
+    await w.stop()
+
+    // Restart with the database file allowed to grow by 256 KiB only: a 1 MB paste cannot be
+    // committed (EFBIG, like a full disk for this file).
+    const limit = statSync(path.join(dataDir, 'weaver.redb')).size + 256 * 1024
+    w = await startWeaver({ dataDir, wrapper: ['prlimit', `--fsize=${limit}`, '--'] })
+    assert.equal((await fetch(`${w.httpUrl}/readyz`)).status, 200)
+    const writer = await yclient(w.wsUrl, 'full'); open.push(writer)
+    const observer = await yclient(w.wsUrl, 'full'); open.push(observer)
+    assert.equal(observer.text.toString(), confirmed)
+    // Random, so no compression makes it small.
+    const paste = Array.from({ length: 1 << 20 }, () => String.fromCharCode(97 + Math.floor(Math.random() * 26))).join('')
+    writer.text.insert(0, paste)
+    await waitFor(() => /persisting failed/.test(w.logs()), { what: 'the commit to fail', timeoutMs: 30000 })
+    // The room's log line carries the storage error itself.
+    assert.match(w.logs(), /persisting failed.*File too large/)
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    assert.equal(w.proc.exitCode, null, 'the server is still running')
+    assert.equal(w.proc.signalCode, null, 'no SIGXFSZ death')
+    assert.equal((await fetch(`${w.httpUrl}/healthz`)).status, 200)
+    // redb refuses every write after an I/O error until it is reopened: not ready, and why.
+    const ready = await fetch(`${w.httpUrl}/readyz`)
+    assert.equal(ready.status, 503)
+    assert.match(await ready.text(), /storage failed.*restart/)
+    assert.match(await (await fetch(`${w.httpUrl}/metrics`)).text(), /weaver_store_failed 1/)
+    assert.equal(observer.text.toString(), confirmed, 'nothing that failed to persist reached another client')
+    assert.doesNotMatch(w.logs(), /panicked/)
+    for (const c of open.splice(0)) c.destroy()
+    await w.stop()
+
+    // Space back: the store opens with every page verified, holds exactly the durable text,
+    // and takes writes again.
+    w = await startWeaver({ dataDir })
+    assert.equal((await fetch(`${w.httpUrl}/readyz`)).status, 200)
+    const fresh = await yclient(w.wsUrl, 'full'); open.push(fresh)
+    assert.equal(fresh.text.toString(), confirmed)
+    fresh.text.insert(fresh.text.length, '<after>')
+    const other = await yclient(w.wsUrl, 'full'); open.push(other)
+    await waitFor(() => other.text.toString() === confirmed + '<after>', { what: 'a write after the restart' })
+  } finally {
+    for (const c of open) c.destroy()
+    if (w) await w.stop()
     rmSync(dataDir, { recursive: true, force: true })
   }
 })

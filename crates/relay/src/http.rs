@@ -38,7 +38,13 @@ pub(crate) fn router(relay: RelayHandle) -> Router {
 }
 
 async fn readyz(State(relay): State<RelayHandle>) -> Response {
-    if relay.is_ready() {
+    if relay.store_failed() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage failed: writes are refused until the server is restarted (see the error log)",
+        )
+            .into_response()
+    } else if relay.is_ready() {
         (StatusCode::OK, "ready").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response()

@@ -28,6 +28,8 @@ pub const GROUP_COMMIT_SECONDS: &str = "weaver_group_commit_seconds";
 pub const HELD_BATCHES_TOTAL: &str = "weaver_held_batches_total";
 /// Counter: failed group commits.
 pub const PERSIST_FAILURES_TOTAL: &str = "weaver_persist_failures_total";
+/// 1 once a group commit failed (writes refused until a restart), else 0.
+pub const STORE_FAILED: &str = "weaver_store_failed";
 /// Counter: compactions committed.
 pub const COMPACTIONS_TOTAL: &str = "weaver_compactions_total";
 /// Counter: messages refused, label `reason`.

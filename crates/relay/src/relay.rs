@@ -308,6 +308,11 @@ impl RelayHandle {
         self.shared.ready.load(Ordering::SeqCst) && !self.shared.cancel.is_cancelled()
     }
 
+    /// True once a commit failed: the store refuses writes until the process restarts.
+    pub fn store_failed(&self) -> bool {
+        self.shared.store.failed()
+    }
+
     /// Number of rooms currently loaded in memory.
     pub fn loaded_rooms(&self) -> usize {
         self.shared.rooms.lock().map(|m| m.len()).unwrap_or(0)

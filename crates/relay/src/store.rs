@@ -223,6 +223,9 @@ enum StoreOp {
 pub struct Store {
     db: Arc<Database>,
     tx: mpsc::Sender<StoreOp>,
+    /// Set for good once a group commit fails: redb refuses every later write after an I/O
+    /// error until the database is reopened, i.e. the process restarted.
+    failed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Joins the persister thread. Dropping every [`Store`] clone lets it finish the queue and exit.
@@ -286,14 +289,17 @@ impl Store {
         txn.commit().map_err(redb_err)?;
         let (tx, rx) = mpsc::channel(PERSIST_QUEUE);
         let thread_db = db.clone();
+        let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread_failed = failed.clone();
+        metrics::gauge!(m::STORE_FAILED).set(0.0);
         let handle = std::thread::Builder::new()
             .name("weaver-persister".into())
-            .spawn(move || persister_loop(thread_db, rx, commit))
+            .spawn(move || persister_loop(thread_db, rx, commit, thread_failed))
             .map_err(|error| StoreError::DataDir {
                 path: "persister thread".into(),
                 error,
             })?;
-        Ok((Store { db, tx }, PersisterThread(handle)))
+        Ok((Store { db, tx, failed }, PersisterThread(handle)))
     }
 
     /// Appends updates to a room's log in one durable commit (shared with whatever else is
@@ -345,6 +351,11 @@ impl Store {
         if self.send(StoreOp::Stop { reply }).await.is_ok() {
             let _ = rx.await;
         }
+    }
+
+    /// True once a group commit failed: every later write fails too until a restart.
+    pub(crate) fn failed(&self) -> bool {
+        self.failed.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     async fn send(&self, op: StoreOp) -> Result<(), Arc<StoreError>> {
@@ -431,7 +442,12 @@ fn decode_snapshot(v: &[u8]) -> Option<(u64, &[u8])> {
     Some((seq, bytes))
 }
 
-fn persister_loop(db: Arc<Database>, mut rx: mpsc::Receiver<StoreOp>, commit: CommitMode) {
+fn persister_loop(
+    db: Arc<Database>,
+    mut rx: mpsc::Receiver<StoreOp>,
+    commit: CommitMode,
+    failed: Arc<std::sync::atomic::AtomicBool>,
+) {
     info!("persister started");
     while let Some(first) = rx.blocking_recv() {
         let mut ops = Vec::new();
@@ -452,7 +468,14 @@ fn persister_loop(db: Arc<Database>, mut rx: mpsc::Receiver<StoreOp>, commit: Co
         if !ops.is_empty() {
             let started = Instant::now();
             let n = ops.len();
-            commit_group(&db, ops, commit);
+            if !commit_group(&db, ops, commit)
+                && !failed.swap(true, std::sync::atomic::Ordering::SeqCst)
+            {
+                metrics::gauge!(m::STORE_FAILED).set(1.0);
+                error!(
+                    "the store refuses writes after this failure until the server is restarted (redb reopens and checks the file at start); /readyz now answers 503"
+                );
+            }
             metrics::histogram!(m::GROUP_COMMIT_OPS).record(n as f64);
             metrics::histogram!(m::GROUP_COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
         }
@@ -475,23 +498,58 @@ fn op_bytes(op: &StoreOp) -> usize {
     }
 }
 
-/// What to tell a request once the group's commit is known.
-enum Outcome {
+/// Where a request's answer goes; filled in once the group's commit is known.
+enum Reply {
     Append(
         oneshot::Sender<Result<u64, Arc<StoreError>>>,
-        Result<u64, Arc<StoreError>>,
+        Option<Result<u64, Arc<StoreError>>>,
     ),
     Unit(
         oneshot::Sender<Result<(), Arc<StoreError>>>,
-        Result<(), Arc<StoreError>>,
+        Option<Result<(), Arc<StoreError>>>,
     ),
 }
 
-/// Applies every op to one write transaction and commits once. A storage error aborts the
-/// whole group (every request fails, nothing is acknowledged); a semantic refusal (e.g. a
-/// compaction that would lose data) fails only its own request.
-fn commit_group(db: &Database, ops: Vec<StoreOp>, commit: CommitMode) {
-    let mut outcomes = Vec::with_capacity(ops.len());
+/// Applies every op to one write transaction and commits once; returns whether it committed.
+/// A storage error aborts the whole group and every request in it gets that error (nothing is
+/// acknowledged); a semantic refusal (e.g. a compaction that would lose data) fails only its
+/// own request.
+fn commit_group(db: &Database, ops: Vec<StoreOp>, commit: CommitMode) -> bool {
+    let mut replies = Vec::with_capacity(ops.len());
+    let mut work = Vec::with_capacity(ops.len());
+    for op in ops {
+        match op {
+            StoreOp::Append {
+                room,
+                updates,
+                reply,
+            } => {
+                replies.push(Reply::Append(reply, None));
+                work.push(Work::Append { room, updates });
+            }
+            StoreOp::Compact {
+                room,
+                upto_seq,
+                snapshot,
+                reply,
+            } => {
+                replies.push(Reply::Unit(reply, None));
+                work.push(Work::Compact {
+                    room,
+                    upto_seq,
+                    snapshot,
+                });
+            }
+            StoreOp::Delete { room, reply } => {
+                replies.push(Reply::Unit(reply, None));
+                work.push(Work::Delete { room });
+            }
+            // Never reaches a group: the persister splits groups at Stop.
+            StoreOp::Stop { reply } => {
+                let _ = reply.send(());
+            }
+        }
+    }
     let result = (|| -> Result<(), StoreError> {
         let mut txn = db.begin_write().map_err(redb_err)?;
         txn.set_two_phase_commit(commit == CommitMode::TwoPhase);
@@ -501,13 +559,9 @@ fn commit_group(db: &Database, ops: Vec<StoreOp>, commit: CommitMode) {
             let mut log = txn.open_table(UPDATES).map_err(redb_err)?;
             let mut snaps = txn.open_table(SNAPSHOTS).map_err(redb_err)?;
             let mut rooms = txn.open_table(ROOMS).map_err(redb_err)?;
-            for op in ops {
-                match op {
-                    StoreOp::Append {
-                        room,
-                        updates,
-                        reply,
-                    } => {
+            for (w, reply) in work.into_iter().zip(replies.iter_mut()) {
+                match (w, reply) {
+                    (Work::Append { room, updates }, Reply::Append(_, out)) => {
                         let (mut seq, registered) = last_seq(&log, &rooms, &room)?;
                         if !registered {
                             // The key makes the room one of `stored_rooms`; its value only
@@ -525,72 +579,84 @@ fn commit_group(db: &Database, ops: Vec<StoreOp>, commit: CommitMode) {
                             log.insert((&*room, seq), row.as_slice())
                                 .map_err(redb_err)?;
                         }
-                        outcomes.push(Outcome::Append(reply, Ok(seq)));
+                        *out = Some(Ok(seq));
                     }
-                    StoreOp::Compact {
-                        room,
-                        upto_seq,
-                        snapshot,
-                        reply,
-                    } => {
+                    (
+                        Work::Compact {
+                            room,
+                            upto_seq,
+                            snapshot,
+                        },
+                        Reply::Unit(_, out),
+                    ) => {
                         let r = compact_in_txn(
                             &mut log, &mut snaps, &mut rooms, &room, upto_seq, &snapshot,
                         );
-                        let r = match r {
+                        *out = Some(match r {
                             Ok(()) => Ok(()),
                             Err(e @ StoreError::CompactionRefused { .. }) => Err(Arc::new(e)),
                             Err(e) => return Err(e),
-                        };
-                        outcomes.push(Outcome::Unit(reply, r));
+                        });
                     }
-                    StoreOp::Delete { room, reply } => {
+                    (Work::Delete { room }, Reply::Unit(_, out)) => {
                         log.retain_in((&*room, 0)..=(&*room, u64::MAX), |_, _| false)
                             .map_err(redb_err)?;
                         snaps.remove(&*room).map_err(redb_err)?;
                         rooms.remove(&*room).map_err(redb_err)?;
-                        outcomes.push(Outcome::Unit(reply, Ok(())));
+                        *out = Some(Ok(()));
                     }
-                    // Never reaches a group: the loop above splits groups at Stop.
-                    StoreOp::Stop { reply } => {
-                        let _ = reply.send(());
-                    }
+                    // Built in the same order, so kinds always match.
+                    _ => return Err(StoreError::Stopped),
                 }
             }
         }
         txn.commit().map_err(redb_err)?;
         Ok(())
     })();
-    match result {
-        Ok(()) => {
-            for o in outcomes {
-                match o {
-                    Outcome::Append(tx, r) => {
-                        let _ = tx.send(r);
-                    }
-                    Outcome::Unit(tx, r) => {
-                        let _ = tx.send(r);
-                    }
-                }
-            }
-        }
+    let failure = match result {
+        Ok(()) => None,
         Err(e) => {
             error!(error = %e, "group commit failed; nothing in the group was persisted");
             metrics::counter!(m::PERSIST_FAILURES_TOTAL).increment(1);
-            let e = Arc::new(e);
-            // Requests not yet reached when the error hit are dropped: their senders see a
-            // closed channel, which callers treat as a failure too.
-            for o in outcomes {
-                match o {
-                    Outcome::Append(tx, _) => {
-                        let _ = tx.send(Err(e.clone()));
-                    }
-                    Outcome::Unit(tx, _) => {
-                        let _ = tx.send(Err(e.clone()));
-                    }
-                }
+            Some(Arc::new(e))
+        }
+    };
+    let ok = failure.is_none();
+    for reply in replies {
+        match reply {
+            Reply::Append(tx, out) => {
+                let r = match &failure {
+                    Some(e) => Err(e.clone()),
+                    None => out.unwrap_or_else(|| Err(Arc::new(StoreError::Stopped))),
+                };
+                let _ = tx.send(r);
+            }
+            Reply::Unit(tx, out) => {
+                let r = match &failure {
+                    Some(e) => Err(e.clone()),
+                    None => out.unwrap_or_else(|| Err(Arc::new(StoreError::Stopped))),
+                };
+                let _ = tx.send(r);
             }
         }
     }
+    ok
+}
+
+/// A request's work, its reply kept apart so a failure can still answer it.
+enum Work {
+    Append {
+        room: Arc<str>,
+        updates: Vec<Bytes>,
+    },
+    Compact {
+        room: Arc<str>,
+        upto_seq: u64,
+        snapshot: Vec<u8>,
+    },
+    Delete {
+        room: Arc<str>,
+    },
 }
 
 fn compact_in_txn(

@@ -241,6 +241,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = install_metrics()?;
     let shutdown = CancellationToken::new();
     tokio::spawn(wait_for_signal(shutdown.clone()));
+    #[cfg(unix)]
+    tokio::spawn(survive_file_size_limit(shutdown.clone()));
     {
         let (metrics, shutdown) = (metrics.clone(), shutdown.clone());
         tokio::spawn(async move {
@@ -338,6 +340,33 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     info!("bye");
     Ok(())
+}
+
+/// A write past the process's file-size limit (`ulimit -f`) raises SIGXFSZ, whose default
+/// action kills the process (with a core dump) in the middle of a commit. Handled, the write
+/// fails with EFBIG instead and takes the storage-failure path: the group is refused, its
+/// rooms close their connections, the server keeps serving reads.
+#[cfg(unix)]
+async fn survive_file_size_limit(shutdown: CancellationToken) {
+    // SIGXFSZ is 25 on Linux (every architecture Rust supports there) and on the BSDs/macOS.
+    const SIGXFSZ: i32 = 25;
+    let kind = tokio::signal::unix::SignalKind::from_raw(SIGXFSZ);
+    let mut xfsz = match tokio::signal::unix::signal(kind) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "cannot handle SIGXFSZ; a file-size limit would kill the process");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            got = xfsz.recv() => match got {
+                Some(()) => error!("a write went past the file-size limit (SIGXFSZ); it fails with EFBIG"),
+                None => break,
+            },
+        }
+    }
 }
 
 async fn wait_for_signal(shutdown: CancellationToken) {
