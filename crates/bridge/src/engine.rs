@@ -1203,6 +1203,7 @@ async fn dispatcher(inner: Arc<Inner>) {
             break;
         }
         let now = now_ms();
+        let mut store_error = false;
         let ob = inner.outbox.clone();
         let (next_due, next_exp) = match blocking(move || {
             if let Ok((ready, leased, wb)) = ob.queue_sizes() {
@@ -1217,6 +1218,7 @@ async fn dispatcher(inner: Arc<Inner>) {
             Ok(v) => v,
             Err(e) => {
                 tracing::error!(error = %e, "outbox read failed");
+                store_error = true;
                 (None, None)
             }
         };
@@ -1227,7 +1229,10 @@ async fn dispatcher(inner: Arc<Inner>) {
                     metrics::counter!(crate::metrics::LEASES_RESCUED_TOTAL)
                         .increment(v.len() as u64);
                 }
-                Err(e) => tracing::error!(error = %e, "lease rescue failed"),
+                Err(e) => {
+                    tracing::error!(error = %e, "lease rescue failed");
+                    store_error = true;
+                }
             }
         }
         let mut claimed = 0;
@@ -1251,7 +1256,10 @@ async fn dispatcher(inner: Arc<Inner>) {
                             inner.tracker.spawn(run_claim(inner2, c, permit));
                         }
                     }
-                    Err(e) => tracing::error!(error = %e, "claim failed"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "claim failed");
+                        store_error = true;
+                    }
                 }
             }
         }
@@ -1266,6 +1274,9 @@ async fn dispatcher(inner: Arc<Inner>) {
             .min()
             .unwrap_or(IDLE_POLL)
             .clamp(Duration::from_millis(5), IDLE_POLL);
+        // A store that fails (full disk, I/O error) fails again at once: retry at the idle pace
+        // instead of every 5 ms, which only floods the log.
+        let wait = if store_error { IDLE_POLL } else { wait };
         tokio::select! {
             () = inner.shutdown.cancelled() => break,
             () = inner.dispatch_wake.notified() => {}
