@@ -84,6 +84,50 @@ test('SIGTERM while clients write: prompt exit, everything echoed is kept', { ti
   }
 })
 
+test('SIGTERM while 100 rooms are written: prompt exit, every room keeps what its observer saw', { timeout: 120000 }, async () => {
+  const dataDir = tempDataDir('weaver-sigterm-rooms-')
+  const ROOMS = 100
+  const clients = []
+  try {
+    const w = await startWeaver({ dataDir })
+    const pairs = []
+    for (let r = 0; r < ROOMS; r++) {
+      const writer = await yclient(w.wsUrl, `term-${r}`)
+      const observer = await yclient(w.wsUrl, `term-${r}`)
+      clients.push(writer, observer)
+      pairs.push({ writer, observer })
+    }
+    let n = 0
+    const pump = setInterval(() => { for (const { writer } of pairs) writer.text.insert(writer.text.length, `<${n}>`); n++ }, 10)
+    await waitFor(() => pairs.every(({ observer }) => observer.text.length > 0), { what: 'every room written' })
+    const started = Date.now()
+    const { code, signal } = await w.stop('SIGTERM')
+    const took = Date.now() - started
+    clearInterval(pump)
+    assert.equal(code, 0, `clean exit (signal ${signal})\n${w.logs().slice(-2000)}`)
+    assert.ok(took < 10000, `exit took ${took} ms`)
+    const seen = pairs.map(({ observer }) => observer.text.toString())
+    const written = pairs.map(({ writer }) => writer.text.toString())
+    for (const c of clients.splice(0)) c.destroy()
+    const w2 = await startWeaver({ dataDir })
+    try {
+      for (let r = 0; r < ROOMS; r++) {
+        const fresh = await yclient(w2.wsUrl, `term-${r}`)
+        const stored = fresh.text.toString()
+        fresh.destroy()
+        assert.ok(seen[r].length > 0)
+        assert.ok(stored.startsWith(seen[r]), `room ${r}: the stored state has everything the observer saw`)
+        assert.ok(written[r].startsWith(stored), `room ${r}: the stored state is a prefix of what was written`)
+      }
+    } finally {
+      await w2.stop()
+    }
+  } finally {
+    for (const c of clients) c.destroy()
+    rmSync(dataDir, { recursive: true, force: true })
+  }
+})
+
 test('kill -9 with 8 concurrent writers: every entry the observer saw survives (6 rounds)', { timeout: 180000 }, async () => {
   const dataDir = tempDataDir('weaver-durability-many-')
   try {
