@@ -65,6 +65,7 @@ pub fn copy_tables(
     Ok(copied)
 }
 
+// The relay has the same dozen lines for its tables (`weaver_relay::copy_tables`); see there why.
 fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
     src: &redb::ReadTransaction,
     dst: &WriteTransaction,

@@ -163,6 +163,9 @@ pub fn copy_tables(
     Ok(copied)
 }
 
+// The bridge has the same dozen lines for its tables (`weaver_bridge::outbox::copy_tables`): the
+// two crates must not depend on each other, and redb opens a table only through its typed
+// definition, which each crate keeps private.
 fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
     src: &redb::ReadTransaction,
     dst: &redb::WriteTransaction,
