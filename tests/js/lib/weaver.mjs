@@ -14,16 +14,16 @@ export function tempDataDir (prefix = 'weaver-test-') {
 }
 
 /**
- * Starts `weaver serve --listen 127.0.0.1:0 --data <dir> ...args` and resolves once the bound
+ * Starts `weaver serve --listen 127.0.0.1:0 (or `listen`) --data <dir> ...args` and resolves once the bound
  * address is logged (`listening addr=127.0.0.1:PORT`).
  * Returns { port, httpUrl, wsUrl, dataDir, proc, logs(), stop(), kill9() }.
  */
-export async function startWeaver ({ dataDir, args = [], env = {}, timeoutMs = 30000, wrapper = [] } = {}) {
+export async function startWeaver ({ dataDir, args = [], env = {}, timeoutMs = 30000, wrapper = [], listen = '127.0.0.1:0' } = {}) {
   if (!existsSync(weaverBin)) throw new Error(`weaver binary not found at ${weaverBin}; run cargo build -p weaver`)
   const ownDir = !dataDir
   dataDir = dataDir || tempDataDir()
   // `wrapper` runs weaver under another command, e.g. ['prlimit', '--fsize=N', '--'].
-  const argv = [weaverBin, 'serve', '--listen', '127.0.0.1:0', '--data', dataDir, ...args]
+  const argv = [weaverBin, 'serve', '--listen', listen, '--data', dataDir, ...args]
   const proc = spawn(wrapper.length ? wrapper[0] : argv[0], [...wrapper.slice(1), ...(wrapper.length ? argv : argv.slice(1))], {
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', NO_COLOR: '1', ...env },
     stdio: ['ignore', 'pipe', 'pipe']
