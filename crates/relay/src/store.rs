@@ -501,16 +501,29 @@ fn op_bytes(op: &StoreOp) -> usize {
     }
 }
 
-/// Where a request's answer goes; filled in once the group's commit is known.
-enum Reply {
-    Append(
-        oneshot::Sender<Result<u64, Arc<StoreError>>>,
-        Option<Result<u64, Arc<StoreError>>>,
-    ),
-    Unit(
-        oneshot::Sender<Result<(), Arc<StoreError>>>,
-        Option<Result<(), Arc<StoreError>>>,
-    ),
+/// One request of a group: its work and where its answer goes, kept together so that a failure
+/// anywhere in the group still answers every request.
+enum Job {
+    Append {
+        room: Arc<str>,
+        updates: Vec<Bytes>,
+        reply: oneshot::Sender<Result<u64, Arc<StoreError>>>,
+        /// The last seq written, once the work is done inside the transaction.
+        done: Option<u64>,
+    },
+    Compact {
+        room: Arc<str>,
+        upto_seq: u64,
+        snapshot: Vec<u8>,
+        reply: oneshot::Sender<Result<(), Arc<StoreError>>>,
+        /// `Some(Err(..))`: refused on its own, the rest of the group goes on.
+        done: Option<Result<(), Arc<StoreError>>>,
+    },
+    Delete {
+        room: Arc<str>,
+        reply: oneshot::Sender<Result<(), Arc<StoreError>>>,
+        done: bool,
+    },
 }
 
 /// Applies every op to one write transaction and commits once; returns whether it committed.
@@ -518,35 +531,36 @@ enum Reply {
 /// acknowledged); a semantic refusal (e.g. a compaction that would lose data) fails only its
 /// own request.
 fn commit_group(db: &Database, ops: Vec<StoreOp>, commit: CommitMode) -> bool {
-    let mut replies = Vec::with_capacity(ops.len());
-    let mut work = Vec::with_capacity(ops.len());
+    let mut jobs: Vec<Job> = Vec::with_capacity(ops.len());
     for op in ops {
         match op {
             StoreOp::Append {
                 room,
                 updates,
                 reply,
-            } => {
-                replies.push(Reply::Append(reply, None));
-                work.push(Work::Append { room, updates });
-            }
+            } => jobs.push(Job::Append {
+                room,
+                updates,
+                reply,
+                done: None,
+            }),
             StoreOp::Compact {
                 room,
                 upto_seq,
                 snapshot,
                 reply,
-            } => {
-                replies.push(Reply::Unit(reply, None));
-                work.push(Work::Compact {
-                    room,
-                    upto_seq,
-                    snapshot,
-                });
-            }
-            StoreOp::Delete { room, reply } => {
-                replies.push(Reply::Unit(reply, None));
-                work.push(Work::Delete { room });
-            }
+            } => jobs.push(Job::Compact {
+                room,
+                upto_seq,
+                snapshot,
+                reply,
+                done: None,
+            }),
+            StoreOp::Delete { room, reply } => jobs.push(Job::Delete {
+                room,
+                reply,
+                done: false,
+            }),
             // Never reaches a group: the persister splits groups at Stop.
             StoreOp::Stop { reply } => {
                 let _ = reply.send(());
@@ -562,54 +576,56 @@ fn commit_group(db: &Database, ops: Vec<StoreOp>, commit: CommitMode) -> bool {
             let mut log = txn.open_table(UPDATES).map_err(redb_err)?;
             let mut snaps = txn.open_table(SNAPSHOTS).map_err(redb_err)?;
             let mut rooms = txn.open_table(ROOMS).map_err(redb_err)?;
-            for (w, reply) in work.into_iter().zip(replies.iter_mut()) {
-                match (w, reply) {
-                    (Work::Append { room, updates }, Reply::Append(_, out)) => {
-                        let (mut seq, registered) = last_seq(&log, &rooms, &room)?;
+            for job in &mut jobs {
+                match job {
+                    Job::Append {
+                        room,
+                        updates,
+                        done,
+                        ..
+                    } => {
+                        let (mut seq, registered) = last_seq(&log, &rooms, room)?;
                         if !registered {
                             // The key makes the room one of `stored_rooms`; its value only
                             // needs to be a lower bound from now on.
                             rooms
-                                .insert(&*room, seq + updates.len() as u64)
+                                .insert(&**room, seq + updates.len() as u64)
                                 .map_err(redb_err)?;
                         }
                         let mut row = Vec::new();
-                        for u in &updates {
+                        for u in updates.iter() {
                             seq += 1;
                             row.clear();
                             row.push(FORMAT_V1);
                             row.extend_from_slice(u);
-                            log.insert((&*room, seq), row.as_slice())
+                            log.insert((&**room, seq), row.as_slice())
                                 .map_err(redb_err)?;
                         }
-                        *out = Some(Ok(seq));
+                        *done = Some(seq);
                     }
-                    (
-                        Work::Compact {
-                            room,
-                            upto_seq,
-                            snapshot,
-                        },
-                        Reply::Unit(_, out),
-                    ) => {
+                    Job::Compact {
+                        room,
+                        upto_seq,
+                        snapshot,
+                        done,
+                        ..
+                    } => {
                         let r = compact_in_txn(
-                            &mut log, &mut snaps, &mut rooms, &room, upto_seq, &snapshot,
+                            &mut log, &mut snaps, &mut rooms, room, *upto_seq, snapshot,
                         );
-                        *out = Some(match r {
+                        *done = Some(match r {
                             Ok(()) => Ok(()),
                             Err(e @ StoreError::CompactionRefused { .. }) => Err(Arc::new(e)),
                             Err(e) => return Err(e),
                         });
                     }
-                    (Work::Delete { room }, Reply::Unit(_, out)) => {
-                        log.retain_in((&*room, 0)..=(&*room, u64::MAX), |_, _| false)
+                    Job::Delete { room, done, .. } => {
+                        log.retain_in((&**room, 0)..=(&**room, u64::MAX), |_, _| false)
                             .map_err(redb_err)?;
-                        snaps.remove(&*room).map_err(redb_err)?;
-                        rooms.remove(&*room).map_err(redb_err)?;
-                        *out = Some(Ok(()));
+                        snaps.remove(&**room).map_err(redb_err)?;
+                        rooms.remove(&**room).map_err(redb_err)?;
+                        *done = true;
                     }
-                    // Built in the same order, so kinds always match.
-                    _ => return Err(StoreError::Stopped),
                 }
             }
         }
@@ -624,42 +640,32 @@ fn commit_group(db: &Database, ops: Vec<StoreOp>, commit: CommitMode) -> bool {
             Some(Arc::new(e))
         }
     };
-    let ok = failure.is_none();
-    for reply in replies {
-        match reply {
-            Reply::Append(tx, out) => {
-                let r = match &failure {
+    // After a commit every job is done; `Stopped` only guards the impossible.
+    let stopped = || Arc::new(StoreError::Stopped);
+    for job in jobs {
+        match job {
+            Job::Append { reply, done, .. } => {
+                let _ = reply.send(match &failure {
                     Some(e) => Err(e.clone()),
-                    None => out.unwrap_or_else(|| Err(Arc::new(StoreError::Stopped))),
-                };
-                let _ = tx.send(r);
+                    None => done.ok_or_else(stopped),
+                });
             }
-            Reply::Unit(tx, out) => {
-                let r = match &failure {
+            Job::Compact { reply, done, .. } => {
+                let _ = reply.send(match &failure {
                     Some(e) => Err(e.clone()),
-                    None => out.unwrap_or_else(|| Err(Arc::new(StoreError::Stopped))),
-                };
-                let _ = tx.send(r);
+                    None => done.unwrap_or_else(|| Err(stopped())),
+                });
+            }
+            Job::Delete { reply, done, .. } => {
+                let _ = reply.send(match &failure {
+                    Some(e) => Err(e.clone()),
+                    None if done => Ok(()),
+                    None => Err(stopped()),
+                });
             }
         }
     }
-    ok
-}
-
-/// A request's work, its reply kept apart so a failure can still answer it.
-enum Work {
-    Append {
-        room: Arc<str>,
-        updates: Vec<Bytes>,
-    },
-    Compact {
-        room: Arc<str>,
-        upto_seq: u64,
-        snapshot: Vec<u8>,
-    },
-    Delete {
-        room: Arc<str>,
-    },
+    failure.is_none()
 }
 
 fn compact_in_txn(
