@@ -298,7 +298,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let backup_routes = relay
         .handle()
         .authenticator()
-        .require_admin(backup::router(store.clone(), args.data.clone()));
+        .require_admin(backup::router(store, args.data.clone()));
     let app = relay
         .router()
         .merge(metrics_router)
