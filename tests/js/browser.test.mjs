@@ -5,7 +5,8 @@
 // service workers), asserts through the page's test hook (window.weaver) AND the DOM a person
 // sees, and screenshots each step into test-output/browser/ so a failure can be looked at.
 // Every wait is bounded. Not here: relay protocol details (relay tests) and the bridge's retry
-// arithmetic (bridge tests); this file checks what a person sees.
+// arithmetic (bridge tests); this file checks what a person sees, plus the one consumer that is
+// not a person: a mirror on the browser's own EventSource reading a room's change feed.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import http from 'node:http'
@@ -584,6 +585,92 @@ test('presence shows the other context, its name and the block it is in', { time
   await shot(b.page, 'presence-B-alone')
   assert.deepEqual(b.page.problems, [])
   await closeContext(b.context)
+})
+
+test('a mirror on the browser\'s own EventSource follows the change feed across a server restart, and stops at a deletion', { timeout: 120000 }, async () => {
+  // A consumer of GET /api/rooms/{room}/changes that only reads the feed: the page collects
+  // the events, Node rebuilds the document from them alone and compares it with what stock
+  // y-websocket clients wrote. Across a restart EventSource reconnects to the same URL by itself
+  // and the feed starts over with the whole state, which Yjs applies without duplicating.
+  const { yclient, waitFor: until } = await import('./lib/yclient.mjs')
+  const dataDir = tempDataDir('weaver-browser-feed-')
+  let server = await startWeaver({ dataDir })
+  const room = `feed-${Date.now()}`
+  const writers = []
+  const context = await browser.newContext()
+  contexts.add(context)
+  try {
+    const a = await yclient(server.wsUrl, room)
+    writers.push(a)
+    a.text.insert(0, 'before the feed. ')
+    await until(async () => (await (await fetch(`${server.httpUrl}/api/rooms/${room}/update`)).arrayBuffer()).byteLength > 2, { what: 'the first write stored' })
+
+    const page = await context.newPage()
+    await page.goto(`${server.httpUrl}/healthz`, { timeout: WAIT })
+    await page.evaluate((room) => {
+      window.feed = { events: [], opens: 0, errors: 0 }
+      const es = new EventSource(`/api/rooms/${encodeURIComponent(room)}/changes`)
+      es.onopen = () => { window.feed.opens++ }
+      es.onerror = () => { window.feed.errors++ }
+      for (const name of ['sync', 'update', 'closed']) {
+        es.addEventListener(name, (e) => {
+          window.feed.events.push([name, e.data])
+          if (name === 'closed' && JSON.parse(e.data).reason === 'deleted') es.close()
+        })
+      }
+      window.feed.state = () => es.readyState
+    }, room)
+
+    const mirror = new Y.Doc()
+    let applied = 0
+    const catchUp = async () => {
+      const events = await page.evaluate(() => window.feed.events)
+      for (; applied < events.length; applied++) {
+        const [name, data] = events[applied]
+        if (name !== 'closed') Y.applyUpdate(mirror, new Uint8Array(Buffer.from(data, 'base64')))
+      }
+      return events
+    }
+    const mirrored = async (what) => until(async () => {
+      await catchUp()
+      const texts = writers.map((w) => w.text.toString())
+      return texts.every((t) => t === texts[0]) && mirror.getText('t').toString() === texts[0]
+    }, { timeoutMs: 30000, intervalMs: 50, what })
+
+    const b = await yclient(server.wsUrl, room)
+    writers.push(b)
+    await Promise.all(writers.map(async (w, i) => {
+      for (let k = 0; k < 60; k++) {
+        w.text.insert(Math.floor(Math.random() * (w.text.length + 1)), 'ab'[i])
+        if (k % 10 === 0) await new Promise((resolve) => setTimeout(resolve, 5))
+      }
+    }))
+    await mirrored('the mirror to equal the writers')
+    assert.equal(mirror.getText('t').length, 'before the feed. '.length + 120)
+    assert.equal((await catchUp())[0][0], 'sync')
+
+    // Restart on the same port; the writers edit while it is down and sync on reconnect.
+    const port = server.port
+    await server.stop()
+    const ended = await catchUp()
+    assert.deepEqual(JSON.parse(ended.at(-1)[1]).reason, 'shutdown')
+    a.text.insert(0, 'offline A. ')
+    b.text.insert(b.text.length, ' offline B.')
+    server = await startWeaver({ dataDir, listen: `127.0.0.1:${port}` })
+    await mirrored('the mirror to follow after the restart')
+    assert.ok(await page.evaluate(() => window.feed.opens) >= 2, 'EventSource reconnected')
+    assert.equal(mirror.getText('t').length, 'before the feed. '.length + 120 + 'offline A. '.length + ' offline B.'.length)
+
+    const res = await fetch(`${server.httpUrl}/api/rooms/${room}`, { method: 'DELETE' })
+    assert.equal(res.status, 204)
+    await until(async () => (await catchUp()).at(-1)[0] === 'closed' && await page.evaluate(() => window.feed.state()) === 2, { what: 'the deletion to end the feed' })
+    assert.equal(JSON.parse((await catchUp()).at(-1)[1]).reason, 'deleted')
+  } finally {
+    writers.forEach((w) => w.destroy())
+    await closeContext(context)
+    await server.stop()
+    rmSync(dataDir, { recursive: true, force: true })
+  }
 })
 
 // The page's text binding rests on two pure functions; check them against Yjs itself over many

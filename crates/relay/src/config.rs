@@ -26,6 +26,9 @@ pub const DEFAULT_MAX_AWARENESS_CLIENTS_PER_CONN: usize = 16;
 pub const DEFAULT_MAX_AWARENESS_STATE_BYTES: usize = 64 * 1024;
 /// Open WebSocket connections accepted at once; further upgrades get HTTP 503.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Change feeds (`GET /api/rooms/{room}/changes`) open at once; more get HTTP 503. Each is a
+/// long-lived HTTP response, so it also counts against the HTTP connection limits until it ends.
+pub const DEFAULT_MAX_CHANGE_FEEDS: usize = 1024;
 /// Approximate stored size (snapshot + log) a room may reach; writes beyond it are refused
 /// (close 1008 / HTTP 413). Compaction keeps the estimate close to the real document size.
 pub const DEFAULT_MAX_DOC_BYTES: u64 = 256 * 1024 * 1024;
@@ -80,6 +83,7 @@ pub struct RelayConfig {
     pub max_http_connections: usize,
     pub max_http_connections_per_ip: usize,
     pub max_connections: usize,
+    pub max_change_feeds: usize,
     pub max_doc_bytes: u64,
     pub max_pending_bytes: usize,
     pub commit_mode: crate::store::CommitMode,
@@ -109,6 +113,7 @@ impl Default for RelayConfig {
             max_http_connections: DEFAULT_MAX_HTTP_CONNECTIONS,
             max_http_connections_per_ip: DEFAULT_MAX_HTTP_CONNECTIONS_PER_IP,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_change_feeds: DEFAULT_MAX_CHANGE_FEEDS,
             max_doc_bytes: DEFAULT_MAX_DOC_BYTES,
             max_pending_bytes: DEFAULT_MAX_PENDING_BYTES,
             commit_mode: crate::store::CommitMode::default(),
@@ -149,6 +154,9 @@ impl RelayConfig {
         }
         if self.max_connections == 0 {
             return Err("max connections must be positive".into());
+        }
+        if self.max_change_feeds == 0 {
+            return Err("max change feeds must be positive".into());
         }
         if self.hold_window > Duration::from_millis(100) {
             return Err("the batch hold window must be at most 100 ms".into());

@@ -30,10 +30,14 @@ struct Queue {
     closed: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Subscriber {
     queue: Mutex<Queue>,
     notify: Notify,
+    /// Only this room's events (a change feed); `None`: every room (the bridge).
+    room: Option<Arc<str>>,
+    max_events: usize,
+    max_bytes: usize,
 }
 
 /// The publishing side, owned by the relay.
@@ -54,7 +58,33 @@ impl EventBus {
     }
 
     pub(crate) fn subscribe(&self) -> EventReceiver {
-        let sub = Arc::new(Subscriber::default());
+        self.subscribe_to(None, self.max_events, self.max_bytes)
+    }
+
+    /// Events of one room only, with bounds of its own: a change feed is a remote consumer and
+    /// gets the bounds of a connection, not the bridge's.
+    pub(crate) fn subscribe_room(
+        &self,
+        room: Arc<str>,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> EventReceiver {
+        self.subscribe_to(Some(room), max_events, max_bytes)
+    }
+
+    fn subscribe_to(
+        &self,
+        room: Option<Arc<str>>,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> EventReceiver {
+        let sub = Arc::new(Subscriber {
+            queue: Mutex::default(),
+            notify: Notify::new(),
+            room,
+            max_events: max_events.max(1),
+            max_bytes,
+        });
         if let Ok(mut subs) = self.subscribers.lock() {
             subs.push(Arc::downgrade(&sub));
         } else {
@@ -73,11 +103,14 @@ impl EventBus {
         };
         subs.retain(|w| w.strong_count() > 0);
         for sub in subs.iter().filter_map(Weak::upgrade) {
+            if sub.room.as_deref().is_some_and(|r| r != &*event.room) {
+                continue;
+            }
             let Ok(mut q) = sub.queue.lock() else {
                 continue;
             };
             let len = event.update.len();
-            if q.items.len() >= self.max_events || q.bytes + len > self.max_bytes {
+            if q.items.len() >= sub.max_events || q.bytes + len > sub.max_bytes {
                 // It must resync anyway, so what it has not read yet is of no use: free it now.
                 q.missed += q.items.len() as u64 + 1;
                 q.items.clear();
@@ -175,6 +208,36 @@ mod tests {
             room: Arc::from("r"),
             update: Bytes::from(vec![0u8; n]),
             origin: UpdateOrigin::Http,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_room_subscriber_gets_only_its_room_within_its_own_bounds() {
+        let bus = EventBus::new(16, 1 << 20);
+        let mut all = bus.subscribe();
+        let mut only_a = bus.subscribe_room(Arc::from("a"), 2, 1 << 20);
+        for (room, n) in [("a", 1), ("b", 2), ("a", 3)] {
+            bus.publish(CommittedUpdate {
+                room: Arc::from(room),
+                ..ev(n)
+            });
+        }
+        assert_eq!(only_a.recv().await.unwrap().update.len(), 1);
+        assert_eq!(only_a.recv().await.unwrap().update.len(), 3);
+        assert!(matches!(only_a.try_recv(), Err(TryRecvError::Empty)));
+        for n in 1..=3 {
+            assert_eq!(all.recv().await.unwrap().update.len(), n);
+        }
+        // Its bound is 2 events, the bus's 16: a third unread event of its room makes it lag.
+        for n in 4..=6 {
+            bus.publish(CommittedUpdate {
+                room: Arc::from("a"),
+                ..ev(n)
+            });
+        }
+        assert!(matches!(only_a.recv().await, Err(RecvError::Lagged(3))));
+        for n in 4..=6 {
+            assert_eq!(all.recv().await.unwrap().update.len(), n);
         }
     }
 

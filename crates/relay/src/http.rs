@@ -1,8 +1,8 @@
 //! The relay's HTTP surface: `/{room}` (WebSocket), `/healthz`, `/readyz`, and the room API
-//! under `/api/rooms/{room}/`. Handlers only translate HTTP to `RelayHandle` calls; errors
-//! become responses in `RelayError`'s one `IntoResponse` impl. `/metrics` is added by the
-//! binary (it owns the recorder); `/`, `/assets/*` and `/api/calls…`/`/api/webhooks/…` belong to
-//! other parts and are merged in by the binary.
+//! under `/api/rooms/{room}/` (its change feed is in feed.rs). Handlers only translate HTTP to
+//! `RelayHandle` calls; errors become responses in `RelayError`'s one `IntoResponse` impl.
+//! `/metrics` is added by the binary (it owns the recorder); `/`, `/assets/*` and
+//! `/api/calls…`/`/api/webhooks/…` belong to other parts and are merged in by the binary.
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -26,6 +26,7 @@ pub(crate) fn router(relay: RelayHandle) -> Router {
             get(get_update).post(post_update),
         )
         .route("/api/rooms/{room}/blocks", get(get_blocks))
+        .route("/api/rooms/{room}/changes", get(crate::feed::changes))
         .route("/api/rooms/{room}", axum::routing::delete(delete_room))
         .route("/{room}", get(crate::connection::ws_handler))
         // Token checks before any handler runs (auth.rs); open when no key is configured.
@@ -52,9 +53,19 @@ async fn readyz(State(relay): State<RelayHandle>) -> Response {
 }
 
 #[derive(Debug, Deserialize)]
-struct SvQuery {
+pub(crate) struct SvQuery {
     /// base64url (padding optional) of a v1 state vector.
-    sv: Option<String>,
+    pub(crate) sv: Option<String>,
+}
+
+/// `?sv=` as bytes (validated as a state vector later, by the relay).
+pub(crate) fn decode_sv(sv: Option<String>) -> Result<Option<Vec<u8>>, RelayError> {
+    sv.map(|s| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(s.trim_end_matches('='))
+            .map_err(|e| RelayError::InvalidStateVector(format!("sv is not base64url: {e}")))
+    })
+    .transpose()
 }
 
 async fn get_update(
@@ -62,14 +73,7 @@ async fn get_update(
     Path(room): Path<String>,
     Query(q): Query<SvQuery>,
 ) -> Result<Response, RelayError> {
-    let sv = match q.sv {
-        None => None,
-        Some(s) => Some(
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(s.trim_end_matches('='))
-                .map_err(|e| RelayError::InvalidStateVector(format!("sv is not base64url: {e}")))?,
-        ),
-    };
+    let sv = decode_sv(q.sv)?;
     let update = relay.state_diff(&room, sv).await?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], update).into_response())
 }

@@ -12,6 +12,7 @@
 //! - `server`     — [`serve`]: the HTTP/1.1 accept loop (header-read deadline, upgrades,
 //!   `TCP_NODELAY`, graceful shutdown).
 //! - `http`       — routes: `/{room}`, `/healthz`, `/readyz`, `/api/rooms/{room}/…`.
+//! - `feed`       — `GET /api/rooms/{room}/changes`: committed updates as Server-Sent Events.
 //! - `blocks`     — the JSON blocks view for the HTTP API.
 //! - `auth`       — token checks for every route (401/403 before any room loads), the admin
 //!   layer for other parts' cross-room routes, the 4401 expiry timer.
@@ -41,6 +42,7 @@ mod config;
 mod connection;
 mod error;
 mod events;
+mod feed;
 mod http;
 pub mod limits;
 pub mod metrics;
@@ -57,6 +59,7 @@ pub use error::{RelayError, close_code};
 pub use events::{
     EVENTS_MAX_QUEUED, EVENTS_MAX_QUEUED_BYTES, EventReceiver, RecvError, TryRecvError,
 };
+pub use feed::FEED_KEEPALIVE;
 pub use limits::AbuseLimits;
 pub use relay::{
     CommittedUpdate, DELETIONS_CAPACITY, Relay, RelayHandle, UpdateOrigin, validate_room_name,

@@ -6,6 +6,12 @@
 pub const CONNECTIONS: &str = "weaver_connections";
 /// Counter: accepted WebSocket connections.
 pub const CONNECTIONS_TOTAL: &str = "weaver_connections_total";
+/// Gauge: open change feeds (`GET /api/rooms/{room}/changes`).
+pub const CHANGE_FEEDS: &str = "weaver_change_feeds";
+/// Counter: change feeds ended, label `reason` = deleted|lagged|token_expired|shutdown|client_gone.
+pub const CHANGE_FEED_ENDS_TOTAL: &str = "weaver_change_feed_ends_total";
+/// Counter: update events sent on change feeds (the first full or diff state included).
+pub const CHANGE_FEED_EVENTS_TOTAL: &str = "weaver_change_feed_events_total";
 /// Gauge: rooms currently loaded in memory.
 pub const ROOMS_LOADED: &str = "weaver_rooms_loaded";
 /// Counter: room loads from storage.

@@ -64,6 +64,8 @@ pub(crate) struct Shared {
     rooms: Mutex<HashMap<Arc<str>, RoomEntry>>,
     /// One permit per open WebSocket connection (moved into the connection task).
     pub conn_permits: Arc<tokio::sync::Semaphore>,
+    /// One permit per open change feed (moved into the feed's stream).
+    pub feed_permits: Arc<tokio::sync::Semaphore>,
     /// Bounds concurrent room loads.
     pub load_permits: tokio::sync::Semaphore,
     /// Connections per room and room awareness budgets (limits.rs).
@@ -123,6 +125,7 @@ impl Relay {
         let (unloads, _) = broadcast::channel(UNLOADS_CAPACITY);
         let shared = Arc::new(Shared {
             conn_permits: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
+            feed_permits: Arc::new(tokio::sync::Semaphore::new(config.max_change_feeds)),
             load_permits: tokio::sync::Semaphore::new(config.limits.max_concurrent_loads),
             gates: crate::limits::RoomGates::default(),
             store,

@@ -39,7 +39,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server (WebSocket rooms, HTTP API, health and metrics).
-    Serve(ServeArgs),
+    // Boxed: the serve flags dwarf the other commands' (clippy::large_enum_variant).
+    Serve(Box<ServeArgs>),
     /// Print a signed access token for a room (see docs/security.md).
     Token(token_cmd::TokenArgs),
     /// Save a consistent copy of a running server's store to a file (see docs/operations.md).
@@ -90,6 +91,10 @@ struct ServeArgs {
     /// Open WebSocket connections accepted at once; more get HTTP 503 before the upgrade.
     #[arg(long, env = "WEAVER_MAX_CONNECTIONS", default_value_t = weaver_relay::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
+    /// Change feeds (`GET /api/rooms/{room}/changes`, Server-Sent Events) open at once; more get
+    /// HTTP 503.
+    #[arg(long, env = "WEAVER_MAX_CHANGE_FEEDS", default_value_t = weaver_relay::DEFAULT_MAX_CHANGE_FEEDS)]
+    max_change_feeds: usize,
     /// Approximate stored size a room may reach; writes beyond it are refused (1008 / 413).
     #[arg(long, env = "WEAVER_MAX_DOC_BYTES", default_value_t = weaver_relay::DEFAULT_MAX_DOC_BYTES)]
     max_doc_bytes: u64,
@@ -155,6 +160,7 @@ impl ServeArgs {
             max_http_connections: self.max_http_connections,
             max_http_connections_per_ip: self.max_http_connections_per_ip,
             max_connections: self.max_connections,
+            max_change_feeds: self.max_change_feeds,
             max_doc_bytes: self.max_doc_bytes,
             max_pending_bytes: self.max_pending_bytes,
             commit_mode: match self.commit {
@@ -188,7 +194,7 @@ fn main() -> std::process::ExitCode {
                     return std::process::ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(serve(args)) {
+            match runtime.block_on(serve(*args)) {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(e) => {
                     error!(error = format!("{e:#}"), "weaver failed");

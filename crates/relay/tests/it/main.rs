@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod api;
+mod feed;
 mod merge;
 mod persist;
 mod support;

@@ -226,3 +226,133 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u
     }
     (status, body)
 }
+
+/// One Server-Sent Event: its `event:` name and its `data:` (lines joined by `\n`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    pub event: String,
+    pub data: String,
+}
+
+/// A Server-Sent Events response read as it arrives. Asked for over HTTP/1.0 so the body is
+/// the raw stream until the server closes it (no chunked framing to undo).
+pub struct SseStream {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    /// `buf[..scanned]` holds no event end (large events arrive in many reads).
+    scanned: usize,
+    eof: bool,
+}
+
+/// Opens `path` as an event stream; returns the status and, on 200, the stream (otherwise the
+/// body). `recv_buffer` shrinks the socket's receive buffer (to make a slow consumer).
+pub async fn sse(
+    addr: SocketAddr,
+    path: &str,
+    recv_buffer: Option<u32>,
+) -> (u16, Result<SseStream, Vec<u8>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    if let Some(n) = recv_buffer {
+        socket.set_recv_buffer_size(n).unwrap();
+    }
+    let mut stream = socket.connect(addr).await.unwrap();
+    let head = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let split = loop {
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(WAIT, stream.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "connection closed before the response head");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..split]).to_lowercase();
+    let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let rest = buf[split + 4..].to_vec();
+    if status != 200 {
+        let mut body = rest;
+        let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut body)).await;
+        return (status, Err(body));
+    }
+    assert!(head.contains("content-type: text/event-stream"), "{head}");
+    (
+        status,
+        Ok(SseStream {
+            stream,
+            buf: rest,
+            scanned: 0,
+            eof: false,
+        }),
+    )
+}
+
+impl SseStream {
+    /// The next event (comments and keep-alives skipped); `None` once the server closed the
+    /// stream. Panics after [`WAIT`] without one.
+    pub async fn next(&mut self) -> Option<SseEvent> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            let from = self.scanned.saturating_sub(1);
+            if let Some(p) = self.buf[from..].windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = self.buf.drain(..from + p + 2).collect();
+                self.scanned = 0;
+                let text = String::from_utf8(block).unwrap();
+                let mut event = String::from("message");
+                let mut data: Vec<&str> = Vec::new();
+                for line in text.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        event = v.trim_start().to_string();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push(v.strip_prefix(' ').unwrap_or(v));
+                    }
+                }
+                if data.is_empty() {
+                    continue; // a comment (keep-alive)
+                }
+                return Some(SseEvent {
+                    event,
+                    data: data.join("\n"),
+                });
+            }
+            self.scanned = self.buf.len();
+            if self.eof {
+                assert!(self.buf.is_empty(), "stream ended mid-event");
+                return None;
+            }
+            let mut chunk = vec![0u8; 64 * 1024];
+            let n = tokio::time::timeout(WAIT, self.stream.read(&mut chunk))
+                .await
+                .expect("no event within the wait")
+                .unwrap();
+            if n == 0 {
+                self.eof = true;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// The next event's data decoded as a base64 Yjs update, checking its name.
+    pub async fn next_update(&mut self, name: &str) -> Vec<u8> {
+        let ev = self.next().await.expect("stream ended");
+        assert_eq!(ev.event, name, "{ev:?}");
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, ev.data).unwrap()
+    }
+
+    /// The `closed` event's reason, then the end of the stream.
+    pub async fn expect_closed(&mut self) -> String {
+        let ev = self
+            .next()
+            .await
+            .expect("stream ended without a closed event");
+        assert_eq!(ev.event, "closed", "{ev:?}");
+        let json: serde_json::Value = serde_json::from_str(&ev.data).unwrap();
+        assert!(self.next().await.is_none(), "events after closed");
+        json["reason"].as_str().unwrap().to_string()
+    }
+}
