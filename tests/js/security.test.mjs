@@ -297,6 +297,55 @@ test('`weaver token` output opens the room it names', { timeout: 30000 }, async 
   assert.notEqual(bad.status, 0)
 })
 
+test('key rotation: --auth-key-previous keeps old tokens working until a restart drops it', { timeout: 60000 }, async () => {
+  const room = 'rotation'
+  const old = newKey()
+  const fresh = newKey()
+  const oldTok = mintWeaverToken(old.key, { room, write: true, expiresAt: nowSecs() + 600 })
+  const dataDir = tempDataDir()
+  const before = await startWeaver({ dataDir, env: { WEAVER_AUTH_KEY: old.hex } })
+  try {
+    const c = await tclient(before.wsUrl, room, oldTok)
+    c.text.insert(0, 'written under the old key')
+    await waitFor(async () => textOfUpdate(Buffer.from(await (await fetch(`${before.httpUrl}/api/rooms/${room}/update?token=${oldTok}`)).arrayBuffer())) === 'written under the old key', { what: 'stored' })
+    c.destroy()
+  } finally { await before.stop() }
+
+  // Mid-rotation: the new key mints (`weaver token`), the old one still verifies.
+  const during = await startWeaver({ dataDir, env: { WEAVER_AUTH_KEY: fresh.hex, WEAVER_AUTH_KEY_PREVIOUS: `${newKey().hex},${old.hex}` } })
+  try {
+    const newTok = execFileSync(weaverBin, ['token', '--room', room], { env: { ...process.env, WEAVER_AUTH_KEY: fresh.hex } }).toString().trim()
+    const a = await tclient(during.wsUrl, room, oldTok)
+    const b = await tclient(during.wsUrl, room, newTok)
+    await waitFor(() => a.text.toString() === 'written under the old key' && b.text.toString() === a.text.toString(), { what: 'both tokens sync' })
+    b.text.insert(b.text.length, ', then the new')
+    await waitFor(() => a.text.toString().endsWith(', then the new'), { what: 'old-token client receives' })
+    a.destroy(); b.destroy()
+    const stranger = mintWeaverToken(newKey().key, { room, expiresAt: nowSecs() + 600 })
+    assert.equal((await connect(`${during.wsUrl}/${room}?token=${stranger}`)).status, 401)
+  } finally { await during.stop() }
+
+  // Rotation finished: only the new key.
+  const after = await startWeaver({ dataDir, env: { WEAVER_AUTH_KEY: fresh.hex } })
+  try {
+    assert.equal((await connect(`${after.wsUrl}/${room}?token=${oldTok}`)).status, 401)
+    const res = await fetch(`${after.httpUrl}/api/rooms/${room}/update?token=${oldTok}`)
+    assert.equal(res.status, 401)
+    assert.match((await res.json()).error, /signature/)
+  } finally { await after.stop() }
+
+  // A previous key without the new one is a configuration error, said at start.
+  const env = { ...process.env, WEAVER_AUTH_KEY_PREVIOUS: old.hex }
+  delete env.WEAVER_AUTH_KEY
+  const r = spawnSync(weaverBin, ['serve', '--listen', '127.0.0.1:0', '--data', dataDir], { env, timeout: 20000 })
+  assert.notEqual(r.status, 0)
+  assert.match(r.stderr.toString(), /--auth-key-previous.*without --auth-key/)
+  const bad = spawnSync(weaverBin, ['serve', '--listen', '127.0.0.1:0', '--data', dataDir, '--auth-key', fresh.hex, '--auth-key-previous', 'abcd'], { timeout: 20000 })
+  assert.notEqual(bad.status, 0)
+  assert.match(bad.stderr.toString(), /WEAVER_AUTH_KEY_PREVIOUS \(key 1\): .*at least 32/)
+  rmSync(dataDir, { recursive: true, force: true })
+})
+
 test('limit: connections per room (503 before the upgrade), other rooms unaffected', { timeout: 30000 }, async () => {
   const room = 'crowded'
   const socks = []

@@ -44,6 +44,10 @@ pub enum ReadOnlyAwareness {
 #[derive(Debug, Clone, Default)]
 pub struct AuthConfig {
     pub key: Option<TokenKey>,
+    /// Keys that still verify tokens (never mint them) while a rotation is under way: tokens
+    /// signed with the key being replaced stay valid until they expire, so rotating the key
+    /// needs no mass disconnect. Ignored without `key`.
+    pub previous_keys: Vec<TokenKey>,
     pub read_only_awareness: ReadOnlyAwareness,
 }
 
@@ -166,6 +170,7 @@ impl IntoResponse for AuthRejection {
 #[derive(Debug, Clone)]
 pub struct Authenticator {
     key: Option<Arc<TokenKey>>,
+    previous: Arc<[TokenKey]>,
 }
 
 /// The token a request carries: `Authorization: Bearer <token>` first, then `?token=`.
@@ -223,9 +228,28 @@ fn query_pairs(query: &str) -> HashMap<String, String> {
 
 impl Authenticator {
     pub fn new(key: Option<TokenKey>) -> Self {
+        Self::with_previous(key, Vec::new())
+    }
+
+    /// `key` mints and verifies; `previous` keys only verify (a key rotation in progress).
+    pub fn with_previous(key: Option<TokenKey>, previous: Vec<TokenKey>) -> Self {
         Self {
             key: key.map(Arc::new),
+            previous: previous.into(),
         }
+    }
+
+    /// Verifies with the current key, then with each previous one; a signature that matches
+    /// none of them is `BadSignature`.
+    fn verify(&self, key: &TokenKey, token: &str, now: u64) -> Result<Claims, AuthError> {
+        let mut result = key.verify(token, now);
+        for old in self.previous.iter() {
+            if !matches!(result, Err(AuthError::BadSignature)) {
+                break;
+            }
+            result = old.verify(token, now);
+        }
+        result
     }
 
     /// Whether tokens are required.
@@ -247,7 +271,7 @@ impl Authenticator {
         let token = token
             .filter(|t| !t.is_empty())
             .ok_or_else(|| AuthRejection::unauthorized("missing_token", "a token is required"))?;
-        let claims = key.verify(token, now).map_err(|e| match e {
+        let claims = self.verify(key, token, now).map_err(|e| match e {
             AuthError::Expired { .. } => {
                 AuthRejection::unauthorized("expired_token", "token expired")
             }
@@ -377,7 +401,8 @@ impl RelayHandle {
     /// The relay's token checker, e.g. to put other parts' cross-room routes behind
     /// [`Authenticator::require_admin`].
     pub fn authenticator(&self) -> Authenticator {
-        Authenticator::new(self.shared.config.auth.key.clone())
+        let auth = &self.shared.config.auth;
+        Authenticator::with_previous(auth.key.clone(), auth.previous_keys.clone())
     }
 }
 
@@ -490,6 +515,51 @@ mod tests {
         );
         assert!(parse_auth_key("not a key!").is_err());
         assert!(parse_auth_key("").is_err());
+    }
+
+    #[test]
+    fn previous_keys_verify_during_a_rotation_and_never_widen_a_token() {
+        let old = parse_auth_key(&"ab".repeat(32)).unwrap();
+        let other = parse_auth_key(&"cd".repeat(32)).unwrap();
+        let claims = |write, expires_at| Claims {
+            scope: Scope::Room("r".into()),
+            permission: if write {
+                Permission::Write
+            } else {
+                Permission::Read
+            },
+            expires_at,
+            admin: false,
+        };
+        let by_old = old.mint(&claims(false, 100));
+        let by_new = key().mint(&claims(true, 100));
+        let rotating = Authenticator::with_previous(Some(key()), vec![other.clone(), old.clone()]);
+        let check = |auth: &Authenticator, t: &str, need, now| {
+            auth.check_token(Some(t), Some("r"), need, now)
+                .map_err(|r| (r.status.as_u16(), r.reason))
+        };
+        assert!(check(&rotating, &by_old, Need::Read, 50).is_ok());
+        assert!(check(&rotating, &by_new, Need::Write, 50).is_ok());
+        // Still exactly what the old token granted: read-only, until its own expiry.
+        assert_eq!(
+            check(&rotating, &by_old, Need::Write, 50).unwrap_err(),
+            (403, "read_only")
+        );
+        assert_eq!(
+            check(&rotating, &by_old, Need::Read, 100).unwrap_err(),
+            (401, "expired_token")
+        );
+        // Without the old key among the previous ones, its tokens are refused.
+        let rotated = Authenticator::new(Some(key()));
+        assert_eq!(
+            check(&rotated, &by_old, Need::Read, 50).unwrap_err(),
+            (401, "bad_signature")
+        );
+        let unrelated = Authenticator::with_previous(Some(key()), vec![other]);
+        assert_eq!(
+            check(&unrelated, &by_old, Need::Read, 50).unwrap_err(),
+            (401, "bad_signature")
+        );
     }
 
     #[test]

@@ -26,6 +26,16 @@ pub struct SecurityArgs {
     /// lines are visible to other local users.
     #[arg(long, env = "WEAVER_AUTH_KEY", hide_env_values = true)]
     pub auth_key: Option<String>,
+    /// Keys being rotated out, comma-separated: tokens they signed are still accepted until they
+    /// expire, new tokens come only from `--auth-key`. Drop them once the longest-lived token
+    /// they signed has expired (docs/security.md, "Rotating the key").
+    #[arg(
+        long,
+        env = "WEAVER_AUTH_KEY_PREVIOUS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub auth_key_previous: Vec<String>,
     /// Allow running without `--auth-key` on a non-loopback address (anyone who can reach the
     /// port can read, write and delete every room).
     #[arg(long, env = "WEAVER_INSECURE_NO_AUTH")]
@@ -76,6 +86,26 @@ impl SecurityArgs {
             ),
             None => None,
         };
+        let previous_keys = self
+            .auth_key_previous
+            .iter()
+            .filter(|text| !text.trim().is_empty())
+            .enumerate()
+            .map(|(i, text)| {
+                weaver_relay::parse_auth_key(text).map_err(|e| {
+                    anyhow::anyhow!(
+                        "--auth-key-previous / WEAVER_AUTH_KEY_PREVIOUS (key {}): {e}",
+                        i + 1
+                    )
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if key.is_none() && !previous_keys.is_empty() {
+            bail!(
+                "--auth-key-previous (WEAVER_AUTH_KEY_PREVIOUS) is set without --auth-key: a \
+                 rotation needs the new key too"
+            );
+        }
         if key.is_none() {
             if !listen.ip().is_loopback() && !self.insecure_no_auth {
                 bail!(
@@ -91,6 +121,7 @@ impl SecurityArgs {
         }
         config.auth = AuthConfig {
             key,
+            previous_keys,
             read_only_awareness: match self.read_only_awareness {
                 ReadOnlyAwarenessArg::Allow => ReadOnlyAwareness::Allow,
                 ReadOnlyAwarenessArg::Deny => ReadOnlyAwareness::Deny,
