@@ -459,3 +459,32 @@ test('without --auth-key: loud warning on loopback; non-loopback refused unless 
   assert.notEqual(badKey.status, 0)
   assert.match(badKey.stderr.toString(), /at least 32/)
 })
+
+test('room listing: a tenant prefix token lists its own rooms and nothing else', { timeout: 30000 }, async () => {
+  const u = (t) => `${weaver.httpUrl}/api/rooms/${t}/update`
+  for (const room of ['acme-one', 'acme-two', 'globex-one']) {
+    const doc = new Y.Doc()
+    doc.getText('t').insert(0, room)
+    const res = await fetch(`${u(room)}?token=${tok(room)}`, { method: 'POST', body: Y.encodeStateAsUpdate(doc) })
+    assert.equal(res.status, 204)
+  }
+  const acme = readTok('acme-', { prefix: true })
+  const list = (query, token) => fetch(`${weaver.httpUrl}/api/rooms${query}`, token ? { headers: { authorization: `Bearer ${token}` } } : {})
+
+  const own = await list('?prefix=acme-', acme)
+  assert.equal(own.status, 200)
+  assert.deepEqual((await own.json()).rooms.map((r) => r.name), ['acme-one', 'acme-two'])
+  // Without ?prefix= the listing asks for every room, which the tenant's token does not grant;
+  // a duplicate prefix parameter cannot widen what the token check saw.
+  assert.equal((await list('', acme)).status, 403)
+  const dup = await list('?prefix=acme-&prefix=', acme)
+  if (dup.status === 200) assert.ok((await dup.json()).rooms.every((r) => r.name.startsWith('acme-')))
+  else assert.equal(dup.status, 403)
+  assert.equal((await list('?prefix=globex-', acme)).status, 403)
+  assert.equal((await list('?prefix=acme-one', readTok('acme-one'))).status, 403)
+  assert.equal((await list('?prefix=acme-')).status, 401)
+  const all = await list('', adminTok())
+  assert.equal(all.status, 200)
+  const names = (await all.json()).rooms.map((r) => r.name)
+  for (const room of ['acme-one', 'acme-two', 'globex-one']) assert.ok(names.includes(room), names.join())
+})

@@ -124,6 +124,9 @@ pub enum Need {
     RoomAdmin,
     /// An admin token for every room (`--admin` with the empty prefix): cross-room endpoints.
     Admin,
+    /// A token for every room under a prefix (the `room` argument), any permission: listing
+    /// the rooms under it.
+    List,
 }
 
 /// A refused request: 401 (no usable token) or 403 (a valid token that does not grant this).
@@ -190,8 +193,9 @@ pub fn request_token(headers: &HeaderMap, uri: &Uri) -> Option<String> {
 }
 
 /// `a=b&c=d` with percent-decoding of `%XX` and `+`; malformed escapes are kept as they are
-/// (the token then fails verification, which is the right outcome).
-fn query_pairs(query: &str) -> HashMap<String, String> {
+/// (the token then fails verification, which is the right outcome). Handlers whose query the
+/// token check also reads parse it with this same function, so both see the same values.
+pub(crate) fn query_pairs(query: &str) -> HashMap<String, String> {
     fn hex_byte(pair: &[u8]) -> Option<u8> {
         let digit = |c: u8| (c as char).to_digit(16);
         Some((digit(pair[0])? * 16 + digit(pair[1])?) as u8)
@@ -287,6 +291,17 @@ impl Authenticator {
                     return Err(AuthRejection::forbidden(
                         "not_admin",
                         "an admin token for every room is required",
+                    ));
+                }
+            }
+            Need::List => {
+                let prefix = room.unwrap_or_default();
+                let covers =
+                    matches!(&claims.scope, Scope::Prefix(p) if prefix.starts_with(p.as_str()));
+                if !covers {
+                    return Err(AuthRejection::forbidden(
+                        "wrong_room",
+                        "the token does not grant every room under this prefix",
                     ));
                 }
             }
@@ -434,6 +449,7 @@ pub(crate) async fn relay_routes(
             Some(Need::Write)
         }
         ("/api/rooms/{room}", &Method::DELETE) => Some(Need::RoomAdmin),
+        ("/api/rooms", &Method::GET | &Method::HEAD) => Some(Need::List),
         // Fail closed: a route added later without a rule here needs an admin token.
         _ => Some(Need::Admin),
     };
@@ -445,6 +461,15 @@ pub(crate) async fn relay_routes(
     {
         return e.into_response();
     }
+    // A listing is checked against the prefix it asks for (`?prefix=`, default every room).
+    let room = match need {
+        Need::List => Some(
+            query_pairs(req.uri().query().unwrap_or_default())
+                .remove("prefix")
+                .unwrap_or_default(),
+        ),
+        _ => room,
+    };
     let auth = relay.authenticator();
     match auth.check(req.headers(), req.uri(), room.as_deref(), need) {
         Ok(access) => {
@@ -559,6 +584,30 @@ mod tests {
         assert_eq!(
             check(&unrelated, &by_old, Need::Read, 50).unwrap_err(),
             (401, "bad_signature")
+        );
+    }
+
+    #[test]
+    fn listing_needs_a_prefix_token_covering_the_asked_prefix() {
+        let auth = Authenticator::new(Some(key()));
+        let list = |scope: Scope, prefix: &str| {
+            let t = mint(scope, false, false, 100);
+            auth.check_token(Some(&t), Some(prefix), Need::List, 50)
+                .map(|_| ())
+                .map_err(|r| (r.status.as_u16(), r.reason))
+        };
+        let tenant = || Scope::Prefix("acme-".into());
+        assert_eq!(list(tenant(), "acme-"), Ok(()));
+        assert_eq!(list(tenant(), "acme-docs-"), Ok(()));
+        assert_eq!(list(Scope::Prefix(String::new()), ""), Ok(()));
+        // Asking for less than the token's prefix would list other tenants' rooms.
+        assert_eq!(list(tenant(), "acm"), Err((403, "wrong_room")));
+        assert_eq!(list(tenant(), ""), Err((403, "wrong_room")));
+        assert_eq!(list(tenant(), "other-"), Err((403, "wrong_room")));
+        // A one-room token lists nothing, not even names under its own room's name.
+        assert_eq!(
+            list(Scope::Room("acme-1".into()), "acme-1"),
+            Err((403, "wrong_room"))
         );
     }
 

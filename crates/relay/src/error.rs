@@ -45,6 +45,8 @@ pub enum RelayError {
     InvalidUpdate(String),
     #[error("invalid state vector: {0}")]
     InvalidStateVector(String),
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
     #[error("payload of {size} bytes exceeds the limit of {limit}")]
     TooLarge { size: usize, limit: usize },
     #[error("storage: {0}")]
@@ -78,7 +80,8 @@ impl RelayError {
         match self {
             RelayError::InvalidRoomName(_)
             | RelayError::InvalidUpdate(_)
-            | RelayError::InvalidStateVector(_) => StatusCode::BAD_REQUEST,
+            | RelayError::InvalidStateVector(_)
+            | RelayError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
             RelayError::TooLarge { .. } | RelayError::DocumentTooLarge { .. } => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }

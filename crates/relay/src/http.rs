@@ -1,11 +1,11 @@
-//! The relay's HTTP surface: `/{room}` (WebSocket), `/healthz`, `/readyz`, and the room API
-//! under `/api/rooms/{room}/` (its change feed is in feed.rs). Handlers only translate HTTP to
-//! `RelayHandle` calls; errors become responses in `RelayError`'s one `IntoResponse` impl.
+//! The relay's HTTP surface: `/{room}` (WebSocket), `/healthz`, `/readyz`, the room listing
+//! `/api/rooms` and the room API under `/api/rooms/{room}/` (its change feed is in feed.rs).
+//! Handlers only translate HTTP to `RelayHandle` calls; errors become responses in `RelayError`'s one `IntoResponse` impl.
 //! `/metrics` is added by the binary (it owns the recorder); `/`, `/assets/*` and
 //! `/api/calls…`/`/api/webhooks/…` belong to other parts and are merged in by the binary.
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -25,6 +25,7 @@ pub(crate) fn router(relay: RelayHandle) -> Router {
             "/api/rooms/{room}/update",
             get(get_update).post(post_update),
         )
+        .route("/api/rooms", get(list_rooms))
         .route("/api/rooms/{room}/blocks", get(get_blocks))
         .route("/api/rooms/{room}/changes", get(crate::feed::changes))
         .route("/api/rooms/{room}", axum::routing::delete(delete_room))
@@ -66,6 +67,45 @@ pub(crate) fn decode_sv(sv: Option<String>) -> Result<Option<Vec<u8>>, RelayErro
             .map_err(|e| RelayError::InvalidStateVector(format!("sv is not base64url: {e}")))
     })
     .transpose()
+}
+
+/// Default page size of `GET /api/rooms`.
+const DEFAULT_ROOM_PAGE: usize = 100;
+
+async fn list_rooms(
+    State(relay): State<RelayHandle>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, RelayError> {
+    // The same parser as the token check, which authorised exactly this `prefix`.
+    let mut q = crate::auth::query_pairs(query.as_deref().unwrap_or_default());
+    let prefix = q.remove("prefix").unwrap_or_default();
+    let after = q.remove("after");
+    // A prefix is a room name cut short: the same alphabet and length, so a malformed one is
+    // refused instead of silently matching nothing.
+    if !prefix.is_empty()
+        && (prefix.len() > 128 || !prefix.bytes().all(crate::relay::room_name_byte))
+    {
+        return Err(RelayError::InvalidQuery(
+            "prefix: up to 128 characters of [A-Za-z0-9._~-]".into(),
+        ));
+    }
+    if after.as_ref().is_some_and(|a| a.len() > 128) {
+        return Err(RelayError::InvalidQuery("after: at most 128 bytes".into()));
+    }
+    let limit = match q.get("limit").map(String::as_str) {
+        None => DEFAULT_ROOM_PAGE,
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if (1..=crate::relay::MAX_ROOM_PAGE).contains(&n) => n,
+            _ => {
+                return Err(RelayError::InvalidQuery(format!(
+                    "limit: a whole number from 1 to {}",
+                    crate::relay::MAX_ROOM_PAGE
+                )));
+            }
+        },
+    };
+    let page = relay.list_rooms(&prefix, after.as_deref(), limit).await?;
+    Ok(axum::Json(page).into_response())
 }
 
 async fn get_update(

@@ -62,7 +62,8 @@ pub use events::{
 pub use feed::FEED_KEEPALIVE;
 pub use limits::AbuseLimits;
 pub use relay::{
-    CommittedUpdate, DELETIONS_CAPACITY, Relay, RelayHandle, UpdateOrigin, validate_room_name,
+    CommittedUpdate, DELETIONS_CAPACITY, MAX_ROOM_PAGE, Relay, RelayHandle, RoomInfo, RoomPage,
+    UpdateOrigin, validate_room_name,
 };
 pub use server::{HttpLimits, SHUTDOWN_DRAIN, serve};
 pub use store::{

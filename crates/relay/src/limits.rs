@@ -148,6 +148,18 @@ impl Drop for RoomSlot {
 }
 
 impl RoomGates {
+    /// Open connections per room, for rooms in `filter` (names with at least one connection).
+    pub fn connections(&self, filter: impl Fn(&str) -> bool) -> HashMap<Arc<str>, usize> {
+        let Ok(rooms) = self.rooms.lock() else {
+            return HashMap::new();
+        };
+        rooms
+            .iter()
+            .filter(|(name, g)| g.conns > 0 && filter(name))
+            .map(|(name, g)| (name.clone(), g.conns))
+            .collect()
+    }
+
     /// Reserves a connection slot in `room`, or `None` when the room is full.
     pub fn try_join(relay: &crate::relay::RelayHandle, room: &str) -> Option<RoomSlot> {
         let limits = &relay.shared.config.limits;

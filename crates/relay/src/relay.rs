@@ -93,6 +93,36 @@ pub(crate) struct RoomHandle {
     pub tx: mpsc::Sender<RoomMsg>,
 }
 
+/// Largest page of [`RelayHandle::list_rooms`].
+pub const MAX_ROOM_PAGE: usize = 1000;
+
+/// A room as `GET /api/rooms` lists it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RoomInfo {
+    pub name: String,
+    /// The highest update seq ever stored in the room (0: nothing stored).
+    pub last_seq: u64,
+    /// Seq the room's snapshot covers (0: not compacted yet).
+    pub snapshot_seq: u64,
+    /// Snapshot plus log bytes (document bytes, not counting the store's own overhead).
+    pub stored_bytes: u64,
+    /// Updates logged after the snapshot, and their bytes: what the next compaction folds in.
+    pub log_updates: u64,
+    pub log_bytes: u64,
+    /// Whether the room is in memory now.
+    pub loaded: bool,
+    /// Open WebSocket connections.
+    pub connections: usize,
+}
+
+/// One page of [`RelayHandle::list_rooms`].
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RoomPage {
+    pub rooms: Vec<RoomInfo>,
+    /// Pass as `after` for the next page; `None` on the last page.
+    pub next: Option<String>,
+}
+
 /// Cloneable handle to a running relay: the API of the HTTP layer and of the bridge.
 #[derive(Clone, Debug)]
 pub struct RelayHandle {
@@ -176,6 +206,11 @@ impl Relay {
     }
 }
 
+/// The alphabet of room names (and of listing prefixes).
+pub(crate) fn room_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-')
+}
+
 /// Room names: 1–128 characters of `[A-Za-z0-9._~-]`, not `.`/`..` and not a reserved top-level
 /// path (including the web demo's files). Names are keys, never file paths.
 pub fn validate_room_name(room: &str) -> Result<(), RelayError> {
@@ -192,9 +227,7 @@ pub fn validate_room_name(room: &str) -> Result<(), RelayError> {
     ];
     let ok = !room.is_empty()
         && room.len() <= 128
-        && room
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
+        && room.bytes().all(room_name_byte)
         && !RESERVED.contains(&room);
     if ok {
         Ok(())
@@ -297,6 +330,74 @@ impl RelayHandle {
     /// Names of every room with stored content.
     pub async fn stored_rooms(&self) -> Result<Vec<String>, RelayError> {
         Ok(self.shared.store.rooms().await?)
+    }
+
+    /// One page of the rooms whose names start with `prefix` and sort (bytewise) after
+    /// `after`: every room with stored content and every room open right now (loaded or with
+    /// a connection), at most `limit` (1–[`MAX_ROOM_PAGE`]) of them. `next` is the `after` of the
+    /// following page, `None` on the last one.
+    pub async fn list_rooms(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<RoomPage, RelayError> {
+        let limit = limit.clamp(1, MAX_ROOM_PAGE);
+        let in_page = |name: &str| name.starts_with(prefix) && after.is_none_or(|a| name > a);
+        let stored = self
+            .shared
+            .store
+            .list(prefix.to_owned(), after.map(str::to_owned), limit + 1)
+            .await?;
+        let connections = self.shared.gates.connections(in_page);
+        let loaded: Vec<Arc<str>> = self
+            .shared
+            .rooms
+            .lock()
+            .map(|m| m.keys().filter(|n| in_page(n)).cloned().collect())
+            .unwrap_or_default();
+        // Both sources are sorted and each holds the `limit + 1` smallest names it knows, so
+        // the smallest `limit + 1` of their union are exact.
+        let mut by_name: std::collections::BTreeMap<String, RoomInfo> = stored
+            .into_iter()
+            .map(|s| {
+                let info = RoomInfo {
+                    name: s.name.clone(),
+                    last_seq: s.last_seq,
+                    snapshot_seq: s.snapshot_seq,
+                    stored_bytes: s.snapshot_bytes + s.log_bytes,
+                    log_updates: s.log_updates,
+                    log_bytes: s.log_bytes,
+                    loaded: false,
+                    connections: 0,
+                };
+                (s.name, info)
+            })
+            .collect();
+        let blank = |name: &str| RoomInfo {
+            name: name.to_owned(),
+            ..RoomInfo::default()
+        };
+        for name in &loaded {
+            by_name
+                .entry(name.to_string())
+                .or_insert_with(|| blank(name))
+                .loaded = true;
+        }
+        for (name, n) in &connections {
+            by_name
+                .entry(name.to_string())
+                .or_insert_with(|| blank(name))
+                .connections = *n;
+        }
+        let mut rooms: Vec<RoomInfo> = by_name.into_values().take(limit + 1).collect();
+        let next = if rooms.len() > limit {
+            rooms.truncate(limit);
+            rooms.last().map(|r| r.name.clone())
+        } else {
+            None
+        };
+        Ok(RoomPage { rooms, next })
     }
 
     /// Closes the room's connections with 4410, deletes its stored content and publishes the

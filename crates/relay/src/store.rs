@@ -392,6 +392,86 @@ impl Store {
         .await
         .map_err(|_| StoreError::Stopped)?
     }
+    /// Up to `limit` stored rooms whose names start with `prefix` and sort after `after`, in
+    /// byte order of the name, with what each one holds on disk. One read transaction, so the
+    /// page is a consistent picture even while rooms are written.
+    pub(crate) async fn list(
+        &self,
+        prefix: String,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<StoredRoomInfo>, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || list_blocking(&db, &prefix, after.as_deref(), limit))
+            .await
+            .map_err(|_| StoreError::Stopped)?
+    }
+}
+
+/// What one room holds on disk (`GET /api/rooms`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct StoredRoomInfo {
+    pub name: String,
+    /// The highest seq ever assigned in the room.
+    pub last_seq: u64,
+    /// Seq the snapshot covers (0: no snapshot yet).
+    pub snapshot_seq: u64,
+    pub snapshot_bytes: u64,
+    /// Updates logged after the snapshot, and their bytes: what the next compaction folds in.
+    pub log_updates: u64,
+    pub log_bytes: u64,
+}
+
+fn list_blocking(
+    db: &Database,
+    prefix: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<StoredRoomInfo>, StoreError> {
+    let txn = db.begin_read().map_err(redb_err)?;
+    let rooms = txn.open_table(ROOMS).map_err(redb_err)?;
+    let snaps = txn.open_table(SNAPSHOTS).map_err(redb_err)?;
+    let log = txn.open_table(UPDATES).map_err(redb_err)?;
+    let range = match after {
+        Some(a) if a >= prefix => {
+            rooms.range::<&str>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))
+        }
+        _ => rooms.range::<&str>(prefix..),
+    }
+    .map_err(redb_err)?;
+    let mut out = Vec::new();
+    for row in range {
+        if out.len() >= limit {
+            break;
+        }
+        let (k, recorded) = row.map_err(redb_err)?;
+        let name = k.value();
+        if !name.starts_with(prefix) {
+            break;
+        }
+        let mut info = StoredRoomInfo {
+            name: name.to_owned(),
+            last_seq: recorded.value(),
+            ..Default::default()
+        };
+        if let Some(v) = snaps.get(name).map_err(redb_err)? {
+            let (seq, bytes) = decode_snapshot(v.value()).ok_or_else(|| StoreError::Corrupt {
+                table: "relay_snapshots",
+                room: name.to_owned(),
+                reason: "bad snapshot row",
+            })?;
+            info.snapshot_seq = seq;
+            info.snapshot_bytes = bytes.len() as u64;
+        }
+        for row in log.range((name, 0)..=(name, u64::MAX)).map_err(redb_err)? {
+            let (k, v) = row.map_err(redb_err)?;
+            info.last_seq = info.last_seq.max(k.value().1);
+            info.log_updates += 1;
+            info.log_bytes += v.value().len().saturating_sub(1) as u64;
+        }
+        out.push(info);
+    }
+    Ok(out)
 }
 
 pub(crate) fn load_blocking(db: &Database, room: &str) -> Result<StoredRoom, StoreError> {

@@ -178,3 +178,105 @@ async fn delete_room_publishes_the_room_name_after_the_content_is_gone() {
     assert!(deletions.try_recv().is_err(), "one notice per deletion");
     s.stop().await;
 }
+
+async fn list(addr: std::net::SocketAddr, query: &str) -> (u16, serde_json::Value) {
+    let (status, body) = http(addr, "GET", &format!("/api/rooms{query}"), b"").await;
+    let json = serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&body)));
+    (status, json)
+}
+
+fn names(page: &serde_json::Value) -> Vec<&str> {
+    page["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn room_listing_pages_stored_and_open_rooms_by_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = RelayConfig {
+        compact_after_updates: 3,
+        ..RelayConfig::default()
+    };
+    let s = start(dir.path(), config).await;
+    let w = Writer::new(61);
+    for part in ["one ", "two ", "three ", "four"] {
+        s.handle
+            .apply_update("t1-a", w.append(part), "test")
+            .await
+            .unwrap();
+    }
+    for room in ["t1-b", "t2-x"] {
+        s.handle
+            .apply_update(room, Writer::new(62).append(room), "test")
+            .await
+            .unwrap();
+    }
+    // Open but never written: listed as loaded with its connection, nothing stored.
+    let mut ws = s.client("t1-c").await;
+    ws.handshake().await;
+
+    let (status, page) = list(s.addr, "").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(names(&page), ["t1-a", "t1-b", "t1-c", "t2-x"]);
+    assert!(page["next"].is_null());
+    let c = &page["rooms"][2];
+    assert_eq!(
+        (c["loaded"].as_bool(), c["connections"].as_u64()),
+        (Some(true), Some(1))
+    );
+    assert_eq!((c["stored_bytes"].as_u64(), c["last_seq"].as_u64()), (Some(0), Some(0)));
+    let b = &page["rooms"][1];
+    assert_eq!(b["last_seq"], 1);
+    assert_eq!(b["log_updates"], 1);
+    assert_eq!(b["connections"], 0);
+    assert!(b["stored_bytes"].as_u64().unwrap() > 4);
+
+    // Four updates with compaction after three: the log is folded into a snapshot in the
+    // background, and the listing shows it without losing the last seq.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, page) = list(s.addr, "?prefix=t1-a").await;
+        let a = &page["rooms"][0];
+        assert_eq!(a["last_seq"], 4, "{a}");
+        if a["snapshot_seq"].as_u64().unwrap() > 0 {
+            assert!(a["log_updates"].as_u64().unwrap() < 4, "{a}");
+            assert!(
+                a["stored_bytes"].as_u64().unwrap() >= a["log_bytes"].as_u64().unwrap(),
+                "{a}"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never compacted: {a}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    // Pages: `next` is the `after` of the following page.
+    let (_, first) = list(s.addr, "?limit=2").await;
+    assert_eq!(names(&first), ["t1-a", "t1-b"]);
+    assert_eq!(first["next"], "t1-b");
+    let (_, second) = list(s.addr, "?limit=2&after=t1-b").await;
+    assert_eq!(names(&second), ["t1-c", "t2-x"]);
+    assert!(second["next"].is_null());
+    let (_, t1) = list(s.addr, "?prefix=t1-&after=t1-a").await;
+    assert_eq!(names(&t1), ["t1-b", "t1-c"]);
+    let (_, none) = list(s.addr, "?prefix=t1-&after=t2").await;
+    assert_eq!(names(&none), Vec::<&str>::new());
+
+    for bad in ["?limit=0", "?limit=1001", "?limit=ten", "?prefix=a%2Fb"] {
+        let (status, body) = list(s.addr, bad).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body["error"].as_str().unwrap().contains("invalid query"), "{body}");
+    }
+
+    // Deleted rooms leave the listing.
+    assert_eq!(http(s.addr, "DELETE", "/api/rooms/t1-b", b"").await.0, 204);
+    ws.close().await;
+    let (_, page) = list(s.addr, "?prefix=t1-").await;
+    assert!(!names(&page).contains(&"t1-b"), "{page}");
+    s.stop().await;
+}
