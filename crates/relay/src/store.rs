@@ -455,11 +455,7 @@ fn list_blocking(
             ..Default::default()
         };
         if let Some(v) = snaps.get(name).map_err(redb_err)? {
-            let (seq, bytes) = decode_snapshot(v.value()).ok_or_else(|| StoreError::Corrupt {
-                table: "relay_snapshots",
-                room: name.to_owned(),
-                reason: "bad snapshot row",
-            })?;
+            let (seq, bytes) = stored_snapshot(v.value(), name)?;
             info.snapshot_seq = seq;
             info.snapshot_bytes = bytes.len() as u64;
         }
@@ -479,11 +475,7 @@ pub(crate) fn load_blocking(db: &Database, room: &str) -> Result<StoredRoom, Sto
     let snaps = txn.open_table(SNAPSHOTS).map_err(redb_err)?;
     let mut out = StoredRoom::default();
     if let Some(v) = snaps.get(room).map_err(redb_err)? {
-        let (seq, bytes) = decode_snapshot(v.value()).ok_or_else(|| StoreError::Corrupt {
-            table: "relay_snapshots",
-            room: room.to_owned(),
-            reason: "bad snapshot row",
-        })?;
+        let (seq, bytes) = stored_snapshot(v.value(), room)?;
         out.snapshot_seq = seq;
         out.snapshot = Some(bytes.to_vec());
     }
@@ -513,6 +505,15 @@ fn encode_snapshot(seq: u64, bytes: &[u8]) -> Vec<u8> {
     v.extend_from_slice(&seq.to_le_bytes());
     v.extend_from_slice(bytes);
     v
+}
+
+/// [`decode_snapshot`], with the error that names the room when the row is unreadable.
+fn stored_snapshot<'a>(v: &'a [u8], room: &str) -> Result<(u64, &'a [u8]), StoreError> {
+    decode_snapshot(v).ok_or_else(|| StoreError::Corrupt {
+        table: "relay_snapshots",
+        room: room.to_owned(),
+        reason: "bad snapshot row",
+    })
 }
 
 fn decode_snapshot(v: &[u8]) -> Option<(u64, &[u8])> {

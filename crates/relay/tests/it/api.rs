@@ -229,7 +229,10 @@ async fn room_listing_pages_stored_and_open_rooms_by_prefix() {
         (c["loaded"].as_bool(), c["connections"].as_u64()),
         (Some(true), Some(1))
     );
-    assert_eq!((c["stored_bytes"].as_u64(), c["last_seq"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(
+        (c["stored_bytes"].as_u64(), c["last_seq"].as_u64()),
+        (Some(0), Some(0))
+    );
     let b = &page["rooms"][1];
     assert_eq!(b["last_seq"], 1);
     assert_eq!(b["log_updates"], 1);
@@ -270,7 +273,10 @@ async fn room_listing_pages_stored_and_open_rooms_by_prefix() {
     for bad in ["?limit=0", "?limit=1001", "?limit=ten", "?prefix=a%2Fb"] {
         let (status, body) = list(s.addr, bad).await;
         assert_eq!(status, 400, "{bad}: {body}");
-        assert!(body["error"].as_str().unwrap().contains("invalid query"), "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("invalid query"),
+            "{body}"
+        );
     }
 
     // Deleted rooms leave the listing.
