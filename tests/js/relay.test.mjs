@@ -137,10 +137,17 @@ test('awareness between stock clients: states propagate and vanish on disconnect
   // A late joiner receives the known states right after connecting.
   const c = await yclient(weaver.wsUrl, 'presence')
   await waitFor(() => c.provider.awareness.getStates().get(a.doc.clientID)?.user?.name === 'alice', { what: 'c sees alice' })
+  // The same picture over HTTP, for apps that show who is in a document without joining it.
+  const presence = async () => (await fetch(`${weaver.httpUrl}/api/rooms/presence/awareness`)).json()
+  let p
+  await waitFor(async () => { p = await presence(); return p.clients.some((x) => x.client_id === a.doc.clientID) }, { what: 'alice in GET …/awareness' })
+  assert.equal(p.connections, 3)
+  assert.deepEqual(p.clients.find((x) => x.client_id === a.doc.clientID).state, a.provider.awareness.getLocalState())
   // Dropping the socket (no goodbye message from the client) removes the state via the server.
   a.provider.shouldConnect = false
   a.provider.ws.terminate()
   await waitFor(() => !b.provider.awareness.getStates().has(a.doc.clientID), { what: 'alice removed at b' })
+  await waitFor(async () => { p = await presence(); return p.connections === 2 && !p.clients.some((x) => x.client_id === a.doc.clientID) }, { what: 'alice gone over HTTP' })
   a.destroy(); b.destroy(); c.destroy()
 })
 

@@ -27,6 +27,7 @@ pub(crate) fn router(relay: RelayHandle) -> Router {
         )
         .route("/api/rooms", get(list_rooms))
         .route("/api/rooms/{room}/blocks", get(get_blocks))
+        .route("/api/rooms/{room}/awareness", get(get_awareness))
         .route("/api/rooms/{room}/changes", get(crate::feed::changes))
         .route("/api/rooms/{room}", axum::routing::delete(delete_room))
         .route("/{room}", get(crate::connection::ws_handler))
@@ -138,6 +139,13 @@ async fn get_blocks(
         .await
         .map_err(|e| RelayError::Internal(e.to_string()))??;
     Ok(axum::Json(json).into_response())
+}
+
+async fn get_awareness(
+    State(relay): State<RelayHandle>,
+    Path(room): Path<String>,
+) -> Result<Response, RelayError> {
+    Ok(axum::Json(relay.presence(&room).await?).into_response())
 }
 
 async fn delete_room(

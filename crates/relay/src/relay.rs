@@ -123,6 +123,23 @@ pub struct RoomPage {
     pub next: Option<String>,
 }
 
+/// Who is in a room right now (`GET /api/rooms/{room}/awareness`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Presence {
+    /// Open WebSocket connections.
+    pub connections: usize,
+    /// Live awareness states (removed ones are left out), by client id.
+    pub clients: Vec<PresenceClient>,
+}
+
+/// One awareness state, as the client set it (`awareness.setLocalState(…)`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PresenceClient {
+    pub client_id: u64,
+    pub clock: u64,
+    pub state: serde_json::Value,
+}
+
 /// Cloneable handle to a running relay: the API of the HTTP layer and of the bridge.
 #[derive(Clone, Debug)]
 pub struct RelayHandle {
@@ -398,6 +415,32 @@ impl RelayHandle {
             None
         };
         Ok(RoomPage { rooms, next })
+    }
+
+    /// The room's connections and awareness states. Never loads the room: one that is not in
+    /// memory has nobody in it.
+    pub async fn presence(&self, room: &str) -> Result<Presence, RelayError> {
+        validate_room_name(room)?;
+        let tx = self
+            .shared
+            .rooms
+            .lock()
+            .map_err(|_| RelayError::Internal("room registry poisoned".into()))?
+            .get(room)
+            .map(|e| e.tx.clone());
+        let Some(tx) = tx else {
+            return Ok(Presence::default());
+        };
+        let (reply, rx) = oneshot::channel();
+        if tx
+            .send(Box::new(RoomCmd::Presence { reply }))
+            .await
+            .is_err()
+        {
+            return Ok(Presence::default());
+        }
+        // No answer: the room unloaded or was deleted meanwhile, so nobody is in it.
+        Ok(rx.await.unwrap_or_default())
     }
 
     /// Closes the room's connections with 4410, deletes its stored content and publishes the

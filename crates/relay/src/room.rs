@@ -76,6 +76,10 @@ pub(crate) enum RoomCmd {
     Delete {
         reply: oneshot::Sender<Result<(), RelayError>>,
     },
+    /// Who is here: connections and live awareness states (`GET …/awareness`).
+    Presence {
+        reply: oneshot::Sender<crate::relay::Presence>,
+    },
 }
 
 // Commands travel boxed (`RoomMsg`): each one is its own small allocation.
@@ -110,7 +114,9 @@ impl RoomCmd {
             RoomCmd::State { reply, .. } => {
                 let _ = reply.send(Err(err()));
             }
-            RoomCmd::Leave { .. }
+            // Dropping the reply: the caller reads a room going away as an empty one.
+            RoomCmd::Presence { .. }
+            | RoomCmd::Leave { .. }
             | RoomCmd::SyncStep1 { .. }
             | RoomCmd::ClientUpdate { .. }
             | RoomCmd::Awareness { .. }
@@ -420,10 +426,14 @@ pub(crate) async fn run(
             cmd = rx.recv() => {
                 let Some(cmd) = cmd else { exit_reason = "inbox closed"; break };
                 let mut deleted = false;
+                // Looking at who is here is not using the room: a dashboard polling presence
+                // must not keep an empty room in memory forever.
+                let mut used = false;
                 let mut next = Some(cmd);
                 // Drain what is queued so one persist request covers many updates.
                 let mut budget = 256usize;
                 while let Some(cmd) = next.take() {
+                    used |= !matches!(*cmd, RoomCmd::Presence { .. });
                     if cmd.needs_flush() {
                         room.flush().await;
                     }
@@ -451,7 +461,9 @@ pub(crate) async fn run(
                     exit_reason = "storage failure";
                     break;
                 }
-                idle_deadline = tokio::time::Instant::now() + idle;
+                if used {
+                    idle_deadline = tokio::time::Instant::now() + idle;
+                }
             }
             _ = tokio::time::sleep_until(idle_deadline), if room.conns.is_empty() => {
                 if relay.unregister(&name, generation, &rx, true) {
@@ -554,6 +566,9 @@ impl Room {
             }
             RoomCmd::State { sv, reply } => {
                 let _ = reply.send(self.encode_state(sv.as_deref()));
+            }
+            RoomCmd::Presence { reply } => {
+                let _ = reply.send(self.presence());
             }
             RoomCmd::Delete { reply } => {
                 Box::pin(self.delete(reply)).await;
@@ -1043,6 +1058,29 @@ impl Room {
         const MAX_TOMBSTONES: usize = 10_000;
         if self.awareness.len() > MAX_TOMBSTONES {
             self.awareness.retain(|_, s| s.state.is_some());
+        }
+    }
+
+    fn presence(&self) -> crate::relay::Presence {
+        let mut clients: Vec<crate::relay::PresenceClient> = self
+            .awareness
+            .iter()
+            .filter_map(|(id, slot)| {
+                let state = slot.state.as_deref()?;
+                Some(crate::relay::PresenceClient {
+                    client_id: *id,
+                    clock: slot.clock,
+                    // Validated as JSON on receipt; a state serde_json still cannot read is
+                    // passed on as its text rather than dropped.
+                    state: serde_json::from_str(state)
+                        .unwrap_or_else(|_| serde_json::Value::String(state.to_owned())),
+                })
+            })
+            .collect();
+        clients.sort_unstable_by_key(|c| c.client_id);
+        crate::relay::Presence {
+            connections: self.conns.len(),
+            clients,
         }
     }
 

@@ -286,3 +286,99 @@ async fn room_listing_pages_stored_and_open_rooms_by_prefix() {
     assert!(!names(&page).contains(&"t1-b"), "{page}");
     s.stop().await;
 }
+
+fn awareness_frame(client_id: u64, clock: u64, state: &str) -> Vec<u8> {
+    weaver_protocol::encode_awareness_message(&weaver_protocol::encode_awareness(&[
+        weaver_protocol::AwarenessEntry {
+            client_id,
+            clock,
+            state: state.into(),
+        },
+    ]))
+}
+
+async fn presence(addr: std::net::SocketAddr, room: &str) -> serde_json::Value {
+    let (status, body) = http(addr, "GET", &format!("/api/rooms/{room}/awareness"), b"").await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    serde_json::from_slice(&body).unwrap()
+}
+
+async fn presence_until(
+    addr: std::net::SocketAddr,
+    room: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let p = presence(addr, room).await;
+        if pred(&p) {
+            return p;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "presence never matched: {p}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn presence_shows_connections_and_awareness_without_loading_or_pinning_rooms() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = RelayConfig {
+        idle_unload: std::time::Duration::from_millis(300),
+        ..RelayConfig::default()
+    };
+    let s = start(dir.path(), config).await;
+    // A room nobody is in is not loaded to answer.
+    let p = presence(s.addr, "p1").await;
+    assert_eq!(p, serde_json::json!({"connections": 0, "clients": []}));
+    assert_eq!(s.handle.loaded_rooms(), 0);
+    assert_eq!(
+        http(s.addr, "GET", "/api/rooms/a%2Fb/awareness", b"")
+            .await
+            .0,
+        400
+    );
+
+    let mut ann = s.client("p1").await;
+    ann.handshake().await;
+    let mut bob = s.client("p1").await;
+    bob.handshake().await;
+    ann.send(&awareness_frame(
+        7,
+        1,
+        r#"{"user":{"name":"ann"},"cursor":null}"#,
+    ))
+    .await;
+    let p = presence_until(s.addr, "p1", |p| {
+        p["clients"].as_array().unwrap().len() == 1
+    })
+    .await;
+    assert_eq!(p["connections"], 2);
+    assert_eq!(
+        p["clients"][0],
+        serde_json::json!({"client_id": 7, "clock": 1, "state": {"user": {"name": "ann"}, "cursor": null}})
+    );
+    // A removed state (Yjs sends `null`) leaves the list.
+    ann.send(&awareness_frame(7, 2, "null")).await;
+    presence_until(s.addr, "p1", |p| {
+        p["clients"].as_array().unwrap().is_empty()
+    })
+    .await;
+
+    ann.close().await;
+    bob.close().await;
+    presence_until(s.addr, "p1", |p| p["connections"] == 0).await;
+    // Polling presence keeps asking the loaded, empty room; it still unloads when idle.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while s.handle.loaded_rooms() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "presence polls kept the room loaded"
+        );
+        presence(s.addr, "p1").await;
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    }
+    s.stop().await;
+}
