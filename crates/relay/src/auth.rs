@@ -416,8 +416,7 @@ impl RelayHandle {
     /// The relay's token checker, e.g. to put other parts' cross-room routes behind
     /// [`Authenticator::require_admin`].
     pub fn authenticator(&self) -> Authenticator {
-        let auth = &self.shared.config.auth;
-        Authenticator::with_previous(auth.key.clone(), auth.previous_keys.clone())
+        self.shared.authenticator.clone()
     }
 }
 

@@ -70,6 +70,8 @@ pub(crate) struct Shared {
     pub load_permits: tokio::sync::Semaphore,
     /// Connections per room and room awareness budgets (limits.rs).
     pub gates: crate::limits::RoomGates,
+    /// Built once from the configured keys: every request clones its `Arc`s, not the keys.
+    pub authenticator: crate::auth::Authenticator,
     next_id: AtomicU64,
     ready: AtomicBool,
 }
@@ -91,6 +93,14 @@ struct RoomEntry {
 #[derive(Clone, Debug)]
 pub(crate) struct RoomHandle {
     pub tx: mpsc::Sender<RoomMsg>,
+}
+
+/// Keeps the `keep` smallest items of `v` by `key` (in no particular order).
+fn smallest<T, K: Ord>(v: &mut Vec<T>, keep: usize, key: impl Fn(&T) -> K) {
+    if v.len() > keep {
+        v.select_nth_unstable_by_key(keep, |x| key(x));
+        v.truncate(keep);
+    }
 }
 
 /// Largest page of [`RelayHandle::list_rooms`].
@@ -175,6 +185,10 @@ impl Relay {
             feed_permits: Arc::new(tokio::sync::Semaphore::new(config.max_change_feeds)),
             load_permits: tokio::sync::Semaphore::new(config.limits.max_concurrent_loads),
             gates: crate::limits::RoomGates::default(),
+            authenticator: crate::auth::Authenticator::with_previous(
+                config.auth.key.clone(),
+                config.auth.previous_keys.clone(),
+            ),
             store,
             config,
             events,
@@ -366,13 +380,17 @@ impl RelayHandle {
             .store
             .list(prefix.to_owned(), after.map(str::to_owned), limit + 1)
             .await?;
-        let connections = self.shared.gates.connections(in_page);
-        let loaded: Vec<Arc<str>> = self
+        let mut connections: Vec<(Arc<str>, usize)> =
+            self.shared.gates.connections(in_page).into_iter().collect();
+        let mut loaded: Vec<Arc<str>> = self
             .shared
             .rooms
             .lock()
             .map(|m| m.keys().filter(|n| in_page(n)).cloned().collect())
             .unwrap_or_default();
+        // Only the `limit + 1` smallest open names can be on this page.
+        smallest(&mut loaded, limit + 1, |n| n.clone());
+        smallest(&mut connections, limit + 1, |(n, _)| n.clone());
         // Both sources are sorted and each holds the `limit + 1` smallest names it knows, so
         // the smallest `limit + 1` of their union are exact.
         let mut by_name: std::collections::BTreeMap<String, RoomInfo> = stored
@@ -421,6 +439,9 @@ impl RelayHandle {
     /// memory has nobody in it.
     pub async fn presence(&self, room: &str) -> Result<Presence, RelayError> {
         validate_room_name(room)?;
+        if self.shared.cancel.is_cancelled() {
+            return Err(RelayError::ShuttingDown);
+        }
         let tx = self
             .shared
             .rooms
@@ -439,8 +460,30 @@ impl RelayHandle {
         {
             return Ok(Presence::default());
         }
-        // No answer: the room unloaded or was deleted meanwhile, so nobody is in it.
-        Ok(rx.await.unwrap_or_default())
+        // No answer: the room unloaded, was deleted or shut down meanwhile.
+        let Ok(found) = rx.await else {
+            if self.shared.cancel.is_cancelled() {
+                return Err(RelayError::ShuttingDown);
+            }
+            return Ok(Presence::default());
+        };
+        // Parsed here, not in the room's task: a room full of large states must not make its
+        // editors wait for a presence reader. Each state was checked as JSON on receipt; one
+        // serde_json still cannot read is passed on as its text rather than dropped.
+        let mut clients: Vec<PresenceClient> = found
+            .states
+            .into_iter()
+            .map(|(client_id, clock, state)| PresenceClient {
+                client_id,
+                clock,
+                state: serde_json::from_str(&state).unwrap_or(serde_json::Value::String(state)),
+            })
+            .collect();
+        clients.sort_unstable_by_key(|c| c.client_id);
+        Ok(Presence {
+            connections: found.connections,
+            clients,
+        })
     }
 
     /// Closes the room's connections with 4410, deletes its stored content and publishes the

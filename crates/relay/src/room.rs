@@ -78,8 +78,15 @@ pub(crate) enum RoomCmd {
     },
     /// Who is here: connections and live awareness states (`GET …/awareness`).
     Presence {
-        reply: oneshot::Sender<crate::relay::Presence>,
+        reply: oneshot::Sender<RoomPresence>,
     },
+}
+
+/// A room's connections and its live awareness states `(client id, clock, JSON text)`.
+#[derive(Debug, Default)]
+pub(crate) struct RoomPresence {
+    pub connections: usize,
+    pub states: Vec<(u64, u64, String)>,
 }
 
 // Commands travel boxed (`RoomMsg`): each one is its own small allocation.
@@ -344,6 +351,9 @@ struct Room {
     dead: bool,
 }
 
+/// How soon an idle room tries again to unload when a command arrived just as it tried.
+const IDLE_RECHECK: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// The room task: load, then serve commands until shutdown, deletion, failure or idle unload.
 pub(crate) async fn run(
     relay: RelayHandle,
@@ -470,7 +480,9 @@ pub(crate) async fn run(
                     exit_reason = "idle";
                     break;
                 }
-                idle_deadline = tokio::time::Instant::now() + idle;
+                // Something was queued. If it is real use, handling it restarts the idle
+                // period; if it is only a presence poll, the room may unload right after it.
+                idle_deadline = tokio::time::Instant::now() + IDLE_RECHECK;
             }
         }
     }
@@ -1061,26 +1073,15 @@ impl Room {
         }
     }
 
-    fn presence(&self) -> crate::relay::Presence {
-        let mut clients: Vec<crate::relay::PresenceClient> = self
-            .awareness
-            .iter()
-            .filter_map(|(id, slot)| {
-                let state = slot.state.as_deref()?;
-                Some(crate::relay::PresenceClient {
-                    client_id: *id,
-                    clock: slot.clock,
-                    // Validated as JSON on receipt; a state serde_json still cannot read is
-                    // passed on as its text rather than dropped.
-                    state: serde_json::from_str(state)
-                        .unwrap_or_else(|_| serde_json::Value::String(state.to_owned())),
-                })
-            })
-            .collect();
-        clients.sort_unstable_by_key(|c| c.client_id);
-        crate::relay::Presence {
+    /// Copies of the live states; the caller parses them, off the room's task.
+    fn presence(&self) -> RoomPresence {
+        RoomPresence {
             connections: self.conns.len(),
-            clients,
+            states: self
+                .awareness
+                .iter()
+                .filter_map(|(id, slot)| Some((*id, slot.clock, slot.state.clone()?)))
+                .collect(),
         }
     }
 

@@ -455,9 +455,17 @@ fn list_blocking(
             ..Default::default()
         };
         if let Some(v) = snaps.get(name).map_err(redb_err)? {
-            let (seq, bytes) = stored_snapshot(v.value(), name)?;
-            info.snapshot_seq = seq;
-            info.snapshot_bytes = bytes.len() as u64;
+            // One unreadable row must not hide every room after it from the listing; loading
+            // that room reports it as corrupt.
+            match stored_snapshot(v.value(), name) {
+                Ok((seq, bytes)) => {
+                    info.snapshot_seq = seq;
+                    info.snapshot_bytes = bytes.len() as u64;
+                }
+                Err(e) => {
+                    warn!(room = name, error = %e, "listing a room whose snapshot row is unreadable")
+                }
+            }
         }
         for row in log.range((name, 0)..=(name, u64::MAX)).map_err(redb_err)? {
             let (k, v) = row.map_err(redb_err)?;

@@ -89,8 +89,9 @@ impl SecurityArgs {
         let previous_keys = self
             .auth_key_previous
             .iter()
-            .filter(|text| !text.trim().is_empty())
+            // Numbered before empty fields are skipped, so "(key N)" is the Nth field as typed.
             .enumerate()
+            .filter(|(_, text)| !text.trim().is_empty())
             .map(|(i, text)| {
                 weaver_relay::parse_auth_key(text).map_err(|e| {
                     anyhow::anyhow!(

@@ -382,3 +382,51 @@ async fn presence_shows_connections_and_awareness_without_loading_or_pinning_roo
     }
     s.stop().await;
 }
+
+#[tokio::test]
+async fn room_pages_interleaving_stored_and_open_rooms_cover_each_room_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), RelayConfig::default()).await;
+    let all: Vec<String> = (0..10).map(|i| format!("s-{i:02}")).collect();
+    let mut open = Vec::new();
+    for (i, room) in all.iter().enumerate() {
+        if i % 2 == 0 {
+            s.handle
+                .apply_update(room, Writer::new(70 + i as u64).append(room), "test")
+                .await
+                .unwrap();
+        } else {
+            let mut c = s.client(room).await;
+            c.handshake().await;
+            open.push(c);
+        }
+    }
+    // Noise outside the prefix on both sides.
+    s.handle
+        .apply_update("r-0", Writer::new(90).append("x"), "test")
+        .await
+        .unwrap();
+    let mut t = s.client("t-0").await;
+    t.handshake().await;
+    for limit in [1, 3, 4, 10] {
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        for _ in 0..20 {
+            let q = match &after {
+                Some(a) => format!("?prefix=s-&limit={limit}&after={a}"),
+                None => format!("?prefix=s-&limit={limit}"),
+            };
+            let (status, page) = list(s.addr, &q).await;
+            assert_eq!(status, 200, "{page}");
+            let names = names(&page);
+            assert!(names.len() <= limit, "{page}");
+            seen.extend(names.iter().map(|n| n.to_string()));
+            match page["next"].as_str() {
+                Some(n) => after = Some(n.to_owned()),
+                None => break,
+            }
+        }
+        assert_eq!(seen, all, "limit {limit}");
+    }
+    s.stop().await;
+}
