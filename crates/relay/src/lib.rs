@@ -66,6 +66,7 @@ pub use relay::{
     UpdateOrigin, validate_room_name,
 };
 pub use server::{HttpLimits, SHUTDOWN_DRAIN, serve};
+pub use store::copy_table;
 pub use store::{
     CommitMode, DB_FILE_NAME, Store, StoreError, copy_tables, open_database,
     open_database_with_cache,

@@ -435,6 +435,18 @@ impl RelayHandle {
         Ok(RoomPage { rooms, next })
     }
 
+    /// The highest update seq stored in `room` (0: nothing stored). Reads the store only:
+    /// never loads the room. Every committed update raises it, so "has `room` changed since
+    /// seq N" is `room_seq(room) != N` (deleting a room resets it to 0).
+    pub async fn room_seq(&self, room: &str) -> Result<u64, RelayError> {
+        validate_room_name(room)?;
+        let found = self.shared.store.list(room.to_owned(), None, 1).await?;
+        Ok(found
+            .first()
+            .filter(|r| r.name == room)
+            .map_or(0, |r| r.last_seq))
+    }
+
     /// The room's connections and awareness states. Never loads the room: one that is not in
     /// memory has nobody in it.
     pub async fn presence(&self, room: &str) -> Result<Presence, RelayError> {

@@ -165,8 +165,10 @@ pub fn copy_tables(
 
 // The bridge has the same dozen lines for its tables (`weaver_bridge::outbox::copy_tables`): the
 // two crates must not depend on each other, and redb opens a table only through its typed
-// definition, which each crate keeps private.
-fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+// definition, which each crate keeps private. Crates built on the relay (weaver-notify) use
+// this one.
+/// Copies table `def` from `src` to `dst` (absent in `src`: nothing) and records its name.
+pub fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
     src: &redb::ReadTransaction,
     dst: &redb::WriteTransaction,
     def: TableDefinition<K, V>,

@@ -135,6 +135,7 @@ fn write_backup(db: &Database, dir: &Path) -> anyhow::Result<(std::fs::File, usi
     let txn = out.begin_write().context("writing the backup")?;
     let mut copied = weaver_relay::copy_tables(&src, &txn)?;
     copied.extend(weaver_bridge::outbox::copy_tables(&src, &txn)?);
+    copied.extend(weaver_notify::copy_tables(&src, &txn)?);
     let mut unknown = Vec::new();
     for t in src.list_tables().context("listing tables")? {
         if !copied.iter().any(|c| c == t.name()) {

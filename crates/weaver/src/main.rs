@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use weaver_relay::{Relay, RelayConfig};
 
+mod notify_args;
 mod token_cmd;
 
 #[derive(Debug, Parser)]
@@ -144,6 +145,8 @@ struct ServeArgs {
     /// Tokens and abuse limits (token_cmd.rs).
     #[command(flatten)]
     security: token_cmd::SecurityArgs,
+    #[command(flatten)]
+    notify: notify_args::NotifyArgs,
 }
 
 impl ServeArgs {
@@ -262,6 +265,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         });
     }
 
+    let notify_config = args.notify.config()?;
     let bridge_config = match &args.bridge_config {
         Some(p) => weaver_bridge::BridgeConfig::load(p)
             .with_context(|| format!("bridge config {}", p.display()))?,
@@ -288,6 +292,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown.child_token(),
     )
     .context("starting the bridge")?;
+    let notifier = match notify_config {
+        Some(cfg) => Some(
+            weaver_notify::Notifier::start(
+                cfg,
+                store.clone(),
+                relay.handle(),
+                shutdown.child_token(),
+            )
+            .context("starting room notifications")?,
+        ),
+        None => None,
+    };
 
     let metrics_router = Router::new().route(
         "/metrics",
@@ -334,6 +350,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // `relay.shutdown()` cancels the relay's token (connections close with 1012) and flushes.
     if tokio::time::timeout(grace, bridge.join()).await.is_err() {
         warn!("bridge shutdown timed out");
+    }
+    if let Some(n) = notifier
+        && tokio::time::timeout(grace, n.join()).await.is_err()
+    {
+        warn!("room notifications did not stop in time");
     }
     if tokio::time::timeout(grace, relay.shutdown()).await.is_err() {
         warn!("relay shutdown timed out");

@@ -1,0 +1,237 @@
+//! Room-change webhooks through a real relay (redb on disk) and a real HTTP receiver on
+//! loopback that answers with a scripted sequence of statuses.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use weaver_notify::{Notifier, NotifyConfig, WebhookSecret};
+use weaver_relay::{Relay, RelayConfig};
+use yrs::{Doc, GetString, Text, Transact};
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+#[derive(Debug)]
+struct Hit {
+    headers: HeaderMap,
+    body: serde_json::Value,
+    raw: Bytes,
+}
+
+/// An HTTP server that records every request and answers with `script` (then 200 forever).
+async fn receiver(script: Vec<u16>) -> (reqwest::Url, mpsc::UnboundedReceiver<Hit>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let script = Arc::new(Mutex::new(script.into_iter()));
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, raw: Bytes| {
+            let tx = tx.clone();
+            let script = script.clone();
+            async move {
+                let body = serde_json::from_slice(&raw).unwrap();
+                let _ = tx.send(Hit { headers, body, raw });
+                let status = script.lock().unwrap().next().unwrap_or(200);
+                StatusCode::from_u16(status).unwrap()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/hook").parse().unwrap(), rx)
+}
+
+struct Node {
+    relay: Option<Relay>,
+    notifier: Option<Notifier>,
+    stop: CancellationToken,
+}
+
+impl Node {
+    fn start(dir: &Path, cfg: Option<NotifyConfig>) -> Node {
+        let db = weaver_relay::open_database(dir).unwrap();
+        let relay =
+            Relay::start(db.clone(), RelayConfig::default(), CancellationToken::new()).unwrap();
+        let stop = CancellationToken::new();
+        let notifier = cfg.map(|c| Notifier::start(c, db, relay.handle(), stop.clone()).unwrap());
+        Node {
+            relay: Some(relay),
+            notifier,
+            stop,
+        }
+    }
+
+    async fn write(&self, room: &str, client: u64, text: &str) {
+        let doc = Doc::with_client_id(client);
+        let t = doc.get_or_insert_text("t");
+        let mut txn = doc.transact_mut();
+        t.insert(&mut txn, 0, text);
+        let update = txn.encode_update_v1();
+        drop(txn);
+        assert_eq!(t.get_string(&doc.transact()), text);
+        let relay = self.relay.as_ref().unwrap().handle();
+        relay.apply_update(room, update, "test").await.unwrap();
+    }
+
+    async fn stop(mut self) {
+        self.stop.cancel();
+        if let Some(n) = self.notifier.take() {
+            n.join().await;
+        }
+        if let Some(r) = self.relay.take() {
+            r.shutdown().await;
+        }
+    }
+}
+
+fn config(url: reqwest::Url, debounce_ms: u64, max_wait_ms: u64) -> NotifyConfig {
+    let mut c = NotifyConfig::new(url);
+    c.secret = Some(WebhookSecret::parse(SECRET).unwrap());
+    c.prefix = "n-".into();
+    c.debounce = Duration::from_millis(debounce_ms);
+    c.max_wait = Duration::from_millis(max_wait_ms);
+    c
+}
+
+async fn next(rx: &mut mpsc::UnboundedReceiver<Hit>, within: Duration) -> Hit {
+    tokio::time::timeout(within, rx.recv())
+        .await
+        .expect("no notification in time")
+        .unwrap()
+}
+
+async fn none(rx: &mut mpsc::UnboundedReceiver<Hit>, for_: Duration) {
+    if let Ok(Some(hit)) = tokio::time::timeout(for_, rx.recv()).await {
+        panic!("unexpected notification: {}", hit.body);
+    }
+}
+
+fn header<'a>(hit: &'a Hit, name: &str) -> &'a str {
+    hit.headers.get(name).unwrap().to_str().unwrap()
+}
+
+fn verify(hit: &Hit) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    weaver_auth::webhook::verify(
+        &[WebhookSecret::parse(SECRET).unwrap()],
+        Some(header(hit, "webhook-id")),
+        Some(header(hit, "webhook-timestamp")),
+        Some(header(hit, "webhook-signature")),
+        &hit.raw,
+        now,
+        300,
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_burst_is_one_signed_delivery_retried_under_the_same_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, mut hits) = receiver(vec![503, 200, 400]).await;
+    let node = Node::start(dir.path(), Some(config(url, 150, 2000)));
+    for i in 0..10 {
+        node.write("n-a", 100 + i, "x").await;
+    }
+    node.write("other", 1, "outside the prefix").await;
+
+    let first = next(&mut hits, Duration::from_secs(10)).await;
+    assert_eq!(first.body["type"], "room.updated");
+    assert_eq!(
+        (&first.body["room"], &first.body["seq"]),
+        (&"n-a".into(), &10.into())
+    );
+    verify(&first);
+    // 503 → retried (backoff 0.5–1 s) with the same id, so the receiver can deduplicate.
+    let second = next(&mut hits, Duration::from_secs(10)).await;
+    assert_eq!(header(&second, "webhook-id"), header(&first, "webhook-id"));
+    assert_eq!(second.body["seq"], 10);
+    verify(&second);
+    // Delivered: nothing more, and nothing for the room outside the prefix.
+    none(&mut hits, Duration::from_millis(600)).await;
+
+    // A final 4xx is not retried; the next change is announced again.
+    node.write("n-b", 1, "y").await;
+    let refused = next(&mut hits, Duration::from_secs(10)).await;
+    assert_eq!(
+        (&refused.body["room"], &refused.body["seq"]),
+        (&"n-b".into(), &1.into())
+    );
+    none(&mut hits, Duration::from_millis(1500)).await;
+    node.write("n-b", 2, "y").await;
+    let again = next(&mut hits, Duration::from_secs(10)).await;
+    assert_eq!(
+        (&again.body["room"], &again.body["seq"]),
+        (&"n-b".into(), &2.into())
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn max_wait_bounds_the_delay_under_continuous_edits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, mut hits) = receiver(vec![]).await;
+    let node = Node::start(dir.path(), Some(config(url, 400, 800)));
+    // One edit every 100 ms for 3 s: the debounce alone would wait until the end.
+    let mut during = None;
+    for i in 0..30 {
+        node.write("n-busy", 200 + i, "z").await;
+        if during.is_none()
+            && let Ok(hit) = hits.try_recv()
+        {
+            during = Some((i, hit));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (i, hit) = during.expect("no notification while the room kept changing");
+    assert!(hit.body["seq"].as_u64().unwrap() >= 1, "{}", hit.body);
+    assert!(i < 29, "first notification only after edit {i}");
+    // After the edits stop, the last seq is announced.
+    let mut last = 0;
+    while last < 30 {
+        last = next(&mut hits, Duration::from_secs(10)).await.body["seq"]
+            .as_u64()
+            .unwrap();
+    }
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_restart_sends_what_was_not_delivered_but_never_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, mut hits) = receiver(vec![]).await;
+    // History written before notifications were turned on.
+    let node = Node::start(dir.path(), None);
+    node.write("n-old", 1, "history").await;
+    node.stop().await;
+
+    // First start with notifications: history is recorded, not announced. A change then
+    // waits out a long debounce and the process stops before sending it.
+    let node = Node::start(dir.path(), Some(config(url.clone(), 60_000, 60_000)));
+    node.write("n-new", 2, "pending").await;
+    none(&mut hits, Duration::from_millis(500)).await;
+    node.stop().await;
+
+    // The restart finds n-new's seq ahead of what was delivered and sends it at once.
+    let node = Node::start(dir.path(), Some(config(url.clone(), 60_000, 60_000)));
+    let hit = next(&mut hits, Duration::from_secs(10)).await;
+    assert_eq!(
+        (&hit.body["room"], &hit.body["seq"]),
+        (&"n-new".into(), &1.into())
+    );
+    verify(&hit);
+    none(&mut hits, Duration::from_millis(500)).await;
+    node.stop().await;
+
+    // Delivered and recorded: another restart sends nothing.
+    let node = Node::start(dir.path(), Some(config(url, 60_000, 60_000)));
+    none(&mut hits, Duration::from_millis(800)).await;
+    node.stop().await;
+}
