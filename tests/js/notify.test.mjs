@@ -48,7 +48,7 @@ test('room.updated reaches the webhook receiver, signed, once per burst, with a 
     assert.equal(event.type, 'room.updated')
     assert.equal(event.room, 'doc-1')
     assert.ok(event.seq >= 1)
-    assert.match(hit.headers['webhook-id'], /^msg_doc-1_\d+$/)
+    assert.match(hit.headers['webhook-id'], /^msg_doc-1_0_\d+$/)
     const state = Buffer.from(await (await fetch(`${weaver.httpUrl}/api/rooms/${event.room}/update`)).arrayBuffer())
     assert.equal(textOfUpdate(state), 'one two three')
     // An online backup carries the notifier's table too (a table it does not know fails it).

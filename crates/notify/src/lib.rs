@@ -25,8 +25,12 @@ use weaver_relay::{RecvError, RelayError, RelayHandle};
 
 pub use weaver_auth::webhook::WebhookSecret;
 
-/// `room` → the seq of the last `room.updated` delivered (or refused for good) for it.
-const NOTIFIED: TableDefinition<&str, u64> = TableDefinition::new("notify_rooms");
+/// `room` → `(generation, seq)`: the seq of the last `room.updated` delivered (or refused for
+/// good) for it, and how many times the room was deleted. A deleted room's seqs restart at 1;
+/// the generation keeps its `webhook-id`s from repeating those of the room before.
+const NOTIFIED: TableDefinition<&str, (u64, u64)> = TableDefinition::new("notify_rooms");
+/// `baseline` → 1 once the first start recorded the rooms that existed before notifications.
+const META: TableDefinition<&str, u64> = TableDefinition::new("notify_meta");
 
 /// Deliveries by outcome: `ok`, `retry` (failed, will be tried again), `rejected` (a final
 /// 4xx: that seq is given up, the next change is sent again).
@@ -131,16 +135,24 @@ impl Notifier {
         shutdown: CancellationToken,
     ) -> Result<Notifier, NotifyError> {
         config.validate()?;
+        // The tables exist from here on, so deliveries work even if the first scan fails; the
+        // baseline marker is written only with the baseline itself, so a failed one is redone.
         let fresh = {
-            let txn = db.begin_read().map_err(store_err)?;
-            match txn.open_table(NOTIFIED) {
-                Ok(_) => false,
-                Err(redb::TableError::TableDoesNotExist(_)) => true,
-                Err(e) => return Err(store_err(e)),
-            }
+            let txn = db.begin_write().map_err(store_err)?;
+            txn.open_table(NOTIFIED).map_err(store_err)?;
+            let fresh = txn
+                .open_table(META)
+                .map_err(store_err)?
+                .get("baseline")
+                .map_err(store_err)?
+                .is_none();
+            txn.commit().map_err(store_err)?;
+            fresh
         };
         let client = reqwest::Client::builder()
             .timeout(config.timeout)
+            // A redirected POST turns into a GET without the body: refuse it (a final status).
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("weaver/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| NotifyError::Config(format!("HTTP client: {e}")))?;
@@ -161,14 +173,17 @@ impl Notifier {
         Ok(Notifier { task })
     }
 
-    /// Waits for the worker to stop (after its shutdown token was cancelled). Deliveries in
-    /// flight are abandoned; the next start sends them again.
-    pub async fn join(self) {
-        let _ = self.task.await;
+    /// Waits up to `grace` for the worker to stop (after its shutdown token was cancelled),
+    /// then aborts it. Deliveries in flight are abandoned; the next start sends them again.
+    pub async fn stop(mut self, grace: Duration) {
+        if tokio::time::timeout(grace, &mut self.task).await.is_err() {
+            warn!("room notifications did not stop in time; aborted");
+            self.task.abort();
+        }
     }
 }
 
-/// Copies the notifier's table into a backup being written (`GET /api/backup`), so a
+/// Copies the notifier's tables into a backup being written (`GET /api/backup`), so a
 /// restored server re-sends what was not delivered instead of starting afresh.
 pub fn copy_tables(
     src: &redb::ReadTransaction,
@@ -177,8 +192,14 @@ pub fn copy_tables(
     let mut copied = Vec::new();
     weaver_relay::copy_table(src, dst, NOTIFIED, &mut copied)
         .map_err(|e| NotifyError::Store(e.to_string()))?;
+    weaver_relay::copy_table(src, dst, META, &mut copied)
+        .map_err(|e| NotifyError::Store(e.to_string()))?;
     Ok(copied)
 }
+
+/// A room in the prefix whose row says it was delivered but which is no longer stored, with
+/// the row's generation.
+type GoneRoom = (String, u64);
 
 struct Pending {
     /// When the change that opened this wait happened (bounds the wait by `max_wait`).
@@ -222,10 +243,15 @@ impl Worker {
         mut deletions: tokio::sync::broadcast::Receiver<Arc<str>>,
         shutdown: CancellationToken,
     ) {
-        let scanned = if fresh {
-            self.baseline().await
-        } else {
+        let scan = async {
+            if fresh {
+                self.baseline().await?;
+            }
             self.rescan().await
+        };
+        let scanned = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = scan => r,
         };
         if let Err(e) = scanned {
             // Not fatal: live changes are still announced; the next start scans again.
@@ -234,14 +260,24 @@ impl Worker {
         info!(url = %self.cfg.url, prefix = %self.cfg.prefix, signed = self.cfg.secret.is_some(), "room notifications on");
         loop {
             self.start_due();
-            let next_due = self.queue.first().map(|(at, _)| *at);
+            // With every delivery slot taken, the next wake-up is a finished delivery, not the
+            // clock: a due room waiting for a slot must not spin this loop.
+            let next_due = if self.tasks.len() < self.cfg.concurrency {
+                self.queue.first().map(|(at, _)| *at)
+            } else {
+                None
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 ev = events.recv() => match ev {
                     Ok(u) => self.touch(u.room),
                     Err(RecvError::Lagged(n)) => {
                         warn!(missed = n, "room notifications fell behind the relay; rescanning");
-                        if let Err(e) = self.rescan().await {
+                        let r = tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            r = self.rescan() => r,
+                        };
+                        if let Err(e) = r {
                             warn!(error = %e, "room notifications: rescan failed");
                         }
                     }
@@ -250,7 +286,11 @@ impl Worker {
                 del = deletions.recv() => match del {
                     Ok(room) => self.forget(room).await,
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        if let Err(e) = self.rescan().await {
+                        let r = tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            r = self.rescan() => r,
+                        };
+                        if let Err(e) = r {
                             warn!(error = %e, "room notifications: rescan failed");
                         }
                     }
@@ -369,24 +409,30 @@ impl Worker {
         }
     }
 
-    /// `room` was deleted: nothing is announced for it any more, and its row goes.
+    /// `room` was deleted: its seqs restart at 1, so its generation moves on (new
+    /// `webhook-id`s) and its recorded seq is cleared. A pending or in-flight delivery stays:
+    /// it reads the room's seq when it runs (0: nothing to send; a re-created room: its new
+    /// content), and an in-flight one does not record under the old generation.
     async fn forget(&mut self, room: Arc<str>) {
-        if let Some(p) = self.pending.remove(&room) {
-            self.queue.remove(&(p.due, room.clone()));
+        if !room.starts_with(self.cfg.prefix.as_str()) {
+            return;
         }
         let db = self.db.clone();
         let name = room.clone();
-        let removed = tokio::task::spawn_blocking(move || -> Result<(), NotifyError> {
-            let txn = db.begin_write().map_err(store_err)?;
-            txn.open_table(NOTIFIED)
-                .map_err(store_err)?
-                .remove(&*name)
-                .map_err(store_err)?;
+        let bumped = tokio::task::spawn_blocking(move || -> Result<(), NotifyError> {
+            let mut txn = db.begin_write().map_err(store_err)?;
+            txn.set_durability(redb::Durability::None)
+                .map_err(|e| NotifyError::Store(e.to_string()))?;
+            {
+                let mut t = txn.open_table(NOTIFIED).map_err(store_err)?;
+                let gen_ = t.get(&*name).map_err(store_err)?.map_or(0, |v| v.value().0);
+                t.insert(&*name, (gen_ + 1, 0)).map_err(store_err)?;
+            }
             txn.commit().map_err(store_err)
         })
         .await;
-        if !matches!(removed, Ok(Ok(()))) {
-            warn!(room = %room, "room notifications: could not drop a deleted room's row");
+        if !matches!(bumped, Ok(Ok(()))) {
+            warn!(room = %room, "room notifications: could not record a room's deletion");
         }
     }
 
@@ -397,22 +443,18 @@ impl Worker {
         loop {
             let page = self
                 .relay
-                .list_rooms(&self.cfg.prefix, after.as_deref(), SCAN_PAGE)
+                .room_seqs(&self.cfg.prefix, after.as_deref(), SCAN_PAGE)
                 .await?;
-            out.extend(
-                page.rooms
-                    .into_iter()
-                    .filter(|r| r.last_seq > 0)
-                    .map(|r| (r.name, r.last_seq)),
-            );
-            match page.next {
-                Some(n) => after = Some(n),
-                None => return Ok(out),
+            let full = page.len() == SCAN_PAGE;
+            after = page.last().map(|(n, _)| n.clone());
+            out.extend(page.into_iter().filter(|(_, seq)| *seq > 0));
+            if !full {
+                return Ok(out);
             }
         }
     }
 
-    /// First start: record every room's seq as delivered (creates the table).
+    /// First start: record every room's seq as delivered, and the marker that says so.
     async fn baseline(&mut self) -> Result<(), NotifyError> {
         let rooms = self.stored_rooms().await?;
         let n = rooms.len();
@@ -422,8 +464,15 @@ impl Worker {
             {
                 let mut t = txn.open_table(NOTIFIED).map_err(store_err)?;
                 for (name, seq) in &rooms {
-                    t.insert(name.as_str(), seq).map_err(store_err)?;
+                    // A row already there (an earlier baseline that did not finish) stays.
+                    if t.get(name.as_str()).map_err(store_err)?.is_none() {
+                        t.insert(name.as_str(), (0, *seq)).map_err(store_err)?;
+                    }
                 }
+                txn.open_table(META)
+                    .map_err(store_err)?
+                    .insert("baseline", 1)
+                    .map_err(store_err)?;
             }
             txn.commit().map_err(store_err)
         })
@@ -437,27 +486,36 @@ impl Worker {
     }
 
     /// Schedules every room whose seq moved since its last delivery (a crash, a restart, a
-    /// lag), and drops the rows of rooms that are gone or left the prefix.
+    /// lag), and clears the recorded seq of rooms in the prefix that are gone.
     async fn rescan(&mut self) -> Result<(), NotifyError> {
         let rooms = self.stored_rooms().await?;
         let db = self.db.clone();
-        let (stale, rows) = tokio::task::spawn_blocking(
-            move || -> Result<(Vec<String>, Vec<String>), NotifyError> {
+        let prefix = self.cfg.prefix.clone();
+        let (stale, gone) = tokio::task::spawn_blocking(
+            move || -> Result<(Vec<String>, Vec<GoneRoom>), NotifyError> {
                 let txn = db.begin_read().map_err(store_err)?;
                 let t = txn.open_table(NOTIFIED).map_err(store_err)?;
                 let mut stale = Vec::new();
                 for (name, seq) in &rooms {
-                    let notified = t.get(name.as_str()).map_err(store_err)?.map(|v| v.value());
+                    let notified = t
+                        .get(name.as_str())
+                        .map_err(store_err)?
+                        .map(|v| v.value().1);
                     if notified != Some(*seq) {
                         stale.push(name.clone());
                     }
                 }
                 let live: HashSet<&str> = rooms.iter().map(|(n, _)| n.as_str()).collect();
                 let mut gone = Vec::new();
-                for row in t.iter().map_err(store_err)? {
-                    let (k, _) = row.map_err(store_err)?;
-                    if !live.contains(k.value()) {
-                        gone.push(k.value().to_owned());
+                for row in t.range::<&str>(prefix.as_str()..).map_err(store_err)? {
+                    let (k, v) = row.map_err(store_err)?;
+                    let name = k.value();
+                    if !name.starts_with(prefix.as_str()) {
+                        break;
+                    }
+                    let (gen_, seq) = v.value();
+                    if seq != 0 && !live.contains(name) {
+                        gone.push((name.to_owned(), gen_));
                     }
                 }
                 Ok((stale, gone))
@@ -465,14 +523,15 @@ impl Worker {
         )
         .await
         .map_err(|e| NotifyError::Store(e.to_string()))??;
-        if !rows.is_empty() {
+        if !gone.is_empty() {
+            // Deleted while the notifier was not looking: the same as `forget`.
             let db = self.db.clone();
             tokio::task::spawn_blocking(move || -> Result<(), NotifyError> {
                 let txn = db.begin_write().map_err(store_err)?;
                 {
                     let mut t = txn.open_table(NOTIFIED).map_err(store_err)?;
-                    for name in &rows {
-                        t.remove(name.as_str()).map_err(store_err)?;
+                    for (name, gen_) in &gone {
+                        t.insert(name.as_str(), (gen_ + 1, 0)).map_err(store_err)?;
                     }
                 }
                 txn.commit().map_err(store_err)
@@ -517,7 +576,8 @@ async fn sleep_until_opt(at: Option<Instant>) {
 /// the receiver's `Retry-After` wins, capped the same way.
 fn backoff(max: Duration, tries: u32, retry_after: Option<Duration>) -> Duration {
     if let Some(ra) = retry_after {
-        return ra.min(max);
+        // `Retry-After: 0` must not turn into a tight loop.
+        return ra.max(Duration::from_secs(1)).min(max);
     }
     let cap = Duration::from_secs(1)
         .saturating_mul(1u32 << tries.saturating_sub(1).min(20))
@@ -548,16 +608,16 @@ impl Delivery {
         if seq == 0 {
             return Outcome::Nothing;
         }
-        match self.notified(room).await {
-            Ok(Some(n)) if n == seq => return Outcome::Nothing,
-            Ok(_) => {}
+        let gen_ = match self.notified(room).await {
+            Ok(Some((_, n))) if n == seq => return Outcome::Nothing,
+            Ok(row) => row.map_or(0, |(g, _)| g),
             Err(e) => {
                 return Outcome::Retry {
                     reason: e.to_string(),
                     after: None,
                 };
             }
-        }
+        };
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
@@ -569,7 +629,7 @@ impl Delivery {
         })
         .to_string();
         // Stable across retries of the same seq: receivers deduplicate on it.
-        let id = format!("msg_{room}_{seq}");
+        let id = format!("msg_{room}_{gen_}_{seq}");
         let ts = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
         let mut req = self
             .client
@@ -607,7 +667,7 @@ impl Delivery {
                 }
             }
         };
-        match self.record(room, seq).await {
+        match self.record(room, gen_, seq).await {
             Ok(()) => Outcome::Done { seq, rejected },
             // Delivered but not recorded: sending it again later is the safe side.
             Err(e) => Outcome::Retry {
@@ -617,7 +677,7 @@ impl Delivery {
         }
     }
 
-    async fn notified(&self, room: &str) -> Result<Option<u64>, NotifyError> {
+    async fn notified(&self, room: &str) -> Result<Option<(u64, u64)>, NotifyError> {
         let db = self.db.clone();
         let room = room.to_owned();
         tokio::task::spawn_blocking(move || {
@@ -629,15 +689,27 @@ impl Delivery {
         .map_err(|e| NotifyError::Store(e.to_string()))?
     }
 
-    async fn record(&self, room: &str, seq: u64) -> Result<(), NotifyError> {
+    /// Records `seq` as delivered, unless the room was deleted since the delivery began (its
+    /// generation moved on). Not fsync'd on its own: it becomes durable with the relay's next
+    /// commit, and a crash before that only sends this seq again (at least once), while an
+    /// fsync per delivery would hold redb's single writer away from the relay's commits.
+    async fn record(&self, room: &str, gen_: u64, seq: u64) -> Result<(), NotifyError> {
         let db = self.db.clone();
         let room = room.to_owned();
         tokio::task::spawn_blocking(move || {
-            let txn = db.begin_write().map_err(store_err)?;
-            txn.open_table(NOTIFIED)
-                .map_err(store_err)?
-                .insert(room.as_str(), seq)
-                .map_err(store_err)?;
+            let mut txn = db.begin_write().map_err(store_err)?;
+            txn.set_durability(redb::Durability::None)
+                .map_err(|e| NotifyError::Store(e.to_string()))?;
+            {
+                let mut t = txn.open_table(NOTIFIED).map_err(store_err)?;
+                let now = t
+                    .get(room.as_str())
+                    .map_err(store_err)?
+                    .map_or(0, |v| v.value().0);
+                if now == gen_ {
+                    t.insert(room.as_str(), (gen_, seq)).map_err(store_err)?;
+                }
+            }
             txn.commit().map_err(store_err)
         })
         .await
@@ -663,5 +735,9 @@ mod tests {
             Duration::from_secs(7)
         );
         assert_eq!(backoff(max, 1, Some(Duration::from_secs(3600))), max);
+        assert_eq!(
+            backoff(max, 1, Some(Duration::ZERO)),
+            Duration::from_secs(1)
+        );
     }
 }

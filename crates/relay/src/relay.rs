@@ -378,7 +378,12 @@ impl RelayHandle {
         let stored = self
             .shared
             .store
-            .list(prefix.to_owned(), after.map(str::to_owned), limit + 1)
+            .list(
+                prefix.to_owned(),
+                after.map(str::to_owned),
+                limit + 1,
+                crate::store::Detail::Full,
+            )
             .await?;
         let mut connections: Vec<(Arc<str>, usize)> =
             self.shared.gates.connections(in_page).into_iter().collect();
@@ -440,11 +445,33 @@ impl RelayHandle {
     /// seq N" is `room_seq(room) != N` (deleting a room resets it to 0).
     pub async fn room_seq(&self, room: &str) -> Result<u64, RelayError> {
         validate_room_name(room)?;
-        let found = self.shared.store.list(room.to_owned(), None, 1).await?;
+        let found = self.room_seqs(room, None, 1).await?;
         Ok(found
             .first()
-            .filter(|r| r.name == room)
-            .map_or(0, |r| r.last_seq))
+            .filter(|(name, _)| name == room)
+            .map_or(0, |(_, seq)| *seq))
+    }
+
+    /// `(name, last seq)` of up to `limit` stored rooms starting with `prefix`, after `after`,
+    /// in name order: [`Self::list_rooms`] without the per-room statistics, one lookup per room,
+    /// for scans over every room.
+    pub async fn room_seqs(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, RelayError> {
+        let found = self
+            .shared
+            .store
+            .list(
+                prefix.to_owned(),
+                after.map(str::to_owned),
+                limit,
+                crate::store::Detail::Seq,
+            )
+            .await?;
+        Ok(found.into_iter().map(|r| (r.name, r.last_seq)).collect())
     }
 
     /// The room's connections and awareness states. Never loads the room: one that is not in

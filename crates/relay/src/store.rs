@@ -402,12 +402,24 @@ impl Store {
         prefix: String,
         after: Option<String>,
         limit: usize,
+        detail: Detail,
     ) -> Result<Vec<StoredRoomInfo>, StoreError> {
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || list_blocking(&db, &prefix, after.as_deref(), limit))
-            .await
-            .map_err(|_| StoreError::Stopped)?
+        tokio::task::spawn_blocking(move || {
+            list_blocking(&db, &prefix, after.as_deref(), limit, detail)
+        })
+        .await
+        .map_err(|_| StoreError::Stopped)?
     }
+}
+
+/// How much [`Store::list`] reads per room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Detail {
+    /// Only `name` and `last_seq`: one lookup per room.
+    Seq,
+    /// Everything in [`StoredRoomInfo`]: also reads the snapshot row and every log row.
+    Full,
 }
 
 /// What one room holds on disk (`GET /api/rooms`).
@@ -429,6 +441,7 @@ fn list_blocking(
     prefix: &str,
     after: Option<&str>,
     limit: usize,
+    detail: Detail,
 ) -> Result<Vec<StoredRoomInfo>, StoreError> {
     let txn = db.begin_read().map_err(redb_err)?;
     let rooms = txn.open_table(ROOMS).map_err(redb_err)?;
@@ -456,6 +469,18 @@ fn list_blocking(
             last_seq: recorded.value(),
             ..Default::default()
         };
+        if detail == Detail::Seq {
+            let logged = log
+                .range((name, 0)..=(name, u64::MAX))
+                .map_err(redb_err)?
+                .next_back()
+                .transpose()
+                .map_err(redb_err)?
+                .map_or(0, |(k, _)| k.value().1);
+            info.last_seq = info.last_seq.max(logged);
+            out.push(info);
+            continue;
+        }
         if let Some(v) = snaps.get(name).map_err(redb_err)? {
             // One unreadable row must not hide every room after it from the listing; loading
             // that room reports it as corrupt.

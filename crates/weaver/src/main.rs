@@ -351,10 +351,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if tokio::time::timeout(grace, bridge.join()).await.is_err() {
         warn!("bridge shutdown timed out");
     }
-    if let Some(n) = notifier
-        && tokio::time::timeout(grace, n.join()).await.is_err()
-    {
-        warn!("room notifications did not stop in time");
+    if let Some(n) = notifier {
+        n.stop(grace).await;
     }
     if tokio::time::timeout(grace, relay.shutdown()).await.is_err() {
         warn!("relay shutdown timed out");
