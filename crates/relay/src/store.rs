@@ -470,14 +470,8 @@ fn list_blocking(
             ..Default::default()
         };
         if detail == Detail::Seq {
-            let logged = log
-                .range((name, 0)..=(name, u64::MAX))
-                .map_err(redb_err)?
-                .next_back()
-                .transpose()
-                .map_err(redb_err)?
-                .map_or(0, |(k, _)| k.value().1);
-            info.last_seq = info.last_seq.max(logged);
+            let logged = last_logged(&log, name)?;
+            info.last_seq = info.last_seq.max(logged.unwrap_or(0));
             out.push(info);
             continue;
         }
@@ -820,6 +814,20 @@ fn compact_in_txn(
     Ok(())
 }
 
+/// The room's last key in the log, if it has any rows.
+fn last_logged(
+    log: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
+    room: &str,
+) -> Result<Option<u64>, StoreError> {
+    Ok(log
+        .range((room, 0)..=(room, u64::MAX))
+        .map_err(redb_err)?
+        .next_back()
+        .transpose()
+        .map_err(redb_err)?
+        .map(|(k, _)| k.value().1))
+}
+
 /// The highest seq ever assigned in `room` (0 if none), and whether the room has its
 /// `relay_rooms` row. Seqs only grow and compaction records the last one before it deletes
 /// rows, so the larger of the row and the last log key is exact.
@@ -829,13 +837,7 @@ fn last_seq(
     room: &str,
 ) -> Result<(u64, bool), StoreError> {
     let recorded = rooms.get(room).map_err(redb_err)?.map(|v| v.value());
-    let logged = log
-        .range((room, 0)..=(room, u64::MAX))
-        .map_err(redb_err)?
-        .next_back()
-        .transpose()
-        .map_err(redb_err)?
-        .map(|(k, _)| k.value().1);
+    let logged = last_logged(log, room)?;
     let seq = recorded.unwrap_or(0).max(logged.unwrap_or(0));
     Ok((seq, recorded.is_some()))
 }
