@@ -51,6 +51,9 @@ test('room.updated reaches the webhook receiver, signed, once per burst, with a 
     assert.match(hit.headers['webhook-id'], /^msg_doc-1_0_\d+$/)
     const state = Buffer.from(await (await fetch(`${weaver.httpUrl}/api/rooms/${event.room}/update`)).arrayBuffer())
     assert.equal(textOfUpdate(state), 'one two three')
+    const metrics = await (await fetch(`${weaver.httpUrl}/metrics`)).text()
+    assert.match(metrics, /^weaver_notify_deliveries_total\{outcome="ok"\} 1$/m)
+    assert.match(metrics, /^weaver_notify_pending 0$/m)
     // An online backup carries the notifier's table too (a table it does not know fails it).
     const backup = await fetch(`${weaver.httpUrl}/api/backup`)
     assert.equal(backup.status, 200, await backup.clone().text())
