@@ -15,6 +15,7 @@ import { mkdirSync, writeFileSync, existsSync, rmSync } from 'node:fs'
 import path from 'node:path'
 import { chromium } from 'playwright-core'
 import * as Y from 'yjs'
+import WebSocket from 'ws'
 import { startWeaver, repoRoot, tempDataDir } from './lib/weaver.mjs'
 import { diffSplice, transformPosition } from '../../web-demo/src/text-binding.js'
 
@@ -531,7 +532,19 @@ test('relay killed and restarted: the page shows it, keeps edits made meanwhile,
 test('room picker: the room is in the URL, rooms are separate, reserved names are refused', { timeout: 120000 }, async () => {
   const one = `pick-one-${Date.now()}`
   const two = `pick-two-${Date.now()}`
+  // A room this browser never opened, written over HTTP and held open by a raw WebSocket: the
+  // picker suggests it from GET /api/rooms, with how many are connected.
+  const elsewhere = `pick-elsewhere-${Date.now()}`
+  const seed = new Y.Doc()
+  seed.getText('t').insert(0, 'made elsewhere')
+  assert.equal((await fetch(`${weaver.httpUrl}/api/rooms/${elsewhere}/update`, { method: 'POST', body: Y.encodeStateAsUpdate(seed) })).status, 204)
+  const holder = new WebSocket(`${weaver.wsUrl}/${elsewhere}`)
+  await new Promise((resolve, reject) => { holder.once('open', resolve); holder.once('error', reject) })
   const a = await openPage(weaver, one, 'A')
+  const option = a.page.locator(`#recent-rooms option[value="${elsewhere}"]`)
+  await option.waitFor({ state: 'attached', timeout: WAIT })
+  assert.equal(await option.getAttribute('label'), `${elsewhere} · 1 connected`)
+  holder.close()
   const id = await addBlock(a.page)
   await a.page.keyboard.type('only in room one')
   await waitFor(a.page, () => !window.weaver.status().unsaved, null, 'saved')

@@ -7,7 +7,7 @@
 // vite.config.js fills in the file list and the content-derived cache version at build time.
 
 const SHELL_FILES = ["assets/index.css","assets/index.js","index.html"]
-const CACHE = 'weaver-demo-8c74f2f74d88f6da'
+const CACHE = 'weaver-demo-af241ae8f06330b1'
 const SCOPE = new URL(self.registration.scope)
 const INDEX = new URL('index.html', SCOPE).href
 

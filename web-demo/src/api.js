@@ -63,6 +63,15 @@ export class Api {
       (Number(b.attempt) || 0) - (Number(a.attempt) || 0))
   }
 
+  /**
+   * `GET /api/rooms` → the server's rooms, `[{name, connections, …}]` (one page, name order).
+   * Refused (a token that cannot list) or unreachable: the caller does without.
+   */
+  async listRooms ({ limit = 50, ...opts } = {}) {
+    const body = await this._get(`api/rooms?limit=${limit}`, opts)
+    return Array.isArray(body?.rooms) ? body.rooms : []
+  }
+
   /** `GET /api/calls/{id}` → `{call, events}`. */
   async getCall (id, opts) {
     const body = await this._get(`api/calls/${encodeURIComponent(id)}`, opts)

@@ -67,12 +67,23 @@ $('#room-form').addEventListener('submit', (e) => {
   location.assign(url)
 })
 $('#room-title').textContent = room
-// Recently opened rooms, offered by the room picker.
+// The room picker offers the rooms opened recently on this device, then the server's rooms
+// (with who is in them now) when this page's token may list them.
+let recentRooms = [room]
 try {
-  const recent = [room, ...JSON.parse(localStorage.getItem('weaver-demo-rooms') ?? '[]').filter((r) => r !== room && validRoom(r))].slice(0, 8)
-  localStorage.setItem('weaver-demo-rooms', JSON.stringify(recent))
-  setChildren($('#recent-rooms'), recent.map((r) => h('option', { value: r })))
-} catch { /* no storage: no suggestions */ }
+  recentRooms = [room, ...JSON.parse(localStorage.getItem('weaver-demo-rooms') ?? '[]').filter((r) => r !== room && validRoom(r))].slice(0, 8)
+  localStorage.setItem('weaver-demo-rooms', JSON.stringify(recentRooms))
+} catch { /* no storage: only the server's rooms */ }
+function renderRoomSuggestions (serverRooms = []) {
+  const recent = recentRooms.map((r) => h('option', { value: r }))
+  const others = serverRooms
+    .filter((r) => validRoom(r.name) && !recentRooms.includes(r.name))
+    .map((r) => h('option', { value: r.name, label: r.connections > 0 ? `${r.name} · ${r.connections} connected` : r.name }))
+  setChildren($('#recent-rooms'), [...recent, ...others])
+}
+renderRoomSuggestions()
+// A page opened with a token is usually scoped to its room, which cannot list: do not ask.
+if (!token) api.listRooms().then(renderRoomSuggestions, () => { /* offline: recent rooms only */ })
 if (requestedRoom && requestedRoom !== room) notify(`"${requestedRoom}" is not a valid room name; opened "${room}".`)
 
 const connPill = $('#conn')
