@@ -32,7 +32,7 @@ function verify (secret, { headers, body }) {
 test('room.updated reaches the webhook receiver, signed, once per burst, with a seq to read back', { timeout: 60000 }, async () => {
   const secret = 'whsec_' + randomBytes(24).toString('base64')
   const rx = await receiver()
-  const weaver = await startWeaver({ env: { WEAVER_NOTIFY_URL: rx.url, WEAVER_NOTIFY_SECRET: secret, WEAVER_NOTIFY_PREFIX: 'doc-', WEAVER_NOTIFY_DEBOUNCE_MS: '300' } })
+  const weaver = await startWeaver({ env: { WEAVER_NOTIFY_URL: rx.url, WEAVER_NOTIFY_SECRET: secret, WEAVER_NOTIFY_PREFIX: 'doc-', WEAVER_NOTIFY_DEBOUNCE_MS: '1000' } })
   try {
     const c = await yclient(weaver.wsUrl, 'doc-1')
     for (const word of ['one ', 'two ', 'three']) c.text.insert(c.text.length, word)
