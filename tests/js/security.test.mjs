@@ -487,4 +487,17 @@ test('room listing: a tenant prefix token lists its own rooms and nothing else',
   assert.equal(all.status, 200)
   const names = (await all.json()).rooms.map((r) => r.name)
   for (const room of ['acme-one', 'acme-two', 'globex-one']) assert.ok(names.includes(room), names.join())
+
+  // `weaver rooms` pages through the same API with the same token rules.
+  const cli = (args, env = {}) => spawnSync(weaverBin, ['rooms', '--server', weaver.httpUrl, ...args], { env: { ...process.env, ...env }, timeout: 20000 })
+  const lines = cli(['--prefix', 'acme-', '--json'], { WEAVER_TOKEN: acme })
+  assert.equal(lines.status, 0, lines.stderr.toString())
+  assert.deepEqual(lines.stdout.toString().trim().split('\n').map((l) => JSON.parse(l).name), ['acme-one', 'acme-two'])
+  const table = cli(['--prefix', 'acme-', '--token', acme])
+  assert.equal(table.status, 0, table.stderr.toString())
+  assert.match(table.stdout.toString(), /^ROOM\s+LAST_SEQ\s+STORED_B/)
+  assert.match(table.stdout.toString(), /^acme-two\s+1\s+\d+\s+1\s+(yes|no)\s+0$/m)
+  const refused = cli(['--prefix', 'globex-'], { WEAVER_TOKEN: acme })
+  assert.equal(refused.status, 1)
+  assert.match(refused.stderr.toString(), /^weaver rooms: GET .*403 Forbidden/)
 })

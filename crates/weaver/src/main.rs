@@ -24,6 +24,7 @@ use tracing::{error, info, warn};
 use weaver_relay::{Relay, RelayConfig};
 
 mod notify_args;
+mod rooms_cmd;
 mod token_cmd;
 
 #[derive(Debug, Parser)]
@@ -46,6 +47,8 @@ enum Command {
     Token(token_cmd::TokenArgs),
     /// Save a consistent copy of a running server's store to a file (see docs/operations.md).
     Backup(backup::BackupArgs),
+    /// List a running server's rooms: stored content, memory, connections (GET /api/rooms).
+    Rooms(rooms_cmd::RoomsArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -184,6 +187,7 @@ fn main() -> std::process::ExitCode {
     match cli.command {
         Command::Token(args) => token_cmd::run(&args),
         Command::Backup(args) => backup::run_cli(&args),
+        Command::Rooms(args) => rooms_cmd::run_cli(&args),
         Command::Serve(args) => {
             init_tracing(args.log_format);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
