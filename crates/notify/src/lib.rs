@@ -7,7 +7,7 @@
 //! table records the seq last delivered, so a start-up scan re-sends whatever changed since.
 //!
 //! Owns: the `notify_rooms` redb table, the scheduling, the delivery. Knows the relay only
-//! through its public handle (`subscribe`, `subscribe_deletions`, `room_seq`, `list_rooms`):
+//! through its public handle (`subscribe`, `subscribe_deletions`, `room_seq`, `room_seqs`):
 //! nothing of sockets, document content, or the bridge's APICalls. Never holds a write
 //! transaction across network I/O.
 
