@@ -178,25 +178,13 @@ pub struct BackupArgs {
 
 /// Runs `weaver backup`: prints what was saved, or the reason on stderr and fails.
 pub fn run_cli(args: &BackupArgs) -> std::process::ExitCode {
-    let fetched = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")
-        .and_then(|rt| rt.block_on(fetch(args)));
-    match fetched {
-        Ok((bytes, tables)) => {
-            println!(
-                "backup of {} saved to {}: {bytes} bytes, {tables} tables, integrity verified",
-                args.server,
-                args.out.display()
-            );
-            std::process::ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("weaver backup: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    crate::run_client("weaver backup", fetch(args), |(bytes, tables)| {
+        println!(
+            "backup of {} saved to {}: {bytes} bytes, {tables} tables, integrity verified",
+            args.server,
+            args.out.display()
+        );
+    })
 }
 
 async fn fetch(args: &BackupArgs) -> anyhow::Result<(u64, usize)> {

@@ -51,6 +51,31 @@ enum Command {
     Rooms(rooms_cmd::RoomsArgs),
 }
 
+/// Runs a client subcommand (`weaver backup`, `weaver rooms`) on a one-thread runtime: `done`
+/// reports its result on stdout; a failure is one line on stderr (`<name>: <reason>`) and
+/// exit status 1.
+pub(crate) fn run_client<T>(
+    name: &str,
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+    done: impl FnOnce(T),
+) -> std::process::ExitCode {
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+        .and_then(|rt| rt.block_on(work));
+    match result {
+        Ok(v) => {
+            done(v);
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum LogFormat {
     Text,

@@ -30,18 +30,7 @@ const PAGE: usize = 1000;
 
 /// Runs `weaver rooms`: prints the rooms, or the reason on stderr and fails.
 pub fn run_cli(args: &RoomsArgs) -> std::process::ExitCode {
-    let listed = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")
-        .and_then(|rt| rt.block_on(list(args)));
-    match listed {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("weaver rooms: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    crate::run_client("weaver rooms", list(args), |()| {})
 }
 
 async fn list(args: &RoomsArgs) -> anyhow::Result<()> {
