@@ -7,7 +7,7 @@
 //! table records the seq last delivered, so a start-up scan re-sends whatever changed since.
 //!
 //! Owns: the `notify_rooms` redb table, the scheduling, the delivery. Knows the relay only
-//! through its public handle (`subscribe`, `subscribe_deletions`, `room_seq`, `room_seqs`):
+//! through its public handle (`subscribe`: the relay event stream, `room_seq`, `room_seqs`):
 //! nothing of sockets, document content, or the bridge's APICalls. Never holds a write
 //! transaction across network I/O.
 
@@ -21,7 +21,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-use weaver_relay::{RecvError, RelayError, RelayHandle};
+use weaver_relay::{RecvError, RelayError, RelayEvent, RelayHandle};
 
 pub use weaver_auth::webhook::WebhookSecret;
 
@@ -158,7 +158,6 @@ impl Notifier {
             .map_err(|e| NotifyError::Config(format!("HTTP client: {e}")))?;
         // Subscribed before the scan, so a change between the scan and the loop is not missed.
         let events = relay.subscribe();
-        let deletions = relay.subscribe_deletions();
         let worker = Worker {
             cfg: Arc::new(config),
             db,
@@ -169,7 +168,7 @@ impl Notifier {
             inflight: HashMap::new(),
             tasks: JoinSet::new(),
         };
-        let task = tokio::spawn(worker.run(fresh, events, deletions, shutdown));
+        let task = tokio::spawn(worker.run(fresh, events, shutdown));
         Ok(Notifier { task })
     }
 
@@ -240,7 +239,6 @@ impl Worker {
         mut self,
         fresh: bool,
         mut events: weaver_relay::EventReceiver,
-        mut deletions: tokio::sync::broadcast::Receiver<Arc<str>>,
         shutdown: CancellationToken,
     ) {
         let scan = async {
@@ -270,7 +268,10 @@ impl Worker {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 ev = events.recv() => match ev {
-                    Ok(u) => self.touch(u.room),
+                    Ok(RelayEvent::Committed(u)) => self.touch(u.room),
+                    Ok(RelayEvent::Deleted { room }) => self.forget(room).await,
+                    Ok(RelayEvent::Unloaded { .. }) => {}
+                    // A deletion may be among the missed events: the scan compares every room.
                     Err(RecvError::Lagged(n)) => {
                         warn!(missed = n, "room notifications fell behind the relay; rescanning");
                         let r = tokio::select! {
@@ -282,19 +283,6 @@ impl Worker {
                         }
                     }
                     Err(RecvError::Closed) => break,
-                },
-                del = deletions.recv() => match del {
-                    Ok(room) => self.forget(room).await,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        let r = tokio::select! {
-                            _ = shutdown.cancelled() => break,
-                            r = self.rescan() => r,
-                        };
-                        if let Err(e) = r {
-                            warn!(error = %e, "room notifications: rescan failed");
-                        }
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 },
                 Some(done) = self.tasks.join_next() => match done {
                     Ok((room, tries, outcome)) => self.finished(room, tries, outcome),

@@ -20,8 +20,8 @@ use base64::Engine;
 use tracing::{info, warn};
 use weaver_auth::{AuthError, Claims, Scope, TokenKey};
 
-use crate::outbox::Outbox;
-use crate::relay::{RelayHandle, validate_room_name};
+use crate::room_name::validate_room_name;
+use crate::send_queue::SendQueue;
 
 /// Close code sent when a connection's token expires while it is open (hocuspocus' code).
 pub const CLOSE_TOKEN_EXPIRED: u16 = 4401;
@@ -169,7 +169,7 @@ impl IntoResponse for AuthRejection {
 }
 
 /// Checks tokens against a key. Cheap to clone; get the relay's with
-/// [`RelayHandle::authenticator`].
+/// [`crate::RelayHandle::authenticator`].
 #[derive(Debug, Clone)]
 pub struct Authenticator {
     key: Option<Arc<TokenKey>>,
@@ -188,46 +188,8 @@ pub fn request_token(headers: &HeaderMap, uri: &Uri) -> Option<String> {
         }
     }
     let query = uri.query()?;
-    let params: HashMap<String, String> = query_pairs(query);
+    let params: HashMap<String, String> = crate::query::query_pairs(query);
     params.get("token").cloned()
-}
-
-/// `a=b&c=d` with percent-decoding of `%XX` and `+`; malformed escapes are kept as they are
-/// (the token then fails verification, which is the right outcome). Handlers whose query the
-/// token check also reads parse it with this same function, so both see the same values.
-pub(crate) fn query_pairs(query: &str) -> HashMap<String, String> {
-    fn hex_byte(pair: &[u8]) -> Option<u8> {
-        let digit = |c: u8| (c as char).to_digit(16);
-        Some((digit(pair[0])? * 16 + digit(pair[1])?) as u8)
-    }
-    fn decode(s: &str) -> String {
-        let b = s.as_bytes();
-        let mut out = Vec::with_capacity(b.len());
-        let mut i = 0;
-        while i < b.len() {
-            match b[i] {
-                b'+' => out.push(b' '),
-                b'%' => match b.get(i + 1..i + 3).and_then(hex_byte) {
-                    Some(v) => {
-                        out.push(v);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                },
-                c => out.push(c),
-            }
-            i += 1;
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    }
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| match p.split_once('=') {
-            Some((k, v)) => (decode(k), decode(v)),
-            None => (decode(p), String::new()),
-        })
-        .collect()
 }
 
 impl Authenticator {
@@ -412,19 +374,11 @@ async fn admin_mw(
     }
 }
 
-impl RelayHandle {
-    /// The relay's token checker, e.g. to put other parts' cross-room routes behind
-    /// [`Authenticator::require_admin`].
-    pub fn authenticator(&self) -> Authenticator {
-        self.shared.authenticator.clone()
-    }
-}
-
 /// Route layer of the relay's own router. Runs after routing (so the room is the decoded path
 /// parameter) and before any handler: a refused request never loads a room. The granted
 /// [`Access`] goes into the request extensions for the WebSocket handler.
 pub(crate) async fn relay_routes(
-    State(relay): State<RelayHandle>,
+    State(auth): State<Authenticator>,
     matched: Option<MatchedPath>,
     params: Result<RawPathParams, axum::extract::rejection::RawPathParamsRejection>,
     req: Request,
@@ -463,13 +417,12 @@ pub(crate) async fn relay_routes(
     // A listing is checked against the prefix it asks for (`?prefix=`, default every room).
     let room = match need {
         Need::List => Some(
-            query_pairs(req.uri().query().unwrap_or_default())
+            crate::query::query_pairs(req.uri().query().unwrap_or_default())
                 .remove("prefix")
                 .unwrap_or_default(),
         ),
         _ => room,
     };
-    let auth = relay.authenticator();
     match auth.check(req.headers(), req.uri(), room.as_deref(), need) {
         Ok(access) => {
             let mut req = req;
@@ -489,11 +442,11 @@ pub(crate) fn expiry_deadline(access: &Access) -> Option<tokio::time::Instant> {
 }
 
 /// Closes a connection whose token expired.
-pub(crate) fn token_expired(outbox: &Outbox) {
+pub(crate) fn token_expired(queue: &SendQueue) {
     info!("token expired; closing the connection");
     metrics::counter!(crate::metrics::REJECTED_MESSAGES_TOTAL, "reason" => "token_expired")
         .increment(1);
-    outbox.close(CLOSE_TOKEN_EXPIRED, "token expired");
+    queue.close(CLOSE_TOKEN_EXPIRED, "token expired");
 }
 
 #[cfg(test)]

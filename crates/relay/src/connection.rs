@@ -4,7 +4,7 @@
 //!
 //! Every refusal closes only this connection, with a code from `error::close_code`, a log line
 //! (room, conn, reason) and a `weaver_rejected_messages_total{reason}` increment. Deliberately
-//! not here: document state (room.rs).
+//! not here: document state (room/). It sees the relay only through [`ConnDeps`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -22,13 +22,26 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
-use weaver_protocol::{Message as Wire, ProtocolError, UpdateLimits};
+use weaver_protocol::{Message as Wire, ProtocolError};
 
+use crate::admit::admit_update;
 use crate::error::{RelayError, close_code};
+use crate::limits::RoomGates;
 use crate::metrics as m;
-use crate::outbox::Outbox;
-use crate::relay::{RelayHandle, RoomHandle, validate_room_name};
-use crate::room::{ConnLink, RoomCmd, RoomMsg};
+use crate::room::{ConnLink, Registry, RoomCmd, RoomHandle, RoomMsg};
+use crate::room_name::validate_room_name;
+use crate::send_queue::SendQueue;
+
+/// What connections need from the relay: the rooms to join (and the relay's configuration and
+/// task tracker through them), the connection limit and the per-room gates.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnDeps {
+    pub rooms: Arc<Registry>,
+    /// One permit per open WebSocket connection (moved into the connection task).
+    pub permits: Arc<tokio::sync::Semaphore>,
+    /// Connections per room and room awareness budgets (limits.rs).
+    pub gates: Arc<RoomGates>,
+}
 
 /// How long a close frame may take to send, and how long we keep reading for the peer's close
 /// reply afterwards (so the close code is not lost in a TCP reset).
@@ -42,12 +55,9 @@ const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// 2 KB (docs/benchmarks.md).
 const READ_BUFFER_BYTES: usize = 512;
 
-/// Why updates carrying subdocuments are refused (see the leak note where it is checked).
-pub(crate) const SUBDOCS_REFUSED: &str = "subdocuments are not supported";
-
 /// `GET /{room}` with a WebSocket upgrade.
 pub(crate) async fn ws_handler(
-    State(relay): State<RelayHandle>,
+    State(deps): State<ConnDeps>,
     Path(room): Path<String>,
     access: Option<axum::Extension<crate::auth::Access>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
@@ -59,26 +69,27 @@ pub(crate) async fn ws_handler(
     if let Err(e) = validate_room_name(&room) {
         return e.into_response();
     }
-    if !relay.is_ready() {
+    if !deps.rooms.is_ready() {
         return RelayError::ShuttingDown.into_response();
     }
     let ws = match ws {
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),
     };
-    let Ok(permit) = relay.shared.conn_permits.clone().try_acquire_owned() else {
+    let Ok(permit) = deps.permits.clone().try_acquire_owned() else {
         warn!(room, "connection limit reached; refusing upgrade");
         metrics::counter!(m::REJECTED_MESSAGES_TOTAL, "reason" => "connection_limit").increment(1);
         return RelayError::Overloaded("connection limit reached").into_response();
     };
-    let Some(room_slot) = crate::limits::RoomGates::try_join(&relay, &room) else {
+    let config = &deps.rooms.deps().config;
+    let Some(room_slot) = deps.gates.try_join(&room, &config.limits) else {
         warn!(room, "room connection limit reached; refusing upgrade");
         metrics::counter!(m::REJECTED_MESSAGES_TOTAL, "reason" => "room_connection_limit")
             .increment(1);
         return RelayError::Overloaded("room connection limit reached").into_response();
     };
-    let max = relay.shared.config.max_message_bytes;
-    let conn_id = relay.next_id();
+    let max = config.max_message_bytes;
+    let conn_id = deps.rooms.next_id();
     let span = info_span!("conn", room = %room, conn = conn_id);
     // tungstenite reserves 128 KiB of read buffer per socket by default; sync frames are small
     // (see READ_BUFFER_BYTES). Larger messages still arrive: the buffer grows on demand up to
@@ -90,7 +101,7 @@ pub(crate) async fn ws_handler(
             {
                 let _entered = span.enter();
                 start(
-                    relay,
+                    deps,
                     &room,
                     conn_id,
                     socket,
@@ -106,8 +117,9 @@ pub(crate) async fn ws_handler(
 
 struct Reader {
     conn_id: u64,
-    outbox: Arc<Outbox>,
-    limits: UpdateLimits,
+    queue: Arc<SendQueue>,
+    /// `--max-message-bytes` (the socket enforces it too; `admit_update` checks every path).
+    max_update_bytes: usize,
     /// Read-only enforcement and message rates (limits.rs).
     policy: crate::limits::ConnPolicy,
 }
@@ -124,7 +136,7 @@ impl Reader {
     fn reject(&self, code: u16, reason: &'static str, detail: &dyn std::fmt::Display) {
         warn!(code, reason, detail = %detail, "closing connection");
         metrics::counter!(m::REJECTED_MESSAGES_TOTAL, "reason" => reason).increment(1);
-        self.outbox.close(code, reason);
+        self.queue.close(code, reason);
     }
 
     fn message(&self, next: Option<Result<Message, axum::Error>>) -> Step {
@@ -196,27 +208,16 @@ impl Reader {
             }
             Wire::SyncStep2(u) | Wire::Update(u) => {
                 let handshake = matches!(msg, Wire::SyncStep2(_));
-                let stats = match weaver_protocol::validate_update_v1(u, &self.limits) {
-                    Err(e) => {
-                        let (code, reason) = match e {
-                            ProtocolError::TooDeep { .. } | ProtocolError::LimitExceeded(_) => {
-                                (close_code::POLICY, "update_limit")
-                            }
-                            _ => (close_code::INVALID_PAYLOAD, "invalid_update"),
-                        };
-                        self.reject(code, reason, &e);
-                        return Step::Stop;
-                    }
-                    // yrs 0.28.1 never frees a document that holds a subdocument, so every
-                    // unload of such a room would leak it (crates/protocol/tests/yrs_subdoc_leak.rs).
-                    Ok(stats) if stats.subdocs > 0 => {
-                        self.reject(close_code::POLICY, "subdocument", &SUBDOCS_REFUSED);
-                        return Step::Stop;
-                    }
+                let stats = match admit_update(u, self.max_update_bytes) {
                     Ok(stats) => stats,
+                    Err(refused) => {
+                        let (code, reason) = refused.close();
+                        self.reject(code, reason, &refused);
+                        return Step::Stop;
+                    }
                 };
                 // Read-only connections: refused here, never reaching the room.
-                if self.policy.on_write(&stats, handshake, &self.outbox)
+                if self.policy.on_write(&stats, handshake, &self.queue)
                     != crate::limits::Verdict::Forward
                 {
                     return Step::Continue;
@@ -254,7 +255,7 @@ impl Reader {
 /// However the connection task ends (even by a panic), the room stops queueing to it.
 impl Drop for Reader {
     fn drop(&mut self) {
-        self.outbox.finish();
+        self.queue.finish();
     }
 }
 
@@ -262,7 +263,7 @@ impl Drop for Reader {
 struct Conn {
     socket: WebSocket,
     reader: Reader,
-    relay: RelayHandle,
+    rooms: Arc<Registry>,
     started: Instant,
     /// When the token expires (4401).
     expires: Option<Instant>,
@@ -279,7 +280,7 @@ struct Conn {
 /// next to the locals they are moved into; and the phases that wait on large futures (join,
 /// close frame, leave, linger) box them, so only the serving loop's state stays resident.
 fn start(
-    relay: RelayHandle,
+    deps: ConnDeps,
     room: &str,
     conn_id: u64,
     socket: WebSocket,
@@ -289,20 +290,29 @@ fn start(
 ) {
     metrics::gauge!(m::CONNECTIONS).increment(1.0);
     metrics::counter!(m::CONNECTIONS_TOTAL).increment(1);
-    let outbox = Arc::new(Outbox::new(relay.shared.config.conn_queue_frames));
+    let ConnDeps { rooms, gates, .. } = deps;
+    let config = &rooms.deps().config;
+    let queue = Arc::new(SendQueue::new(config.conn_queue_frames));
     let expires = crate::auth::expiry_deadline(&access);
+    let policy = crate::limits::ConnPolicy::new(
+        gates,
+        &config.limits,
+        config.auth.read_only_awareness,
+        room,
+        access,
+    );
     let reader = Reader {
         conn_id,
-        outbox,
-        limits: UpdateLimits::default(),
-        policy: crate::limits::ConnPolicy::new(&relay, room, access),
+        queue,
+        max_update_bytes: config.max_message_bytes,
+        policy,
     };
     // Shutdown waits (bounded) for connections too: they hold the store until they end.
-    let tracker = relay.shared.tracker.clone();
+    let tracker = rooms.tracker().clone();
     let mut conn = Conn {
         socket,
         reader,
-        relay,
+        rooms,
         started: Instant::now(),
         expires,
         _slots: slots,
@@ -312,12 +322,12 @@ fn start(
 
 impl Conn {
     async fn run(&mut self) {
-        let outbox = self.reader.outbox.clone();
+        let queue = self.reader.queue.clone();
         let link = ConnLink {
             id: self.reader.conn_id,
-            outbox: outbox.clone(),
+            queue: queue.clone(),
         };
-        let joining = Box::pin(self.relay.join(self.reader.policy.room(), link));
+        let joining = Box::pin(self.rooms.join(self.reader.policy.room(), link));
         let joined = match joining.await {
             Ok(room_handle) => {
                 info!("connected");
@@ -332,15 +342,15 @@ impl Conn {
                     }
                     _ => close_code::INTERNAL,
                 };
-                outbox.close(code, "room unavailable");
+                queue.close(code, "room unavailable");
                 None
             }
         };
         if let Some(room_handle) = &joined {
             self.serve(room_handle).await;
         }
-        outbox.close(1000, "");
-        outbox.finish();
+        queue.close(1000, "");
+        queue.finish();
         // The room forgets us (and our awareness states); when its inbox is full that waits
         // until our close frame is out.
         let leave = joined.and_then(|h| {
@@ -352,7 +362,7 @@ impl Conn {
                 Ok(()) | Err(TrySendError::Closed(_)) => None,
             }
         });
-        let (code, reason) = outbox.reason();
+        let (code, reason) = queue.reason();
         let frame = CloseFrame {
             code,
             reason: reason.as_ref().into(),
@@ -404,13 +414,13 @@ impl Conn {
         let Conn {
             socket,
             reader,
-            relay,
+            rooms,
             started,
             expires,
             ..
         } = self;
-        let outbox = &*reader.outbox;
-        let ping_interval = relay.shared.config.ping_interval;
+        let queue = &*reader.queue;
+        let ping_interval = rooms.deps().config.ping_interval;
         let mut next_ping = *started + ping_interval;
         let mut last_seen = *started;
         let timer = tokio::time::sleep_until(earliest(next_ping, *expires));
@@ -418,16 +428,16 @@ impl Conn {
         // A command the room's inbox had no room for; reading waits until the room takes it.
         let mut forwarding: Option<Forward> = None;
         let mut write = WriteState::default();
-        // Reads go through the outbox as their waker, so the socket is read only when it said
+        // Reads go through the queue as their waker, so the socket is read only when it said
         // it may be readable: a read attempt costs a pass through tungstenite (which zeroes its
         // read buffer each time), too much to repeat on every wakeup for outbound frames.
-        let read_waker = Waker::from(reader.outbox.clone());
+        let read_waker = Waker::from(reader.queue.clone());
         std::future::poll_fn(|cx| {
             // Registering once per wakeup is enough: whoever takes the waker wakes the task.
-            outbox.register(cx.waker());
+            queue.register(cx.waker());
             let mut poll_timers = true;
             loop {
-                if outbox.is_closing() {
+                if queue.is_closing() {
                     return Poll::Ready(());
                 }
                 let mut progress = false;
@@ -436,7 +446,7 @@ impl Conn {
                     if timer.as_mut().poll(cx).is_ready() {
                         let now = Instant::now();
                         if expires.is_some_and(|e| now >= e) {
-                            crate::auth::token_expired(outbox);
+                            crate::auth::token_expired(queue);
                             continue;
                         }
                         if now >= next_ping {
@@ -444,7 +454,7 @@ impl Conn {
                                 warn!("no pong within two ping intervals");
                                 metrics::counter!(m::REJECTED_MESSAGES_TOTAL, "reason" => "timeout")
                                     .increment(1);
-                                outbox.close(close_code::TIMEOUT, "ping timeout");
+                                queue.close(close_code::TIMEOUT, "ping timeout");
                                 continue;
                             }
                             write.ping_due = true;
@@ -461,41 +471,41 @@ impl Conn {
                 {
                     forwarding = None;
                     if !delivered {
-                        outbox.close(close_code::INTERNAL, "room closed");
+                        queue.close(close_code::INTERNAL, "room closed");
                         continue;
                     }
                     // Reading paused meanwhile; what arrived since has already signalled.
-                    outbox.read_again();
+                    queue.read_again();
                     progress = true;
                 }
                 if forwarding.is_none()
-                    && outbox.take_read_woken()
+                    && queue.take_read_woken()
                     && let Poll::Ready(next) =
                         socket.poll_next_unpin(&mut Context::from_waker(&read_waker))
                 {
                     // More may be buffered: read until the socket says it has nothing.
-                    outbox.read_again();
+                    queue.read_again();
                     progress = true;
                     last_seen = Instant::now();
                     match reader.message(next) {
                         Step::Continue => {}
-                        Step::Stop => outbox.close(1000, ""),
+                        Step::Stop => queue.close(1000, ""),
                         Step::Forward(cmd) => match room.tx.try_send(Box::new(cmd)) {
                             Ok(()) => {}
                             Err(TrySendError::Full(cmd)) => {
                                 forwarding = Some(forward_later(room.tx.clone(), cmd));
                             }
                             Err(TrySendError::Closed(_)) => {
-                                outbox.close(close_code::INTERNAL, "room closed");
+                                queue.close(close_code::INTERNAL, "room closed");
                             }
                         },
                     }
                 }
-                match write.poll(socket, outbox, cx) {
+                match write.poll(socket, queue, cx) {
                     Ok(fed) => progress |= fed,
                     Err(e) => {
                         debug!(error = %e, "write error");
-                        outbox.close(close_code::INTERNAL, "send failed");
+                        queue.close(close_code::INTERNAL, "send failed");
                     }
                 }
                 if !progress {
@@ -540,7 +550,7 @@ impl WriteState {
     fn poll(
         &mut self,
         socket: &mut WebSocket,
-        outbox: &Outbox,
+        queue: &SendQueue,
         cx: &mut Context<'_>,
     ) -> Result<bool, axum::Error> {
         let (mut frames, mut bytes) = (0, 0);
@@ -553,8 +563,8 @@ impl WriteState {
                 self.ping_due = false;
                 frames += 1;
                 Message::Ping(Bytes::new())
-            } else if let Some(first) = outbox.pop() {
-                let (frame, taken, taken_bytes) = merge_queued_updates(first, outbox);
+            } else if let Some(first) = queue.pop() {
+                let (frame, taken, taken_bytes) = merge_queued_updates(first, queue);
                 frames += taken;
                 bytes += taken_bytes;
                 Message::Binary(frame)
@@ -585,16 +595,16 @@ fn is_update_frame(frame: &[u8]) -> bool {
 /// (a replica applying 3,750 single-insert updates one per frame spends ~3× the time it spends
 /// on them in groups of 7, ~10× in groups of 50: docs/benchmarks.md §8). Other frames (step 2,
 /// awareness) are never taken, so the order of different kinds is unchanged.
-fn merge_queued_updates(first: Bytes, outbox: &Outbox) -> (Bytes, usize, usize) {
+fn merge_queued_updates(first: Bytes, queue: &SendQueue) -> (Bytes, usize, usize) {
     let first_len = first.len();
-    if outbox.is_empty() || first_len >= crate::room::MERGE_MAX_BYTES || !is_update_frame(&first) {
+    if queue.is_empty() || first_len >= crate::room::MERGE_MAX_BYTES || !is_update_frame(&first) {
         return (first, 1, first_len);
     }
     let mut rest = Vec::new();
     let mut bytes = first_len;
     while rest.len() + 1 < WRITE_BATCH_FRAMES {
-        let Some(next) = outbox
-            .pop_if(|f| bytes + f.len() <= crate::room::MERGE_MAX_BYTES && is_update_frame(f))
+        let Some(next) =
+            queue.pop_if(|f| bytes + f.len() <= crate::room::MERGE_MAX_BYTES && is_update_frame(f))
         else {
             break;
         };
@@ -616,7 +626,7 @@ fn merge_queued_updates(first: Bytes, outbox: &Outbox) -> (Bytes, usize, usize) 
     }
     // yrs refused to merge them (merged_frame logged why): send them one by one, in order.
     for f in rest.into_iter().rev() {
-        outbox.push_front(f);
+        queue.push_front(f);
     }
     (first, 1, first_len)
 }

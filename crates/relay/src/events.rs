@@ -1,5 +1,12 @@
-//! Hands every durably committed update to in-process subscribers (the bridge), each through
-//! its own queue bounded in events *and bytes*.
+//! The relay event stream: one ordered stream of [`RelayEvent`]s (an update committed, a room
+//! deleted, a room unloaded) handed to in-process subscribers (the bridge, the notifier, one per
+//! change feed), each through its own queue bounded in events *and bytes*.
+//!
+//! Order: a room's events are published by its actor (the only writer of the room), so per
+//! room they reach every subscriber in the order they happened: every `Committed` of a room
+//! before the `Deleted` that follows it, and before the `Unloaded` that ends that actor's life
+//! (published under the registry lock, so the room's next actor cannot commit before it).
+//! Consumers need no reasoning about several channels.
 //!
 //! A `tokio::sync::broadcast` ring was used before: it allocates every slot up front (16,384
 //! slots, 1.5 MB at rest) and keeps each slot's value until it is overwritten, so after a burst of
@@ -11,10 +18,64 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, Weak};
 
+use bytes::Bytes;
 use tokio::sync::Notify;
 pub use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
-use crate::relay::CommittedUpdate;
+/// Who produced a committed update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UpdateOrigin {
+    /// A WebSocket connection (its relay-local id, as in the logs' `conn` field).
+    Client { conn_id: u64 },
+    /// `POST /api/rooms/{room}/update`.
+    Http,
+    /// `RelayHandle::apply_update`; the string is the caller's origin tag (e.g. `"bridge"`).
+    Internal(Arc<str>),
+}
+
+/// An update that is durably committed (redb `Immediate` commit returned) and is being sent to
+/// the room's connections. Published once per update, after the commit, in commit order per room.
+#[derive(Debug, Clone)]
+pub struct CommittedUpdate {
+    pub room: Arc<str>,
+    /// The update, v1 encoding, exactly as stored.
+    pub update: Bytes,
+    pub origin: UpdateOrigin,
+}
+
+/// Something that happened to a room, in the order it happened. Exhaustive on purpose: a new
+/// kind of event is something every consumer must decide about.
+#[derive(Debug, Clone)]
+pub enum RelayEvent {
+    /// An update is durable (see [`CommittedUpdate`]).
+    Committed(CommittedUpdate),
+    /// `RelayHandle::delete_room` removed the room's stored content (its connections were closed
+    /// with 4410). Consumers mirroring rooms forget the room instead of writing old content
+    /// back into it.
+    Deleted { room: Arc<str> },
+    /// The room left memory because it sat idle. A hint for consumers that keep per-room state
+    /// to let it go with the room; nothing is lost if it is ignored.
+    Unloaded { room: Arc<str> },
+}
+
+impl RelayEvent {
+    /// The room the event is about.
+    pub fn room(&self) -> &Arc<str> {
+        match self {
+            RelayEvent::Committed(u) => &u.room,
+            RelayEvent::Deleted { room } | RelayEvent::Unloaded { room } => room,
+        }
+    }
+
+    /// Payload bytes the event pins while queued (what the byte bound counts).
+    fn bytes(&self) -> usize {
+        match self {
+            RelayEvent::Committed(u) => u.update.len(),
+            RelayEvent::Deleted { .. } | RelayEvent::Unloaded { .. } => 0,
+        }
+    }
+}
 
 /// Events queued for one subscriber before it is declared lagging.
 pub const EVENTS_MAX_QUEUED: usize = 16_384;
@@ -23,7 +84,7 @@ pub const EVENTS_MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
 
 #[derive(Debug, Default)]
 struct Queue {
-    items: VecDeque<CommittedUpdate>,
+    items: VecDeque<RelayEvent>,
     bytes: usize,
     /// Events dropped since the subscriber last heard of it.
     missed: u64,
@@ -61,7 +122,7 @@ impl EventBus {
         self.subscribe_to(None, self.max_events, self.max_bytes)
     }
 
-    /// Events of one room only, with bounds of its own: a change feed is a remote consumer and
+    /// Events of one room only (including its `Deleted`), with bounds of its own: a change feed is a remote consumer and
     /// gets the bounds of a connection, not the bridge's.
     pub(crate) fn subscribe_room(
         &self,
@@ -97,19 +158,19 @@ impl EventBus {
     }
 
     /// Queues `event` for every live subscriber; forgets subscribers that were dropped.
-    pub(crate) fn publish(&self, event: CommittedUpdate) {
+    pub(crate) fn publish(&self, event: RelayEvent) {
         let Ok(mut subs) = self.subscribers.lock() else {
             return;
         };
         subs.retain(|w| w.strong_count() > 0);
         for sub in subs.iter().filter_map(Weak::upgrade) {
-            if sub.room.as_deref().is_some_and(|r| r != &*event.room) {
+            if sub.room.as_deref().is_some_and(|r| r != &**event.room()) {
                 continue;
             }
             let Ok(mut q) = sub.queue.lock() else {
                 continue;
             };
-            let len = event.update.len();
+            let len = event.bytes();
             if q.items.len() >= sub.max_events || q.bytes + len > sub.max_bytes {
                 // It must resync anyway, so what it has not read yet is of no use: free it now.
                 q.missed += q.items.len() as u64 + 1;
@@ -147,9 +208,9 @@ pub struct EventReceiver {
 }
 
 impl EventReceiver {
-    /// The next committed update; `Lagged(n)` once after `n` events were dropped for this
+    /// The next event; `Lagged(n)` once after `n` events were dropped for this
     /// subscriber; `Closed` when the relay is gone and everything queued was taken.
-    pub async fn recv(&mut self) -> Result<CommittedUpdate, RecvError> {
+    pub async fn recv(&mut self) -> Result<RelayEvent, RecvError> {
         loop {
             // Registered before looking at the queue, so a publish in between still wakes us.
             let notified = self.sub.notify.notified();
@@ -163,7 +224,7 @@ impl EventReceiver {
     }
 
     /// What `recv` would return now, without waiting (`Empty` when nothing is queued).
-    pub fn try_recv(&mut self) -> Result<CommittedUpdate, TryRecvError> {
+    pub fn try_recv(&mut self) -> Result<RelayEvent, TryRecvError> {
         match self.try_take() {
             Some(Ok(ev)) => Ok(ev),
             Some(Err(RecvError::Lagged(n))) => Err(TryRecvError::Lagged(n)),
@@ -172,7 +233,7 @@ impl EventReceiver {
         }
     }
 
-    fn try_take(&self) -> Option<Result<CommittedUpdate, RecvError>> {
+    fn try_take(&self) -> Option<Result<RelayEvent, RecvError>> {
         let Ok(mut q) = self.sub.queue.lock() else {
             return Some(Err(RecvError::Closed));
         };
@@ -181,7 +242,7 @@ impl EventReceiver {
             return Some(Err(RecvError::Lagged(n)));
         }
         if let Some(ev) = q.items.pop_front() {
-            q.bytes -= ev.update.len();
+            q.bytes -= ev.bytes();
             if q.items.is_empty() && q.items.capacity() > 64 {
                 // A backlog's buffer is not kept for good once the subscriber caught up.
                 q.items = VecDeque::new();
@@ -201,13 +262,24 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::relay::UpdateOrigin;
 
-    fn ev(n: usize) -> CommittedUpdate {
-        CommittedUpdate {
-            room: Arc::from("r"),
+    fn ev_in(room: &str, n: usize) -> RelayEvent {
+        RelayEvent::Committed(CommittedUpdate {
+            room: Arc::from(room),
             update: Bytes::from(vec![0u8; n]),
             origin: UpdateOrigin::Http,
+        })
+    }
+
+    fn ev(n: usize) -> RelayEvent {
+        ev_in("r", n)
+    }
+
+    /// The length of a received committed update.
+    fn len(r: Result<RelayEvent, RecvError>) -> usize {
+        match r.unwrap() {
+            RelayEvent::Committed(u) => u.update.len(),
+            other => panic!("not an update: {other:?}"),
         }
     }
 
@@ -217,28 +289,62 @@ mod tests {
         let mut all = bus.subscribe();
         let mut only_a = bus.subscribe_room(Arc::from("a"), 2, 1 << 20);
         for (room, n) in [("a", 1), ("b", 2), ("a", 3)] {
-            bus.publish(CommittedUpdate {
-                room: Arc::from(room),
-                ..ev(n)
-            });
+            bus.publish(ev_in(room, n));
         }
-        assert_eq!(only_a.recv().await.unwrap().update.len(), 1);
-        assert_eq!(only_a.recv().await.unwrap().update.len(), 3);
+        assert_eq!(len(only_a.recv().await), 1);
+        assert_eq!(len(only_a.recv().await), 3);
         assert!(matches!(only_a.try_recv(), Err(TryRecvError::Empty)));
         for n in 1..=3 {
-            assert_eq!(all.recv().await.unwrap().update.len(), n);
+            assert_eq!(len(all.recv().await), n);
         }
         // Its bound is 2 events, the bus's 16: a third unread event of its room makes it lag.
         for n in 4..=6 {
-            bus.publish(CommittedUpdate {
-                room: Arc::from("a"),
-                ..ev(n)
-            });
+            bus.publish(ev_in("a", n));
         }
         assert!(matches!(only_a.recv().await, Err(RecvError::Lagged(3))));
         for n in 4..=6 {
-            assert_eq!(all.recv().await.unwrap().update.len(), n);
+            assert_eq!(len(all.recv().await), n);
         }
+    }
+
+    #[tokio::test]
+    async fn deletions_and_unloads_keep_their_place_among_updates_and_their_room_filter() {
+        let bus = EventBus::new(16, 1 << 20);
+        let mut all = bus.subscribe();
+        let mut only_a = bus.subscribe_room(Arc::from("a"), 16, 1 << 20);
+        let a: Arc<str> = Arc::from("a");
+        let b: Arc<str> = Arc::from("b");
+        let sent = [
+            ev_in("a", 1),
+            RelayEvent::Unloaded { room: b.clone() },
+            RelayEvent::Deleted { room: a.clone() },
+            ev_in("a", 2),
+            RelayEvent::Deleted { room: b },
+            RelayEvent::Unloaded { room: a },
+        ];
+        for e in &sent {
+            bus.publish(e.clone());
+        }
+        // (room, kind) as each subscriber sees them.
+        let kind = |e: RelayEvent| match e {
+            RelayEvent::Committed(u) => (u.room.to_string(), "committed"),
+            RelayEvent::Deleted { room } => (room.to_string(), "deleted"),
+            RelayEvent::Unloaded { room } => (room.to_string(), "unloaded"),
+        };
+        let mut got_all = Vec::new();
+        while let Ok(e) = all.try_recv() {
+            got_all.push(kind(e));
+        }
+        let want_all: Vec<_> = sent.iter().cloned().map(kind).collect();
+        assert_eq!(got_all, want_all);
+        let mut got_a = Vec::new();
+        while let Ok(e) = only_a.try_recv() {
+            got_a.push(kind(e));
+        }
+        let want_a: Vec<_> = want_all.into_iter().filter(|(r, _)| r == "a").collect();
+        assert_eq!(got_a, want_a);
+        // Only update payloads count against the byte bound.
+        assert_eq!(all.sub.queue.lock().unwrap().bytes, 0);
     }
 
     #[tokio::test]
@@ -250,8 +356,8 @@ mod tests {
             bus.publish(ev(n));
         }
         for n in 1..=5 {
-            assert_eq!(a.recv().await.unwrap().update.len(), n);
-            assert_eq!(b.recv().await.unwrap().update.len(), n);
+            assert_eq!(len(a.recv().await), n);
+            assert_eq!(len(b.recv().await), n);
         }
     }
 
@@ -259,7 +365,7 @@ mod tests {
     async fn a_waiting_subscriber_is_woken_by_a_publish() {
         let bus = Arc::new(EventBus::new(16, 1 << 20));
         let mut rx = bus.subscribe();
-        let waiter = tokio::spawn(async move { rx.recv().await.map(|e| e.update.len()) });
+        let waiter = tokio::spawn(async move { rx.recv().await.map(|e| e.bytes()) });
         tokio::task::yield_now().await;
         bus.publish(ev(3));
         let got = tokio::time::timeout(std::time::Duration::from_secs(5), waiter).await;
@@ -277,7 +383,7 @@ mod tests {
         assert_eq!(rx.sub.queue.lock().unwrap().bytes, 0);
         assert_eq!(rx.recv().await.unwrap_err(), RecvError::Lagged(3));
         bus.publish(ev(7));
-        assert_eq!(rx.recv().await.unwrap().update.len(), 7);
+        assert_eq!(len(rx.recv().await), 7);
     }
 
     #[tokio::test]
@@ -296,7 +402,7 @@ mod tests {
         let mut rx = bus.subscribe();
         bus.publish(ev(2));
         drop(bus);
-        assert_eq!(rx.recv().await.unwrap().update.len(), 2);
+        assert_eq!(len(rx.recv().await), 2);
         assert_eq!(rx.recv().await.unwrap_err(), RecvError::Closed);
     }
 
@@ -316,7 +422,7 @@ mod tests {
 
     fn take(rx: &mut EventReceiver, got: &mut Vec<u64>, missed: &mut u64) -> bool {
         match rx.try_recv() {
-            Ok(ev) => got.push(ev.room.parse().unwrap()),
+            Ok(ev) => got.push(ev.room().parse().unwrap()),
             Err(TryRecvError::Lagged(n)) => *missed += n,
             Err(TryRecvError::Empty) => return false,
             Err(e) => panic!("{e:?}"),
@@ -340,11 +446,7 @@ mod tests {
             for o in ops {
                 match o {
                     Op::Publish(len) => {
-                        bus.publish(CommittedUpdate {
-                            room: Arc::from(published.to_string()),
-                            update: Bytes::from(vec![0u8; len]),
-                            origin: UpdateOrigin::Http,
-                        });
+                        bus.publish(ev_in(&published.to_string(), len));
                         published += 1;
                     }
                     Op::Take(i) => {
@@ -355,7 +457,7 @@ mod tests {
                     let q = r.sub.queue.lock().unwrap();
                     proptest::prop_assert!(q.items.len() <= 5);
                     proptest::prop_assert!(q.bytes <= 120);
-                    proptest::prop_assert_eq!(q.bytes, q.items.iter().map(|e| e.update.len()).sum::<usize>());
+                    proptest::prop_assert_eq!(q.bytes, q.items.iter().map(RelayEvent::bytes).sum::<usize>());
                 }
             }
             for i in 0..2 {

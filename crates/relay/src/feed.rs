@@ -21,16 +21,26 @@ use axum::http::HeaderName;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use tokio::sync::{OwnedSemaphorePermit, broadcast};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::auth::Access;
 use crate::error::RelayError;
-use crate::events::{EventReceiver, RecvError};
-use crate::http::{SvQuery, decode_sv};
+use crate::events::{EventReceiver, RecvError, RelayEvent};
 use crate::metrics as m;
-use crate::relay::{RelayHandle, validate_room_name};
+use crate::query::{SvQuery, decode_sv};
+use crate::room::Registry;
+use crate::room_name::validate_room_name;
+
+/// What change feeds need from the relay: the rooms (state reads, the event bus, ids, the
+/// shutdown token) and the feed limit.
+#[derive(Debug, Clone)]
+pub(crate) struct FeedDeps {
+    pub rooms: Arc<Registry>,
+    /// One permit per open change feed (moved into the feed's stream).
+    pub permits: Arc<Semaphore>,
+}
 
 /// A comment line this often keeps proxies (nginx's 60 s `proxy_read_timeout`) from closing a
 /// quiet feed, and finds consumers that are gone.
@@ -77,8 +87,8 @@ struct Feed {
     id: u64,
     room: Arc<str>,
     phase: Phase,
-    updates: EventReceiver,
-    deletions: broadcast::Receiver<Arc<str>>,
+    /// This room's events only.
+    events: EventReceiver,
     cancel: CancellationToken,
     expires: Option<tokio::time::Instant>,
     /// Set once the `closed` event went out; otherwise the consumer left.
@@ -101,15 +111,10 @@ impl Feed {
                 biased;
                 () = self.cancel.cancelled() => break End::Shutdown,
                 () = sleep_until(self.expires) => break End::TokenExpired,
-                deleted = self.deletions.recv() => match deleted {
-                    Ok(room) if room == self.room => break End::Deleted,
-                    Ok(_) => {}
-                    // A deletion notice of this room may be among those missed.
-                    Err(broadcast::error::RecvError::Lagged(_)) => break End::Lagged,
-                    Err(broadcast::error::RecvError::Closed) => break End::Shutdown,
-                },
-                update = self.updates.recv() => match update {
-                    Ok(ev) => return Some(update_event("update", &ev.update)),
+                event = self.events.recv() => match event {
+                    Ok(RelayEvent::Committed(ev)) => return Some(update_event("update", &ev.update)),
+                    Ok(RelayEvent::Deleted { .. }) => break End::Deleted,
+                    Ok(RelayEvent::Unloaded { .. }) => {}
                     Err(RecvError::Lagged(missed)) => {
                         warn!(room = %self.room, feed = self.id, missed, "change feed fell behind; ending it");
                         break End::Lagged;
@@ -150,7 +155,7 @@ fn update_event(name: &'static str, update: &[u8]) -> Event {
 
 /// The handler. Errors before the stream starts are ordinary JSON errors (400, 503...).
 pub(crate) async fn changes(
-    State(relay): State<RelayHandle>,
+    State(deps): State<FeedDeps>,
     Path(room): Path<String>,
     Query(q): Query<SvQuery>,
     access: Option<axum::Extension<Access>>,
@@ -160,35 +165,35 @@ pub(crate) async fn changes(
         return Err(RelayError::Internal("access check missing".into()));
     };
     validate_room_name(&room)?;
-    if !relay.is_ready() {
+    let rooms = &deps.rooms;
+    if !rooms.is_ready() {
         return Err(RelayError::ShuttingDown);
     }
     let sv = decode_sv(q.sv)?;
-    let Ok(permit) = relay.shared.feed_permits.clone().try_acquire_owned() else {
+    let Ok(permit) = deps.permits.clone().try_acquire_owned() else {
         warn!(room, "change feed limit reached; refusing");
         metrics::counter!(m::REJECTED_MESSAGES_TOTAL, "reason" => "change_feed_limit").increment(1);
         return Err(RelayError::Overloaded("change feed limit reached"));
     };
     let name: Arc<str> = Arc::from(room.as_str());
-    let config = &relay.shared.config;
+    let room_deps = rooms.deps();
+    let config = &room_deps.config;
     // Subscribed before the state is read: whatever commits in between is in both.
-    let updates = relay.shared.events.subscribe_room(
+    let events = room_deps.events.subscribe_room(
         name.clone(),
         config.conn_queue_frames,
         config.max_message_bytes.saturating_mul(2),
     );
-    let deletions = relay.subscribe_deletions();
-    let state = relay.state_diff(&room, sv).await?;
-    let id = relay.next_id();
+    let state = rooms.state_diff(&room, sv).await?;
+    let id = rooms.next_id();
     metrics::gauge!(m::CHANGE_FEEDS).increment(1.0);
     info!(room, feed = id, bytes = state.len(), "change feed opened");
     let feed = Feed {
         id,
         room: name,
         phase: Phase::Sync(state),
-        updates,
-        deletions,
-        cancel: relay.shared.cancel.clone(),
+        events,
+        cancel: room_deps.cancel.clone(),
         expires: crate::auth::expiry_deadline(&access),
         ended: None,
         _permit: permit,

@@ -1,22 +1,28 @@
 //! weaver-relay: a y-websocket relay whose every update is durable in redb before anyone sees it.
 //!
 //! Module map:
-//! - `relay`      — [`Relay`] (start/shutdown), [`RelayHandle`] (API for HTTP and the bridge),
-//!   the room registry.
-//! - `room`       — the room actor: owns a yrs `Doc`, awareness, connection senders; batches
-//!   updates → one durable persist → echo to all.
-//! - `connection` — WebSocket upgrade and the connection task: reads (decode + validate),
+//! - `relay`      — [`Relay`] (start/shutdown) and [`RelayHandle`] (API for the binary, the bridge
+//!   adapter and the notifier); wires the parts, handing each only what it needs.
+//! - `room/`      — the room actors (one task per loaded room: yrs `Doc`, awareness, its
+//!   connections' queues; batches updates → one durable persist → echo to all) and the registry
+//!   (name → actor, lazy load, unload handshake). Actors see only `RoomDeps`.
+//! - `admit`      — `admit_update`: size, walker validation, subdocument refusal, for every path.
+//! - `events`     — the relay event stream ([`RelayEvent`]: committed, deleted, unloaded), one
+//!   bounded queue per subscriber.
+//! - `connection` — WebSocket upgrade and the connection task: reads (decode + admit),
 //!   writes (bounded queue, ping, close codes) and timers in one loop.
-//! - `outbox`     — what a room and a connection share: the outbound queue and the close request.
+//! - `send_queue` — what a room and a connection share: the outbound queue and the close request.
 //! - `store`      — redb tables `relay_*`, room load (snapshot + tail), the group-commit persister.
 //! - `server`     — [`serve`]: the HTTP/1.1 accept loop (header-read deadline, upgrades,
 //!   `TCP_NODELAY`, graceful shutdown).
-//! - `http`       — routes: `/{room}`, `/healthz`, `/readyz`, `/api/rooms/{room}/…`.
+//! - `routes`     — inbound HTTP routes: `/{room}`, `/healthz`, `/readyz`, `/api/rooms/{room}/…`.
 //! - `feed`       — `GET /api/rooms/{room}/changes`: committed updates as Server-Sent Events.
+//! - `query`      — query strings: the one parser of token checks and handlers, `?sv=`.
 //! - `blocks`     — the JSON blocks view for the HTTP API.
 //! - `auth`       — token checks for every route (401/403 before any room loads), the admin
 //!   layer for other parts' cross-room routes, the 4401 expiry timer.
 //! - `limits`     — connections per room, SyncStep1/awareness rates, read-only enforcement.
+//! - `room_name`, `maps` — the room name alphabet; maps that shrink after a storm.
 //! - `config`, `error`, `metrics` — limits, the error enum + close codes, metric names.
 //!
 //! Deliberately not here: argument parsing, tracing/metrics installation and signals (the
@@ -36,6 +42,7 @@
 //! # Ok(()) }
 //! ```
 
+mod admit;
 pub mod auth;
 mod blocks;
 mod config;
@@ -43,12 +50,15 @@ mod connection;
 mod error;
 mod events;
 mod feed;
-mod http;
 pub mod limits;
+mod maps;
 pub mod metrics;
-mod outbox;
+mod query;
 mod relay;
 mod room;
+mod room_name;
+mod routes;
+mod send_queue;
 mod server;
 mod store;
 
@@ -57,14 +67,13 @@ pub use blocks::blocks_json;
 pub use config::*;
 pub use error::{RelayError, close_code};
 pub use events::{
-    EVENTS_MAX_QUEUED, EVENTS_MAX_QUEUED_BYTES, EventReceiver, RecvError, TryRecvError,
+    CommittedUpdate, EVENTS_MAX_QUEUED, EVENTS_MAX_QUEUED_BYTES, EventReceiver, RecvError,
+    RelayEvent, TryRecvError, UpdateOrigin,
 };
 pub use feed::FEED_KEEPALIVE;
 pub use limits::AbuseLimits;
-pub use relay::{
-    CommittedUpdate, DELETIONS_CAPACITY, MAX_ROOM_PAGE, Relay, RelayHandle, RoomInfo, RoomPage,
-    UpdateOrigin, validate_room_name,
-};
+pub use relay::{MAX_ROOM_PAGE, Relay, RelayHandle, RoomInfo, RoomPage};
+pub use room_name::validate_room_name;
 pub use server::{HttpLimits, SHUTDOWN_DRAIN, serve};
 pub use store::copy_table;
 pub use store::{

@@ -4,7 +4,7 @@
 //! enforcement included, see `auth.rs` for where the access comes from).
 //!
 //! Deliberately not here: limits the room actor enforces on document state (document size,
-//! pending bytes, awareness client ids and state size: room.rs) and limits on the socket itself
+//! pending bytes, awareness client ids and state size: room/) and limits on the socket itself
 //! (message size, outbound queue, ping timeout: connection.rs). Token checks live in auth.rs.
 
 use std::collections::HashMap;
@@ -128,20 +128,20 @@ pub(crate) struct RoomGates {
 /// Held by a connection for its lifetime; frees its slot in the room when dropped.
 #[derive(Debug)]
 pub(crate) struct RoomSlot {
-    relay: crate::relay::RelayHandle,
+    gates: Arc<RoomGates>,
     room: Arc<str>,
 }
 
 impl Drop for RoomSlot {
     fn drop(&mut self) {
-        let Ok(mut rooms) = self.relay.shared.gates.rooms.lock() else {
+        let Ok(mut rooms) = self.gates.rooms.lock() else {
             return;
         };
         if let Some(g) = rooms.get_mut(&self.room) {
             g.conns = g.conns.saturating_sub(1);
             if g.conns == 0 {
                 rooms.remove(&self.room);
-                crate::relay::shrink_if_sparse(&mut rooms);
+                crate::maps::shrink_if_sparse(&mut rooms);
             }
         }
     }
@@ -161,9 +161,8 @@ impl RoomGates {
     }
 
     /// Reserves a connection slot in `room`, or `None` when the room is full.
-    pub fn try_join(relay: &crate::relay::RelayHandle, room: &str) -> Option<RoomSlot> {
-        let limits = &relay.shared.config.limits;
-        let mut rooms = relay.shared.gates.rooms.lock().ok()?;
+    pub fn try_join(self: &Arc<Self>, room: &str, limits: &AbuseLimits) -> Option<RoomSlot> {
+        let mut rooms = self.rooms.lock().ok()?;
         let name: Arc<str> = Arc::from(room);
         let gate = rooms.entry(name.clone()).or_insert_with(|| RoomGate {
             conns: 0,
@@ -177,7 +176,7 @@ impl RoomGates {
         }
         gate.conns += 1;
         Some(RoomSlot {
-            relay: relay.clone(),
+            gates: self.clone(),
             room: name,
         })
     }
@@ -213,7 +212,8 @@ struct Rates {
 /// permission-denied notice.
 #[derive(Debug)]
 pub(crate) struct ConnPolicy {
-    relay: crate::relay::RelayHandle,
+    gates: Arc<RoomGates>,
+    read_only_awareness: ReadOnlyAwareness,
     room: Arc<str>,
     access: Access,
     rates: Mutex<Rates>,
@@ -221,10 +221,16 @@ pub(crate) struct ConnPolicy {
 }
 
 impl ConnPolicy {
-    pub fn new(relay: &crate::relay::RelayHandle, room: &str, access: Access) -> Self {
-        let l = &relay.shared.config.limits;
+    pub fn new(
+        gates: Arc<RoomGates>,
+        l: &AbuseLimits,
+        read_only_awareness: ReadOnlyAwareness,
+        room: &str,
+        access: Access,
+    ) -> Self {
         Self {
-            relay: relay.clone(),
+            gates,
+            read_only_awareness,
             room: Arc::from(room),
             access,
             rates: Mutex::new(Rates {
@@ -267,12 +273,12 @@ impl ConnPolicy {
     /// message). A step2 without structs is not a write: Yjs puts the document's whole delete
     /// set into every step2, so a reader that reconnects with content sends deletions it merely
     /// received. A live update with only deletions is a write.
-    /// The notice goes to `outbox`, the connection's own queue.
+    /// The notice goes to `queue`, the connection's own queue.
     pub fn on_write(
         &self,
         stats: &weaver_protocol::UpdateStats,
         handshake: bool,
-        outbox: &crate::outbox::Outbox,
+        queue: &crate::send_queue::SendQueue,
     ) -> Verdict {
         if self.access.can_write() {
             return Verdict::Forward;
@@ -288,7 +294,7 @@ impl ConnPolicy {
             );
             let frame = weaver_protocol::encode_permission_denied("read-only access");
             // A full queue means the room is about to close this slow consumer anyway.
-            let _ = outbox.push(Bytes::from(frame));
+            let _ = queue.push(Bytes::from(frame));
         } else {
             debug!("further write from a read-only connection dropped");
         }
@@ -299,9 +305,7 @@ impl ConnPolicy {
     /// per-connection and per-room rates. Excess awareness is dropped, not closed: the next
     /// renewal supersedes it and a stock client must not be disconnected for moving a cursor.
     pub fn on_awareness(&self) -> Verdict {
-        if !self.access.can_write()
-            && self.relay.shared.config.auth.read_only_awareness == ReadOnlyAwareness::Deny
-        {
+        if !self.access.can_write() && self.read_only_awareness == ReadOnlyAwareness::Deny {
             metrics::counter!(m::REJECTED_MESSAGES_TOTAL, "reason" => "read_only_awareness")
                 .increment(1);
             return Verdict::Drop;
@@ -316,7 +320,7 @@ impl ConnPolicy {
                 .increment(1);
             return Verdict::Drop;
         }
-        if !self.relay.shared.gates.take_awareness(&self.room) {
+        if !self.gates.take_awareness(&self.room) {
             metrics::counter!(m::REJECTED_MESSAGES_TOTAL, "reason" => "room_awareness_rate")
                 .increment(1);
             return Verdict::Drop;
@@ -375,7 +379,7 @@ mod tests {
             shutdown.clone().cancelled_owned(),
         ));
 
-        let held = handle.shared.load_permits.acquire().await.unwrap();
+        let held = handle.load_permits().acquire().await.unwrap();
         let err = handle.room_state("busy").await.unwrap_err();
         assert!(matches!(err, crate::RelayError::Overloaded(_)), "{err:?}");
         assert_eq!(err.status().as_u16(), 503);

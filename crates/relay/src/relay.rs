@@ -1,98 +1,40 @@
-//! `Relay` (start/stop), `RelayHandle` (the API the HTTP layer and the bridge use) and the room
-//! registry (name → room actor, lazy load, unload handshake).
+//! `Relay` (start/stop) and `RelayHandle`, the public API of the relay for the binary, the bridge
+//! adapter and the notifier: room reads and writes, listings, presence, deletion, and the relay
+//! event stream. It wires the parts together and hands each only what it needs: room actors get
+//! `RoomDeps` through the registry, connections `ConnDeps`, change feeds `FeedDeps`, the auth
+//! layer the `Authenticator` (as axum sub-states of the router's `RelayHandle` state).
 //!
-//! Deliberately not here: socket handling (connection.rs), document logic (room.rs), storage
-//! encodings (store.rs), HTTP routing (http.rs).
+//! Deliberately not here: socket handling (connection.rs), document logic (room/), storage
+//! encodings (store.rs), HTTP routing (routes.rs).
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use axum::extract::FromRef;
 use bytes::Bytes;
 use redb::Database;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{info, warn};
 
-use crate::config::{ROOM_INBOX, RelayConfig};
+use crate::admit::admit_update;
+use crate::auth::Authenticator;
+use crate::config::RelayConfig;
+use crate::connection::ConnDeps;
 use crate::error::RelayError;
-use crate::room::{self, ConnLink, RoomCmd, RoomMsg};
+use crate::events::{EventBus, EventReceiver, UpdateOrigin};
+use crate::feed::FeedDeps;
+use crate::limits::RoomGates;
+use crate::room::{Registry, RoomCmd, RoomDeps, RoomHandle};
+use crate::room_name::validate_room_name;
 use crate::store::{PersisterThread, Store};
 
-/// Capacity of the room-deletion broadcast (deletions are rare; a lagging subscriber resyncs).
-pub const DELETIONS_CAPACITY: usize = 1024;
-/// Capacity of the room-unload broadcast. A lagging subscriber only misses hints (see
-/// [`RelayHandle::subscribe_unloads`]).
-pub const UNLOADS_CAPACITY: usize = 4096;
-/// How often a request is retried when it races with a room unloading.
-const ROOM_RETRIES: usize = 5;
-
-/// Who produced a committed update.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum UpdateOrigin {
-    /// A WebSocket connection (its relay-local id, as in the logs' `conn` field).
-    Client { conn_id: u64 },
-    /// `POST /api/rooms/{room}/update`.
-    Http,
-    /// [`RelayHandle::apply_update`]; the string is the caller's origin tag (e.g. `"bridge"`).
-    Internal(Arc<str>),
-}
-
-/// An update that is durably committed (redb `Immediate` commit returned) and is being sent to
-/// the room's connections. Published once per update, after the commit, in commit order per room.
-#[derive(Debug, Clone)]
-pub struct CommittedUpdate {
-    pub room: Arc<str>,
-    /// The update, v1 encoding, exactly as stored.
-    pub update: Bytes,
-    pub origin: UpdateOrigin,
-}
-
+#[derive(Debug)]
 pub(crate) struct Shared {
-    pub store: Store,
-    pub config: RelayConfig,
-    pub events: crate::events::EventBus,
-    /// Names of rooms deleted through [`RelayHandle::delete_room`], after their content is gone.
-    pub deletions: broadcast::Sender<Arc<str>>,
-    /// Names of rooms that left memory because they were idle.
-    pub unloads: broadcast::Sender<Arc<str>>,
-    /// Cancelled when the relay shuts down; rooms and connections watch it.
-    pub cancel: CancellationToken,
-    pub tracker: TaskTracker,
-    rooms: Mutex<HashMap<Arc<str>, RoomEntry>>,
-    /// One permit per open WebSocket connection (moved into the connection task).
-    pub conn_permits: Arc<tokio::sync::Semaphore>,
-    /// One permit per open change feed (moved into the feed's stream).
-    pub feed_permits: Arc<tokio::sync::Semaphore>,
-    /// Bounds concurrent room loads.
-    pub load_permits: tokio::sync::Semaphore,
-    /// Connections per room and room awareness budgets (limits.rs).
-    pub gates: crate::limits::RoomGates,
+    rooms: Arc<Registry>,
+    conns: ConnDeps,
+    feeds: FeedDeps,
     /// Built once from the configured keys: every request clones its `Arc`s, not the keys.
-    pub authenticator: crate::auth::Authenticator,
-    next_id: AtomicU64,
-    ready: AtomicBool,
-}
-
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared")
-            .field("config", &self.config)
-            .finish_non_exhaustive()
-    }
-}
-
-struct RoomEntry {
-    generation: u64,
-    tx: mpsc::Sender<RoomMsg>,
-}
-
-/// A loaded room's inbox, as handed out by the registry.
-#[derive(Clone, Debug)]
-pub(crate) struct RoomHandle {
-    pub tx: mpsc::Sender<RoomMsg>,
+    authenticator: Authenticator,
 }
 
 /// Keeps the `keep` smallest items of `v` by `key` (in no particular order).
@@ -153,7 +95,19 @@ pub struct PresenceClient {
 /// Cloneable handle to a running relay: the API of the HTTP layer and of the bridge.
 #[derive(Clone, Debug)]
 pub struct RelayHandle {
-    pub(crate) shared: Arc<Shared>,
+    shared: Arc<Shared>,
+}
+
+impl FromRef<RelayHandle> for ConnDeps {
+    fn from_ref(relay: &RelayHandle) -> Self {
+        relay.shared.conns.clone()
+    }
+}
+
+impl FromRef<RelayHandle> for FeedDeps {
+    fn from_ref(relay: &RelayHandle) -> Self {
+        relay.shared.feeds.clone()
+    }
 }
 
 /// A running relay: room actors, the persister thread, and the shared database.
@@ -174,31 +128,36 @@ impl Relay {
     ) -> Result<Relay, RelayError> {
         let config = config.validate().map_err(RelayError::Internal)?;
         let (store, persister) = Store::start(db, config.commit_mode)?;
-        let events = crate::events::EventBus::new(
+        let events = EventBus::new(
             crate::events::EVENTS_MAX_QUEUED,
             crate::events::EVENTS_MAX_QUEUED_BYTES,
         );
-        let (deletions, _) = broadcast::channel(DELETIONS_CAPACITY);
-        let (unloads, _) = broadcast::channel(UNLOADS_CAPACITY);
-        let shared = Arc::new(Shared {
-            conn_permits: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
-            feed_permits: Arc::new(tokio::sync::Semaphore::new(config.max_change_feeds)),
-            load_permits: tokio::sync::Semaphore::new(config.limits.max_concurrent_loads),
-            gates: crate::limits::RoomGates::default(),
-            authenticator: crate::auth::Authenticator::with_previous(
-                config.auth.key.clone(),
-                config.auth.previous_keys.clone(),
-            ),
+        let authenticator = Authenticator::with_previous(
+            config.auth.key.clone(),
+            config.auth.previous_keys.clone(),
+        );
+        let conn_permits = Arc::new(Semaphore::new(config.max_connections));
+        let feed_permits = Arc::new(Semaphore::new(config.max_change_feeds));
+        let load_permits = Semaphore::new(config.limits.max_concurrent_loads);
+        let rooms = Arc::new(Registry::new(RoomDeps {
             store,
             config,
             events,
-            deletions,
-            unloads,
+            load_permits,
             cancel: shutdown,
-            tracker: TaskTracker::new(),
-            rooms: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(1),
-            ready: AtomicBool::new(true),
+        }));
+        let shared = Arc::new(Shared {
+            conns: ConnDeps {
+                rooms: rooms.clone(),
+                permits: conn_permits,
+                gates: Arc::new(RoomGates::default()),
+            },
+            feeds: FeedDeps {
+                rooms: rooms.clone(),
+                permits: feed_permits,
+            },
+            rooms,
+            authenticator,
         });
         Ok(Relay {
             handle: RelayHandle { shared },
@@ -210,26 +169,22 @@ impl Relay {
         self.handle.clone()
     }
 
-    /// The relay's routes (WebSocket rooms, health, room HTTP API); merge others into it.
-    pub fn router(&self) -> axum::Router {
-        crate::http::router(self.handle.clone())
-    }
-
     /// Stops the relay: marks it not ready, cancels the shutdown token (if not already), waits
     /// up to the configured timeout for rooms to finish in-flight persists and close their
     /// connections, then stops the persister after it committed everything queued.
     pub async fn shutdown(mut self) {
-        let shared = self.handle.shared.clone();
-        shared.ready.store(false, Ordering::SeqCst);
-        shared.cancel.cancel();
-        shared.tracker.close();
-        if tokio::time::timeout(shared.config.shutdown_timeout, shared.tracker.wait())
+        let rooms = self.handle.shared.rooms.clone();
+        let deps = rooms.deps();
+        rooms.stop_serving();
+        deps.cancel.cancel();
+        rooms.tracker().close();
+        if tokio::time::timeout(deps.config.shutdown_timeout, rooms.tracker().wait())
             .await
             .is_err()
         {
             warn!("rooms did not stop within the shutdown timeout");
         }
-        shared.store.stop().await;
+        deps.store.stop().await;
         if let Some(p) = self.persister.take() {
             let _ = tokio::task::spawn_blocking(move || p.join()).await;
         }
@@ -237,65 +192,39 @@ impl Relay {
     }
 }
 
-/// The alphabet of room names (and of listing prefixes).
-pub(crate) fn room_name_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-')
-}
-
-/// Room names: 1–128 characters of `[A-Za-z0-9._~-]`, not `.`/`..` and not a reserved top-level
-/// path (including the web demo's files). Names are keys, never file paths.
-pub fn validate_room_name(room: &str) -> Result<(), RelayError> {
-    const RESERVED: &[&str] = &[
-        "api",
-        "assets",
-        "healthz",
-        "readyz",
-        "metrics",
-        "index.html",
-        "sw.js",
-        ".",
-        "..",
-    ];
-    let ok = !room.is_empty()
-        && room.len() <= 128
-        && room.bytes().all(room_name_byte)
-        && !RESERVED.contains(&room);
-    if ok {
-        Ok(())
-    } else {
-        let shown: String = room.chars().take(140).collect();
-        Err(RelayError::InvalidRoomName(shown))
-    }
-}
-
 impl RelayHandle {
-    /// Receives every update after its durable commit, from all rooms and all origins. A
-    /// subscriber that falls behind by more than [`crate::EVENTS_MAX_QUEUED`] events or
-    /// [`crate::EVENTS_MAX_QUEUED_BYTES`] bytes gets `RecvError::Lagged` and must resync (e.g. with
-    /// [`RelayHandle::room_state`]).
-    pub fn subscribe(&self) -> crate::events::EventReceiver {
-        self.shared.events.subscribe()
+    fn store(&self) -> &Store {
+        &self.shared.rooms.deps().store
     }
 
-    /// Receives the name of every room deleted by [`RelayHandle::delete_room`], published after
-    /// its stored content is gone (so a consumer mirroring rooms, like the bridge, can forget
-    /// the room instead of writing old content back into it). Separate from [`Self::subscribe`]
-    /// so update consumers are unaffected; a consumer needing both should `select!` over them.
-    pub fn subscribe_deletions(&self) -> broadcast::Receiver<Arc<str>> {
-        self.shared.deletions.subscribe()
+    fn cancel(&self) -> &CancellationToken {
+        &self.shared.rooms.deps().cancel
     }
 
-    /// Receives the name of every room the relay unloaded because it sat idle (no connection
-    /// for the idle-unload time), after its last update was published to [`Self::subscribe`].
-    /// A hint for consumers that keep per-room state (the bridge's mirrors) to let it go with
-    /// the room; nothing is lost if it is missed (lagging) or ignored.
-    pub fn subscribe_unloads(&self) -> broadcast::Receiver<Arc<str>> {
-        self.shared.unloads.subscribe()
+    pub(crate) fn config(&self) -> &RelayConfig {
+        &self.shared.rooms.deps().config
+    }
+
+    /// The relay event stream: every committed update (after its durable commit), every room
+    /// deletion and every idle unload, from all rooms, in order per room (see [`RelayEvent`]).
+    /// A subscriber that falls behind by more than [`crate::EVENTS_MAX_QUEUED`] events or
+    /// [`crate::EVENTS_MAX_QUEUED_BYTES`] bytes gets `RecvError::Lagged` and must resync (e.g.
+    /// with [`RelayHandle::room_state`]).
+    ///
+    /// [`RelayEvent`]: crate::RelayEvent
+    pub fn subscribe(&self) -> EventReceiver {
+        self.shared.rooms.deps().events.subscribe()
+    }
+
+    /// The relay's token checker, e.g. to put other parts' cross-room routes behind
+    /// [`Authenticator::require_admin`].
+    pub fn authenticator(&self) -> Authenticator {
+        self.shared.authenticator.clone()
     }
 
     /// Validates, applies, persists and broadcasts a v1 update to `room` (loading it if
     /// needed). Returns once the update is durable. `origin` becomes
-    /// [`UpdateOrigin::Internal`] in the published [`CommittedUpdate`].
+    /// [`UpdateOrigin::Internal`] in the published [`crate::CommittedUpdate`].
     pub async fn apply_update(
         &self,
         room: &str,
@@ -317,25 +246,14 @@ impl RelayHandle {
         origin: UpdateOrigin,
     ) -> Result<(), RelayError> {
         validate_room_name(room)?;
-        if update.len() > self.shared.config.max_message_bytes {
-            return Err(RelayError::TooLarge {
-                size: update.len(),
-                limit: self.shared.config.max_message_bytes,
-            });
-        }
-        let stats =
-            weaver_protocol::validate_update_v1(&update, &weaver_protocol::UpdateLimits::default())
-                .map_err(|e| RelayError::InvalidUpdate(e.to_string()))?;
-        if stats.subdocs > 0 {
-            return Err(RelayError::InvalidUpdate(
-                crate::connection::SUBDOCS_REFUSED.to_string(),
-            ));
-        }
-        self.request(room, |reply| RoomCmd::Apply {
-            req: Box::new((update.clone(), origin.clone())),
-            reply,
-        })
-        .await
+        admit_update(&update, self.config().max_message_bytes)?;
+        self.shared
+            .rooms
+            .request(room, |reply| RoomCmd::Apply {
+                req: Box::new((update.clone(), origin.clone())),
+                reply,
+            })
+            .await
     }
 
     /// The room's whole state as one v1 update (loads the room if needed).
@@ -346,21 +264,12 @@ impl RelayHandle {
     /// What a peer with state vector `sv` (v1 encoded) lacks, as a v1 update.
     pub async fn state_diff(&self, room: &str, sv: Option<Vec<u8>>) -> Result<Vec<u8>, RelayError> {
         validate_room_name(room)?;
-        if let Some(sv) = &sv {
-            weaver_protocol::validate_state_vector(sv)
-                .map_err(|e| RelayError::InvalidStateVector(e.to_string()))?;
-        }
-        let sv = sv.map(Bytes::from);
-        self.request(room, |reply| RoomCmd::State {
-            sv: sv.clone(),
-            reply,
-        })
-        .await
+        self.shared.rooms.state_diff(room, sv).await
     }
 
     /// Names of every room with stored content.
     pub async fn stored_rooms(&self) -> Result<Vec<String>, RelayError> {
-        Ok(self.shared.store.rooms().await?)
+        Ok(self.store().rooms().await?)
     }
 
     /// One page of the rooms whose names start with `prefix` and sort (bytewise) after
@@ -376,8 +285,7 @@ impl RelayHandle {
         let limit = limit.clamp(1, MAX_ROOM_PAGE);
         let in_page = |name: &str| name.starts_with(prefix) && after.is_none_or(|a| name > a);
         let stored = self
-            .shared
-            .store
+            .store()
             .list(
                 prefix.to_owned(),
                 after.map(str::to_owned),
@@ -385,14 +293,14 @@ impl RelayHandle {
                 crate::store::Detail::Full,
             )
             .await?;
-        let mut connections: Vec<(Arc<str>, usize)> =
-            self.shared.gates.connections(in_page).into_iter().collect();
-        let mut loaded: Vec<Arc<str>> = self
+        let mut connections: Vec<(Arc<str>, usize)> = self
             .shared
-            .rooms
-            .lock()
-            .map(|m| m.keys().filter(|n| in_page(n)).cloned().collect())
-            .unwrap_or_default();
+            .conns
+            .gates
+            .connections(in_page)
+            .into_iter()
+            .collect();
+        let mut loaded: Vec<Arc<str>> = self.shared.rooms.loaded(in_page);
         // Only the `limit + 1` smallest open names can be on this page.
         smallest(&mut loaded, limit + 1, |n| n.clone());
         smallest(&mut connections, limit + 1, |(n, _)| n.clone());
@@ -462,8 +370,7 @@ impl RelayHandle {
         limit: usize,
     ) -> Result<Vec<(String, u64)>, RelayError> {
         let found = self
-            .shared
-            .store
+            .store()
             .list(
                 prefix.to_owned(),
                 after.map(str::to_owned),
@@ -478,17 +385,10 @@ impl RelayHandle {
     /// memory has nobody in it.
     pub async fn presence(&self, room: &str) -> Result<Presence, RelayError> {
         validate_room_name(room)?;
-        if self.shared.cancel.is_cancelled() {
+        if self.cancel().is_cancelled() {
             return Err(RelayError::ShuttingDown);
         }
-        let tx = self
-            .shared
-            .rooms
-            .lock()
-            .map_err(|_| RelayError::Internal("room registry poisoned".into()))?
-            .get(room)
-            .map(|e| e.tx.clone());
-        let Some(tx) = tx else {
+        let Some(RoomHandle { tx }) = self.shared.rooms.loaded_inbox(room)? else {
             return Ok(Presence::default());
         };
         let (reply, rx) = oneshot::channel();
@@ -501,7 +401,7 @@ impl RelayHandle {
         }
         // No answer: the room unloaded, was deleted or shut down meanwhile.
         let Ok(found) = rx.await else {
-            if self.shared.cancel.is_cancelled() {
+            if self.cancel().is_cancelled() {
                 return Err(RelayError::ShuttingDown);
             }
             return Ok(Presence::default());
@@ -525,178 +425,34 @@ impl RelayHandle {
         })
     }
 
-    /// Closes the room's connections with 4410, deletes its stored content and publishes the
-    /// room's name to [`Self::subscribe_deletions`].
+    /// Closes the room's connections with 4410, deletes its stored content and publishes
+    /// `RelayEvent::Deleted` on the event stream ([`Self::subscribe`]).
     pub async fn delete_room(&self, room: &str) -> Result<(), RelayError> {
         validate_room_name(room)?;
-        self.request(room, |reply| RoomCmd::Delete { reply }).await
+        self.shared
+            .rooms
+            .request(room, |reply| RoomCmd::Delete { reply })
+            .await
     }
 
     /// True while the store is open and the relay is serving (false once shutdown began).
     pub fn is_ready(&self) -> bool {
-        self.shared.ready.load(Ordering::SeqCst) && !self.shared.cancel.is_cancelled()
+        self.shared.rooms.is_ready()
     }
 
     /// True once a commit failed: the store refuses writes until the process restarts.
     pub fn store_failed(&self) -> bool {
-        self.shared.store.failed()
+        self.store().failed()
     }
 
     /// Number of rooms currently loaded in memory.
     pub fn loaded_rooms(&self) -> usize {
-        self.shared.rooms.lock().map(|m| m.len()).unwrap_or(0)
+        self.shared.rooms.len()
     }
 
-    pub(crate) fn next_id(&self) -> u64 {
-        self.shared.next_id.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Sends a request to the room's actor, retrying when it raced with an unload.
-    async fn request<T>(
-        &self,
-        room: &str,
-        make: impl Fn(oneshot::Sender<Result<T, RelayError>>) -> RoomCmd,
-    ) -> Result<T, RelayError> {
-        for _ in 0..ROOM_RETRIES {
-            let h = self.room(room)?;
-            let (tx, rx) = oneshot::channel();
-            if h.tx.send(Box::new(make(tx))).await.is_err() {
-                continue;
-            }
-            match rx.await {
-                Ok(Err(RelayError::Unavailable(_))) | Err(_) => {
-                    if self.shared.cancel.is_cancelled() {
-                        return Err(RelayError::ShuttingDown);
-                    }
-                    continue;
-                }
-                Ok(r) => return r,
-            }
-        }
-        Err(RelayError::Unavailable(room.to_owned()))
-    }
-
-    /// Joins a connection to a room; on success the room has queued step1 (and awareness)
-    /// to the connection.
-    pub(crate) async fn join(&self, room: &str, link: ConnLink) -> Result<RoomHandle, RelayError> {
-        for _ in 0..ROOM_RETRIES {
-            let h = self.room(room)?;
-            let (tx, rx) = oneshot::channel();
-            if h.tx
-                .send(Box::new(RoomCmd::Join {
-                    link: link.clone(),
-                    reply: tx,
-                }))
-                .await
-                .is_err()
-            {
-                continue;
-            }
-            match rx.await {
-                Ok(Ok(())) => return Ok(h),
-                Ok(Err(RelayError::Unavailable(_))) | Err(_) => {
-                    if self.shared.cancel.is_cancelled() {
-                        return Err(RelayError::ShuttingDown);
-                    }
-                }
-                Ok(Err(e)) => return Err(e),
-            }
-        }
-        Err(RelayError::Unavailable(room.to_owned()))
-    }
-
-    /// The room's inbox, spawning its actor (which loads from storage first) if not loaded.
-    fn room(&self, room: &str) -> Result<RoomHandle, RelayError> {
-        if self.shared.cancel.is_cancelled() {
-            return Err(RelayError::ShuttingDown);
-        }
-        let mut rooms = self
-            .shared
-            .rooms
-            .lock()
-            .map_err(|_| RelayError::Internal("room registry poisoned".into()))?;
-        if let Some(e) = rooms.get(room)
-            && !e.tx.is_closed()
-        {
-            return Ok(RoomHandle { tx: e.tx.clone() });
-        }
-        let name: Arc<str> = Arc::from(room);
-        let generation = self.next_id();
-        let (tx, rx) = mpsc::channel(ROOM_INBOX);
-        rooms.insert(
-            name.clone(),
-            RoomEntry {
-                generation,
-                tx: tx.clone(),
-            },
-        );
-        let span = info_span!(parent: None, "room", room = %name);
-        self.shared
-            .tracker
-            .spawn(room::run(self.clone(), name, generation, rx).instrument(span));
-        Ok(RoomHandle { tx })
-    }
-
-    /// Removes the room from the registry if `generation` is still its current actor. With
-    /// `only_if_idle`, refuses (returns false) when commands are already queued, so an idle
-    /// unload never strands a request that was sent after the room looked idle.
-    pub(crate) fn unregister(
-        &self,
-        name: &str,
-        generation: u64,
-        rx: &mpsc::Receiver<RoomMsg>,
-        only_if_idle: bool,
-    ) -> bool {
-        let Ok(mut rooms) = self.shared.rooms.lock() else {
-            return false;
-        };
-        if only_if_idle && !rx.is_empty() {
-            return false;
-        }
-        if rooms.get(name).map(|e| e.generation) == Some(generation) {
-            rooms.remove(name);
-            shrink_if_sparse(&mut rooms);
-        }
-        true
-    }
-}
-
-/// Gives back a map's memory once it is mostly empty: a `HashMap` keeps the capacity of its
-/// largest size forever, so after a storm of rooms or connections the registry would hold the
-/// peak's table while idle. Shrinking to twice the length keeps it amortised O(1) per removal.
-pub(crate) fn shrink_if_sparse<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>) {
-    if map.capacity() > 64 && map.len() < map.capacity() / 4 {
-        map.shrink_to(map.len() * 2);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::HashMap;
-
-    use super::shrink_if_sparse;
-
-    #[test]
-    fn a_map_emptied_after_a_storm_gives_its_table_back() {
-        let mut m: HashMap<u32, [u8; 64]> = HashMap::new();
-        for i in 0..10_000 {
-            m.insert(i, [0; 64]);
-        }
-        let peak = m.capacity();
-        for i in 0..10_000 {
-            m.remove(&i);
-            shrink_if_sparse(&mut m);
-        }
-        assert!(
-            m.capacity() <= 64,
-            "capacity {} left of {peak}",
-            m.capacity()
-        );
-        // Small maps are left alone (no churn for a handful of rooms).
-        let mut small: HashMap<u32, u32> = (0..20).map(|i| (i, i)).collect();
-        let cap = small.capacity();
-        small.clear();
-        shrink_if_sparse(&mut small);
-        assert_eq!(small.capacity(), cap);
+    /// The room-load limit (tests saturate it).
+    #[cfg(test)]
+    pub(crate) fn load_permits(&self) -> &Semaphore {
+        &self.shared.rooms.deps().load_permits
     }
 }

@@ -1,24 +1,20 @@
 //! The relay as the bridge's `DocumentHost`: the only place that knows both crates. Maps the
-//! relay's committed-update stream to the bridge's update stream (lag → `Lagged`, so the
-//! bridge rebuilds its mirrors), forwards room deletions (`RoomDeleted`, so the bridge never
-//! writes into a deleted room), forwards idle unloads (`RoomUnloaded`, so the bridge's mirror
-//! leaves memory with the room) and forwards state reads and durable applies.
+//! relay's one ordered event stream to the bridge's update stream: committed updates, room
+//! deletions (`RoomDeleted`, so the bridge never writes into a deleted room), idle unloads
+//! (`RoomUnloaded`, so the bridge's mirror leaves memory with the room) and lag (`Lagged`, so the
+//! bridge rebuilds its mirrors); and forwards state reads and durable applies.
 //! No behaviour of its own: rules, retries and write-back live in weaver-bridge.
 
-use tokio::sync::broadcast;
 use weaver_bridge::integration::BoxFuture;
 use weaver_bridge::{DocumentHost, HostError, HostEvent, UpdateStream};
-use weaver_relay::{RelayHandle, UpdateOrigin};
+use weaver_relay::{RecvError, RelayEvent, RelayHandle, UpdateOrigin};
 
 /// `DocumentHost` over a running relay.
 #[derive(Debug, Clone)]
 pub struct RelayHost(pub RelayHandle);
 
 struct RelayStream {
-    updates: weaver_relay::EventReceiver,
-    deletions: broadcast::Receiver<std::sync::Arc<str>>,
-    /// `None` once closed (the relay is going away; updates decide when the stream ends).
-    unloads: Option<broadcast::Receiver<std::sync::Arc<str>>>,
+    events: weaver_relay::EventReceiver,
 }
 
 fn origin_name(o: &UpdateOrigin) -> String {
@@ -30,64 +26,28 @@ fn origin_name(o: &UpdateOrigin) -> String {
     }
 }
 
-/// The next unload notice; pending forever once the channel is closed.
-async fn next_unload(
-    unloads: &mut Option<broadcast::Receiver<std::sync::Arc<str>>>,
-) -> Result<std::sync::Arc<str>, broadcast::error::RecvError> {
-    match unloads {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
 impl UpdateStream for RelayStream {
     fn next(&mut self) -> BoxFuture<'_, Option<HostEvent>> {
         Box::pin(async move {
-            loop {
-                // Deletion notices first. The two channels are not ordered with each other; a
-                // late update of the old room only makes the bridge reload the room's current
-                // state (harmless), whereas an update of the re-created room handed over before
-                // the notice would have its new calls cancelled as "room deleted".
-                // Unload notices last: a room publishes its updates before it unloads, so
-                // polling updates first hands the bridge every update of the room before the
-                // notice (a notice first would make the bridge reload the room for them).
-                let r = tokio::select! {
-                    biased;
-                    d = self.deletions.recv() => match d {
-                        Ok(room) => return Some(HostEvent::RoomDeleted { room: room.to_string() }),
-                        Err(broadcast::error::RecvError::Lagged(n)) => {
-                            tracing::warn!(missed = n, "bridge missed room deletions");
-                            return Some(HostEvent::Lagged);
-                        }
-                        // Both senders live as long as the relay; if deletions end, updates decide.
-                        Err(broadcast::error::RecvError::Closed) => self.updates.recv().await,
-                    },
-                    r = self.updates.recv() => r,
-                    u = next_unload(&mut self.unloads) => match u {
-                        Ok(room) => return Some(HostEvent::RoomUnloaded { room: room.to_string() }),
-                        // Missed notices only leave mirrors for the bridge's own idle eviction.
-                        Err(broadcast::error::RecvError::Lagged(n)) => {
-                            tracing::debug!(missed = n, "bridge missed room unload notices");
-                            continue;
-                        }
-                        Err(broadcast::error::RecvError::Closed) => {
-                            self.unloads = None;
-                            continue;
-                        }
-                    },
-                };
-                return match r {
-                    Ok(u) => Some(HostEvent::Update {
-                        room: u.room.to_string(),
-                        update: u.update.to_vec(),
-                        origin: origin_name(&u.origin),
-                    }),
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(missed = n, "bridge lagged behind the relay");
-                        Some(HostEvent::Lagged)
-                    }
-                    Err(broadcast::error::RecvError::Closed) => None,
-                };
+            // The relay publishes a room's events in the order they happened (its updates
+            // before its deletion or unload), so they are passed on as they come.
+            match self.events.recv().await {
+                Ok(RelayEvent::Committed(u)) => Some(HostEvent::Update {
+                    room: u.room.to_string(),
+                    update: u.update.to_vec(),
+                    origin: origin_name(&u.origin),
+                }),
+                Ok(RelayEvent::Deleted { room }) => Some(HostEvent::RoomDeleted {
+                    room: room.to_string(),
+                }),
+                Ok(RelayEvent::Unloaded { room }) => Some(HostEvent::RoomUnloaded {
+                    room: room.to_string(),
+                }),
+                Err(RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "bridge lagged behind the relay");
+                    Some(HostEvent::Lagged)
+                }
+                Err(RecvError::Closed) => None,
             }
         })
     }
@@ -128,9 +88,7 @@ impl DocumentHost for RelayHost {
 
     fn subscribe(&self) -> Box<dyn UpdateStream> {
         Box::new(RelayStream {
-            updates: self.0.subscribe(),
-            deletions: self.0.subscribe_deletions(),
-            unloads: Some(self.0.subscribe_unloads()),
+            events: self.0.subscribe(),
         })
     }
 }

@@ -2,7 +2,7 @@
 
 use base64::Engine;
 use weaver_protocol::encode_update;
-use weaver_relay::{RelayConfig, UpdateOrigin, close_code};
+use weaver_relay::{RelayConfig, RelayEvent, UpdateOrigin, close_code};
 use yrs::updates::encoder::Encode;
 use yrs::{ReadTxn, Transact};
 
@@ -97,7 +97,7 @@ async fn handle_api_publishes_committed_updates_with_their_origin() {
         .apply_update("r1", u1.clone(), "bridge")
         .await
         .unwrap();
-    let e = events.recv().await.unwrap();
+    let e = committed(events.recv().await.unwrap());
     assert_eq!(&*e.room, "r1");
     assert_eq!(e.update.as_ref(), u1.as_slice());
     assert_eq!(e.origin, UpdateOrigin::Internal("bridge".into()));
@@ -106,7 +106,7 @@ async fn handle_api_publishes_committed_updates_with_their_origin() {
     assert_eq!(text_of(&c.handshake().await), "from bridge");
     let u2 = w.append("!");
     c.send(&encode_update(&u2)).await;
-    let e = events.recv().await.unwrap();
+    let e = committed(events.recv().await.unwrap());
     assert!(matches!(e.origin, UpdateOrigin::Client { .. }));
     assert_eq!(e.update.as_ref(), u2.as_slice());
 
@@ -160,22 +160,25 @@ async fn blocks_view_is_the_typed_workspace_json() {
 async fn delete_room_publishes_the_room_name_after_the_content_is_gone() {
     let dir = tempfile::tempdir().unwrap();
     let s = start(dir.path(), RelayConfig::default()).await;
-    let mut deletions = s.handle.subscribe_deletions();
+    let mut events = s.handle.subscribe();
     let w = Writer::new(61);
     s.handle
         .apply_update("doomed", w.append("x"), "test")
         .await
         .unwrap();
     s.handle.delete_room("doomed").await.unwrap();
-    let name = tokio::time::timeout(WAIT, deletions.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(&*name, "doomed");
+    // One ordered stream: the room's update, then its deletion.
+    let first = tokio::time::timeout(WAIT, events.recv()).await.unwrap();
+    assert_eq!(&*committed(first.unwrap()).room, "doomed");
+    let second = tokio::time::timeout(WAIT, events.recv()).await.unwrap();
+    assert!(
+        matches!(second, Ok(RelayEvent::Deleted { ref room }) if &**room == "doomed"),
+        "{second:?}"
+    );
     // Published after the content is gone: a subscriber reading the room sees it empty.
     assert_eq!(text_of(&s.handle.room_state("doomed").await.unwrap()), "");
     assert!(s.handle.stored_rooms().await.unwrap().is_empty());
-    assert!(deletions.try_recv().is_err(), "one notice per deletion");
+    assert!(events.try_recv().is_err(), "one notice per deletion");
     s.stop().await;
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use redb::{ReadableDatabase, TableDefinition};
 use weaver_protocol::encode_update;
-use weaver_relay::RelayConfig;
+use weaver_relay::{RelayConfig, RelayEvent};
 
 use crate::support::*;
 
@@ -119,8 +119,7 @@ async fn idle_rooms_unload_and_reload_from_storage() {
         ..RelayConfig::default()
     };
     let s = start(dir.path(), config).await;
-    let mut updates = s.handle.subscribe();
-    let mut unloads = s.handle.subscribe_unloads();
+    let mut events = s.handle.subscribe();
     let w = Writer::new(31);
     let mut c = s.client("idle").await;
     c.handshake().await;
@@ -137,9 +136,16 @@ async fn idle_rooms_unload_and_reload_from_storage() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The unload is announced (the bridge drops its mirror on it), after the room's update.
-    let unloaded = tokio::time::timeout(WAIT, unloads.recv()).await.unwrap();
-    assert_eq!(&*unloaded.unwrap(), "idle");
-    assert_eq!(&*updates.try_recv().unwrap().room, "idle");
+    let update = tokio::time::timeout(WAIT, events.recv()).await.unwrap();
+    assert!(
+        matches!(update, Ok(RelayEvent::Committed(ref u)) if &*u.room == "idle"),
+        "{update:?}"
+    );
+    let unloaded = tokio::time::timeout(WAIT, events.recv()).await.unwrap();
+    assert!(
+        matches!(unloaded, Ok(RelayEvent::Unloaded { ref room }) if &**room == "idle"),
+        "{unloaded:?}"
+    );
     let mut c = s.client("idle").await;
     assert_eq!(text_of(&c.handshake().await), "kept");
     s.stop().await;

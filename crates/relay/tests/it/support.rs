@@ -10,11 +10,19 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
-use weaver_relay::{Relay, RelayConfig, RelayHandle};
+use weaver_relay::{CommittedUpdate, Relay, RelayConfig, RelayEvent, RelayHandle};
 use yrs::updates::decoder::Decode;
 use yrs::{GetString, Text, Transact, Update};
 
 pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The committed update an event carries (panics on any other event).
+pub fn committed(event: RelayEvent) -> CommittedUpdate {
+    match event {
+        RelayEvent::Committed(u) => u,
+        other => panic!("expected a committed update, got {other:?}"),
+    }
+}
 
 pub struct Server {
     pub addr: SocketAddr,

@@ -1,4 +1,4 @@
-//! The relay's HTTP surface: `/{room}` (WebSocket), `/healthz`, `/readyz`, the room listing
+//! The relay's inbound HTTP routes: `/{room}` (WebSocket), `/healthz`, `/readyz`, the room listing
 //! `/api/rooms` and the room API under `/api/rooms/{room}/` (its change feed is in feed.rs).
 //! Handlers only translate HTTP to `RelayHandle` calls; errors become responses in `RelayError`'s one `IntoResponse` impl.
 //! `/metrics` is added by the binary (it owns the recorder); `/`, `/assets/*` and
@@ -9,15 +9,22 @@ use axum::extract::{DefaultBodyLimit, Path, Query, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use base64::Engine;
 use bytes::Bytes;
-use serde::Deserialize;
 
 use crate::error::RelayError;
-use crate::relay::{RelayHandle, UpdateOrigin};
+use crate::events::UpdateOrigin;
+use crate::query::{SvQuery, decode_sv};
+use crate::relay::{Relay, RelayHandle};
 
-pub(crate) fn router(relay: RelayHandle) -> Router {
-    let limit = relay.shared.config.max_message_bytes;
+impl Relay {
+    /// The relay's routes (WebSocket rooms, health, room HTTP API); merge others into it.
+    pub fn router(&self) -> Router {
+        router(self.handle())
+    }
+}
+
+fn router(relay: RelayHandle) -> Router {
+    let limit = relay.config().max_message_bytes;
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -33,7 +40,7 @@ pub(crate) fn router(relay: RelayHandle) -> Router {
         .route("/{room}", get(crate::connection::ws_handler))
         // Token checks before any handler runs (auth.rs); open when no key is configured.
         .route_layer(axum::middleware::from_fn_with_state(
-            relay.clone(),
+            relay.authenticator(),
             crate::auth::relay_routes,
         ))
         .layer(DefaultBodyLimit::max(limit))
@@ -54,22 +61,6 @@ async fn readyz(State(relay): State<RelayHandle>) -> Response {
     }
 }
 
-#[derive(Debug, Deserialize)]
-pub(crate) struct SvQuery {
-    /// base64url (padding optional) of a v1 state vector.
-    pub(crate) sv: Option<String>,
-}
-
-/// `?sv=` as bytes (validated as a state vector later, by the relay).
-pub(crate) fn decode_sv(sv: Option<String>) -> Result<Option<Vec<u8>>, RelayError> {
-    sv.map(|s| {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(s.trim_end_matches('='))
-            .map_err(|e| RelayError::InvalidStateVector(format!("sv is not base64url: {e}")))
-    })
-    .transpose()
-}
-
 /// Default page size of `GET /api/rooms`.
 const DEFAULT_ROOM_PAGE: usize = 100;
 
@@ -78,13 +69,13 @@ async fn list_rooms(
     RawQuery(query): RawQuery,
 ) -> Result<Response, RelayError> {
     // The same parser as the token check, which authorised exactly this `prefix`.
-    let mut q = crate::auth::query_pairs(query.as_deref().unwrap_or_default());
+    let mut q = crate::query::query_pairs(query.as_deref().unwrap_or_default());
     let prefix = q.remove("prefix").unwrap_or_default();
     let after = q.remove("after");
     // A prefix is a room name cut short: the same alphabet and length, so a malformed one is
     // refused instead of silently matching nothing.
     if !prefix.is_empty()
-        && (prefix.len() > 128 || !prefix.bytes().all(crate::relay::room_name_byte))
+        && (prefix.len() > 128 || !prefix.bytes().all(crate::room_name::room_name_byte))
     {
         return Err(RelayError::InvalidQuery(
             "prefix: up to 128 characters of [A-Za-z0-9._~-]".into(),

@@ -4,7 +4,7 @@
 //! Why not a tokio mpsc channel: each one allocates a 32-slot block and a cache-padded header
 //! up front (≈ 1.8 KB per connection, the largest item of an idle connection's memory,
 //! docs/benchmarks.md). This queue holds nothing while empty and gives a drained burst's
-//! buffer back. Deliberately not here: what the frames mean (room.rs) and how they are
+//! buffer back. Deliberately not here: what the frames mean (room/) and how they are
 //! written (connection.rs).
 
 use std::borrow::Cow;
@@ -16,12 +16,12 @@ use std::task::{Wake, Waker};
 use bytes::Bytes;
 
 #[derive(Debug)]
-pub(crate) struct Outbox {
+pub(crate) struct SendQueue {
     inner: Mutex<Inner>,
     reason: OnceLock<(u16, Cow<'static, str>)>,
     /// Frames queued before the connection counts as a slow consumer.
     limit: usize,
-    /// Set by the socket's read readiness (this outbox is also the waker the connection reads
+    /// Set by the socket's read readiness (this queue is also the waker the connection reads
     /// with): the connection tries a read only then, not on every wakeup for outbound frames.
     read_woken: AtomicBool,
 }
@@ -43,7 +43,7 @@ pub(crate) enum PushError {
     Gone,
 }
 
-impl Outbox {
+impl SendQueue {
     pub fn new(limit: usize) -> Self {
         Self {
             inner: Mutex::new(Inner::default()),
@@ -174,7 +174,7 @@ impl Outbox {
 /// The waker the connection reads with: notes that the socket may be readable, then wakes the
 /// connection task through its registered waker. No registered waker means the task was woken
 /// since it last registered one (whoever took it woke it), so it will see the flag.
-impl Wake for Outbox {
+impl Wake for SendQueue {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
@@ -205,7 +205,7 @@ mod tests {
 
     #[test]
     fn bounded_in_order_wakes_and_refuses_after_finish() {
-        let out = Outbox::new(2);
+        let out = SendQueue::new(2);
         let count = Arc::new(Count(AtomicUsize::new(0)));
         let waker = Waker::from(count.clone());
         out.register(&waker);
@@ -231,7 +231,7 @@ mod tests {
 
     #[test]
     fn pop_if_takes_only_what_is_accepted_and_push_front_keeps_the_order() {
-        let out = Outbox::new(10);
+        let out = SendQueue::new(10);
         out.push(Bytes::from_static(b"a")).unwrap();
         out.push(Bytes::from_static(b"b")).unwrap();
         assert_eq!(out.pop_if(|f| f.as_ref() == b"b"), None);
@@ -253,7 +253,7 @@ mod tests {
 
     #[test]
     fn a_drained_burst_gives_its_buffer_back() {
-        let out = Outbox::new(1000);
+        let out = SendQueue::new(1000);
         for _ in 0..100 {
             out.push(Bytes::from_static(b"x")).unwrap();
         }

@@ -1,0 +1,115 @@
+//! What the rest of the relay says to a room actor: `RoomCmd` (boxed as `RoomMsg` in the
+//! room's inbox), what a room keeps of a connection (`ConnLink`) and what it answers to a
+//! presence read (`RoomPresence`).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+use weaver_protocol::AwarenessEntry;
+
+use crate::error::RelayError;
+use crate::events::UpdateOrigin;
+use crate::send_queue::SendQueue;
+
+/// What a room keeps of a connection: its id and the queue/close request they share.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnLink {
+    pub id: u64,
+    pub queue: Arc<SendQueue>,
+}
+
+#[derive(Debug)]
+pub(crate) enum RoomCmd {
+    Join {
+        link: ConnLink,
+        reply: oneshot::Sender<Result<(), RelayError>>,
+    },
+    Leave {
+        conn_id: u64,
+    },
+    /// A validated state vector from a connection's step1.
+    SyncStep1 {
+        conn_id: u64,
+        sv: Bytes,
+    },
+    /// A step2 or update payload (passed the protocol validator).
+    ClientUpdate {
+        conn_id: u64,
+        update: Bytes,
+    },
+    Awareness {
+        conn_id: u64,
+        entries: Vec<AwarenessEntry>,
+    },
+    QueryAwareness {
+        conn_id: u64,
+    },
+    /// Boxed: rare (HTTP and the bridge), and the largest variant; every slot of every room's
+    /// inbox block is as large as the largest variant.
+    Apply {
+        req: Box<(Bytes, UpdateOrigin)>,
+        reply: oneshot::Sender<Result<(), RelayError>>,
+    },
+    State {
+        sv: Option<Bytes>,
+        reply: oneshot::Sender<Result<Vec<u8>, RelayError>>,
+    },
+    Delete {
+        reply: oneshot::Sender<Result<(), RelayError>>,
+    },
+    /// Who is here: connections and live awareness states (`GET …/awareness`).
+    Presence {
+        reply: oneshot::Sender<RoomPresence>,
+    },
+}
+
+/// A room's connections and its live awareness states `(client id, clock, JSON text)`.
+#[derive(Debug, Default)]
+pub(crate) struct RoomPresence {
+    pub connections: usize,
+    pub states: Vec<(u64, u64, String)>,
+}
+
+// Commands travel boxed (`RoomMsg`): each one is its own small allocation.
+const _: () = assert!(std::mem::size_of::<RoomCmd>() <= 48);
+
+/// What a room's inbox carries. Boxed because a tokio mpsc channel allocates its slots in blocks
+/// of 32 at creation, and every room has an inbox: 32 boxes are 256 bytes where 32 commands
+/// were 1.5 KB (docs/benchmarks.md, memory per room). One small allocation per command is
+/// nothing next to what the room does with it.
+pub(crate) type RoomMsg = Box<RoomCmd>;
+
+impl RoomCmd {
+    /// Commands that reveal document state must not run while a batch is unpersisted.
+    pub(super) fn needs_flush(&self) -> bool {
+        matches!(
+            self,
+            RoomCmd::Join { .. }
+                | RoomCmd::SyncStep1 { .. }
+                | RoomCmd::State { .. }
+                | RoomCmd::Delete { .. }
+        )
+    }
+
+    /// Answers a command that reached a room which is going away; callers retry elsewhere.
+    pub(super) fn bounce(self, err: impl Fn() -> RelayError) {
+        match self {
+            RoomCmd::Join { reply, .. }
+            | RoomCmd::Apply { reply, .. }
+            | RoomCmd::Delete { reply } => {
+                let _ = reply.send(Err(err()));
+            }
+            RoomCmd::State { reply, .. } => {
+                let _ = reply.send(Err(err()));
+            }
+            // Dropping the reply: the caller reads a room going away as an empty one.
+            RoomCmd::Presence { .. }
+            | RoomCmd::Leave { .. }
+            | RoomCmd::SyncStep1 { .. }
+            | RoomCmd::ClientUpdate { .. }
+            | RoomCmd::Awareness { .. }
+            | RoomCmd::QueryAwareness { .. } => {}
+        }
+    }
+}

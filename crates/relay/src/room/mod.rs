@@ -1,0 +1,43 @@
+//! Rooms: one actor task per loaded room (actor.rs) and the registry that finds, starts and
+//! forgets them (registry.rs). A room actor sees the rest of the relay only through
+//! [`RoomDeps`] (storage, configuration, the event bus, the load limit, the shutdown token) and
+//! the registry it unregisters from: nothing of HTTP, connections' sockets or the relay's handle.
+//!
+//! Files: `cmd` (what the relay says to a room), `actor` (the loop, commands, flush), `apply`
+//! (apply with panics contained, build from storage, rebuild), `hold` (storm detector and hold
+//! window), `fanout` (connections, broadcast, `merged_frame`, `Committed` events), `awareness`,
+//! `compaction`, `delete`.
+
+mod actor;
+mod apply;
+mod awareness;
+mod cmd;
+mod compaction;
+mod delete;
+mod fanout;
+mod hold;
+mod registry;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+pub(crate) use cmd::{ConnLink, RoomCmd, RoomMsg};
+pub(crate) use fanout::{MERGE_MAX_BYTES, merged_frame};
+pub(crate) use registry::{Registry, RoomHandle};
+
+use crate::config::RelayConfig;
+use crate::events::EventBus;
+use crate::store::Store;
+
+/// What a room actor needs from the relay, and nothing more.
+#[derive(Debug)]
+pub(crate) struct RoomDeps {
+    pub store: Store,
+    pub config: RelayConfig,
+    /// Where committed updates, deletions and unloads are published.
+    pub events: EventBus,
+    /// Bounds concurrent room loads.
+    pub load_permits: Semaphore,
+    /// Cancelled when the relay shuts down.
+    pub cancel: CancellationToken,
+}
