@@ -149,12 +149,22 @@ mod tests {
     #[test]
     fn a_storm_starts_above_the_threshold_and_ends_below_half_of_it() {
         use super::storm;
-        assert!(!storm(false, 1_999.0, 2_000));
-        assert!(storm(false, 2_000.0, 2_000));
-        assert!(storm(true, 1_200.0, 2_000));
-        assert!(!storm(true, 999.0, 2_000));
-        // A steady 500/s stream is never a storm, even right after one.
-        assert!(!storm(true, 500.0, 2_000));
+        // (holding already, rate, is a storm) against a 2,000/s threshold.
+        let cases = [
+            (false, 1_999.0, false),
+            (false, 2_000.0, true),
+            (true, 1_200.0, true),
+            (true, 999.0, false),
+            // A steady 500/s stream is never a storm, even right after one.
+            (true, 500.0, false),
+        ];
+        for (holding, rate, want) in cases {
+            assert_eq!(
+                storm(holding, rate, 2_000),
+                want,
+                "holding {holding}, {rate}/s"
+            );
+        }
     }
 
     #[test]
