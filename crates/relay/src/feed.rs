@@ -97,9 +97,9 @@ struct Feed {
 }
 
 impl Feed {
-    async fn next_event(&mut self) -> Option<Event> {
+    async fn next_sse(&mut self) -> Option<Event> {
         match std::mem::replace(&mut self.phase, Phase::Live) {
-            Phase::Sync(state) => return Some(update_event("sync", &state)),
+            Phase::Sync(state) => return Some(sse_update("sync", &state)),
             Phase::Done => {
                 self.phase = Phase::Done;
                 return None;
@@ -112,7 +112,7 @@ impl Feed {
                 () = self.cancel.cancelled() => break End::Shutdown,
                 () = sleep_until(self.expires) => break End::TokenExpired,
                 event = self.events.recv() => match event {
-                    Ok(RelayEvent::Committed(ev)) => return Some(update_event("update", &ev.update)),
+                    Ok(RelayEvent::Committed(ev)) => return Some(sse_update("update", &ev.update)),
                     Ok(RelayEvent::Deleted { .. }) => break End::Deleted,
                     Ok(RelayEvent::Unloaded { .. }) => {}
                     Err(RecvError::Lagged(missed)) => {
@@ -146,7 +146,7 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-fn update_event(name: &'static str, update: &[u8]) -> Event {
+fn sse_update(name: &'static str, update: &[u8]) -> Event {
     metrics::counter!(m::CHANGE_FEED_EVENTS_TOTAL).increment(1);
     Event::default()
         .event(name)
@@ -199,8 +199,8 @@ pub(crate) async fn changes(
         _permit: permit,
     };
     let stream = futures_util::stream::unfold(feed, |mut feed| async move {
-        let event = feed.next_event().await?;
-        Some((Ok::<_, Infallible>(event), feed))
+        let sse = feed.next_sse().await?;
+        Some((Ok::<_, Infallible>(sse), feed))
     });
     let sse = Sse::new(stream).keep_alive(KeepAlive::new().interval(FEED_KEEPALIVE));
     // nginx buffers proxied responses unless told not to; a buffered feed is no feed.

@@ -28,13 +28,21 @@ use crate::room::{Registry, RoomCmd, RoomDeps, RoomHandle};
 use crate::room_name::validate_room_name;
 use crate::store::{PersisterThread, Store};
 
-#[derive(Debug)]
 pub(crate) struct Shared {
     rooms: Arc<Registry>,
     conns: ConnDeps,
     feeds: FeedDeps,
     /// Built once from the configured keys: every request clones its `Arc`s, not the keys.
     authenticator: Authenticator,
+}
+
+/// Only the configuration, as the room registry shows it: the rest is live state.
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("rooms", &self.rooms)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Keeps the `keep` smallest items of `v` by `key` (in no particular order).

@@ -30,7 +30,6 @@ use crate::events::EventBus;
 use crate::store::Store;
 
 /// What a room actor needs from the relay, and nothing more.
-#[derive(Debug)]
 pub(crate) struct RoomDeps {
     pub store: Store,
     pub config: RelayConfig,
@@ -40,4 +39,13 @@ pub(crate) struct RoomDeps {
     pub load_permits: Semaphore,
     /// Cancelled when the relay shuts down.
     pub cancel: CancellationToken,
+}
+
+/// Only the configuration: the rest is live state (queues, permits) of no use in a log line.
+impl std::fmt::Debug for RoomDeps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoomDeps")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
