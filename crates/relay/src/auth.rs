@@ -580,54 +580,37 @@ mod tests {
             expires_at: 200,
             admin: true,
         });
-        assert_eq!(
-            check(None, "a", Need::Read).unwrap_err(),
-            (401, "missing_token")
-        );
-        assert_eq!(
-            check(Some(""), "a", Need::Read).unwrap_err(),
-            (401, "missing_token")
-        );
-        assert_eq!(
-            check(Some("x.y"), "a", Need::Read).unwrap_err(),
-            (401, "malformed_token")
-        );
-        assert_eq!(
-            check(Some(&other_key), "a", Need::Read).unwrap_err(),
-            (401, "bad_signature")
-        );
-        assert_eq!(
-            check(Some(&expired), "a", Need::Read).unwrap_err(),
-            (401, "expired_token")
-        );
-        assert_eq!(
-            check(Some(&w), "b", Need::Read).unwrap_err(),
-            (403, "wrong_room")
-        );
-        assert!(check(Some(&w), "a", Need::Write).unwrap().can_write());
-        assert!(!check(Some(&r), "a", Need::Read).unwrap().can_write());
-        assert_eq!(
-            check(Some(&r), "a", Need::Write).unwrap_err(),
-            (403, "read_only")
-        );
-        assert!(check(Some(&p), "team/x", Need::Write).is_ok());
-        assert_eq!(
-            check(Some(&p), "teamx", Need::Read).unwrap_err(),
-            (403, "wrong_room")
-        );
-        assert_eq!(
-            check(Some(&w), "a", Need::RoomAdmin).unwrap_err(),
-            (403, "not_admin")
-        );
         let room_admin = mint(Scope::Room("a".into()), true, true, 200);
-        assert!(check(Some(&room_admin), "a", Need::RoomAdmin).is_ok());
-        // Cross-room endpoints need an admin token for every room.
-        assert_eq!(
-            check(Some(&room_admin), "", Need::Admin).unwrap_err(),
-            (403, "not_admin")
-        );
         let admin = mint(Scope::Prefix(String::new()), true, true, 200);
-        assert!(check(Some(&admin), "", Need::Admin).is_ok());
+        // (token, room, need, granted with write permission or refused with status and reason)
+        type Case<'a> = (Option<&'a str>, &'a str, Need, Result<bool, (u16, &'a str)>);
+        let cases: Vec<Case> = vec![
+            (None, "a", Need::Read, Err((401, "missing_token"))),
+            (Some(""), "a", Need::Read, Err((401, "missing_token"))),
+            (Some("x.y"), "a", Need::Read, Err((401, "malformed_token"))),
+            (
+                Some(&other_key),
+                "a",
+                Need::Read,
+                Err((401, "bad_signature")),
+            ),
+            (Some(&expired), "a", Need::Read, Err((401, "expired_token"))),
+            (Some(&w), "b", Need::Read, Err((403, "wrong_room"))),
+            (Some(&w), "a", Need::Write, Ok(true)),
+            (Some(&r), "a", Need::Read, Ok(false)),
+            (Some(&r), "a", Need::Write, Err((403, "read_only"))),
+            (Some(&p), "team/x", Need::Write, Ok(true)),
+            (Some(&p), "teamx", Need::Read, Err((403, "wrong_room"))),
+            (Some(&w), "a", Need::RoomAdmin, Err((403, "not_admin"))),
+            (Some(&room_admin), "a", Need::RoomAdmin, Ok(true)),
+            // Cross-room endpoints need an admin token for every room.
+            (Some(&room_admin), "", Need::Admin, Err((403, "not_admin"))),
+            (Some(&admin), "", Need::Admin, Ok(true)),
+        ];
+        for (i, (token, room, need, want)) in cases.into_iter().enumerate() {
+            let got = check(token, room, need).map(|access| access.can_write());
+            assert_eq!(got, want, "case {i}: room {room:?}");
+        }
         // Without a key everything is open.
         let open = Authenticator::new(None);
         assert!(
@@ -639,30 +622,25 @@ mod tests {
 
     #[test]
     fn token_from_header_or_query() {
-        let uri: Uri = "/room?foo=1&token=abc.def".parse().unwrap();
-        assert_eq!(
-            request_token(&HeaderMap::new(), &uri).as_deref(),
-            Some("abc.def")
-        );
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("bearer  hdr.tok "),
-        );
-        assert_eq!(request_token(&h, &uri).as_deref(), Some("hdr.tok"));
-        let uri: Uri = "/room?token=a%2Eb&x".parse().unwrap();
-        assert_eq!(
-            request_token(&HeaderMap::new(), &uri).as_deref(),
-            Some("a.b")
-        );
-        let uri: Uri = "/room?token=%zz%4".parse().unwrap();
-        assert_eq!(
-            request_token(&HeaderMap::new(), &uri).as_deref(),
-            Some("%zz%4")
-        );
-        assert_eq!(
-            request_token(&HeaderMap::new(), &"/room".parse().unwrap()),
-            None
-        );
+        // (Authorization header, URI, token found)
+        let cases: &[(Option<&'static str>, &str, Option<&str>)] = &[
+            (None, "/room?foo=1&token=abc.def", Some("abc.def")),
+            (
+                Some("bearer  hdr.tok "),
+                "/room?foo=1&token=abc.def",
+                Some("hdr.tok"),
+            ),
+            (None, "/room?token=a%2Eb&x", Some("a.b")),
+            (None, "/room?token=%zz%4", Some("%zz%4")),
+            (None, "/room", None),
+        ];
+        for (auth, uri, want) in cases {
+            let mut h = HeaderMap::new();
+            if let Some(v) = auth {
+                h.insert(header::AUTHORIZATION, HeaderValue::from_static(v));
+            }
+            let uri: Uri = uri.parse().unwrap();
+            assert_eq!(request_token(&h, &uri).as_deref(), *want, "{auth:?} {uri}");
+        }
     }
 }
