@@ -267,7 +267,7 @@ impl ConnPolicy {
         }
     }
 
-    /// A step2 (`handshake`) or update that passed validation (`stats` from the validator).
+    /// A step2 (`handshake`) or update that was admitted (`stats` from `admit_update`).
     /// Writers forward. From a read-only connection nothing is forwarded; what carries no write
     /// is dropped quietly, a write is refused and the client told once (y-protocols auth
     /// message). A step2 without structs is not a write: Yjs puts the document's whole delete

@@ -33,7 +33,7 @@ pub(crate) enum RoomCmd {
         conn_id: u64,
         sv: Bytes,
     },
-    /// A step2 or update payload (passed the protocol validator).
+    /// A step2 or update payload (admitted by `admit_update`).
     ClientUpdate {
         conn_id: u64,
         update: Bytes,
