@@ -2,14 +2,13 @@
 //! registry (name → room actor, lazy load, unload handshake).
 //!
 //! Deliberately not here: socket handling (connection.rs), document logic (room.rs), storage
-//! encodings (store.rs), HTTP routing (http.rs).
+//! (store/, reached only through the `RoomStore` trait), HTTP routing (http.rs).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use redb::Database;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -18,7 +17,7 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::config::{ROOM_INBOX, RelayConfig};
 use crate::error::RelayError;
 use crate::room::{self, ConnLink, RoomCmd, RoomMsg};
-use crate::store::{PersisterThread, Store};
+use crate::store::RoomStore;
 
 /// Capacity of the room-deletion broadcast (deletions are rare; a lagging subscriber resyncs).
 pub const DELETIONS_CAPACITY: usize = 1024;
@@ -51,7 +50,7 @@ pub struct CommittedUpdate {
 }
 
 pub(crate) struct Shared {
-    pub store: Store,
+    pub store: Arc<dyn RoomStore>,
     pub config: RelayConfig,
     pub events: crate::events::EventBus,
     /// Names of rooms deleted through [`RelayHandle::delete_room`], after their content is gone.
@@ -156,24 +155,22 @@ pub struct RelayHandle {
     pub(crate) shared: Arc<Shared>,
 }
 
-/// A running relay: room actors, the persister thread, and the shared database.
+/// A running relay: room actors over a room store.
 #[derive(Debug)]
 pub struct Relay {
     handle: RelayHandle,
-    persister: Option<PersisterThread>,
 }
 
 impl Relay {
-    /// Creates the relay tables in `db` if needed and starts the persister. Rooms start lazily.
-    /// Cancelling `shutdown` closes every connection with 1012; call [`Relay::shutdown`] to
-    /// wait for the flush.
+    /// Starts the relay over `store` (`weaver serve` builds a [`crate::RedbRoomStore`]); the
+    /// relay stops the store in [`Relay::shutdown`]. Rooms start lazily. Cancelling `shutdown`
+    /// closes every connection with 1012; call [`Relay::shutdown`] to wait for the flush.
     pub fn start(
-        db: Arc<Database>,
+        store: Arc<dyn RoomStore>,
         config: RelayConfig,
         shutdown: CancellationToken,
     ) -> Result<Relay, RelayError> {
         let config = config.validate().map_err(RelayError::Internal)?;
-        let (store, persister) = Store::start(db, config.commit_mode)?;
         let events = crate::events::EventBus::new(
             crate::events::EVENTS_MAX_QUEUED,
             crate::events::EVENTS_MAX_QUEUED_BYTES,
@@ -202,7 +199,6 @@ impl Relay {
         });
         Ok(Relay {
             handle: RelayHandle { shared },
-            persister: Some(persister),
         })
     }
 
@@ -217,8 +213,8 @@ impl Relay {
 
     /// Stops the relay: marks it not ready, cancels the shutdown token (if not already), waits
     /// up to the configured timeout for rooms to finish in-flight persists and close their
-    /// connections, then stops the persister after it committed everything queued.
-    pub async fn shutdown(mut self) {
+    /// connections, then stops the store after it committed everything queued.
+    pub async fn shutdown(self) {
         let shared = self.handle.shared.clone();
         shared.ready.store(false, Ordering::SeqCst);
         shared.cancel.cancel();
@@ -230,9 +226,6 @@ impl Relay {
             warn!("rooms did not stop within the shutdown timeout");
         }
         shared.store.stop().await;
-        if let Some(p) = self.persister.take() {
-            let _ = tokio::task::spawn_blocking(move || p.join()).await;
-        }
         info!("relay stopped");
     }
 }

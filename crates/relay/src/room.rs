@@ -8,7 +8,7 @@
 //! nobody ever sees a change that is not on disk.
 //!
 //! Deliberately not here: frame decoding and socket IO (connection.rs), storage encodings
-//! (store.rs), the registry (relay.rs).
+//! (store/), the registry (relay.rs).
 
 use std::collections::{HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -852,7 +852,7 @@ impl Room {
             let n = to_store.len() as u64;
             let bytes: u64 = to_store.iter().map(|u| u.len() as u64).sum();
             let started = Instant::now();
-            let persisting = Box::pin(self.relay.shared.store.append(self.name.clone(), to_store));
+            let persisting = self.relay.shared.store.append(self.name.clone(), to_store);
             match persisting.await {
                 Ok(seq) => {
                     metrics::histogram!(m::PERSIST_SECONDS).record(started.elapsed().as_secs_f64());
