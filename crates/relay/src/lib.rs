@@ -69,7 +69,7 @@ pub use relay::{
 };
 pub use server::{HttpLimits, SHUTDOWN_DRAIN, serve};
 pub use store::redb::{
-    CommitMode, DB_FILE_NAME, OpenError, RedbRoomStore, copy_table, copy_tables, open_database,
-    open_database_with_cache,
+    CommitMode, CopyError, DB_FILE_NAME, OpenError, RedbRoomStore, copy_table, copy_tables,
+    open_database, open_database_with_cache,
 };
 pub use store::{Detail, EngineError, RoomStore, StoreError, StoredRoom, StoredRoomInfo};

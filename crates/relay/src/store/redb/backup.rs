@@ -6,6 +6,18 @@ use redb::{ReadableTable, TableDefinition};
 
 use super::format::{META, ROOMS, SNAPSHOTS, UPDATES};
 
+/// A table could not be copied (reading the snapshot or writing the backup file).
+// The cause is part of the message (`weaver backup` prints it), not repeated as `source()`.
+#[derive(Debug, thiserror::Error)]
+#[error("storage error: {0}")]
+pub struct CopyError(redb::Error);
+
+impl<E: Into<redb::Error>> From<E> for CopyError {
+    fn from(e: E) -> Self {
+        CopyError(e.into())
+    }
+}
+
 /// Copies every relay table from `src` into `dst`: the relay's part of an online backup. A read
 /// transaction is a consistent snapshot, so a backup taken while rooms are written holds one
 /// committed state, never a torn one (copying the file of a running server does not: redb may
@@ -14,7 +26,7 @@ use super::format::{META, ROOMS, SNAPSHOTS, UPDATES};
 pub fn copy_tables(
     src: &redb::ReadTransaction,
     dst: &redb::WriteTransaction,
-) -> Result<Vec<String>, redb::Error> {
+) -> Result<Vec<String>, CopyError> {
     let mut copied = Vec::new();
     copy_table(src, dst, META, &mut copied)?;
     copy_table(src, dst, ROOMS, &mut copied)?;
@@ -33,7 +45,7 @@ pub fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
     dst: &redb::WriteTransaction,
     def: TableDefinition<K, V>,
     copied: &mut Vec<String>,
-) -> Result<(), redb::Error> {
+) -> Result<(), CopyError> {
     let from = match src.open_table(def) {
         Ok(t) => t,
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
