@@ -13,7 +13,8 @@ async fn two_peers_sync_through_an_in_process_relay() {
     let dir = tempfile::tempdir().unwrap();
     let db = weaver_relay::open_database(dir.path()).unwrap();
     let shutdown = CancellationToken::new();
-    let relay = Relay::start(db, RelayConfig::default(), shutdown.clone()).unwrap();
+    let store = weaver_relay::RedbRoomStore::start(db, Default::default()).unwrap();
+    let relay = Relay::start(store, RelayConfig::default(), shutdown.clone()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(weaver_relay::serve(

@@ -64,8 +64,8 @@ struct Node {
 impl Node {
     fn start(dir: &Path, cfg: Option<NotifyConfig>) -> Node {
         let db = weaver_relay::open_database(dir).unwrap();
-        let relay =
-            Relay::start(db.clone(), RelayConfig::default(), CancellationToken::new()).unwrap();
+        let store = weaver_relay::RedbRoomStore::start(db.clone(), Default::default()).unwrap();
+        let relay = Relay::start(store, RelayConfig::default(), CancellationToken::new()).unwrap();
         let stop = CancellationToken::new();
         let notifier = cfg.map(|c| Notifier::start(c, db, relay.handle(), stop.clone()).unwrap());
         Node {

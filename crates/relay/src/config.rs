@@ -86,7 +86,6 @@ pub struct RelayConfig {
     pub max_change_feeds: usize,
     pub max_doc_bytes: u64,
     pub max_pending_bytes: usize,
-    pub commit_mode: crate::store::CommitMode,
     /// Batch hold window under a write storm; zero never holds ([`DEFAULT_HOLD_WINDOW`]).
     pub hold_window: Duration,
     /// Update rate per room from which batches are held ([`DEFAULT_HOLD_ABOVE_RATE`]).
@@ -116,7 +115,6 @@ impl Default for RelayConfig {
             max_change_feeds: DEFAULT_MAX_CHANGE_FEEDS,
             max_doc_bytes: DEFAULT_MAX_DOC_BYTES,
             max_pending_bytes: DEFAULT_MAX_PENDING_BYTES,
-            commit_mode: crate::store::CommitMode::default(),
             hold_window: DEFAULT_HOLD_WINDOW,
             hold_above_rate: DEFAULT_HOLD_ABOVE_RATE,
             auth: crate::auth::AuthConfig::default(),

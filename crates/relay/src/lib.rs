@@ -12,7 +12,8 @@
 //! - `connection` — WebSocket upgrade and the connection task: reads (decode + admit),
 //!   writes (bounded queue, ping, close codes) and timers in one loop.
 //! - `send_queue` — what a room and a connection share: the outbound queue and the close request.
-//! - `store`      — redb tables `relay_*`, room load (snapshot + tail), the group-commit persister.
+//! - `store`      — [`RoomStore`], the seam to room storage (load, append, compact, delete,
+//!   listing); `store/redb/`: the redb engine (`relay_*` tables, group-commit persister).
 //! - `server`     — [`serve`]: the HTTP/1.1 accept loop (header-read deadline, upgrades,
 //!   `TCP_NODELAY`, graceful shutdown).
 //! - `routes`     — inbound HTTP routes: `/{room}`, `/healthz`, `/readyz`, `/api/rooms/{room}/…`.
@@ -30,12 +31,13 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use weaver_relay::{Relay, RelayConfig, open_database, serve};
+//! use weaver_relay::{CommitMode, RedbRoomStore, Relay, RelayConfig, open_database, serve};
 //! let db = open_database(std::path::Path::new("./weaver-data"))?;
+//! let store = RedbRoomStore::start(db, CommitMode::default())?;
 //! let shutdown = tokio_util::sync::CancellationToken::new();
 //! let config = RelayConfig::default();
 //! let http_limits = config.http_limits();
-//! let relay = Relay::start(db, config, shutdown.clone())?;
+//! let relay = Relay::start(store, config, shutdown.clone())?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:1234").await?;
 //! serve(listener, relay.router(), http_limits, shutdown.clone().cancelled_owned()).await?;
 //! relay.shutdown().await;
@@ -60,7 +62,7 @@ mod room_name;
 mod routes;
 mod send_queue;
 mod server;
-mod store;
+pub mod store;
 
 pub use auth::{Access, AuthConfig, Authenticator, ReadOnlyAwareness, parse_auth_key};
 pub use blocks::blocks_json;
@@ -75,8 +77,8 @@ pub use limits::AbuseLimits;
 pub use relay::{MAX_ROOM_PAGE, Relay, RelayHandle, RoomInfo, RoomPage};
 pub use room_name::validate_room_name;
 pub use server::{HttpLimits, SHUTDOWN_DRAIN, serve};
-pub use store::copy_table;
-pub use store::{
-    CommitMode, DB_FILE_NAME, Store, StoreError, copy_tables, open_database,
-    open_database_with_cache,
+pub use store::redb::{
+    CommitMode, CopyError, DB_FILE_NAME, OpenError, RedbRoomStore, copy_table, copy_tables,
+    open_database, open_database_with_cache,
 };
+pub use store::{Detail, EngineError, RoomStore, StoreError, StoredRoom, StoredRoomInfo};

@@ -368,7 +368,8 @@ mod tests {
             },
             ..crate::RelayConfig::default()
         };
-        let relay = crate::Relay::start(db, config, shutdown.clone()).unwrap();
+        let store = crate::RedbRoomStore::start(db, crate::CommitMode::default()).unwrap();
+        let relay = crate::Relay::start(store, config, shutdown.clone()).unwrap();
         let handle = relay.handle();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -5,13 +5,12 @@
 //! layer the `Authenticator` (as axum sub-states of the router's `RelayHandle` state).
 //!
 //! Deliberately not here: socket handling (connection.rs), document logic (room/), storage
-//! encodings (store.rs), HTTP routing (routes.rs).
+//! (store/, reached only through the `RoomStore` trait), HTTP routing (routes.rs).
 
 use std::sync::Arc;
 
 use axum::extract::FromRef;
 use bytes::Bytes;
-use redb::Database;
 use tokio::sync::{Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -26,7 +25,7 @@ use crate::feed::FeedDeps;
 use crate::limits::RoomGates;
 use crate::room::{Registry, RoomCmd, RoomDeps, RoomHandle};
 use crate::room_name::validate_room_name;
-use crate::store::{PersisterThread, Store};
+use crate::store::RoomStore;
 
 pub(crate) struct Shared {
     rooms: Arc<Registry>,
@@ -118,24 +117,22 @@ impl FromRef<RelayHandle> for FeedDeps {
     }
 }
 
-/// A running relay: room actors, the persister thread, and the shared database.
+/// A running relay: room actors over a room store.
 #[derive(Debug)]
 pub struct Relay {
     handle: RelayHandle,
-    persister: Option<PersisterThread>,
 }
 
 impl Relay {
-    /// Creates the relay tables in `db` if needed and starts the persister. Rooms start lazily.
-    /// Cancelling `shutdown` closes every connection with 1012; call [`Relay::shutdown`] to
-    /// wait for the flush.
+    /// Starts the relay over `store` (`weaver serve` builds a [`crate::RedbRoomStore`]); the
+    /// relay stops the store in [`Relay::shutdown`]. Rooms start lazily. Cancelling `shutdown`
+    /// closes every connection with 1012; call [`Relay::shutdown`] to wait for the flush.
     pub fn start(
-        db: Arc<Database>,
+        store: Arc<dyn RoomStore>,
         config: RelayConfig,
         shutdown: CancellationToken,
     ) -> Result<Relay, RelayError> {
         let config = config.validate().map_err(RelayError::Internal)?;
-        let (store, persister) = Store::start(db, config.commit_mode)?;
         let events = EventBus::new(
             crate::events::EVENTS_MAX_QUEUED,
             crate::events::EVENTS_MAX_QUEUED_BYTES,
@@ -169,7 +166,6 @@ impl Relay {
         });
         Ok(Relay {
             handle: RelayHandle { shared },
-            persister: Some(persister),
         })
     }
 
@@ -179,8 +175,8 @@ impl Relay {
 
     /// Stops the relay: marks it not ready, cancels the shutdown token (if not already), waits
     /// up to the configured timeout for rooms to finish in-flight persists and close their
-    /// connections, then stops the persister after it committed everything queued.
-    pub async fn shutdown(mut self) {
+    /// connections, then stops the store after it committed everything queued.
+    pub async fn shutdown(self) {
         let rooms = self.handle.shared.rooms.clone();
         let deps = rooms.deps();
         rooms.stop_serving();
@@ -193,15 +189,12 @@ impl Relay {
             warn!("rooms did not stop within the shutdown timeout");
         }
         deps.store.stop().await;
-        if let Some(p) = self.persister.take() {
-            let _ = tokio::task::spawn_blocking(move || p.join()).await;
-        }
         info!("relay stopped");
     }
 }
 
 impl RelayHandle {
-    fn store(&self) -> &Store {
+    fn store(&self) -> &Arc<dyn RoomStore> {
         &self.shared.rooms.deps().store
     }
 

@@ -178,6 +178,14 @@ struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// How the redb room store commits (`--commit`).
+    fn commit_mode(&self) -> weaver_relay::CommitMode {
+        match self.commit {
+            CommitArg::TwoPhase => weaver_relay::CommitMode::TwoPhase,
+            CommitArg::OnePhase => weaver_relay::CommitMode::OnePhase,
+        }
+    }
+
     fn relay_config(&self) -> anyhow::Result<RelayConfig> {
         RelayConfig {
             max_message_bytes: self.max_message_bytes,
@@ -194,10 +202,6 @@ impl ServeArgs {
             max_change_feeds: self.max_change_feeds,
             max_doc_bytes: self.max_doc_bytes,
             max_pending_bytes: self.max_pending_bytes,
-            commit_mode: match self.commit {
-                CommitArg::TwoPhase => weaver_relay::CommitMode::TwoPhase,
-                CommitArg::OnePhase => weaver_relay::CommitMode::OnePhase,
-            },
             hold_window: Duration::from_millis(self.hold_window_ms),
             hold_above_rate: self.hold_above_rate,
             ..RelayConfig::default()
@@ -312,7 +316,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // The relay has its own token, cancelled only after the bridge drained: the bridge's last
     // write-backs still need a serving relay, and WebSocket clients stay connected meanwhile.
     let relay_stop = CancellationToken::new();
-    let relay = Relay::start(db.clone(), config, relay_stop).context("starting the relay")?;
+    let rooms = weaver_relay::RedbRoomStore::start(db.clone(), args.commit_mode())
+        .context("starting the relay's room store")?;
+    let relay = Relay::start(rooms, config, relay_stop).context("starting the relay")?;
     let store = db.clone();
     let bridge = weaver_bridge::Bridge::start(
         bridge_config,

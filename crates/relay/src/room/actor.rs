@@ -306,7 +306,7 @@ impl Room {
             let n = to_store.len() as u64;
             let bytes: u64 = to_store.iter().map(|u| u.len() as u64).sum();
             let started = Instant::now();
-            let persisting = Box::pin(self.deps.store.append(self.name.clone(), to_store));
+            let persisting = self.deps.store.append(self.name.clone(), to_store);
             match persisting.await {
                 Ok(seq) => {
                     metrics::histogram!(m::PERSIST_SECONDS).record(started.elapsed().as_secs_f64());

@@ -27,11 +27,13 @@ pub(crate) use registry::{Registry, RoomHandle};
 
 use crate::config::RelayConfig;
 use crate::events::EventBus;
-use crate::store::Store;
+use std::sync::Arc;
+
+use crate::store::RoomStore;
 
 /// What a room actor needs from the relay, and nothing more.
 pub(crate) struct RoomDeps {
-    pub store: Store,
+    pub store: Arc<dyn RoomStore>,
     pub config: RelayConfig,
     /// Where committed updates, deletions and unloads are published.
     pub events: EventBus,

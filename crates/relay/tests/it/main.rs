@@ -8,5 +8,6 @@ mod api;
 mod feed;
 mod merge;
 mod persist;
+mod store_contract;
 mod support;
 mod sync;

@@ -35,7 +35,9 @@ pub struct Server {
 pub async fn start(dir: &Path, config: RelayConfig) -> Server {
     let db = weaver_relay::open_database(dir).unwrap();
     let shutdown = CancellationToken::new();
-    let relay = Relay::start(db, config, shutdown.clone()).unwrap();
+    let store =
+        weaver_relay::RedbRoomStore::start(db, weaver_relay::CommitMode::default()).unwrap();
+    let relay = Relay::start(store, config, shutdown.clone()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(weaver_relay::serve(

@@ -1,0 +1,135 @@
+//! Room storage: the [`RoomStore`] trait, the one seam through which room actors and the relay
+//! reach stored rooms, and the data it speaks in ([`StoredRoom`], [`StoredRoomInfo`]).
+//!
+//! Owns: what every storage engine must guarantee (the contract on [`RoomStore`]), checked once
+//! for every engine by the conformance suite in `contract.rs` (feature `contract-tests`).
+//! Engines live in sub-folders: `redb/` is the one `weaver serve` builds. Deliberately not
+//! here: yrs documents (updates and snapshots are opaque bytes), sockets, rooms' memory.
+
+#[cfg(feature = "contract-tests")]
+pub mod contract;
+mod error;
+pub mod redb;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+
+pub use error::{EngineError, StoreError};
+
+/// Durable storage of rooms: each room is an optional snapshot plus a log of updates, numbered
+/// by a per-room seq. Used as `Arc<dyn RoomStore>`; every method may be called concurrently.
+///
+/// The contract every engine keeps (ARCHITECTURE.md, "Invariants"; checked by
+/// `store::contract`):
+///
+/// - **Durable on acknowledgement.** When [`append`](Self::append) resolves `Ok(seq)`, the
+///   updates survive a crash of the process (and of the machine, as far as the engine's
+///   medium allows): the relay broadcasts them only after that. An `Err` acknowledges nothing.
+/// - **Seqs.** Within a room, seqs start at 1 and every append's updates get the next
+///   consecutive seqs, in order; `append` returns the last one. Seqs are strictly increasing
+///   and never reused, not across restarts and not after a compaction that emptied the log.
+///   Only [`delete`](Self::delete) ends a room: the next append starts a new room at seq 1
+///   (consumers tell the two apart by the deletion, e.g. weaver-notify's generation).
+/// - **Load is complete.** [`load`](Self::load) returns every acknowledged update of the room,
+///   either inside the snapshot (`seq <= snapshot_seq`) or in the tail, in seq order.
+/// - **Compaction is atomic and never loses data.** [`compact`](Self::compact) replaces the
+///   snapshot and drops the log up to `upto_seq` in one step, or refuses with
+///   [`StoreError::CompactionRefused`] (and changes nothing) when `upto_seq` is beyond the
+///   room's last seq or below the seq of its existing snapshot.
+/// - **Listing** sees exactly the rooms with stored content (appended to and not deleted since),
+///   in byte order of their names.
+/// - **Failure is sticky.** Once a write failed because of the engine (not a refusal),
+///   [`failed`](Self::failed) is true until the process restarts; the relay then answers
+///   `/readyz` with 503.
+/// - **Stop** commits what was queued before it and releases the engine; later writes fail with
+///   [`StoreError::Stopped`]. Stopping twice is harmless.
+/// - The relay issues a room's appends one at a time (its actor awaits each); a compaction of
+///   the room may run alongside them, and other rooms' requests run concurrently.
+pub trait RoomStore: Send + Sync + std::fmt::Debug + 'static {
+    /// The room's snapshot and the log entries after it. A room never stored (or deleted) is
+    /// `StoredRoom::default()`.
+    fn load(&self, room: Arc<str>) -> BoxFuture<'_, Result<StoredRoom, StoreError>>;
+
+    /// Appends `updates` (non-empty, v1 encoded) to the room's log, durably. Returns the seq of
+    /// the last one once it is durable.
+    fn append(
+        &self,
+        room: Arc<str>,
+        updates: Vec<Bytes>,
+    ) -> BoxFuture<'_, Result<u64, Arc<StoreError>>>;
+
+    /// Replaces the room's snapshot with `snapshot` (the merged document of every update
+    /// `<= upto_seq`) and drops the log entries it covers, atomically.
+    fn compact(
+        &self,
+        room: Arc<str>,
+        upto_seq: u64,
+        snapshot: Vec<u8>,
+    ) -> BoxFuture<'_, Result<(), Arc<StoreError>>>;
+
+    /// Deletes everything stored for the room.
+    fn delete(&self, room: Arc<str>) -> BoxFuture<'_, Result<(), Arc<StoreError>>>;
+
+    /// Names of every room with stored content, in no particular order.
+    fn rooms(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>>;
+
+    /// Up to `limit` stored rooms whose names start with `prefix` and sort (bytewise) after
+    /// `after`, in byte order of the name, with what each one holds. One consistent picture
+    /// even while rooms are written.
+    fn list(
+        &self,
+        prefix: String,
+        after: Option<String>,
+        limit: usize,
+        detail: Detail,
+    ) -> BoxFuture<'_, Result<Vec<StoredRoomInfo>, StoreError>>;
+
+    /// True once a write failed in the engine; stays true until the process restarts.
+    fn failed(&self) -> bool;
+
+    /// Commits everything queued so far and stops the engine; later writes fail with
+    /// [`StoreError::Stopped`].
+    fn stop(&self) -> BoxFuture<'_, ()>;
+}
+
+/// A room as stored: the latest snapshot (if any) and the log entries after it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct StoredRoom {
+    pub snapshot: Option<Vec<u8>>,
+    /// Seq the snapshot covers (0: no snapshot).
+    pub snapshot_seq: u64,
+    /// `(seq, update)` in seq order, all > `snapshot_seq`.
+    pub tail: Vec<(u64, Vec<u8>)>,
+}
+
+impl StoredRoom {
+    /// Bytes of the updates in the tail.
+    pub fn tail_bytes(&self) -> u64 {
+        self.tail.iter().map(|(_, u)| u.len() as u64).sum()
+    }
+}
+
+/// How much [`RoomStore::list`] reads per room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// Only `name` and `last_seq` (the rest stays 0): cheap, for scans over every room.
+    Seq,
+    /// Everything in [`StoredRoomInfo`].
+    Full,
+}
+
+/// What one room holds in storage (`GET /api/rooms`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredRoomInfo {
+    pub name: String,
+    /// The highest seq ever assigned in the room.
+    pub last_seq: u64,
+    /// Seq the snapshot covers (0: no snapshot yet).
+    pub snapshot_seq: u64,
+    pub snapshot_bytes: u64,
+    /// Updates logged after the snapshot, and their bytes: what the next compaction folds in.
+    pub log_updates: u64,
+    pub log_bytes: u64,
+}

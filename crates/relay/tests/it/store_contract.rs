@@ -1,0 +1,147 @@
+//! The `RoomStore` conformance suite (`weaver_relay::store::contract`) run against the redb
+//! engine, over an in-memory redb file whose writes can be made to fail (like a full disk).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use redb::StorageBackend;
+use redb::backends::InMemoryBackend;
+use weaver_relay::store::contract::{self, Harness};
+use weaver_relay::{CommitMode, RedbRoomStore, RoomStore};
+
+/// One in-memory database file that outlives the `Database`s opened on it (restarts).
+#[derive(Debug, Clone, Default)]
+struct Backing {
+    file: Arc<InMemoryBackend>,
+    broken: Arc<AtomicBool>,
+}
+
+impl Backing {
+    fn refuse(&self) -> Result<(), std::io::Error> {
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other("injected write failure"));
+        }
+        Ok(())
+    }
+}
+
+impl StorageBackend for Backing {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        self.file.len()
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+        self.file.read(offset, out)
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        self.refuse()?;
+        self.file.set_len(len)
+    }
+
+    fn sync_data(&self) -> Result<(), std::io::Error> {
+        self.refuse()?;
+        self.file.sync_data()
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        self.refuse()?;
+        self.file.write(offset, data)
+    }
+}
+
+#[derive(Default)]
+struct Redb {
+    backing: Backing,
+}
+
+impl Harness for Redb {
+    fn open(&self) -> BoxFuture<'_, Arc<dyn RoomStore>> {
+        async move {
+            // As `weaver serve` opens it: every page's checksum verified (also after a failure).
+            let db = redb::Database::builder()
+                .set_check_integrity_on_open(true)
+                .create_with_backend(self.backing.clone())
+                .unwrap();
+            let store: Arc<dyn RoomStore> =
+                RedbRoomStore::start(Arc::new(db), CommitMode::OnePhase).unwrap();
+            store
+        }
+        .boxed()
+    }
+
+    fn break_writes(&self, broken: bool) -> bool {
+        self.backing.broken.store(broken, Ordering::SeqCst);
+        true
+    }
+}
+
+#[tokio::test]
+async fn append_then_load_round_trips() {
+    contract::append_then_load_round_trips(&Redb::default()).await;
+}
+
+#[tokio::test]
+async fn seqs_survive_a_restart() {
+    contract::seqs_survive_a_restart(&Redb::default()).await;
+}
+
+#[tokio::test]
+async fn compaction_then_load() {
+    contract::compaction_then_load(&Redb::default()).await;
+}
+
+#[tokio::test]
+async fn compaction_refuses_what_would_lose_data() {
+    contract::compaction_refuses_what_would_lose_data(&Redb::default()).await;
+}
+
+#[tokio::test]
+async fn delete_then_load_is_empty_and_the_room_starts_over() {
+    contract::delete_then_load_is_empty_and_the_room_starts_over(&Redb::default()).await;
+}
+
+#[tokio::test]
+async fn listing_pages_by_prefix_in_name_order() {
+    contract::listing_pages_by_prefix_in_name_order(&Redb::default()).await;
+}
+
+#[tokio::test]
+async fn concurrent_rooms_are_all_committed() {
+    contract::concurrent_rooms_are_all_committed(&Redb::default()).await;
+}
+
+#[tokio::test]
+async fn stop_refuses_later_writes() {
+    contract::stop_refuses_later_writes(&Redb::default()).await;
+}
+
+#[tokio::test]
+async fn a_failed_store_stays_failed() {
+    contract::a_failed_store_stays_failed(&Redb::default()).await;
+}
+
+/// All checks on one backing, as a second engine would run them in one go; on a real file, so
+/// restarts reopen it through `open_database` (page checks included).
+#[tokio::test]
+async fn every_check_on_one_file() {
+    struct File(tempfile::TempDir);
+    impl Harness for File {
+        fn open(&self) -> BoxFuture<'_, Arc<dyn RoomStore>> {
+            async move {
+                let db = weaver_relay::open_database(self.0.path()).unwrap();
+                let store: Arc<dyn RoomStore> =
+                    RedbRoomStore::start(db, CommitMode::TwoPhase).unwrap();
+                store
+            }
+            .boxed()
+        }
+
+        fn break_writes(&self, _: bool) -> bool {
+            false
+        }
+    }
+    contract::run_all(&File(tempfile::tempdir().unwrap())).await;
+}
