@@ -1,9 +1,9 @@
 //! The bridge's part of an online backup: every `bridge_*` table copied from one read snapshot
 //! into the backup's write transaction.
 //!
-//! The relay and the notifier have the same generic `copy_table` for their tables. The bridge
-//! must not depend on the relay, so it keeps its own copy here; the three could move into a
-//! tiny shared storage-helpers crate.
+//! The relay has the same generic `copy_table` (`weaver_relay::copy_table`, which the notifier
+//! uses too). The bridge must not depend on the relay, so it keeps its own copy here; the two
+//! could move into a tiny shared storage-helpers crate.
 
 use redb::{
     ReadTransaction, ReadableTable, TableDefinition, TableError, TableHandle, WriteTransaction,
