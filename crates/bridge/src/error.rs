@@ -27,6 +27,13 @@ pub enum BridgeError {
         #[source]
         source: std::io::Error,
     },
+    /// A configured integration could not be built.
+    #[error("bridge config: integration {name:?}: {source}")]
+    Integration {
+        name: String,
+        #[source]
+        source: IntegrationSetupError,
+    },
     /// The durable outbox failed.
     #[error("bridge store: {0}")]
     Store(#[from] OutboxError),
@@ -47,4 +54,78 @@ pub enum BridgeError {
     Shared(Arc<BridgeError>),
     #[error("bridge is shutting down")]
     Shutdown,
+}
+
+/// Why an `[[integrations]]` entry could not be turned into a working integration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IntegrationSetupError {
+    /// A `${NAME}` reference that does not expand (unterminated, or the variable is unset).
+    #[error("{0}")]
+    Env(String),
+    #[error("header {name:?}: {source}")]
+    HeaderName {
+        name: String,
+        #[source]
+        source: reqwest::header::InvalidHeaderName,
+    },
+    #[error("header {name:?}: {source}")]
+    HeaderValue {
+        name: String,
+        #[source]
+        source: reqwest::header::InvalidHeaderValue,
+    },
+    #[error("webhook secret variable {0} is not set")]
+    SecretUnset(String),
+    #[error("{var}: {source}")]
+    Secret {
+        var: String,
+        #[source]
+        source: weaver_auth::webhook::WebhookError,
+    },
+    #[error("http client: {0}")]
+    Client(#[source] reqwest::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+    use crate::BridgeConfig;
+    use crate::integration::Registry;
+
+    #[test]
+    fn errors_keep_their_text_and_expose_their_source() {
+        let cfg = BridgeConfig::from_toml(
+            "[[integrations]]\nname = \"api\"\nkind = \"http\"\nurl = \"http://127.0.0.1:1/x\"\nwebhook_secrets = [\"WH\"]\n",
+        )
+        .unwrap();
+        let e = Registry::from_config_with_env(&cfg, &|_| Some("whsec_!!".into())).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("bridge config: integration \"api\": WH: "),
+            "{e}"
+        );
+        let setup = e
+            .source()
+            .and_then(|s| s.downcast_ref::<IntegrationSetupError>());
+        assert!(
+            matches!(setup, Some(IntegrationSetupError::Secret { .. })),
+            "{e:?}"
+        );
+        assert!(setup.and_then(|s| s.source()).is_some());
+
+        let e = BridgeConfig::from_toml("retry = 3").unwrap_err();
+        assert!(matches!(e, BridgeError::ConfigParse(_)), "{e:?}");
+        assert!(e.to_string().starts_with("bridge config: "), "{e}");
+
+        let e = BridgeConfig::load(std::path::Path::new("/nonexistent/bridge.toml")).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("bridge config: cannot read /nonexistent/bridge.toml: "),
+            "{e}"
+        );
+        assert!(e.source().is_some_and(|s| s.is::<std::io::Error>()));
+    }
 }

@@ -24,7 +24,7 @@ pub mod webhook;
 
 pub use config::BridgeConfig;
 pub use engine::{Bridge, BridgeHandle, RetryError};
-pub use error::BridgeError;
+pub use error::{BridgeError, IntegrationSetupError};
 pub use host::{DocumentHost, HostError, HostEvent, MemoryHost, UpdateStream};
 pub use integration::{BoxFuture, Integration, Registry};
 pub use model::{ApiCall, CallStatus, Event, EventKind};
