@@ -16,7 +16,9 @@ use rand::rngs::StdRng;
 use serde_json::json;
 use weaver_bridge::config::{RetentionConfig, RetryPolicy};
 use weaver_bridge::model::{ApiCall, CallStatus, EventKind, NewCall};
-use weaver_bridge::outbox::{Completion, DocStatus, OutboxStore, Outcome, Phase, WebhookApply};
+use weaver_bridge::outbox::{
+    CallFilter, Completion, DocStatus, OutboxStore, Outcome, Phase, WebhookApply,
+};
 
 /// A store under test and whatever keeps it alive (a temp dir, a server).
 pub struct Fixture {
@@ -45,6 +47,7 @@ macro_rules! outbox_conformance_suite {
             forget_room_drops_writebacks_and_triggers,
             note_writeback_failed_keeps_status,
             writeback_results_are_bounded,
+            list_filters_newest_first,
         );
         #[test]
         fn webhook_order_converges() {
@@ -828,6 +831,67 @@ pub fn writeback_results_are_bounded(ob: &dyn OutboxStore) {
         100_000,
         "the APICall keeps the full text"
     );
+}
+
+pub fn list_filters_newest_first(ob: &dyn OutboxStore) {
+    let mk = |room: &str, block: &str, attempt: u32| NewCall {
+        room: room.into(),
+        block_id: block.into(),
+        ..spec(attempt)
+    };
+    let specs = vec![
+        mk("r", "b1", 1),
+        mk("r", "b2", 1),
+        mk("r2", "b1", 1),
+        mk("r", "b1", 2),
+    ];
+    let mut ids = Vec::new();
+    for s in specs {
+        ids.push(ob.create_call(s, 0).unwrap().0.id);
+    }
+    ob.cancel(&ids[1], "gone", 1).unwrap();
+    let list = |room: Option<&str>, block: Option<&str>, status, limit| {
+        ob.list(&CallFilter {
+            room: room.map(Into::into),
+            block_id: block.map(Into::into),
+            status,
+            limit,
+        })
+        .unwrap()
+        .into_iter()
+        .map(|c| ids.iter().position(|i| *i == c.id).unwrap())
+        .collect::<Vec<_>>()
+    };
+    /// room, block, status, limit → indexes of `ids` listed.
+    type Case<'a> = (
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<CallStatus>,
+        Option<usize>,
+        Vec<usize>,
+    );
+    let cases: [Case; 7] = [
+        (None, None, None, None, vec![3, 2, 1, 0]),
+        (None, None, None, Some(2), vec![3, 2]),
+        (Some("r"), None, None, None, vec![3, 1, 0]),
+        (Some("r"), Some("b1"), None, None, vec![3, 0]),
+        (Some("r"), None, Some(CallStatus::Cancelled), None, vec![1]),
+        (
+            None,
+            Some("b1"),
+            Some(CallStatus::Pending),
+            Some(5),
+            vec![3, 2, 0],
+        ),
+        (Some("nobody"), None, None, None, vec![]),
+    ];
+    for (room, block, status, limit, want) in cases {
+        assert_eq!(
+            list(room, block, status, limit),
+            want,
+            "{room:?} {block:?} {status:?} {limit:?}"
+        );
+    }
 }
 
 /// One delivery of the provider's webhooks (processing, completed), each sent 1–3 times, in
