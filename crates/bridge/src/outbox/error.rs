@@ -1,19 +1,20 @@
 //! `OutboxError`: what can go wrong inside an outbox engine. The redb engine reports its
 //! database errors and its value codec; another engine adds its own variants (the enum is
-//! non-exhaustive).
+//! non-exhaustive). As in `crate::error`, each cause is printed once: shown by a `transparent`
+//! variant, or exposed as `source()` under a message that says what was being done.
 
 /// Errors of an outbox engine.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum OutboxError {
     /// The database refused or failed (open, transaction, table, storage, commit).
-    #[error("{0}")]
+    #[error(transparent)]
     Database(#[from] redb::Error),
     /// A record could not be serialized.
-    #[error("encode: {0}")]
+    #[error("a record does not encode")]
     Encode(#[source] serde_json::Error),
     /// A stored record does not parse.
-    #[error("decode: {0}")]
+    #[error("a stored record does not decode")]
     Decode(#[source] serde_json::Error),
     /// A stored value carries an encoding version this build does not know.
     #[error("unknown value encoding version {0}")]
