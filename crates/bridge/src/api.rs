@@ -87,7 +87,7 @@ async fn get_call(State(h): State<BridgeHandle>, Path(id): Path<String>) -> Resp
         return bad_id();
     };
     let ob = h.outbox().clone();
-    let r = blocking(move || Ok((ob.get(&id)?, ob.events(&id)?))).await;
+    let r = blocking(move || Ok::<_, crate::OutboxError>((ob.get(&id)?, ob.events(&id)?))).await;
     match r {
         Ok((Some(call), events)) => {
             let events: Vec<Value> = events

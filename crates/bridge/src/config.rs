@@ -181,15 +181,17 @@ fn default_max_body() -> usize {
 impl BridgeConfig {
     /// Parses TOML text and validates it.
     pub fn from_toml(text: &str) -> Result<Self, BridgeError> {
-        let cfg: Self = toml::from_str(text).map_err(|e| BridgeError::Config(e.to_string()))?;
+        let cfg: Self = toml::from_str(text).map_err(BridgeError::ConfigParse)?;
         cfg.validate()?;
         Ok(cfg)
     }
 
     /// Reads and parses a config file.
     pub fn load(path: &Path) -> Result<Self, BridgeError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| BridgeError::Config(format!("cannot read {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|source| BridgeError::ConfigRead {
+            path: path.to_owned(),
+            source,
+        })?;
         Self::from_toml(&text)
     }
 

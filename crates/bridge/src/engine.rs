@@ -25,7 +25,9 @@ use crate::config::BridgeConfig;
 use crate::host::{DocumentHost, HostEvent};
 use crate::integration::Registry;
 use crate::model::{ApiCall, NewCall};
-use crate::outbox::{CallFilter, Claim, Completion, DocStatus, Outbox, Outcome, Phase, Writeback};
+use crate::outbox::{
+    CallFilter, Claim, Completion, DocStatus, OutboxStore, Outcome, Phase, RedbOutbox, Writeback,
+};
 use crate::{BridgeError, now_ms};
 
 /// Entry point.
@@ -46,7 +48,7 @@ impl std::fmt::Debug for BridgeHandle {
 
 pub(crate) struct Inner {
     pub(crate) cfg: BridgeConfig,
-    pub(crate) outbox: Outbox,
+    pub(crate) outbox: Arc<dyn OutboxStore>,
     pub(crate) registry: Registry,
     host: Arc<dyn DocumentHost>,
     dispatch_wake: Notify,
@@ -87,13 +89,16 @@ pub enum RetryError {
     Internal(String),
 }
 
-/// Runs a blocking redb operation off the async runtime.
-pub(crate) async fn blocking<R: Send + 'static>(
-    f: impl FnOnce() -> Result<R, BridgeError> + Send + 'static,
-) -> Result<R, BridgeError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| BridgeError::Store(format!("blocking task failed: {e}")))?
+/// Runs a blocking outbox operation off the async runtime.
+pub(crate) async fn blocking<R, E>(
+    f: impl FnOnce() -> Result<R, E> + Send + 'static,
+) -> Result<R, BridgeError>
+where
+    R: Send + 'static,
+    E: Send + 'static,
+    BridgeError: From<E>,
+{
+    Ok(tokio::task::spawn_blocking(f).await??)
 }
 
 fn content_hash(content: &str) -> String {
@@ -123,7 +128,7 @@ impl Bridge {
         shutdown: CancellationToken,
     ) -> Result<BridgeHandle, BridgeError> {
         cfg.validate()?;
-        let outbox = Outbox::open(db, cfg.retry.clone())?;
+        let outbox: Arc<dyn OutboxStore> = Arc::new(RedbOutbox::open(db, cfg.retry.clone())?);
         let slots = registry
             .iter()
             .map(|i| {
@@ -167,7 +172,7 @@ impl Bridge {
 
 impl BridgeHandle {
     /// The outbox (read access for tools and tests).
-    pub fn outbox(&self) -> &Outbox {
+    pub fn outbox(&self) -> &Arc<dyn OutboxStore> {
         &self.inner.outbox
     }
 
@@ -541,12 +546,12 @@ impl DocActor {
             .host
             .room_state(room)
             .await
-            .map_err(|e| BridgeError::Host(e.0))?;
+            .map_err(BridgeError::Host)?;
         // A fresh random client id per mirror (and so per process start): the bridge never
         // reuses an id whose history it may not fully hold.
         let ws = Workspace::new();
         ws.apply_update_v1(&state, "load")
-            .map_err(|e| BridgeError::Doc(e.to_string()))?;
+            .map_err(BridgeError::Doc)?;
         let bridge_content = may_touch_blocks(&state);
         drop(state);
         let changes = Arc::new(Mutex::new(Vec::new()));
@@ -557,7 +562,7 @@ impl DocActor {
                     v.push(cs.clone());
                 }
             })
-            .map_err(|e| BridgeError::Doc(e.to_string()))?;
+            .map_err(BridgeError::Doc)?;
         self.rooms.insert(
             room.to_owned(),
             Mirror {
@@ -791,7 +796,7 @@ impl DocActor {
         let Some(blocks) = self.rooms.get(room).map(|m| m.ws.blocks()) else {
             return Ok(());
         };
-        let blocks = blocks.map_err(|e| BridgeError::Doc(e.to_string()))?;
+        let blocks = blocks.map_err(BridgeError::Doc)?;
         let ids: Vec<String> = blocks.iter().map(|b| b.id.clone()).collect();
         self.evaluate_blocks(room, &ids).await;
         for c in self.non_terminal_calls(room, None).await {
@@ -911,12 +916,12 @@ impl DocActor {
     ) -> Result<bool, BridgeError> {
         // Callers load the room first; loading here would make the rules recursive.
         let Some(m) = self.rooms.get(room) else {
-            return Err(BridgeError::Host(format!("room {room} is not loaded")));
+            return Err(BridgeError::RoomNotLoaded(room.to_owned()));
         };
         let (changed, update) =
             m.ws.transact(BRIDGE_ORIGIN, |t| t.record_status(block_id, index, rec))
-                .map_err(|e| BridgeError::Doc(e.to_string()))?;
-        let changed = changed.map_err(|e| BridgeError::Doc(e.to_string()))?;
+                .map_err(BridgeError::Doc)?;
+        let changed = changed.map_err(BridgeError::Doc)?;
         if !changed || update.is_empty() {
             return Ok(false);
         }
@@ -927,7 +932,7 @@ impl DocActor {
             .await
         {
             self.drop_mirror(room);
-            return Err(BridgeError::Host(e.0));
+            return Err(BridgeError::Host(e));
         }
         Ok(true)
     }
@@ -1078,7 +1083,7 @@ impl DocActor {
             self.load_room(room).await?;
         }
         let Some(m) = self.rooms.get_mut(room) else {
-            return Err(BridgeError::Host(format!("room {room} is not loaded")));
+            return Err(BridgeError::RoomNotLoaded(room.to_owned()));
         };
         m.used = Instant::now();
         m.host_unloaded = false;
@@ -1101,7 +1106,7 @@ impl DocActor {
                 }
                 written
             })
-            .map_err(|e| BridgeError::Doc(e.to_string()))?;
+            .map_err(BridgeError::Doc)?;
         if update.is_empty() {
             return Ok(());
         }
@@ -1113,7 +1118,7 @@ impl DocActor {
         {
             // The mirror holds records the host never stored: rebuild it from stored state.
             self.drop_mirror(room);
-            return Err(BridgeError::Host(e.0));
+            return Err(BridgeError::Host(e));
         }
         for wb in written {
             metrics::counter!(crate::metrics::WRITEBACKS_TOTAL, "status" => wb.status.as_str())
@@ -1211,7 +1216,7 @@ async fn dispatcher(inner: Arc<Inner>) {
                 metrics::gauge!(crate::metrics::LEASED_CALLS).set(leased as f64);
                 metrics::gauge!(crate::metrics::PENDING_WRITEBACKS).set(wb as f64);
             }
-            Ok((ob.next_due()?, ob.next_lease_expiry()?))
+            Ok::<_, crate::OutboxError>((ob.next_due()?, ob.next_lease_expiry()?))
         })
         .await
         {
@@ -1414,8 +1419,9 @@ async fn completer(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Done>) {
                 }
             }
             Err(e) => {
+                let e = Arc::new(e);
                 for reply in replies {
-                    let _ = reply.send(Err(BridgeError::Store(e.to_string())));
+                    let _ = reply.send(Err(BridgeError::Shared(e.clone())));
                 }
             }
         }

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use crate::BridgeError;
 use crate::config::IntegrationConfig;
+use crate::error::IntegrationSetupError;
 use crate::integration::{BoxFuture, Integration};
 use crate::model::ApiCall;
 use crate::outbox::Outcome;
@@ -80,23 +81,39 @@ impl HttpIntegration {
         c: &IntegrationConfig,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, BridgeError> {
-        let err = |m: String| BridgeError::Config(format!("integration {:?}: {m}", c.name));
+        let err = |source: IntegrationSetupError| BridgeError::Integration {
+            name: c.name.clone(),
+            source,
+        };
         let mut headers = HeaderMap::new();
         for (k, v) in &c.headers {
-            let v = expand_env(v, env).map_err(err)?;
-            let name = HeaderName::from_bytes(k.as_bytes())
-                .map_err(|e| err(format!("header {k:?}: {e}")))?;
-            let mut value =
-                HeaderValue::from_str(&v).map_err(|e| err(format!("header {k:?}: {e}")))?;
+            let v = expand_env(v, env).map_err(|m| err(IntegrationSetupError::Env(m)))?;
+            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|source| {
+                err(IntegrationSetupError::HeaderName {
+                    name: k.clone(),
+                    source,
+                })
+            })?;
+            let mut value = HeaderValue::from_str(&v).map_err(|source| {
+                err(IntegrationSetupError::HeaderValue {
+                    name: k.clone(),
+                    source,
+                })
+            })?;
             value.set_sensitive(true);
             headers.insert(name, value);
         }
         let mut secrets = Vec::new();
         for var in &c.webhook_secrets {
             let raw =
-                env(var).ok_or_else(|| err(format!("webhook secret variable {var} is not set")))?;
+                env(var).ok_or_else(|| err(IntegrationSetupError::SecretUnset(var.clone())))?;
             for one in raw.split_whitespace() {
-                secrets.push(WebhookSecret::parse(one).map_err(|e| err(format!("{var}: {e}")))?);
+                secrets.push(WebhookSecret::parse(one).map_err(|source| {
+                    err(IntegrationSetupError::Secret {
+                        var: var.clone(),
+                        source,
+                    })
+                })?);
             }
         }
         let client = reqwest::Client::builder()
@@ -104,7 +121,7 @@ impl HttpIntegration {
             .timeout(Duration::from_millis(c.timeout_ms))
             .connect_timeout(Duration::from_millis(c.timeout_ms.min(5_000)))
             .build()
-            .map_err(|e| err(format!("http client: {e}")))?;
+            .map_err(|e| err(IntegrationSetupError::Client(e)))?;
         Ok(Self {
             name: c.name.clone(),
             url: c.url.clone(),

@@ -1,9 +1,16 @@
-//! The APICall record, its append-only event log, and the pure status fold.
+//! The APICall record, its append-only event log, and the pure status fold; the state
+//! transition that decides which events an outcome records is in `model/transition.rs`, what an
+//! integration reports in `model/outcome.rs`.
 //!
 //! Nothing here touches storage, the network or the document: `fold` is a pure function over a
 //! slice of events so it can be property-tested and re-run at any time (the stored status is a
-//! cache of it). Persistence lives in `outbox.rs`, the mapping to document status records in
+//! cache of it). Persistence lives in `outbox/`, the mapping to document status records in
 //! `engine.rs`.
+
+mod outcome;
+pub mod transition;
+
+pub use outcome::Outcome;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
