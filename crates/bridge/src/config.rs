@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -54,6 +55,17 @@ pub struct RetryPolicy {
     pub max_interval_ms: u64,
     /// How long a claimed call may run before another worker may take it over.
     pub lease_ms: u64,
+}
+
+impl RetryPolicy {
+    /// The backoff window of this policy (`initial_interval_ms` doubling up to
+    /// `max_interval_ms`), with full jitter.
+    pub fn backoff(&self) -> weaver_retry::Backoff {
+        weaver_retry::Backoff::new(
+            Duration::from_millis(self.initial_interval_ms),
+            Duration::from_millis(self.max_interval_ms),
+        )
+    }
 }
 
 impl Default for RetryPolicy {
