@@ -13,7 +13,7 @@
 mod fake_api;
 
 use base64::Engine as _;
-use weaver_bridge::webhook::WebhookSecret;
+use weaver_bridge::WebhookSecret;
 
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()

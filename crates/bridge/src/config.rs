@@ -1,7 +1,7 @@
 //! The bridge configuration (TOML file given to `weaver serve --bridge-config`).
 //!
 //! Parsing and validation only; secrets are *names* of environment variables here and are
-//! resolved when integrations are built (`integration::build`). The format is documented in
+//! resolved when integrations are built (`Registry::from_config`). The format is documented in
 //! docs/bridge.md.
 
 use std::collections::BTreeMap;

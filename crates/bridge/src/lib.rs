@@ -1,32 +1,37 @@
 //! weaver-bridge: turns document changes into durable APICalls, runs them through
 //! integrations, and writes the outcomes back into the document.
 //!
-//! Layers: `model` (APICall, events, pure fold), `retry` (backoff, classification),
-//! `outbox` (redb tables), `webhook` (inbound payload; the Standard Webhooks verifier itself is
-//! `weaver_auth::webhook`, re-exported there), `config` (TOML).
+//! Files: `engine/` (start-up, the document actor with its mirrors, the pure rules,
+//! write-back, dispatcher, workers, completer, pruner), `model` (APICall, events, pure fold),
+//! `outbox` (redb tables), `integration/` (the `Integration` trait and registry; `local`,
+//! and `http`, the outbound HTTP integration), `routes` (the inbound HTTP routes: `/api/calls…`
+//! and `/api/webhooks/{integration}`), `webhook` (inbound payload; the Standard Webhooks
+//! verifier itself is `weaver_auth::webhook`), `host` (the `DocumentHost` seam and
+//! `MemoryHost`), `retry` (the delivery policy over `weaver_retry`), `config` (TOML),
+//! `metrics` (metric names).
 //! The bridge reaches documents only through the `DocumentHost` trait; it never depends on
 //! the relay crate.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
-pub mod api;
 pub mod config;
-pub mod engine;
-pub mod host;
-pub mod http;
-pub mod integration;
-pub mod metrics;
+mod engine;
+mod host;
+mod integration;
+mod metrics;
 pub mod model;
 pub mod outbox;
-pub mod retry;
-pub mod webhook;
+mod retry;
+mod routes;
+mod webhook;
 
 pub use config::BridgeConfig;
 pub use engine::{Bridge, BridgeHandle, RetryError};
 pub use host::{DocumentHost, HostError, HostEvent, MemoryHost, UpdateStream};
-pub use integration::{BoxFuture, Integration, Registry};
+pub use integration::{BoxFuture, HttpIntegration, Integration, LocalIntegration, Registry};
 pub use model::{ApiCall, CallStatus, Event, EventKind};
 pub use outbox::{Outbox, Outcome};
+pub use webhook::{WebhookPayload, WebhookSecret};
 
 /// Errors of the bridge crate.
 #[derive(Debug, thiserror::Error)]

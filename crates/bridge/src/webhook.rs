@@ -2,8 +2,8 @@
 //! `weaver-auth` (which owns the signature crypto, so the fuzz workspace can test it without
 //! building the bridge).
 //!
-//! `api.rs` verifies the raw bytes before anything is parsed. Storage (dedupe by `webhook-id`,
-//! parking of webhooks that arrive before `initialized`) lives in `outbox.rs`.
+//! `routes.rs` verifies the raw bytes before anything is parsed. Storage (dedupe by
+//! `webhook-id`, parking of webhooks that arrive before `initialized`) lives in the outbox.
 
 use serde::Deserialize;
 use serde_json::Value;

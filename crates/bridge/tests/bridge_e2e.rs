@@ -14,7 +14,7 @@ use base64::Engine as _;
 use common::fake_api::FakeApi;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
-use weaver_bridge::webhook::WebhookSecret;
+use weaver_bridge::WebhookSecret;
 use weaver_bridge::{
     Bridge, BridgeConfig, BridgeHandle, DocumentHost, HostEvent, MemoryHost, Registry,
 };
@@ -1213,14 +1213,13 @@ struct CountingHost {
 impl DocumentHost for CountingHost {
     fn stored_rooms(
         &self,
-    ) -> weaver_bridge::integration::BoxFuture<'_, Result<Vec<String>, weaver_bridge::HostError>>
-    {
+    ) -> weaver_bridge::BoxFuture<'_, Result<Vec<String>, weaver_bridge::HostError>> {
         self.inner.stored_rooms()
     }
     fn room_state<'a>(
         &'a self,
         room: &'a str,
-    ) -> weaver_bridge::integration::BoxFuture<'a, Result<Vec<u8>, weaver_bridge::HostError>> {
+    ) -> weaver_bridge::BoxFuture<'a, Result<Vec<u8>, weaver_bridge::HostError>> {
         self.state_reads
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.room_state(room)
@@ -1230,7 +1229,7 @@ impl DocumentHost for CountingHost {
         room: &'a str,
         update: Vec<u8>,
         origin: &'a str,
-    ) -> weaver_bridge::integration::BoxFuture<'a, Result<(), weaver_bridge::HostError>> {
+    ) -> weaver_bridge::BoxFuture<'a, Result<(), weaver_bridge::HostError>> {
         self.inner.apply_update(room, update, origin)
     }
     fn subscribe(&self) -> Box<dyn weaver_bridge::UpdateStream> {

@@ -6,8 +6,7 @@
 //! No behaviour of its own: rules, retries and write-back live in weaver-bridge.
 
 use tokio::sync::broadcast;
-use weaver_bridge::integration::BoxFuture;
-use weaver_bridge::{DocumentHost, HostError, HostEvent, UpdateStream};
+use weaver_bridge::{BoxFuture, DocumentHost, HostError, HostEvent, UpdateStream};
 use weaver_relay::{RelayHandle, UpdateOrigin};
 
 /// `DocumentHost` over a running relay.

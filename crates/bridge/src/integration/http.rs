@@ -1,4 +1,4 @@
-//! The HTTP integration: POSTs a call to a configured URL with an `Idempotency-Key`, maps the
+//! The outbound HTTP integration: POSTs a call to a configured URL with an `Idempotency-Key`, maps the
 //! answer to an `Outcome`, and polls a status URL for asynchronous jobs.
 //!
 //! Redirects are not followed, response bodies are capped, each request has a timeout. What is
@@ -9,9 +9,9 @@ use std::time::{Duration, SystemTime};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
 
+use super::{BoxFuture, Integration};
 use crate::BridgeError;
 use crate::config::IntegrationConfig;
-use crate::integration::{BoxFuture, Integration};
 use crate::model::ApiCall;
 use crate::outbox::Outcome;
 use crate::webhook::WebhookSecret;
