@@ -1080,7 +1080,7 @@ impl DocumentHost for RefusingHost {
         if room == self.refuse_room {
             self.refused
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            return Box::pin(async { Err(weaver_bridge::HostError("refused".into())) });
+            return Box::pin(async { Err(weaver_bridge::HostError::Refused("refused".into())) });
         }
         self.inner.apply_update(room, update, origin)
     }
