@@ -1,0 +1,6 @@
+//! The bridge's integration tests as one test binary (one link instead of one per file).
+//! `common` holds the shared support: a fake external API over real HTTP.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod bridge_e2e;
+mod common;
