@@ -9,19 +9,25 @@ use weaver_doc::{Status, StatusRecord};
 use super::doc_actor::{DocActor, DocCmd};
 use super::{BridgeHandle, blocking};
 use crate::model::ApiCall;
-use crate::now_ms;
 use crate::outbox::Completion;
+use crate::{BridgeError, now_ms};
 
 /// Why a manual retry or refresh was refused.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RetryError {
     #[error("no such call")]
     NotFound,
+    /// The call's state does not allow it; the message says why (shown to the user).
     #[error("{0}")]
     Conflict(String),
-    #[error("{0}")]
-    Internal(String),
+    #[error("bridge is shutting down")]
+    ShuttingDown,
+    /// The entry was set to the next attempt, but the rules created no call for it.
+    #[error("retry requested but no call was created")]
+    NotCreated,
+    #[error(transparent)]
+    Bridge(#[from] BridgeError),
 }
 
 impl BridgeHandle {
@@ -31,17 +37,15 @@ impl BridgeHandle {
         self.inner
             .doc_tx
             .send(DocCmd::Retry { call_id, reply })
-            .map_err(|_| RetryError::Internal("bridge is shutting down".into()))?;
-        rx.await
-            .map_err(|_| RetryError::Internal("bridge is shutting down".into()))?
+            .map_err(|_| RetryError::ShuttingDown)?;
+        rx.await.map_err(|_| RetryError::ShuttingDown)?
     }
 
     /// Polls the external system for a started call now and records the answer.
     pub async fn refresh(&self, call_id: Uuid) -> Result<ApiCall, RetryError> {
         let ob = self.inner.outbox.clone();
         let call = blocking(move || ob.get(&call_id))
-            .await
-            .map_err(|e| RetryError::Internal(e.to_string()))?
+            .await?
             .ok_or(RetryError::NotFound)?;
         if call.status.is_terminal() {
             return Ok(call);
@@ -60,16 +64,14 @@ impl BridgeHandle {
         let outcome = integ.poll(&call).await;
         let ob = self.inner.outbox.clone();
         let r = blocking(move || ob.complete(&call_id, None, outcome, now_ms(), &mut rand::rng()))
-            .await
-            .map_err(|e| RetryError::Internal(e.to_string()))?;
+            .await?;
         self.inner.notify_writebacks();
         match r {
             Completion::Recorded(c) => Ok(*c),
             _ => {
                 let ob = self.inner.outbox.clone();
                 blocking(move || ob.get(&call_id))
-                    .await
-                    .map_err(|e| RetryError::Internal(e.to_string()))?
+                    .await?
                     .ok_or(RetryError::NotFound)
             }
         }
@@ -82,8 +84,7 @@ impl DocActor {
     pub(super) async fn retry(&mut self, call_id: Uuid) -> Result<ApiCall, RetryError> {
         let ob = self.inner.outbox.clone();
         let call = blocking(move || ob.get(&call_id))
-            .await
-            .map_err(|e| RetryError::Internal(e.to_string()))?
+            .await?
             .ok_or(RetryError::NotFound)?;
         if !call.status.is_terminal() {
             return Err(RetryError::Conflict(format!(
@@ -92,9 +93,7 @@ impl DocActor {
             )));
         }
         if !self.rooms.contains_key(&call.room) {
-            self.load_room(&call.room)
-                .await
-                .map_err(|e| RetryError::Internal(e.to_string()))?;
+            self.load_room(&call.room).await?;
         }
         let entry = self
             .rooms
@@ -111,8 +110,7 @@ impl DocActor {
         let next = u64::from(call.attempt) + 1;
         let rec = StatusRecord::new(next, Status::NotStarted);
         self.write_record(&call.room, &call.block_id, &call.index_name, &rec)
-            .await
-            .map_err(|e| RetryError::Internal(e.to_string()))?;
+            .await?;
         self.drain(&call.room).await;
         self.evaluate_block(&call.room, &call.block_id).await;
         let ob = self.inner.outbox.clone();
@@ -124,8 +122,7 @@ impl DocActor {
         let attempt =
             u32::try_from(next).map_err(|_| RetryError::Conflict("attempt out of range".into()))?;
         blocking(move || ob.find_by_trigger(&r, &b, &i, attempt))
-            .await
-            .map_err(|e| RetryError::Internal(e.to_string()))?
-            .ok_or_else(|| RetryError::Internal("retry requested but no call was created".into()))
+            .await?
+            .ok_or(RetryError::NotCreated)
     }
 }
