@@ -8,7 +8,7 @@
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../tests/common/fake_api.rs"]
+#[path = "../tests/it/common/fake_api.rs"]
 mod fake_api;
 
 use std::collections::HashMap;

@@ -1,6 +1,6 @@
 //! A small external "indexing API" to try the bridge's HTTP integration by hand (see
 //! docs/bridge.md). It is the same service the bridge's Rust tests use
-//! (crates/bridge/tests/common/fake_api.rs).
+//! (crates/bridge/tests/it/common/fake_api.rs).
 //!
 //! ```text
 //! cargo run -p weaver-bridge --example fake_api -- [--listen 127.0.0.1:8787] [--mode sync|async]
@@ -9,11 +9,11 @@
 //! Prints a matching `--bridge-config` snippet, then serves until Ctrl-C.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../tests/common/fake_api.rs"]
+#[path = "../tests/it/common/fake_api.rs"]
 mod fake_api;
 
 use base64::Engine as _;
-use weaver_bridge::webhook::WebhookSecret;
+use weaver_bridge::WebhookSecret;
 
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()

@@ -1,11 +1,12 @@
 //! The bridge configuration (TOML file given to `weaver serve --bridge-config`).
 //!
 //! Parsing and validation only; secrets are *names* of environment variables here and are
-//! resolved when integrations are built (`integration::build`). The format is documented in
+//! resolved when integrations are built (`Registry::from_config`). The format is documented in
 //! docs/bridge.md.
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -54,6 +55,17 @@ pub struct RetryPolicy {
     pub max_interval_ms: u64,
     /// How long a claimed call may run before another worker may take it over.
     pub lease_ms: u64,
+}
+
+impl RetryPolicy {
+    /// The backoff window of this policy (`initial_interval_ms` doubling up to
+    /// `max_interval_ms`), with full jitter.
+    pub fn backoff(&self) -> weaver_retry::Backoff {
+        weaver_retry::Backoff::new(
+            Duration::from_millis(self.initial_interval_ms),
+            Duration::from_millis(self.max_interval_ms),
+        )
+    }
 }
 
 impl Default for RetryPolicy {

@@ -2,9 +2,9 @@
 //! `weaver-auth` (which owns the signature crypto, so the fuzz workspace can test it without
 //! building the bridge).
 //!
-//! `api.rs` verifies the raw bytes before anything is parsed. Storage (dedupe by `webhook-id`,
-//! parking of webhooks that arrive before `initialized`) is the outbox's (`OutboxStore::apply_webhook`;
-//! the redb engine's `outbox/redb/webhooks.rs`).
+//! `routes.rs` verifies the raw bytes before anything is parsed. Storage (dedupe by
+//! `webhook-id`, parking of webhooks that arrive before `initialized`) is the outbox's
+//! (`OutboxStore::apply_webhook`; the redb engine's `outbox/redb/webhooks.rs`).
 
 use serde::Deserialize;
 use serde_json::Value;

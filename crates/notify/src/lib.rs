@@ -15,13 +15,13 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rand::Rng;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use weaver_relay::{RecvError, RelayError, RelayEvent, RelayHandle};
+use weaver_retry::{Backoff, Jitter, StatusClass, classify, parse_retry_after};
 
 pub use weaver_auth::webhook::WebhookSecret;
 
@@ -563,15 +563,12 @@ async fn sleep_until_opt(at: Option<Instant>) {
 /// Exponential from 1 s, capped, with jitter in its upper half (never an immediate retry);
 /// the receiver's `Retry-After` wins, capped the same way.
 fn backoff(max: Duration, tries: u32, retry_after: Option<Duration>) -> Duration {
-    if let Some(ra) = retry_after {
-        // `Retry-After: 0` must not turn into a tight loop.
-        return ra.max(Duration::from_secs(1)).min(max);
-    }
-    let cap = Duration::from_secs(1)
-        .saturating_mul(1u32 << tries.saturating_sub(1).min(20))
-        .min(max);
-    let ms = u64::try_from(cap.as_millis()).unwrap_or(u64::MAX).max(2);
-    Duration::from_millis(rand::rng().random_range(ms / 2..=ms))
+    const FIRST: Duration = Duration::from_secs(1);
+    // `Retry-After: 0` (or a date in the past) must not turn into a tight loop.
+    let retry_after = retry_after.map(|ra| ra.max(FIRST));
+    Backoff::new(FIRST, max)
+        .with_jitter(Jitter::Equal)
+        .delay_or_retry_after(tries, retry_after, &mut rand::rng())
 }
 
 /// What one delivery needs, owned so it can run as its own task.
@@ -641,11 +638,10 @@ impl Delivery {
                     .headers()
                     .get("retry-after")
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs);
-                match status {
-                    200..=299 => None,
-                    408 | 425 | 429 | 500..=599 => {
+                    .and_then(|v| parse_retry_after(v, SystemTime::now()));
+                match classify(status) {
+                    StatusClass::Success => None,
+                    class if class.is_retryable() => {
                         return Outcome::Retry {
                             reason: format!("HTTP {status}"),
                             after,

@@ -5,9 +5,8 @@
 //! bridge rebuilds its mirrors); and forwards state reads and durable applies.
 //! No behaviour of its own: rules, retries and write-back live in weaver-bridge.
 
-use weaver_bridge::integration::BoxFuture;
-use weaver_bridge::{DocumentHost, HostError, HostEvent, UpdateStream};
-use weaver_relay::{RecvError, RelayEvent, RelayHandle, UpdateOrigin};
+use weaver_bridge::{BoxFuture, DocumentHost, HostError, HostEvent, UpdateStream};
+use weaver_relay::{RecvError, RelayError, RelayEvent, RelayHandle, UpdateOrigin};
 
 /// `DocumentHost` over a running relay.
 #[derive(Debug, Clone)]
@@ -53,23 +52,24 @@ impl UpdateStream for RelayStream {
     }
 }
 
+/// A refusal of the update itself, or the relay unable to serve the request now.
+fn host_error(e: RelayError) -> HostError {
+    match e {
+        RelayError::InvalidRoomName(_)
+        | RelayError::InvalidUpdate(_)
+        | RelayError::TooLarge { .. }
+        | RelayError::DocumentTooLarge { .. } => HostError::Refused(e.into()),
+        other => HostError::Unavailable(other.into()),
+    }
+}
+
 impl DocumentHost for RelayHost {
     fn stored_rooms(&self) -> BoxFuture<'_, Result<Vec<String>, HostError>> {
-        Box::pin(async move {
-            self.0
-                .stored_rooms()
-                .await
-                .map_err(|e| HostError(e.to_string()))
-        })
+        Box::pin(async move { self.0.stored_rooms().await.map_err(host_error) })
     }
 
     fn room_state<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Vec<u8>, HostError>> {
-        Box::pin(async move {
-            self.0
-                .room_state(room)
-                .await
-                .map_err(|e| HostError(e.to_string()))
-        })
+        Box::pin(async move { self.0.room_state(room).await.map_err(host_error) })
     }
 
     fn apply_update<'a>(
@@ -82,7 +82,7 @@ impl DocumentHost for RelayHost {
             self.0
                 .apply_update(room, update, origin)
                 .await
-                .map_err(|e| HostError(e.to_string()))
+                .map_err(host_error)
         })
     }
 

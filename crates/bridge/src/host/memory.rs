@@ -1,9 +1,5 @@
-//! `DocumentHost`: the narrow view of the document store the bridge needs (rooms, their state,
-//! applying an update durably, a stream of committed updates), plus `MemoryHost`, an in-memory
-//! implementation for embedding and tests.
-//!
-//! The binary implements the trait over the relay (crates/weaver/src/bridge_host.rs); the
-//! bridge deliberately does not depend on the relay crate.
+//! `MemoryHost`: an in-memory `DocumentHost` (one yrs `Doc` per room and a broadcast channel),
+//! for embedding the bridge without the relay and for its tests.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,58 +8,8 @@ use tokio::sync::broadcast;
 use yrs::updates::decoder::Decode;
 use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 
+use super::{DocumentHost, HostError, HostEvent, UpdateStream};
 use crate::integration::BoxFuture;
-
-/// Error reported by a host.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct HostError(pub String);
-
-/// One event of the committed-update stream.
-#[derive(Debug, Clone)]
-pub enum HostEvent {
-    /// `update` (Yjs v1) was durably committed to `room`. `origin` is the host's description
-    /// of who wrote it; the bridge's own writes carry `weaver_doc::BRIDGE_ORIGIN`.
-    Update {
-        room: String,
-        update: Vec<u8>,
-        origin: String,
-    },
-    /// `room` was deleted (its stored state is gone, its clients were disconnected). Published
-    /// after the deletion, in order with the room's updates. The bridge cancels the room's
-    /// unfinished calls and drops its mirror and queued write-backs, so it never re-creates
-    /// content in the deleted room.
-    RoomDeleted { room: String },
-    /// The host unloaded `room` from memory (it sat idle). A hint: the bridge drops its mirror
-    /// of the room too (once no re-index is pending), so unloaded rooms cost no memory; the
-    /// next update reloads it. Hosts that never unload need not send it.
-    RoomUnloaded { room: String },
-    /// Events were dropped (slow consumer): the bridge rebuilds its mirrors from `room_state`.
-    Lagged,
-}
-
-/// A subscription to committed updates.
-pub trait UpdateStream: Send {
-    /// The next event; `None` when the host shut down.
-    fn next(&mut self) -> BoxFuture<'_, Option<HostEvent>>;
-}
-
-/// The document store as the bridge sees it.
-pub trait DocumentHost: Send + Sync + 'static {
-    /// Every room that has stored state (swept at start-up).
-    fn stored_rooms(&self) -> BoxFuture<'_, Result<Vec<String>, HostError>>;
-    /// The full state of a room as one v1 update (empty doc → a valid empty update).
-    fn room_state<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Vec<u8>, HostError>>;
-    /// Persists and broadcasts `update` to `room`; returns once it is durable.
-    fn apply_update<'a>(
-        &'a self,
-        room: &'a str,
-        update: Vec<u8>,
-        origin: &'a str,
-    ) -> BoxFuture<'a, Result<(), HostError>>;
-    /// Subscribes to committed updates (subscribe before reading state, so nothing is missed).
-    fn subscribe(&self) -> Box<dyn UpdateStream>;
-}
 
 /// In-memory `DocumentHost`: one yrs `Doc` per room and a broadcast channel.
 #[derive(Debug, Clone)]
@@ -90,16 +36,13 @@ impl MemoryHost {
 
     /// Applies an update synchronously (what a client would send) and broadcasts it.
     pub fn apply(&self, room: &str, update: &[u8], origin: &str) -> Result<(), HostError> {
-        let u = Update::decode_v1(update).map_err(|e| HostError(format!("bad update: {e}")))?;
+        let u = Update::decode_v1(update).map_err(|e| HostError::Refused(e.into()))?;
         {
-            let mut rooms = self
-                .rooms
-                .lock()
-                .map_err(|_| HostError("poisoned".into()))?;
+            let mut rooms = self.rooms.lock().map_err(|_| HostError::Poisoned)?;
             let doc = rooms.entry(room.to_owned()).or_default();
             let mut txn = doc.transact_mut();
             weaver_doc::apply_update_retrying_pending(&mut txn, u)
-                .map_err(|e| HostError(format!("apply: {e}")))?;
+                .map_err(|e| HostError::Refused(e.into()))?;
         }
         let _ = self.tx.send(HostEvent::Update {
             room: room.to_owned(),
@@ -114,7 +57,7 @@ impl MemoryHost {
     pub fn delete(&self, room: &str) -> Result<(), HostError> {
         self.rooms
             .lock()
-            .map_err(|_| HostError("poisoned".into()))?
+            .map_err(|_| HostError::Poisoned)?
             .remove(room);
         let _ = self.tx.send(HostEvent::RoomDeleted {
             room: room.to_owned(),
@@ -132,10 +75,7 @@ impl MemoryHost {
 
     /// The state of a room as a v1 update.
     pub fn state(&self, room: &str) -> Result<Vec<u8>, HostError> {
-        let mut rooms = self
-            .rooms
-            .lock()
-            .map_err(|_| HostError("poisoned".into()))?;
+        let mut rooms = self.rooms.lock().map_err(|_| HostError::Poisoned)?;
         let doc = rooms.entry(room.to_owned()).or_default();
         let txn = doc.transact();
         Ok(txn.encode_state_as_update_v1(&StateVector::default()))
@@ -159,10 +99,7 @@ impl UpdateStream for MemoryStream {
 impl DocumentHost for MemoryHost {
     fn stored_rooms(&self) -> BoxFuture<'_, Result<Vec<String>, HostError>> {
         Box::pin(async move {
-            let rooms = self
-                .rooms
-                .lock()
-                .map_err(|_| HostError("poisoned".into()))?;
+            let rooms = self.rooms.lock().map_err(|_| HostError::Poisoned)?;
             Ok(rooms.keys().cloned().collect())
         })
     }

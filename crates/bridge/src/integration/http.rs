@@ -1,21 +1,20 @@
-//! The HTTP integration: POSTs a call to a configured URL with an `Idempotency-Key`, maps the
+//! The outbound HTTP integration: POSTs a call to a configured URL with an `Idempotency-Key`, maps the
 //! answer to an `Outcome`, and polls a status URL for asynchronous jobs.
 //!
 //! Redirects are not followed, response bodies are capped, each request has a timeout. What is
-//! retried is decided by `retry::classify`; *when* it is retried by the outbox.
+//! retried is decided by `weaver_retry::classify`; *when* it is retried by the outbox.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
 
+use super::{BoxFuture, Integration};
 use crate::BridgeError;
 use crate::config::IntegrationConfig;
 use crate::error::IntegrationSetupError;
-use crate::integration::{BoxFuture, Integration};
 use crate::model::ApiCall;
 use crate::outbox::Outcome;
-use crate::retry::{StatusClass, classify, parse_retry_after};
 use crate::webhook::WebhookSecret;
 
 /// An HTTP API configured by an `[[integrations]]` table.
@@ -63,6 +62,27 @@ fn percent_encode(s: &str) -> String {
         }
     }
     out
+}
+
+/// What a response status means for a call (the integration contract of docs/bridge.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reply {
+    /// 200, 201, 204: completed synchronously.
+    Completed,
+    /// 202: accepted, finishes asynchronously.
+    Accepted,
+    /// Any other status; `retryable` as `weaver_retry::classify` says (an odd 2xx is final).
+    Failed { retryable: bool },
+}
+
+fn reply(status: u16) -> Reply {
+    match status {
+        200 | 201 | 204 => Reply::Completed,
+        202 => Reply::Accepted,
+        other => Reply::Failed {
+            retryable: weaver_retry::classify(other).is_retryable(),
+        },
+    }
 }
 
 enum Body {
@@ -196,7 +216,7 @@ impl HttpIntegration {
         retry_after: Option<u64>,
         body: &Body,
     ) -> Outcome {
-        let retryable = classify(status.as_u16()) == StatusClass::Retryable;
+        let retryable = reply(status.as_u16()) == Reply::Failed { retryable: true };
         let detail = match body {
             Body::Ok(Value::Null) | Body::TooLarge => String::new(),
             Body::Ok(v) => {
@@ -222,7 +242,8 @@ impl HttpIntegration {
 
 fn retry_after_ms(h: &HeaderMap) -> Option<u64> {
     let v = h.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    parse_retry_after(v).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    weaver_retry::parse_retry_after(v, SystemTime::now())
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Integration for HttpIntegration {
@@ -269,12 +290,12 @@ impl Integration for HttpIntegration {
                 Ok(b) => b,
                 Err(e) => return self.transport_error(&e),
             };
-            match (classify(status.as_u16()), body) {
-                (StatusClass::Success, Body::Ok(data)) => Outcome::Completed {
+            match (reply(status.as_u16()), body) {
+                (Reply::Completed, Body::Ok(data)) => Outcome::Completed {
                     external_id: self.external_id(&data),
                     data,
                 },
-                (StatusClass::Accepted, Body::Ok(data)) => match self.external_id(&data) {
+                (Reply::Accepted, Body::Ok(data)) => match self.external_id(&data) {
                     Some(external_id) => Outcome::Started {
                         external_id,
                         poll_after_ms: self.poll_after(),
@@ -285,7 +306,7 @@ impl Integration for HttpIntegration {
                         retry_after_ms: None,
                     },
                 },
-                (StatusClass::Success | StatusClass::Accepted, Body::TooLarge) => Outcome::Failed {
+                (Reply::Completed | Reply::Accepted, Body::TooLarge) => Outcome::Failed {
                     error: format!("response larger than {} bytes", self.max_response_bytes),
                     retryable: false,
                     retry_after_ms: None,
@@ -321,9 +342,9 @@ impl Integration for HttpIntegration {
                 Ok(b) => b,
                 Err(e) => return self.transport_error(&e),
             };
-            let data = match (classify(status.as_u16()), body) {
-                (StatusClass::Success | StatusClass::Accepted, Body::Ok(d)) => d,
-                (StatusClass::Success | StatusClass::Accepted, Body::TooLarge) => {
+            let data = match (reply(status.as_u16()), body) {
+                (Reply::Completed | Reply::Accepted, Body::Ok(d)) => d,
+                (Reply::Completed | Reply::Accepted, Body::TooLarge) => {
                     return Outcome::Failed {
                         error: format!(
                             "status response larger than {} bytes",
@@ -378,6 +399,27 @@ mod tests {
         assert!(expand_env("${MISSING}", &env).is_err());
         assert!(expand_env("${oops", &env).is_err());
         assert_eq!(expand_env("plain", &env).unwrap(), "plain");
+    }
+
+    #[test]
+    fn replies() {
+        let table: &[(&[u16], Reply)] = &[
+            (&[200, 201, 204], Reply::Completed),
+            (&[202], Reply::Accepted),
+            (
+                &[408, 425, 429, 500, 502, 503, 504],
+                Reply::Failed { retryable: true },
+            ),
+            (
+                &[203, 206, 301, 302, 400, 401, 403, 404, 409, 410, 422],
+                Reply::Failed { retryable: false },
+            ),
+        ];
+        for (codes, want) in table {
+            for &code in *codes {
+                assert_eq!(reply(code), *want, "{code}");
+            }
+        }
     }
 
     #[test]

@@ -2,19 +2,16 @@
 //! real yrs replicas on both sides, real HTTP (the fake external API and the bridge's own
 //! router on loopback). Each test adds entries as a client would and watches another replica
 //! see `processing` then `done`/`error`.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::fake_api::FakeApi;
 use base64::Engine as _;
-use common::fake_api::FakeApi;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
-use weaver_bridge::webhook::WebhookSecret;
+use weaver_bridge::WebhookSecret;
 use weaver_bridge::{
     Bridge, BridgeConfig, BridgeHandle, DocumentHost, HostEvent, MemoryHost, Registry,
 };
@@ -602,97 +599,33 @@ async fn webhook_endpoint_security() {
     };
     let s = secret();
     let wrong = WebhookSecret::from_bytes(b"another secret entirely......").unwrap();
-    // Unknown integration, integration without webhooks.
-    assert_eq!(
-        send(
-            "/api/webhooks/nope",
-            "m1",
-            now,
-            s.sign("m1", now, &body),
-            body.clone()
-        )
-        .await
-        .unwrap()
-        .status(),
-        404
-    );
-    assert_eq!(
-        send(
-            "/api/webhooks/local",
-            "m1",
-            now,
-            s.sign("m1", now, &body),
-            body.clone()
-        )
-        .await
-        .unwrap()
-        .status(),
-        404
-    );
-    // Bad signature, tampered body, expired timestamp → 401.
-    assert_eq!(
-        send(
-            "/api/webhooks/ext",
-            "m1",
-            now,
-            wrong.sign("m1", now, &body),
-            body.clone()
-        )
-        .await
-        .unwrap()
-        .status(),
-        401
-    );
     let mut tampered = body.clone();
     tampered[5] ^= 1;
-    assert_eq!(
-        send(
-            "/api/webhooks/ext",
-            "m1",
-            now,
-            s.sign("m1", now, &body),
-            tampered
-        )
-        .await
-        .unwrap()
-        .status(),
-        401
-    );
-    assert_eq!(
-        send(
-            "/api/webhooks/ext",
-            "m1",
-            now - 400,
-            s.sign("m1", now - 400, &body),
-            body.clone()
-        )
-        .await
-        .unwrap()
-        .status(),
-        401
-    );
-    // Malformed: missing headers, non-JSON body (correctly signed).
+    let junk = b"not json".to_vec();
+    let (good, bad) = (s.sign("m1", now, &body), wrong.sign("m1", now, &body));
+    let (old, junk_sig) = (s.sign("m1", now - 400, &body), s.sign("m0", now, &junk));
+    let ext = "/api/webhooks/ext";
+    let (nope, local) = ("/api/webhooks/nope", "/api/webhooks/local");
+    // (what, path, webhook-id, timestamp, signature, body, expected status)
+    let refused = [
+        ("unknown integration", nope, "m1", now, &good, &body, 404),
+        ("no webhooks", local, "m1", now, &good, &body, 404),
+        ("bad signature", ext, "m1", now, &bad, &body, 401),
+        ("tampered body", ext, "m1", now, &good, &tampered, 401),
+        ("expired timestamp", ext, "m1", now - 400, &old, &body, 401),
+        ("non-JSON, signed", ext, "m0", now, &junk_sig, &junk, 400),
+    ];
+    for (what, path, id, ts, sig, body, want) in refused {
+        let r = send(path, id, ts, sig.clone(), body.clone()).await.unwrap();
+        assert_eq!(r.status(), want, "{what}");
+    }
     let r = client
-        .post(rig.url("/api/webhooks/ext"))
+        .post(rig.url(ext))
         .body(body.clone())
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 400);
-    let junk = b"not json".to_vec();
-    assert_eq!(
-        send(
-            "/api/webhooks/ext",
-            "m0",
-            now,
-            s.sign("m0", now, &junk),
-            junk
-        )
-        .await
-        .unwrap()
-        .status(),
-        400
-    );
+    assert_eq!(r.status(), 400, "missing headers");
     assert_eq!(
         rig.entry("r", "b", "search").unwrap().status,
         Status::Processing,
@@ -1080,7 +1013,7 @@ impl DocumentHost for RefusingHost {
         if room == self.refuse_room {
             self.refused
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            return Box::pin(async { Err(weaver_bridge::HostError("refused".into())) });
+            return Box::pin(async { Err(weaver_bridge::HostError::Refused("refused".into())) });
         }
         self.inner.apply_update(room, update, origin)
     }
@@ -1213,14 +1146,13 @@ struct CountingHost {
 impl DocumentHost for CountingHost {
     fn stored_rooms(
         &self,
-    ) -> weaver_bridge::integration::BoxFuture<'_, Result<Vec<String>, weaver_bridge::HostError>>
-    {
+    ) -> weaver_bridge::BoxFuture<'_, Result<Vec<String>, weaver_bridge::HostError>> {
         self.inner.stored_rooms()
     }
     fn room_state<'a>(
         &'a self,
         room: &'a str,
-    ) -> weaver_bridge::integration::BoxFuture<'a, Result<Vec<u8>, weaver_bridge::HostError>> {
+    ) -> weaver_bridge::BoxFuture<'a, Result<Vec<u8>, weaver_bridge::HostError>> {
         self.state_reads
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.room_state(room)
@@ -1230,7 +1162,7 @@ impl DocumentHost for CountingHost {
         room: &'a str,
         update: Vec<u8>,
         origin: &'a str,
-    ) -> weaver_bridge::integration::BoxFuture<'a, Result<(), weaver_bridge::HostError>> {
+    ) -> weaver_bridge::BoxFuture<'a, Result<(), weaver_bridge::HostError>> {
         self.inner.apply_update(room, update, origin)
     }
     fn subscribe(&self) -> Box<dyn weaver_bridge::UpdateStream> {

@@ -28,7 +28,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
-use weaver_bridge::webhook::WebhookSecret;
+use weaver_bridge::WebhookSecret;
 
 #[derive(Default)]
 pub struct FakeState {

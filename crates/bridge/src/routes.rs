@@ -1,5 +1,6 @@
-//! The bridge's HTTP API as an axum `Router` the binary merges: APICall listing and details,
-//! manual retry and refresh, and inbound webhooks (`/api/webhooks/{integration}`).
+//! The bridge's inbound HTTP routes, as an axum `Router` the binary merges: APICall listing
+//! and details, manual retry and refresh, and inbound webhooks
+//! (`/api/webhooks/{integration}`). (Outbound HTTP is `integration/http.rs`.)
 //!
 //! Handlers translate HTTP to bridge calls and errors to status codes; they hold no state.
 
