@@ -6,7 +6,7 @@
 //! the mapping of room seqs, fenced appends and compactions, lease acquisition, renewal and
 //! self-fencing, node heartbeats. Must not know: sockets, HTTP, yrs (updates and snapshots are
 //! opaque bytes), the bridge, the relay's types (the relay adapts [`RoomLog`] to its store
-//! trait). See README.md for the rules.
+//! trait). README.md states the rules: seq mapping, chunking, fencing.
 
 mod connect;
 mod error;
