@@ -1,9 +1,13 @@
 //! Room leases: one holder at a time, renewal, self-fencing before anyone may take over, and
 //! a release that never deletes a successor's lease.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use weaver_cluster::LeaseError;
 use weaver_cluster::testing::NatsServer;
@@ -31,12 +35,12 @@ async fn acquire_within(
 #[tokio::test]
 async fn a_held_lease_is_exclusive_and_renewed_until_released() {
     let server = NatsServer::shared();
-    let cfg = lease_config(Duration::from_millis(1000));
+    let cfg = lease_config(Duration::from_millis(2000));
     let (n1, n2) = (leases(&server, &cfg).await, leases(&server, &cfg).await);
     let lease = n1.acquire("room a.b", "n1").await.unwrap();
     assert_eq!(lease.node_id(), "n1");
     // Held well past its TTL: renewals keep it.
-    let until = Instant::now() + Duration::from_millis(2500);
+    let until = Instant::now() + Duration::from_millis(3000);
     while Instant::now() < until {
         match n2.acquire("room a.b", "n2").await {
             Err(LeaseError::Held { holder, .. }) => assert_eq!(holder, "n1"),
@@ -56,20 +60,22 @@ async fn a_held_lease_is_exclusive_and_renewed_until_released() {
     n2.stop().await;
 }
 
-/// A holder that stops renewing (its node stalls) is fenced by its own clock before its key
-/// expires; only after the expiry can another node acquire the room.
+/// A node that stops renewing (it shuts its lease bucket down without releasing) leaves a
+/// lease that expires after the TTL; then another node takes the room with a larger epoch.
 #[tokio::test]
-async fn an_expired_lease_is_fenced_before_another_node_takes_over() {
+async fn an_abandoned_lease_expires_and_is_taken_over_with_a_larger_epoch() {
     let server = NatsServer::shared();
     let ttl = Duration::from_millis(1000);
     let cfg = lease_config(ttl);
     let (n1, n2) = (leases(&server, &cfg).await, leases(&server, &cfg).await);
     let started = Instant::now();
-    let lease = n1.acquire("stalled", "n1").await.unwrap();
-    let fenced = lease.fenced();
-    // The node stops renewing (as if it froze); the lease handle lives on.
+    let lease = n1.acquire("abandoned", "n1").await.unwrap();
     n1.stop().await;
-    let taken = acquire_within(&n2, "stalled", "n2", ttl * 3)
+    assert!(
+        lease.fenced().is_cancelled(),
+        "a holder that stops renewing is fenced"
+    );
+    let taken = acquire_within(&n2, "abandoned", "n2", ttl * 3)
         .await
         .expect("n2 acquires after the TTL");
     let taken_at = started.elapsed();
@@ -77,11 +83,94 @@ async fn an_expired_lease_is_fenced_before_another_node_takes_over() {
         taken_at >= ttl - Duration::from_millis(50),
         "taken over after {taken_at:?}"
     );
-    assert!(fenced.is_cancelled(), "the stale holder was fenced first");
-    assert!(matches!(lease.check(), Err(LeaseError::Fenced { .. })));
     assert!(taken.epoch() > lease.epoch());
     taken.release().await.unwrap();
     n2.stop().await;
+}
+
+/// The holder's connection stalls (a TCP proxy stops forwarding: a partition, or a paused
+/// process, as far as NATS can tell) while another node polls for the room: the holder fences
+/// itself by its own clock strictly before the other node can acquire.
+#[tokio::test]
+async fn a_stalled_holder_is_fenced_before_another_node_takes_over() {
+    let server = NatsServer::shared();
+    let ttl = Duration::from_millis(1500);
+    let cfg = lease_config(ttl);
+    let (proxy_url, frozen) = freezable_proxy(&server.url()).await;
+    let client = weaver_cluster::connect(&proxy_url, "stalled")
+        .await
+        .unwrap();
+    let js = weaver_cluster::jetstream(client, Duration::from_secs(2));
+    let n1 = weaver_cluster::Leases::open(&js, cfg.clone())
+        .await
+        .unwrap();
+    let n2 = leases(&server, &cfg).await;
+    let lease = n1.acquire("stalled", "n1").await.unwrap();
+    let fenced = lease.fenced();
+    let fenced_at = tokio::spawn(async move {
+        fenced.cancelled().await;
+        Instant::now()
+    });
+    frozen.store(true, Ordering::SeqCst);
+    let taken = acquire_within(&n2, "stalled", "n2", ttl * 3)
+        .await
+        .expect("n2 acquires once the stalled lease expired");
+    let taken_at = Instant::now();
+    let fenced_at = fenced_at.await.unwrap();
+    assert!(
+        fenced_at < taken_at,
+        "fenced {:?} before the takeover",
+        taken_at - fenced_at
+    );
+    assert!(lease.check().is_err());
+    assert!(taken.epoch() > lease.epoch());
+    taken.release().await.unwrap();
+    drop(lease);
+    n2.stop().await;
+    n1.stop().await;
+}
+
+/// A loopback TCP proxy to `target` (`nats://host:port`) that stops forwarding while the flag
+/// is set.
+async fn freezable_proxy(target: &str) -> (String, Arc<AtomicBool>) {
+    let target = target.trim_start_matches("nats://").to_owned();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("nats://{}", listener.local_addr().unwrap());
+    let frozen = Arc::new(AtomicBool::new(false));
+    let flag = frozen.clone();
+    // Ends with the test's runtime.
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let Ok(outbound) = TcpStream::connect(&target).await else {
+                continue;
+            };
+            let (ri, wi) = inbound.into_split();
+            let (ro, wo) = outbound.into_split();
+            tokio::spawn(pump(ri, wo, flag.clone()));
+            tokio::spawn(pump(ro, wi, flag.clone()));
+        }
+    });
+    (url, frozen)
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    frozen: Arc<AtomicBool>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        while frozen.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Someone else wrote the key (a new holder after an expiry the old one missed, or an
