@@ -1,18 +1,14 @@
 //! Room leases: one holder at a time, renewal, self-fencing before anyone may take over, and
 //! a release that never deletes a successor's lease.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use weaver_cluster::LeaseError;
 use weaver_cluster::testing::NatsServer;
 
-use crate::support::{lease_config, leases};
+use crate::support::{Proxy, lease_config, leases};
 
 /// Tries to acquire until it succeeds or `within` passes.
 async fn acquire_within(
@@ -96,8 +92,8 @@ async fn a_stalled_holder_is_fenced_before_another_node_takes_over() {
     let server = NatsServer::shared();
     let ttl = Duration::from_millis(1500);
     let cfg = lease_config(ttl);
-    let (proxy_url, frozen) = freezable_proxy(&server.url()).await;
-    let client = weaver_cluster::connect(&proxy_url, "stalled")
+    let proxy = Proxy::start(&server.url()).await;
+    let client = weaver_cluster::connect(&proxy.url, "stalled")
         .await
         .unwrap();
     let js = weaver_cluster::jetstream(client, Duration::from_secs(2));
@@ -111,7 +107,7 @@ async fn a_stalled_holder_is_fenced_before_another_node_takes_over() {
         fenced.cancelled().await;
         Instant::now()
     });
-    frozen.store(true, Ordering::SeqCst);
+    proxy.freeze(true, true);
     let taken = acquire_within(&n2, "stalled", "n2", ttl * 3)
         .await
         .expect("n2 acquires once the stalled lease expired");
@@ -128,49 +124,6 @@ async fn a_stalled_holder_is_fenced_before_another_node_takes_over() {
     drop(lease);
     n2.stop().await;
     n1.stop().await;
-}
-
-/// A loopback TCP proxy to `target` (`nats://host:port`) that stops forwarding while the flag
-/// is set.
-async fn freezable_proxy(target: &str) -> (String, Arc<AtomicBool>) {
-    let target = target.trim_start_matches("nats://").to_owned();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("nats://{}", listener.local_addr().unwrap());
-    let frozen = Arc::new(AtomicBool::new(false));
-    let flag = frozen.clone();
-    // Ends with the test's runtime.
-    tokio::spawn(async move {
-        while let Ok((inbound, _)) = listener.accept().await {
-            let Ok(outbound) = TcpStream::connect(&target).await else {
-                continue;
-            };
-            let (ri, wi) = inbound.into_split();
-            let (ro, wo) = outbound.into_split();
-            tokio::spawn(pump(ri, wo, flag.clone()));
-            tokio::spawn(pump(ro, wi, flag.clone()));
-        }
-    });
-    (url, frozen)
-}
-
-async fn pump(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    frozen: Arc<AtomicBool>,
-) {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        while frozen.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        if to.write_all(&buf[..n]).await.is_err() {
-            return;
-        }
-    }
 }
 
 /// Someone else wrote the key (a new holder after an expiry the old one missed, or an

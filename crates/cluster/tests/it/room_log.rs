@@ -4,7 +4,7 @@ use bytes::Bytes;
 use weaver_cluster::testing::NatsServer;
 use weaver_cluster::{LogError, RoomSeq, StoredRoom};
 
-use crate::support::{b, log_config, room, room_log, same_log};
+use crate::support::{Proxy, b, log_config, room, room_log, same_log};
 
 fn seqs(stored: &StoredRoom) -> Vec<u64> {
     stored.tail.iter().map(|(s, _)| *s).collect()
@@ -141,6 +141,46 @@ async fn a_retry_after_a_lost_ack_finds_its_own_write() {
     assert!(err.is_fenced(), "{err}");
     first_try.stop().await;
     retry.stop().await;
+}
+
+/// The ack itself is lost: the publish reaches JetStream and lands, but nothing comes back
+/// before the request times out. The writer reads what follows its expected sequence, finds
+/// its own message id, and reports the write as done, exactly once.
+#[tokio::test]
+async fn an_append_whose_ack_is_lost_is_resolved_by_reading_the_tail() {
+    let server = NatsServer::shared();
+    let proxy = Proxy::start(&server.url()).await;
+    let cfg = weaver_cluster::RoomLogConfig {
+        request_timeout: std::time::Duration::from_millis(500),
+        ..log_config()
+    };
+    let client = weaver_cluster::connect(&proxy.url, "lossy").await.unwrap();
+    let log = weaver_cluster::RoomLog::open(client, cfg.clone())
+        .await
+        .unwrap();
+    let r = room("ack-lost");
+    log.load(r.clone()).await.unwrap();
+    assert_eq!(log.append(r.clone(), vec![b("1")]).await.unwrap(), 1);
+    // Server→client bytes are held: the publish lands, its ack does not arrive in time.
+    proxy.freeze(false, true);
+    let append = tokio::spawn({
+        let (log, r) = (log.clone(), r.clone());
+        async move { log.append(r, vec![b("2")]).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    assert!(
+        !append.is_finished(),
+        "still resolving while the ack is missing"
+    );
+    proxy.freeze(false, false);
+    assert_eq!(append.await.unwrap().unwrap(), 2);
+    assert_eq!(log.append(r.clone(), vec![b("3")]).await.unwrap(), 3);
+    let loaded = same_log(&server, &cfg).await.load(r.clone()).await.unwrap();
+    assert_eq!(
+        loaded.tail,
+        vec![(1, b"1".to_vec()), (2, b"2".to_vec()), (3, b"3".to_vec())]
+    );
+    log.stop().await;
 }
 
 #[tokio::test]
