@@ -15,6 +15,10 @@
 //! - `release` deletes the key only if its revision is still ours, so a stale holder never
 //!   deletes its successor's lease.
 //!
+//! A renewal whose ack is lost but which landed leaves this holder with a stale revision: its
+//! next renewal is refused and it fences, early but safely (the key then expires normally).
+//! Likewise a `create` whose ack is lost returns an error and the key simply expires.
+//!
 //! [`Lease::check`] compares the clock itself, so even a holder whose renewal task did not
 //! run (a paused process) refuses to act past its deadline. Must not know: rooms' contents.
 

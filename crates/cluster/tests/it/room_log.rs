@@ -97,6 +97,18 @@ async fn a_second_writer_is_fenced_until_it_reloads() {
     assert!(matches!(err, LogError::NotLoaded { .. }), "{err}");
     let loaded = a.load(r.clone()).await.unwrap();
     assert_eq!(loaded.tail, vec![(1, b"a1".to_vec()), (2, b"b2".to_vec())]);
+    // A stale writer's rollup never erases the new writer's updates: the compaction is
+    // fenced like an append.
+    b_node.load(r.clone()).await.unwrap();
+    assert_eq!(b_node.append(r.clone(), vec![b("b3")]).await.unwrap(), 3);
+    let err = a
+        .compact(r.clone(), 2, b"stale".to_vec())
+        .await
+        .unwrap_err();
+    assert!(err.is_fenced(), "{err}");
+    let loaded = b_node.load(r.clone()).await.unwrap();
+    assert_eq!(loaded.snapshot, None);
+    assert_eq!(seqs(&loaded), vec![1, 2, 3]);
     a.stop().await;
     b_node.stop().await;
 }
