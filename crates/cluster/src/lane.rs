@@ -576,8 +576,12 @@ impl Lane {
                         }),
                     };
                 }
+                // `StreamNotFound` is how "no responders" surfaces: a server that restarts
+                // accepts connections before it has restored its streams. Nothing was stored
+                // then, but the tail read decides, as for a lost ack.
                 PublishErrorKind::TimedOut
                 | PublishErrorKind::BrokenPipe
+                | PublishErrorKind::StreamNotFound
                 | PublishErrorKind::Other => {
                     match self.after(expected, msg_id).await {
                         Ok(After::Ours(seq)) => return Ok(seq),
