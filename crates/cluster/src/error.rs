@@ -1,0 +1,185 @@
+//! The crate's error types: one enum per operation family (room log, leases, node registry,
+//! connecting), each carrying the NATS error that caused it as its source.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    context::{CreateKeyValueError, CreateStreamError, PublishError},
+    kv,
+    stream::{ConsumerError, DirectGetError, InfoError, PurgeError},
+};
+
+use crate::record::{DecodeError, TooLarge};
+
+/// Errors of the JetStream room log.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// Another writer appended to the room since this writer last read or wrote it (JetStream
+    /// refused the expected last subject sequence). The room actor must step down; the room
+    /// has to be loaded again before this log appends to it.
+    #[error(
+        "room {room:?}: another writer appended after subject sequence {expected}; this writer is fenced"
+    )]
+    Fenced { room: String, expected: u64 },
+    /// The room was not loaded through this log, or an earlier failed write left its tip
+    /// unknown: appending blindly could interleave with another writer's history.
+    #[error("room {room:?} must be loaded (again) before it is written")]
+    NotLoaded { room: String },
+    /// A compaction that would lose data (same refusals as the redb engine).
+    #[error("compaction of room {room:?} refused: {reason}")]
+    CompactionRefused {
+        room: String,
+        reason: &'static str,
+        upto_seq: u64,
+        seq: u64,
+    },
+    #[error("room {room:?}: stored message {seq} is unreadable")]
+    Corrupt {
+        room: String,
+        seq: u64,
+        #[source]
+        source: DecodeError,
+    },
+    #[error("room {room:?}: chunked record at {seq} references a missing chunk")]
+    MissingChunk { room: String, seq: u64 },
+    #[error(transparent)]
+    TooLarge(#[from] TooLarge),
+    #[error("creating stream {stream}")]
+    CreateStream {
+        stream: String,
+        #[source]
+        source: CreateStreamError,
+    },
+    #[error("publishing to room {room:?}")]
+    Publish {
+        room: String,
+        #[source]
+        source: PublishError,
+    },
+    #[error("reading room {room:?}")]
+    Read {
+        room: String,
+        #[source]
+        source: DirectGetError,
+    },
+    #[error("reading room {room:?} with an ordered consumer")]
+    Consumer {
+        room: String,
+        #[source]
+        source: ConsumerError,
+    },
+    #[error("reading room {room:?} with an ordered consumer")]
+    Consume {
+        room: String,
+        #[source]
+        source: async_nats::Error,
+    },
+    #[error("purging chunks of room {room:?}")]
+    Purge {
+        room: String,
+        #[source]
+        source: PurgeError,
+    },
+    #[error("listing the subjects of stream {stream}")]
+    List {
+        stream: String,
+        #[source]
+        source: InfoError,
+    },
+    #[error("room {room:?}: JetStream did not answer within {after:?}")]
+    Timeout { room: String, after: Duration },
+    #[error("the room log is stopped")]
+    Stopped,
+}
+
+impl LogError {
+    /// True when another writer owns the room now (see [`LogError::Fenced`]).
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, LogError::Fenced { .. })
+    }
+}
+
+/// Errors of room leases.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    /// Another node holds the room's lease (until it releases it or it expires).
+    #[error("room {room:?} is leased by node {holder:?}")]
+    Held { room: String, holder: String },
+    /// This holder can no longer act for the room: its renewal failed or its deadline passed.
+    #[error("the lease on room {room:?} (epoch {epoch}) is lost; this holder is fenced")]
+    Fenced { room: String, epoch: u64 },
+    #[error("creating lease bucket {bucket}")]
+    Bucket {
+        bucket: String,
+        #[source]
+        source: CreateKeyValueError,
+    },
+    #[error("creating the lease of room {room:?}")]
+    Create {
+        room: String,
+        #[source]
+        source: kv::CreateError,
+    },
+    #[error("reading the lease of room {room:?}")]
+    Entry {
+        room: String,
+        #[source]
+        source: kv::EntryError,
+    },
+    #[error("releasing the lease of room {room:?}")]
+    Release {
+        room: String,
+        #[source]
+        source: kv::DeleteError,
+    },
+}
+
+/// Errors of the node registry.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("creating node bucket {bucket}")]
+    Bucket {
+        bucket: String,
+        #[source]
+        source: CreateKeyValueError,
+    },
+    #[error("announcing node {node_id:?}")]
+    Put {
+        node_id: String,
+        #[source]
+        source: kv::PutError,
+    },
+    #[error("listing nodes")]
+    Keys {
+        #[source]
+        source: kv::HistoryError,
+    },
+    #[error("listing nodes")]
+    Watch {
+        #[source]
+        source: kv::WatchError,
+    },
+    #[error("reading node {node_id:?}")]
+    Entry {
+        node_id: String,
+        #[source]
+        source: kv::EntryError,
+    },
+    #[error("node {node_id:?} has an unreadable registry entry")]
+    Decode {
+        node_id: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("encoding the registry entry")]
+    Encode(#[source] serde_json::Error),
+}
+
+/// Errors of connecting to NATS.
+#[derive(Debug, thiserror::Error)]
+#[error("connecting to NATS at {url}")]
+pub struct ConnectError {
+    pub url: String,
+    #[source]
+    pub source: async_nats::ConnectError,
+}

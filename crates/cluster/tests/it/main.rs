@@ -1,0 +1,10 @@
+//! Integration tests of weaver-cluster against a real nats-server (scripts/nats.sh installs
+//! it; without it these tests fail with that hint).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod bench;
+mod lease;
+mod registry;
+mod room_log;
+mod support;
