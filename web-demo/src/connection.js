@@ -98,22 +98,32 @@ export class Connection {
     return 'connecting'
   }
 
-  /** A sentence for a person: why the page is in its state, and what happens to their edits. */
-  get detail () {
-    const state = this.state
-    const kept = 'Your changes are kept on this device'
-    switch (state) {
+  /** Why the page is in its state, in one sentence. */
+  get reason () {
+    switch (this.state) {
       case 'online': return 'Connected: edits reach the server as you type.'
       case 'connecting': return 'Connecting to the server…'
-      case 'offline': return `This browser is offline. ${kept} and sent when the network is back.`
-      case 'expired': return `Your access token expired. ${kept}; the page continues once the application hands it a new token.`
+      case 'offline': return 'This browser is offline.'
+      case 'expired': return 'Your access token expired.'
       default:
         if (this.closed) {
           return this.closed.code === 4410
             ? 'This room was deleted on the server.'
-            : `The server closed this room for this page (${this.closed.code}${this.closed.reason ? `: ${this.closed.reason}` : ''}). ${kept}.`
+            : `The server closed this room for this page (${this.closed.code}${this.closed.reason ? `: ${this.closed.reason}` : ''}).`
         }
-        return `${this.verdict?.detail ?? ''} ${kept}; the page keeps retrying.`.trim()
+        return this.verdict?.detail ?? ''
+    }
+  }
+
+  /** The reason, and what happens to the person's edits meanwhile. */
+  get detail () {
+    const kept = 'Your changes are kept on this device'
+    switch (this.state) {
+      case 'online':
+      case 'connecting': return this.reason
+      case 'offline': return `${this.reason} ${kept} and sent when the network is back.`
+      case 'expired': return `${this.reason} ${kept}; the page continues once the application hands it a new token.`
+      default: return `${this.reason} ${kept}${this.closed ? '' : '; the page keeps retrying'}.`
     }
   }
 

@@ -200,8 +200,9 @@ function render () {
       if (focusedBlock === id) ctx.setFocus(null)
     }
   }
-  renderEmpty(blocks.length)
-  $('#block-count').textContent = blocks.length === 1 ? '1 block' : `${blocks.length} blocks`
+  const view = renderEmpty(blocks.length)
+  // "0 blocks" next to "Loading…" would be the same guess as "No blocks yet".
+  $('#block-count').textContent = view === 'loading' ? 'Loading' : view === 'unreachable' ? 'Not on this device yet' : blocks.length === 1 ? '1 block' : `${blocks.length} blocks`
   renderPeers()
 }
 
@@ -218,8 +219,9 @@ function renderEmpty (count) {
   $('#empty').hidden = view !== 'empty'
   $('#loading').hidden = view !== 'loading'
   $('#no-local-copy').hidden = view !== 'unreachable'
-  if (view === 'unreachable') $('#no-local-copy-why').textContent = connection.detail
+  if (view === 'unreachable') $('#no-local-copy-why').textContent = connection.reason
   list.dataset.view = view
+  return view
 }
 
 let renderQueued = false
@@ -300,7 +302,7 @@ function renderPeers () {
       ? 'Who else is here is unknown while offline: others may still be in this room.'
       : state === 'connecting'
         ? 'Who else is here shows once connected.'
-        : 'Who else is here is unknown while the server cannot be reached.'))
+        : 'Who else is here is unknown while not connected.'))
     return
   }
   $('#peer-count').textContent = String(others.length + 1)
