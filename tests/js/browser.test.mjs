@@ -17,6 +17,7 @@ import { chromium } from 'playwright-core'
 import * as Y from 'yjs'
 import WebSocket from 'ws'
 import { startWeaver, repoRoot, tempDataDir } from './lib/weaver.mjs'
+import { mintWeaverToken, newKey, nowSecs } from './lib/token.mjs'
 import { diffSplice, transformPosition } from '../../web-demo/src/text-binding.js'
 
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium'
@@ -47,18 +48,29 @@ after(async () => {
   await weaver?.stop()
 })
 
-/** Opens the demo for `room` in a new browser context; resolves once it is online. */
-async function openPage (server, room, label) {
-  const context = await browser.newContext({ viewport: VIEWPORT })
+/**
+ * Opens the demo for `room` in a new browser context; resolves once it is online (unless
+ * `online: false`). `token` goes in `?token=`; `setup(context)` runs before the page loads.
+ */
+async function openPage (server, room, label, { token, viewport = VIEWPORT, online = true, setup } = {}) {
+  const context = await browser.newContext({ viewport })
   contexts.add(context)
+  await setup?.(context)
+  const page = await newPage(context, label)
+  await page.goto(pageUrl(server, room, token), { timeout: WAIT })
+  if (online) await waitOnline(page)
+  return { context, page }
+}
+
+const pageUrl = (server, room, token) => `${server.httpUrl}/?room=${encodeURIComponent(room)}${token ? `&token=${token}` : ''}`
+
+async function newPage (context, label) {
   const page = await context.newPage()
   page.problems = []
   page.label = label
   page.on('pageerror', (e) => page.problems.push(`pageerror: ${e.message}`))
   page.on('console', (m) => { if (m.type() === 'error') page.problems.push(`console: ${m.text()}`) })
-  await page.goto(`${server.httpUrl}/?room=${encodeURIComponent(room)}`, { timeout: WAIT })
-  await waitOnline(page)
-  return { context, page }
+  return page
 }
 
 async function waitOnline (page) {
@@ -128,6 +140,21 @@ test('two contexts on one room: typing in one appears in the other', { timeout: 
   assert.equal(await a.page.locator('#save').textContent(), 'All changes saved')
   await shot(a.page, 'typing-A')
   await shot(b.page, 'typing-B')
+
+  // Cards are named by their place ("Block 1"), the id only in the tooltip.
+  const label = b.page.locator(`.block[data-block-id="${id}"] .block-label`)
+  assert.equal(await label.textContent(), 'Block 1')
+  assert.match(await label.getAttribute('title'), new RegExp(id))
+  assert.doesNotMatch(await b.page.locator(`.block[data-block-id="${id}"] .block-head`).textContent(), new RegExp(`${id.slice(0, 8)}|…`))
+  // The page no longer offers block types it treats like text; a type another client set is
+  // still shown, with what it means.
+  assert.equal(await a.page.locator('#add-type').count(), 0)
+  await a.page.evaluate(() => window.weaver.weaverDoc.addBlock(window.weaver.doc, { id: 'bzzzz-vector', type: 'vector_collection', content: 'from another app' }))
+  const chip = b.page.locator('.block[data-block-id="bzzzz-vector"] .chip')
+  await chip.waitFor({ timeout: WAIT })
+  assert.equal(await chip.textContent(), 'Vector collection')
+  assert.match(await chip.getAttribute('title'), /set by the application that created/)
+  assert.equal(await b.page.locator('.block[data-block-id="bzzzz-vector"] .block-label').textContent(), 'Block 2')
   assert.deepEqual(a.page.problems, [])
   assert.deepEqual(b.page.problems, [])
   await closeContext(a.context)
@@ -218,6 +245,9 @@ test('offline: edits survive a reload while offline and merge on reconnect', { t
   await waitFor(a.page, () => window.weaver.status().unsaved, null, 'A shows unsaved changes')
   assert.equal(await a.page.locator('#save').textContent(), 'Unsaved changes')
   assert.equal(await a.page.locator('#conn').getAttribute('data-state'), 'offline')
+  // B is still there: A cannot know, and must not claim that nobody is.
+  assert.match(await a.page.locator('#peers').textContent(), /unknown while offline/)
+  assert.equal(await a.page.locator('#peer-count').textContent(), '?')
   await shot(a.page, 'offline-A-edited')
 
   // Meanwhile B edits the same block online; A must not receive anything while offline.
@@ -345,7 +375,17 @@ test('Index with no configuration: the built-in local integration reports done w
   await a.page.keyboard.type('First paragraph.\n\nSecond paragraph.')
   await contentIs(b.page, id, 'First paragraph.\n\nSecond paragraph.')
   await recordStatuses(b.page, id, 'search')
-  await a.page.locator(`.block[data-block-id="${id}"] .index-button`).click()
+  // "Index" with no name says what is missing instead of doing nothing.
+  const card = a.page.locator(`.block[data-block-id="${id}"]`)
+  await requestIndex(a.page, id, '   ')
+  await card.locator('.index-error').waitFor({ timeout: WAIT })
+  assert.match(await card.locator('.index-error').textContent(), /index name/)
+  assert.equal(await card.locator('.index-name').getAttribute('aria-invalid'), 'true')
+  assert.equal((await blocks(a.page)).find((x) => x.id === id).indexingList.length, 0)
+  await shot(a.page, 'local-index-empty-name')
+  await card.locator('.index-name').fill('search')
+  assert.equal(await card.locator('.index-error').isVisible(), false)
+  await card.locator('.index-button').click()
   for (const p of [a.page, b.page]) {
     await waitFor(p, (sel) => document.querySelector(sel), entrySelector(id, 'search', 'done', 1), 'search done')
     const entry = (await blocks(p)).find((x) => x.id === id).indexingList[0]
@@ -406,6 +446,17 @@ test('Index shows processing then done with a result in both contexts; the call 
     await waitFor(b.page, (id) => document.querySelector(`.block[data-block-id="${id}"] .call[data-status="completed"] .event[data-type="completed"]`), id, 'the completed call timeline')
     const types = await panel.locator('.call').first().locator('.event').evaluateAll((els) => els.map((e) => e.dataset.type))
     assert.deepEqual(types.filter((t) => ['initialized', 'processing', 'completed'].includes(t)), ['initialized', 'processing', 'completed'], types.join(','))
+    // One vocabulary: the call's badge says what the index entry's badge says.
+    assert.equal(await panel.locator('.call[data-status="completed"] .badge').first().textContent(), 'Done')
+    assert.equal(await b.page.locator(`${entrySelector(id, 'slow', 'done', 1)} .badge`).textContent(), 'Done')
+    // The real steps are the timeline's rows; the bridge's bookkeeping (created, claimed) is
+    // folded into collapsed "internal steps" rows, hidden until asked for.
+    const call = panel.locator('.call').first()
+    const rows = await call.locator(':scope > .timeline > li.event').evaluateAll((els) => els.map((e) => e.dataset.type))
+    assert.deepEqual(rows, ['initialized', 'processing', 'completed'], rows.join(','))
+    assert.ok(types.includes('created') && types.includes('claimed'), types.join(','))
+    assert.match(await call.locator('.internal-steps summary').first().textContent(), /^\d+ internal steps?$/)
+    assert.equal(await call.locator('li.event.internal').first().isVisible(), false)
     await shot(b.page, 'index-calls-B')
 
     // Re-run from B: attempt 2 goes through the same way, and the panel lists both calls.
@@ -502,6 +553,10 @@ test('relay killed and restarted: the page shows it, keeps edits made meanwhile,
 
     await server.kill9()
     await waitFor(a.page, () => window.weaver.status().connection !== 'online' && document.querySelector('#conn').dataset.state !== 'online', null, 'A notices the relay is gone')
+    // The browser is online: the server is what is missing, and the page says so.
+    await waitFor(a.page, () => document.querySelector('#conn').dataset.state === 'unavailable', null, '"Server unavailable"')
+    assert.equal(await a.page.locator('#conn .label').textContent(), 'Server unavailable')
+    assert.match(await a.page.locator('#conn-note').textContent(), /cannot be reached/)
     await a.page.keyboard.type(' + during the outage')
     await waitFor(a.page, () => window.weaver.status().unsaved && document.querySelector('#save').textContent === 'Unsaved changes', null, 'unsaved changes shown during the outage')
     await shot(a.page, 'restart-A-relay-down')
@@ -684,6 +739,200 @@ test('a mirror on the browser\'s own EventSource follows the change feed across 
     await server.stop()
     rmSync(dataDir, { recursive: true, force: true })
   }
+})
+
+test('before the first sync the page says "Loading…"; offline it shows the local copy, or says there is none', { timeout: 120000 }, async () => {
+  const room = `loading-${Date.now()}`
+  const a = await openPage(weaver, room, 'A')
+  const id = await addBlock(a.page)
+  await a.page.keyboard.type('already on the server')
+  await waitFor(a.page, () => !window.weaver.status().unsaved, null, 'A saved')
+
+  // B's WebSocket goes through the test, which holds back what the server sends until released:
+  // B has loaded its (empty) local copy but has not heard from the server.
+  let release
+  const released = new Promise((resolve) => { release = resolve })
+  const b = await openPage(weaver, room, 'B', {
+    online: false,
+    setup: (context) => context.routeWebSocket(() => true, (ws) => {
+      const server = ws.connectToServer()
+      server.onMessage(async (m) => { await released; ws.send(m) })
+    })
+  })
+  await waitFor(b.page, () => window.weaver?.status().localLoaded, null, 'B loaded its empty local copy')
+  await b.page.waitForTimeout(500) // time for a wrong "No blocks yet" to show
+  assert.equal(await b.page.locator('#loading').isVisible(), true)
+  assert.equal(await b.page.locator('#empty').isVisible(), false)
+  assert.equal(await b.page.locator('#conn').getAttribute('data-state'), 'connecting')
+  await shot(b.page, 'loading-before-first-sync')
+  release()
+  await waitOnline(b.page)
+  await contentIs(b.page, id, 'already on the server')
+  assert.equal(await b.page.locator('#loading').isVisible(), false)
+  assert.equal(await b.page.locator('#empty').isVisible(), false)
+
+  // Offline, the page still works from its local copy ...
+  await waitFor(b.page, () => navigator.serviceWorker?.controller !== null && document.querySelector('#offline-ready')?.dataset.ready === 'true', null, 'the service worker controlling the page')
+  await b.page.waitForTimeout(300) // y-indexeddb writes each update in its own IDB transaction
+  await b.context.setOffline(true)
+  await b.page.goto(pageUrl(weaver, room), { timeout: WAIT })
+  await waitFor(b.page, () => window.weaver?.status().localLoaded, null, 'B reloaded offline')
+  await waitFor(b.page, (id) => document.querySelector(`.block[data-block-id="${id}"] textarea`)?.value === 'already on the server', id, 'the local block offline')
+  assert.equal(await b.page.locator('#loading').isVisible(), false)
+  // ... and a room this device never had is neither "loading" forever nor "empty".
+  await b.page.goto(pageUrl(weaver, `${room}-elsewhere`), { timeout: WAIT })
+  await waitFor(b.page, () => window.weaver?.status().localLoaded, null, 'B opened an unknown room offline')
+  await b.page.locator('#no-local-copy').waitFor({ timeout: WAIT })
+  assert.match(await b.page.locator('#no-local-copy').textContent(), /not on this device yet[\s\S]*offline/)
+  assert.equal(await b.page.locator('#loading').isVisible(), false)
+  assert.equal(await b.page.locator('#empty').isVisible(), false)
+  await shot(b.page, 'loading-offline-no-local-copy')
+  const real = (p) => p.problems.filter((m) => !/WebSocket|ERR_INTERNET_DISCONNECTED|Failed to load resource/.test(m))
+  assert.deepEqual([...a.page.problems, ...real(b.page)], [])
+  await closeContext(a.context)
+  await closeContext(b.context)
+})
+
+test('the server refuses the connection (503 at its connection limit): "Refused" with the reason, not "Offline"', { timeout: 120000 }, async () => {
+  const server = await startWeaver({ args: ['--max-connections', '1'] })
+  let holder
+  try {
+    const room = `refused-${Date.now()}`
+    holder = new WebSocket(`${server.wsUrl}/${room}`)
+    await new Promise((resolve, reject) => { holder.once('open', resolve); holder.once('error', reject) })
+    const a = await openPage(server, room, 'A', { online: false })
+    await waitFor(a.page, () => document.querySelector('#conn').dataset.state === 'refused', null, '"Refused"')
+    assert.equal(await a.page.evaluate(() => navigator.onLine), true)
+    assert.equal(await a.page.locator('#conn .label').textContent(), 'Refused')
+    assert.match(await a.page.locator('#conn-note').textContent(), /refused the live connection.*connection limit/)
+    assert.equal(await a.page.locator('#conn-note').isVisible(), true)
+    await shot(a.page, 'refused-connection-limit')
+    // A slot frees up: the page connects by itself.
+    holder.close()
+    await waitOnline(a.page)
+    assert.equal(await a.page.locator('#conn-note').isVisible(), false)
+    const real = (p) => p.problems.filter((m) => !/WebSocket|Failed to load resource/.test(m))
+    assert.deepEqual(real(a.page), [])
+    await closeContext(a.context)
+  } finally {
+    holder?.close()
+    await server.stop()
+  }
+})
+
+test('tokens: read-only is shown and enforced without a step-1 loop; an expired session continues with a new token; the calls panel explains its 403', { timeout: 180000 }, async () => {
+  const { key, hex } = newKey()
+  // A tight step-1 budget (2 at once, then 4 a minute) makes a loop show within seconds.
+  const server = await startWeaver({ args: ['--auth-key', hex, '--sync-step1-burst', '2', '--sync-step1-per-minute', '4'] })
+  try {
+    const room = `tokens-${Date.now()}`
+    const writeToken = mintWeaverToken(key, { room, write: true, expiresAt: nowSecs() + 3600 })
+    const readToken = mintWeaverToken(key, { room, expiresAt: nowSecs() + 3600 })
+    const w = await openPage(server, room, 'W', { token: writeToken })
+    const id = await addBlock(w.page)
+    await w.page.keyboard.type('Shared notes')
+    await waitFor(w.page, () => !window.weaver.status().unsaved, null, 'W saved')
+    assert.equal(await w.page.locator('#access').isVisible(), false)
+
+    // Every close of the reader's socket and every sync step 1 it sends, from its first frame.
+    const r = await openPage(server, room, 'R', {
+      token: readToken,
+      setup: (context) => context.addInitScript(() => {
+        window.__step1 = 0
+        const send = WebSocket.prototype.send
+        WebSocket.prototype.send = function (data) {
+          const b = new Uint8Array(data instanceof ArrayBuffer ? data : data.buffer ?? data)
+          if (b[0] === 0 && b[1] === 0) window.__step1++
+          return send.call(this, data)
+        }
+      })
+    })
+    await r.page.evaluate(() => { window.__closes = []; window.weaver.provider.on('connection-close', (e) => window.__closes.push(e?.code ?? null)) })
+    await contentIs(r.page, id, 'Shared notes')
+    assert.equal(await r.page.locator('#access').isVisible(), true)
+    assert.equal(await r.page.locator('#access').textContent(), 'Read-only')
+    assert.equal(await r.page.locator('#add-block').isDisabled(), true)
+    const card = r.page.locator(`.block[data-block-id="${id}"]`)
+    assert.equal(await card.locator('textarea').evaluate((t) => t.readOnly), true)
+    assert.equal(await card.locator('.index-button').isDisabled(), true)
+    assert.equal(await card.locator('.index-name').isDisabled(), true)
+    assert.equal(await card.locator('.icon-button.danger').isDisabled(), true)
+    await card.locator('textarea').click()
+    await r.page.keyboard.type('ignored')
+    assert.equal((await blocks(r.page)).find((x) => x.id === id).content, 'Shared notes')
+    // Still live: the writer's typing arrives.
+    await textarea(w.page, id).click()
+    await w.page.keyboard.press('End')
+    await w.page.keyboard.type(', read live')
+    await contentIs(r.page, id, 'Shared notes, read live')
+    await shot(r.page, 'tokens-read-only')
+
+    // An edit the relay will never take (an app writing through the hook): the page says it is
+    // not saved, and does not ask the relay about it again and again.
+    await r.page.evaluate(() => window.weaver.weaverDoc.addBlock(window.weaver.doc, { id: 'bzzzz-local', type: 'text', content: 'local only' }))
+    await waitFor(r.page, () => document.querySelector('#save').textContent === 'Local edits not saved (read-only)', null, 'the read-only save state')
+    const step1Before = await r.page.evaluate(() => window.__step1)
+    await r.page.waitForTimeout(20000)
+    assert.deepEqual(await r.page.evaluate(() => window.__closes), [], 'the read-only socket was closed')
+    assert.equal(await r.page.evaluate(() => window.__step1), step1Before, 'sync step 1 sent again on a read-only connection')
+    assert.ok(step1Before <= 2, `step 1 sent ${step1Before} times`)
+    const metrics = await (await fetch(`${server.httpUrl}/metrics`)).text()
+    assert.doesNotMatch(metrics, /reason="sync_step1_rate"/)
+    assert.equal(await r.page.evaluate(() => window.weaver.status().connection), 'online')
+
+    // The calls panel with a room token: the bridge API needs an admin token, and says so.
+    const panel = w.page.locator(`.block[data-block-id="${id}"] .calls`)
+    await panel.locator('summary').click()
+    await panel.locator('.calls-note[data-kind="forbidden"]').waitFor({ timeout: WAIT })
+    assert.match(await panel.locator('.calls-note').textContent(), /needs an admin token/)
+    await shot(w.page, 'tokens-calls-need-admin')
+
+    // A session that expires (4401): said so, edits kept, and the app's new token continues it.
+    const e = await openPage(server, room, 'E', { token: mintWeaverToken(key, { room, write: true, expiresAt: nowSecs() + 4 }) })
+    await e.page.evaluate(() => { window.__expired = 0; window.addEventListener('weaver:token-expired', () => { window.__expired++ }) })
+    await waitFor(e.page, () => document.querySelector('#conn').dataset.state === 'expired', null, '"Session expired"', 20000)
+    assert.equal(await e.page.locator('#conn .label').textContent(), 'Session expired')
+    assert.match(await e.page.locator('#conn-note').textContent(), /access token expired/)
+    assert.equal(await e.page.evaluate(() => window.__expired), 1)
+    await textarea(e.page, id).click()
+    await e.page.keyboard.press('End')
+    await e.page.keyboard.type(' + after expiry')
+    await waitFor(e.page, () => window.weaver.status().unsaved, null, 'unsaved while expired')
+    await shot(e.page, 'tokens-expired')
+    const fresh = mintWeaverToken(key, { room, write: true, expiresAt: nowSecs() + 3600 })
+    await e.page.evaluate((t) => window.weaver.setToken(t), fresh)
+    await waitOnline(e.page)
+    await waitFor(e.page, () => !window.weaver.status().unsaved, null, 'saved with the new token')
+    await contentIs(w.page, id, 'Shared notes, read live + after expiry', 'W sees the edit made while expired')
+    assert.equal(new URL(e.page.url()).searchParams.get('token'), fresh)
+    const real = (p) => p.problems.filter((m) => !/WebSocket|Failed to load resource/.test(m))
+    assert.deepEqual([...real(w.page), ...real(r.page), ...real(e.page)], [])
+    for (const c of [w, r, e]) await closeContext(c.context)
+  } finally {
+    await server.stop()
+  }
+})
+
+test('at 390 px the header leaves the room title whole instead of one word per line', { timeout: 120000 }, async () => {
+  const room = `narrow-${Date.now()}` // ~20 characters: fits one line of a phone
+  const a = await openPage(weaver, room, 'A', { viewport: { width: 390, height: 844 } })
+  await addBlock(a.page)
+  await a.page.keyboard.type('Small screens too.')
+  const measure = () => a.page.locator('#room-title').evaluate((el) => {
+    const lineHeight = parseFloat(getComputedStyle(el).lineHeight)
+    return { lines: Math.round(el.getBoundingClientRect().height / lineHeight), pageWidth: document.documentElement.scrollWidth }
+  })
+  const short = await measure()
+  assert.equal(short.lines, 1, JSON.stringify(short))
+  assert.ok(short.pageWidth <= 390, `the page scrolls sideways: ${JSON.stringify(short)}`)
+  await shot(a.page, 'narrow-390')
+  // The longest room name wraps at the width, not at every "-".
+  await a.page.evaluate(() => { document.querySelector('#room-title').textContent = 'a-very-long-room-name-for-the-weekly-planning-of-the-whole-team-x' })
+  const long = await measure()
+  assert.ok(long.lines <= 3, JSON.stringify(long))
+  assert.ok(long.pageWidth <= 390, `the page scrolls sideways: ${JSON.stringify(long)}`)
+  assert.deepEqual(a.page.problems, [])
+  await closeContext(a.context)
 })
 
 // The page's text binding rests on two pure functions; check them against Yjs itself over many

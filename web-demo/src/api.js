@@ -2,7 +2,9 @@
 //
 // Only reads: the listing of a block's calls and one call's event timeline. Errors come back as
 // a typed `ApiError` with a `kind` the UI turns into a friendly message ("missing" when this
-// server has no bridge API, "network" when it cannot be reached, "http" otherwise).
+// server has no bridge API, "network" when it cannot be reached, "forbidden" when the token may
+// not read it, "http" otherwise). Also the probe that tells a refused live connection from an
+// unreachable server.
 
 import { toMillis } from './util.js'
 
@@ -21,9 +23,14 @@ export class Api {
     this.token = token
   }
 
-  async _get (path, { signal } = {}) {
+  _headers () {
     const headers = { Accept: 'application/json' }
     if (this.token) headers.Authorization = `Bearer ${this.token}`
+    return headers
+  }
+
+  async _get (path, { signal } = {}) {
+    const headers = this._headers()
     let res
     try {
       res = await fetch(new URL(path, this.base), { headers, signal, cache: 'no-store' })
@@ -33,6 +40,9 @@ export class Api {
     }
     if (res.status === 404 || res.status === 405 || res.status === 501) {
       throw new ApiError('missing', 'This server does not expose the bridge API.', res.status)
+    }
+    if (res.status === 401 || res.status === 403) {
+      throw new ApiError('forbidden', `The API answered ${res.status}.`, res.status)
     }
     if (res.status === 502 || res.status === 503 || res.status === 504) {
       throw new ApiError('network', 'The bridge API is unreachable right now.', res.status)
@@ -76,5 +86,21 @@ export class Api {
   async getCall (id, opts) {
     const body = await this._get(`api/calls/${encodeURIComponent(id)}`, opts)
     return { call: body?.call ?? null, events: Array.isArray(body?.events) ? body.events : [] }
+  }
+
+  /**
+   * The HTTP status of `GET /api/rooms/{room}/awareness` (checks the token like the WebSocket
+   * upgrade does, never loads the room); throws ApiError('network') when nothing answers.
+   */
+  async probeRoom (room, { timeoutMs = 5000 } = {}) {
+    try {
+      const res = await fetch(new URL(`api/rooms/${encodeURIComponent(room)}/awareness`, this.base), {
+        headers: this._headers(), cache: 'no-store', signal: AbortSignal.timeout(timeoutMs)
+      })
+      res.body?.cancel().catch(() => {})
+      return res.status
+    } catch {
+      throw new ApiError('network', 'The server could not be reached.')
+    }
   }
 }

@@ -10,9 +10,25 @@ import { h, setChildren, ago, clock, shortId, STATUS_LABEL } from './util.js'
 const MAX_CALLS = 6
 const POLL_MS = 2000
 const TERMINAL = new Set(['completed', 'failed', 'cancelled', 'canceled'])
-// The integration-events contract; the bridge's bookkeeping events (created, claimed,
-// retry_scheduled, ...) are shown too, but quieter.
+// The integration-events contract: the steps a person follows. The bridge's bookkeeping events
+// (created, claimed, retry_scheduled, ...) often share a timestamp with them; they are folded
+// into a collapsed "n internal steps" row under the step they follow (docs/bridge.md).
 const PUBLIC_EVENTS = new Set(['initialized', 'processing', 'completed', 'failed'])
+// Same words as the status badges (util.js STATUS_LABEL); the raw type stays in data-type.
+const EVENT_LABEL = {
+  initialized: 'Accepted by the API',
+  processing: 'Processing',
+  completed: 'Done',
+  failed: 'Error',
+  created: 'Created',
+  claimed: 'Sent to the API',
+  retry_scheduled: 'Retry scheduled',
+  lease_expired: 'Worker lease expired',
+  cancelled: 'Cancelled',
+  late_result_ignored: 'Late result ignored',
+  writeback_failed: 'Write-back failed'
+}
+const eventLabel = (e) => e.type === 'failed' && e.retryable === true ? 'Error, will retry' : EVENT_LABEL[e.type] ?? String(e.type).replace(/_/g, ' ')
 
 export class CallsPanel {
   constructor (api, room, blockId) {
@@ -111,7 +127,10 @@ export class CallsPanel {
         ? ['The bridge API is not available on this server yet.', 'Indexing statuses above still come from the document.']
         : this.error.kind === 'network'
           ? ['Could not reach the server.', 'The list refreshes when the connection is back.']
-          : [this.error.message, '']
+          : this.error.kind === 'forbidden'
+            // The bridge's call API takes only an admin token for every room (docs/security.md).
+            ? ['The call history needs an admin token.', 'This page\'s token is for this room only. The indexing statuses above come from the document and are up to date.']
+            : [this.error.message, '']
       setChildren(this.body, h('div.calls-note', { dataset: { kind: this.error.kind } }, h('strong', {}, msg[0]), msg[1] ? h('span', {}, ' ' + msg[1]) : null))
       return
     }
@@ -145,13 +164,42 @@ export class CallsPanel {
       c.external_id ? h('div.call-meta.muted', {}, 'external id ', h('span.mono', {}, String(c.external_id))) : null,
       d.events === null
         ? h('div.muted.small', {}, 'Timeline unavailable: ', d.error?.message ?? '')
-        : h('ol.timeline', {}, events.map((e) => h(PUBLIC_EVENTS.has(e.type) ? 'li.event' : 'li.event.internal', { dataset: e.retryable === true ? { type: String(e.type), retryable: 'true' } : { type: String(e.type) } },
-          h('span.event-dot'),
-          h('span.event-type', {}, String(e.type)),
-          e.attempt !== undefined && e.attempt !== null ? h('span.muted', {}, ` #${e.attempt}`) : null,
-          h('span.event-time.mono.muted', {}, clock(e.at)),
-          eventDetail(e)))))
+        : h('ol.timeline', {}, timelineRows(events)))
   }
+}
+
+/** Public steps as rows; each run of internal events as one collapsed row after its step. */
+function timelineRows (events) {
+  const rows = []
+  let run = []
+  const flush = () => {
+    if (run.length === 0) return
+    const n = run.length
+    rows.push(h('li.internal-steps', {},
+      h('details', {},
+        h('summary.muted', { title: run.map((e) => e.type).join(', ') }, `${n} internal step${n === 1 ? '' : 's'}`),
+        h('ol.timeline.internal-list', {}, run.map(eventRow)))))
+    run = []
+  }
+  for (const e of events) {
+    if (PUBLIC_EVENTS.has(e.type)) {
+      flush()
+      rows.push(eventRow(e))
+    } else {
+      run.push(e)
+    }
+  }
+  flush()
+  return rows
+}
+
+function eventRow (e) {
+  return h(PUBLIC_EVENTS.has(e.type) ? 'li.event' : 'li.event.internal', { dataset: e.retryable === true ? { type: String(e.type), retryable: 'true' } : { type: String(e.type) } },
+    h('span.event-dot'),
+    h('span.event-type', { title: String(e.type) }, eventLabel(e)),
+    e.attempt !== undefined && e.attempt !== null ? h('span.muted', {}, ` #${e.attempt}`) : null,
+    h('span.event-time.mono.muted', {}, clock(e.at)),
+    eventDetail(e))
 }
 
 function eventDetail (e) {

@@ -2,7 +2,7 @@
 //!
 //! Wiring only: one Y.Doc per page, synced with the relay by y-websocket (same origin, room
 //! from `?room=`), kept in IndexedDB by y-indexeddb, rendered by BlockView cards, with presence
-//! from awareness and a save-state tracker. The document schema lives in weaver-doc.js; this file
+//! from awareness, a save-state tracker and the connection's state (connection.js). The document schema lives in weaver-doc.js; this file
 //! deliberately writes the document only through it.
 import './style.css'
 import * as Y from 'yjs'
@@ -12,6 +12,7 @@ import * as weaverDoc from './weaver-doc.js'
 import { readBlocks, addBlock, getBlocksMap } from './weaver-doc.js'
 import { BlockView } from './block-view.js'
 import { SaveTracker } from './save-state.js'
+import { Connection, STATE_LABEL } from './connection.js'
 import { Api } from './api.js'
 import { loadUser, saveUser, peers, initials } from './presence.js'
 import { h, setChildren } from './util.js'
@@ -41,13 +42,26 @@ const provider = new WebsocketProvider(relay, room, doc, {
 })
 const awareness = provider.awareness
 const api = new Api(apiBase, token)
+const connection = new Connection({ provider, api, room, token, onChange: () => renderStatus() })
 
 // Browsers report losing the network before a WebSocket notices; go offline at once and
-// reconnect as soon as the network is back (the relay then receives our offline edits).
+// reconnect as soon as the network is back (the relay then receives our offline edits). A room
+// the server closed for good (4400-4499: expired token, deleted room) waits for a new token.
 window.addEventListener('offline', () => provider.disconnect())
-window.addEventListener('online', () => provider.connect())
-// The relay closed for good (4400-4499: e.g. a missing or expired token): say so.
-provider.on('closed', ({ code, reason }) => notify(`The relay refused this room (${code}${reason ? `: ${reason}` : ''}). Edits stay on this device.`))
+window.addEventListener('online', () => { if (!connection.closed) provider.connect() })
+
+// Whether this device's copy has ever been in sync with the server: an empty copy that never was
+// says nothing about the room, so the page shows "Loading…" (or, unreachable, says so) instead
+// of "No blocks yet". Kept next to the data, in y-indexeddb's own key-value store.
+const SYNCED_KEY = 'weaver-demo:synced-with-server'
+let localCopySynced = null
+persistence.get(SYNCED_KEY).then((v) => { localCopySynced = v === true }, () => { localCopySynced = false }).then(() => scheduleRender())
+provider.on('sync', (synced) => {
+  if (synced && localCopySynced !== true) {
+    localCopySynced = true
+    persistence.set(SYNCED_KEY, true).catch(() => { /* no storage: only this session knows */ })
+  }
+})
 
 // ---- header: room picker, connection, save state ------------------------------------------
 
@@ -90,28 +104,44 @@ const connPill = $('#conn')
 const saveState = $('#save')
 let unsaved = false
 
-function connectionState () {
-  if (!navigator.onLine || !provider.shouldConnect) return 'offline'
-  if (provider.wsconnected && provider.synced) return 'online'
-  if (provider.wsconnecting || provider.wsconnected) return 'connecting'
-  // Between reconnect attempts (backoff) the provider is neither: it is trying.
-  return provider.wsUnsuccessfulReconnects > 3 ? 'offline' : 'connecting'
-}
+const connNote = $('#conn-note')
+const accessBadge = $('#access')
+let shownState = null
+let shownReadOnly = null
 
 function renderStatus () {
-  const state = connectionState()
+  const state = connection.state
+  const readOnly = connection.readOnly
   connPill.dataset.state = state
-  connPill.querySelector('.label').textContent = state === 'online' ? 'Online' : state === 'connecting' ? 'Connecting…' : 'Offline'
-  connPill.title = state === 'online' ? `Connected to ${relay}${room}` : state === 'connecting' ? 'Connecting to the relay…' : 'Working offline: changes are kept on this device'
+  connPill.querySelector('.label').textContent = STATE_LABEL[state]
+  connPill.title = state === 'online' ? `Connected to ${relay}${room}` : connection.detail
+  // States a person would not guess from the pill alone get their sentence on the page.
+  const explain = state === 'unavailable' || state === 'refused' || state === 'expired'
+  connNote.hidden = !explain
+  connNote.dataset.state = state
+  if (explain && connNote.textContent !== connection.detail) connNote.textContent = connection.detail
+  accessBadge.hidden = !readOnly
   saveState.dataset.unsaved = String(unsaved)
+  saveState.hidden = readOnly && !unsaved
   saveState.textContent = unsaved
-    ? (state === 'online' ? 'Saving changes…' : 'Unsaved changes')
+    ? (readOnly ? 'Local edits not saved (read-only)' : state === 'online' ? 'Saving changes…' : 'Unsaved changes')
     : 'All changes saved'
   saveState.title = unsaved
-    ? 'Some local edits have not reached the relay yet. They are kept on this device and sent when connected.'
+    ? (readOnly ? 'This page may only read: its local edits stay on this device and never reach the server.' : 'Some local edits have not reached the relay yet. They are kept on this device and sent when connected.')
     : 'Every local edit has been stored by the relay.'
   document.body.dataset.connection = state
-  document.title = `${unsaved ? '● ' : ''}${room} · Weaver`
+  document.body.dataset.readonly = String(readOnly)
+  document.title = `${unsaved && !readOnly ? '● ' : ''}${room} · Weaver`
+  if (state !== shownState || readOnly !== shownReadOnly) {
+    shownState = state
+    if (readOnly !== shownReadOnly) {
+      shownReadOnly = readOnly
+      saveTracker.setReadOnly(readOnly)
+      $('#add-block').disabled = readOnly
+      $('#add-block').title = readOnly ? 'Read-only access: blocks cannot be added' : ''
+    }
+    scheduleRender()
+  }
 }
 
 provider.on('status', renderStatus)
@@ -121,12 +151,13 @@ provider.on('connection-close', renderStatus)
 window.addEventListener('offline', renderStatus)
 window.addEventListener('online', renderStatus)
 setInterval(renderStatus, 1000)
+// renderStatus first runs once the module has finished: saveTracker exists by then.
 const saveTracker = new SaveTracker(doc, provider, (u) => { unsaved = u; renderStatus() })
+saveTracker.setReadOnly(connection.readOnly)
 
 // ---- blocks --------------------------------------------------------------------------------
 
 const list = $('#blocks')
-const emptyState = $('#empty')
 const views = new Map()
 let focusedBlock = null
 
@@ -145,15 +176,17 @@ const ctx = {
 function render () {
   const { blocks } = readBlocks(doc)
   const seen = new Set()
+  const readOnly = connection.readOnly
   let prev = null
-  for (const b of blocks) {
+  for (const [i, b] of blocks.entries()) {
     seen.add(b.id)
     let view = views.get(b.id)
     if (!view) {
       view = new BlockView(b.id, ctx)
       views.set(b.id, view)
     }
-    view.update(b)
+    view.setReadOnly(readOnly)
+    view.update(b, i + 1)
     // Keep DOM order = id order without moving nodes that are already in place (moving a
     // focused textarea would blur it).
     const want = prev ? prev.el.nextSibling : list.firstChild
@@ -167,10 +200,28 @@ function render () {
       if (focusedBlock === id) ctx.setFocus(null)
     }
   }
-  // Until a local copy or the relay has answered, "no blocks" would be a guess: say nothing.
-  emptyState.hidden = blocks.length > 0 || !(persistence.synced || provider.synced)
-  $('#block-count').textContent = blocks.length === 1 ? '1 block' : `${blocks.length} blocks`
+  const view = renderEmpty(blocks.length)
+  // "0 blocks" next to "Loading…" would be the same guess as "No blocks yet".
+  $('#block-count').textContent = view === 'loading' ? 'Loading' : view === 'unreachable' ? 'Not on this device yet' : blocks.length === 1 ? '1 block' : `${blocks.length} blocks`
   renderPeers()
+}
+
+/**
+ * What stands in for an empty list: "No blocks yet" only when someone who knows says so (the
+ * server, or a local copy that was once in sync with it); "Loading…" while waiting for them;
+ * and, when the server cannot be reached and this device has no copy, that.
+ */
+function renderEmpty (count) {
+  const state = connection.state
+  const known = provider.synced || (persistence.synced && localCopySynced === true)
+  const waiting = !persistence.synced || localCopySynced === null || state === 'connecting' || state === 'online'
+  const view = count > 0 ? 'blocks' : known ? 'empty' : waiting ? 'loading' : 'unreachable'
+  $('#empty').hidden = view !== 'empty'
+  $('#loading').hidden = view !== 'loading'
+  $('#no-local-copy').hidden = view !== 'unreachable'
+  if (view === 'unreachable') $('#no-local-copy-why').textContent = connection.reason
+  list.dataset.view = view
+  return view
 }
 
 let renderQueued = false
@@ -191,9 +242,9 @@ function newBlockId () {
 
 $('#add-form').addEventListener('submit', (e) => {
   e.preventDefault()
-  const type = $('#add-type').value
+  if (connection.readOnly) return
   const id = newBlockId()
-  addBlock(doc, { id, type, content: '' })
+  addBlock(doc, { id, type: 'text', content: '' })
   render()
   views.get(id)?.focusText()
 })
@@ -242,7 +293,20 @@ function renderPeers () {
     }
   }
   for (const [id, view] of views) view.setPeers(byBlock.get(id) ?? [])
+  // Awareness only flows through the server: without it the page cannot know who is there.
+  const state = connection.state
+  if (state !== 'online') {
+    $('#peer-count').textContent = '?'
+    $('#peer-count').title = 'Unknown until connected'
+    setChildren($('#peers'), h('li.peers-unknown.muted', { dataset: { state } }, state === 'offline'
+      ? 'Who else is here is unknown while offline: others may still be in this room.'
+      : state === 'connecting'
+        ? 'Who else is here shows once connected.'
+        : 'Who else is here is unknown while not connected.'))
+    return
+  }
   $('#peer-count').textContent = String(others.length + 1)
+  $('#peer-count').removeAttribute('title')
   setChildren($('#peers'), others.length === 0
     ? h('li.peers-empty.muted', {}, 'Nobody else is here. Open this room in another window to collaborate.')
     : others.map((p) => h('li.peer', { dataset: { clientId: String(p.clientId) } },
@@ -297,6 +361,10 @@ window.weaver = window.demo = {
   room,
   saveTracker,
   weaverDoc,
+  connection,
   readBlocks: () => readBlocks(doc),
-  status: () => ({ connection: connectionState(), unsaved, synced: provider.synced, localLoaded: persistence.synced })
+  status: () => ({ connection: connection.state, detail: connection.detail, readOnly: connection.readOnly, unsaved, synced: provider.synced, localLoaded: persistence.synced }),
+  // For the application embedding the page: hand over a fresh access token (e.g. on the
+  // `weaver:token-expired` window event); the page reconnects with it.
+  setToken: (t) => connection.setToken(t)
 }

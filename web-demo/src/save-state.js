@@ -12,12 +12,21 @@
 // step2 answer. While unsaved and connected, the tracker therefore asks the relay for what the
 // *shadow* lacks (a sync step1 carrying the shadow's state vector); the relay's step2 answer
 // settles it. Messages from other tabs (BroadcastChannel) are ignored: only the relay counts.
+//
+// Asking is the page's only repeated sync step1 (y-websocket sends one per connection; its
+// `resyncInterval` is off), and the relay limits step1s per connection (`--sync-step1-burst`,
+// `--sync-step1-per-minute`, then close 1008). So asks back off while an answer changes nothing
+// (1.5 s, doubling up to 30 s, reset by a new connection or once saved), and stop entirely on a
+// read-only connection, whose edits the relay never takes: asking every 1.5 s forever is what
+// got read-only pages closed with 1008 every ~30 s.
 import * as Y from 'yjs'
 
 const MESSAGE_SYNC = 0
 const SYNC_STEP1 = 0
 const SYNC_STEP2 = 1
 const SYNC_UPDATE = 2
+const ASK_FIRST_MS = 1500
+const ASK_MAX_MS = 30000
 
 function readVarUint (buf, pos) {
   let num = 0
@@ -64,7 +73,8 @@ export class SaveTracker {
     this.unsaved = false
     this._checkTimer = null
     this._askTimer = null
-    this._askedAt = 0
+    this._askDelay = ASK_FIRST_MS
+    this.readOnly = false
 
     const original = provider.messageHandlers[MESSAGE_SYNC]
     provider.messageHandlers[MESSAGE_SYNC] = (encoder, decoder, prov, emitSynced, messageType) => {
@@ -74,7 +84,11 @@ export class SaveTracker {
     }
     doc.on('update', () => this._scheduleCheck())
     provider.on('sync', (synced) => {
-      if (synced) this._ask()
+      if (synced) {
+        this._ask()
+        // A new connection starts the backoff over.
+        this._askDelay = ASK_FIRST_MS
+      }
       this._scheduleCheck()
     })
     this._scheduleCheck()
@@ -107,24 +121,37 @@ export class SaveTracker {
     const unsaved = !Y.equalSnapshots(Y.snapshot(this.doc), Y.snapshot(this.shadow))
     if (unsaved !== this.unsaved) {
       this.unsaved = unsaved
+      if (!unsaved) this._askDelay = ASK_FIRST_MS
       this.onChange(unsaved)
     }
     if (unsaved) this._scheduleAsk()
     return unsaved
   }
 
+  /** Read-only access: nothing local will ever be confirmed, so never ask (see the top). */
+  setReadOnly (readOnly) {
+    this.readOnly = readOnly
+    if (readOnly) {
+      clearTimeout(this._askTimer)
+      this._askTimer = null
+    } else {
+      this._scheduleCheck()
+    }
+  }
+
   _scheduleAsk () {
-    if (this._askTimer !== null) return
+    if (this._askTimer !== null || this.readOnly) return
     // The echo of a live edit normally arrives within milliseconds; ask only if it did not.
     this._askTimer = setTimeout(() => {
       this._askTimer = null
       if (this.check()) this._ask()
-    }, 1500)
+    }, this._askDelay)
   }
 
   _ask () {
     const ws = this.provider.ws
-    if (!this.provider.wsconnected || !this.provider.synced || !ws || ws.readyState !== WebSocket.OPEN) return
+    if (this.readOnly || !this.provider.wsconnected || !this.provider.synced || !ws || ws.readyState !== WebSocket.OPEN) return
     ws.send(syncStep1Frame(Y.encodeStateVector(this.shadow)))
+    this._askDelay = Math.min(this._askDelay * 2, ASK_MAX_MS)
   }
 }

@@ -100,6 +100,8 @@ export function bindTextarea (textarea, ytext, { onLocalChange } = {}) {
 
   const undo = new Y.UndoManager(ytext, { trackedOrigins: new Set([origin]), captureTimeout: 500 })
   const history = (redo) => {
+    // A read-only page has nothing of its own to undo, and must not write.
+    if (textarea.readOnly) return
     const item = redo ? undo.redo() : undo.undo()
     if (item) onLocalChange?.()
   }

@@ -71,12 +71,16 @@ export function shortId (id) {
   return id.length > 13 ? `${id.slice(0, 8)}…${id.slice(-4)}` : id
 }
 
+// One vocabulary for an index entry's status (from the document) and its APICall's status
+// (from the bridge API): the same outcome reads the same in both places.
 export const STATUS_LABEL = {
   notStarted: 'Queued',
   processing: 'Processing',
   done: 'Done',
   error: 'Error',
-  pending: 'Pending',
-  completed: 'Completed',
-  failed: 'Failed'
+  pending: 'Queued',
+  completed: 'Done',
+  failed: 'Error',
+  cancelled: 'Cancelled',
+  canceled: 'Cancelled'
 }
