@@ -189,9 +189,9 @@ pub fn copy_tables(
     dst: &redb::WriteTransaction,
 ) -> Result<Vec<String>, NotifyError> {
     let mut copied = Vec::new();
-    weaver_relay::copy_table(src, dst, NOTIFIED, &mut copied)
+    weaver_redb_backup::copy_table(src, dst, NOTIFIED, &mut copied)
         .map_err(|e| NotifyError::Store(e.to_string()))?;
-    weaver_relay::copy_table(src, dst, META, &mut copied)
+    weaver_redb_backup::copy_table(src, dst, META, &mut copied)
         .map_err(|e| NotifyError::Store(e.to_string()))?;
     Ok(copied)
 }

@@ -78,7 +78,7 @@ pub use relay::{MAX_ROOM_PAGE, Relay, RelayHandle, RoomInfo, RoomPage};
 pub use room_name::validate_room_name;
 pub use server::{HttpLimits, SHUTDOWN_DRAIN, serve};
 pub use store::redb::{
-    CommitMode, CopyError, DB_FILE_NAME, OpenError, RedbRoomStore, copy_table, copy_tables,
-    open_database, open_database_with_cache,
+    CommitMode, CopyError, DB_FILE_NAME, OpenError, RedbRoomStore, copy_tables, open_database,
+    open_database_with_cache,
 };
 pub use store::{Detail, EngineError, RoomStore, StoreError, StoredRoom, StoredRoomInfo};

@@ -1,13 +1,9 @@
 //! The bridge's part of an online backup: every `bridge_*` table copied from one read snapshot
-//! into the backup's write transaction.
-//!
-//! The relay has the same generic `copy_table` (`weaver_relay::copy_table`, which the notifier
-//! uses too). The bridge must not depend on the relay, so it keeps its own copy here; the two
-//! could move into a tiny shared storage-helpers crate.
+//! into the backup's write transaction, with `weaver-redb-backup`'s `copy_table` (the relay and
+//! the notifier copy theirs with it too; the bridge must not depend on the relay).
 
-use redb::{
-    ReadTransaction, ReadableTable, TableDefinition, TableError, TableHandle, WriteTransaction,
-};
+use redb::{ReadTransaction, WriteTransaction};
+use weaver_redb_backup::{CopyError, copy_table};
 
 use super::tables::{BYTE_TABLES, META, WEBHOOK_SEEN, WRITEBACK};
 use crate::outbox::OutboxError;
@@ -20,31 +16,12 @@ pub fn copy_tables(
     dst: &WriteTransaction,
 ) -> Result<Vec<String>, OutboxError> {
     let mut copied = Vec::new();
-    copy_table(src, dst, META, &mut copied)?;
+    let db = |e: CopyError| OutboxError::Database(e.into_redb());
+    copy_table(src, dst, META, &mut copied).map_err(db)?;
     for def in BYTE_TABLES {
-        copy_table(src, dst, def, &mut copied)?;
+        copy_table(src, dst, def, &mut copied).map_err(db)?;
     }
-    copy_table(src, dst, WEBHOOK_SEEN, &mut copied)?;
-    copy_table(src, dst, WRITEBACK, &mut copied)?;
+    copy_table(src, dst, WEBHOOK_SEEN, &mut copied).map_err(db)?;
+    copy_table(src, dst, WRITEBACK, &mut copied).map_err(db)?;
     Ok(copied)
-}
-
-fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
-    src: &ReadTransaction,
-    dst: &WriteTransaction,
-    def: TableDefinition<K, V>,
-    copied: &mut Vec<String>,
-) -> Result<(), OutboxError> {
-    let from = match src.open_table(def) {
-        Ok(t) => t,
-        Err(TableError::TableDoesNotExist(_)) => return Ok(()),
-        Err(e) => return Err(OutboxError::db(e)),
-    };
-    let mut to = dst.open_table(def).map_err(OutboxError::db)?;
-    for row in from.iter().map_err(OutboxError::db)? {
-        let (k, v) = row.map_err(OutboxError::db)?;
-        to.insert(k.value(), v.value()).map_err(OutboxError::db)?;
-    }
-    copied.push(def.name().to_owned());
-    Ok(())
 }

@@ -25,7 +25,7 @@ use redb::Database;
 use tokio::sync::{mpsc, oneshot};
 use tracing::error;
 
-pub use backup::{CopyError, copy_table, copy_tables};
+pub use backup::{CopyError, copy_tables};
 pub use open::{DB_FILE_NAME, OpenError, open_database, open_database_with_cache};
 pub use persister::CommitMode;
 
