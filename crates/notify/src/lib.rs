@@ -20,10 +20,15 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-use weaver_relay::{RecvError, RelayError, RelayEvent, RelayHandle};
+use weaver_relay::{RecvError, RelayEvent, RelayHandle};
 use weaver_retry::{Backoff, Jitter, StatusClass, classify, parse_retry_after};
 
+pub use error::NotifyError;
 pub use weaver_auth::webhook::WebhookSecret;
+
+use error::{Chain, store_err};
+
+mod error;
 
 /// `room` → `(generation, seq)`: the seq of the last `room.updated` delivered (or refused for
 /// good) for it, and how many times the room was deleted. A deleted room's seqs restart at 1;
@@ -40,22 +45,6 @@ pub const PENDING: &str = "weaver_notify_pending";
 
 /// Page size of start-up scans over the stored rooms.
 const SCAN_PAGE: usize = 1000;
-
-/// Errors of the notifier.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum NotifyError {
-    #[error("room notifications: {0}")]
-    Config(String),
-    #[error("room notifications store: {0}")]
-    Store(String),
-    #[error("relay: {0}")]
-    Relay(#[from] RelayError),
-}
-
-fn store_err(e: impl Into<redb::Error>) -> NotifyError {
-    NotifyError::Store(e.into().to_string())
-}
 
 /// Where and how room changes are announced.
 #[derive(Debug, Clone)]
@@ -155,7 +144,7 @@ impl Notifier {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("weaver/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| NotifyError::Config(format!("HTTP client: {e}")))?;
+            .map_err(NotifyError::HttpClient)?;
         // Subscribed before the scan, so a change between the scan and the loop is not missed.
         let events = relay.subscribe();
         let worker = Worker {
@@ -189,10 +178,8 @@ pub fn copy_tables(
     dst: &redb::WriteTransaction,
 ) -> Result<Vec<String>, NotifyError> {
     let mut copied = Vec::new();
-    weaver_redb_backup::copy_table(src, dst, NOTIFIED, &mut copied)
-        .map_err(|e| NotifyError::Store(e.to_string()))?;
-    weaver_redb_backup::copy_table(src, dst, META, &mut copied)
-        .map_err(|e| NotifyError::Store(e.to_string()))?;
+    weaver_redb_backup::copy_table(src, dst, NOTIFIED, &mut copied)?;
+    weaver_redb_backup::copy_table(src, dst, META, &mut copied)?;
     Ok(copied)
 }
 
@@ -253,7 +240,7 @@ impl Worker {
         };
         if let Err(e) = scanned {
             // Not fatal: live changes are still announced; the next start scans again.
-            warn!(error = %e, "room notifications: start-up scan failed");
+            warn!(error = %Chain(&e), "room notifications: start-up scan failed");
         }
         info!(url = %self.cfg.url, prefix = %self.cfg.prefix, signed = self.cfg.secret.is_some(), "room notifications on");
         loop {
@@ -279,7 +266,7 @@ impl Worker {
                             r = self.rescan() => r,
                         };
                         if let Err(e) = r {
-                            warn!(error = %e, "room notifications: rescan failed");
+                            warn!(error = %Chain(&e), "room notifications: rescan failed");
                         }
                     }
                     Err(RecvError::Closed) => break,
@@ -410,7 +397,7 @@ impl Worker {
         let bumped = tokio::task::spawn_blocking(move || -> Result<(), NotifyError> {
             let mut txn = db.begin_write().map_err(store_err)?;
             txn.set_durability(redb::Durability::None)
-                .map_err(|e| NotifyError::Store(e.to_string()))?;
+                .map_err(store_err)?;
             {
                 let mut t = txn.open_table(NOTIFIED).map_err(store_err)?;
                 let gen_ = t.get(&*name).map_err(store_err)?.map_or(0, |v| v.value().0);
@@ -465,7 +452,7 @@ impl Worker {
             txn.commit().map_err(store_err)
         })
         .await
-        .map_err(|e| NotifyError::Store(e.to_string()))??;
+        .map_err(NotifyError::Blocking)??;
         info!(
             rooms = n,
             "room notifications enabled: existing rooms recorded, changes from now on are announced"
@@ -510,7 +497,7 @@ impl Worker {
             },
         )
         .await
-        .map_err(|e| NotifyError::Store(e.to_string()))??;
+        .map_err(NotifyError::Blocking)??;
         if !gone.is_empty() {
             // Deleted while the notifier was not looking: the same as `forget`.
             let db = self.db.clone();
@@ -525,7 +512,7 @@ impl Worker {
                 txn.commit().map_err(store_err)
             })
             .await
-            .map_err(|e| NotifyError::Store(e.to_string()))??;
+            .map_err(NotifyError::Blocking)??;
         }
         if !stale.is_empty() {
             info!(
@@ -598,7 +585,7 @@ impl Delivery {
             Ok(row) => row.map_or(0, |(g, _)| g),
             Err(e) => {
                 return Outcome::Retry {
-                    reason: e.to_string(),
+                    reason: Chain(&e).to_string(),
                     after: None,
                 };
             }
@@ -655,7 +642,7 @@ impl Delivery {
             Ok(()) => Outcome::Done { seq, rejected },
             // Delivered but not recorded: sending it again later is the safe side.
             Err(e) => Outcome::Retry {
-                reason: format!("delivered, but recording it failed: {e}"),
+                reason: format!("delivered, but recording it failed: {}", Chain(&e)),
                 after: None,
             },
         }
@@ -670,7 +657,7 @@ impl Delivery {
             Ok(t.get(room.as_str()).map_err(store_err)?.map(|v| v.value()))
         })
         .await
-        .map_err(|e| NotifyError::Store(e.to_string()))?
+        .map_err(NotifyError::Blocking)?
     }
 
     /// Records `seq` as delivered, unless the room was deleted since the delivery began (its
@@ -683,7 +670,7 @@ impl Delivery {
         tokio::task::spawn_blocking(move || {
             let mut txn = db.begin_write().map_err(store_err)?;
             txn.set_durability(redb::Durability::None)
-                .map_err(|e| NotifyError::Store(e.to_string()))?;
+                .map_err(store_err)?;
             {
                 let mut t = txn.open_table(NOTIFIED).map_err(store_err)?;
                 let now = t
@@ -697,7 +684,7 @@ impl Delivery {
             txn.commit().map_err(store_err)
         })
         .await
-        .map_err(|e| NotifyError::Store(e.to_string()))?
+        .map_err(NotifyError::Blocking)?
     }
 }
 
