@@ -5,7 +5,7 @@
 //! of a parked update chain across clients (A's item waits for B's, B's waits for a gap in A),
 //! yrs can record the wrong client as missing and then never retries, although every update has
 //! arrived: the replica silently stays behind (found by the convergence property test, seed
-//! `043e4b22…` in `tests/convergence.proptest-regressions`). Yjs itself records the right
+//! `043e4b22…` in `tests/it/convergence.proptest-regressions`). Yjs itself records the right
 //! clock. We therefore retry the parked update ourselves after each apply, for as long as that
 //! integrates something; while nothing is parked this costs one check.
 

@@ -15,7 +15,7 @@
 //!    then cannot fail or overflow the stack: fuzzed contract). [`UpdateStats::subdocs`] > 0 means
 //!    the update carries subdocuments, which yrs 0.28.1 leaks (see `tests/yrs_subdoc_leak.rs`).
 //! 3. Still apply with `catch_unwind`: validated updates can panic yrs *integration*
-//!    (`tests/yrs_integration_panics.rs`); discard the doc after such a panic.
+//!    (`tests/it/yrs_integration_panics.rs`); discard the doc after such a panic.
 //! 4. Awareness: [`decode_awareness`] (counts, 53-bit client ids, JSON depth and syntax checked).
 
 mod awareness;

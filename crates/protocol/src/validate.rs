@@ -22,7 +22,7 @@
 //! - embedded JSON (ContentEmbed, ContentFormat) is depth-checked without recursion, then parsed
 //!   the way yrs parses it into `Any`, so text yrs would refuse is refused here.
 //!
-//! Contract (checked by the `validate_update` fuzz target and `tests/no_panic.rs`): whatever this
+//! Contract (checked by the `validate_update` fuzz target and `tests/it/no_panic.rs`): whatever this
 //! accepts, `yrs::Update::decode_v1` decodes without error or panic.
 //!
 //! What this does not do: check causal consistency (missing origins, gaps), which yrs handles as

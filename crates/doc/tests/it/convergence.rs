@@ -6,8 +6,6 @@
 //! attempt's outcome never overwrote a newer one. Each replica's view of an entry also never
 //! went backwards while the entry lived.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
-
 use std::collections::{HashMap, HashSet};
 
 use proptest::prelude::*;

@@ -1,7 +1,5 @@
 //! Room-change webhooks through a real relay (redb on disk) and a real HTTP receiver on
 //! loopback that answers with a scripted sequence of statuses.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -2,8 +2,6 @@
 //! the yrs API (text with formats and embeds, maps, arrays, nested Any values, XML, subdocs,
 //! deletions, several clients), as incremental updates, full states, diffs and merges.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::collections::HashMap;
 use std::sync::Arc;
 

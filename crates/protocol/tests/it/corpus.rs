@@ -2,8 +2,6 @@
 //! must pass the validators and decode in yrs; Yjs output that yrs reads differently must be
 //! refused. Also replays every file under fuzz/corpus (including inputs the fuzzer found).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::path::{Path, PathBuf};
 
 use weaver_protocol::{

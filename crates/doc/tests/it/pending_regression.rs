@@ -2,8 +2,6 @@
 //! never retried (it recorded the wrong missing client), so the replica stayed behind although
 //! it had received everything. Minimised from the convergence property test (seed 043e4b22…).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
-
 use weaver_doc::Workspace;
 use weaver_doc::yrs::{ReadTxn, Transact};
 

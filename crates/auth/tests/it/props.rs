@@ -2,8 +2,6 @@
 //! the token text or of the decoded payload/signature fails; expired tokens fail; arbitrary input
 //! never panics the parser.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use proptest::prelude::*;

@@ -11,8 +11,6 @@
 //! Whoever applies client updates must run `apply_update` under `catch_unwind` and throw the
 //! doc away after a panic. If this test fails because yrs stopped panicking: good, update it.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::path::Path;
 
 use weaver_protocol::{UpdateLimits, validate_update_v1};

@@ -1,8 +1,6 @@
 //! The webhook_verify fuzz seeds are deliveries signed by node:crypto (make-corpus.mjs), so
 //! replaying them checks the Rust verifier against an independent signer, with the verdict
 //! each seed was written for.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::path::Path;
 
 use weaver_auth::webhook::{WebhookError, WebhookSecret, verify};

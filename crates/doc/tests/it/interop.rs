@@ -5,8 +5,6 @@
 //! yjs and compares JavaScript `readBlocks` with Rust's `to_json`. Needs `node` on PATH and
 //! `npm ci` run at the repository root.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on bad fixtures
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -1,8 +1,6 @@
 //! Unit tests of the public API: writes and reads, validation and errors, malformed input,
 //! typed change events (including origin filtering) and origin-scoped undo.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
-
 use std::sync::{Arc, Mutex};
 
 use serde_json::json;

@@ -2,8 +2,6 @@
 //! (which reach much deeper into the update grammar than random bytes do). Whatever the
 //! validator accepts, yrs must decode.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::path::Path;
 use std::sync::OnceLock;
 
