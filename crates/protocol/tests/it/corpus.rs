@@ -2,8 +2,6 @@
 //! must pass the validators and decode in yrs; Yjs output that yrs reads differently must be
 //! refused. Also replays every file under fuzz/corpus (including inputs the fuzzer found).
 
-use std::path::{Path, PathBuf};
-
 use weaver_protocol::{
     Message, ProtocolError, UpdateLimits, decode_awareness, decode_message, validate_state_vector,
     validate_update_v1,
@@ -11,24 +9,7 @@ use weaver_protocol::{
 use yrs::updates::decoder::Decode;
 use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn files(dir: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = repo_root().join(dir);
-    let mut out: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file())
-        .map(|p| {
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            (name, std::fs::read(&p).unwrap())
-        })
-        .collect();
-    out.sort();
-    out
-}
+use crate::inputs::files;
 
 #[test]
 fn yjs_updates_validate_and_decode_in_yrs() {

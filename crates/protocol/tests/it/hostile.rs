@@ -4,14 +4,14 @@
 //! (a stack overflow aborts the test binary). Bytes that make yrs 0.28.1 *panic* (debug
 //! assertions) are given to it under `catch_unwind`, to document why the validator refuses them.
 
-use std::path::Path;
-
 use weaver_protocol::{
     ProtocolError, UpdateLimits, decode_awareness, decode_message, validate_state_vector,
     validate_update_v1, write_var_string, write_var_u64,
 };
 use yrs::Update;
 use yrs::updates::decoder::Decode;
+
+use crate::inputs::{files, fuzz_regressions};
 
 fn lim() -> UpdateLimits {
     UpdateLimits::default()
@@ -199,15 +199,11 @@ fn huge_claimed_counts_and_lengths_are_refused() {
 
 #[test]
 fn every_truncation_of_real_updates_is_an_error() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/validate_update");
     let mut checked = 0;
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+    for (name, bytes) in files("fuzz/corpus/validate_update") {
         if !name.starts_with("yjs-") || name == "yjs-empty.bin" {
             continue;
         }
-        let bytes = std::fs::read(&path).unwrap();
         assert!(validate(&bytes).is_ok(), "{name}");
         for cut in 0..bytes.len() {
             assert!(
@@ -459,12 +455,8 @@ fn fuzzer_found_inputs_stay_fixed() {
     // Crashes found by `scripts/fuzz.sh`, kept as regression files. `validate_update-*`: the
     // validator must refuse them (each made yrs 0.28.1 fail or panic after an earlier version
     // of the validator let it through). `apply_update-*`: yrs bugs past validation.
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz-regressions");
     let mut n = 0;
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        let bytes = std::fs::read(&path).unwrap();
+    for (name, bytes) in fuzz_regressions() {
         if name.starts_with("validate_update-") {
             assert!(validate(&bytes).is_err(), "{name} validated");
         } else if name.starts_with("state_vector-") {

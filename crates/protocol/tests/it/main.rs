@@ -12,6 +12,7 @@
 
 mod corpus;
 mod hostile;
+mod inputs;
 mod no_panic;
 mod yrs_generated;
 mod yrs_integration_panics;

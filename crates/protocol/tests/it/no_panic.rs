@@ -2,7 +2,6 @@
 //! (which reach much deeper into the update grammar than random bytes do). Whatever the
 //! validator accepts, yrs must decode.
 
-use std::path::Path;
 use std::sync::OnceLock;
 
 use proptest::prelude::*;
@@ -12,17 +11,16 @@ use weaver_protocol::{
 use yrs::Update;
 use yrs::updates::decoder::Decode;
 
+use crate::inputs::files;
+
 fn corpus() -> &'static Vec<Vec<u8>> {
     static CORPUS: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
     CORPUS.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/validate_update");
-        let mut files: Vec<_> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("yjs-"))
-            .collect();
-        files.sort();
-        files.iter().map(|p| std::fs::read(p).unwrap()).collect()
+        files("fuzz/corpus/validate_update")
+            .into_iter()
+            .filter(|(name, _)| name.starts_with("yjs-"))
+            .map(|(_, bytes)| bytes)
+            .collect()
     })
 }
 

@@ -11,23 +11,19 @@
 //! Whoever applies client updates must run `apply_update` under `catch_unwind` and throw the
 //! doc away after a panic. If this test fails because yrs stopped panicking: good, update it.
 
-use std::path::Path;
-
 use weaver_protocol::{UpdateLimits, validate_update_v1};
 use yrs::updates::decoder::Decode;
 use yrs::{Doc, Transact, Update};
 
+use crate::inputs::fuzz_regressions;
+
 #[test]
 fn validated_updates_can_still_panic_yrs_integration() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz-regressions");
     let mut n = 0;
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+    for (name, bytes) in fuzz_regressions() {
         if !name.starts_with("apply_update-panic-") {
             continue;
         }
-        let bytes = std::fs::read(&path).unwrap();
         assert!(
             validate_update_v1(&bytes, &UpdateLimits::default()).is_ok(),
             "{name}"
