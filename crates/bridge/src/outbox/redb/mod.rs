@@ -34,8 +34,8 @@ pub use backup::copy_tables;
 pub use tables::SCHEMA_VERSION;
 
 use tables::{
-    BY_ROOM, CALLS, EVENTS, EXTERNAL, LEASE_EXPIRY, LEASES, META, PARKED, READY, TRIGGERS,
-    WEBHOOK_SEEN, WRITEBACK, by_room_key, dec,
+    BY_ROOM, BYTE_TABLES, CALLS, EVENTS, LEASE_EXPIRY, META, READY, WEBHOOK_SEEN, WRITEBACK,
+    by_room_key, dec,
 };
 
 /// Handle to the outbox tables inside the shared database. Cheap to clone.
@@ -77,16 +77,8 @@ impl RedbOutbox {
                     });
                 }
             }
-            for def in [
-                CALLS,
-                EVENTS,
-                TRIGGERS,
-                READY,
-                LEASES,
-                LEASE_EXPIRY,
-                EXTERNAL,
-                PARKED,
-            ] {
+            // The same list the backup copies, so a new table is created and backed up alike.
+            for def in BYTE_TABLES {
                 txn.open_table(def).map_err(OutboxError::db)?;
             }
             txn.open_table(WEBHOOK_SEEN).map_err(OutboxError::db)?;
