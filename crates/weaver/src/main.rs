@@ -6,6 +6,7 @@
 mod alloc;
 mod backup;
 mod bridge_host;
+mod cluster;
 mod demo;
 
 use std::io::IsTerminal;
@@ -175,6 +176,9 @@ struct ServeArgs {
     security: token_cmd::SecurityArgs,
     #[command(flatten)]
     notify: notify_args::NotifyArgs,
+    /// Cluster mode (cluster.rs, docs/cluster.md).
+    #[command(flatten)]
+    cluster: cluster::ClusterArgs,
 }
 
 impl ServeArgs {
@@ -298,6 +302,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         });
     }
 
+    let cluster_plan = args.cluster.plan(args.listen)?;
     let notify_config = args.notify.config()?;
     let bridge_config = match &args.bridge_config {
         Some(p) => weaver_bridge::BridgeConfig::load(p)
@@ -316,8 +321,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // The relay has its own token, cancelled only after the bridge drained: the bridge's last
     // write-backs still need a serving relay, and WebSocket clients stay connected meanwhile.
     let relay_stop = CancellationToken::new();
-    let rooms = weaver_relay::RedbRoomStore::start(db.clone(), args.commit_mode())
-        .context("starting the relay's room store")?;
+    // In cluster mode rooms live on JetStream; the redb file keeps only node-local data.
+    let (node, rooms): (Option<cluster::Node>, Arc<dyn weaver_relay::RoomStore>) =
+        match cluster_plan {
+            Some(plan) => {
+                cluster::warn_node_local(args.bridge_config.is_some(), notify_config.is_some());
+                let (node, rooms) = plan.start().await?;
+                (Some(node), rooms)
+            }
+            None => (
+                None,
+                weaver_relay::RedbRoomStore::start(db.clone(), args.commit_mode())
+                    .context("starting the relay's room store")?,
+            ),
+        };
     let relay = Relay::start(rooms, config, relay_stop).context("starting the relay")?;
     let store = db.clone();
     let bridge = weaver_bridge::Bridge::start(
@@ -356,8 +373,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .handle()
         .authenticator()
         .require_admin(backup::router(store, args.data.clone()));
+    let cluster_routes = match &node {
+        Some(node) => relay
+            .handle()
+            .authenticator()
+            .require_admin(node.router(relay.handle())),
+        None => Router::new(),
+    };
     let app = relay
         .router()
+        .merge(cluster_routes)
         .merge(metrics_router)
         .merge(bridge_routes)
         .merge(backup_routes)
@@ -397,6 +422,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Ok(Ok(Err(e))) => warn!(error = %e, "http server error"),
         Ok(Err(e)) => warn!(error = %e, "http server task failed"),
         Err(_) => warn!("http server did not stop in time"),
+    }
+    if let Some(node) = node {
+        node.stop().await;
     }
     info!("bye");
     Ok(())
