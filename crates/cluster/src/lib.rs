@@ -20,6 +20,8 @@ mod room_store;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+/// The NATS connection [`connect`] returns, for callers that hold one without naming async-nats.
+pub use async_nats::Client as NatsClient;
 pub use connect::{connect, jetstream};
 pub use error::{ConnectError, LeaseError, LogError, RegistryError, TakenOver};
 pub use lease::{Lease, LeaseConfig, Leases};

@@ -52,13 +52,14 @@ pub struct ClusterPlan {
     url: String,
     node_id: String,
     ttl: Duration,
-    advertise_url: String,
+    /// `None`: `http://` + the bound address, known only after binding.
+    advertise_url: Option<String>,
     replicas: usize,
 }
 
 impl ClusterArgs {
     /// `None` without `--cluster`; the checked plan with it.
-    pub fn plan(&self, listen: SocketAddr) -> anyhow::Result<Option<ClusterPlan>> {
+    pub fn plan(&self) -> anyhow::Result<Option<ClusterPlan>> {
         let Some(url) = self.cluster.clone() else {
             return Ok(None);
         };
@@ -82,9 +83,9 @@ impl ClusterArgs {
             );
         }
         let advertise_url = match &self.advertise_url {
-            Some(u) if u.starts_with("http://") || u.starts_with("https://") => u.clone(),
+            Some(u) if u.starts_with("http://") || u.starts_with("https://") => Some(u.clone()),
             Some(u) => bail!("--advertise-url must be an http(s) URL, got {u:?}"),
-            None => format!("http://{listen}"),
+            None => None,
         };
         Ok(Some(ClusterPlan {
             url,
@@ -104,9 +105,9 @@ pub struct Node {
 }
 
 impl ClusterPlan {
-    /// Connects to NATS (the first connection must succeed), opens the room streams and
-    /// announces this node. Returns the node and the room store for the relay.
-    pub async fn start(self) -> anyhow::Result<(Node, Arc<JetStreamRoomStore>)> {
+    /// Connects to NATS (the first connection must succeed) and opens the room streams.
+    /// Returns the room store for the relay and what announces the node once it listens.
+    pub async fn start(self) -> anyhow::Result<(Joining, Arc<JetStreamRoomStore>)> {
         let client = weaver_cluster::connect(&self.url, &format!("weaver-{}", self.node_id))
             .await
             .context("cluster mode")?;
@@ -119,27 +120,42 @@ impl ClusterPlan {
         )
         .await
         .context("opening the room streams on JetStream")?;
-        let js = weaver_cluster::jetstream(client, RoomLogConfig::default().request_timeout);
+        Ok((Joining { plan: self, client }, Arc::new(store)))
+    }
+}
+
+/// A node connected to NATS, not yet in the node registry (it needs the bound address).
+#[derive(Debug)]
+pub struct Joining {
+    plan: ClusterPlan,
+    client: weaver_cluster::NatsClient,
+}
+
+impl Joining {
+    /// Announces this node in the registry at `--advertise-url`, or at the bound address.
+    pub async fn announce(self, bound: SocketAddr) -> anyhow::Result<Node> {
+        let plan = self.plan;
+        let url = plan
+            .advertise_url
+            .unwrap_or_else(|| format!("http://{bound}"));
+        let js = weaver_cluster::jetstream(self.client, RoomLogConfig::default().request_timeout);
         let registry = NodeRegistry::start(
             &js,
             RegistryConfig {
-                ttl: self.ttl,
-                replicas: self.replicas,
+                ttl: plan.ttl,
+                replicas: plan.replicas,
                 ..RegistryConfig::default()
             },
-            &self.node_id,
-            &self.advertise_url,
+            &plan.node_id,
+            &url,
         )
         .await
         .context("announcing this node in the node registry")?;
-        info!(node_id = %self.node_id, nats = %self.url, url = %self.advertise_url, "cluster node started");
-        Ok((
-            Node {
-                node_id: self.node_id,
-                registry: Arc::new(registry),
-            },
-            Arc::new(store),
-        ))
+        info!(node_id = %plan.node_id, nats = %plan.url, %url, "cluster node started");
+        Ok(Node {
+            node_id: plan.node_id,
+            registry: Arc::new(registry),
+        })
     }
 }
 

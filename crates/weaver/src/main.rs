@@ -302,7 +302,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         });
     }
 
-    let cluster_plan = args.cluster.plan(args.listen)?;
+    let cluster_plan = args.cluster.plan()?;
     let notify_config = args.notify.config()?;
     let bridge_config = match &args.bridge_config {
         Some(p) => weaver_bridge::BridgeConfig::load(p)
@@ -322,12 +322,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // write-backs still need a serving relay, and WebSocket clients stay connected meanwhile.
     let relay_stop = CancellationToken::new();
     // In cluster mode rooms live on JetStream; the redb file keeps only node-local data.
-    let (node, rooms): (Option<cluster::Node>, Arc<dyn weaver_relay::RoomStore>) =
+    let (joining, rooms): (Option<cluster::Joining>, Arc<dyn weaver_relay::RoomStore>) =
         match cluster_plan {
             Some(plan) => {
                 cluster::warn_node_local(args.bridge_config.is_some(), notify_config.is_some());
-                let (node, rooms) = plan.start().await?;
-                (Some(node), rooms)
+                let (joining, rooms) = plan.start().await?;
+                (Some(joining), rooms)
             }
             None => (
                 None,
@@ -373,16 +373,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .handle()
         .authenticator()
         .require_admin(backup::router(store, args.data.clone()));
-    let cluster_routes = match &node {
-        Some(node) => relay
-            .handle()
-            .authenticator()
-            .require_admin(node.router(relay.handle())),
-        None => Router::new(),
-    };
     let app = relay
         .router()
-        .merge(cluster_routes)
         .merge(metrics_router)
         .merge(bridge_routes)
         .merge(backup_routes)
@@ -395,6 +387,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if !addr.ip().is_loopback() && !auth_enabled {
         warn!(%addr, "listening on a non-loopback address without authentication");
     }
+    // A cluster node is announced at its bound address (`--listen` may say port 0).
+    let node = match joining {
+        Some(joining) => Some(joining.announce(addr).await?),
+        None => None,
+    };
+    let app = match &node {
+        Some(node) => app.merge(
+            relay
+                .handle()
+                .authenticator()
+                .require_admin(node.router(relay.handle())),
+        ),
+        None => app,
+    };
     info!(%addr, data = %args.data.display(), "listening");
 
     let server = tokio::spawn(weaver_relay::serve(
