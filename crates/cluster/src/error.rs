@@ -1,5 +1,5 @@
 //! The crate's error types: one enum per operation family (room log, leases, node registry,
-//! connecting), each carrying the NATS error that caused it as its source.
+//! connecting; plus the room store's step-down), each carrying the NATS error that caused it as its source.
 
 use std::time::Duration;
 
@@ -97,6 +97,16 @@ impl LogError {
     pub fn is_fenced(&self) -> bool {
         matches!(self, LogError::Fenced { .. })
     }
+}
+
+/// The room store re-read a room whose tip the log had lost and found seqs its actor does not
+/// know: another writer appended, so this one steps down (`StoreError::Fenced`).
+#[derive(Debug, thiserror::Error)]
+#[error("room {room:?} holds seq {found} but this node knew {known}: another writer appended")]
+pub struct TakenOver {
+    pub room: String,
+    pub known: u64,
+    pub found: u64,
 }
 
 /// Errors of room leases.

@@ -5,8 +5,8 @@
 //! Owns: the layout of rooms on JetStream streams and subjects, the record and chunk encoding,
 //! the mapping of room seqs, fenced appends and compactions, lease acquisition, renewal and
 //! self-fencing, node heartbeats. Must not know: sockets, HTTP, yrs (updates and snapshots are
-//! opaque bytes), the bridge, the relay's types (the relay adapts [`RoomLog`] to its store
-//! trait). README.md states the rules: seq mapping, chunking, fencing.
+//! opaque bytes), the bridge, the relay beyond its storage seam (`weaver_relay::RoomStore`,
+//! which [`JetStreamRoomStore`] implements over [`RoomLog`]). README.md states the rules: seq mapping, chunking, fencing.
 
 mod connect;
 mod error;
@@ -16,13 +16,17 @@ mod names;
 mod record;
 mod registry;
 mod room_log;
+mod room_store;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+/// The NATS connection [`connect`] returns, for callers that hold one without naming async-nats.
+pub use async_nats::Client as NatsClient;
 pub use connect::{connect, jetstream};
-pub use error::{ConnectError, LeaseError, LogError, RegistryError};
+pub use error::{ConnectError, LeaseError, LogError, RegistryError, TakenOver};
 pub use lease::{Lease, LeaseConfig, Leases};
 pub use names::{decode_room, encode_room, stream_index};
 pub use record::{DecodeError, TooLarge};
 pub use registry::{NodeInfo, NodeRegistry, RegistryConfig};
 pub use room_log::{RoomLog, RoomLogConfig, RoomSeq, StoredRoom};
+pub use room_store::JetStreamRoomStore;

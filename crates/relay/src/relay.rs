@@ -446,6 +446,20 @@ impl RelayHandle {
         self.store().failed()
     }
 
+    /// Names of the rooms loaded in memory right now (their actors run on this process), in
+    /// byte order.
+    pub fn loaded_room_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .shared
+            .rooms
+            .loaded(|_| true)
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
     /// Number of rooms currently loaded in memory.
     pub fn loaded_rooms(&self) -> usize {
         self.shared.rooms.len()

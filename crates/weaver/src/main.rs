@@ -6,6 +6,7 @@
 mod alloc;
 mod backup;
 mod bridge_host;
+mod cluster;
 mod demo;
 
 use std::io::IsTerminal;
@@ -175,6 +176,9 @@ struct ServeArgs {
     security: token_cmd::SecurityArgs,
     #[command(flatten)]
     notify: notify_args::NotifyArgs,
+    /// Cluster mode (cluster.rs, docs/cluster.md).
+    #[command(flatten)]
+    cluster: cluster::ClusterArgs,
 }
 
 impl ServeArgs {
@@ -298,6 +302,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         });
     }
 
+    let cluster_plan = args.cluster.plan()?;
     let notify_config = args.notify.config()?;
     let bridge_config = match &args.bridge_config {
         Some(p) => weaver_bridge::BridgeConfig::load(p)
@@ -316,8 +321,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // The relay has its own token, cancelled only after the bridge drained: the bridge's last
     // write-backs still need a serving relay, and WebSocket clients stay connected meanwhile.
     let relay_stop = CancellationToken::new();
-    let rooms = weaver_relay::RedbRoomStore::start(db.clone(), args.commit_mode())
-        .context("starting the relay's room store")?;
+    // In cluster mode rooms live on JetStream; the redb file keeps only node-local data.
+    let (joining, rooms): (Option<cluster::Joining>, Arc<dyn weaver_relay::RoomStore>) =
+        match cluster_plan {
+            Some(plan) => {
+                cluster::warn_node_local(args.bridge_config.is_some(), notify_config.is_some());
+                let (joining, rooms) = plan.start().await?;
+                (Some(joining), rooms)
+            }
+            None => (
+                None,
+                weaver_relay::RedbRoomStore::start(db.clone(), args.commit_mode())
+                    .context("starting the relay's room store")?,
+            ),
+        };
     let relay = Relay::start(rooms, config, relay_stop).context("starting the relay")?;
     let store = db.clone();
     let bridge = weaver_bridge::Bridge::start(
@@ -370,6 +387,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if !addr.ip().is_loopback() && !auth_enabled {
         warn!(%addr, "listening on a non-loopback address without authentication");
     }
+    // A cluster node is announced at its bound address (`--listen` may say port 0).
+    let node = match joining {
+        Some(joining) => Some(joining.announce(addr).await?),
+        None => None,
+    };
+    let app = match &node {
+        Some(node) => app.merge(
+            relay
+                .handle()
+                .authenticator()
+                .require_admin(node.router(relay.handle())),
+        ),
+        None => app,
+    };
     info!(%addr, data = %args.data.display(), "listening");
 
     let server = tokio::spawn(weaver_relay::serve(
@@ -397,6 +428,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Ok(Ok(Err(e))) => warn!(error = %e, "http server error"),
         Ok(Err(e)) => warn!(error = %e, "http server task failed"),
         Err(_) => warn!("http server did not stop in time"),
+    }
+    if let Some(node) = node {
+        node.stop().await;
     }
     info!("bye");
     Ok(())

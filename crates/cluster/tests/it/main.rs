@@ -7,4 +7,5 @@ mod bench;
 mod lease;
 mod registry;
 mod room_log;
+mod store_contract;
 mod support;

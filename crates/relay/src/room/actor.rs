@@ -15,7 +15,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use yrs::updates::decoder::Decode;
 use yrs::{Doc, ReadTxn, StateVector, Transact};
 
@@ -87,6 +87,7 @@ pub(crate) async fn run(
         Err(e) => {
             error!(error = %e, "room failed to load");
             registry.unregister(&name, generation, &rx, false);
+            deps.store.unloaded(&name);
             rx.close();
             let overloaded = matches!(e, RelayError::Overloaded(_));
             while let Ok(cmd) = rx.try_recv() {
@@ -215,6 +216,7 @@ pub(crate) async fn run(
         let _ = c.await;
     }
     metrics::gauge!(m::ROOMS_LOADED).decrement(1.0);
+    deps.store.unloaded(&name);
     info!(reason = exit_reason, "room unloaded");
 }
 
@@ -314,6 +316,17 @@ impl Room {
                     self.log_updates += n;
                     self.log_bytes += bytes;
                     self.doc_bytes += bytes;
+                }
+                Err(e) if e.is_fenced() => {
+                    // Another node owns the room now: step down. Its clients reconnect (1012),
+                    // possibly to the new owner, and resend what was not acknowledged; the store
+                    // is not failed.
+                    warn!(error = %e, updates = n, "room taken over by another writer; stepping down");
+                    self.batch = batch;
+                    self.fail_batch(&RelayError::Storage(e));
+                    self.close_all(close_code::SHUTDOWN, "room moved to another node");
+                    self.dead = true;
+                    return;
                 }
                 Err(e) => {
                     // Nothing of the batch reached anyone. Clients resend on reconnect (step2).

@@ -46,7 +46,7 @@ pub async fn run_all(h: &dyn Harness) {
     listing_pages_by_prefix_in_name_order(h).await;
     concurrent_rooms_are_all_committed(h).await;
     stop_refuses_later_writes(h).await;
-    a_failed_store_stays_failed(h).await;
+    a_failed_write_is_reported(h).await;
 }
 
 fn b(s: &str) -> Bytes {
@@ -222,8 +222,9 @@ pub async fn compaction_refuses_what_would_lose_data(h: &dyn Harness) {
     store.stop().await;
 }
 
-/// A deleted room loads empty and is not listed; written again, it is a new room whose seqs
-/// start over at 1 (what the relay's `room_seq` documents: deleting resets it to 0).
+/// A deleted room loads empty and is not listed; written again, it is a new room holding only
+/// what was written since, with strictly increasing seqs. (Whether they start over at 1 is the
+/// engine's: the redb engine's test asserts it.)
 pub async fn delete_then_load_is_empty_and_the_room_starts_over(h: &dyn Harness) {
     let store = h.open().await;
     let r = room("dl-a");
@@ -244,8 +245,12 @@ pub async fn delete_then_load_is_empty_and_the_room_starts_over(h: &dyn Harness)
     store.delete(room("dl-never")).await.unwrap();
     let store = restart(h, store).await;
     assert_eq!(store.load(r.clone()).await.unwrap(), StoredRoom::default());
-    assert_eq!(store.append(r.clone(), vec![b("new")]).await.unwrap(), 1);
-    assert_eq!(store.load(r).await.unwrap().tail, tail(&[(1, "new")]));
+    let first = store.append(r.clone(), vec![b("new")]).await.unwrap();
+    let second = store.append(r.clone(), vec![b("newer")]).await.unwrap();
+    assert!(first >= 1 && second == first + 1, "{first}, {second}");
+    let loaded = store.load(r).await.unwrap();
+    assert_eq!((loaded.snapshot, loaded.snapshot_seq), (None, 0));
+    assert_eq!(loaded.tail, tail(&[(first, "new"), (second, "newer")]));
     store.stop().await;
 }
 
@@ -400,10 +405,11 @@ pub async fn stop_refuses_later_writes(h: &dyn Harness) {
     store.stop().await;
 }
 
-/// A write the engine fails is not acknowledged and marks the store failed, for good (even once
-/// the backing works again); a restart is a healthy store holding everything acknowledged,
-/// whose seqs continue above them.
-pub async fn a_failed_store_stays_failed(h: &dyn Harness) {
+/// A write the engine fails is not acknowledged and marks the store failed; a restart is a
+/// healthy store holding everything acknowledged, whose seqs continue above them. (Whether
+/// `failed` clears once the backing works again is the engine's: redb's stays set, which its
+/// own test asserts; JetStream's clears when NATS is back.)
+pub async fn a_failed_write_is_reported(h: &dyn Harness) {
     let store = h.open().await;
     let r = room("fl-a");
     assert_eq!(store.append(r.clone(), vec![b("1")]).await.unwrap(), 1);
@@ -415,11 +421,18 @@ pub async fn a_failed_store_stays_failed(h: &dyn Harness) {
     let e = store.append(r.clone(), vec![b("lost")]).await.unwrap_err();
     assert!(matches!(&*e, StoreError::Write(_)), "{e}");
     assert!(e.engine_error().is_some());
-    assert!(store.failed());
+    // An engine may answer the write before it records the failure (redb's persister answers
+    // the group first): a moment's grace, not a weaker check.
+    for _ in 0..100 {
+        if store.failed() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(store.failed(), "a failed write marks the store failed");
     h.break_writes(false);
-    // Whether the engine takes writes again is its own business; failed it stays.
+    // Whether the engine takes writes again is its own business.
     let _ = store.append(r.clone(), vec![b("after")]).await;
-    assert!(store.failed(), "a failed store stays failed");
     let store = restart(h, store).await;
     assert!(!store.failed(), "a restart starts healthy");
     let loaded = store.load(r.clone()).await.unwrap();

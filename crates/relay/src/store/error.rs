@@ -21,6 +21,11 @@ pub enum StoreError {
     /// A write (append, compact, delete) was not made durable; nothing of it was acknowledged.
     #[error("storage error: {0}")]
     Write(EngineError),
+    /// Another writer took the room over (a cluster engine refused this node's write because
+    /// someone else appended since): nothing of the write was acknowledged, and the room's
+    /// actor must step down instead of treating the store as failed.
+    #[error("room taken over by another writer: {0}")]
+    Fenced(EngineError),
     /// The store was stopped ([`super::RoomStore::stop`]) or its engine went away.
     #[error("the persister has stopped")]
     Stopped,
@@ -47,10 +52,15 @@ impl StoreError {
         StoreError::Write(e.into())
     }
 
+    /// True when the write was refused because another writer owns the room now.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, StoreError::Fenced(_))
+    }
+
     /// The engine's own error behind a read or write failure, for callers that downcast it.
     pub fn engine_error(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
         match self {
-            StoreError::Read(e) | StoreError::Write(e) => Some(e.as_ref()),
+            StoreError::Read(e) | StoreError::Write(e) | StoreError::Fenced(e) => Some(e.as_ref()),
             _ => None,
         }
     }

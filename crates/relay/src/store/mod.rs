@@ -30,8 +30,11 @@ pub use error::{EngineError, StoreError};
 /// - **Seqs.** Within a room, seqs start at 1 and every append's updates get the next
 ///   consecutive seqs, in order; `append` returns the last one. Seqs are strictly increasing
 ///   and never reused, not across restarts and not after a compaction that emptied the log.
-///   Only [`delete`](Self::delete) ends a room: the next append starts a new room at seq 1
-///   (consumers tell the two apart by the deletion, e.g. weaver-notify's generation).
+///   Only [`delete`](Self::delete) ends a room: the next append starts a new room, which
+///   loads without anything of the old one. Its seqs start over at 1 (redb) or continue above
+///   the deleted room's (JetStream, whose tombstone keeps the last seq); either way they are
+///   strictly increasing within the new room's life (consumers tell the two rooms apart by the
+///   deletion, e.g. weaver-notify's generation).
 /// - **Load is complete.** [`load`](Self::load) returns every acknowledged update of the room,
 ///   either inside the snapshot (`seq <= snapshot_seq`) or in the tail, in seq order.
 /// - **Compaction is atomic and never loses data.** [`compact`](Self::compact) replaces the
@@ -40,9 +43,14 @@ pub use error::{EngineError, StoreError};
 ///   room's last seq or below the seq of its existing snapshot.
 /// - **Listing** sees exactly the rooms with stored content (appended to and not deleted since),
 ///   in byte order of their names.
-/// - **Failure is sticky.** Once a write failed because of the engine (not a refusal),
-///   [`failed`](Self::failed) is true until the process restarts; the relay then answers
-///   `/readyz` with 503.
+/// - **Failure is reported.** Once a write failed because of the engine (not a refusal),
+///   [`failed`](Self::failed) is true and the relay answers `/readyz` with 503. The redb
+///   engine keeps it true until the process restarts (redb refuses writes after an I/O
+///   error); an engine that recovers by itself (JetStream, once NATS is reachable again) may
+///   clear it.
+/// - **Fencing.** An engine shared by several nodes refuses a write made after another writer
+///   appended to the room with [`StoreError::Fenced`]: not a failure of the store; the room's
+///   actor steps down.
 /// - **Stop** commits what was queued before it and releases the engine; later writes fail with
 ///   [`StoreError::Stopped`]. Stopping twice is harmless.
 /// - The relay issues a room's appends one at a time (its actor awaits each); a compaction of
@@ -92,6 +100,11 @@ pub trait RoomStore: Send + Sync + std::fmt::Debug + 'static {
     /// Commits everything queued so far and stops the engine; later writes fail with
     /// [`StoreError::Stopped`].
     fn stop(&self) -> BoxFuture<'_, ()>;
+
+    /// The room's actor ended (idle, deleted, failed, shutdown): an engine that keeps per-room
+    /// state for loaded rooms (a cluster engine's tip and task) may drop it. The next `load`
+    /// starts afresh.
+    fn unloaded(&self, _room: &str) {}
 }
 
 /// A room as stored: the latest snapshot (if any) and the log entries after it.

@@ -77,8 +77,22 @@ async fn compaction_keeps_the_document_identical() {
         }
         before = s.handle.room_state("compact").await.unwrap();
         assert_eq!(text_of(&before), expected);
-        // Let the background compaction finish before stopping.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Wait (bounded) until the background compactions caught up: a snapshot, and fewer log
+        // rows than the threshold, so no further compaction is due. A fixed sleep flaked on a
+        // loaded 2-core machine.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let page = s.handle.list_rooms("compact", None, 10).await.unwrap();
+            let room = page.rooms.iter().find(|r| r.name == "compact");
+            if room.is_some_and(|r| r.snapshot_seq > 0 && r.log_updates < 10) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "compaction did not catch up within 10 s: {room:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         s.stop().await;
     }
     let (rows, snapshot) = log_rows(dir.path(), "compact");

@@ -119,8 +119,73 @@ async fn stop_refuses_later_writes() {
 }
 
 #[tokio::test]
-async fn a_failed_store_stays_failed() {
-    contract::a_failed_store_stays_failed(&Redb::default()).await;
+async fn a_failed_write_is_reported() {
+    contract::a_failed_write_is_reported(&Redb::default()).await;
+}
+
+/// redb's own behaviour beyond the contract: a deleted room's seqs start over at 1.
+#[tokio::test]
+async fn redb_restarts_a_deleted_room_at_seq_1() {
+    let h = Redb::default();
+    let store = h.open().await;
+    let r: Arc<str> = Arc::from("dl-redb");
+    store
+        .append(
+            r.clone(),
+            vec![b"1".as_slice().into(), b"2".as_slice().into()],
+        )
+        .await
+        .unwrap();
+    store.delete(r.clone()).await.unwrap();
+    assert_eq!(
+        store
+            .append(r.clone(), vec![b"new".as_slice().into()])
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store.load(r).await.unwrap().tail,
+        vec![(1, b"new".to_vec())]
+    );
+    store.stop().await;
+}
+
+/// redb's own behaviour beyond the contract: once a commit failed, the store stays failed
+/// until the process restarts, even when the disk works again (redb refuses writes after an
+/// I/O error).
+#[tokio::test]
+async fn redb_failure_is_sticky_until_a_restart() {
+    let h = Redb::default();
+    let store = h.open().await;
+    let r: Arc<str> = Arc::from("fl-redb");
+    store
+        .append(r.clone(), vec![b"1".as_slice().into()])
+        .await
+        .unwrap();
+    assert!(h.break_writes(true));
+    let e = store
+        .append(r.clone(), vec![b"lost".as_slice().into()])
+        .await
+        .unwrap_err();
+    // The persister answers the group before it marks the store failed: wait for the mark.
+    for _ in 0..100 {
+        if store.failed() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(store.failed(), "{e}");
+    h.break_writes(false);
+    let _ = store
+        .append(r.clone(), vec![b"after".as_slice().into()])
+        .await;
+    assert!(store.failed(), "a failed store stays failed");
+    store.stop().await;
+    drop(store);
+    let store = h.open().await;
+    assert!(!store.failed(), "a restart starts healthy");
+    store.stop().await;
 }
 
 /// All checks on one backing, as a second engine would run them in one go; on a real file, so

@@ -1,0 +1,310 @@
+//! `JetStreamRoomStore`: the relay's [`RoomStore`] over the JetStream [`RoomLog`], the room
+//! storage of `weaver serve --cluster`.
+//!
+//! Owns: mapping the log's operations and errors onto the relay's storage contract. A refused
+//! expectation ([`LogError::Fenced`]) becomes [`StoreError::Fenced`] (the room actor steps
+//! down; the store is not failed); a refused compaction stays a refusal; everything else
+//! the engine breaks is a `Read` or `Write` failure with the engine's error inside.
+//!
+//! Tips. The log appends only after a tip it read itself ([`LogError::NotLoaded`] otherwise).
+//! This store remembers, for every room a relay actor loaded, the last seq that actor knows;
+//! when the log lost the tip (a room appended to before any load, a lane dropped by an unload
+//! racing a new load) the store reads the room again and writes only if its last seq is still
+//! the one the actor knows, else the actor is fenced. Listings read rooms through a second
+//! log, so they never move the tip an owner's appends are fenced against.
+//!
+//! Must not know: sockets, yrs, leases (which node may own a room is the placement's).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, StreamExt};
+use weaver_relay::store::{Detail, RoomStore, StoreError, StoredRoom, StoredRoomInfo};
+
+use crate::error::{LogError, TakenOver};
+use crate::room_log::{self, RoomLog, RoomLogConfig};
+
+/// Rooms whose stats one listing reads at once.
+const LIST_READS_IN_FLIGHT: usize = 8;
+
+/// The relay's room storage on JetStream.
+#[derive(Debug)]
+pub struct JetStreamRoomStore {
+    /// Loads and writes of room actors.
+    log: RoomLog,
+    /// Reads for listings (its own lanes, forgotten after each read).
+    reader: RoomLog,
+    /// Last seq known to the actor of each loaded room. Locked only to read or write an entry.
+    known: Mutex<HashMap<Arc<str>, u64>>,
+    stopped: AtomicBool,
+}
+
+impl JetStreamRoomStore {
+    /// Opens the room log's streams (creating them if missing) on `client`.
+    pub async fn open(
+        client: async_nats::Client,
+        cfg: RoomLogConfig,
+    ) -> Result<JetStreamRoomStore, LogError> {
+        let log = RoomLog::open(client.clone(), cfg.clone()).await?;
+        let reader = RoomLog::open(client, cfg).await?;
+        Ok(JetStreamRoomStore {
+            log,
+            reader,
+            known: Mutex::new(HashMap::new()),
+            stopped: AtomicBool::new(false),
+        })
+    }
+
+    /// The room log underneath (tests, diagnostics).
+    pub fn log(&self) -> &RoomLog {
+        &self.log
+    }
+
+    fn known(&self, room: &str) -> Option<u64> {
+        self.known.lock().ok().and_then(|k| k.get(room).copied())
+    }
+
+    fn set_known(&self, room: &Arc<str>, seq: u64) {
+        if let Ok(mut k) = self.known.lock() {
+            k.insert(room.clone(), seq);
+        }
+    }
+
+    fn drop_known(&self, room: &str) {
+        if let Ok(mut k) = self.known.lock() {
+            k.remove(room);
+        }
+    }
+
+    async fn load_room(&self, room: Arc<str>) -> Result<StoredRoom, StoreError> {
+        let stored = self.log.load(room.clone()).await.map_err(read_error)?;
+        self.set_known(&room, last_seq(&stored));
+        Ok(relay_room(stored))
+    }
+
+    /// Called when the log lost the room's tip: reads it again and goes on only if nobody
+    /// wrote since what the actor knows.
+    async fn reread_tip(&self, room: &Arc<str>) -> Result<(), StoreError> {
+        let before = self.known(room);
+        let stored = self.log.load(room.clone()).await.map_err(write_error)?;
+        let found = last_seq(&stored);
+        match before {
+            Some(known) if known != found => Err(StoreError::Fenced(Box::new(TakenOver {
+                room: room.to_string(),
+                known,
+                found,
+            }))),
+            _ => {
+                self.set_known(room, found);
+                Ok(())
+            }
+        }
+    }
+
+    async fn append_room(&self, room: Arc<str>, updates: Vec<Bytes>) -> Result<u64, StoreError> {
+        let msg_id = uuid::Uuid::new_v4().to_string();
+        let first = self
+            .log
+            .append_with_id(room.clone(), updates.clone(), msg_id.clone())
+            .await;
+        let seq = match first {
+            Err(LogError::NotLoaded { .. }) => {
+                self.reread_tip(&room).await?;
+                self.log
+                    .append_with_id(room.clone(), updates, msg_id)
+                    .await
+                    .map_err(write_error)?
+            }
+            other => other.map_err(write_error)?,
+        };
+        self.set_known(&room, seq);
+        Ok(seq)
+    }
+
+    async fn compact_room(
+        &self,
+        room: Arc<str>,
+        upto_seq: u64,
+        snapshot: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        match self
+            .log
+            .compact(room.clone(), upto_seq, snapshot.clone())
+            .await
+        {
+            Err(LogError::NotLoaded { .. }) => {
+                self.reread_tip(&room).await?;
+                self.log
+                    .compact(room, upto_seq, snapshot)
+                    .await
+                    .map_err(write_error)
+            }
+            other => other.map_err(write_error),
+        }
+    }
+
+    async fn list_rooms(
+        &self,
+        prefix: String,
+        after: Option<String>,
+        limit: usize,
+        detail: Detail,
+    ) -> Result<Vec<StoredRoomInfo>, StoreError> {
+        let rooms = self.log.rooms().await.map_err(read_error)?;
+        let page = rooms
+            .into_iter()
+            .filter(|r| r.name.starts_with(&prefix))
+            .filter(|r| after.as_ref().is_none_or(|a| r.name.as_str() > a.as_str()))
+            .take(limit);
+        if detail == Detail::Seq {
+            return Ok(page
+                .map(|r| StoredRoomInfo {
+                    name: r.name,
+                    last_seq: r.last_seq,
+                    ..StoredRoomInfo::default()
+                })
+                .collect());
+        }
+        let infos: Vec<Result<StoredRoomInfo, StoreError>> = futures_util::stream::iter(page)
+            .map(|r| async move {
+                let name: Arc<str> = Arc::from(r.name.as_str());
+                let read = self.reader.load(name.clone()).await;
+                self.reader.forget(&name);
+                let stored = read.map_err(read_error)?;
+                let last = last_seq(&stored).max(r.last_seq);
+                let stored = relay_room(stored);
+                Ok(StoredRoomInfo {
+                    name: r.name,
+                    last_seq: last,
+                    snapshot_seq: stored.snapshot_seq,
+                    snapshot_bytes: stored.snapshot.as_ref().map_or(0, |s| s.len() as u64),
+                    log_updates: stored.tail.len() as u64,
+                    log_bytes: stored.tail_bytes(),
+                })
+            })
+            .buffered(LIST_READS_IN_FLIGHT)
+            .collect()
+            .await;
+        infos.into_iter().collect()
+    }
+}
+
+impl RoomStore for JetStreamRoomStore {
+    fn load(&self, room: Arc<str>) -> BoxFuture<'_, Result<StoredRoom, StoreError>> {
+        self.load_room(room).boxed()
+    }
+
+    fn append(
+        &self,
+        room: Arc<str>,
+        updates: Vec<Bytes>,
+    ) -> BoxFuture<'_, Result<u64, Arc<StoreError>>> {
+        async move { self.append_room(room, updates).await.map_err(Arc::new) }.boxed()
+    }
+
+    fn compact(
+        &self,
+        room: Arc<str>,
+        upto_seq: u64,
+        snapshot: Vec<u8>,
+    ) -> BoxFuture<'_, Result<(), Arc<StoreError>>> {
+        async move {
+            self.compact_room(room, upto_seq, snapshot)
+                .await
+                .map_err(Arc::new)
+        }
+        .boxed()
+    }
+
+    fn delete(&self, room: Arc<str>) -> BoxFuture<'_, Result<(), Arc<StoreError>>> {
+        async move {
+            let r = self.log.delete(room.clone()).await;
+            self.drop_known(&room);
+            r.map_err(|e| Arc::new(write_error(e)))
+        }
+        .boxed()
+    }
+
+    fn rooms(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        async move {
+            let rooms = self.log.rooms().await.map_err(read_error)?;
+            Ok(rooms.into_iter().map(|r| r.name).collect())
+        }
+        .boxed()
+    }
+
+    fn list(
+        &self,
+        prefix: String,
+        after: Option<String>,
+        limit: usize,
+        detail: Detail,
+    ) -> BoxFuture<'_, Result<Vec<StoredRoomInfo>, StoreError>> {
+        self.list_rooms(prefix, after, limit, detail).boxed()
+    }
+
+    /// True while the connection to NATS is down (not sticky: it clears on reconnect).
+    fn failed(&self) -> bool {
+        !self.stopped.load(Ordering::SeqCst) && self.log.failed()
+    }
+
+    fn stop(&self) -> BoxFuture<'_, ()> {
+        async move {
+            self.stopped.store(true, Ordering::SeqCst);
+            self.log.stop().await;
+            self.reader.stop().await;
+        }
+        .boxed()
+    }
+
+    fn unloaded(&self, room: &str) {
+        self.drop_known(room);
+        self.log.forget(room);
+    }
+}
+
+/// The highest seq the room ever had (a tombstone's too, so a re-created room's first append
+/// is checked against it).
+fn last_seq(stored: &room_log::StoredRoom) -> u64 {
+    stored
+        .tail
+        .last()
+        .map_or(stored.snapshot_seq, |(seq, _)| *seq)
+}
+
+/// The log's room in the relay's shape. Without a snapshot nothing is covered by
+/// `snapshot_seq` (the log sets it to a deleted room's last seq): the relay sees 0.
+fn relay_room(stored: room_log::StoredRoom) -> StoredRoom {
+    let snapshot_seq = if stored.snapshot.is_some() {
+        stored.snapshot_seq
+    } else {
+        0
+    };
+    StoredRoom {
+        snapshot: stored.snapshot,
+        snapshot_seq,
+        tail: stored.tail,
+    }
+}
+
+fn read_error(e: LogError) -> StoreError {
+    match e {
+        LogError::Stopped => StoreError::Stopped,
+        e => StoreError::read(e),
+    }
+}
+
+fn write_error(e: LogError) -> StoreError {
+    match e {
+        LogError::Stopped => StoreError::Stopped,
+        LogError::Fenced { .. } => StoreError::Fenced(Box::new(e)),
+        LogError::CompactionRefused { room, reason, .. } => StoreError::CompactionRefused {
+            room,
+            reason: reason.to_owned(),
+        },
+        e => StoreError::write(e),
+    }
+}
