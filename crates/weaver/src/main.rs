@@ -230,7 +230,11 @@ fn main() -> std::process::ExitCode {
                     return std::process::ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(serve(*args)) {
+            let result = runtime.block_on(serve(*args));
+            // Dropping the runtime would wait for every blocking task without limit (a read
+            // stuck on a failing disk); `serve` already waited what shutdown allows.
+            runtime.shutdown_timeout(Duration::from_secs(1));
+            match result {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(e) => {
                     error!(error = format!("{e:#}"), "weaver failed");
@@ -245,8 +249,13 @@ fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    // `log_internal_errors(false)`: by default a failed log write (stderr on a full disk:
+    // ENOSPC) is reported with `eprintln!`, which panics when stderr fails too, killing the task
+    // or thread that logged, e.g. the signal task before it starts the shutdown (issue 21).
+    // A lost log line is better than a dead task.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .log_internal_errors(false)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.with_ansi(ansi).init(),
@@ -380,19 +389,30 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     ));
     shutdown.cancelled().await;
     info!("shutting down");
+    // One deadline for the whole shutdown, whatever failed (a full disk, a stuck store): each
+    // step gets what is left of it, and the HTTP server's drain a little more.
     let grace = Duration::from_secs(args.shutdown_timeout_secs.max(1));
+    let deadline = tokio::time::Instant::now() + grace;
     // The bridge stops first: its in-flight write-backs still need the relay. Then
     // `relay.shutdown()` cancels the relay's token (connections close with 1012) and flushes.
-    if tokio::time::timeout(grace, bridge.join()).await.is_err() {
+    if tokio::time::timeout_at(deadline, bridge.join())
+        .await
+        .is_err()
+    {
         warn!("bridge shutdown timed out");
     }
     if let Some(n) = notifier {
-        n.stop(grace).await;
+        n.stop(deadline.saturating_duration_since(tokio::time::Instant::now()))
+            .await;
     }
-    if tokio::time::timeout(grace, relay.shutdown()).await.is_err() {
+    if tokio::time::timeout_at(deadline, relay.shutdown())
+        .await
+        .is_err()
+    {
         warn!("relay shutdown timed out");
     }
-    match tokio::time::timeout(Duration::from_secs(2), server).await {
+    let server_deadline = deadline.max(tokio::time::Instant::now()) + weaver_relay::SHUTDOWN_DRAIN;
+    match tokio::time::timeout_at(server_deadline, server).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => warn!(error = %e, "http server error"),
         Ok(Err(e)) => warn!(error = %e, "http server task failed"),
@@ -445,9 +465,12 @@ async fn wait_for_signal(shutdown: CancellationToken) {
     };
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => info!(signal = "SIGINT", "signal received"),
-        _ = term => info!(signal = "SIGTERM", "signal received"),
-    }
+    let signal = tokio::select! {
+        _ = ctrl_c => "SIGINT",
+        _ = term => "SIGTERM",
+    };
+    // Cancel before logging: nothing that can fail (a log write) comes between the signal and
+    // the start of the shutdown.
     shutdown.cancel();
+    info!(signal, "signal received");
 }
