@@ -14,6 +14,7 @@ import WebSocket from 'ws'
 import { startWeaver, weaverBin, tempDataDir } from './lib/weaver.mjs'
 import { waitFor, textOfUpdate } from './lib/yclient.mjs'
 import { mintWeaverToken, newKey, nowSecs } from './lib/token.mjs'
+import { addBlock, requestIndex } from '../../web-demo/src/weaver-doc.js'
 
 const { key, hex } = newKey()
 const tok = (room, opts = {}) => mintWeaverToken(key, { room, write: true, expiresAt: nowSecs() + 600, ...opts })
@@ -500,4 +501,55 @@ test('room listing: a tenant prefix token lists its own rooms and nothing else',
   const refused = cli(['--prefix', 'globex-'], { WEAVER_TOKEN: acme })
   assert.equal(refused.status, 1)
   assert.match(refused.stderr.toString(), /^weaver rooms: GET .*403 Forbidden/)
+})
+
+test('room tokens read their room\'s APICalls; another room\'s call answers 404; retry and refresh need write', async () => {
+  const base = weaver.httpUrl
+  const room = 'calls-sec'
+  const other = 'calls-sec-other'
+  const indexIn = async (r) => {
+    const doc = new Y.Doc()
+    addBlock(doc, { id: 'b1', type: 'text', content: 'one\n\ntwo' })
+    requestIndex(doc, 'b1', 'search', { dim: 3 })
+    const res = await fetch(`${base}/api/rooms/${r}/update`, { method: 'POST', headers: { Authorization: `Bearer ${tok(r)}` }, body: Y.encodeStateAsUpdate(doc) })
+    assert.equal(res.status, 204)
+  }
+  await indexIn(room)
+  await indexIn(other)
+  const as = (t, p, init = {}) => fetch(`${base}${p}`, { ...init, headers: { Authorization: `Bearer ${t}` } })
+  const callsOf = async (r) => waitFor(async () => {
+    const res = await as(adminTok(), `/api/calls?room=${r}`)
+    const { calls } = await res.json()
+    return calls.length > 0 && calls.every((c) => c.status === 'completed') && calls
+  }, { what: `the call of ${r}` })
+  const [mine] = await callsOf(room)
+  const [theirs] = await callsOf(other)
+
+  // Listing: a read token of the room is enough for its calls; not for another room's, nor all.
+  const list = await as(readTok(room), `/api/calls?room=${room}`)
+  assert.equal(list.status, 200)
+  assert.deepEqual((await list.json()).calls.map((c) => c.id), [mine.id])
+  assert.equal((await as(readTok(room), `/api/calls?room=${other}`)).status, 403)
+  assert.equal((await as(readTok(room), '/api/calls')).status, 403)
+  assert.equal((await fetch(`${base}/api/calls?room=${room}`)).status, 401)
+  // A prefix token reads the calls of the rooms it grants.
+  assert.equal((await as(readTok('calls-', { prefix: true }), `/api/calls?room=${other}`)).status, 200)
+
+  // Details: checked against the call's room; another room's call is indistinguishable from a
+  // missing one.
+  const one = await as(readTok(room), `/api/calls/${mine.id}`)
+  assert.equal(one.status, 200)
+  assert.equal((await one.json()).call.id, mine.id)
+  assert.equal((await as(readTok(room), `/api/calls/${theirs.id}`)).status, 404)
+  assert.equal((await as(readTok(room), '/api/calls/0190b5a0-0000-7000-8000-000000000000')).status, 404)
+  assert.equal((await fetch(`${base}/api/calls/${mine.id}`)).status, 401)
+
+  // Retry and refresh: write access to the call's room (or admin); read-only is 403, another
+  // room's call 404.
+  for (const action of ['retry', 'refresh']) {
+    assert.equal((await as(readTok(room), `/api/calls/${mine.id}/${action}`, { method: 'POST' })).status, 403, `${action} with a read token`)
+    assert.equal((await as(tok(room), `/api/calls/${theirs.id}/${action}`, { method: 'POST' })).status, 404, `${action} of another room's call`)
+    assert.notEqual((await as(tok(room), `/api/calls/${mine.id}/${action}`, { method: 'POST' })).status, 403, `${action} with a write token`)
+    assert.notEqual((await as(tok(room), `/api/calls/${mine.id}/${action}`, { method: 'POST' })).status, 404)
+  }
 })

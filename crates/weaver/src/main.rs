@@ -353,13 +353,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "/metrics",
         get(move || std::future::ready(metrics.render())),
     );
-    // Other parts (bridge API, web demo) merge their routers here. The bridge's cross-room
-    // `/api/calls…` need an admin token when auth is on; its webhook receivers check their own
-    // signatures and stay open, as do `/`, `/assets/*` and `/metrics`.
+    // Other parts (bridge API, web demo) merge their routers here. The bridge's `/api/calls…`
+    // need a valid token when auth is on and check themselves what it grants (a room token
+    // reads its room's calls); its webhook receivers check their own signatures and stay open,
+    // as do `/`, `/assets/*` and `/metrics`.
     let bridge_routes = relay
         .handle()
         .authenticator()
-        .require_admin_except(bridge.router(), &["/api/webhooks/"]);
+        .require_token_except(bridge.router(), &["/api/webhooks/"]);
     // The whole store, every room and call: an admin token for every room, like `/api/calls`.
     let backup_routes = relay
         .handle()
