@@ -553,3 +553,66 @@ test('room tokens read their room\'s APICalls; another room\'s call answers 404;
     assert.notEqual((await as(tok(room), `/api/calls/${mine.id}/${action}`, { method: 'POST' })).status, 404)
   }
 })
+
+test('CORS (--cors-origin) on the HTTP API and the change feed; --ws-allowed-origin on the WebSocket upgrade', { timeout: 60000 }, async () => {
+  const app = 'https://app.example'
+  const evil = 'https://evil.example'
+  const w = await startWeaver({
+    args: ['--cors-origin', app, '--ws-allowed-origin', app],
+    env: { WEAVER_AUTH_KEY: hex }
+  })
+  try {
+    const room = 'cors-room'
+    // Preflight: answered before any token check, only for an allowed origin.
+    const preflight = (origin, path = `/api/rooms/${room}/update`) => fetch(`${w.httpUrl}${path}`, {
+      method: 'OPTIONS',
+      headers: { Origin: origin, 'Access-Control-Request-Method': 'POST', 'Access-Control-Request-Headers': 'authorization, content-type' }
+    })
+    const ok = await preflight(app)
+    assert.ok(ok.status >= 200 && ok.status < 300, `preflight status ${ok.status}`)
+    assert.equal(ok.headers.get('access-control-allow-origin'), app)
+    assert.match(ok.headers.get('access-control-allow-methods') ?? '', /POST/)
+    assert.match(ok.headers.get('access-control-allow-headers') ?? '', /authorization/i)
+    const denied = await preflight(evil)
+    assert.equal(denied.headers.get('access-control-allow-origin'), null)
+    const feedPre = await preflight(app, `/api/rooms/${room}/changes`)
+    assert.equal(feedPre.headers.get('access-control-allow-origin'), app)
+    // Simple requests: allowed origins get the header (with auth still enforced), others not.
+    const get = (origin, path, t = readTok(room)) => fetch(`${w.httpUrl}${path}`, { headers: { Origin: origin, Authorization: `Bearer ${t}` } })
+    const g = await get(app, `/api/rooms/${room}/blocks`)
+    assert.equal(g.status, 200)
+    assert.equal(g.headers.get('access-control-allow-origin'), app)
+    assert.equal((await get(evil, `/api/rooms/${room}/blocks`)).headers.get('access-control-allow-origin'), null)
+    const refused = await get(app, `/api/rooms/${room}/blocks`, tok('elsewhere'))
+    assert.equal(refused.status, 403)
+    assert.equal(refused.headers.get('access-control-allow-origin'), app, 'a refusal is readable by the allowed page')
+    const feedCtl = new AbortController()
+    const feed = await fetch(`${w.httpUrl}/api/rooms/${room}/changes`, { headers: { Origin: app, Authorization: `Bearer ${readTok(room)}` }, signal: feedCtl.signal })
+    assert.equal(feed.status, 200)
+    assert.equal(feed.headers.get('access-control-allow-origin'), app)
+    feedCtl.abort()
+    // WebSocket: a denied Origin is refused before the upgrade; allowed and absent pass.
+    const url = `${w.wsUrl}/${room}?token=${readTok(room)}`
+    assert.equal((await connect(url, { headers: { Origin: evil } })).status, 403)
+    for (const headers of [{ Origin: app }, {}]) {
+      const c = await connect(url, { headers })
+      assert.equal(c.status, 101, JSON.stringify(headers))
+      c.ws.close()
+    }
+    assert.ok(counter(await metrics(w), 'weaver_auth_rejections_total', 'origin') >= 1)
+  } finally {
+    await w.stop()
+  }
+  // The env variables take comma-separated lists.
+  const w2 = await startWeaver({ env: { WEAVER_CORS_ORIGIN: 'https://a.example, https://b.example', WEAVER_WS_ALLOWED_ORIGIN: 'https://a.example,https://b.example' } })
+  try {
+    const r = await fetch(`${w2.httpUrl}/api/rooms/x/blocks`, { headers: { Origin: 'https://b.example' } })
+    assert.equal(r.headers.get('access-control-allow-origin'), 'https://b.example')
+    assert.equal((await connect(`${w2.wsUrl}/x`, { headers: { Origin: 'https://c.example' } })).status, 403)
+    const c = await connect(`${w2.wsUrl}/x`, { headers: { Origin: 'https://b.example' } })
+    assert.equal(c.status, 101)
+    c.ws.close()
+  } finally {
+    await w2.stop()
+  }
+})

@@ -6,6 +6,7 @@
 mod alloc;
 mod backup;
 mod bridge_host;
+mod cors;
 mod demo;
 
 use std::io::IsTerminal;
@@ -175,6 +176,8 @@ struct ServeArgs {
     security: token_cmd::SecurityArgs,
     #[command(flatten)]
     notify: notify_args::NotifyArgs,
+    #[command(flatten)]
+    cors: cors::CorsArgs,
 }
 
 impl ServeArgs {
@@ -204,6 +207,7 @@ impl ServeArgs {
             max_pending_bytes: self.max_pending_bytes,
             hold_window: Duration::from_millis(self.hold_window_ms),
             hold_above_rate: self.hold_above_rate,
+            ws_allowed_origins: self.cors.ws_allowed_origins.clone(),
             ..RelayConfig::default()
         }
         .validate()
@@ -372,6 +376,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .merge(bridge_routes)
         .merge(backup_routes)
         .merge(demo::router());
+    let app = args.cors.apply(app)?;
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
