@@ -4,6 +4,7 @@ import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import * as Y from 'yjs'
 import { readFileSync } from 'node:fs'
+import WebSocket from 'ws'
 import { startWeaver } from './lib/weaver.mjs'
 import { yclient, waitFor, textOfUpdate } from './lib/yclient.mjs'
 
@@ -313,4 +314,40 @@ test('change feed: SSE ids, Last-Event-ID resumes with only what was committed a
   await f5.close()
   assert.deepEqual([f5.events[0].event, f5.events[0].id], ['sync', '1'])
   assert.equal(textOf(f5.events), 'new life')
+})
+
+test('room names of y-websocket apps: doc:123, user@host, org.team/doc (URL-encoded) work on WebSocket and HTTP; unsafe names are refused', { timeout: 30000 }, async () => {
+  for (const name of ['doc:123', 'user@example.com', 'org.team/doc', 'org.team/doc/v2']) {
+    const seg = encodeURIComponent(name)
+    const a = await yclient(weaver.wsUrl, seg)
+    const b = await yclient(weaver.wsUrl, seg)
+    a.text.insert(0, `in ${name}`)
+    await waitFor(() => b.text.toString() === `in ${name}`, { what: `sync in ${name}` })
+    a.destroy(); b.destroy()
+    const got = await fetch(`${weaver.httpUrl}/api/rooms/${seg}/update`)
+    assert.equal(got.status, 200, name)
+    assert.equal(textOfUpdate(Buffer.from(await got.arrayBuffer())), `in ${name}`)
+    assert.equal((await fetch(`${weaver.httpUrl}/api/rooms/${seg}/blocks`)).status, 200)
+  }
+  // `:` and `@` need no encoding; the same room either way.
+  const plain = await fetch(`${weaver.httpUrl}/api/rooms/doc:123/update`)
+  assert.equal(textOfUpdate(Buffer.from(await plain.arrayBuffer())), 'in doc:123')
+  // The listing shows the names as they are, and a prefix with '/' selects them.
+  const listed = await (await fetch(`${weaver.httpUrl}/api/rooms?prefix=${encodeURIComponent('org.team/')}`)).json()
+  assert.deepEqual(listed.rooms.map((r) => r.name), ['org.team/doc', 'org.team/doc/v2'])
+  // Refused: 400 on HTTP routes and before the WebSocket upgrade.
+  // ('..' alone is collapsed by URL parsing before it is sent; the unit test covers it.)
+  for (const bad of ['/lead', 'trail/', 'a//b', 'a/../b', 'a/./b', 'sp ace', 'per%cent', 'q?x', 'é', 'x'.repeat(129)]) {
+    const seg = encodeURIComponent(bad)
+    assert.equal((await fetch(`${weaver.httpUrl}/api/rooms/${seg}/update`)).status, 400, `GET update ${bad}`)
+    assert.equal((await fetch(`${weaver.httpUrl}/api/rooms/${seg}/update`, { method: 'POST', body: new Uint8Array([0, 0]) })).status, 400, `POST ${bad}`)
+    assert.equal((await fetch(`${weaver.httpUrl}/${seg}`)).status, 400, `WebSocket route ${bad}`)
+    const status = await new Promise((resolve) => {
+      const ws = new WebSocket(`${weaver.wsUrl}/${seg}`)
+      ws.on('unexpected-response', (req, res) => { resolve(res.statusCode); res.resume(); req.destroy() })
+      ws.on('open', () => { ws.close(); resolve(101) })
+      ws.on('error', () => {})
+    })
+    assert.equal(status, 400, `upgrade ${bad}`)
+  }
 })

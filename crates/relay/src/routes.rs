@@ -84,7 +84,7 @@ async fn list_rooms(
         && (prefix.len() > 128 || !prefix.bytes().all(crate::room_name::room_name_byte))
     {
         return Err(RelayError::InvalidQuery(
-            "prefix: up to 128 characters of [A-Za-z0-9._~-]".into(),
+            "prefix: up to 128 characters of [A-Za-z0-9._~:@/-]".into(),
         ));
     }
     if after.as_ref().is_some_and(|a| a.len() > 128) {
