@@ -880,12 +880,12 @@ test('tokens: read-only is shown and enforced without a step-1 loop; an expired 
     assert.doesNotMatch(metrics, /reason="sync_step1_rate"/)
     assert.equal(await r.page.evaluate(() => window.weaver.status().connection), 'online')
 
-    // The calls panel with a room token: the bridge API needs an admin token, and says so.
+    // The calls panel with a room token: a room token reads its room's calls (issue 21).
     const panel = w.page.locator(`.block[data-block-id="${id}"] .calls`)
     await panel.locator('summary').click()
-    await panel.locator('.calls-note[data-kind="forbidden"]').waitFor({ timeout: WAIT })
-    assert.match(await panel.locator('.calls-note').textContent(), /needs an admin token/)
-    await shot(w.page, 'tokens-calls-need-admin')
+    await w.page.locator(`.block[data-block-id="${id}"] .calls[data-state="ready"]`).waitFor({ timeout: WAIT })
+    assert.equal(await panel.locator('.calls-note[data-kind="forbidden"]').count(), 0)
+    await shot(w.page, 'tokens-calls-room-token')
 
     // A session that expires (4401): said so, edits kept, and the app's new token continues it.
     const e = await openPage(server, room, 'E', { token: mintWeaverToken(key, { room, write: true, expiresAt: nowSecs() + 4 }) })

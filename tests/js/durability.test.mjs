@@ -2,9 +2,10 @@
 // Repeated on one data directory, with writes still in flight at the moment of the kill.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import path from 'node:path'
-import { execFile } from 'node:child_process'
+import { execFile, spawn } from 'node:child_process'
 import { promisify } from 'node:util'
 import { startWeaver, tempDataDir, weaverBin } from './lib/weaver.mjs'
 import * as Y from 'yjs'
@@ -366,5 +367,95 @@ test('writes failing on disk (file-size limit): nothing unpersisted is shown, th
     for (const c of open) c.destroy()
     if (w) await w.stop()
     rmSync(dataDir, { recursive: true, force: true })
+  }
+})
+
+// Issue 21: the data directory and the server's stderr on one small volume. Once the volume is
+// full, a log line cannot be written either; tracing used to report that with `eprintln!`,
+// which panicked in whatever task logged (the signal task among them), and SIGTERM then never
+// ended the process.
+const isRoot = typeof process.getuid === 'function' && process.getuid() === 0
+test('full disk with the log on the same volume: SIGTERM still exits within the shutdown timeout, nothing shown is lost', { timeout: 180000, skip: isRoot ? false : 'needs root to mount a tmpfs' }, async (t) => {
+  const exec = promisify(execFile)
+  const vol = mkdtempSync(path.join(tmpdir(), 'weaver-fullvol-'))
+  try {
+    await exec('mount', ['-t', 'tmpfs', '-o', 'size=24m', 'tmpfs', vol])
+  } catch (e) {
+    rmSync(vol, { recursive: true, force: true })
+    t.skip(`cannot mount a tmpfs: ${e.message}`)
+    return
+  }
+  const dataDir = path.join(vol, 'data')
+  mkdirSync(dataDir)
+  const logFile = path.join(vol, 'data.log')
+  const open = []
+  let proc
+  let w2
+  try {
+    const logFd = openSync(logFile, 'a')
+    const SHUTDOWN_SECS = 3
+    proc = spawn(weaverBin, ['serve', '--listen', '127.0.0.1:0', '--data', dataDir, '--shutdown-timeout-secs', String(SHUTDOWN_SECS)], {
+      env: { ...process.env, RUST_LOG: 'info', NO_COLOR: '1' },
+      stdio: ['ignore', 'ignore', logFd]
+    })
+    closeSync(logFd)
+    const exited = new Promise((resolve) => proc.once('exit', (code, signal) => resolve({ code, signal })))
+    const port = await waitFor(() => {
+      const m = readFileSync(logFile, 'utf8').match(/listening.*?addr=(?:http:\/\/)?127\.0\.0\.1:(\d+)/)
+      return m && Number(m[1])
+    }, { what: 'weaver to listen', timeoutMs: 30000 })
+    const httpUrl = `http://127.0.0.1:${port}`
+    const wsUrl = `ws://127.0.0.1:${port}`
+    const writer = await yclient(wsUrl, 'full'); open.push(writer)
+    const observer = await yclient(wsUrl, 'full'); open.push(observer)
+    // 8 KiB random updates (no compression makes them small) until the store fails.
+    const chunk = () => Array.from({ length: 8192 }, () => String.fromCharCode(97 + Math.floor(Math.random() * 26))).join('')
+    let n = 0
+    const pump = setInterval(() => { writer.text.insert(writer.text.length, `<${n++}>` + chunk()) }, 2)
+    try {
+      await waitFor(async () => (await fetch(`${httpUrl}/readyz`)).status === 503, { what: 'the store to fail on the full volume', timeoutMs: 120000, intervalMs: 100 })
+    } finally {
+      clearInterval(pump)
+    }
+    assert.equal((await fetch(`${httpUrl}/healthz`)).status, 200)
+    const seen = observer.text.toString()
+    assert.ok(seen.length > 0, 'the observer saw writes before the disk filled')
+    for (const c of open.splice(0)) c.destroy()
+    // redb grows its file in large steps, so the failed growth can leave room that the log
+    // would use up soon enough: take it now (a filler file, then the slack of the log file's
+    // last page, byte by byte), so the next log line fails with ENOSPC.
+    const fill = (file, size) => {
+      const fd = openSync(file, 'a')
+      try {
+        for (;;) writeSync(fd, Buffer.alloc(size, 10))
+      } catch (e) {
+        assert.equal(e.code, 'ENOSPC')
+      } finally {
+        closeSync(fd)
+      }
+    }
+    fill(path.join(vol, 'filler'), 64 * 1024)
+    fill(logFile, 1)
+
+    const started = Date.now()
+    proc.kill('SIGTERM')
+    const result = await Promise.race([exited, new Promise((resolve) => setTimeout(() => resolve(null), (SHUTDOWN_SECS + 7) * 1000))])
+    if (result === null) proc.kill('SIGKILL')
+    assert.ok(result !== null, `SIGTERM did not end the process within ${SHUTDOWN_SECS + 7} s`)
+    assert.ok(Date.now() - started < (SHUTDOWN_SECS + 7) * 1000)
+
+    // Space back: everything the observer was shown is stored.
+    rmSync(path.join(vol, 'filler'))
+    await exec('mount', ['-o', 'remount,size=256m', vol])
+    w2 = await startWeaver({ dataDir })
+    const fresh = await yclient(w2.wsUrl, 'full'); open.push(fresh)
+    assert.ok(fresh.text.toString().startsWith(seen), 'the restarted server has everything the observer saw')
+  } finally {
+    for (const c of open) c.destroy()
+    if (w2) await w2.stop()
+    if (proc && proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL')
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    await exec('umount', [vol]).catch(() => {})
+    rmSync(vol, { recursive: true, force: true })
   }
 })

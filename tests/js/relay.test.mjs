@@ -4,6 +4,7 @@ import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import * as Y from 'yjs'
 import { readFileSync } from 'node:fs'
+import WebSocket from 'ws'
 import { startWeaver } from './lib/weaver.mjs'
 import { yclient, waitFor, textOfUpdate } from './lib/yclient.mjs'
 
@@ -217,5 +218,136 @@ test('awareness client id that moves to a new connection survives the old one cl
   } finally {
     for (const ws of sockets) ws.terminate()
     watcher.destroy()
+  }
+})
+
+/** Opens a change feed with fetch (Node has no EventSource) and parses its SSE events. */
+async function openFeed (url, headers = {}) {
+  const ctl = new AbortController()
+  const res = await fetch(url, { headers: { Accept: 'text/event-stream', ...headers }, signal: ctl.signal })
+  assert.equal(res.status, 200)
+  const events = []
+  const pump = (async () => {
+    const dec = new TextDecoder()
+    let buf = ''
+    try {
+      for await (const chunk of res.body) {
+        buf += dec.decode(chunk, { stream: true })
+        let at
+        while ((at = buf.indexOf('\n\n')) >= 0) {
+          const block = buf.slice(0, at)
+          buf = buf.slice(at + 2)
+          const ev = {}
+          for (const line of block.split('\n')) {
+            if (line.startsWith(':')) continue
+            const i = line.indexOf(':')
+            const [k, v] = i < 0 ? [line, ''] : [line.slice(0, i), line.slice(i + 1).replace(/^ /, '')]
+            ev[k] = ev[k] === undefined ? v : ev[k] + '\n' + v
+          }
+          if (ev.event || ev.data) events.push(ev)
+        }
+      }
+    } catch {}
+  })()
+  return { events, close: async () => { ctl.abort(); await pump } }
+}
+
+test('change feed: SSE ids, Last-Event-ID resumes with only what was committed after it, stale ids get a full sync', { timeout: 30000 }, async () => {
+  const room = 'sse-resume'
+  const feedUrl = `${weaver.httpUrl}/api/rooms/${room}/changes`
+  const src = new Y.Doc()
+  const post = async (s) => {
+    const before = Y.encodeStateVector(src)
+    src.getText('t').insert(src.getText('t').length, s)
+    const r = await fetch(`${weaver.httpUrl}/api/rooms/${room}/update`, { method: 'POST', body: Y.encodeStateAsUpdate(src, before) })
+    assert.equal(r.status, 204)
+  }
+  const textOf = (events) => {
+    const d = new Y.Doc()
+    for (const e of events) if (e.event === 'sync' || e.event === 'update') Y.applyUpdate(d, Buffer.from(e.data, 'base64'))
+    return d.getText('t').toString()
+  }
+  const mirror = []
+  const f1 = await openFeed(feedUrl)
+  await waitFor(() => f1.events.length >= 1, { what: 'the sync event' })
+  assert.equal(f1.events[0].event, 'sync')
+  assert.equal(f1.events[0].id, '0', 'an empty room: the sync covers seq 0')
+  for (const s of ['a', 'b', 'c']) await post(s)
+  await waitFor(() => f1.events.length >= 4, { what: 'three updates' })
+  await f1.close()
+  assert.deepEqual(f1.events.slice(1).map((e) => [e.event, e.id]), [['update', '1'], ['update', '2'], ['update', '3']])
+  mirror.push(...f1.events)
+  assert.equal(textOf(mirror), 'abc')
+
+  // Disconnected meanwhile: two more commits.
+  await post('d'); await post('e')
+  const f2 = await openFeed(feedUrl, { 'Last-Event-ID': '3' })
+  await waitFor(() => f2.events.length >= 2, { what: 'the missed updates' })
+  await new Promise((resolve) => setTimeout(resolve, 200))
+  await f2.close()
+  assert.deepEqual(f2.events.map((e) => [e.event, e.id]), [['update', '4'], ['update', '5']], 'only what was committed after 3, no sync')
+  mirror.push(...f2.events)
+  assert.equal(textOf(mirror), 'abcde')
+
+  // For clients that cannot set headers; live updates after the replay keep their ids.
+  const f3 = await openFeed(`${feedUrl}?last_event_id=4`)
+  await waitFor(() => f3.events.length >= 1, { what: 'the replay' })
+  await post('f')
+  await waitFor(() => f3.events.length >= 2, { what: 'a live update' })
+  await f3.close()
+  assert.deepEqual(f3.events.map((e) => [e.event, e.id]), [['update', '5'], ['update', '6']])
+
+  // The sync event of a fresh feed carries the seq it covers.
+  const f4 = await openFeed(feedUrl)
+  await waitFor(() => f4.events.length >= 1, { what: 'sync' })
+  await f4.close()
+  assert.deepEqual([f4.events[0].event, f4.events[0].id], ['sync', '6'])
+  assert.equal(textOf(f4.events), 'abcdef')
+
+  // An id beyond the room's seq (a deleted room starts again at 1): a full sync.
+  assert.equal((await fetch(`${weaver.httpUrl}/api/rooms/${room}`, { method: 'DELETE' })).status, 204)
+  const again = new Y.Doc()
+  again.getText('t').insert(0, 'new life')
+  assert.equal((await fetch(`${weaver.httpUrl}/api/rooms/${room}/update`, { method: 'POST', body: Y.encodeStateAsUpdate(again) })).status, 204)
+  const f5 = await openFeed(feedUrl, { 'Last-Event-ID': '6' })
+  await waitFor(() => f5.events.length >= 1, { what: 'a full sync' })
+  await f5.close()
+  assert.deepEqual([f5.events[0].event, f5.events[0].id], ['sync', '1'])
+  assert.equal(textOf(f5.events), 'new life')
+})
+
+test('room names of y-websocket apps: doc:123, user@host, org.team/doc (URL-encoded) work on WebSocket and HTTP; unsafe names are refused', { timeout: 30000 }, async () => {
+  for (const name of ['doc:123', 'user@example.com', 'org.team/doc', 'org.team/doc/v2']) {
+    const seg = encodeURIComponent(name)
+    const a = await yclient(weaver.wsUrl, seg)
+    const b = await yclient(weaver.wsUrl, seg)
+    a.text.insert(0, `in ${name}`)
+    await waitFor(() => b.text.toString() === `in ${name}`, { what: `sync in ${name}` })
+    a.destroy(); b.destroy()
+    const got = await fetch(`${weaver.httpUrl}/api/rooms/${seg}/update`)
+    assert.equal(got.status, 200, name)
+    assert.equal(textOfUpdate(Buffer.from(await got.arrayBuffer())), `in ${name}`)
+    assert.equal((await fetch(`${weaver.httpUrl}/api/rooms/${seg}/blocks`)).status, 200)
+  }
+  // `:` and `@` need no encoding; the same room either way.
+  const plain = await fetch(`${weaver.httpUrl}/api/rooms/doc:123/update`)
+  assert.equal(textOfUpdate(Buffer.from(await plain.arrayBuffer())), 'in doc:123')
+  // The listing shows the names as they are, and a prefix with '/' selects them.
+  const listed = await (await fetch(`${weaver.httpUrl}/api/rooms?prefix=${encodeURIComponent('org.team/')}`)).json()
+  assert.deepEqual(listed.rooms.map((r) => r.name), ['org.team/doc', 'org.team/doc/v2'])
+  // Refused: 400 on HTTP routes and before the WebSocket upgrade.
+  // ('..' alone is collapsed by URL parsing before it is sent; the unit test covers it.)
+  for (const bad of ['/lead', 'trail/', 'a//b', 'a/../b', 'a/./b', 'sp ace', 'per%cent', 'q?x', 'é', 'x'.repeat(129)]) {
+    const seg = encodeURIComponent(bad)
+    assert.equal((await fetch(`${weaver.httpUrl}/api/rooms/${seg}/update`)).status, 400, `GET update ${bad}`)
+    assert.equal((await fetch(`${weaver.httpUrl}/api/rooms/${seg}/update`, { method: 'POST', body: new Uint8Array([0, 0]) })).status, 400, `POST ${bad}`)
+    assert.equal((await fetch(`${weaver.httpUrl}/${seg}`)).status, 400, `WebSocket route ${bad}`)
+    const status = await new Promise((resolve) => {
+      const ws = new WebSocket(`${weaver.wsUrl}/${seg}`)
+      ws.on('unexpected-response', (req, res) => { resolve(res.statusCode); res.resume(); req.destroy() })
+      ws.on('open', () => { ws.close(); resolve(101) })
+      ws.on('error', () => {})
+    })
+    assert.equal(status, 400, `upgrade ${bad}`)
   }
 })

@@ -14,6 +14,7 @@ import WebSocket from 'ws'
 import { startWeaver, weaverBin, tempDataDir } from './lib/weaver.mjs'
 import { waitFor, textOfUpdate } from './lib/yclient.mjs'
 import { mintWeaverToken, newKey, nowSecs } from './lib/token.mjs'
+import { addBlock, requestIndex } from '../../web-demo/src/weaver-doc.js'
 
 const { key, hex } = newKey()
 const tok = (room, opts = {}) => mintWeaverToken(key, { room, write: true, expiresAt: nowSecs() + 600, ...opts })
@@ -500,4 +501,118 @@ test('room listing: a tenant prefix token lists its own rooms and nothing else',
   const refused = cli(['--prefix', 'globex-'], { WEAVER_TOKEN: acme })
   assert.equal(refused.status, 1)
   assert.match(refused.stderr.toString(), /^weaver rooms: GET .*403 Forbidden/)
+})
+
+test('room tokens read their room\'s APICalls; another room\'s call answers 404; retry and refresh need write', async () => {
+  const base = weaver.httpUrl
+  const room = 'calls-sec'
+  const other = 'calls-sec-other'
+  const indexIn = async (r) => {
+    const doc = new Y.Doc()
+    addBlock(doc, { id: 'b1', type: 'text', content: 'one\n\ntwo' })
+    requestIndex(doc, 'b1', 'search', { dim: 3 })
+    const res = await fetch(`${base}/api/rooms/${r}/update`, { method: 'POST', headers: { Authorization: `Bearer ${tok(r)}` }, body: Y.encodeStateAsUpdate(doc) })
+    assert.equal(res.status, 204)
+  }
+  await indexIn(room)
+  await indexIn(other)
+  const as = (t, p, init = {}) => fetch(`${base}${p}`, { ...init, headers: { Authorization: `Bearer ${t}` } })
+  const callsOf = async (r) => waitFor(async () => {
+    const res = await as(adminTok(), `/api/calls?room=${r}`)
+    const { calls } = await res.json()
+    return calls.length > 0 && calls.every((c) => c.status === 'completed') && calls
+  }, { what: `the call of ${r}` })
+  const [mine] = await callsOf(room)
+  const [theirs] = await callsOf(other)
+
+  // Listing: a read token of the room is enough for its calls; not for another room's, nor all.
+  const list = await as(readTok(room), `/api/calls?room=${room}`)
+  assert.equal(list.status, 200)
+  assert.deepEqual((await list.json()).calls.map((c) => c.id), [mine.id])
+  assert.equal((await as(readTok(room), `/api/calls?room=${other}`)).status, 403)
+  assert.equal((await as(readTok(room), '/api/calls')).status, 403)
+  assert.equal((await fetch(`${base}/api/calls?room=${room}`)).status, 401)
+  // A prefix token reads the calls of the rooms it grants.
+  assert.equal((await as(readTok('calls-', { prefix: true }), `/api/calls?room=${other}`)).status, 200)
+
+  // Details: checked against the call's room; another room's call is indistinguishable from a
+  // missing one.
+  const one = await as(readTok(room), `/api/calls/${mine.id}`)
+  assert.equal(one.status, 200)
+  assert.equal((await one.json()).call.id, mine.id)
+  assert.equal((await as(readTok(room), `/api/calls/${theirs.id}`)).status, 404)
+  assert.equal((await as(readTok(room), '/api/calls/0190b5a0-0000-7000-8000-000000000000')).status, 404)
+  assert.equal((await fetch(`${base}/api/calls/${mine.id}`)).status, 401)
+
+  // Retry and refresh: write access to the call's room (or admin); read-only is 403, another
+  // room's call 404.
+  for (const action of ['retry', 'refresh']) {
+    assert.equal((await as(readTok(room), `/api/calls/${mine.id}/${action}`, { method: 'POST' })).status, 403, `${action} with a read token`)
+    assert.equal((await as(tok(room), `/api/calls/${theirs.id}/${action}`, { method: 'POST' })).status, 404, `${action} of another room's call`)
+    assert.notEqual((await as(tok(room), `/api/calls/${mine.id}/${action}`, { method: 'POST' })).status, 403, `${action} with a write token`)
+    assert.notEqual((await as(tok(room), `/api/calls/${mine.id}/${action}`, { method: 'POST' })).status, 404)
+  }
+})
+
+test('CORS (--cors-origin) on the HTTP API and the change feed; --ws-allowed-origin on the WebSocket upgrade', { timeout: 60000 }, async () => {
+  const app = 'https://app.example'
+  const evil = 'https://evil.example'
+  const w = await startWeaver({
+    args: ['--cors-origin', app, '--ws-allowed-origin', app],
+    env: { WEAVER_AUTH_KEY: hex }
+  })
+  try {
+    const room = 'cors-room'
+    // Preflight: answered before any token check, only for an allowed origin.
+    const preflight = (origin, path = `/api/rooms/${room}/update`) => fetch(`${w.httpUrl}${path}`, {
+      method: 'OPTIONS',
+      headers: { Origin: origin, 'Access-Control-Request-Method': 'POST', 'Access-Control-Request-Headers': 'authorization, content-type' }
+    })
+    const ok = await preflight(app)
+    assert.ok(ok.status >= 200 && ok.status < 300, `preflight status ${ok.status}`)
+    assert.equal(ok.headers.get('access-control-allow-origin'), app)
+    assert.match(ok.headers.get('access-control-allow-methods') ?? '', /POST/)
+    assert.match(ok.headers.get('access-control-allow-headers') ?? '', /authorization/i)
+    const denied = await preflight(evil)
+    assert.equal(denied.headers.get('access-control-allow-origin'), null)
+    const feedPre = await preflight(app, `/api/rooms/${room}/changes`)
+    assert.equal(feedPre.headers.get('access-control-allow-origin'), app)
+    // Simple requests: allowed origins get the header (with auth still enforced), others not.
+    const get = (origin, path, t = readTok(room)) => fetch(`${w.httpUrl}${path}`, { headers: { Origin: origin, Authorization: `Bearer ${t}` } })
+    const g = await get(app, `/api/rooms/${room}/blocks`)
+    assert.equal(g.status, 200)
+    assert.equal(g.headers.get('access-control-allow-origin'), app)
+    assert.equal((await get(evil, `/api/rooms/${room}/blocks`)).headers.get('access-control-allow-origin'), null)
+    const refused = await get(app, `/api/rooms/${room}/blocks`, tok('elsewhere'))
+    assert.equal(refused.status, 403)
+    assert.equal(refused.headers.get('access-control-allow-origin'), app, 'a refusal is readable by the allowed page')
+    const feedCtl = new AbortController()
+    const feed = await fetch(`${w.httpUrl}/api/rooms/${room}/changes`, { headers: { Origin: app, Authorization: `Bearer ${readTok(room)}` }, signal: feedCtl.signal })
+    assert.equal(feed.status, 200)
+    assert.equal(feed.headers.get('access-control-allow-origin'), app)
+    feedCtl.abort()
+    // WebSocket: a denied Origin is refused before the upgrade; allowed and absent pass.
+    const url = `${w.wsUrl}/${room}?token=${readTok(room)}`
+    assert.equal((await connect(url, { headers: { Origin: evil } })).status, 403)
+    for (const headers of [{ Origin: app }, {}]) {
+      const c = await connect(url, { headers })
+      assert.equal(c.status, 101, JSON.stringify(headers))
+      c.ws.close()
+    }
+    assert.ok(counter(await metrics(w), 'weaver_auth_rejections_total', 'origin') >= 1)
+  } finally {
+    await w.stop()
+  }
+  // The env variables take comma-separated lists.
+  const w2 = await startWeaver({ env: { WEAVER_CORS_ORIGIN: 'https://a.example, https://b.example', WEAVER_WS_ALLOWED_ORIGIN: 'https://a.example,https://b.example' } })
+  try {
+    const r = await fetch(`${w2.httpUrl}/api/rooms/x/blocks`, { headers: { Origin: 'https://b.example' } })
+    assert.equal(r.headers.get('access-control-allow-origin'), 'https://b.example')
+    assert.equal((await connect(`${w2.wsUrl}/x`, { headers: { Origin: 'https://c.example' } })).status, 403)
+    const c = await connect(`${w2.wsUrl}/x`, { headers: { Origin: 'https://b.example' } })
+    assert.equal(c.status, 101)
+    c.ws.close()
+  } finally {
+    await w2.stop()
+  }
 })

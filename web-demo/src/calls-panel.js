@@ -128,8 +128,8 @@ export class CallsPanel {
         : this.error.kind === 'network'
           ? ['Could not reach the server.', 'The list refreshes when the connection is back.']
           : this.error.kind === 'forbidden'
-            // The bridge's call API takes only an admin token for every room (docs/security.md).
-            ? ['The call history needs an admin token.', 'This page\'s token is for this room only. The indexing statuses above come from the document and are up to date.']
+            // A token granting the room reads its calls (docs/security.md): this one does not.
+            ? ['This page\'s token does not grant this room\'s call history.', 'The indexing statuses above come from the document and are up to date.']
             : [this.error.message, '']
       setChildren(this.body, h('div.calls-note', { dataset: { kind: this.error.kind } }, h('strong', {}, msg[0]), msg[1] ? h('span', {}, ' ' + msg[1]) : null))
       return

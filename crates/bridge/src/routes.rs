@@ -3,18 +3,22 @@
 //! (`/api/webhooks/{integration}`). (Outbound HTTP is `integration/http.rs`.)
 //!
 //! Handlers translate HTTP to bridge calls and errors to status codes; they hold no state.
+//! Which token reads or acts on which call is access.rs's rule; a call of a room the token does
+//! not grant is answered 404 like a missing one, so call ids of other rooms do not leak.
 
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
+use weaver_auth::Claims;
 
+use crate::access::CallAccess;
 use crate::engine::{BridgeHandle, RetryError, blocking};
 use crate::model::{CallStatus, EventKind};
 use crate::outbox::{CallFilter, WebhookApply};
@@ -35,6 +39,44 @@ fn parse_id(id: &str) -> Option<Uuid> {
 
 fn bad_id() -> Response {
     error(StatusCode::BAD_REQUEST, "call id must be a UUID")
+}
+
+fn no_such_call() -> Response {
+    error(StatusCode::NOT_FOUND, "no such call")
+}
+
+fn access(claims: Option<Extension<Claims>>) -> CallAccess {
+    CallAccess::new(claims.map(|Extension(c)| c))
+}
+
+/// Loads the call and checks the token may act on it (`write`: retry, refresh). `Err` is the
+/// answer: 404 for a missing call and for one of a room the token cannot read, 403 for a room
+/// it reads but may not write.
+async fn authorize(
+    h: &BridgeHandle,
+    id: Uuid,
+    access: &CallAccess,
+    write: bool,
+) -> Result<(), Response> {
+    if access.every_room() {
+        return Ok(());
+    }
+    let ob = h.outbox().clone();
+    let call = match blocking(move || ob.get(&id)).await {
+        Ok(Some(call)) => call,
+        Ok(None) => return Err(no_such_call()),
+        Err(e) => return Err(internal(e)),
+    };
+    if !access.reads(&call.room) {
+        return Err(no_such_call());
+    }
+    if write && !access.writes(&call.room) {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "retry and refresh need a write token for the call's room",
+        ));
+    }
+    Ok(())
 }
 
 impl BridgeHandle {
@@ -62,7 +104,23 @@ struct ListQuery {
     limit: Option<usize>,
 }
 
-async fn list_calls(State(h): State<BridgeHandle>, Query(q): Query<ListQuery>) -> Response {
+async fn list_calls(
+    State(h): State<BridgeHandle>,
+    claims: Option<Extension<Claims>>,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    let access = access(claims);
+    let room = q.room.filter(|s| !s.is_empty());
+    let allowed = match &room {
+        Some(room) => access.reads(room),
+        None => access.every_room(),
+    };
+    if !allowed {
+        return error(
+            StatusCode::FORBIDDEN,
+            "the token does not grant this room (listing every room's calls needs an admin token for every room)",
+        );
+    }
     let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(s) => match CallStatus::parse(s) {
@@ -71,7 +129,7 @@ async fn list_calls(State(h): State<BridgeHandle>, Query(q): Query<ListQuery>) -
         },
     };
     let filter = CallFilter {
-        room: q.room.filter(|s| !s.is_empty()),
+        room,
         block_id: q.block.filter(|s| !s.is_empty()),
         status,
         limit: Some(q.limit.unwrap_or(500).min(5000)),
@@ -83,13 +141,19 @@ async fn list_calls(State(h): State<BridgeHandle>, Query(q): Query<ListQuery>) -
     }
 }
 
-async fn get_call(State(h): State<BridgeHandle>, Path(id): Path<String>) -> Response {
+async fn get_call(
+    State(h): State<BridgeHandle>,
+    claims: Option<Extension<Claims>>,
+    Path(id): Path<String>,
+) -> Response {
     let Some(id) = parse_id(&id) else {
         return bad_id();
     };
+    let access = access(claims);
     let ob = h.outbox().clone();
     let r = blocking(move || Ok::<_, crate::OutboxError>((ob.get(&id)?, ob.events(&id)?))).await;
     match r {
+        Ok((Some(call), _)) if !access.reads(&call.room) => no_such_call(),
         Ok((Some(call), events)) => {
             let events: Vec<Value> = events
                 .into_iter()
@@ -103,33 +167,47 @@ async fn get_call(State(h): State<BridgeHandle>, Path(id): Path<String>) -> Resp
                 .collect();
             Json(json!({ "call": call, "events": events })).into_response()
         }
-        Ok((None, _)) => error(StatusCode::NOT_FOUND, "no such call"),
+        Ok((None, _)) => no_such_call(),
         Err(e) => internal(e),
     }
 }
 
 fn retry_error(e: RetryError) -> Response {
     match e {
-        RetryError::NotFound => error(StatusCode::NOT_FOUND, "no such call"),
+        RetryError::NotFound => no_such_call(),
         RetryError::Conflict(m) => error(StatusCode::CONFLICT, m),
         other => internal(other),
     }
 }
 
-async fn retry_call(State(h): State<BridgeHandle>, Path(id): Path<String>) -> Response {
+async fn retry_call(
+    State(h): State<BridgeHandle>,
+    claims: Option<Extension<Claims>>,
+    Path(id): Path<String>,
+) -> Response {
     let Some(id) = parse_id(&id) else {
         return bad_id();
     };
+    if let Err(r) = authorize(&h, id, &access(claims), true).await {
+        return r;
+    }
     match h.retry(id).await {
         Ok(call) => (StatusCode::ACCEPTED, Json(json!({ "call": call }))).into_response(),
         Err(e) => retry_error(e),
     }
 }
 
-async fn refresh_call(State(h): State<BridgeHandle>, Path(id): Path<String>) -> Response {
+async fn refresh_call(
+    State(h): State<BridgeHandle>,
+    claims: Option<Extension<Claims>>,
+    Path(id): Path<String>,
+) -> Response {
     let Some(id) = parse_id(&id) else {
         return bad_id();
     };
+    if let Err(r) = authorize(&h, id, &access(claims), true).await {
+        return r;
+    }
     match h.refresh(id).await {
         Ok(call) => Json(json!({ "call": call })).into_response(),
         Err(e) => retry_error(e),

@@ -127,6 +127,9 @@ pub enum Need {
     /// A token for every room under a prefix (the `room` argument), any permission: listing
     /// the rooms under it.
     List,
+    /// Any valid token: the route itself checks what the claims grant, after it learned which
+    /// room a resource belongs to (the bridge's `/api/calls/{id}`).
+    Valid,
 }
 
 /// A refused request: 401 (no usable token) or 403 (a valid token that does not grant this).
@@ -248,6 +251,7 @@ impl Authenticator {
         })?;
         let grants_room = |r: &str| claims.allows(r);
         match need {
+            Need::Valid => {}
             Need::Admin => {
                 if !(claims.is_admin() && claims.scope == Scope::Prefix(String::new())) {
                     return Err(AuthRejection::forbidden(
@@ -342,6 +346,54 @@ impl Authenticator {
             open,
         };
         router.route_layer(axum::middleware::from_fn_with_state(state, admin_mw))
+    }
+}
+
+impl Authenticator {
+    /// Puts every route of `router` behind a valid token of any scope (401 otherwise), except
+    /// routes whose pattern starts with one of `open`; the verified [`weaver_auth::Claims`] go
+    /// into the request extensions for the handlers, which check what they grant once they
+    /// know the room (the bridge's `/api/calls…`). With auth off nothing is inserted: handlers
+    /// read a missing `Claims` as open.
+    pub fn require_token_except<S>(
+        &self,
+        router: Router<S>,
+        open: &'static [&'static str],
+    ) -> Router<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        let state = AdminLayer {
+            auth: self.clone(),
+            open,
+        };
+        router.route_layer(axum::middleware::from_fn_with_state(state, token_mw))
+    }
+}
+
+async fn token_mw(
+    State(layer): State<AdminLayer>,
+    matched: Option<MatchedPath>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let route = matched.as_ref().map_or("", |m| m.as_str());
+    if layer.open.iter().any(|p| route.starts_with(p)) {
+        return next.run(req).await;
+    }
+    match layer
+        .auth
+        .check(req.headers(), req.uri(), None, Need::Valid)
+    {
+        Ok(access) => {
+            let mut req = req;
+            if let Some(claims) = access.claims.clone() {
+                req.extensions_mut().insert(claims);
+            }
+            req.extensions_mut().insert(access);
+            next.run(req).await
+        }
+        Err(r) => r.into_response(),
     }
 }
 

@@ -94,6 +94,8 @@ pub struct RelayConfig {
     pub auth: crate::auth::AuthConfig,
     /// Connections per room, message rates, room loads (limits.rs).
     pub limits: crate::limits::AbuseLimits,
+    /// Origins allowed to open WebSockets (`--ws-allowed-origin`; origin.rs); empty: any.
+    pub ws_allowed_origins: Vec<String>,
 }
 
 impl Default for RelayConfig {
@@ -119,6 +121,7 @@ impl Default for RelayConfig {
             hold_above_rate: DEFAULT_HOLD_ABOVE_RATE,
             auth: crate::auth::AuthConfig::default(),
             limits: crate::limits::AbuseLimits::default(),
+            ws_allowed_origins: Vec::new(),
         }
     }
 }

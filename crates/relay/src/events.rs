@@ -42,6 +42,9 @@ pub struct CommittedUpdate {
     /// The update, v1 encoding, exactly as stored.
     pub update: Bytes,
     pub origin: UpdateOrigin,
+    /// Its seq in the room's log (`RoomStore::append`): what a change feed sends as the SSE `id`
+    /// so a consumer can resume after it.
+    pub seq: u64,
 }
 
 /// Something that happened to a room, in the order it happened. Exhaustive on purpose: a new
@@ -268,6 +271,7 @@ mod tests {
             room: Arc::from(room),
             update: Bytes::from(vec![0u8; n]),
             origin: UpdateOrigin::Http,
+            seq: 0,
         })
     }
 

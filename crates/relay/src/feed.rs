@@ -11,13 +11,20 @@
 //! why: the room was deleted, the consumer fell behind (`lagged`: reconnect with `?sv=` of what
 //! it has), its token expired, or the server is stopping. A consumer that cannot keep up is
 //! cut off and resyncs, never silently skipped, like a WebSocket slow consumer.
+//!
+//! Resumable: each `update` carries its seq as the SSE `id` (the `sync` event the seq it
+//! covers), and a reconnect presenting `Last-Event-ID` (header, or `?last_event_id=` for clients
+//! that cannot set headers) gets only the updates committed after it, read from the room's log,
+//! when the log still holds all of them; otherwise (compacted past it, or an id above the room's
+//! seq: the room was deleted and started again at seq 1) a full `sync`, as without the id.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderName;
+use axum::http::{HeaderMap, HeaderName};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -29,7 +36,7 @@ use crate::auth::Access;
 use crate::error::RelayError;
 use crate::events::{EventReceiver, RecvError, RelayEvent};
 use crate::metrics as m;
-use crate::query::{SvQuery, decode_sv};
+use crate::query::decode_sv;
 use crate::room::Registry;
 use crate::room_name::validate_room_name;
 
@@ -78,7 +85,10 @@ impl End {
 }
 
 enum Phase {
-    Sync(Vec<u8>),
+    /// The document (or its diff against `?sv=`) and the seq it covers.
+    Sync(Vec<u8>, u64),
+    /// Resuming: the logged updates after the consumer's `Last-Event-ID`, with their seqs.
+    Replay(Missed),
     Live,
     Done,
 }
@@ -89,6 +99,9 @@ struct Feed {
     phase: Phase,
     /// This room's events only.
     events: EventReceiver,
+    /// Live updates up to this seq were already sent from the log (a resumed feed subscribed
+    /// before reading it); 0 when nothing was replayed.
+    replayed_upto: u64,
     cancel: CancellationToken,
     expires: Option<tokio::time::Instant>,
     /// Set once the `closed` event went out; otherwise the consumer left.
@@ -99,7 +112,13 @@ struct Feed {
 impl Feed {
     async fn next_sse(&mut self) -> Option<Event> {
         match std::mem::replace(&mut self.phase, Phase::Live) {
-            Phase::Sync(state) => return Some(sse_update("sync", &state)),
+            Phase::Sync(state, seq) => return Some(sse_update("sync", &state, seq)),
+            Phase::Replay(mut queue) => {
+                if let Some((seq, update)) = queue.pop_front() {
+                    self.phase = Phase::Replay(queue);
+                    return Some(sse_update("update", &update, seq));
+                }
+            }
             Phase::Done => {
                 self.phase = Phase::Done;
                 return None;
@@ -112,7 +131,8 @@ impl Feed {
                 () = self.cancel.cancelled() => break End::Shutdown,
                 () = sleep_until(self.expires) => break End::TokenExpired,
                 event = self.events.recv() => match event {
-                    Ok(RelayEvent::Committed(ev)) => return Some(sse_update("update", &ev.update)),
+                    Ok(RelayEvent::Committed(ev)) if ev.seq <= self.replayed_upto => {}
+                    Ok(RelayEvent::Committed(ev)) => return Some(sse_update("update", &ev.update, ev.seq)),
                     Ok(RelayEvent::Deleted { .. }) => break End::Deleted,
                     Ok(RelayEvent::Unloaded { .. }) => {}
                     Err(RecvError::Lagged(missed)) => {
@@ -146,18 +166,59 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-fn sse_update(name: &'static str, update: &[u8]) -> Event {
+fn sse_update(name: &'static str, update: &[u8], seq: u64) -> Event {
     metrics::counter!(m::CHANGE_FEED_EVENTS_TOTAL).increment(1);
     Event::default()
         .event(name)
+        .id(seq.to_string())
         .data(base64::engine::general_purpose::STANDARD.encode(update))
+}
+
+/// Logged updates to replay, `(seq, update)` in seq order.
+type Missed = VecDeque<(u64, Vec<u8>)>;
+
+/// `?sv=` and `?last_event_id=` of a change feed.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct FeedQuery {
+    sv: Option<String>,
+    last_event_id: Option<String>,
+}
+
+/// The seq a reconnecting consumer last saw: the `Last-Event-ID` header (what `EventSource`
+/// sends), else `?last_event_id=`. Anything but a number is ignored (a full sync).
+fn last_event_id(headers: &HeaderMap, query: Option<&str>) -> Option<u64> {
+    headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .or(query)
+        .and_then(|id| id.trim().parse().ok())
+}
+
+/// The logged updates after `after`, and the room's last seq, when the log still holds every
+/// one of them; `None` when only a full sync can bring the consumer up to date (compacted past
+/// `after`, or `after` beyond the room's seq: another life of a deleted room).
+fn resume_from(stored: crate::store::StoredRoom, after: u64) -> Option<(Missed, u64)> {
+    let last = stored
+        .tail
+        .last()
+        .map_or(stored.snapshot_seq, |(seq, _)| *seq);
+    if after > last || after < stored.snapshot_seq {
+        return None;
+    }
+    let missed = stored
+        .tail
+        .into_iter()
+        .filter(|(seq, _)| *seq > after)
+        .collect();
+    Some((missed, last))
 }
 
 /// The handler. Errors before the stream starts are ordinary JSON errors (400, 503...).
 pub(crate) async fn changes(
     State(deps): State<FeedDeps>,
     Path(room): Path<String>,
-    Query(q): Query<SvQuery>,
+    Query(q): Query<FeedQuery>,
+    headers: HeaderMap,
     access: Option<axum::Extension<Access>>,
 ) -> Result<Response, RelayError> {
     // Set by the auth route layer; its absence is a wiring bug, so fail closed.
@@ -184,15 +245,38 @@ pub(crate) async fn changes(
         config.conn_queue_frames,
         config.max_message_bytes.saturating_mul(2),
     );
-    let state = rooms.state_diff(&room, sv).await?;
+    let resumed = match last_event_id(&headers, q.last_event_id.as_deref()) {
+        Some(after) => resume_from(room_deps.store.load(name.clone()).await?, after),
+        None => None,
+    };
+    let (phase, replayed_upto) = match resumed {
+        Some((missed, last)) => (Phase::Replay(missed), last),
+        None => {
+            // The seq first: the state read after it covers at least that much.
+            let seq = stored_seq(&room_deps.store, &room).await?;
+            (Phase::Sync(rooms.state_diff(&room, sv).await?, seq), 0)
+        }
+    };
     let id = rooms.next_id();
     metrics::gauge!(m::CHANGE_FEEDS).increment(1.0);
-    info!(room, feed = id, bytes = state.len(), "change feed opened");
+    match &phase {
+        Phase::Replay(missed) => {
+            info!(
+                room,
+                feed = id,
+                updates = missed.len(),
+                "change feed resumed"
+            )
+        }
+        Phase::Sync(state, _) => info!(room, feed = id, bytes = state.len(), "change feed opened"),
+        Phase::Live | Phase::Done => {}
+    }
     let feed = Feed {
         id,
         room: name,
-        phase: Phase::Sync(state),
+        phase,
         events,
+        replayed_upto,
         cancel: room_deps.cancel.clone(),
         expires: crate::auth::expiry_deadline(&access),
         ended: None,
@@ -205,4 +289,64 @@ pub(crate) async fn changes(
     let sse = Sse::new(stream).keep_alive(KeepAlive::new().interval(FEED_KEEPALIVE));
     // nginx buffers proxied responses unless told not to; a buffered feed is no feed.
     Ok(([(HeaderName::from_static("x-accel-buffering"), "no")], sse).into_response())
+}
+
+/// The room's last stored seq (0: nothing stored).
+async fn stored_seq(
+    store: &Arc<dyn crate::store::RoomStore>,
+    room: &str,
+) -> Result<u64, RelayError> {
+    let found = store
+        .list(room.to_owned(), None, 1, crate::store::Detail::Seq)
+        .await?;
+    Ok(found
+        .first()
+        .filter(|r| r.name == room)
+        .map_or(0, |r| r.last_seq))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::store::StoredRoom;
+
+    fn room(snapshot_seq: u64, tail: &[u64]) -> StoredRoom {
+        StoredRoom {
+            snapshot: (snapshot_seq > 0).then(Vec::new),
+            snapshot_seq,
+            tail: tail.iter().map(|s| (*s, vec![*s as u8])).collect(),
+        }
+    }
+
+    fn seqs(r: Option<(Missed, u64)>) -> Option<(Vec<u64>, u64)> {
+        r.map(|(q, last)| (q.into_iter().map(|(s, _)| s).collect(), last))
+    }
+
+    #[test]
+    fn resumes_from_the_log_or_asks_for_a_full_sync() {
+        assert_eq!(
+            seqs(resume_from(room(0, &[1, 2, 3]), 1)),
+            Some((vec![2, 3], 3))
+        );
+        assert_eq!(seqs(resume_from(room(0, &[1, 2, 3]), 3)), Some((vec![], 3)));
+        assert_eq!(
+            seqs(resume_from(room(2, &[3, 4]), 2)),
+            Some((vec![3, 4], 4))
+        );
+        // Compacted past the id: a full sync.
+        assert_eq!(seqs(resume_from(room(2, &[3, 4]), 1)), None);
+        // An id above the room's seq: the room was deleted and started again.
+        assert_eq!(seqs(resume_from(room(0, &[1]), 7)), None);
+        assert_eq!(seqs(resume_from(room(5, &[]), 5)), Some((vec![], 5)));
+    }
+
+    #[test]
+    fn last_event_id_header_first_then_query() {
+        let mut h = HeaderMap::new();
+        assert_eq!(last_event_id(&h, Some("4")), Some(4));
+        h.insert("last-event-id", "9".parse().unwrap());
+        assert_eq!(last_event_id(&h, Some("4")), Some(9));
+        assert_eq!(last_event_id(&HeaderMap::new(), Some("x")), None);
+    }
 }

@@ -55,6 +55,7 @@ mod feed;
 pub mod limits;
 mod maps;
 pub mod metrics;
+mod origin;
 mod query;
 mod relay;
 mod room;

@@ -174,21 +174,32 @@ impl Relay {
     }
 
     /// Stops the relay: marks it not ready, cancels the shutdown token (if not already), waits
-    /// up to the configured timeout for rooms to finish in-flight persists and close their
-    /// connections, then stops the store after it committed everything queued.
+    /// for rooms to finish in-flight persists and close their connections, then stops the store
+    /// after it committed everything queued. The whole of it takes at most the configured
+    /// `shutdown_timeout`, whatever state the store is in: a failed or stuck engine (a full
+    /// disk) must not keep the process alive after SIGTERM.
     pub async fn shutdown(self) {
+        let deadline = tokio::time::Instant::now() + self.handle.config().shutdown_timeout;
         let rooms = self.handle.shared.rooms.clone();
         let deps = rooms.deps();
         rooms.stop_serving();
         deps.cancel.cancel();
         rooms.tracker().close();
-        if tokio::time::timeout(deps.config.shutdown_timeout, rooms.tracker().wait())
+        if tokio::time::timeout_at(deadline, rooms.tracker().wait())
             .await
             .is_err()
         {
             warn!("rooms did not stop within the shutdown timeout");
         }
-        deps.store.stop().await;
+        if tokio::time::timeout_at(deadline, deps.store.stop())
+            .await
+            .is_err()
+        {
+            warn!(
+                "the store did not stop within the shutdown timeout; what it had not committed is not acknowledged to anyone"
+            );
+            return;
+        }
         info!("relay stopped");
     }
 }

@@ -37,7 +37,13 @@ fn router(relay: RelayHandle) -> Router {
         .route("/api/rooms/{room}/awareness", get(get_awareness))
         .route("/api/rooms/{room}/changes", get(crate::feed::changes))
         .route("/api/rooms/{room}", axum::routing::delete(delete_room))
-        .route("/{room}", get(crate::connection::ws_handler))
+        .route(
+            "/{room}",
+            get(crate::connection::ws_handler).route_layer(axum::middleware::from_fn_with_state(
+                crate::origin::AllowedOrigins::new(&relay.config().ws_allowed_origins),
+                crate::origin::check_ws_origin,
+            )),
+        )
         // Token checks before any handler runs (auth.rs); open when no key is configured.
         .route_layer(axum::middleware::from_fn_with_state(
             relay.authenticator(),
@@ -78,7 +84,7 @@ async fn list_rooms(
         && (prefix.len() > 128 || !prefix.bytes().all(crate::room_name::room_name_byte))
     {
         return Err(RelayError::InvalidQuery(
-            "prefix: up to 128 characters of [A-Za-z0-9._~-]".into(),
+            "prefix: up to 128 characters of [A-Za-z0-9._~:@/-]".into(),
         ));
     }
     if after.as_ref().is_some_and(|a| a.len() > 128) {

@@ -7,6 +7,7 @@ mod alloc;
 mod backup;
 mod bridge_host;
 mod cluster;
+mod cors;
 mod demo;
 
 use std::io::IsTerminal;
@@ -179,6 +180,8 @@ struct ServeArgs {
     /// Cluster mode (cluster.rs, docs/cluster.md).
     #[command(flatten)]
     cluster: cluster::ClusterArgs,
+    #[command(flatten)]
+    cors: cors::CorsArgs,
 }
 
 impl ServeArgs {
@@ -208,6 +211,7 @@ impl ServeArgs {
             max_pending_bytes: self.max_pending_bytes,
             hold_window: Duration::from_millis(self.hold_window_ms),
             hold_above_rate: self.hold_above_rate,
+            ws_allowed_origins: self.cors.ws_allowed_origins.clone(),
             ..RelayConfig::default()
         }
         .validate()
@@ -234,7 +238,11 @@ fn main() -> std::process::ExitCode {
                     return std::process::ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(serve(*args)) {
+            let result = runtime.block_on(serve(*args));
+            // Dropping the runtime would wait for every blocking task without limit (a read
+            // stuck on a failing disk); `serve` already waited what shutdown allows.
+            runtime.shutdown_timeout(Duration::from_secs(1));
+            match result {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(e) => {
                     error!(error = format!("{e:#}"), "weaver failed");
@@ -249,8 +257,13 @@ fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    // `log_internal_errors(false)`: by default a failed log write (stderr on a full disk:
+    // ENOSPC) is reported with `eprintln!`, which panics when stderr fails too, killing the task
+    // or thread that logged, e.g. the signal task before it starts the shutdown (issue 21).
+    // A lost log line is better than a dead task.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .log_internal_errors(false)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.with_ansi(ansi).init(),
@@ -361,13 +374,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "/metrics",
         get(move || std::future::ready(metrics.render())),
     );
-    // Other parts (bridge API, web demo) merge their routers here. The bridge's cross-room
-    // `/api/calls…` need an admin token when auth is on; its webhook receivers check their own
-    // signatures and stay open, as do `/`, `/assets/*` and `/metrics`.
+    // Other parts (bridge API, web demo) merge their routers here. The bridge's `/api/calls…`
+    // need a valid token when auth is on and check themselves what it grants (a room token
+    // reads its room's calls); its webhook receivers check their own signatures and stay open,
+    // as do `/`, `/assets/*` and `/metrics`.
     let bridge_routes = relay
         .handle()
         .authenticator()
-        .require_admin_except(bridge.router(), &["/api/webhooks/"]);
+        .require_token_except(bridge.router(), &["/api/webhooks/"]);
     // The whole store, every room and call: an admin token for every room, like `/api/calls`.
     let backup_routes = relay
         .handle()
@@ -379,6 +393,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .merge(bridge_routes)
         .merge(backup_routes)
         .merge(demo::router());
+    let app = args.cors.apply(app)?;
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -411,26 +426,43 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     ));
     shutdown.cancelled().await;
     info!("shutting down");
+    // One deadline for the whole shutdown, whatever failed (a full disk, a stuck store): each
+    // step gets what is left of it, and the HTTP server's drain a little more.
     let grace = Duration::from_secs(args.shutdown_timeout_secs.max(1));
+    let deadline = tokio::time::Instant::now() + grace;
     // The bridge stops first: its in-flight write-backs still need the relay. Then
     // `relay.shutdown()` cancels the relay's token (connections close with 1012) and flushes.
-    if tokio::time::timeout(grace, bridge.join()).await.is_err() {
+    if tokio::time::timeout_at(deadline, bridge.join())
+        .await
+        .is_err()
+    {
         warn!("bridge shutdown timed out");
     }
     if let Some(n) = notifier {
-        n.stop(grace).await;
+        n.stop(deadline.saturating_duration_since(tokio::time::Instant::now()))
+            .await;
     }
-    if tokio::time::timeout(grace, relay.shutdown()).await.is_err() {
+    if tokio::time::timeout_at(deadline, relay.shutdown())
+        .await
+        .is_err()
+    {
         warn!("relay shutdown timed out");
     }
-    match tokio::time::timeout(Duration::from_secs(2), server).await {
+    let server_deadline = deadline.max(tokio::time::Instant::now()) + weaver_relay::SHUTDOWN_DRAIN;
+    match tokio::time::timeout_at(server_deadline, server).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => warn!(error = %e, "http server error"),
         Ok(Err(e)) => warn!(error = %e, "http server task failed"),
         Err(_) => warn!("http server did not stop in time"),
     }
-    if let Some(node) = node {
-        node.stop().await;
+    // Leaving the node registry talks to NATS, which may be the thing that is down: bounded
+    // like every other step (the entry expires by itself if this gives up).
+    if let Some(node) = node
+        && tokio::time::timeout(Duration::from_secs(2), node.stop())
+            .await
+            .is_err()
+    {
+        warn!("leaving the node registry timed out");
     }
     info!("bye");
     Ok(())
@@ -479,9 +511,12 @@ async fn wait_for_signal(shutdown: CancellationToken) {
     };
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => info!(signal = "SIGINT", "signal received"),
-        _ = term => info!(signal = "SIGTERM", "signal received"),
-    }
+    let signal = tokio::select! {
+        _ = ctrl_c => "SIGINT",
+        _ = term => "SIGTERM",
+    };
+    // Cancel before logging: nothing that can fail (a log write) comes between the signal and
+    // the start of the shutdown.
     shutdown.cancel();
+    info!(signal, "signal received");
 }

@@ -300,7 +300,10 @@ mod tests {
     #[test]
     fn bad_input_is_an_error() {
         assert!(mint(&args(None), 0).is_err(), "no room and not admin");
-        assert!(mint(&args(Some("bad/room")), 0).is_err());
+        // '/' is part of room names now (issue 21); a space never was.
+        assert!(mint(&args(Some("bad room")), 0).is_err());
+        assert!(mint(&args(Some("a//b")), 0).is_err());
+        assert!(mint(&args(Some("org.team/doc")), 0).is_ok());
         let short = TokenArgs {
             auth_key: "c2hvcnQ=".into(),
             ..args(Some("a"))

@@ -61,6 +61,9 @@ impl Room {
         let merged = merged_frame(&persisted);
         drop(persisted);
         let merged_sent = merged.is_some();
+        // The store numbered the persisted updates of the batch consecutively, ending at
+        // `last_seq`.
+        let mut seq = self.last_seq.saturating_sub(persisted_count(&batch)) + 1;
         if let Some(frame) = merged {
             self.broadcast(frame);
         }
@@ -84,13 +87,19 @@ impl Room {
                         room: self.name.clone(),
                         update: p.update,
                         origin: p.origin,
+                        seq,
                     }));
+                seq += 1;
             }
             if let Some(r) = p.reply {
                 let _ = r.send(Ok(()));
             }
         }
     }
+}
+
+fn persisted_count(batch: &[Pending]) -> u64 {
+    batch.iter().filter(|p| p.persist).count() as u64
 }
 
 impl Room {

@@ -8,6 +8,7 @@ mod api;
 mod feed;
 mod merge;
 mod persist;
+mod shutdown;
 mod store_contract;
 mod support;
 mod sync;

@@ -223,7 +223,10 @@ async fn invalid_room_names_are_refused() {
         assert!(status == 400 || status == 404, "{path} → {status}");
     }
     assert!(weaver_relay::validate_room_name("ok-room_1.2~x").is_ok());
-    assert!(weaver_relay::validate_room_name("a/b").is_err());
+    // '/' separates non-empty segments (issue 21): "a/b" is a name, "a//b" is not.
+    assert!(weaver_relay::validate_room_name("a/b").is_ok());
+    assert!(weaver_relay::validate_room_name("a//b").is_err());
+    assert!(weaver_relay::validate_room_name("a b").is_err());
     assert!(weaver_relay::validate_room_name("").is_err());
     s.stop().await;
 }
