@@ -94,6 +94,8 @@ pub struct RelayConfig {
     pub auth: crate::auth::AuthConfig,
     /// Connections per room, message rates, room loads (limits.rs).
     pub limits: crate::limits::AbuseLimits,
+    /// Which node runs each room's actor ([`crate::SingleNode`]: this one, never fenced).
+    pub placement: std::sync::Arc<dyn crate::RoomPlacement>,
 }
 
 impl Default for RelayConfig {
@@ -119,6 +121,7 @@ impl Default for RelayConfig {
             hold_above_rate: DEFAULT_HOLD_ABOVE_RATE,
             auth: crate::auth::AuthConfig::default(),
             limits: crate::limits::AbuseLimits::default(),
+            placement: std::sync::Arc::new(crate::SingleNode),
         }
     }
 }

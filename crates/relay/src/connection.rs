@@ -15,7 +15,7 @@ use std::time::Duration;
 use axum::extract::ws::{
     CloseFrame, Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
 };
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -59,6 +59,7 @@ const READ_BUFFER_BYTES: usize = 512;
 pub(crate) async fn ws_handler(
     State(deps): State<ConnDeps>,
     Path(room): Path<String>,
+    RawQuery(query): RawQuery,
     access: Option<axum::Extension<crate::auth::Access>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -105,7 +106,7 @@ pub(crate) async fn ws_handler(
                     &room,
                     conn_id,
                     socket,
-                    access,
+                    (access, query),
                     (permit, room_slot),
                     &span,
                 );
@@ -267,6 +268,8 @@ struct Conn {
     started: Instant,
     /// When the token expires (4401).
     expires: Option<Instant>,
+    /// The upgrade's query (the token), passed on when the room is owned by another node.
+    query: Option<Box<str>>,
     /// Held for the connection's lifetime: one connection permit, one slot in the room.
     _slots: (tokio::sync::OwnedSemaphorePermit, crate::limits::RoomSlot),
 }
@@ -284,7 +287,8 @@ fn start(
     room: &str,
     conn_id: u64,
     socket: WebSocket,
-    access: crate::auth::Access,
+    // The token's access, and the upgrade's query (passed on if the room is owned elsewhere).
+    (access, query): (crate::auth::Access, Option<String>),
     slots: (tokio::sync::OwnedSemaphorePermit, crate::limits::RoomSlot),
     span: &tracing::Span,
 ) {
@@ -315,6 +319,7 @@ fn start(
         rooms,
         started: Instant::now(),
         expires,
+        query: query.map(String::into_boxed_str),
         _slots: slots,
     };
     tracker.spawn(async move { conn.run().await }.instrument(span.clone()));
@@ -333,13 +338,31 @@ impl Conn {
                 info!("connected");
                 Some(room_handle)
             }
+            Err(RelayError::Remote(owner)) => {
+                let limits = crate::forward::ws::ClientLimits {
+                    ping_interval: self.rooms.deps().config.ping_interval,
+                };
+                let room = self.reader.policy.room().to_owned();
+                let query = self.query.take();
+                Box::pin(crate::forward::ws::pipe(
+                    &mut self.socket,
+                    &owner,
+                    &room,
+                    query.as_deref(),
+                    limits,
+                ))
+                .await;
+                queue.finish();
+                metrics::gauge!(m::CONNECTIONS).decrement(1.0);
+                return;
+            }
             Err(e) => {
                 warn!(error = %e, "could not join room");
                 let code = match e {
                     RelayError::ShuttingDown => close_code::SHUTDOWN,
-                    RelayError::Unavailable(_) | RelayError::Overloaded(_) => {
-                        close_code::SLOW_CONSUMER
-                    }
+                    RelayError::Unavailable(_)
+                    | RelayError::Overloaded(_)
+                    | RelayError::Placement(_) => close_code::SLOW_CONSUMER,
                     _ => close_code::INTERNAL,
                 };
                 queue.close(code, "room unavailable");
