@@ -417,8 +417,70 @@ async fn clients_on_both_nodes_converge_and_only_the_owner_runs_the_room() {
     );
     assert_eq!(text_of(&a.handle.room_state(&room).await.unwrap()), text);
 
+    // The HTTP room API on the non-owner is the owner's: a POSTed update reaches the owner's
+    // clients, and a read on B shows it, without B ever loading the room.
+    let http_update = Writer::new(3).append("over http;");
+    let (status, _) = http(
+        b.addr,
+        "POST",
+        &format!("/api/rooms/{room}/update"),
+        &http_update,
+    )
+    .await;
+    assert_eq!(status, 204);
+    on_a.recv_until(|f| f.starts_with(&[0, 2])).await;
+    let (status, body) = http(b.addr, "GET", &format!("/api/rooms/{room}/update"), &[]).await;
+    assert_eq!(status, 200);
+    assert!(text_of(&body).contains("over http;"));
+    assert_eq!(
+        b.handle.loaded_rooms(),
+        0,
+        "B forwarded, never loaded the room"
+    );
+
     a.stop().await;
     b.stop().await;
+}
+
+/// One HTTP/1.1 request (`Connection: close`); returns the status and the body.
+async fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let split = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&out[..split]).to_string();
+    let status = head[9..12].parse().unwrap();
+    let mut body = out[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    (status, body)
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let eol = b.windows(2).position(|w| w == b"\r\n").unwrap();
+        let n = usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap();
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + n]);
+        b = &b[eol + 2 + n + 2..];
+    }
 }
 
 #[tokio::test]
