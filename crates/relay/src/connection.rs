@@ -60,6 +60,7 @@ pub(crate) async fn ws_handler(
     State(deps): State<ConnDeps>,
     Path(room): Path<String>,
     RawQuery(query): RawQuery,
+    headers: axum::http::HeaderMap,
     access: Option<axum::Extension<crate::auth::Access>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -91,6 +92,10 @@ pub(crate) async fn ws_handler(
     };
     let max = config.max_message_bytes;
     let conn_id = deps.rooms.next_id();
+    let handoff = crate::forward::ws::Handoff::new(
+        query,
+        headers.get(axum::http::header::AUTHORIZATION).cloned(),
+    );
     let span = info_span!("conn", room = %room, conn = conn_id);
     // tungstenite reserves 128 KiB of read buffer per socket by default; sync frames are small
     // (see READ_BUFFER_BYTES). Larger messages still arrive: the buffer grows on demand up to
@@ -106,7 +111,7 @@ pub(crate) async fn ws_handler(
                     &room,
                     conn_id,
                     socket,
-                    (access, query),
+                    (access, handoff),
                     (permit, room_slot),
                     &span,
                 );
@@ -268,8 +273,8 @@ struct Conn {
     started: Instant,
     /// When the token expires (4401).
     expires: Option<Instant>,
-    /// The upgrade's query (the token), passed on when the room is owned by another node.
-    query: Option<Box<str>>,
+    /// The upgrade's query and token, passed on when the room is owned by another node.
+    handoff: Option<Box<crate::forward::ws::Handoff>>,
     /// Held for the connection's lifetime: one connection permit, one slot in the room.
     _slots: (tokio::sync::OwnedSemaphorePermit, crate::limits::RoomSlot),
 }
@@ -287,8 +292,11 @@ fn start(
     room: &str,
     conn_id: u64,
     socket: WebSocket,
-    // The token's access, and the upgrade's query (passed on if the room is owned elsewhere).
-    (access, query): (crate::auth::Access, Option<String>),
+    // The token's access, and what is passed on if the room is owned elsewhere.
+    (access, handoff): (
+        crate::auth::Access,
+        Option<Box<crate::forward::ws::Handoff>>,
+    ),
     slots: (tokio::sync::OwnedSemaphorePermit, crate::limits::RoomSlot),
     span: &tracing::Span,
 ) {
@@ -319,7 +327,7 @@ fn start(
         rooms,
         started: Instant::now(),
         expires,
-        query: query.map(String::into_boxed_str),
+        handoff,
         _slots: slots,
     };
     tracker.spawn(async move { conn.run().await }.instrument(span.clone()));
@@ -343,12 +351,12 @@ impl Conn {
                     ping_interval: self.rooms.deps().config.ping_interval,
                 };
                 let room = self.reader.policy.room().to_owned();
-                let query = self.query.take();
+                let handoff = self.handoff.take();
                 Box::pin(crate::forward::ws::pipe(
                     &mut self.socket,
                     &owner,
                     &room,
-                    query.as_deref(),
+                    handoff.as_deref(),
                     limits,
                 ))
                 .await;

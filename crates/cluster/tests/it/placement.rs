@@ -79,6 +79,8 @@ struct Cluster {
     leases: LeaseConfig,
     nodes: RegistryConfig,
     store: Arc<dyn RoomStore>,
+    /// Every node's `--auth-key` (none: open).
+    auth: Option<weaver_auth::TokenKey>,
     _dir: tempfile::TempDir,
 }
 
@@ -102,6 +104,7 @@ impl Cluster {
                 ..RegistryConfig::default()
             },
             store,
+            auth: None,
             _dir: dir,
         }
     }
@@ -125,6 +128,10 @@ impl Cluster {
         let placement = LeasePlacement::new(leases.clone(), registry.directory(), id, 3 * TTL);
         let config = RelayConfig {
             placement: Arc::new(placement),
+            auth: weaver_relay::AuthConfig {
+                key: self.auth.clone(),
+                ..weaver_relay::AuthConfig::default()
+            },
             ..RelayConfig::default()
         };
         let shutdown = CancellationToken::new();
@@ -189,13 +196,21 @@ struct Client {
 
 impl Client {
     async fn connect(addr: SocketAddr, room: &str) -> Client {
-        let (ws, _) = tokio::time::timeout(
-            WAIT,
-            tokio_tungstenite::connect_async(format!("ws://{addr}/{room}")),
-        )
-        .await
-        .unwrap()
-        .unwrap();
+        Client::connect_with(addr, room, None).await
+    }
+
+    /// Connects with `Authorization: Bearer <token>`.
+    async fn connect_with(addr: SocketAddr, room: &str, token: Option<&str>) -> Client {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = format!("ws://{addr}/{room}").into_client_request().unwrap();
+        if let Some(t) = token {
+            req.headers_mut()
+                .insert("authorization", format!("Bearer {t}").parse().unwrap());
+        }
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req))
+            .await
+            .unwrap()
+            .unwrap();
         Client { ws }
     }
 
@@ -585,4 +600,31 @@ fn text_of_update_in(doc: &[u8], update: &[u8]) -> bool {
     txn.apply_update(Update::decode_v1(update).unwrap())
         .unwrap();
     text.get_string(&txn) == before
+}
+
+#[tokio::test]
+async fn a_forwarded_connection_carries_its_token_to_the_owner() {
+    let mut cluster = Cluster::new();
+    let key = weaver_auth::TokenKey::new(&[5u8; 32]).unwrap();
+    cluster.auth = Some(key.clone());
+    let a = cluster.node("a").await;
+    let b = cluster.node("b").await;
+    let room = unique("auth");
+    let token = key.mint(&weaver_auth::Claims {
+        scope: weaver_auth::Scope::Room(room.clone()),
+        permission: weaver_auth::Permission::Write,
+        expires_at: u64::MAX / 2,
+        admin: false,
+    });
+    let mut on_a = Client::connect_with(a.addr, &room, Some(&token)).await;
+    on_a.handshake().await;
+    // In the header (not the query): B passes it on, and the owner accepts it.
+    let mut on_b = Client::connect_with(b.addr, &room, Some(&token)).await;
+    on_b.handshake().await;
+    let w = Writer::new(11);
+    send_acked(&mut on_b, &w, "with a token;").await;
+    on_a.recv_until(|f| f.starts_with(&[0, 2])).await;
+    assert_eq!(b.handle.loaded_rooms(), 0);
+    a.stop().await;
+    b.stop().await;
 }

@@ -1,5 +1,5 @@
 //! A client's WebSocket for a room owned by another node: one WebSocket to the owner
-//! (`ws://<owner>/<room>?<same query>`, so the owner checks the same token), frames piped both
+//! (`ws://<owner>/<room>?<same query>`, same `Authorization`: the owner checks the token too), frames piped both
 //! ways in order. Buffers are bounded by the sockets themselves: a direction waits for its
 //! destination, so a slow client makes the owner close this connection as a slow consumer,
 //! as it would close the client. Either side closing, or the owner connection failing, closes
@@ -11,8 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use axum::http::{HeaderValue, header};
 use futures_util::{SinkExt, StreamExt};
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, protocol::frame::coding::CloseCode};
 use tracing::{info, warn};
@@ -28,6 +30,30 @@ pub(crate) struct ClientLimits {
     pub ping_interval: Duration,
 }
 
+/// What the owner must see of the client's upgrade request: its query (`?token=` and the
+/// rest) and its `Authorization` header, so it checks the same token itself.
+#[derive(Debug)]
+pub(crate) struct Handoff {
+    query: Option<String>,
+    authorization: Option<HeaderValue>,
+}
+
+impl Handoff {
+    /// `None` when there is nothing to pass on (no allocation for most connections).
+    pub(crate) fn new(
+        query: Option<String>,
+        authorization: Option<HeaderValue>,
+    ) -> Option<Box<Handoff>> {
+        let query = query.filter(|q| !q.is_empty());
+        (query.is_some() || authorization.is_some()).then(|| {
+            Box::new(Handoff {
+                query,
+                authorization,
+            })
+        })
+    }
+}
+
 /// How one forwarded connection ended: the close sent to the client.
 type Close = (u16, String);
 
@@ -36,19 +62,29 @@ pub(crate) async fn pipe(
     client: &mut WebSocket,
     owner: &RemoteOwner,
     room: &str,
-    query: Option<&str>,
+    handoff: Option<&Handoff>,
     limits: ClientLimits,
 ) {
-    let url = match query {
-        Some(q) if !q.is_empty() => format!("ws://{}/{room}?{q}", authority(&owner.url)),
-        _ => format!("ws://{}/{room}", authority(&owner.url)),
+    let url = match handoff.and_then(|h| h.query.as_deref()) {
+        Some(q) => format!("ws://{}/{room}?{q}", authority(&owner.url)),
+        None => format!("ws://{}/{room}", authority(&owner.url)),
     };
+    let mut request = match url.into_client_request() {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(owner = %owner.node_id, error = %e, "bad owner URL; closing the client");
+            return close(client, close_code::SLOW_CONSUMER, "room owner unreachable").await;
+        }
+    };
+    if let Some(auth) = handoff.and_then(|h| h.authorization.clone()) {
+        request.headers_mut().insert(header::AUTHORIZATION, auth);
+    }
     // Owner frames are trusted (a node of the cluster): a whole document's step2 may exceed
     // the client's message limit, so the owner side has none.
     let config = WebSocketConfig::default()
         .max_message_size(None)
         .max_frame_size(None);
-    let connecting = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
+    let connecting = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
     let upstream = match tokio::time::timeout(OWNER_CONNECT_TIMEOUT, connecting).await {
         Ok(Ok((ws, _))) => ws,
         Ok(Err(e)) => {
