@@ -628,3 +628,53 @@ async fn a_forwarded_connection_carries_its_token_to_the_owner() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn a_change_feed_on_a_non_owner_streams_the_owners_commits() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cluster = Cluster::new();
+    let a = cluster.node("a").await;
+    let b = cluster.node("b").await;
+    let room = unique("feed");
+    let mut on_a = a.client(&room).await;
+    on_a.handshake().await;
+
+    let mut feed = TcpStream::connect(b.addr).await.unwrap();
+    let head = format!(
+        "GET /api/rooms/{room}/changes HTTP/1.1\r\nHost: {}\r\n\r\n",
+        b.addr
+    );
+    feed.write_all(head.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let read_until = |needle: &'static str| needle.as_bytes().to_vec();
+    let snapshot = read_until("event: sync");
+    let update = read_until("event: update");
+    let give_up = tokio::time::Instant::now() + WAIT;
+    while !seen
+        .windows(snapshot.len())
+        .any(|w| w == snapshot.as_slice())
+    {
+        let n = tokio::time::timeout_at(give_up, feed.read(&mut buf))
+            .await
+            .expect("feed opened")
+            .unwrap();
+        assert!(n > 0, "feed ended: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    seen.clear();
+    let w = Writer::new(5);
+    send_acked(&mut on_a, &w, "streamed;").await;
+    while !seen.windows(update.len()).any(|w| w == update.as_slice()) {
+        let n = tokio::time::timeout_at(give_up, feed.read(&mut buf))
+            .await
+            .expect("the owner's commit reached the feed on B")
+            .unwrap();
+        assert!(n > 0, "feed ended: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(b.handle.loaded_rooms(), 0);
+    drop(feed);
+    a.stop().await;
+    b.stop().await;
+}
