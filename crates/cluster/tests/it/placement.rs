@@ -647,14 +647,10 @@ async fn a_change_feed_on_a_non_owner_streams_the_owners_commits() {
     feed.write_all(head.as_bytes()).await.unwrap();
     let mut seen = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
-    let read_until = |needle: &'static str| needle.as_bytes().to_vec();
-    let snapshot = read_until("event: sync");
-    let update = read_until("event: update");
+    let sync: &[u8] = b"event: sync";
+    let update: &[u8] = b"event: update";
     let give_up = tokio::time::Instant::now() + WAIT;
-    while !seen
-        .windows(snapshot.len())
-        .any(|w| w == snapshot.as_slice())
-    {
+    while !seen.windows(sync.len()).any(|w| w == sync) {
         let n = tokio::time::timeout_at(give_up, feed.read(&mut buf))
             .await
             .expect("feed opened")
@@ -665,7 +661,7 @@ async fn a_change_feed_on_a_non_owner_streams_the_owners_commits() {
     seen.clear();
     let w = Writer::new(5);
     send_acked(&mut on_a, &w, "streamed;").await;
-    while !seen.windows(update.len()).any(|w| w == update.as_slice()) {
+    while !seen.windows(update.len()).any(|w| w == update) {
         let n = tokio::time::timeout_at(give_up, feed.read(&mut buf))
             .await
             .expect("the owner's commit reached the feed on B")
