@@ -674,3 +674,29 @@ async fn a_change_feed_on_a_non_owner_streams_the_owners_commits() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn a_lease_held_by_a_node_not_alive_in_the_registry_is_never_stolen() {
+    let cluster = Cluster::new();
+    let mut a = cluster.node("a").await;
+    let b = cluster.node("b").await;
+    let room = unique("steal");
+    let mut on_a = a.client(&room).await;
+    on_a.handshake().await;
+    // A leaves the registry (as if its heartbeats stopped) but keeps renewing its lease.
+    a.registry.take().unwrap().stop().await;
+
+    // B cannot forward to A (not alive) and must not take the room: the client is told to
+    // retry later, and A still owns the room.
+    let mut on_b = b.client(&room).await;
+    assert!(
+        on_b.try_handshake().await.is_none(),
+        "B must not serve the room"
+    );
+    assert_eq!(b.handle.loaded_rooms(), 0);
+    assert_eq!(a.leases.holder(&room).await.unwrap().unwrap().0, "a");
+    let w = Writer::new(13);
+    send_acked(&mut on_a, &w, "still a;").await;
+    a.stop().await;
+    b.stop().await;
+}
