@@ -349,6 +349,7 @@ impl Conn {
             Err(RelayError::Remote(owner)) => {
                 let limits = crate::forward::ws::ClientLimits {
                     ping_interval: self.rooms.deps().config.ping_interval,
+                    shutdown: self.rooms.deps().cancel.clone(),
                 };
                 let room = self.reader.policy.room().to_owned();
                 let handoff = self.handoff.take();

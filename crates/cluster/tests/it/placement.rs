@@ -700,3 +700,21 @@ async fn a_lease_held_by_a_node_not_alive_in_the_registry_is_never_stolen() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn stopping_a_forwarding_node_closes_its_forwarded_clients() {
+    let cluster = Cluster::new();
+    let a = cluster.node("a").await;
+    let b = cluster.node("b").await;
+    let room = unique("fwdstop");
+    let mut on_a = a.client(&room).await;
+    on_a.handshake().await;
+    let mut on_b = b.client(&room).await;
+    on_b.handshake().await;
+    let stopping = tokio::spawn(b.stop());
+    assert_eq!(on_b.expect_close().await, 1012);
+    tokio::time::timeout(WAIT, stopping).await.unwrap().unwrap();
+    // The owner goes on serving its own clients.
+    send_acked(&mut on_a, &Writer::new(17), "a goes on;").await;
+    a.stop().await;
+}

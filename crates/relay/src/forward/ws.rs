@@ -25,9 +25,12 @@ use crate::metrics as m;
 use crate::placement::RemoteOwner;
 
 /// What the forwarding side enforces on the client, as a local connection would.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct ClientLimits {
     pub ping_interval: Duration,
+    /// The relay's shutdown: a forwarded connection belongs to no room here that would close
+    /// it, so it watches the token itself.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// What the owner must see of the client's upgrade request: its query (`?token=` and the
@@ -173,6 +176,9 @@ pub(crate) async fn pipe(
     let ended: Option<Close> = tokio::select! {
         r = to_owner => r,
         r = from_owner => r,
+        () = limits.shutdown.cancelled() => {
+            Some((close_code::SHUTDOWN, "server shutting down".to_owned()))
+        }
     };
     drop((down_tx, down_rx));
     metrics::gauge!(m::FORWARDED_CONNECTIONS).decrement(1.0);
