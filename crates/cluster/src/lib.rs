@@ -5,14 +5,17 @@
 //! Owns: the layout of rooms on JetStream streams and subjects, the record and chunk encoding,
 //! the mapping of room seqs, fenced appends and compactions, lease acquisition, renewal and
 //! self-fencing, node heartbeats. Must not know: sockets, HTTP, yrs (updates and snapshots are
-//! opaque bytes), the bridge, the relay beyond its storage seam (`weaver_relay::RoomStore`,
-//! which [`JetStreamRoomStore`] implements over [`RoomLog`]). README.md states the rules: seq mapping, chunking, fencing.
+//! opaque bytes), the bridge, the relay beyond its seams: `weaver_relay::RoomStore`, which
+//! [`JetStreamRoomStore`] implements over [`RoomLog`], and `weaver_relay::RoomPlacement`, which
+//! [`LeasePlacement`] implements over leases. README.md states the rules: seq mapping, chunking,
+//! fencing.
 
 mod connect;
 mod error;
 mod lane;
 mod lease;
 mod names;
+mod placement;
 mod record;
 mod registry;
 mod room_log;
@@ -26,7 +29,8 @@ pub use connect::{connect, jetstream};
 pub use error::{ConnectError, LeaseError, LogError, RegistryError, TakenOver};
 pub use lease::{Lease, LeaseConfig, Leases};
 pub use names::{decode_room, encode_room, stream_index};
+pub use placement::LeasePlacement;
 pub use record::{DecodeError, TooLarge};
-pub use registry::{NodeInfo, NodeRegistry, RegistryConfig};
+pub use registry::{NodeDirectory, NodeInfo, NodeRegistry, RegistryConfig};
 pub use room_log::{RoomLog, RoomLogConfig, RoomSeq, StoredRoom};
 pub use room_store::JetStreamRoomStore;

@@ -107,6 +107,40 @@ impl NodeRegistry {
 
     /// Every node in the bucket, sorted by id, with whether its heartbeat is recent.
     pub async fn nodes(&self) -> Result<Vec<NodeInfo>, RegistryError> {
+        self.directory().nodes().await
+    }
+
+    /// A read-only view of the registry (cheap to clone), for those who look nodes up
+    /// (room placement) without owning this node's heartbeat.
+    pub fn directory(&self) -> NodeDirectory {
+        NodeDirectory {
+            kv: self.kv.clone(),
+            ttl: self.ttl,
+        }
+    }
+
+    /// Stops heartbeating and removes this node from the registry.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        if let Err(e) = self.kv.delete(encode_room(&self.node_id)).await {
+            warn!(error = %e, "node registry: could not remove this node");
+        }
+    }
+}
+
+/// The node list, read-only: what [`NodeRegistry::nodes`] reads, without the heartbeat.
+#[derive(Debug, Clone)]
+pub struct NodeDirectory {
+    kv: kv::Store,
+    ttl: Duration,
+}
+
+impl NodeDirectory {
+    /// Every node in the bucket, sorted by id, with whether its heartbeat is recent.
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>, RegistryError> {
         let mut keys = self
             .kv
             .keys()
@@ -152,15 +186,13 @@ impl NodeRegistry {
         Ok(nodes)
     }
 
-    /// Stops heartbeating and removes this node from the registry.
-    pub async fn stop(mut self) {
-        self.stop.cancel();
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-        if let Err(e) = self.kv.delete(encode_room(&self.node_id)).await {
-            warn!(error = %e, "node registry: could not remove this node");
-        }
+    /// One node by id, if it is in the bucket.
+    pub async fn node(&self, node_id: &str) -> Result<Option<NodeInfo>, RegistryError> {
+        Ok(self
+            .nodes()
+            .await?
+            .into_iter()
+            .find(|n| n.node_id == node_id))
     }
 }
 

@@ -96,6 +96,8 @@ pub struct RelayConfig {
     pub limits: crate::limits::AbuseLimits,
     /// Origins allowed to open WebSockets (`--ws-allowed-origin`; origin.rs); empty: any.
     pub ws_allowed_origins: Vec<String>,
+    /// Which node runs each room's actor ([`crate::SingleNode`]: this one, never fenced).
+    pub placement: std::sync::Arc<dyn crate::RoomPlacement>,
 }
 
 impl Default for RelayConfig {
@@ -122,6 +124,7 @@ impl Default for RelayConfig {
             auth: crate::auth::AuthConfig::default(),
             limits: crate::limits::AbuseLimits::default(),
             ws_allowed_origins: Vec::new(),
+            placement: std::sync::Arc::new(crate::SingleNode),
         }
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use axum::extract::ws::{
     CloseFrame, Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
 };
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -59,6 +59,8 @@ const READ_BUFFER_BYTES: usize = 512;
 pub(crate) async fn ws_handler(
     State(deps): State<ConnDeps>,
     Path(room): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: axum::http::HeaderMap,
     access: Option<axum::Extension<crate::auth::Access>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -90,6 +92,10 @@ pub(crate) async fn ws_handler(
     };
     let max = config.max_message_bytes;
     let conn_id = deps.rooms.next_id();
+    let handoff = crate::forward::ws::Handoff::new(
+        query,
+        headers.get(axum::http::header::AUTHORIZATION).cloned(),
+    );
     let span = info_span!("conn", room = %room, conn = conn_id);
     // tungstenite reserves 128 KiB of read buffer per socket by default; sync frames are small
     // (see READ_BUFFER_BYTES). Larger messages still arrive: the buffer grows on demand up to
@@ -105,7 +111,7 @@ pub(crate) async fn ws_handler(
                     &room,
                     conn_id,
                     socket,
-                    access,
+                    (access, handoff),
                     (permit, room_slot),
                     &span,
                 );
@@ -267,6 +273,8 @@ struct Conn {
     started: Instant,
     /// When the token expires (4401).
     expires: Option<Instant>,
+    /// The upgrade's query and token, passed on when the room is owned by another node.
+    handoff: Option<Box<crate::forward::ws::Handoff>>,
     /// Held for the connection's lifetime: one connection permit, one slot in the room.
     _slots: (tokio::sync::OwnedSemaphorePermit, crate::limits::RoomSlot),
 }
@@ -284,7 +292,11 @@ fn start(
     room: &str,
     conn_id: u64,
     socket: WebSocket,
-    access: crate::auth::Access,
+    // The token's access, and what is passed on if the room is owned elsewhere.
+    (access, handoff): (
+        crate::auth::Access,
+        Option<Box<crate::forward::ws::Handoff>>,
+    ),
     slots: (tokio::sync::OwnedSemaphorePermit, crate::limits::RoomSlot),
     span: &tracing::Span,
 ) {
@@ -315,6 +327,7 @@ fn start(
         rooms,
         started: Instant::now(),
         expires,
+        handoff,
         _slots: slots,
     };
     tracker.spawn(async move { conn.run().await }.instrument(span.clone()));
@@ -333,13 +346,32 @@ impl Conn {
                 info!("connected");
                 Some(room_handle)
             }
+            Err(RelayError::Remote(owner)) => {
+                let limits = crate::forward::ws::ClientLimits {
+                    ping_interval: self.rooms.deps().config.ping_interval,
+                    shutdown: self.rooms.deps().cancel.clone(),
+                };
+                let room = self.reader.policy.room().to_owned();
+                let handoff = self.handoff.take();
+                Box::pin(crate::forward::ws::pipe(
+                    &mut self.socket,
+                    &owner,
+                    &room,
+                    handoff.as_deref(),
+                    limits,
+                ))
+                .await;
+                queue.finish();
+                metrics::gauge!(m::CONNECTIONS).decrement(1.0);
+                return;
+            }
             Err(e) => {
                 warn!(error = %e, "could not join room");
                 let code = match e {
                     RelayError::ShuttingDown => close_code::SHUTDOWN,
-                    RelayError::Unavailable(_) | RelayError::Overloaded(_) => {
-                        close_code::SLOW_CONSUMER
-                    }
+                    RelayError::Unavailable(_)
+                    | RelayError::Overloaded(_)
+                    | RelayError::Placement(_) => close_code::SLOW_CONSUMER,
                     _ => close_code::INTERNAL,
                 };
                 queue.close(code, "room unavailable");

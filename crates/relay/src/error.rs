@@ -61,6 +61,12 @@ pub enum RelayError {
     Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// The room is owned by another node (cluster mode); its traffic goes there.
+    #[error("room is owned by node {}", .0.node_id)]
+    Remote(crate::placement::RemoteOwner),
+    /// The room could not be placed on any node right now.
+    #[error("room placement failed")]
+    Placement(#[source] Arc<crate::placement::PlacementError>),
 }
 
 impl From<StoreError> for RelayError {
@@ -85,9 +91,11 @@ impl RelayError {
             RelayError::TooLarge { .. } | RelayError::DocumentTooLarge { .. } => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
-            RelayError::ShuttingDown | RelayError::Unavailable(_) | RelayError::Overloaded(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            RelayError::ShuttingDown
+            | RelayError::Unavailable(_)
+            | RelayError::Overloaded(_)
+            | RelayError::Remote(_)
+            | RelayError::Placement(_) => StatusCode::SERVICE_UNAVAILABLE,
             RelayError::Storage(_) | RelayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

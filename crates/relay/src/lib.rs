@@ -22,6 +22,9 @@
 //! - `blocks`     — the JSON blocks view for the HTTP API.
 //! - `auth`       — token checks for every route (401/403 before any room loads), the admin
 //!   layer for other parts' cross-room routes, the 4401 expiry timer.
+//! - `placement`  — [`RoomPlacement`]: which node runs a room's actor ([`SingleNode`] by
+//!   default); `forward`: a room owned elsewhere has its WebSockets and HTTP requests proxied
+//!   to its owner.
 //! - `limits`     — connections per room, SyncStep1/awareness rates, read-only enforcement.
 //! - `room_name`, `maps` — the room name alphabet; maps that shrink after a storm.
 //! - `config`, `error`, `metrics` — limits, the error enum + close codes, metric names.
@@ -52,10 +55,12 @@ mod connection;
 mod error;
 mod events;
 mod feed;
+mod forward;
 pub mod limits;
 mod maps;
 pub mod metrics;
 mod origin;
+pub mod placement;
 mod query;
 mod relay;
 mod room;
@@ -75,6 +80,9 @@ pub use events::{
 };
 pub use feed::FEED_KEEPALIVE;
 pub use limits::AbuseLimits;
+pub use placement::{
+    OwnerGuard, Ownership, Placement, PlacementError, RemoteOwner, RoomPlacement, SingleNode,
+};
 pub use relay::{MAX_ROOM_PAGE, Relay, RelayHandle, RoomInfo, RoomPage};
 pub use room_name::validate_room_name;
 pub use server::{HttpLimits, SHUTDOWN_DRAIN, serve};

@@ -4,6 +4,8 @@
 
 /// Gauge: open WebSocket connections.
 pub const CONNECTIONS: &str = "weaver_connections";
+/// Gauge: WebSocket connections forwarded to the node owning their room (cluster mode).
+pub const FORWARDED_CONNECTIONS: &str = "weaver_forwarded_connections";
 /// Counter: accepted WebSocket connections.
 pub const CONNECTIONS_TOTAL: &str = "weaver_connections_total";
 /// Gauge: open change feeds (`GET /api/rooms/{room}/changes`).

@@ -447,6 +447,22 @@ impl RelayHandle {
             .await
     }
 
+    /// The room's owner when it is another node (cluster mode); `None` when the room is (or
+    /// will be) served here. Never takes ownership and never loads the room.
+    pub async fn remote_owner(
+        &self,
+        room: &str,
+    ) -> Result<Option<crate::placement::RemoteOwner>, RelayError> {
+        if self.shared.rooms.loaded_inbox(room)?.is_some() {
+            return Ok(None);
+        }
+        self.config()
+            .placement
+            .owner(room)
+            .await
+            .map_err(|e| RelayError::Placement(Arc::new(e)))
+    }
+
     /// True while the store is open and the relay is serving (false once shutdown began).
     pub fn is_ready(&self) -> bool {
         self.shared.rooms.is_ready()

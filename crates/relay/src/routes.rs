@@ -44,6 +44,12 @@ fn router(relay: RelayHandle) -> Router {
                 crate::origin::check_ws_origin,
             )),
         )
+        // Cluster mode: a room owned by another node is served there (inner to the token check,
+        // so this node checks the token first).
+        .route_layer(axum::middleware::from_fn_with_state(
+            relay.clone(),
+            crate::forward::http::forward_room_api,
+        ))
         // Token checks before any handler runs (auth.rs); open when no key is configured.
         .route_layer(axum::middleware::from_fn_with_state(
             relay.authenticator(),

@@ -1,6 +1,7 @@
 //! Cluster mode of `weaver serve` (`--cluster nats://…`, docs/cluster.md): its flags, the
 //! JetStream room store that replaces the redb one, this node's entry in the node registry and
-//! `GET /api/cluster`. Placement (one owner per room across nodes) is not here yet.
+//! `GET /api/cluster`, and room placement by lease (one owner per room across the nodes; the
+//! relay forwards a room owned elsewhere to its owner).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,7 +15,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 use tracing::{info, warn};
-use weaver_cluster::{JetStreamRoomStore, NodeRegistry, RegistryConfig, RoomLogConfig};
+use weaver_cluster::{
+    JetStreamRoomStore, LeaseConfig, LeasePlacement, Leases, NodeRegistry, RegistryConfig,
+    RoomLogConfig,
+};
 use weaver_relay::RelayHandle;
 
 /// `weaver serve` flags of cluster mode.
@@ -102,6 +106,7 @@ impl ClusterArgs {
 pub struct Node {
     node_id: String,
     registry: Arc<NodeRegistry>,
+    placement: Arc<LeasePlacement>,
 }
 
 impl ClusterPlan {
@@ -151,15 +156,41 @@ impl Joining {
         )
         .await
         .context("announcing this node in the node registry")?;
+        // A holder fences itself a fifth of the TTL before its lease can expire: renewals run
+        // every TTL/3, so two missed renewals still leave it time to stop.
+        let leases = Leases::open(
+            &js,
+            LeaseConfig {
+                ttl: plan.ttl,
+                margin: plan.ttl / 5,
+                replicas: plan.replicas,
+                ..LeaseConfig::default()
+            },
+        )
+        .await
+        .context("opening the room lease bucket")?;
+        // Long enough to outwait the lease of an owner that died (TTL), with room to spare.
+        let placement = Arc::new(LeasePlacement::new(
+            leases,
+            registry.directory(),
+            &plan.node_id,
+            plan.ttl * 3,
+        ));
         info!(node_id = %plan.node_id, nats = %plan.url, %url, "cluster node started");
         Ok(Node {
             node_id: plan.node_id,
             registry: Arc::new(registry),
+            placement,
         })
     }
 }
 
 impl Node {
+    /// Where each room's actor runs: the relay's `RoomPlacement` for this node.
+    pub fn placement(&self) -> Arc<LeasePlacement> {
+        self.placement.clone()
+    }
+
     /// `GET /api/cluster` (the caller puts it behind the admin check).
     pub fn router(&self, relay: RelayHandle) -> Router {
         Router::new()

@@ -348,6 +348,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     .context("starting the relay's room store")?,
             ),
         };
+    // Bound before the relay starts: a cluster node is announced at its bound address
+    // (`--listen` may say port 0), and its room placement needs the node registry.
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    if !addr.ip().is_loopback() && !auth_enabled {
+        warn!(%addr, "listening on a non-loopback address without authentication");
+    }
+    let node = match joining {
+        Some(joining) => Some(joining.announce(addr).await?),
+        None => None,
+    };
+    let mut config = config;
+    if let Some(node) = &node {
+        config.placement = node.placement();
+    }
     let relay = Relay::start(rooms, config, relay_stop).context("starting the relay")?;
     let store = db.clone();
     let bridge = weaver_bridge::Bridge::start(
@@ -395,18 +412,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .merge(demo::router());
     let app = args.cors.apply(app)?;
 
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    let addr = listener.local_addr().context("reading the bound address")?;
-    if !addr.ip().is_loopback() && !auth_enabled {
-        warn!(%addr, "listening on a non-loopback address without authentication");
-    }
-    // A cluster node is announced at its bound address (`--listen` may say port 0).
-    let node = match joining {
-        Some(joining) => Some(joining.announce(addr).await?),
-        None => None,
-    };
     let app = match &node {
         Some(node) => app.merge(
             relay

@@ -5,6 +5,7 @@
 
 mod bench;
 mod lease;
+mod placement;
 mod registry;
 mod room_log;
 mod store_contract;

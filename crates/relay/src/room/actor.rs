@@ -28,6 +28,7 @@ use super::registry::Registry;
 use crate::error::{RelayError, close_code};
 use crate::events::UpdateOrigin;
 use crate::metrics as m;
+use crate::placement::{OwnerGuard, Placement};
 
 pub(super) struct ConnState {
     pub(super) link: ConnLink,
@@ -65,6 +66,10 @@ pub(super) struct Room {
     pub(super) holding: bool,
     /// Set when the room cannot continue (storage failed and reload failed).
     pub(super) dead: bool,
+    /// This node's right to run the room (cluster mode: a lease; never fenced on one node).
+    pub(super) owner: Option<OwnerGuard>,
+    /// Set once the owner guard failed: nothing is committed or broadcast any more.
+    pub(super) fenced: bool,
 }
 
 /// How soon an idle room tries again to unload when a command arrived just as it tried.
@@ -79,6 +84,29 @@ pub(crate) async fn run(
 ) {
     let deps = registry.deps().clone();
     let started = Instant::now();
+    // Placed before anything is loaded: a room owned by another node never loads here.
+    let placed = Box::pin(deps.config.placement.place(&name)).await;
+    let owner = match placed {
+        Ok(Placement::Local(guard)) => guard,
+        Ok(Placement::Remote(remote)) => {
+            registry.unregister(&name, generation, &rx, false);
+            rx.close();
+            while let Ok(cmd) = rx.try_recv() {
+                cmd.bounce(|| RelayError::Remote(remote.clone()));
+            }
+            return;
+        }
+        Err(e) => {
+            error!(error = %e, "room could not be placed");
+            let e = Arc::new(e);
+            registry.unregister(&name, generation, &rx, false);
+            rx.close();
+            while let Ok(cmd) = rx.try_recv() {
+                cmd.bounce(|| RelayError::Placement(e.clone()));
+            }
+            return;
+        }
+    };
     // Boxed, like every rare or large await of the room (rebuilds, deletion, the persist
     // request): a task's memory is its future's largest state, held for the room's whole life.
     let loaded = Box::pin(load(&deps, &name)).await;
@@ -88,6 +116,7 @@ pub(crate) async fn run(
             error!(error = %e, "room failed to load");
             registry.unregister(&name, generation, &rx, false);
             deps.store.unloaded(&name);
+            owner.release().await;
             rx.close();
             let overloaded = matches!(e, RelayError::Overloaded(_));
             while let Ok(cmd) = rx.try_recv() {
@@ -124,7 +153,13 @@ pub(crate) async fn run(
         rate: UpdateRate::new(),
         holding: false,
         dead: false,
+        fenced: false,
+        owner: None,
     };
+    // Polled only when the guard can fire: a single node's rooms wait on nothing more.
+    let can_fence = owner.can_fence();
+    let fenced = owner.fenced().clone();
+    room.owner = Some(owner);
     room.maybe_compact();
     let cancel = deps.cancel.clone();
     let idle = deps.config.idle_unload;
@@ -133,6 +168,12 @@ pub(crate) async fn run(
     loop {
         tokio::select! {
             biased;
+            _ = fenced.cancelled(), if can_fence => {
+                // Another node may own the room soon: stop at once, commit nothing more.
+                room.fenced = true;
+                exit_reason = "fenced";
+                break;
+            }
             _ = cancel.cancelled() => {
                 // Updates already received are applied and committed before the room closes:
                 // shutdown loses nothing the server has read off a socket.
@@ -183,6 +224,10 @@ pub(crate) async fn run(
                     exit_reason = "deleted";
                     break;
                 }
+                if room.fenced {
+                    exit_reason = "fenced";
+                    break;
+                }
                 if room.dead {
                     room.close_all(close_code::INTERNAL, "room storage failed");
                     registry.unregister(&name, generation, &rx, false);
@@ -204,6 +249,12 @@ pub(crate) async fn run(
             }
         }
     }
+    if room.fenced {
+        warn!("ownership of the room lost; closing its connections");
+        room.fail_batch(&RelayError::Unavailable(name.to_string()));
+        room.close_all(close_code::SHUTDOWN, "room moved to another node");
+        registry.unregister(&name, generation, &rx, false);
+    }
     rx.close();
     while let Ok(cmd) = rx.try_recv() {
         if cancel.is_cancelled() {
@@ -215,14 +266,24 @@ pub(crate) async fn run(
     if let Some(c) = room.compaction.take() {
         let _ = c.await;
     }
-    metrics::gauge!(m::ROOMS_LOADED).decrement(1.0);
+    // Forget the room's storage state before the lease goes: once released, another node may
+    // append, and nothing here may act on the tip this node knew.
     deps.store.unloaded(&name);
+    if let Some(owner) = room.owner.take() {
+        owner.release().await;
+    }
+    metrics::gauge!(m::ROOMS_LOADED).decrement(1.0);
     info!(reason = exit_reason, "room unloaded");
 }
 
 impl Room {
     /// Handles one command. Returns true when the room was deleted and must stop.
     pub(super) async fn handle(&mut self, cmd: RoomCmd) -> bool {
+        if self.fenced {
+            // Callers retry; the room is placed again, possibly on another node.
+            cmd.bounce(|| RelayError::Unavailable(self.name.to_string()));
+            return false;
+        }
         match cmd {
             RoomCmd::Join { link, reply } => {
                 self.join(link);
@@ -298,6 +359,9 @@ impl Room {
         if self.batch.is_empty() {
             return;
         }
+        if !self.owns() {
+            return;
+        }
         let batch = std::mem::take(&mut self.batch);
         let to_store: Vec<Bytes> = batch
             .iter()
@@ -343,9 +407,29 @@ impl Room {
                 }
             }
         }
-        // Everything below runs only after the durable acknowledgement.
+        // Everything below runs only after the durable acknowledgement, and only while this
+        // node still owns the room: a fenced owner broadcasts nothing (its clients resync from
+        // the new owner, where the update is durable).
+        self.batch = batch;
+        if !self.owns() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
         self.committed(batch);
         self.maybe_compact();
+    }
+}
+
+impl Room {
+    /// Whether this node may still commit and broadcast for the room; once not, marks the room
+    /// fenced and answers the batch's waiters (the actor then stops).
+    fn owns(&mut self) -> bool {
+        if !self.fenced && self.owner.as_ref().is_none_or(OwnerGuard::check) {
+            return true;
+        }
+        self.fenced = true;
+        self.fail_batch(&RelayError::Unavailable(self.name.to_string()));
+        false
     }
 }
 

@@ -1,0 +1,160 @@
+//! `LeasePlacement`: the relay's [`RoomPlacement`] over room leases. A room runs on the node
+//! holding its lease; any other node forwards to the holder's URL from the node registry.
+//!
+//! - `place`: take the lease (KV create). Held by another node that is alive → `Remote`. A lost
+//!   race is just that: the winner holds it. Held by a node the registry lists as dead, or by
+//!   this node itself (its previous actor is still releasing, or it was fenced and the key has
+//!   not expired yet): wait for the lease to go and try again — never steal. Bounded by
+//!   `place_timeout`; then the room is unavailable and clients retry.
+//! - The guard is the [`Lease`]: its fencing token, its own deadline check, and a release that
+//!   deletes the key only at our revision.
+//!
+//! Depends on weaver-relay for the trait only. Must not know: room actors, sockets.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+use weaver_relay::placement::{BoxFuture, PlacementEngineError};
+use weaver_relay::{OwnerGuard, Ownership, Placement, PlacementError, RemoteOwner, RoomPlacement};
+
+use crate::error::LeaseError;
+use crate::lease::{Lease, Leases};
+use crate::registry::NodeDirectory;
+
+/// How often a room whose lease cannot be taken yet is tried again.
+const RETRY: Duration = Duration::from_millis(100);
+
+/// Room placement by lease (cluster mode).
+#[derive(Debug, Clone)]
+pub struct LeasePlacement {
+    leases: Leases,
+    nodes: NodeDirectory,
+    node_id: Arc<str>,
+    /// Longest `place` waits for a lease held by a dead node (or by this one) to go.
+    place_timeout: Duration,
+}
+
+impl LeasePlacement {
+    /// Places rooms for `node_id`. `place_timeout` should exceed the lease TTL, so a room
+    /// whose owner died is placed again within one `place`.
+    pub fn new(
+        leases: Leases,
+        nodes: NodeDirectory,
+        node_id: &str,
+        place_timeout: Duration,
+    ) -> Self {
+        LeasePlacement {
+            leases,
+            nodes,
+            node_id: Arc::from(node_id),
+            place_timeout,
+        }
+    }
+
+    async fn place_room(&self, room: &str) -> Result<Placement, PlacementError> {
+        let give_up = tokio::time::Instant::now() + self.place_timeout;
+        loop {
+            match self.leases.acquire(room, &self.node_id).await {
+                Ok(lease) => {
+                    return Ok(Placement::Local(OwnerGuard::new(Box::new(LeaseOwnership(
+                        lease,
+                    )))));
+                }
+                Err(LeaseError::Held { holder, .. }) => {
+                    if let Some(owner) = self.live_other(room, &holder).await? {
+                        return Ok(Placement::Remote(owner));
+                    }
+                }
+                Err(e) => return Err(engine(room, e)),
+            }
+            if tokio::time::Instant::now() + RETRY > give_up {
+                return Err(PlacementError::NoOwner {
+                    room: room.to_owned(),
+                });
+            }
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+
+    /// `holder` as a forwarding target: another node, alive in the registry.
+    async fn live_other(
+        &self,
+        room: &str,
+        holder: &str,
+    ) -> Result<Option<RemoteOwner>, PlacementError> {
+        // Empty: the lease went between the create and the read; try again.
+        if holder.is_empty() || holder == &*self.node_id {
+            return Ok(None);
+        }
+        let node = self.nodes.node(holder).await.map_err(|e| engine(room, e))?;
+        match node {
+            Some(n) if n.alive => Ok(Some(RemoteOwner {
+                node_id: n.node_id,
+                url: n.url,
+            })),
+            _ => {
+                debug!(
+                    room,
+                    holder, "lease held by a node that is not alive; waiting"
+                );
+                Ok(None)
+            }
+        }
+    }
+}
+
+fn engine(room: &str, e: impl Into<PlacementEngineError>) -> PlacementError {
+    PlacementError::Engine {
+        room: room.to_owned(),
+        source: e.into(),
+    }
+}
+
+impl RoomPlacement for LeasePlacement {
+    fn place<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Placement, PlacementError>> {
+        Box::pin(self.place_room(room))
+    }
+
+    fn owner<'a>(
+        &'a self,
+        room: &'a str,
+    ) -> BoxFuture<'a, Result<Option<RemoteOwner>, PlacementError>> {
+        Box::pin(async move {
+            let holder = self
+                .leases
+                .holder(room)
+                .await
+                .map_err(|e| engine(room, e))?;
+            match holder {
+                Some((holder, _)) => self.live_other(room, &holder).await,
+                None => Ok(None),
+            }
+        })
+    }
+}
+
+/// A held lease as the relay's room ownership.
+#[derive(Debug)]
+struct LeaseOwnership(Lease);
+
+impl Ownership for LeaseOwnership {
+    fn fenced(&self) -> CancellationToken {
+        self.0.fenced()
+    }
+
+    fn check(&self) -> bool {
+        self.0.check().is_ok()
+    }
+
+    fn release(self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let room = self.0.room().to_owned();
+            if let Err(e) = self.0.release().await {
+                // The key expires on its own after the TTL.
+                warn!(room, error = %e, "releasing the room's lease failed");
+            }
+        })
+    }
+}
