@@ -253,6 +253,17 @@ async fn http_rig(path: &str, extra: &str) -> (FakeApi, Rig) {
     (api, rig)
 }
 
+/// Like [`http_rig`], and the bridge polls the fake API's job status every `interval_ms`.
+async fn polling_rig(path: &str, interval_ms: u64) -> (FakeApi, Rig) {
+    let api = FakeApi::start().await;
+    let extra = format!(
+        "status_url = \"{}\"\npoll_interval_ms = {interval_ms}",
+        api.url("/jobs/{external_id}")
+    );
+    let rig = Rig::new(&http_cfg(&api, path, &extra)).await;
+    (api, rig)
+}
+
 fn http_cfg(api: &FakeApi, path: &str, extra: &str) -> String {
     format!(
         r#"
@@ -393,12 +404,7 @@ async fn http_async_webhook_before_initialized_is_parked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_async_completed_by_polling() {
-    let api = FakeApi::start().await;
-    let extra = format!(
-        "status_url = \"{}\"\npoll_interval_ms = 100",
-        api.url("/jobs/{external_id}")
-    );
-    let rig = Rig::new(&http_cfg(&api, "/async?delay_ms=300", &extra)).await;
+    let (api, rig) = polling_rig("/async?delay_ms=300", 100).await;
     // No webhook target: only polling can finish the job.
     rig.add_entry("r", "b", "text", "search");
     let e = rig.wait_status("r", "b", Status::Done).await;
@@ -791,13 +797,8 @@ async fn removing_block_cancels_its_calls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manual_refresh_polls_now() {
-    let api = FakeApi::start().await;
     // Polling every minute: only a manual refresh can finish this call within the test.
-    let extra = format!(
-        "status_url = \"{}\"\npoll_interval_ms = 60000",
-        api.url("/jobs/{external_id}")
-    );
-    let rig = Rig::new(&http_cfg(&api, "/async?delay_ms=100", &extra)).await;
+    let (_api, rig) = polling_rig("/async?delay_ms=100", 60_000).await;
     rig.add_entry("r", "b", "text", "search");
     let id = wait_call(&rig, "external id", |c| c.external_id.is_some())
         .await
