@@ -226,16 +226,7 @@ impl DocActor {
         if update.is_empty() {
             return Ok(());
         }
-        if let Err(e) = self
-            .inner
-            .host
-            .apply_update(room, update, BRIDGE_ORIGIN)
-            .await
-        {
-            // The mirror holds records the host never stored: rebuild it from stored state.
-            self.drop_mirror(room);
-            return Err(BridgeError::Host(e));
-        }
+        self.send_bridge_update(room, update).await?;
         for wb in written {
             metrics::counter!(crate::metrics::WRITEBACKS_TOTAL, "status" => wb.status.as_str())
                 .increment(1);
@@ -265,16 +256,23 @@ impl DocActor {
         if !changed || update.is_empty() {
             return Ok(false);
         }
+        self.send_bridge_update(room, update).await?;
+        Ok(true)
+    }
+
+    /// Sends an update the bridge peer made on the mirror to the host.
+    async fn send_bridge_update(&mut self, room: &str, update: Vec<u8>) -> Result<(), BridgeError> {
         if let Err(e) = self
             .inner
             .host
             .apply_update(room, update, BRIDGE_ORIGIN)
             .await
         {
+            // The mirror holds records the host never stored: rebuild it from stored state.
             self.drop_mirror(room);
             return Err(BridgeError::Host(e));
         }
-        Ok(true)
+        Ok(())
     }
 
     /// Drops a deleted room's queued write-backs, keeping a `writeback_failed` event on each

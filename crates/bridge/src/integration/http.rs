@@ -157,6 +157,22 @@ impl HttpIntegration {
         })
     }
 
+    /// Sends `req` and reads the reply: its status, Retry-After (ms) and body. A transport
+    /// error (sending or reading the body) is returned as the call's outcome.
+    async fn exchange(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<(reqwest::StatusCode, Option<u64>, Body), Outcome> {
+        let resp = req.send().await.map_err(|e| self.transport_error(&e))?;
+        let status = resp.status();
+        let ra = retry_after_ms(resp.headers());
+        let body = self
+            .read_body(resp)
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        Ok((status, ra, body))
+    }
+
     async fn read_body(&self, mut resp: reqwest::Response) -> Result<Body, reqwest::Error> {
         let mut buf = Vec::new();
         while let Some(chunk) = resp.chunk().await? {
@@ -280,15 +296,9 @@ impl Integration for HttpIntegration {
                 .headers(self.headers.clone())
                 .header("Idempotency-Key", &call.idempotency_key)
                 .json(&payload);
-            let resp = match req.send().await {
+            let (status, ra, body) = match self.exchange(req).await {
                 Ok(r) => r,
-                Err(e) => return self.transport_error(&e),
-            };
-            let status = resp.status();
-            let ra = retry_after_ms(resp.headers());
-            let body = match self.read_body(resp).await {
-                Ok(b) => b,
-                Err(e) => return self.transport_error(&e),
+                Err(transport) => return transport,
             };
             match (reply(status.as_u16()), body) {
                 (Reply::Completed, Body::Ok(data)) => Outcome::Completed {
@@ -326,21 +336,10 @@ impl Integration for HttpIntegration {
                 };
             };
             let url = tpl.replace("{external_id}", &percent_encode(ext));
-            let resp = match self
-                .client
-                .get(&url)
-                .headers(self.headers.clone())
-                .send()
-                .await
-            {
+            let req = self.client.get(&url).headers(self.headers.clone());
+            let (status, ra, body) = match self.exchange(req).await {
                 Ok(r) => r,
-                Err(e) => return self.transport_error(&e),
-            };
-            let status = resp.status();
-            let ra = retry_after_ms(resp.headers());
-            let body = match self.read_body(resp).await {
-                Ok(b) => b,
-                Err(e) => return self.transport_error(&e),
+                Err(transport) => return transport,
             };
             let data = match (reply(status.as_u16()), body) {
                 (Reply::Completed | Reply::Accepted, Body::Ok(d)) => d,

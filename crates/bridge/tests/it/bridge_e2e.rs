@@ -143,6 +143,14 @@ impl Rig {
             .and_then(|b| b.entry(index).cloned())
     }
 
+    /// Waits until the `search` entry of `block` in `room` has `status` (any attempt).
+    async fn wait_status(&self, room: &str, block: &str, status: Status) -> EntryView {
+        self.wait_entry(room, block, "search", &format!("{status:?}"), |e| {
+            e.status == status
+        })
+        .await
+    }
+
     async fn wait_entry(
         &self,
         room: &str,
@@ -230,6 +238,32 @@ async fn post_json(url: &str) -> (u16, Value) {
     (s, r.json().await.unwrap_or(Value::Null))
 }
 
+/// Asserts that `e` has an error naming each of `parts`.
+fn assert_error(e: &EntryView, parts: &[&str]) {
+    let error = e.error.as_deref().unwrap();
+    for part in parts {
+        assert!(error.contains(part), "{part:?} not in {e:?}");
+    }
+}
+
+/// A fake API and a bridge whose `ext` integration calls it at `path` (see [`http_cfg`]).
+async fn http_rig(path: &str, extra: &str) -> (FakeApi, Rig) {
+    let api = FakeApi::start().await;
+    let rig = Rig::new(&http_cfg(&api, path, extra)).await;
+    (api, rig)
+}
+
+/// Like [`http_rig`], and the bridge polls the fake API's job status every `interval_ms`.
+async fn polling_rig(path: &str, interval_ms: u64) -> (FakeApi, Rig) {
+    let api = FakeApi::start().await;
+    let extra = format!(
+        "status_url = \"{}\"\npoll_interval_ms = {interval_ms}",
+        api.url("/jobs/{external_id}")
+    );
+    let rig = Rig::new(&http_cfg(&api, path, &extra)).await;
+    (api, rig)
+}
+
 fn http_cfg(api: &FakeApi, path: &str, extra: &str) -> String {
     format!(
         r#"
@@ -277,11 +311,7 @@ async fn local_integration_end_to_end() {
         .unwrap();
     let seen = watch(&rig.host, "room1");
     rig.add_entry("room1", "b1", "para one\n\npara two", "search");
-    let e = rig
-        .wait_entry("room1", "b1", "search", "done", |e| {
-            e.status == Status::Done
-        })
-        .await;
+    let e = rig.wait_status("room1", "b1", Status::Done).await;
     assert_eq!(e.attempt, 1);
     assert_eq!(e.result.as_ref().unwrap()["chunks_indexed"], 2);
     assert!(e.api_call_id.is_some());
@@ -329,12 +359,9 @@ async fn local_integration_end_to_end() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_sync_api() {
-    let api = FakeApi::start().await;
-    let rig = Rig::new(&http_cfg(&api, "/sync", "")).await;
+    let (api, rig) = http_rig("/sync", "").await;
     rig.add_entry("r", "b", "hello\n\nworld\n\n!", "search");
-    let e = rig
-        .wait_entry("r", "b", "search", "done", |e| e.status == Status::Done)
-        .await;
+    let e = rig.wait_status("r", "b", Status::Done).await;
     assert_eq!(e.result.as_ref().unwrap()["chunks_indexed"], 3);
     assert_eq!(e.result.as_ref().unwrap()["index_name"], "search");
     assert_eq!(api.requests(), 1);
@@ -345,14 +372,11 @@ async fn http_sync_api() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_async_completed_by_webhook() {
-    let api = FakeApi::start().await;
-    let rig = Rig::new(&http_cfg(&api, "/async?delay_ms=200", "")).await;
+    let (api, rig) = http_rig("/async?delay_ms=200", "").await;
     api.set_webhook(&rig.url("/api/webhooks/ext"), secret());
     let seen = watch(&rig.host, "r");
     rig.add_entry("r", "b", "text", "search");
-    let e = rig
-        .wait_entry("r", "b", "search", "done", |e| e.status == Status::Done)
-        .await;
+    let e = rig.wait_status("r", "b", Status::Done).await;
     assert_eq!(e.result.as_ref().unwrap()["chunks_indexed"], 1);
     assert_eq!(api.webhooks_sent(), 1);
     assert_eq!(api.requests(), 1);
@@ -370,50 +394,30 @@ async fn http_async_completed_by_webhook() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_async_webhook_before_initialized_is_parked() {
-    let api = FakeApi::start().await;
-    let rig = Rig::new(&http_cfg(&api, "/async?early=1", "")).await;
+    let (api, rig) = http_rig("/async?early=1", "").await;
     api.set_webhook(&rig.url("/api/webhooks/ext"), secret());
     rig.add_entry("r", "b", "text", "search");
-    let e = rig
-        .wait_entry("r", "b", "search", "done", |e| e.status == Status::Done)
-        .await;
+    let e = rig.wait_status("r", "b", Status::Done).await;
     assert_eq!(e.result.as_ref().unwrap()["chunks_indexed"], 1);
     assert_eq!(api.webhooks_sent(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_async_completed_by_polling() {
-    let api = FakeApi::start().await;
-    let extra = format!(
-        "status_url = \"{}\"\npoll_interval_ms = 100",
-        api.url("/jobs/{external_id}")
-    );
-    let rig = Rig::new(&http_cfg(&api, "/async?delay_ms=300", &extra)).await;
+    let (api, rig) = polling_rig("/async?delay_ms=300", 100).await;
     // No webhook target: only polling can finish the job.
     rig.add_entry("r", "b", "text", "search");
-    let e = rig
-        .wait_entry("r", "b", "search", "done", |e| e.status == Status::Done)
-        .await;
+    let e = rig.wait_status("r", "b", Status::Done).await;
     assert_eq!(e.result.as_ref().unwrap()["chunks_indexed"], 1);
     assert_eq!(api.webhooks_sent(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_then_failed_visible_and_manual_retry() {
-    let api = FakeApi::start().await;
-    let rig = Rig::new(&http_cfg(&api, "/fail/503", "")).await;
+    let (api, rig) = http_rig("/fail/503", "").await;
     rig.add_entry("r", "b", "text", "search");
-    let e = rig
-        .wait_entry("r", "b", "search", "error", |e| e.status == Status::Error)
-        .await;
-    assert!(e.error.as_deref().unwrap().contains("503"), "{e:?}");
-    assert!(
-        e.error
-            .as_deref()
-            .unwrap()
-            .contains("gave up after 3 tries"),
-        "{e:?}"
-    );
+    let e = rig.wait_status("r", "b", Status::Error).await;
+    assert_error(&e, &["503", "gave up after 3 tries"]);
     assert_eq!(api.requests(), 3);
     assert_eq!(
         api.keys().len(),
@@ -448,13 +452,10 @@ async fn retries_then_failed_visible_and_manual_retry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_retryable_tried_once() {
-    let api = FakeApi::start().await;
-    let rig = Rig::new(&http_cfg(&api, "/fail/422", "")).await;
+    let (api, rig) = http_rig("/fail/422", "").await;
     rig.add_entry("r", "b", "text", "search");
-    let e = rig
-        .wait_entry("r", "b", "search", "error", |e| e.status == Status::Error)
-        .await;
-    assert!(e.error.as_deref().unwrap().contains("422"));
+    let e = rig.wait_status("r", "b", Status::Error).await;
+    assert_error(&e, &["422"]);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(api.requests(), 1);
 }
@@ -469,8 +470,7 @@ async fn retry_after_then_success() {
     .await;
     let t0 = Instant::now();
     rig.add_entry("r", "b", "text", "search");
-    rig.wait_entry("r", "b", "search", "done", |e| e.status == Status::Done)
-        .await;
+    rig.wait_status("r", "b", Status::Done).await;
     assert!(
         t0.elapsed() >= Duration::from_millis(950),
         "Retry-After: 1 honoured"
@@ -480,8 +480,7 @@ async fn retry_after_then_success() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_mid_call_resumes_with_same_key() {
-    let api = FakeApi::start().await;
-    let mut rig = Rig::new(&http_cfg(&api, "/slow?ms=800", "")).await;
+    let (api, mut rig) = http_rig("/slow?ms=800", "").await;
     rig.add_entry("r", "b", "text", "search");
     // Wait until the external API received the request, then "kill" the bridge.
     let t0 = Instant::now();
@@ -491,9 +490,7 @@ async fn crash_mid_call_resumes_with_same_key() {
     }
     rig.crash().await;
     rig.start().await;
-    let e = rig
-        .wait_entry("r", "b", "search", "done", |e| e.status == Status::Done)
-        .await;
+    let e = rig.wait_status("r", "b", Status::Done).await;
     assert_eq!(e.attempt, 1);
     assert!(api.requests() >= 2);
     assert_eq!(
@@ -514,18 +511,15 @@ async fn startup_sweep_creates_missing_calls() {
     rig.add_entry("r", "b1", "x", "search");
     rig.add_entry("r", "b2", "y", "search");
     rig.start().await;
-    rig.wait_entry("r", "b1", "search", "done", |e| e.status == Status::Done)
-        .await;
-    rig.wait_entry("r", "b2", "search", "done", |e| e.status == Status::Done)
-        .await;
+    rig.wait_status("r", "b1", Status::Done).await;
+    rig.wait_status("r", "b2", Status::Done).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_edit_reindexes_after_debounce() {
     let rig = Rig::new("[debounce]\nquiet_ms = 150\nmax_wait_ms = 1000").await;
     rig.add_entry("r", "b", "one", "search");
-    rig.wait_entry("r", "b", "search", "done", |e| e.status == Status::Done)
-        .await;
+    rig.wait_status("r", "b", Status::Done).await;
     rig.client_write("r", |t| t.insert_text("b", 3, "\n\ntwo").unwrap());
     let e = rig
         .wait_entry("r", "b", "search", "re-indexed", |e| {
@@ -540,45 +534,27 @@ async fn content_edit_reindexes_after_debounce() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removing_entry_cancels_call() {
-    let api = FakeApi::start().await;
-    let rig = Rig::new(&http_cfg(&api, "/hang", "")).await;
+    let (_api, rig) = http_rig("/hang", "").await;
     rig.add_entry("r", "b", "text", "search");
-    rig.wait_entry("r", "b", "search", "processing", |e| {
-        e.status == Status::Processing
-    })
-    .await;
+    rig.wait_status("r", "b", Status::Processing).await;
     rig.client_write("r", |t| {
         t.remove_index("b", "search");
     });
-    let t0 = Instant::now();
-    loop {
-        let calls = rig.handle().outbox().list(&Default::default()).unwrap();
-        if calls[0].status == weaver_bridge::CallStatus::Cancelled {
-            break;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(10));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_call(&rig, "cancelled", |c| {
+        c.status == weaver_bridge::CallStatus::Cancelled
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_endpoint_security() {
-    let api = FakeApi::start().await;
-    let rig = Rig::new(&http_cfg(&api, "/async?delay_ms=100000", "")).await;
+    let (_api, rig) = http_rig("/async?delay_ms=100000", "").await;
     rig.add_entry("r", "b", "text", "search");
-    rig.wait_entry("r", "b", "search", "processing", |e| {
-        e.status == Status::Processing
-    })
-    .await;
-    let t0 = Instant::now();
-    let ext = loop {
-        let calls = rig.handle().outbox().list(&Default::default()).unwrap();
-        if let Some(x) = calls[0].external_id.clone() {
-            break x;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(10));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    rig.wait_status("r", "b", Status::Processing).await;
+    let ext = wait_call(&rig, "external id", |c| c.external_id.is_some())
+        .await
+        .external_id
+        .unwrap();
     let client = reqwest::Client::new();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -641,9 +617,7 @@ async fn webhook_endpoint_security() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let e = rig
-        .wait_entry("r", "b", "search", "done", |e| e.status == Status::Done)
-        .await;
+    let e = rig.wait_status("r", "b", Status::Done).await;
     assert_eq!(e.result.as_ref().unwrap()["chunks_indexed"], 9);
     // Duplicate delivery: 2xx, no second effect.
     let r = send(
@@ -670,58 +644,26 @@ async fn webhook_endpoint_security() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_call_without_completion_fails_at_deadline() {
-    let api = FakeApi::start().await;
     // Webhook-only integration, the job never finishes: failed after async_timeout_ms.
-    let rig = Rig::new(&http_cfg(
-        &api,
-        "/async?delay_ms=100000",
-        "async_timeout_ms = 400",
-    ))
-    .await;
+    let (api, rig) = http_rig("/async?delay_ms=100000", "async_timeout_ms = 400").await;
     rig.add_entry("r", "b", "text", "search");
-    let e = rig
-        .wait_entry("r", "b", "search", "error", |e| e.status == Status::Error)
-        .await;
-    assert!(
-        e.error.as_deref().unwrap().contains("no completion within"),
-        "{e:?}"
-    );
+    let e = rig.wait_status("r", "b", Status::Error).await;
+    assert_error(&e, &["no completion within"]);
     assert_eq!(api.requests(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_response_and_redirect_are_final() {
-    let api = FakeApi::start().await;
-    let rig = Rig::new(&http_cfg(
-        &api,
-        "/big?bytes=2000000",
-        "max_response_bytes = 100000",
-    ))
-    .await;
+    let (api, rig) = http_rig("/big?bytes=2000000", "max_response_bytes = 100000").await;
     rig.add_entry("r", "b", "text", "search");
-    let e = rig
-        .wait_entry("r", "b", "search", "error", |e| e.status == Status::Error)
-        .await;
-    assert!(
-        e.error
-            .as_deref()
-            .unwrap()
-            .contains("larger than 100000 bytes"),
-        "{e:?}"
-    );
+    let e = rig.wait_status("r", "b", Status::Error).await;
+    assert_error(&e, &["larger than 100000 bytes"]);
     assert_eq!(api.requests(), 1);
 
-    let api = FakeApi::start().await;
-    let rig = Rig::new(&http_cfg(&api, "/redirect", "")).await;
+    let (api, rig) = http_rig("/redirect", "").await;
     rig.add_entry("r", "b", "text", "search");
-    let e = rig
-        .wait_entry("r", "b", "search", "error", |e| e.status == Status::Error)
-        .await;
-    assert!(e.error.as_deref().unwrap().contains("307"), "{e:?}");
-    assert!(
-        e.error.as_deref().unwrap().contains("not followed"),
-        "{e:?}"
-    );
+    let e = rig.wait_status("r", "b", Status::Error).await;
+    assert_error(&e, &["307", "not followed"]);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(api.requests(), 1, "the redirect target was never requested");
 }
@@ -732,10 +674,8 @@ async fn hanging_api_times_out_and_is_retried_then_failed() {
     let cfg = http_cfg(&api, "/hang", "").replace("timeout_ms = 1500", "timeout_ms = 300");
     let rig = Rig::new(&cfg).await;
     rig.add_entry("r", "b", "text", "search");
-    let e = rig
-        .wait_entry("r", "b", "search", "error", |e| e.status == Status::Error)
-        .await;
-    assert!(e.error.as_deref().unwrap().contains("timeout"), "{e:?}");
+    let e = rig.wait_status("r", "b", Status::Error).await;
+    assert_error(&e, &["timeout"]);
     assert_eq!(api.requests(), 3, "max_attempts = 3");
     assert_eq!(api.keys().len(), 1);
 }
@@ -744,8 +684,7 @@ async fn hanging_api_times_out_and_is_retried_then_failed() {
 async fn content_edited_while_down_is_reindexed_at_start() {
     let mut rig = Rig::new("[debounce]\nquiet_ms = 100\nmax_wait_ms = 500").await;
     rig.add_entry("r", "b", "one", "search");
-    rig.wait_entry("r", "b", "search", "done", |e| e.status == Status::Done)
-        .await;
+    rig.wait_status("r", "b", Status::Done).await;
     rig.crash().await;
     rig.client_write("r", |t| t.insert_text("b", 3, "\n\ntwo\n\nthree").unwrap());
     rig.start().await;
@@ -794,13 +733,9 @@ async fn lagging_behind_the_host_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn newer_attempt_supersedes_running_one() {
-    let api = FakeApi::start().await;
-    let rig = Rig::new(&http_cfg(&api, "/slow?ms=700", "")).await;
+    let (_api, rig) = http_rig("/slow?ms=700", "").await;
     rig.add_entry("r", "b", "text", "search");
-    rig.wait_entry("r", "b", "search", "processing", |e| {
-        e.status == Status::Processing
-    })
-    .await;
+    rig.wait_status("r", "b", Status::Processing).await;
     // The user asks again while attempt 1 runs: attempt 2 supersedes it.
     rig.client_write("r", |t| {
         t.request_index("b", "search", &json!({})).unwrap();
@@ -847,61 +782,37 @@ async fn per_integration_concurrency_is_respected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removing_block_cancels_its_calls() {
-    let api = FakeApi::start().await;
-    let rig = Rig::new(&http_cfg(&api, "/hang", "")).await;
+    let (_api, rig) = http_rig("/hang", "").await;
     rig.add_entry("r", "b", "text", "search");
-    rig.wait_entry("r", "b", "search", "processing", |e| {
-        e.status == Status::Processing
-    })
-    .await;
+    rig.wait_status("r", "b", Status::Processing).await;
     rig.client_write("r", |t| {
         t.remove_block("b");
     });
-    let t0 = Instant::now();
-    loop {
-        let calls = rig.handle().outbox().list(&Default::default()).unwrap();
-        if calls[0].status == weaver_bridge::CallStatus::Cancelled {
-            assert!(calls[0].error.as_deref().unwrap().contains("block removed"));
-            break;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(10));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let call = wait_call(&rig, "cancelled", |c| {
+        c.status == weaver_bridge::CallStatus::Cancelled
+    })
+    .await;
+    assert!(call.error.as_deref().unwrap().contains("block removed"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manual_refresh_polls_now() {
-    let api = FakeApi::start().await;
     // Polling every minute: only a manual refresh can finish this call within the test.
-    let extra = format!(
-        "status_url = \"{}\"\npoll_interval_ms = 60000",
-        api.url("/jobs/{external_id}")
-    );
-    let rig = Rig::new(&http_cfg(&api, "/async?delay_ms=100", &extra)).await;
+    let (_api, rig) = polling_rig("/async?delay_ms=100", 60_000).await;
     rig.add_entry("r", "b", "text", "search");
-    let t0 = Instant::now();
-    let id = loop {
-        let calls = rig.handle().outbox().list(&Default::default()).unwrap();
-        if let Some(c) = calls.first().filter(|c| c.external_id.is_some()) {
-            break c.id;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(10));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let id = wait_call(&rig, "external id", |c| c.external_id.is_some())
+        .await
+        .id;
     tokio::time::sleep(Duration::from_millis(300)).await; // the job finished on the API side
     let (code, body) = post_json(&rig.url(&format!("/api/calls/{id}/refresh"))).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["call"]["status"], "completed");
-    let e = rig
-        .wait_entry("r", "b", "search", "done", |e| e.status == Status::Done)
-        .await;
+    let e = rig.wait_status("r", "b", Status::Done).await;
     assert_eq!(e.result.as_ref().unwrap()["chunks_indexed"], 1);
     // Refreshing a call that cannot be polled is a conflict.
     let local = Rig::new("").await;
     local.add_entry("r", "b", "x", "search");
-    local
-        .wait_entry("r", "b", "search", "done", |e| e.status == Status::Done)
-        .await;
+    local.wait_status("r", "b", Status::Done).await;
     let calls = local.handle().outbox().list(&Default::default()).unwrap();
     let (code, _) = post_json(&local.url(&format!("/api/calls/{}/refresh", calls[0].id))).await;
     assert_eq!(code, 200, "a finished call is returned as is");
@@ -913,13 +824,18 @@ async fn manual_refresh_polls_now() {
     );
 }
 
-/// Polls the outbox until `pred` holds for the only call (or fails after 10 s).
-async fn wait_call(rig: &Rig, what: &str, pred: impl Fn(&weaver_bridge::ApiCall) -> bool) {
+/// Polls the outbox until `pred` holds for the first call listed (or fails after 10 s);
+/// returns that call.
+async fn wait_call(
+    rig: &Rig,
+    what: &str,
+    pred: impl Fn(&weaver_bridge::ApiCall) -> bool,
+) -> weaver_bridge::ApiCall {
     let t0 = Instant::now();
     loop {
         let calls = rig.handle().outbox().list(&Default::default()).unwrap();
-        if calls.first().is_some_and(&pred) {
-            return;
+        if let Some(call) = calls.first().filter(|c| pred(c)) {
+            return call.clone();
         }
         assert!(t0.elapsed() < Duration::from_secs(10), "{what}: {calls:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -936,13 +852,9 @@ fn block_count(host: &MemoryHost, room: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleted_room_cancels_calls_and_is_never_written_again() {
-    let api = FakeApi::start().await;
-    let mut rig = Rig::new(&http_cfg(&api, "/slow?ms=700", "")).await;
+    let (api, mut rig) = http_rig("/slow?ms=700", "").await;
     rig.add_entry("r", "b", "text", "search");
-    rig.wait_entry("r", "b", "search", "processing", |e| {
-        e.status == Status::Processing
-    })
-    .await;
+    rig.wait_status("r", "b", Status::Processing).await;
     rig.host.delete("r").unwrap();
     wait_call(&rig, "cancelled after deletion", |c| {
         c.status == weaver_bridge::CallStatus::Cancelled
@@ -971,9 +883,7 @@ async fn deleted_room_cancels_calls_and_is_never_written_again() {
     // The room can be used afresh, even with the same block id and attempt: a new client's
     // entry gets a new call and is indexed normally.
     rig.add_entry("r", "b", "new", "search");
-    let e = rig
-        .wait_entry("r", "b", "search", "done", |e| e.status == Status::Done)
-        .await;
+    let e = rig.wait_status("r", "b", Status::Done).await;
     assert_eq!(e.attempt, 1);
     let calls = rig.handle().outbox().list(&Default::default()).unwrap();
     assert_eq!(calls.len(), 2, "{calls:?}");

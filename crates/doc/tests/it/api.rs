@@ -6,10 +6,20 @@ use std::sync::{Arc, Mutex};
 use serde_json::json;
 use weaver_doc::{
     BRIDGE_ORIGIN, Change, ChangeSet, DocError, LocalUndo, Status, StatusRecord, Workspace,
+    WriteTxn,
 };
 
 fn ws(id: u64) -> Workspace {
     Workspace::with_client_id(id)
+}
+
+/// Runs `f` in one transaction of `origin` on `w`; both the transaction and `f` must succeed.
+fn write<T>(
+    w: &Workspace,
+    origin: &str,
+    f: impl FnOnce(&mut WriteTxn<'_>) -> Result<T, DocError>,
+) -> T {
+    w.transact(origin, f).unwrap().0.unwrap()
 }
 
 /// Applies everything `from` has that `to` lacks.
@@ -50,10 +60,7 @@ fn blocks_text_and_views() {
 #[test]
 fn text_errors_write_nothing() {
     let a = ws(1);
-    a.transact("local", |t| t.add_block("b", "text", "a😀"))
-        .unwrap()
-        .0
-        .unwrap();
+    write(&a, "local", |t| t.add_block("b", "text", "a😀"));
     let ((), update) = a
         .transact("local", |t| {
             assert!(matches!(
@@ -158,10 +165,7 @@ fn entries_attempts_and_outcomes() {
         json!({"chunks_indexed": 4, "duration_ms": 9}),
         1_763_900_000_000,
     );
-    a.transact(BRIDGE_ORIGIN, |t| t.record_status("b", "search", &done))
-        .unwrap()
-        .0
-        .unwrap();
+    write(&a, BRIDGE_ORIGIN, |t| t.record_status("b", "search", &done));
     let e = a
         .block("b")
         .unwrap()
@@ -203,19 +207,14 @@ fn entries_attempts_and_outcomes() {
 #[test]
 fn concurrent_same_name_adds_are_one_entry_and_retries_agree() {
     let (a, b) = (ws(1), ws(2));
-    a.transact("local", |t| t.add_block("b", "text", ""))
-        .unwrap()
-        .0
-        .unwrap();
+    write(&a, "local", |t| t.add_block("b", "text", ""));
     sync(&a, &b, "relay");
-    a.transact("local", |t| t.request_index("b", "s", &json!({"by": "a"})))
-        .unwrap()
-        .0
-        .unwrap();
-    b.transact("local", |t| t.request_index("b", "s", &json!({"by": "b"})))
-        .unwrap()
-        .0
-        .unwrap();
+    write(&a, "local", |t| {
+        t.request_index("b", "s", &json!({"by": "a"}))
+    });
+    write(&b, "local", |t| {
+        t.request_index("b", "s", &json!({"by": "b"}))
+    });
     sync(&a, &b, "relay");
     sync(&b, &a, "relay");
     assert_eq!(a.to_json().unwrap(), b.to_json().unwrap());
@@ -241,10 +240,7 @@ fn concurrent_same_name_adds_are_one_entry_and_retries_agree() {
 #[test]
 fn malformed_bytes_are_errors_not_panics() {
     let a = ws(1);
-    a.transact("local", |t| t.add_block("b", "text", "hello"))
-        .unwrap()
-        .0
-        .unwrap();
+    write(&a, "local", |t| t.add_block("b", "text", "hello"));
     let good = a.encode_state_v1().unwrap();
     let mut bad_inputs: Vec<Vec<u8>> = vec![
         vec![],
@@ -321,13 +317,10 @@ fn take(log: &Arc<Mutex<Vec<ChangeSet>>>) -> Vec<ChangeSet> {
 fn change_events_follow_the_typed_view() {
     let a = ws(1);
     let (log, _sub) = recorder(&a);
-    a.transact("local", |t| {
+    write(&a, "local", |t| {
         t.add_block("b", "text", "hi")?;
         t.request_index("b", "search", &json!({"dim": 3}))
-    })
-    .unwrap()
-    .0
-    .unwrap();
+    });
     let sets = take(&log);
     assert_eq!(sets.len(), 1);
     assert_eq!(sets[0].origin.as_deref(), Some("local"));
@@ -353,10 +346,7 @@ fn change_events_follow_the_typed_view() {
         }
     ));
 
-    a.transact("local", |t| t.insert_text("b", 2, "!"))
-        .unwrap()
-        .0
-        .unwrap();
+    write(&a, "local", |t| t.insert_text("b", 2, "!"));
     assert_eq!(
         take(&log)[0].changes,
         [Change::ContentChanged {
@@ -364,12 +354,9 @@ fn change_events_follow_the_typed_view() {
         }]
     );
 
-    a.transact(BRIDGE_ORIGIN, |t| {
+    write(&a, BRIDGE_ORIGIN, |t| {
         t.record_status("b", "search", &StatusRecord::processing(1, "c1"))
-    })
-    .unwrap()
-    .0
-    .unwrap();
+    });
     let sets = take(&log);
     assert!(sets[0].is_from(BRIDGE_ORIGIN));
     assert!(
@@ -378,10 +365,7 @@ fn change_events_follow_the_typed_view() {
     );
 
     // A retry request is a StatusChanged to notStarted with the new attempt.
-    a.transact("local", |t| t.request_index("b", "search", &json!({})))
-        .unwrap()
-        .0
-        .unwrap();
+    write(&a, "local", |t| t.request_index("b", "search", &json!({})));
     assert!(matches!(
         &take(&log)[0].changes[..],
         [Change::StatusChanged {
@@ -392,12 +376,9 @@ fn change_events_follow_the_typed_view() {
     ));
 
     // A late outcome of attempt 1 changes no effective status: no event at all.
-    a.transact(BRIDGE_ORIGIN, |t| {
+    write(&a, BRIDGE_ORIGIN, |t| {
         t.record_status("b", "search", &StatusRecord::done(1, "c1", json!({}), 1))
-    })
-    .unwrap()
-    .0
-    .unwrap();
+    });
     assert!(take(&log).is_empty());
 
     // Nothing written: no event.
@@ -459,13 +440,9 @@ fn remote_updates_carry_their_origin_and_the_bridge_can_ignore_its_own() {
     reacted.lock().unwrap().clear();
 
     // The bridge's own writes are observed (origin weaver-bridge) but filtered by the bridge.
-    bridge
-        .transact(BRIDGE_ORIGIN, |t| {
-            t.record_status("b", "s", &StatusRecord::processing(1, "c"))
-        })
-        .unwrap()
-        .0
-        .unwrap();
+    write(&bridge, BRIDGE_ORIGIN, |t| {
+        t.record_status("b", "s", &StatusRecord::processing(1, "c"))
+    });
     assert_eq!(take(&all).len(), 1);
     assert!(reacted.lock().unwrap().is_empty());
 
@@ -507,10 +484,7 @@ fn observers_cannot_open_transactions_and_dropping_unsubscribes() {
             *sink.lock().unwrap() = Some(inner.transact("nested", |_| ()).is_err());
         })
         .unwrap();
-    a.transact("local", |t| t.add_block("b", "text", ""))
-        .unwrap()
-        .0
-        .unwrap();
+    write(&a, "local", |t| t.add_block("b", "text", ""));
     assert_eq!(
         *result.lock().unwrap(),
         Some(true),
@@ -518,10 +492,7 @@ fn observers_cannot_open_transactions_and_dropping_unsubscribes() {
     );
     drop(sub);
     *result.lock().unwrap() = None;
-    a.transact("local", |t| t.add_block("c", "text", ""))
-        .unwrap()
-        .0
-        .unwrap();
+    write(&a, "local", |t| t.add_block("c", "text", ""));
     assert_eq!(*result.lock().unwrap(), None);
     // Observing from inside a transaction is refused rather than deadlocking.
     let (r, _) = a.transact("local", |_| a.observe(|_| {}).is_err()).unwrap();
@@ -532,36 +503,24 @@ fn observers_cannot_open_transactions_and_dropping_unsubscribes() {
 fn undo_reverts_only_local_edits() {
     let me = ws(1);
     let peer = ws(2);
-    me.transact("setup", |t| {
+    write(&me, "setup", |t| {
         t.add_block("b", "text", "base")?;
         t.request_index("b", "s", &json!({}))
-    })
-    .unwrap()
-    .0
-    .unwrap();
+    });
     sync(&me, &peer, "relay");
     let mut undo = LocalUndo::new(&me, "local", 0).unwrap();
     assert!(!undo.can_undo());
 
-    me.transact("local", |t| t.insert_text("b", 4, " mine"))
-        .unwrap()
-        .0
-        .unwrap();
+    write(&me, "local", |t| t.insert_text("b", 4, " mine"));
     // The peer edits the same text; the bridge records a status; both arrive here.
     let (_, u) = peer
         .transact("local", |t| t.insert_text("b", 0, "peer "))
         .unwrap();
     me.apply_update_v1(&u, "relay").unwrap();
-    me.transact(BRIDGE_ORIGIN, |t| {
+    write(&me, BRIDGE_ORIGIN, |t| {
         t.record_status("b", "s", &StatusRecord::done(1, "c", json!({"n": 1}), 7))
-    })
-    .unwrap()
-    .0
-    .unwrap();
-    me.transact("local", |t| t.delete_text("b", 5, 1))
-        .unwrap()
-        .0
-        .unwrap(); // "peer ase mine"
+    });
+    write(&me, "local", |t| t.delete_text("b", 5, 1)); // "peer ase mine"
     assert_eq!(me.block("b").unwrap().unwrap().content, "peer ase mine");
 
     let (log, sub) = recorder(&me);
@@ -605,10 +564,7 @@ fn undo_reverts_only_local_edits() {
     undo.clear().unwrap();
     assert!(!undo.can_undo() && !undo.can_redo());
     // Called from inside a transaction: an error, not a deadlock.
-    me.transact("local", |t| t.insert_text("b", 0, "x"))
-        .unwrap()
-        .0
-        .unwrap();
+    write(&me, "local", |t| t.insert_text("b", 0, "x"));
     let (r, _) = me.transact("local", |_| undo.undo().is_err()).unwrap();
     assert!(r);
 }
@@ -654,10 +610,7 @@ fn tiny_inputs_cannot_claim_huge_counts() {
 fn wraps_existing_docs_only_with_utf16_offsets() {
     let doc = weaver_doc::yrs::Doc::with_options(Workspace::doc_options());
     let w = Workspace::from_doc(doc.clone()).unwrap();
-    w.transact("local", |t| t.add_block("b", "text", "😀"))
-        .unwrap()
-        .0
-        .unwrap();
+    write(&w, "local", |t| t.add_block("b", "text", "😀"));
     // Same document underneath.
     assert!(
         Workspace::from_doc(doc)
@@ -680,22 +633,16 @@ fn wraps_existing_docs_only_with_utf16_offsets() {
 fn events_start_from_the_current_state_and_see_block_replacement() {
     let a = ws(1);
     let b = ws(2);
-    a.transact("local", |t| {
+    write(&a, "local", |t| {
         t.add_block("x", "text", "")?;
         t.request_index("x", "s", &json!({}))
-    })
-    .unwrap()
-    .0
-    .unwrap();
+    });
     sync(&a, &b, "relay");
     // Subscribing later: existing blocks and entries are known, not reported as added.
     let (log, _sub) = recorder(&b);
-    b.transact(BRIDGE_ORIGIN, |t| {
+    write(&b, BRIDGE_ORIGIN, |t| {
         t.record_status("x", "s", &StatusRecord::processing(1, "c"))
-    })
-    .unwrap()
-    .0
-    .unwrap();
+    });
     let sets = take(&log);
     assert!(matches!(
         &sets[0].changes[..],
@@ -708,14 +655,8 @@ fn events_start_from_the_current_state_and_see_block_replacement() {
     // Both replicas add block "y" concurrently: one map wins. The replica that held the losing
     // map sees a replacement (removed + added); the one that held the winner sees nothing.
     let (log_a, _sub_a) = recorder(&a);
-    a.transact("local", |t| t.add_block("y", "text", "from a"))
-        .unwrap()
-        .0
-        .unwrap();
-    b.transact("local", |t| t.add_block("y", "text", "from b"))
-        .unwrap()
-        .0
-        .unwrap();
+    write(&a, "local", |t| t.add_block("y", "text", "from a"));
+    write(&b, "local", |t| t.add_block("y", "text", "from b"));
     take(&log);
     take(&log_a);
     sync(&a, &b, "relay");

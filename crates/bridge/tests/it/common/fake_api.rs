@@ -132,14 +132,20 @@ fn sync_answer(body: &Value) -> Value {
     })
 }
 
+/// Answers a call synchronously and remembers the answer, so a retry with the same key gets
+/// the same one.
+fn answer_sync(st: &Arc<Mutex<FakeState>>, key: String, body: &Value) -> Response {
+    let ans = sync_answer(body);
+    st.lock().unwrap().answers.insert(key, (200, ans.clone()));
+    reply(200, ans)
+}
+
 async fn sync(State(st): St, h: HeaderMap, Json(body): Json<Value>) -> Response {
     let key = key_of(&h);
     if let Some((c, b)) = count(&st, &key) {
         return reply(c, b);
     }
-    let ans = sync_answer(&body);
-    st.lock().unwrap().answers.insert(key, (200, ans.clone()));
-    reply(200, ans)
+    answer_sync(&st, key, &body)
 }
 
 async fn slow(
@@ -160,9 +166,7 @@ async fn slow(
     if let Some((c, b)) = prev {
         return reply(c, b);
     }
-    let ans = sync_answer(&body);
-    st.lock().unwrap().answers.insert(key, (200, ans.clone()));
-    reply(200, ans)
+    answer_sync(&st, key, &body)
 }
 
 async fn hang(State(st): St, h: HeaderMap) -> Response {

@@ -1,6 +1,9 @@
 //! Compaction inside the persister's write transaction: the checks that keep it from losing
 //! data, then the snapshot row, the log prefix removal and the room's recorded last seq, all
 //! in the group's one transaction (atomic).
+//!
+//! Tested through the store by `contract::compaction_then_load` and
+//! `contract::compaction_refuses_what_would_lose_data` (tests/it/store_contract.rs).
 
 use redb::ReadableTable;
 
@@ -44,45 +47,4 @@ pub(super) fn compact_in_txn(
     // The log may now be empty: `relay_rooms` must carry the last seq so it is never reused.
     rooms.insert(room, high).map_err(super::write_err)?;
     Ok(())
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
-    use std::sync::Arc;
-
-    use bytes::Bytes;
-
-    use crate::store::RoomStore;
-    use crate::store::redb::{CommitMode, RedbRoomStore, open_database};
-
-    fn b(s: &str) -> Bytes {
-        Bytes::from(s.as_bytes().to_vec())
-    }
-
-    #[tokio::test]
-    async fn compaction_replaces_the_prefix_atomically_and_refuses_bad_requests() {
-        let dir = tempfile::tempdir().unwrap();
-        let store =
-            RedbRoomStore::start(open_database(dir.path()).unwrap(), CommitMode::OnePhase).unwrap();
-        let r: Arc<str> = Arc::from("c");
-        store
-            .append(r.clone(), vec![b("1"), b("2"), b("3")])
-            .await
-            .unwrap();
-        // Beyond the last seq: refused, nothing changes.
-        assert!(store.compact(r.clone(), 9, b"snap".to_vec()).await.is_err());
-        store
-            .compact(r.clone(), 2, b"snap-2".to_vec())
-            .await
-            .unwrap();
-        let loaded = store.load(r.clone()).await.unwrap();
-        assert_eq!(loaded.snapshot.as_deref(), Some(&b"snap-2"[..]));
-        assert_eq!(loaded.snapshot_seq, 2);
-        assert_eq!(loaded.tail, vec![(3, b"3".to_vec())]);
-        // An older snapshot never replaces a newer one.
-        assert!(store.compact(r.clone(), 1, b"old".to_vec()).await.is_err());
-        // Seqs continue after compaction (never reused).
-        assert_eq!(store.append(r.clone(), vec![b("4")]).await.unwrap(), 4);
-    }
 }

@@ -122,19 +122,10 @@ mod tests {
     use std::path::Path;
     use std::sync::Arc;
 
-    use bytes::Bytes;
-
     use super::*;
     use crate::store::RoomStore;
+    use crate::store::redb::test_support::{b, start};
     use crate::store::redb::{CommitMode, DB_FILE_NAME, RedbRoomStore, open_database};
-
-    fn b(s: &str) -> Bytes {
-        Bytes::from(s.as_bytes().to_vec())
-    }
-
-    fn start(dir: &Path) -> Arc<RedbRoomStore> {
-        RedbRoomStore::start(open_database(dir).unwrap(), CommitMode::OnePhase).unwrap()
-    }
 
     fn rooms_row(dir: &Path, room: &str) -> Option<u64> {
         let db = Database::create(dir.join(DB_FILE_NAME)).unwrap();
@@ -148,7 +139,7 @@ mod tests {
     #[tokio::test]
     async fn appends_write_only_the_log_and_seqs_survive_restarts_and_full_compaction() {
         let dir = tempfile::tempdir().unwrap();
-        let store = start(dir.path());
+        let store = start(dir.path(), CommitMode::OnePhase);
         let r: Arc<str> = Arc::from("e");
         assert_eq!(
             store.append(r.clone(), vec![b("1"), b("2")]).await.unwrap(),
@@ -163,7 +154,7 @@ mod tests {
             "the row is not rewritten"
         );
 
-        let store = start(dir.path());
+        let store = start(dir.path(), CommitMode::OnePhase);
         assert_eq!(store.append(r.clone(), vec![b("4")]).await.unwrap(), 4);
         store
             .compact(r.clone(), 4, b"snap-4".to_vec())
@@ -177,7 +168,7 @@ mod tests {
             "compaction records the last seq"
         );
 
-        let store = start(dir.path());
+        let store = start(dir.path(), CommitMode::OnePhase);
         assert_eq!(store.append(r.clone(), vec![b("5")]).await.unwrap(), 5);
         let loaded = store.load(r).await.unwrap();
         assert_eq!(loaded.snapshot_seq, 4);

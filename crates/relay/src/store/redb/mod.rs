@@ -3,9 +3,10 @@
 //!
 //! Files: `open.rs` (the file, its integrity check, opening errors), `format.rs` (tables, row
 //! formats, storage format versions), `persister.rs` (the writer thread, group commit),
-//! `compaction.rs`, `load.rs`, `listing.rs`, `backup.rs` (online backup copy). Only this folder
-//! opens `relay_*` tables (docs/storage.md). Deliberately not here: yrs documents (the bytes
-//! are opaque), sockets, rooms.
+//! `compaction.rs`, `load.rs`, `listing.rs`, `backup.rs` (online backup copy),
+//! `test_support.rs` (what the unit tests share). Only this folder opens `relay_*` tables
+//! (docs/storage.md). Deliberately not here: yrs documents (the bytes are opaque), sockets,
+//! rooms.
 
 mod backup;
 mod compaction;
@@ -14,6 +15,8 @@ mod listing;
 mod load;
 mod open;
 mod persister;
+#[cfg(test)]
+mod test_support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -184,17 +187,13 @@ impl RoomStore for RedbRoomStore {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
+    use super::test_support::{b, start};
     use super::*;
-
-    fn b(s: &str) -> Bytes {
-        Bytes::from(s.as_bytes().to_vec())
-    }
 
     #[tokio::test]
     async fn seqs_are_per_room_and_continue_across_appends() {
         let dir = tempfile::tempdir().unwrap();
-        let store =
-            RedbRoomStore::start(open_database(dir.path()).unwrap(), CommitMode::OnePhase).unwrap();
+        let store = start(dir.path(), CommitMode::OnePhase);
         let r: Arc<str> = Arc::from("a");
         assert_eq!(
             store.append(r.clone(), vec![b("1"), b("2")]).await.unwrap(),

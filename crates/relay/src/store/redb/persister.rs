@@ -304,23 +304,16 @@ fn commit_group(db: &Database, ops: Vec<StoreOp>, commit: CommitMode) -> bool {
 mod tests {
     use std::sync::Arc;
 
-    use bytes::Bytes;
-
     use super::CommitMode;
     use crate::store::RoomStore;
-    use crate::store::redb::{RedbRoomStore, open_database};
-
-    fn b(s: &str) -> Bytes {
-        Bytes::from(s.as_bytes().to_vec())
-    }
+    use crate::store::redb::test_support::{b, start};
 
     /// Many concurrent requests (many rooms) are all committed and acknowledged; every room's
     /// log is complete and in order.
     #[tokio::test]
     async fn concurrent_appends_from_many_rooms_are_all_committed() {
         let dir = tempfile::tempdir().unwrap();
-        let store =
-            RedbRoomStore::start(open_database(dir.path()).unwrap(), CommitMode::OnePhase).unwrap();
+        let store = start(dir.path(), CommitMode::OnePhase);
         let mut tasks = Vec::new();
         for room in 0..20 {
             let store = store.clone();
@@ -346,8 +339,7 @@ mod tests {
     #[tokio::test]
     async fn delete_removes_the_room_and_stop_refuses_later_writes() {
         let dir = tempfile::tempdir().unwrap();
-        let store =
-            RedbRoomStore::start(open_database(dir.path()).unwrap(), CommitMode::TwoPhase).unwrap();
+        let store = start(dir.path(), CommitMode::TwoPhase);
         let r: Arc<str> = Arc::from("d");
         store.append(r.clone(), vec![b("1")]).await.unwrap();
         store.compact(r.clone(), 1, b"s".to_vec()).await.unwrap();
