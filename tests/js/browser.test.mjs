@@ -584,7 +584,7 @@ test('relay killed and restarted: the page shows it, keeps edits made meanwhile,
   }
 })
 
-test('room picker: the room is in the URL, rooms are separate, reserved names are refused', { timeout: 120000 }, async () => {
+test('room picker: the room is in the URL, rooms are separate, reserved and malformed names are refused, wide names work', { timeout: 120000 }, async () => {
   const one = `pick-one-${Date.now()}`
   const two = `pick-two-${Date.now()}`
   // A room this browser never opened, written over HTTP and held open by a raw WebSocket: the
@@ -617,6 +617,24 @@ test('room picker: the room is in the URL, rooms are separate, reserved names ar
   await a.page.click('#room-form button')
   await a.page.locator('#toast', { hasText: 'reserved' }).waitFor({ timeout: WAIT })
   assert.equal(new URL(a.page.url()).searchParams.get('room'), two)
+  // So does a name the relay refuses ("/" must separate non-empty parts).
+  await a.page.fill('#room-input', 'org//doc')
+  await a.page.click('#room-form button')
+  await a.page.locator('#toast', { hasText: 'Room names use' }).waitFor({ timeout: WAIT })
+  assert.equal(new URL(a.page.url()).searchParams.get('room'), two)
+
+  // Names of apps migrating from y-websocket (issue 21): the page opens the room they name, and
+  // its edits land in that room on the server, not in a room named after part of the path.
+  const wide = `org.team/doc:${Date.now()}@v2`
+  await a.page.fill('#room-input', wide)
+  await Promise.all([a.page.waitForURL((u) => u.searchParams.get('room') === wide, { timeout: WAIT }), a.page.click('#room-form button')])
+  await waitOnline(a.page)
+  assert.equal(await a.page.locator('#room-title').textContent(), wide)
+  const wideId = await addBlock(a.page)
+  await a.page.keyboard.type('in a wide-named room')
+  await waitFor(a.page, () => !window.weaver.status().unsaved, null, 'saved in the wide-named room')
+  const served = await (await fetch(`${weaver.httpUrl}/api/rooms/${encodeURIComponent(wide)}/blocks`)).json()
+  assert.deepEqual(served.blocks.map((b) => [b.id, b.content]), [[wideId, 'in a wide-named room']], 'the server holds the edit under the full name')
 
   await a.page.fill('#room-input', one)
   await Promise.all([a.page.waitForURL((u) => u.searchParams.get('room') === one, { timeout: WAIT }), a.page.click('#room-form button')])

@@ -17,10 +17,12 @@ import { Api } from './api.js'
 import { loadUser, saveUser, peers, initials } from './presence.js'
 import { h, setChildren } from './util.js'
 
-// The relay's room names ([A-Za-z0-9._~-]), minus the paths the server itself uses.
-const ROOM_RE = /^[A-Za-z0-9][A-Za-z0-9._~-]{0,63}$/
+// The relay's room names (crates/relay/src/room_name.rs): 1-128 of [A-Za-z0-9._~:@/-], a "/"
+// only between segments that are neither empty nor "." or "..", minus the paths the server uses.
+const ROOM_RE = /^[A-Za-z0-9._~:@/-]{1,128}$/
 const RESERVED_ROOMS = new Set(['api', 'assets', 'healthz', 'readyz', 'metrics', 'index.html', 'sw.js'])
-const validRoom = (r) => typeof r === 'string' && ROOM_RE.test(r) && !RESERVED_ROOMS.has(r)
+const validRoom = (r) => typeof r === 'string' && ROOM_RE.test(r) &&
+  r.split('/').every((s) => s !== '' && s !== '.' && s !== '..') && !RESERVED_ROOMS.has(r)
 const params = new URLSearchParams(location.search)
 const requestedRoom = params.get('room')
 const room = validRoom(requestedRoom) ? requestedRoom : 'demo'
@@ -36,7 +38,9 @@ document.title = `${room} · Weaver`
 
 const doc = new Y.Doc()
 const persistence = new IndexeddbPersistence(`weaver-demo:${room}`, doc)
-const provider = new WebsocketProvider(relay, room, doc, {
+// y-websocket appends the room to the URL as it is: "org.team/doc" must travel as one path
+// segment (org.team%2Fdoc), which the relay decodes.
+const provider = new WebsocketProvider(relay, encodeURIComponent(room), doc, {
   connect: navigator.onLine,
   params: token ? { token } : {}
 })
@@ -72,7 +76,7 @@ $('#room-form').addEventListener('submit', (e) => {
   e.preventDefault()
   const next = roomInput.value.trim()
   if (!validRoom(next)) {
-    notify(RESERVED_ROOMS.has(next) ? `"${next}" is reserved by the server; pick another name.` : 'Room names use letters, digits, ".", "_", "~" and "-" (up to 64).')
+    notify(RESERVED_ROOMS.has(next) ? `"${next}" is reserved by the server; pick another name.` : 'Room names use letters, digits and . _ ~ - : @ / (up to 128; "/" only between non-empty parts, like org.team/doc).')
     roomInput.focus()
     return
   }
