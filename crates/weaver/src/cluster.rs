@@ -28,6 +28,7 @@ pub struct ClusterArgs {
     /// (`nats://HOST:PORT`; the server needs JetStream with `sync_interval: always`, see
     /// docs/cluster.md). Without it rooms live in the embedded redb store under `--data`.
     #[arg(
+        help_heading = "Cluster",
         long,
         env = "WEAVER_CLUSTER",
         value_name = "NATS_URL",
@@ -35,18 +36,28 @@ pub struct ClusterArgs {
     )]
     pub cluster: Option<String>,
     /// This node's id, unique in the cluster (required with --cluster).
-    #[arg(long, env = "WEAVER_NODE_ID")]
+    #[arg(help_heading = "Cluster", long, env = "WEAVER_NODE_ID")]
     pub node_id: Option<String>,
     /// How long a node counts as alive after its last heartbeat (and, with placement, how long
     /// a room's lease lasts), in milliseconds.
-    #[arg(long, env = "WEAVER_LEASE_TTL_MS", default_value_t = 10_000)]
+    #[arg(
+        help_heading = "Cluster",
+        long,
+        env = "WEAVER_LEASE_TTL_MS",
+        default_value_t = 10_000
+    )]
     pub lease_ttl_ms: u64,
     /// The URL other nodes and operators reach this node at (default: `http://` + --listen).
-    #[arg(long, env = "WEAVER_ADVERTISE_URL")]
+    #[arg(help_heading = "Cluster", long, env = "WEAVER_ADVERTISE_URL")]
     pub advertise_url: Option<String>,
     /// Replicas of the room streams and the node bucket when they are created (3 in
     /// production; at most the number of JetStream servers). Existing streams keep theirs.
-    #[arg(long, env = "WEAVER_CLUSTER_REPLICAS", default_value_t = 1)]
+    #[arg(
+        help_heading = "Cluster",
+        long,
+        env = "WEAVER_CLUSTER_REPLICAS",
+        default_value_t = 1
+    )]
     pub cluster_replicas: usize,
 }
 

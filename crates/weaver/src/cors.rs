@@ -13,6 +13,7 @@ pub(crate) struct CorsArgs {
     /// An origin (`https://app.example`) whose pages may call the HTTP API and read change
     /// feeds (CORS); repeat for more, `*` for any. The env variable takes a comma-separated list.
     #[arg(
+        help_heading = "Network",
         long = "cors-origin",
         env = "WEAVER_CORS_ORIGIN",
         value_delimiter = ','
@@ -22,6 +23,7 @@ pub(crate) struct CorsArgs {
     /// repeatable, comma-separated in the env variable. Without it any origin may; a request
     /// without `Origin` (a non-browser client) is always allowed.
     #[arg(
+        help_heading = "Network",
         long = "ws-allowed-origin",
         env = "WEAVER_WS_ALLOWED_ORIGIN",
         value_delimiter = ','

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use weaver_relay::{Relay, RelayConfig};
 
+mod keygen_cmd;
 mod notify_args;
 mod rooms_cmd;
 mod token_cmd;
@@ -32,7 +33,7 @@ mod token_cmd;
 #[derive(Debug, Parser)]
 #[command(
     name = "weaver",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("WEAVER_COMMIT"), ")"),
     about = "Offline-first sync engine: a durable Yjs relay with a bridge to external APIs"
 )]
 struct Cli {
@@ -51,6 +52,8 @@ enum Command {
     Backup(backup::BackupArgs),
     /// List a running server's rooms: stored content, memory, connections (GET /api/rooms).
     Rooms(rooms_cmd::RoomsArgs),
+    /// Print a new random token key (hex) for `--auth-key` / WEAVER_AUTH_KEY.
+    Keygen,
 }
 
 /// Runs a client subcommand (`weaver backup`, `weaver rooms`) on a one-thread runtime: `done`
@@ -93,84 +96,93 @@ enum CommitArg {
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
     /// Address to listen on (`127.0.0.1:0` picks a free port; the bound address is logged).
-    #[arg(long, env = "WEAVER_LISTEN", default_value = "127.0.0.1:1234")]
+    #[arg(
+        help_heading = "Network",
+        long,
+        env = "WEAVER_LISTEN",
+        default_value = "127.0.0.1:1234"
+    )]
     listen: SocketAddr,
     /// Data directory; the database is `<data>/weaver.redb`.
-    #[arg(long, env = "WEAVER_DATA", default_value = "./weaver-data")]
+    #[arg(
+        help_heading = "Storage",
+        long,
+        env = "WEAVER_DATA",
+        default_value = "./weaver-data"
+    )]
     data: PathBuf,
-    /// Log output format (logs go to stderr; filter with RUST_LOG, default `info`).
-    #[arg(long, env = "WEAVER_LOG_FORMAT", value_enum, default_value = "text")]
-    log_format: LogFormat,
     /// Largest WebSocket message / HTTP update body; bigger messages close with 1009.
-    #[arg(long, env = "WEAVER_MAX_MESSAGE_BYTES", default_value_t = weaver_relay::DEFAULT_MAX_MESSAGE_BYTES)]
+    #[arg(help_heading = "Limits", long, env = "WEAVER_MAX_MESSAGE_BYTES", default_value_t = weaver_relay::DEFAULT_MAX_MESSAGE_BYTES)]
     max_message_bytes: usize,
     /// Seconds a room stays loaded after its last connection leaves.
-    #[arg(long, env = "WEAVER_IDLE_UNLOAD_SECS", default_value_t = weaver_relay::DEFAULT_IDLE_UNLOAD.as_secs())]
+    #[arg(help_heading = "Storage", long, env = "WEAVER_IDLE_UNLOAD_SECS", default_value_t = weaver_relay::DEFAULT_IDLE_UNLOAD.as_secs())]
     idle_unload_secs: u64,
     /// Frames queued per connection before it is closed as a slow consumer (1013).
-    #[arg(long, env = "WEAVER_CONN_QUEUE_FRAMES", default_value_t = weaver_relay::DEFAULT_CONN_QUEUE_FRAMES)]
+    #[arg(help_heading = "Limits", long, env = "WEAVER_CONN_QUEUE_FRAMES", default_value_t = weaver_relay::DEFAULT_CONN_QUEUE_FRAMES)]
     conn_queue_frames: usize,
     /// Seconds between WebSocket pings; silent connections close after two intervals (4408).
-    #[arg(long, env = "WEAVER_PING_INTERVAL_SECS", default_value_t = weaver_relay::DEFAULT_PING_INTERVAL.as_secs())]
+    #[arg(help_heading = "Network", long, env = "WEAVER_PING_INTERVAL_SECS", default_value_t = weaver_relay::DEFAULT_PING_INTERVAL.as_secs())]
     ping_interval_secs: u64,
     /// Compact a room's log into a snapshot after this many updates...
-    #[arg(long, env = "WEAVER_COMPACT_AFTER_UPDATES", default_value_t = weaver_relay::DEFAULT_COMPACT_AFTER_UPDATES)]
+    #[arg(help_heading = "Storage", long, env = "WEAVER_COMPACT_AFTER_UPDATES", default_value_t = weaver_relay::DEFAULT_COMPACT_AFTER_UPDATES)]
     compact_after_updates: u64,
     /// ...or after this many logged bytes.
-    #[arg(long, env = "WEAVER_COMPACT_AFTER_BYTES", default_value_t = weaver_relay::DEFAULT_COMPACT_AFTER_BYTES)]
+    #[arg(help_heading = "Storage", long, env = "WEAVER_COMPACT_AFTER_BYTES", default_value_t = weaver_relay::DEFAULT_COMPACT_AFTER_BYTES)]
     compact_after_bytes: u64,
     /// Open WebSocket connections accepted at once; more get HTTP 503 before the upgrade.
-    #[arg(long, env = "WEAVER_MAX_CONNECTIONS", default_value_t = weaver_relay::DEFAULT_MAX_CONNECTIONS)]
+    #[arg(help_heading = "Limits", long, env = "WEAVER_MAX_CONNECTIONS", default_value_t = weaver_relay::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
     /// Change feeds (`GET /api/rooms/{room}/changes`, Server-Sent Events) open at once; more get
     /// HTTP 503.
-    #[arg(long, env = "WEAVER_MAX_CHANGE_FEEDS", default_value_t = weaver_relay::DEFAULT_MAX_CHANGE_FEEDS)]
+    #[arg(help_heading = "Limits", long, env = "WEAVER_MAX_CHANGE_FEEDS", default_value_t = weaver_relay::DEFAULT_MAX_CHANGE_FEEDS)]
     max_change_feeds: usize,
     /// Approximate stored size a room may reach; writes beyond it are refused (1008 / 413).
-    #[arg(long, env = "WEAVER_MAX_DOC_BYTES", default_value_t = weaver_relay::DEFAULT_MAX_DOC_BYTES)]
+    #[arg(help_heading = "Limits", long, env = "WEAVER_MAX_DOC_BYTES", default_value_t = weaver_relay::DEFAULT_MAX_DOC_BYTES)]
     max_doc_bytes: u64,
     /// Bytes of causally incomplete ("pending") updates a room may park; more → 1008.
-    #[arg(long, env = "WEAVER_MAX_PENDING_BYTES", default_value_t = weaver_relay::DEFAULT_MAX_PENDING_BYTES)]
+    #[arg(help_heading = "Limits", long, env = "WEAVER_MAX_PENDING_BYTES", default_value_t = weaver_relay::DEFAULT_MAX_PENDING_BYTES)]
     max_pending_bytes: usize,
     /// redb commit protocol for the relay's writes: `one-phase` (one fsync + checksums) or
     /// `two-phase` (two fsyncs; see docs/storage.md for the one attack it adds defence against).
     /// Both are fully durable.
-    #[arg(long, env = "WEAVER_COMMIT", value_enum, default_value = "one-phase")]
+    #[arg(
+        help_heading = "Storage",
+        long,
+        env = "WEAVER_COMMIT",
+        value_enum,
+        default_value = "one-phase"
+    )]
     commit: CommitArg,
     /// Milliseconds a room under a write storm holds a batch of updates to commit and broadcast
     /// more of them at once (0: never hold). Ordinary editing is never held (see
     /// `--hold-above-rate`).
-    #[arg(long, env = "WEAVER_HOLD_WINDOW_MS", default_value_t = weaver_relay::DEFAULT_HOLD_WINDOW.as_millis() as u64)]
+    #[arg(help_heading = "Storage", long, env = "WEAVER_HOLD_WINDOW_MS", default_value_t = weaver_relay::DEFAULT_HOLD_WINDOW.as_millis() as u64)]
     hold_window_ms: u64,
     /// Updates per second in one room (smoothed over ~20 ms) from which its batches are held.
-    #[arg(long, env = "WEAVER_HOLD_ABOVE_RATE", default_value_t = weaver_relay::DEFAULT_HOLD_ABOVE_RATE)]
+    #[arg(help_heading = "Storage", long, env = "WEAVER_HOLD_ABOVE_RATE", default_value_t = weaver_relay::DEFAULT_HOLD_ABOVE_RATE)]
     hold_above_rate: u32,
     /// MiB of database pages kept in memory (redb's page cache): bounds what the store adds to
     /// the server's memory as the database grows.
-    #[arg(long, env = "WEAVER_STORE_CACHE_MB", default_value_t = weaver_relay::DEFAULT_STORE_CACHE_BYTES / (1024 * 1024))]
+    #[arg(help_heading = "Storage", long, env = "WEAVER_STORE_CACHE_MB", default_value_t = weaver_relay::DEFAULT_STORE_CACHE_BYTES / (1024 * 1024))]
     store_cache_mb: usize,
     /// Open the database without verifying every page's checksum first. The check refuses a
     /// damaged file with a clear error instead of trusting it (redb may then panic on the
     /// first damaged read); it reads the whole file once at start (~0.3 s per 500 MB cached).
-    #[arg(long, env = "WEAVER_SKIP_STORE_CHECK")]
+    #[arg(help_heading = "Storage", long, env = "WEAVER_SKIP_STORE_CHECK")]
     skip_store_check: bool,
-    /// Bridge configuration (TOML, see docs/bridge.md); without it every index uses the
-    /// built-in `local` integration.
-    #[arg(long, env = "WEAVER_BRIDGE_CONFIG")]
-    bridge_config: Option<PathBuf>,
     /// Seconds a client has to send a complete HTTP request head (also the idle limit of a
     /// kept-alive HTTP connection); slower or silent connections are closed (slowloris).
-    #[arg(long, env = "WEAVER_HANDSHAKE_TIMEOUT_SECS", default_value_t = weaver_relay::DEFAULT_HANDSHAKE_TIMEOUT.as_secs())]
+    #[arg(help_heading = "Network", long, env = "WEAVER_HANDSHAKE_TIMEOUT_SECS", default_value_t = weaver_relay::DEFAULT_HANDSHAKE_TIMEOUT.as_secs())]
     handshake_timeout_secs: u64,
     /// HTTP connections that are not (yet) WebSockets, open at once; more are closed at accept
     /// (bounds what a flood of silent sockets costs within the handshake deadline).
-    #[arg(long, env = "WEAVER_MAX_HTTP_CONNECTIONS", default_value_t = weaver_relay::DEFAULT_MAX_HTTP_CONNECTIONS)]
+    #[arg(help_heading = "Limits", long, env = "WEAVER_MAX_HTTP_CONNECTIONS", default_value_t = weaver_relay::DEFAULT_MAX_HTTP_CONNECTIONS)]
     max_http_connections: usize,
     /// The same, per client IP address, so one client cannot take them all.
-    #[arg(long, env = "WEAVER_MAX_HTTP_CONNECTIONS_PER_IP", default_value_t = weaver_relay::DEFAULT_MAX_HTTP_CONNECTIONS_PER_IP)]
+    #[arg(help_heading = "Limits", long, env = "WEAVER_MAX_HTTP_CONNECTIONS_PER_IP", default_value_t = weaver_relay::DEFAULT_MAX_HTTP_CONNECTIONS_PER_IP)]
     max_http_connections_per_ip: usize,
     /// Seconds shutdown waits for rooms to flush and close.
-    #[arg(long, env = "WEAVER_SHUTDOWN_TIMEOUT_SECS", default_value_t = weaver_relay::DEFAULT_SHUTDOWN_TIMEOUT.as_secs())]
+    #[arg(help_heading = "Network", long, env = "WEAVER_SHUTDOWN_TIMEOUT_SECS", default_value_t = weaver_relay::DEFAULT_SHUTDOWN_TIMEOUT.as_secs())]
     shutdown_timeout_secs: u64,
     /// Tokens and abuse limits (token_cmd.rs).
     #[command(flatten)]
@@ -182,6 +194,19 @@ struct ServeArgs {
     cluster: cluster::ClusterArgs,
     #[command(flatten)]
     cors: cors::CorsArgs,
+    /// Bridge configuration (TOML, see docs/bridge.md); without it every index uses the
+    /// built-in `local` integration.
+    #[arg(help_heading = "Bridge", long, env = "WEAVER_BRIDGE_CONFIG")]
+    bridge_config: Option<PathBuf>,
+    /// Log output format (logs go to stderr; filter with RUST_LOG, default `info`).
+    #[arg(
+        help_heading = "Logging",
+        long,
+        env = "WEAVER_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
 }
 
 impl ServeArgs {
@@ -225,6 +250,16 @@ fn main() -> std::process::ExitCode {
         Command::Token(args) => token_cmd::run(&args),
         Command::Backup(args) => backup::run_cli(&args),
         Command::Rooms(args) => rooms_cmd::run_cli(&args),
+        Command::Keygen => match keygen_cmd::new_key_hex() {
+            Ok(key) => {
+                println!("{key}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("keygen: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        },
         Command::Serve(args) => {
             init_tracing(args.log_format);
             let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -9,19 +9,39 @@ use weaver_notify::{NotifyConfig, WebhookSecret};
 pub struct NotifyArgs {
     /// POST a signed `room.updated` JSON to this URL after a room changes (debounced, retried,
     /// re-sent after a crash; docs/operations.md, "Room-change webhooks"). Off without it.
-    #[arg(long, env = "WEAVER_NOTIFY_URL")]
+    #[arg(help_heading = "Webhooks", long, env = "WEAVER_NOTIFY_URL")]
     pub notify_url: Option<String>,
     /// Standard Webhooks secret (`whsec_<base64>`) signing each delivery. Prefer the variable.
-    #[arg(long, env = "WEAVER_NOTIFY_SECRET", hide_env_values = true)]
+    #[arg(
+        help_heading = "Webhooks",
+        long,
+        env = "WEAVER_NOTIFY_SECRET",
+        hide_env_values = true
+    )]
     pub notify_secret: Option<String>,
     /// Only announce rooms whose name starts with this.
-    #[arg(long, env = "WEAVER_NOTIFY_PREFIX", default_value = "")]
+    #[arg(
+        help_heading = "Webhooks",
+        long,
+        env = "WEAVER_NOTIFY_PREFIX",
+        default_value = ""
+    )]
     pub notify_prefix: String,
     /// Quiet milliseconds after a room's last change before it is announced.
-    #[arg(long, env = "WEAVER_NOTIFY_DEBOUNCE_MS", default_value_t = 2000)]
+    #[arg(
+        help_heading = "Webhooks",
+        long,
+        env = "WEAVER_NOTIFY_DEBOUNCE_MS",
+        default_value_t = 2000
+    )]
     pub notify_debounce_ms: u64,
     /// Longest a change waits (milliseconds) while its room keeps changing.
-    #[arg(long, env = "WEAVER_NOTIFY_MAX_WAIT_MS", default_value_t = 10_000)]
+    #[arg(
+        help_heading = "Webhooks",
+        long,
+        env = "WEAVER_NOTIFY_MAX_WAIT_MS",
+        default_value_t = 10_000
+    )]
     pub notify_max_wait_ms: u64,
 }
 

@@ -24,12 +24,18 @@ pub struct SecurityArgs {
     /// Token key: at least 32 random bytes as hex or base64 (`openssl rand -hex 32`). Turns on
     /// tokens for every room route (docs/security.md). Prefer the environment variable: command
     /// lines are visible to other local users.
-    #[arg(long, env = "WEAVER_AUTH_KEY", hide_env_values = true)]
+    #[arg(
+        help_heading = "Auth",
+        long,
+        env = "WEAVER_AUTH_KEY",
+        hide_env_values = true
+    )]
     pub auth_key: Option<String>,
     /// Keys being rotated out, comma-separated: tokens they signed are still accepted until they
     /// expire, new tokens come only from `--auth-key`. Drop them once the longest-lived token
     /// they signed has expired (docs/security.md, "Rotating the key").
     #[arg(
+        help_heading = "Auth",
         long,
         env = "WEAVER_AUTH_KEY_PREVIOUS",
         hide_env_values = true,
@@ -38,10 +44,11 @@ pub struct SecurityArgs {
     pub auth_key_previous: Vec<String>,
     /// Allow running without `--auth-key` on a non-loopback address (anyone who can reach the
     /// port can read, write and delete every room).
-    #[arg(long, env = "WEAVER_INSECURE_NO_AUTH")]
+    #[arg(help_heading = "Auth", long, env = "WEAVER_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
     /// Whether read-only connections may publish awareness (presence, cursors).
     #[arg(
+        help_heading = "Auth",
         long,
         env = "WEAVER_READ_ONLY_AWARENESS",
         value_enum,
@@ -49,25 +56,25 @@ pub struct SecurityArgs {
     )]
     pub read_only_awareness: ReadOnlyAwarenessArg,
     /// Open WebSocket connections per room; further upgrades to it get HTTP 503.
-    #[arg(long, env = "WEAVER_MAX_CONNECTIONS_PER_ROOM", default_value_t = l::DEFAULT_MAX_CONNECTIONS_PER_ROOM)]
+    #[arg(help_heading = "Limits", long, env = "WEAVER_MAX_CONNECTIONS_PER_ROOM", default_value_t = l::DEFAULT_MAX_CONNECTIONS_PER_ROOM)]
     pub max_connections_per_room: usize,
     /// SyncStep1 messages a connection may send in a burst; beyond the burst and rate → 1008.
-    #[arg(long, env = "WEAVER_SYNC_STEP1_BURST", default_value_t = l::DEFAULT_SYNC_STEP1_BURST)]
+    #[arg(help_heading = "Limits", long, env = "WEAVER_SYNC_STEP1_BURST", default_value_t = l::DEFAULT_SYNC_STEP1_BURST)]
     pub sync_step1_burst: u32,
     /// Sustained SyncStep1 messages per minute per connection.
-    #[arg(long, env = "WEAVER_SYNC_STEP1_PER_MINUTE", default_value_t = l::DEFAULT_SYNC_STEP1_PER_MINUTE)]
+    #[arg(help_heading = "Limits", long, env = "WEAVER_SYNC_STEP1_PER_MINUTE", default_value_t = l::DEFAULT_SYNC_STEP1_PER_MINUTE)]
     pub sync_step1_per_minute: u32,
     /// Awareness messages per second per connection (burst 2×); excess ones are dropped.
-    #[arg(long, env = "WEAVER_AWARENESS_PER_SEC", default_value_t = l::DEFAULT_AWARENESS_PER_SEC)]
+    #[arg(help_heading = "Limits", long, env = "WEAVER_AWARENESS_PER_SEC", default_value_t = l::DEFAULT_AWARENESS_PER_SEC)]
     pub awareness_per_sec: u32,
     /// Awareness messages per second per room (burst 2×); excess ones are dropped.
-    #[arg(long, env = "WEAVER_ROOM_AWARENESS_PER_SEC", default_value_t = l::DEFAULT_ROOM_AWARENESS_PER_SEC)]
+    #[arg(help_heading = "Limits", long, env = "WEAVER_ROOM_AWARENESS_PER_SEC", default_value_t = l::DEFAULT_ROOM_AWARENESS_PER_SEC)]
     pub room_awareness_per_sec: u32,
     /// Rooms loading from storage at once.
-    #[arg(long, env = "WEAVER_MAX_CONCURRENT_LOADS", default_value_t = l::DEFAULT_MAX_CONCURRENT_LOADS)]
+    #[arg(help_heading = "Limits", long, env = "WEAVER_MAX_CONCURRENT_LOADS", default_value_t = l::DEFAULT_MAX_CONCURRENT_LOADS)]
     pub max_concurrent_loads: usize,
     /// Milliseconds a request waits for a load slot before it is refused (1013 / 503).
-    #[arg(long, env = "WEAVER_LOAD_WAIT_MS", default_value_t = l::DEFAULT_LOAD_WAIT.as_millis() as u64)]
+    #[arg(help_heading = "Limits", long, env = "WEAVER_LOAD_WAIT_MS", default_value_t = l::DEFAULT_LOAD_WAIT.as_millis() as u64)]
     pub load_wait_ms: u64,
 }
 
