@@ -26,6 +26,7 @@ use tracing::{error, info, warn};
 use weaver_relay::{Relay, RelayConfig};
 
 mod notify_args;
+mod replica_cmd;
 mod rooms_cmd;
 mod token_cmd;
 
@@ -51,6 +52,9 @@ enum Command {
     Backup(backup::BackupArgs),
     /// List a running server's rooms: stored content, memory, connections (GET /api/rooms).
     Rooms(rooms_cmd::RoomsArgs),
+    /// An offline-first replica of one room in a local directory (weaver-client): edit, show,
+    /// sync. Exit codes: 3 unreachable, 4 not in sync (see `weaver replica --help`).
+    Replica(replica_cmd::ReplicaArgs),
 }
 
 /// Runs a client subcommand (`weaver backup`, `weaver rooms`) on a one-thread runtime: `done`
@@ -225,6 +229,7 @@ fn main() -> std::process::ExitCode {
         Command::Token(args) => token_cmd::run(&args),
         Command::Backup(args) => backup::run_cli(&args),
         Command::Rooms(args) => rooms_cmd::run_cli(&args),
+        Command::Replica(args) => replica_cmd::run_cli(&args),
         Command::Serve(args) => {
             init_tracing(args.log_format);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
