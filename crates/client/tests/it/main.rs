@@ -1,0 +1,6 @@
+//! Integration tests of weaver-client against the real relay, in-process.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod offline;
+mod online;
+mod support;
