@@ -1,8 +1,8 @@
 //! Awareness (presence) of one client: its own state, and the states of the others in the room
 //! as the Yjs rule accepts them (a newer clock wins; an equal clock may only remove a state).
 //!
-//! Bounded: at most [`MAX_PEERS`] other clients are tracked (more is a hostile server: the
-//! frame is refused), and states not renewed within [`OUTDATED`] are dropped, as y-protocols
+//! Bounded: at most [`MAX_PEERS`] other clients are tracked, each state at most
+//! [`MAX_STATE_BYTES`] (more is a hostile server: the frame is refused), and states not renewed within [`OUTDATED`] are dropped, as y-protocols
 //! does (peers renew every [`RENEW`]).
 
 use std::collections::HashMap;
@@ -14,6 +14,8 @@ use crate::error::FrameError;
 
 /// Other clients tracked at most.
 pub const MAX_PEERS: usize = 4096;
+/// Largest awareness state accepted (the relay's own limit per state).
+pub const MAX_STATE_BYTES: usize = 64 * 1024;
 /// A peer state not renewed for this long is dropped (y-protocols `outdatedTimeout`).
 pub const OUTDATED: Duration = Duration::from_secs(30);
 /// How often our own state is re-sent so peers keep it.
@@ -94,6 +96,9 @@ impl Awareness {
     ) -> Result<Vec<u64>, FrameError> {
         let mut changed = Vec::new();
         for e in entries {
+            if e.state.len() > MAX_STATE_BYTES {
+                return Err(FrameError::AwarenessTooLarge(MAX_STATE_BYTES));
+            }
             if e.client_id == self.client_id {
                 continue;
             }

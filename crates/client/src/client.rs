@@ -38,7 +38,12 @@ impl Client {
         let sink: ChangeSink = Arc::new(move |cs| {
             let _ = sink_events.send(ClientEvent::Changed(cs.clone()));
         });
-        let replica = Replica::open(&options.dir, options.compact_after, sink)?;
+        let replica = Replica::open(
+            &options.dir,
+            options.compact_after,
+            options.max_doc_bytes,
+            sink,
+        )?;
         let unsynced = replica.unsynced();
         let (outbox_tx, outbox_rx) = mpsc::channel(options.outbox_updates.max(1));
         let shared = Arc::new(Shared {

@@ -29,6 +29,8 @@ pub enum ReplicaError {
     Commit(#[from] redb::CommitError),
     #[error("the replica's stored document is unreadable")]
     Corrupt(#[source] weaver_doc::DocError),
+    #[error("the server's updates would take the replica past {limit} bytes")]
+    TooLarge { limit: u64 },
     #[error("the replica's document refused the operation")]
     Doc(#[from] weaver_doc::DocError),
 }
@@ -48,6 +50,8 @@ pub enum FrameError {
     Apply(#[source] ReplicaError),
     #[error("the server sent awareness for more than {0} clients")]
     TooManyPeers(usize),
+    #[error("the server sent an awareness state larger than {0} bytes")]
+    AwarenessTooLarge(usize),
 }
 
 /// Errors a caller of [`crate::Client`] sees.

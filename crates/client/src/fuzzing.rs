@@ -26,7 +26,7 @@ impl FrameHarness {
     pub fn open(dir: &Path) -> Result<FrameHarness, ClientError> {
         let (events, _) = broadcast::channel(16);
         let sink: ChangeSink = Arc::new(|_| {});
-        let replica = Replica::open(dir, 64, sink)?;
+        let replica = Replica::open(dir, 64, 1 << 20, sink)?;
         let (outbox, rx) = mpsc::channel(16);
         Ok(FrameHarness {
             shared: Shared {

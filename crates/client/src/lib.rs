@@ -40,7 +40,7 @@ mod replica;
 mod session;
 mod shared;
 
-pub use awareness::{MAX_PEERS, OUTDATED, PeerState, RENEW};
+pub use awareness::{MAX_PEERS, MAX_STATE_BYTES, OUTDATED, PeerState, RENEW};
 pub use client::Client;
 pub use error::{ClientError, FrameError, ReplicaError};
 pub use events::{ClientEvent, ConnectionState};

@@ -21,6 +21,9 @@ pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(30);
 pub const DEFAULT_OUTBOX_UPDATES: usize = 1024;
 /// Log rows after which the replica folds its log into one snapshot.
 pub const DEFAULT_COMPACT_AFTER: u64 = 1000;
+/// Size the replica's document may reach through the server's updates (a hostile server
+/// cannot fill memory and disk past it; local edits are never refused).
+pub const DEFAULT_MAX_DOC_BYTES: u64 = 256 * 1024 * 1024;
 /// Events buffered per subscriber before it lags.
 pub const DEFAULT_EVENT_BUFFER: usize = 1024;
 
@@ -41,6 +44,7 @@ pub struct ClientOptions {
     pub backoff_max: Duration,
     pub outbox_updates: usize,
     pub compact_after: u64,
+    pub max_doc_bytes: u64,
     pub event_buffer: usize,
 }
 
@@ -63,6 +67,7 @@ impl ClientOptions {
             backoff_max: DEFAULT_BACKOFF_MAX,
             outbox_updates: DEFAULT_OUTBOX_UPDATES,
             compact_after: DEFAULT_COMPACT_AFTER,
+            max_doc_bytes: DEFAULT_MAX_DOC_BYTES,
             event_buffer: DEFAULT_EVENT_BUFFER,
         }
     }
@@ -107,6 +112,12 @@ impl ClientOptions {
     #[must_use]
     pub fn compact_after(mut self, updates: u64) -> Self {
         self.compact_after = updates;
+        self
+    }
+
+    #[must_use]
+    pub fn max_doc_bytes(mut self, bytes: u64) -> Self {
+        self.max_doc_bytes = bytes;
         self
     }
 

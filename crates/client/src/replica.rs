@@ -48,7 +48,10 @@ pub(crate) struct Replica {
     client_id: u64,
     next_seq: u64,
     log_len: u64,
+    /// Bytes in the log (an upper bound of the document's encoded size).
+    log_bytes: u64,
     compact_after: u64,
+    max_doc_bytes: u64,
     pending: BTreeMap<u64, PendingSummary>,
     sink: ChangeSink,
     _subscription: ChangeSubscription,
@@ -129,6 +132,7 @@ impl Replica {
     pub(crate) fn open(
         dir: &Path,
         compact_after: u64,
+        max_doc_bytes: u64,
         sink: ChangeSink,
     ) -> Result<Replica, ReplicaError> {
         std::fs::create_dir_all(dir).map_err(|source| ReplicaError::CreateDir {
@@ -162,7 +166,9 @@ impl Replica {
             client_id: loaded.client_id,
             next_seq,
             log_len: loaded.log.len() as u64,
+            log_bytes: loaded.log.iter().map(|(_, u)| u.len() as u64).sum(),
             compact_after: compact_after.max(2),
+            max_doc_bytes,
             pending,
             sink,
             _subscription: sub,
@@ -200,6 +206,16 @@ impl Replica {
     /// document is rebuilt from the log: a panic inside yrs integration may have left it
     /// half-applied.
     pub(crate) fn apply_remote(&mut self, update: &[u8]) -> Result<(), ReplicaError> {
+        let len = update.len() as u64;
+        if self.log_bytes.saturating_add(len) > self.max_doc_bytes {
+            // The log over-counts what compaction folds away: fold, then decide.
+            self.compact()?;
+            if self.log_bytes.saturating_add(len) > self.max_doc_bytes {
+                return Err(ReplicaError::TooLarge {
+                    limit: self.max_doc_bytes,
+                });
+            }
+        }
         if let Err(e) = self.ws.apply_update_v1(update, REMOTE_ORIGIN) {
             self.reload()?;
             return Err(ReplicaError::Doc(e));
@@ -231,6 +247,7 @@ impl Replica {
         txn.commit()?;
         self.next_seq += 1;
         self.log_len += 1;
+        self.log_bytes += update.len() as u64;
         if local && let Some(u) = ack::decode(update) {
             self.pending.insert(seq, PendingSummary::of(&u));
         }
@@ -260,6 +277,7 @@ impl Replica {
         txn.commit()?;
         self.next_seq += 1;
         self.log_len = 1;
+        self.log_bytes = state.len() as u64;
         Ok(())
     }
 

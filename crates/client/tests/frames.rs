@@ -129,3 +129,32 @@ fn the_harness_acknowledges_an_echo() {
     h.feed(&encode_update(&step2)).unwrap();
     assert_eq!(h.unsynced(), 0);
 }
+
+#[test]
+fn a_server_cannot_grow_the_replica_past_its_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    // The harness's replica allows 1 MiB.
+    let mut h = FrameHarness::open(dir.path()).unwrap();
+    let ws = Workspace::with_client_id(7);
+    let (_, big) = ws
+        .transact("server", |t| {
+            t.add_block("big", "text", &"x".repeat(2 << 20))
+        })
+        .unwrap();
+    let err = h.feed(&encode_update(&big)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            weaver_client::FrameError::Apply(weaver_client::ReplicaError::TooLarge { .. })
+        ),
+        "{err:?}"
+    );
+    assert_eq!(h.json().unwrap()["blocks"], serde_json::json!([]));
+    // Oversized awareness states are refused too.
+    let aw = encode_awareness(&[AwarenessEntry {
+        client_id: 9,
+        clock: 1,
+        state: format!("\"{}\"", "y".repeat(weaver_client::MAX_STATE_BYTES)),
+    }]);
+    assert!(h.feed(&encode_awareness_message(&aw)).is_err());
+}

@@ -4,3 +4,4 @@
 mod offline;
 mod online;
 mod support;
+mod tokens;

@@ -22,10 +22,14 @@ pub struct Server {
 }
 
 pub async fn start(dir: &Path) -> Server {
+    start_with(dir, RelayConfig::default()).await
+}
+
+pub async fn start_with(dir: &Path, config: RelayConfig) -> Server {
     let db = weaver_relay::open_database(dir).unwrap();
     let shutdown = CancellationToken::new();
     let store = weaver_relay::RedbRoomStore::start(db, Default::default()).unwrap();
-    let relay = Relay::start(store, RelayConfig::default(), shutdown.clone()).unwrap();
+    let relay = Relay::start(store, config, shutdown.clone()).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(weaver_relay::serve(
