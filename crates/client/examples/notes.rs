@@ -18,12 +18,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let client = Client::open(ClientOptions::new(server, room, dir))?;
     let mut events = client.subscribe();
-    client.set_awareness(Some(&serde_json::json!({"user": {"name": "notes example"}})))?;
+    client.set_awareness(Some(
+        &serde_json::json!({"user": {"name": "notes example"}}),
+    ))?;
 
     // Durable in the replica when this returns, online or not.
     let id = format!("note-{}", client.blocks()?.len() + 1);
     client.transact(|t| t.add_block(&id, "text", "written by the notes example"))??;
-    println!("added {id}; {} update(s) not on the server yet", client.unsynced());
+    println!(
+        "added {id}; {} update(s) not on the server yet",
+        client.unsynced()
+    );
 
     match tokio::time::timeout(Duration::from_secs(3), client.synced()).await {
         Ok(()) => println!("the server holds everything ({:?})", client.state()),

@@ -33,6 +33,7 @@ impl Client {
     /// connection task. Must be called inside a tokio runtime; works offline from the start.
     pub fn open(options: ClientOptions) -> Result<Client, ClientError> {
         options.validate()?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| ClientError::NoRuntime)?;
         let (events, _) = broadcast::channel(options.event_buffer.max(1));
         let sink_events = events.clone();
         let sink: ChangeSink = Arc::new(move |cs| {
@@ -67,7 +68,7 @@ impl Client {
             outbox: outbox_rx,
             shutdown: shutdown_rx,
         };
-        let task = tokio::spawn(conn.run());
+        let task = runtime.spawn(conn.run());
         Ok(Client {
             shared,
             shutdown,

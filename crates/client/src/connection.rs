@@ -39,11 +39,19 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// The relay's close code for an expired token (docs/protocol.md).
 const CLOSE_TOKEN_EXPIRED: u16 = 4401;
 
+/// A session online at least this long was healthy: the next retry starts the backoff
+/// again. A server that accepts the handshake and then closes at once (a policy refusal,
+/// a crash loop) keeps growing it instead.
+const STABLE_SESSION: Duration = Duration::from_secs(10);
+
 /// How a connection attempt or a session ended.
 #[derive(Debug)]
 enum End {
     Shutdown,
-    Retry { was_online: bool },
+    /// `healthy`: the session stayed online for [`STABLE_SESSION`] (or ended on our request).
+    Retry {
+        healthy: bool,
+    },
     TokenExpired,
     Refused(String),
 }
@@ -78,12 +86,8 @@ impl Connection {
             }
             match end {
                 End::Shutdown => break,
-                End::Retry { was_online } => {
-                    tries = if was_online {
-                        1
-                    } else {
-                        tries.saturating_add(1)
-                    };
+                End::Retry { healthy } => {
+                    tries = if healthy { 1 } else { tries.saturating_add(1) };
                     self.shared.set_state(ConnectionState::Offline);
                     let delay = backoff.delay(tries, &mut rand::rng());
                     debug!(?delay, tries, "weaver-client: reconnecting after backoff");
@@ -154,15 +158,15 @@ impl Connection {
                     )),
                     status => {
                         debug!(status, "weaver-client: upgrade refused");
-                        Err(End::Retry { was_online: false })
+                        Err(End::Retry { healthy: false })
                     }
                 }
             }
             Ok(Err(e)) => {
                 debug!(error = %e, "weaver-client: connect failed");
-                Err(End::Retry { was_online: false })
+                Err(End::Retry { healthy: false })
             }
-            Err(_) => Err(End::Retry { was_online: false }),
+            Err(_) => Err(End::Retry { healthy: false }),
         }
     }
 
@@ -202,22 +206,26 @@ impl Connection {
             (sv, aw.has_local().then(|| aw.local_frame()))
         };
         let Ok(sv) = sv else {
-            return End::Retry { was_online: false };
+            return End::Retry { healthy: false };
         };
         let mut first = vec![encode_sync_step1(&sv)];
         first.extend(aw);
         if self.send_frames(&mut ws, first).await.is_err() {
-            return End::Retry { was_online: false };
+            return End::Retry { healthy: false };
         }
         let started = Instant::now();
+        let mut online_at: Option<Instant> = None;
         let mut last_rx = Instant::now();
         let mut last_ping = Instant::now();
         let mut last_renew = Instant::now();
         let mut tick =
             tokio::time::interval(Duration::from_millis(250).min(self.options.ping_interval));
         loop {
+            if online_at.is_none() && session.online() {
+                online_at = Some(Instant::now());
+            }
             let retry = End::Retry {
-                was_online: session.online(),
+                healthy: online_at.is_some_and(|t| t.elapsed() >= STABLE_SESSION),
             };
             tokio::select! {
                 r = self.shutdown.changed() => {
@@ -284,7 +292,7 @@ impl Connection {
                 () = self.shared.wake.notified() => {
                     if self.shared.token_changed.swap(false, Ordering::SeqCst) {
                         self.close(&mut ws, CloseCode::Normal).await;
-                        return End::Retry { was_online: true };
+                        return End::Retry { healthy: true };
                     }
                     let mut frames = Vec::new();
                     if self.shared.overflow.swap(false, Ordering::SeqCst)

@@ -66,6 +66,6 @@ pub enum ClientError {
     Url { url: String, reason: &'static str },
     #[error("invalid awareness state")]
     Awareness(#[source] serde_json::Error),
-    #[error("the client is closed")]
-    Closed,
+    #[error("Client::open must be called inside a tokio runtime")]
+    NoRuntime,
 }
