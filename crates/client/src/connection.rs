@@ -172,7 +172,8 @@ impl Connection {
 
     /// Writes one message within the write deadline (two ping intervals).
     async fn send(&self, ws: &mut Ws, msg: WsMessage) -> Result<(), ()> {
-        match tokio::time::timeout(self.options.ping_interval * 2, ws.send(msg)).await {
+        match tokio::time::timeout(self.options.ping_interval.saturating_mul(2), ws.send(msg)).await
+        {
             Ok(Ok(())) => Ok(()),
             _ => Err(()),
         }
@@ -218,8 +219,11 @@ impl Connection {
         let mut last_rx = Instant::now();
         let mut last_ping = Instant::now();
         let mut last_renew = Instant::now();
-        let mut tick =
-            tokio::time::interval(Duration::from_millis(250).min(self.options.ping_interval));
+        let mut tick = tokio::time::interval(
+            Duration::from_millis(250)
+                .min(self.options.ping_interval)
+                .max(Duration::from_millis(10)),
+        );
         loop {
             if online_at.is_none() && session.online() {
                 online_at = Some(Instant::now());
@@ -315,7 +319,7 @@ impl Connection {
                         self.close(&mut ws, CloseCode::Away).await;
                         return retry;
                     }
-                    if now.duration_since(last_rx) > self.options.ping_interval * 2 {
+                    if now.duration_since(last_rx) > self.options.ping_interval.saturating_mul(2) {
                         debug!("weaver-client: the server went silent");
                         return retry;
                     }
