@@ -27,6 +27,7 @@ use weaver_relay::{Relay, RelayConfig};
 
 mod keygen_cmd;
 mod notify_args;
+mod replica_cmd;
 mod rooms_cmd;
 mod token_cmd;
 
@@ -54,6 +55,9 @@ enum Command {
     Rooms(rooms_cmd::RoomsArgs),
     /// Print a new random token key (hex) for `--auth-key` / WEAVER_AUTH_KEY.
     Keygen,
+    /// An offline-first replica of one room in a local directory (weaver-client): edit, show,
+    /// sync. Exit codes: 3 unreachable, 4 not in sync (see `weaver replica --help`).
+    Replica(replica_cmd::ReplicaArgs),
 }
 
 /// Runs a client subcommand (`weaver backup`, `weaver rooms`) on a one-thread runtime: `done`
@@ -260,6 +264,7 @@ fn main() -> std::process::ExitCode {
                 std::process::ExitCode::FAILURE
             }
         },
+        Command::Replica(args) => replica_cmd::run_cli(&args),
         Command::Serve(args) => {
             init_tracing(args.log_format);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
