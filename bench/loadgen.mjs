@@ -432,7 +432,9 @@ async function bridge () {
 // client records when it first saw each key. After `preMs` this process kills A with SIGKILL;
 // A's clients move to B (a new provider on the same Y.Doc, as a load balancer would send a
 // reconnect). Failover time = kill → the first update written after the kill that a client on
-// another node than its writer's receives. Then writing stops, every client must get every
+// another node than its writer's receives (stock y-websocket clients: it includes their
+// reconnect backoff); owner_ms = kill → a probe client on C retrying every 100 ms synced again
+// (the room has an owner again). Then writing stops, every client must get every
 // update, and a fresh client on C loads the room: lost = written updates missing anywhere.
 async function failover () {
   const [A, B, C] = P.urls
@@ -455,8 +457,21 @@ async function failover () {
   const oB = add(makeClient(P.room, B), 1, null)
   const wC = add(makeClient(P.room, C), 2, 'c')
   const oC = add(makeClient(P.room, C), 2, null)
+  // A probe on C that retries every 100 ms instead of y-websocket's backoff (up to 2.5 s):
+  // its re-sync says when the room had an owner again, apart from the clients' backoff.
+  const probeDoc = new Y.Doc()
+  const probe = new WebsocketProvider(C, P.room, probeDoc, { WebSocketPolyfill: WebSocket, disableBc: true, maxBackoffTime: 100 })
+  let probeSynced = false
+  let tProbe = null
+  let tKill = null
+  probe.on('sync', (s) => {
+    if (!s) return
+    probeSynced = true
+    if (tKill !== null && tProbe === null) tProbe = now()
+  })
   await Promise.race([Promise.all(all.map((x) => x.c.syncedP)), sleep(30000)])
-  if (!all.every((x) => x.c.synced)) throw new Error('not every failover client synced within 30 s')
+  await waitFor(() => probeSynced, 30000, 5)
+  if (!all.every((x) => x.c.synced) || !probeSynced) throw new Error('not every failover client synced within 30 s')
   for (const x of all) {
     x.c.doc.getMap('fo').observe((e) => {
       if (e.transaction.local) return
@@ -485,7 +500,7 @@ async function failover () {
   for (const x of all) for (const k of x.seen.keys()) shownBefore.add(k)
   mark('kill')
   process.kill(P.killPid, 'SIGKILL')
-  const tKill = now()
+  tKill = now()
   for (const x of [a1, a2]) {
     const move = () => {
       if (x.node !== 0) return
@@ -513,7 +528,7 @@ async function failover () {
   while (now() - tKill < P.maxOutageMs) {
     writeDue(t0)
     if (tFail === null) tFail = failoverAt()
-    if (tFail !== null && a1.movedSyncAt !== null && a2.movedSyncAt !== null) {
+    if (tFail !== null && tProbe !== null && a1.movedSyncAt !== null && a2.movedSyncAt !== null) {
       tEnough ??= now()
       if (now() - tEnough > P.postMs) break
     }
@@ -526,6 +541,8 @@ async function failover () {
   mark('end')
   const missing = written.filter((k) => !all.every((x) => has(x, k))).length
   for (const x of all) x.c.destroy()
+  probe.destroy()
+  probeDoc.destroy()
   await sleep(200)
   const fresh = makeClient(P.room, C)
   await Promise.race([fresh.syncedP, sleep(20000)])
@@ -536,6 +553,7 @@ async function failover () {
   return {
     converged,
     failover_ms: tFail !== null ? tFail - tKill : null,
+    owner_ms: tProbe !== null ? tProbe - tKill : null,
     moved_ms: a1.movedSyncAt !== null && a2.movedSyncAt !== null ? Math.max(a1.movedSyncAt, a2.movedSyncAt) - tKill : null,
     settled_ms: tSettled - tKill,
     written: written.length,

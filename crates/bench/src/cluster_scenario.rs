@@ -85,6 +85,11 @@ fn failover_metrics() -> Vec<MetricDef> {
             "kill -9 → first new update seen across nodes ms",
             Lower,
         ),
+        MetricDef::new(
+            "owner_ms",
+            "kill -9 → a client retrying every 100 ms synced again (new owner) ms",
+            Lower,
+        ),
         MetricDef::new("moved_ms", "kill -9 → moved clients synced ms", Lower),
         MetricDef::new("written", "updates written", Info),
         MetricDef::new("written_after_kill", "of them after the kill", Info),
@@ -142,7 +147,7 @@ pub fn run(env: &Env, nats_bin: &Path, reps: usize, sizes: &ClusterSizes) -> (St
     if let Some(base) = cols.first() {
         text.push_str(&report::table_vs(
             &format!(
-                "cluster failover: 3 nodes, the room owned by node A; 2 writers on B and C @{}/s each, 2 clients on A, 1 more on B and C; kill -9 A after {} ms, A's clients move to B",
+                "cluster failover: 3 nodes, the room owned by node A; 2 writers on B and C @{}/s each, 2 clients on A, 1 more on B and C; kill -9 A after {} ms (+ 0, 1/3, 2/3 of the lease renewal period in repetitions 1, 2, 3), A's clients move to B",
                 sizes.failover_rate, sizes.failover_pre_ms
             ),
             &refs,
@@ -257,6 +262,9 @@ fn fanout(
 
 fn failover(env: &Env, nats_bin: &Path, ttl: u64, rep: usize, s: &ClusterSizes) -> Result<Record> {
     let tag = format!("cluster-failover-r{rep}-ttl{ttl}");
+    // What is left of the lease at the kill depends on when the owner last renewed it (every
+    // TTL/3): repetitions kill at three phases of that period.
+    let pre_ms = s.failover_pre_ms + (rep as u64 % 3) * ttl / 9;
     let dep = Deployment::start(env, Some(nats_bin), 3, ttl, &tag)?;
     let sample = || dep.sample(env);
     let urls = dep.ws_urls();
@@ -267,7 +275,7 @@ fn failover(env: &Env, nats_bin: &Path, ttl: u64, rep: usize, s: &ClusterSizes) 
         &urls[0],
         json!({"scenario": "failover", "room": format!("cfo-{rep}-{ttl}"), "urls": urls,
                "httpUrls": dep.http_urls(), "killPid": dep.pids()[0], "rate": s.failover_rate,
-               "preMs": s.failover_pre_ms, "postMs": 1000, "maxOutageMs": ttl + 20_000,
+               "preMs": pre_ms, "postMs": 1000, "maxOutageMs": ttl + 20_000,
                "settleMs": 30_000}),
         Duration::from_millis(ttl + 120_000),
         &tag,
@@ -284,6 +292,7 @@ fn failover(env: &Env, nats_bin: &Path, ttl: u64, rep: usize, s: &ClusterSizes) 
     let v = &mut rec.values;
     for k in [
         "failover_ms",
+        "owner_ms",
         "moved_ms",
         "written",
         "written_after_kill",
