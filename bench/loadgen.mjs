@@ -129,12 +129,19 @@ async function fanout () {
   const receivers = clients.slice(1)
   const sendT = new Float64Array(P.count)
   const lat = []
+  // Cluster mode: latencies of receivers on the writer's node and on the others (forwarded).
+  const latLocal = []
+  const latFwd = []
   const seen = receivers.map(() => 0)
   receivers.forEach((c, k) => {
+    const split = P.urls ? (k % P.urls.length === 0 ? latLocal : latFwd) : null
     c.text.observe(() => {
       const t = now()
       const len = c.text.length
-      for (let i = seen[k]; i < len && i < P.count; i++) lat.push(t - sendT[i])
+      for (let i = seen[k]; i < len && i < P.count; i++) {
+        lat.push(t - sendT[i])
+        if (split) split.push(t - sendT[i])
+      }
       seen[k] = len
     })
   })
@@ -159,10 +166,14 @@ async function fanout () {
   const done = await waitFor(() => seen.every((s) => s >= P.count), P.timeoutMs, 1)
   const t1 = now()
   mark('end')
-  lat.sort((a, b) => a - b)
+  for (const l of [lat, latLocal, latFwd]) l.sort((a, b) => a - b)
   const delivered = seen.reduce((a, s) => a + Math.min(s, P.count), 0)
   await closeAll(clients)
   return {
+    p50_local_ms: pct(latLocal, 0.5),
+    p99_local_ms: pct(latLocal, 0.99),
+    p50_forwarded_ms: pct(latFwd, 0.5),
+    p99_forwarded_ms: pct(latFwd, 0.99),
     converged: done,
     updates: P.count,
     deliveries: delivered,

@@ -61,6 +61,16 @@ fn fanout_metrics() -> Vec<MetricDef> {
         MetricDef::new("p50_ms", "latency p50 ms", Lower),
         MetricDef::new("p99_ms", "latency p99 ms", Lower),
         MetricDef::new(
+            "p50_forwarded_ms",
+            "latency p50 ms, receivers on other nodes than the writer (forwarded)",
+            Lower,
+        ),
+        MetricDef::new(
+            "p50_local_ms",
+            "latency p50 ms, receivers on the writer's node",
+            Lower,
+        ),
+        MetricDef::new(
             "cpu_us_per_delivery",
             "weaver CPU µs/delivery (all nodes)",
             Lower,
@@ -123,7 +133,7 @@ pub fn run(env: &Env, nats_bin: &Path, reps: usize, sizes: &ClusterSizes) -> (St
         ),
         &refs,
         &columns,
-        Topology::Redb1.name(),
+        Some(Topology::Redb1.name()),
         &fanout_metrics(),
     ));
     let mut fo: Vec<Record> = Vec::new();
@@ -144,7 +154,7 @@ pub fn run(env: &Env, nats_bin: &Path, reps: usize, sizes: &ClusterSizes) -> (St
         .collect();
     let cols: Vec<&str> = cols.iter().map(String::as_str).collect();
     let refs: Vec<&Record> = fo.iter().collect();
-    if let Some(base) = cols.first() {
+    if !cols.is_empty() {
         text.push_str(&report::table_vs(
             &format!(
                 "cluster failover: 3 nodes, the room owned by node A; 2 writers on B and C @{}/s each, 2 clients on A, 1 more on B and C; kill -9 A after {} ms (+ 0, 1/3, 2/3 of the lease renewal period in repetitions 1, 2, 3), A's clients move to B",
@@ -152,7 +162,7 @@ pub fn run(env: &Env, nats_bin: &Path, reps: usize, sizes: &ClusterSizes) -> (St
             ),
             &refs,
             &cols,
-            base,
+            None,
             &failover_metrics(),
         ));
     }
@@ -240,6 +250,10 @@ fn fanout(
     let v = &mut rec.values;
     scenario::put(v, "p50_ms", out.num("p50_ms"));
     scenario::put(v, "p99_ms", out.num("p99_ms"));
+    if topo.nodes() > 1 {
+        scenario::put(v, "p50_local_ms", out.num("p50_local_ms"));
+        scenario::put(v, "p50_forwarded_ms", out.num("p50_forwarded_ms"));
+    }
     if deliveries > 0.0 {
         let weaver = out.cpu_between("start", "end");
         let nats = out.aux_cpu_between("start", "end");

@@ -103,12 +103,13 @@ pub fn table(title: &str, recs: &[&Record], servers: &[Kind], metrics: &[MetricD
 }
 
 /// One markdown table of configurations of one server (rows = metrics, columns = `columns`,
-/// the records' `server` field), each median also as a ratio to the `baseline` column's.
+/// the records' `server` field), each median also as a ratio to the `baseline` column's if
+/// one is given.
 pub fn table_vs(
     title: &str,
     recs: &[&Record],
     columns: &[&str],
-    baseline: &str,
+    baseline: Option<&str>,
     metrics: &[MetricDef],
 ) -> String {
     let mut s = String::new();
@@ -127,15 +128,16 @@ pub fn table_vs(
         if columns.iter().all(|c| stats_of(recs, c, d.key).is_none()) {
             continue;
         }
-        let base = if d.count || d.better == Better::Info {
-            None
-        } else {
-            stats_of(recs, baseline, d.key).map(|(med, ..)| med)
+        let base = match baseline {
+            Some(b) if !d.count && d.better != Better::Info => {
+                stats_of(recs, b, d.key).map(|(med, ..)| med)
+            }
+            _ => None,
         };
         let _ = write!(s, "| {} |", d.label);
         for c in columns {
             // The baseline's own ratio (1.00×) says nothing.
-            let b = if *c == baseline { None } else { base };
+            let b = if Some(*c) == baseline { None } else { base };
             let _ = write!(s, " {} |", cell(recs, c, d, b));
         }
         let _ = writeln!(s);
@@ -251,7 +253,13 @@ mod tests {
         ];
         let refs: Vec<&Record> = recs.iter().collect();
         let d = MetricDef::new("x", "x", Better::Lower);
-        let t = table_vs("t", &refs, &["redb-1", "js-1", "js-3"], "redb-1", &[d]);
+        let t = table_vs(
+            "t",
+            &refs,
+            &["redb-1", "js-1", "js-3"],
+            Some("redb-1"),
+            &[d],
+        );
         assert!(
             t.contains("| x | 2.00 [2.00–2.00] | n/a | 4.00 [3.00–5.00] (2.00×) |"),
             "{t}"
