@@ -116,6 +116,14 @@ fn real_main() -> Result<()> {
             kinds.push(Kind::Weaver);
         }
     }
+    // Known before anything is installed or measured: `cluster` without nats-server fails at
+    // once, `all` skips the cluster part with the reason.
+    let nats_bin = (matches!(cli.cmd, Cmd::Cluster | Cmd::All) && kinds.contains(&Kind::Weaver))
+        .then(|| nats::find(&root));
+    let nats_bin = match nats_bin {
+        Some(Err(e)) if cli.cmd == Cmd::Cluster => return Err(e),
+        other => other,
+    };
     let scenarios: Vec<Scenario> = match cli.cmd {
         Cmd::All => Scenario::ALL.to_vec(),
         Cmd::Fanout => vec![Scenario::Fanout2, Scenario::Fanout16, Scenario::Fanout64],
@@ -251,8 +259,8 @@ fn real_main() -> Result<()> {
         }
         all.extend(recs);
     }
-    if matches!(cli.cmd, Cmd::Cluster | Cmd::All) && kinds.contains(&Kind::Weaver) {
-        match nats::find(&root) {
+    if let Some(found) = nats_bin {
+        match found {
             Ok(bin) => {
                 let ttls = cli.failover_ttl_ms.clone().unwrap_or(if cli.quick {
                     vec![2000]
@@ -265,7 +273,6 @@ fn real_main() -> Result<()> {
                 text.push_str(&t);
                 all.extend(recs);
             }
-            Err(e) if cli.cmd == Cmd::Cluster => return Err(e),
             Err(e) => {
                 let t = format!("\n### cluster: SKIPPED\n\n{e:#}\n");
                 eprint!("{t}");
