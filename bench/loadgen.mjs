@@ -35,8 +35,8 @@ const randInt = (n) => Math.floor(rand() * n)
 const ALPHA = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,;:-_!?()[]{}<>/=+*&%$#@'
 const randStr = (n) => { let s = ''; for (let i = 0; i < n; i++) s += ALPHA[randInt(ALPHA.length)]; return s }
 
-/** One real Yjs client connected to the server under test. */
-function makeClient (room) {
+/** One real Yjs client connected to the server under test (`url`: one node of a cluster). */
+function makeClient (room, url = P.url) {
   const doc = new Y.Doc()
   const text = doc.getText('t')
   const c = { doc, text, synced: false, firstSyncLen: -1, firstSyncAt: 0, closed: false }
@@ -59,7 +59,7 @@ function makeClient (room) {
     })
   } else {
     // y-sweet addresses a doc as /d/<doc>/ws/<doc> (no auth configured); the others as /<room>.
-    const base = P.server === 'ysweet' ? `${P.url}/d/${room}/ws` : P.url
+    const base = P.server === 'ysweet' ? `${url}/d/${room}/ws` : url
     c.provider = new WebsocketProvider(base, room, doc, { WebSocketPolyfill: WebSocket, disableBc: true })
     c.provider.on('sync', (s) => { if (s) markSynced() })
   }
@@ -92,6 +92,19 @@ async function connectAll (rooms, perRoom, concurrency = 100, timeoutMs = 60000)
   return clients
 }
 
+// Cluster mode: the first client connects alone to urls[0], so that node places (owns) the
+// room; the other `n - 1` are spread round-robin over the urls (client k+1 on urls[k % len]).
+async function connectSpread (room, n, urls, timeoutMs = 60000) {
+  const first = makeClient(room, urls[0])
+  await Promise.race([first.syncedP, sleep(timeoutMs)])
+  if (!first.synced) throw new Error(`the first client did not sync on ${urls[0]} within ${timeoutMs} ms`)
+  const rest = Array.from({ length: n - 1 }, (_, k) => makeClient(room, urls[k % urls.length]))
+  await Promise.race([Promise.all(rest.map((c) => c.syncedP)), sleep(timeoutMs)])
+  const synced = rest.filter((c) => c.synced).length
+  if (synced < rest.length) throw new Error(`only ${synced}/${rest.length} spread clients synced within ${timeoutMs} ms`)
+  return [first, ...rest]
+}
+
 function pct (sorted, q) {
   if (sorted.length === 0) return null
   const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))
@@ -108,19 +121,27 @@ const closeAll = async (clients) => { for (const c of clients) c.destroy(); awai
 
 // ---------------------------------------------------------------------------------------------
 // fanout: 1 writer appends `count` single characters at `rate`/s (0 = as fast as possible);
-// n-1 receivers record writer-insert → own-observer latency for every character.
+// n-1 receivers record writer-insert → own-observer latency for every character. With `urls`
+// (cluster mode) the writer is on urls[0] and the receivers round-robin over all of them.
 async function fanout () {
-  const clients = await connectAll([P.room], P.clients)
+  const clients = P.urls ? await connectSpread(P.room, P.clients, P.urls) : await connectAll([P.room], P.clients)
   const writer = clients[0]
   const receivers = clients.slice(1)
   const sendT = new Float64Array(P.count)
   const lat = []
+  // Cluster mode: latencies of receivers on the writer's node and on the others (forwarded).
+  const latLocal = []
+  const latFwd = []
   const seen = receivers.map(() => 0)
   receivers.forEach((c, k) => {
+    const split = P.urls ? (k % P.urls.length === 0 ? latLocal : latFwd) : null
     c.text.observe(() => {
       const t = now()
       const len = c.text.length
-      for (let i = seen[k]; i < len && i < P.count; i++) lat.push(t - sendT[i])
+      for (let i = seen[k]; i < len && i < P.count; i++) {
+        lat.push(t - sendT[i])
+        if (split) split.push(t - sendT[i])
+      }
       seen[k] = len
     })
   })
@@ -145,10 +166,14 @@ async function fanout () {
   const done = await waitFor(() => seen.every((s) => s >= P.count), P.timeoutMs, 1)
   const t1 = now()
   mark('end')
-  lat.sort((a, b) => a - b)
+  for (const l of [lat, latLocal, latFwd]) l.sort((a, b) => a - b)
   const delivered = seen.reduce((a, s) => a + Math.min(s, P.count), 0)
   await closeAll(clients)
   return {
+    p50_local_ms: pct(latLocal, 0.5),
+    p99_local_ms: pct(latLocal, 0.99),
+    p50_forwarded_ms: pct(latFwd, 0.5),
+    p99_forwarded_ms: pct(latFwd, 0.99),
     converged: done,
     updates: P.count,
     deliveries: delivered,
@@ -413,7 +438,147 @@ async function bridge () {
   }
 }
 
-const scenarios = { fanout, writers, rooms, bridge, 'cold-populate': coldPopulate, 'cold-load': coldLoad }
+// failover (cluster mode, 3 nodes): node A = urls[0] owns the room (its first client places it),
+// clients on B and C write at a steady `rate` each (keys `b:i` / `c:i` of the map `fo`), every
+// client records when it first saw each key. After `preMs` this process kills A with SIGKILL;
+// A's clients move to B (a new provider on the same Y.Doc, as a load balancer would send a
+// reconnect). Failover time = kill → the first update written after the kill that a client on
+// another node than its writer's receives (stock y-websocket clients: it includes their
+// reconnect backoff); owner_ms = kill → a probe client on C retrying every 100 ms synced again
+// (the room has an owner again). Then writing stops, every client must get every
+// update, and a fresh client on C loads the room: lost = written updates missing anywhere.
+async function failover () {
+  const [A, B, C] = P.urls
+  const all = []
+  const add = (c, node, writer) => { const x = { c, node, writer, seen: new Map(), movedSyncAt: null }; all.push(x); return x }
+  const a1 = add((await connectSpread(P.room, 1, [A]))[0], 0, null)
+  // A must own the room before anyone else connects.
+  const owned = await (async () => {
+    const deadline = now() + 10000
+    while (now() < deadline) {
+      const r = await fetch(`${P.httpUrls[0]}/api/cluster`).then((x) => x.json(), () => null)
+      if (r && (r.owned_rooms || []).includes(P.room)) return true
+      await sleep(20)
+    }
+    return false
+  })()
+  if (!owned) throw new Error(`node A does not list ${P.room} in owned_rooms`)
+  const a2 = add(makeClient(P.room, A), 0, null)
+  const wB = add(makeClient(P.room, B), 1, 'b')
+  const oB = add(makeClient(P.room, B), 1, null)
+  const wC = add(makeClient(P.room, C), 2, 'c')
+  const oC = add(makeClient(P.room, C), 2, null)
+  // A probe on C that retries every 100 ms instead of y-websocket's backoff (up to 2.5 s):
+  // its re-sync says when the room had an owner again, apart from the clients' backoff.
+  const probeDoc = new Y.Doc()
+  const probe = new WebsocketProvider(C, P.room, probeDoc, { WebSocketPolyfill: WebSocket, disableBc: true, maxBackoffTime: 100 })
+  let probeSynced = false
+  let tProbe = null
+  let tKill = null
+  probe.on('sync', (s) => {
+    if (!s) return
+    probeSynced = true
+    if (tKill !== null && tProbe === null) tProbe = now()
+  })
+  await Promise.race([Promise.all(all.map((x) => x.c.syncedP)), sleep(30000)])
+  await waitFor(() => probeSynced, 30000, 5)
+  if (!all.every((x) => x.c.synced) || !probeSynced) throw new Error('not every failover client synced within 30 s')
+  for (const x of all) {
+    x.c.doc.getMap('fo').observe((e) => {
+      if (e.transaction.local) return
+      const t = now()
+      for (const k of e.keysChanged) if (!x.seen.has(k)) x.seen.set(k, { t, node: x.node })
+    })
+  }
+  const writtenAt = new Map()
+  const writers = [wB, wC]
+  const counters = [0, 0]
+  const writeDue = (t0) => {
+    const due = Math.floor(((now() - t0) * P.rate) / 1000) + 1
+    writers.forEach((w, i) => {
+      while (counters[i] < due) {
+        const k = `${w.writer}:${counters[i]++}`
+        writtenAt.set(k, { t: now(), node: w.node })
+        w.c.doc.getMap('fo').set(k, counters[i])
+      }
+    })
+  }
+  await sleep(200)
+  const t0 = now()
+  while (now() - t0 < P.preMs) { writeDue(t0); await sleep(2) }
+  // What a client other than the writer was shown before the kill.
+  const shownBefore = new Set()
+  for (const x of all) for (const k of x.seen.keys()) shownBefore.add(k)
+  mark('kill')
+  process.kill(P.killPid, 'SIGKILL')
+  tKill = now()
+  for (const x of [a1, a2]) {
+    const move = () => {
+      if (x.node !== 0) return
+      x.node = 1
+      const doc = x.c.doc
+      x.c.provider.destroy()
+      x.c.provider = new WebsocketProvider(B, P.room, doc, { WebSocketPolyfill: WebSocket, disableBc: true })
+      x.c.provider.on('sync', (s) => { if (s && x.movedSyncAt === null) x.movedSyncAt = now() })
+    }
+    x.c.provider.on('connection-close', move)
+    if (!x.c.provider.wsconnected) move()
+  }
+  const failoverAt = () => {
+    let first = null
+    for (const x of all) {
+      for (const [k, s] of x.seen) {
+        const w = writtenAt.get(k)
+        if (w && w.t > tKill && s.node !== w.node && (first === null || s.t < first)) first = s.t
+      }
+    }
+    return first
+  }
+  let tFail = null
+  let tEnough = null
+  while (now() - tKill < P.maxOutageMs) {
+    writeDue(t0)
+    if (tFail === null) tFail = failoverAt()
+    if (tFail !== null && tProbe !== null && a1.movedSyncAt !== null && a2.movedSyncAt !== null) {
+      tEnough ??= now()
+      if (now() - tEnough > P.postMs) break
+    }
+    await sleep(2)
+  }
+  const written = [...writtenAt.keys()]
+  const has = (x, k) => x.writer === k[0] || x.seen.has(k)
+  const converged = await waitFor(() => all.every((x) => written.every((k) => has(x, k))), P.settleMs, 20)
+  const tSettled = now()
+  mark('end')
+  const missing = written.filter((k) => !all.every((x) => has(x, k))).length
+  for (const x of all) x.c.destroy()
+  probe.destroy()
+  probeDoc.destroy()
+  await sleep(200)
+  const fresh = makeClient(P.room, C)
+  await Promise.race([fresh.syncedP, sleep(20000)])
+  const stored = fresh.doc.getMap('fo')
+  const missingFresh = fresh.synced ? written.filter((k) => !stored.has(k)).length : written.length
+  const shownLost = fresh.synced ? [...shownBefore].filter((k) => !stored.has(k)).length : shownBefore.size
+  fresh.destroy()
+  return {
+    converged,
+    failover_ms: tFail !== null ? tFail - tKill : null,
+    owner_ms: tProbe !== null ? tProbe - tKill : null,
+    moved_ms: a1.movedSyncAt !== null && a2.movedSyncAt !== null ? Math.max(a1.movedSyncAt, a2.movedSyncAt) - tKill : null,
+    settled_ms: tSettled - tKill,
+    written: written.length,
+    written_after_kill: written.filter((k) => writtenAt.get(k).t > tKill).length,
+    shown_before_kill: shownBefore.size,
+    lost: Math.max(missing, missingFresh),
+    lost_at_clients: missing,
+    lost_in_store: missingFresh,
+    shown_lost: shownLost,
+    fresh_synced: fresh.synced
+  }
+}
+
+const scenarios = { fanout, failover, writers, rooms, bridge, 'cold-populate': coldPopulate, 'cold-load': coldLoad }
 const hardStop = setTimeout(() => { log(`loadgen: hard time limit ${P.hardLimitMs} ms reached`); process.exit(3) }, P.hardLimitMs ?? 300000)
 try {
   const fn = scenarios[P.scenario]

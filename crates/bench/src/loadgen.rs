@@ -32,6 +32,10 @@ impl Outcome {
     pub fn cpu_between(&self, a: &str, b: &str) -> Option<f64> {
         Some(self.marks.get(b)?.cpu_s - self.marks.get(a)?.cpu_s)
     }
+    /// CPU seconds of what the server depends on (nats-server) between two marks.
+    pub fn aux_cpu_between(&self, a: &str, b: &str) -> Option<f64> {
+        Some(self.marks.get(b)?.aux_cpu_s - self.marks.get(a)?.aux_cpu_s)
+    }
     pub fn secs_between(&self, a: &str, b: &str) -> Option<f64> {
         let (a, b) = (self.marks.get(a)?.at?, self.marks.get(b)?.at?);
         Some(b.duration_since(a).as_secs_f64())
@@ -43,6 +47,26 @@ impl Outcome {
 pub fn run(
     env: &Env,
     server: Option<&Running>,
+    kind_name: &str,
+    url: &str,
+    params: Value,
+    hard_limit: Duration,
+    tag: &str,
+) -> Result<Outcome> {
+    let sample = || match server {
+        Some(srv) => srv.sample(env),
+        None => Sample {
+            at: Some(std::time::Instant::now()),
+            ..Sample::default()
+        },
+    };
+    run_sampled(env, &sample, kind_name, url, params, hard_limit, tag)
+}
+
+/// [`run`] with the sampling at the marks left to the caller (several server processes).
+pub fn run_sampled(
+    env: &Env,
+    sample: &dyn Fn() -> Sample,
     kind_name: &str,
     url: &str,
     mut params: Value,
@@ -78,14 +102,7 @@ pub fn run(
     for line in BufReader::new(stdout).lines() {
         let line = line?;
         if let Some(name) = line.strip_prefix("MARK ") {
-            let s = match server {
-                Some(srv) => srv.sample(env),
-                None => Sample {
-                    at: Some(std::time::Instant::now()),
-                    ..Sample::default()
-                },
-            };
-            out.marks.insert(name.trim().to_string(), s);
+            out.marks.insert(name.trim().to_string(), sample());
         } else if let Some(json) = line.strip_prefix("RESULT ") {
             out.result = serde_json::from_str(json).context("parsing loadgen RESULT")?;
             got_result = true;

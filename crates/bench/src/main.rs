@@ -4,7 +4,10 @@
 //! rotated each repetition); scenarios, sampling and tables live in the other modules. It is a
 //! measuring tool, not a test: the test command runs at most its `--quick` smoke run.
 
+mod cluster;
+mod cluster_scenario;
 mod loadgen;
+mod nats;
 mod prom;
 mod report;
 mod scenario;
@@ -50,6 +53,10 @@ struct Cli {
     /// How long rooms1000 waits after the last client closed before reading idle RSS.
     #[arg(long, global = true, default_value_t = 5000)]
     idle_wait_ms: u64,
+    /// Lease TTLs (ms) the cluster failover is measured at, comma separated (default
+    /// 2000,10000; 2000 with --quick).
+    #[arg(long, global = true, value_delimiter = ',')]
+    failover_ttl_ms: Option<Vec<u64>>,
     /// Where result tables (.md), raw records (.jsonl) and logs go (default bench/results).
     #[arg(long, global = true)]
     out: Option<PathBuf>,
@@ -76,6 +83,9 @@ enum Cmd {
     Durability,
     /// APICall lifecycles (the bridge).
     Bridge,
+    /// Cluster mode (weaver only, needs nats-server ≥ 2.11, see scripts/nats.sh): fan-out on
+    /// redb-1 / js-1 / js-3 and failover after kill -9 of a room's owner.
+    Cluster,
     /// Only install the anchors (npm packages, y-sweet) and build weaver.
     Install,
 }
@@ -100,12 +110,20 @@ fn real_main() -> Result<()> {
         .filter(|s| !s.trim().is_empty())
         .map(|s| Kind::parse(s.trim()))
         .collect::<Result<_>>()?;
-    if cli.cmd == Cmd::Durability {
+    if matches!(cli.cmd, Cmd::Durability | Cmd::Cluster) {
         kinds.retain(|k| *k == Kind::Weaver);
         if kinds.is_empty() {
             kinds.push(Kind::Weaver);
         }
     }
+    // Known before anything is installed or measured: `cluster` without nats-server fails at
+    // once, `all` skips the cluster part with the reason.
+    let nats_bin = (matches!(cli.cmd, Cmd::Cluster | Cmd::All) && kinds.contains(&Kind::Weaver))
+        .then(|| nats::find(&root));
+    let nats_bin = match nats_bin {
+        Some(Err(e)) if cli.cmd == Cmd::Cluster => return Err(e),
+        other => other,
+    };
     let scenarios: Vec<Scenario> = match cli.cmd {
         Cmd::All => Scenario::ALL.to_vec(),
         Cmd::Fanout => vec![Scenario::Fanout2, Scenario::Fanout16, Scenario::Fanout64],
@@ -115,7 +133,7 @@ fn real_main() -> Result<()> {
         Cmd::Cold => vec![Scenario::Cold],
         Cmd::Durability => vec![Scenario::Fanout64, Scenario::Burst64, Scenario::Writers16],
         Cmd::Bridge => vec![Scenario::BridgeLocal, Scenario::BridgeHttp],
-        Cmd::Install => vec![],
+        Cmd::Install | Cmd::Cluster => vec![],
     };
     let out_dir = cli.out.clone().unwrap_or(root.join("bench/results"));
     let stamp = timestamp();
@@ -208,7 +226,7 @@ fn real_main() -> Result<()> {
                         eprintln!("FAILED: {e:#}");
                         recs.push(Record {
                             scenario: sc.name(),
-                            server: kind.name(),
+                            server: kind.name().to_string(),
                             rep,
                             values: Default::default(),
                             notes: vec![format!("failed: {e:#}")],
@@ -240,6 +258,27 @@ fn real_main() -> Result<()> {
             text.push_str(&t);
         }
         all.extend(recs);
+    }
+    if let Some(found) = nats_bin {
+        match found {
+            Ok(bin) => {
+                let ttls = cli.failover_ttl_ms.clone().unwrap_or(if cli.quick {
+                    vec![2000]
+                } else {
+                    vec![2000, 10_000]
+                });
+                let sizes = cluster_scenario::ClusterSizes::new(cli.quick, &ttls);
+                let (t, recs) = cluster_scenario::run(&env, &bin, reps, &sizes);
+                print!("{t}");
+                text.push_str(&t);
+                all.extend(recs);
+            }
+            Err(e) => {
+                let t = format!("\n### cluster: SKIPPED\n\n{e:#}\n");
+                eprint!("{t}");
+                text.push_str(&t);
+            }
+        }
     }
     let end = format!(
         "\nmachine at end: load average {} · fsync {}\n",

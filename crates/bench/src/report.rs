@@ -8,9 +8,14 @@ use std::fmt::Write;
 
 /// median, min, max of the values of `key` for `server` in `recs`; None if no run had it.
 pub fn stats(recs: &[&Record], server: Kind, key: &str) -> Option<(f64, f64, f64, usize)> {
+    stats_of(recs, server.name(), key)
+}
+
+/// [`stats`] for the records whose `server` field is `column` (a server or a configuration).
+pub fn stats_of(recs: &[&Record], column: &str, key: &str) -> Option<(f64, f64, f64, usize)> {
     let mut xs: Vec<f64> = recs
         .iter()
-        .filter(|r| r.server == server.name())
+        .filter(|r| r.server == column)
         .filter_map(|r| r.values.get(key).copied())
         .collect();
     if xs.is_empty() {
@@ -84,40 +89,8 @@ pub fn table(title: &str, recs: &[&Record], servers: &[Kind], metrics: &[MetricD
         };
         let _ = write!(s, "| {} |", d.label);
         for &k in servers {
-            let cell = if d.count {
-                let runs: Vec<f64> = recs
-                    .iter()
-                    .filter(|r| r.server == k.name())
-                    .filter_map(|r| r.values.get(d.key).copied())
-                    .collect();
-                if runs.is_empty() {
-                    "n/a".to_string()
-                } else {
-                    format!(
-                        "{}/{}",
-                        runs.iter().filter(|x| **x > 0.5).count(),
-                        runs.len()
-                    )
-                }
-            } else {
-                match stats(recs, k, d.key) {
-                    None => "n/a".to_string(),
-                    Some((med, lo, hi, n)) => {
-                        let mut c = if n > 1 {
-                            format!("{} [{}–{}]", fmt_num(med), fmt_num(lo), fmt_num(hi))
-                        } else {
-                            fmt_num(med)
-                        };
-                        if let Some((_, b)) = best
-                            && b != 0.0
-                        {
-                            let _ = write!(c, " ({:.2}×)", med / b);
-                        }
-                        c
-                    }
-                }
-            };
-            let _ = write!(s, " {cell} |");
+            let c = cell(recs, k.name(), d, best.map(|(_, b)| b));
+            let _ = write!(s, " {c} |");
         }
         let b = match best {
             Some((k, v)) => format!("{} {}", k.label(), fmt_num(v)),
@@ -125,16 +98,96 @@ pub fn table(title: &str, recs: &[&Record], servers: &[Kind], metrics: &[MetricD
         };
         let _ = writeln!(s, " {b} |");
     }
-    let notes: Vec<String> = recs
-        .iter()
-        .flat_map(|r| {
-            r.notes
-                .iter()
-                .map(move |n| format!("- {} run {}: {n}", r.server, r.rep + 1))
-        })
-        .collect();
-    for n in notes {
-        let _ = writeln!(s, "{n}");
+    s.push_str(&notes(recs));
+    s
+}
+
+/// One markdown table of configurations of one server (rows = metrics, columns = `columns`,
+/// the records' `server` field), each median also as a ratio to the `baseline` column's if
+/// one is given.
+pub fn table_vs(
+    title: &str,
+    recs: &[&Record],
+    columns: &[&str],
+    baseline: Option<&str>,
+    metrics: &[MetricDef],
+) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "\n### {title}\n");
+    let _ = write!(s, "| figure |");
+    for c in columns {
+        let _ = write!(s, " {c} |");
+    }
+    let _ = writeln!(s);
+    let _ = write!(s, "|---|");
+    for _ in columns {
+        let _ = write!(s, "---|");
+    }
+    let _ = writeln!(s);
+    for d in metrics {
+        if columns.iter().all(|c| stats_of(recs, c, d.key).is_none()) {
+            continue;
+        }
+        let base = match baseline {
+            Some(b) if !d.count && d.better != Better::Info => {
+                stats_of(recs, b, d.key).map(|(med, ..)| med)
+            }
+            _ => None,
+        };
+        let _ = write!(s, "| {} |", d.label);
+        for c in columns {
+            // The baseline's own ratio (1.00×) says nothing.
+            let b = if Some(*c) == baseline { None } else { base };
+            let _ = write!(s, " {} |", cell(recs, c, d, b));
+        }
+        let _ = writeln!(s);
+    }
+    s.push_str(&notes(recs));
+    s
+}
+
+/// One cell: `k/n` for counted figures, else median [min–max] and the ratio to `base`.
+fn cell(recs: &[&Record], column: &str, d: &MetricDef, base: Option<f64>) -> String {
+    if d.count {
+        let runs: Vec<f64> = recs
+            .iter()
+            .filter(|r| r.server == column)
+            .filter_map(|r| r.values.get(d.key).copied())
+            .collect();
+        if runs.is_empty() {
+            return "n/a".to_string();
+        }
+        return format!(
+            "{}/{}",
+            runs.iter().filter(|x| **x > 0.5).count(),
+            runs.len()
+        );
+    }
+    match stats_of(recs, column, d.key) {
+        None => "n/a".to_string(),
+        Some((med, lo, hi, n)) => {
+            let mut c = if n > 1 {
+                format!("{} [{}–{}]", fmt_num(med), fmt_num(lo), fmt_num(hi))
+            } else {
+                fmt_num(med)
+            };
+            if let Some(b) = base
+                && b != 0.0
+            {
+                let _ = write!(c, " ({:.2}×)", med / b);
+            }
+            c
+        }
+    }
+}
+
+/// The runs' notes, one line each.
+fn notes(recs: &[&Record]) -> String {
+    let mut s = String::new();
+    for r in recs {
+        for n in &r.notes {
+            let _ = writeln!(s, "- {} run {}: {n}", r.server, r.rep + 1);
+        }
     }
     s
 }
@@ -149,7 +202,7 @@ mod tests {
     fn rec(server: &'static str, rep: usize, v: f64) -> Record {
         Record {
             scenario: "t",
-            server,
+            server: server.to_string(),
             rep,
             values: BTreeMap::from([("x", v)]),
             notes: vec![],
@@ -188,5 +241,28 @@ mod tests {
         );
         let t = table("t", &refs, &kinds, &[lower]);
         assert!(t.contains("2.00 [1.00–3.00] (0.50×)"), "{t}");
+    }
+
+    #[test]
+    fn configurations_against_a_baseline_column() {
+        let recs = [
+            rec("redb-1", 0, 2.0),
+            rec("redb-1", 1, 2.0),
+            rec("js-3", 0, 3.0),
+            rec("js-3", 1, 5.0),
+        ];
+        let refs: Vec<&Record> = recs.iter().collect();
+        let d = MetricDef::new("x", "x", Better::Lower);
+        let t = table_vs(
+            "t",
+            &refs,
+            &["redb-1", "js-1", "js-3"],
+            Some("redb-1"),
+            &[d],
+        );
+        assert!(
+            t.contains("| x | 2.00 [2.00–2.00] | n/a | 4.00 [3.00–5.00] (2.00×) |"),
+            "{t}"
+        );
     }
 }

@@ -48,28 +48,41 @@ pub struct MetricDef {
     pub count: bool,
 }
 
-const fn m(key: &'static str, label: &'static str, better: Better) -> MetricDef {
-    MetricDef {
-        key,
-        label,
-        better,
-        count: false,
+impl MetricDef {
+    /// A figure shown as median [min–max].
+    pub const fn new(key: &'static str, label: &'static str, better: Better) -> MetricDef {
+        MetricDef {
+            key,
+            label,
+            better,
+            count: false,
+        }
+    }
+
+    /// A yes/no figure shown as `k/n` runs.
+    pub const fn counted(key: &'static str, label: &'static str) -> MetricDef {
+        MetricDef {
+            key,
+            label,
+            better: Better::Higher,
+            count: true,
+        }
     }
 }
+
+const fn m(key: &'static str, label: &'static str, better: Better) -> MetricDef {
+    MetricDef::new(key, label, better)
+}
 const fn c(key: &'static str, label: &'static str) -> MetricDef {
-    MetricDef {
-        key,
-        label,
-        better: Better::Higher,
-        count: true,
-    }
+    MetricDef::counted(key, label)
 }
 
 /// Figures of one run of one scenario on one server.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Record {
     pub scenario: &'static str,
-    pub server: &'static str,
+    /// The server (`Kind::name`) or, for the cluster scenario, the configuration.
+    pub server: String,
     pub rep: usize,
     pub values: BTreeMap<&'static str, f64>,
     pub notes: Vec<String>,
@@ -265,7 +278,7 @@ impl Scenario {
         let tag = format!("{}-r{rep}", self.name());
         let mut rec = Record {
             scenario: self.name(),
-            server: kind.name(),
+            server: kind.name().to_string(),
             rep,
             values: BTreeMap::new(),
             notes: Vec::new(),
@@ -542,20 +555,20 @@ impl Scenario {
     }
 }
 
-fn put(v: &mut BTreeMap<&'static str, f64>, k: &'static str, x: Option<f64>) {
+pub fn put(v: &mut BTreeMap<&'static str, f64>, k: &'static str, x: Option<f64>) {
     if let Some(x) = x.filter(|x| x.is_finite()) {
         v.insert(k, x);
     }
 }
 
-fn bool_f(b: bool) -> f64 {
+pub fn bool_f(b: bool) -> f64 {
     if b { 1.0 } else { 0.0 }
 }
 
 /// Weaver only: receipt→fsync latency quantiles, commit (transaction + fsync) time, fsyncs/s,
 /// requests folded per commit and slow-consumer closes over the measured window, from the
 /// relay's own /metrics (names in crates/relay/src/metrics.rs).
-fn durability(out: &Outcome, rec: &mut Record) {
+pub fn durability(out: &Outcome, rec: &mut Record) {
     let (Some(a), Some(b)) = (out.marks.get("start"), out.marks.get("end")) else {
         return;
     };

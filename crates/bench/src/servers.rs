@@ -92,6 +92,8 @@ pub struct Running {
 pub struct Sample {
     pub at: Option<Instant>,
     pub cpu_s: f64,
+    /// CPU of what the server depends on, counted apart (nats-server in cluster mode).
+    pub aux_cpu_s: f64,
     pub rss_kb: f64,
     pub hwm_kb: f64,
     pub metrics: Option<String>,
@@ -229,15 +231,7 @@ impl Running {
             at: Some(Instant::now()),
             ..Sample::default()
         };
-        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) {
-            // Fields after the parenthesised command name: state is index 0, utime 11, stime 12.
-            if let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) {
-                let f: Vec<&str> = rest.split_whitespace().collect();
-                let ut = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-                let st = f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-                s.cpu_s = (ut + st) / env.clk_tck;
-            }
-        }
+        s.cpu_s = proc_cpu_s(self.pid, env.clk_tck);
         if let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", self.pid)) {
             for line in status.lines() {
                 let kb = |l: &str| {
@@ -265,6 +259,21 @@ impl Running {
             .map(|t| t.lines().filter(|l| l.contains(needle)).count())
             .unwrap_or(0)
     }
+}
+
+/// utime + stime of `pid` in seconds from `/proc/<pid>/stat` (0 once the process is gone).
+pub fn proc_cpu_s(pid: u32, clk_tck: f64) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name: state is index 0, utime 11, stime 12.
+    let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ut = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let st = f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ut + st) / clk_tck
 }
 
 /// Minimal HTTP/1.0 GET on loopback; enough for a Prometheus text page.
