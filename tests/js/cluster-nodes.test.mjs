@@ -241,3 +241,151 @@ test('3 nodes: kill -9 of the busiest owner mid-write loses nothing shown; failo
     for (const n of nodes) await n.stop()
   }
 })
+
+test('fencing: an owner paused past its lease commits and broadcasts nothing after SIGCONT; its sockets close 1012', { timeout: 60000 }, async () => {
+  const nodes = await startNodes('c')
+  const [A, B, C] = nodes
+  const room = 'nc-fence'
+  const clients = []
+  let stopped = false
+  try {
+    // A owns the room: its first client came there.
+    const aw = await movableClient(room, 'aw').connect(A).synced()
+    const ao = await movableClient(room, 'ao').connect(A).synced()
+    const bw = await movableClient(room, 'bw').connect(B).synced()
+    const co = await movableClient(room, 'co').connect(C).synced()
+    clients.push(aw, ao, bw, co)
+    assert.equal((await owners(nodes, [room])).get(room), A.id)
+    for (let i = 0; i < 5; i++) for (const w of [aw, bw]) w.text.insert(w.text.length, `[${w.name}.before.${i}]`)
+    await waitFor(() => clients.every((c) => markers(c.text.toString()).length === 10 && c.text.toString() === aw.text.toString()), { what: 'confirmed writes before the pause' })
+
+    // The clients that stay on A do not move by themselves: what they hold after SIGCONT is
+    // what A sent them. aw keeps writing into its socket to A while A is paused.
+    for (const c of [aw, ao]) c.provider.on('connection-close', () => { if (c.provider.shouldConnect) setImmediate(() => c.provider.disconnect()) })
+    A.proc.kill('SIGSTOP')
+    stopped = true
+    const pausedAt = Date.now()
+    for (let i = 0; i < 5; i++) aw.text.insert(aw.text.length, `[aw.paused.${i}]`)
+    await sleep(TTL + 500)
+    for (let i = 0; i < 5; i++) bw.text.insert(bw.text.length, `[bw.after.${i}]`)
+    await waitFor(() => markers(co.text.toString()).filter((m) => m.startsWith('[bw.after.')).length === 5,
+      { timeoutMs: TTL + 6000, what: 'writes on B confirmed to an observer on C after the takeover' })
+    const takeover = await owners([B, C], [room])
+    assert.ok(takeover.has(room), `another node owns ${room} now`)
+    const newOwner = nodes.find((n) => n.id === takeover.get(room))
+    console.log(`takeover from a paused owner: writes confirmed ${Date.now() - pausedAt} ms after SIGSTOP (TTL ${TTL} ms)`)
+
+    A.proc.kill('SIGCONT')
+    stopped = false
+    await waitFor(() => aw.closes.length > 0 && ao.closes.length > 0, { timeoutMs: 10000, what: 'A closes its sockets after SIGCONT' })
+    assert.equal(ao.closes[0], 1012, 'the observer on A: room moved')
+    assert.equal(aw.closes[0], 1012, 'the writer on A: room moved')
+    await sleep(300)
+    // Nothing of what aw wrote into the paused owner was committed or broadcast by it.
+    const stored = await serverText(newOwner, room)
+    assert.ok(!stored.includes('[aw.paused.'), `the paused owner committed nothing after losing its lease: ${stored}`)
+    const seenOnA = ao.text.toString()
+    assert.ok(!seenOnA.includes('[aw.paused.'), 'the paused owner broadcast nothing after losing its lease')
+    for (const m of markers(seenOnA)) assert.ok(stored.includes(m), `${m}, shown by A, is in the new owner's state`)
+    for (const m of markers(co.text.toString())) assert.ok(stored.includes(m), `${m}, confirmed on C, is stored`)
+
+    // A's clients come back (through A, which now forwards): nothing diverges.
+    for (const c of [aw, ao]) c.connect(A)
+    await waitFor(() => clients.every((c) => c.provider.synced && c.text.toString() === bw.text.toString()), { what: 'every replica identical' })
+    const final = bw.text.toString()
+    assert.equal(markers(final).length, 20)
+    for (const node of nodes) assert.equal(await serverText(node, room), final, `${node.id} serves the same room`)
+    const after = await owners(nodes, [room])
+    assert.equal(after.get(room), newOwner.id, 'the room stayed with the new owner')
+  } finally {
+    if (stopped) A.proc.kill('SIGCONT')
+    for (const c of clients) c.destroy()
+    for (const n of nodes) await n.stop()
+  }
+})
+
+test('NATS restart under load: nodes go not-ready and recover, clients reconnect, nothing shown is lost', { timeout: 90000 }, async () => {
+  const nodes = await startNodes('d')
+  const rooms = ['nd-0', 'nd-1', 'nd-2']
+  const clients = []
+  let pump = null
+  try {
+    for (const [r, room] of rooms.entries()) {
+      for (let k = 0; k < 3; k++) {
+        const node = nodes[(r + k) % 3]
+        const w = movableClient(room, `w${room}@${node.id}`).connect(node)
+        w.writer = true
+        clients.push(await w.synced(), await movableClient(room, `o${room}@${node.id}`).connect(node).synced())
+      }
+    }
+    let n = 0
+    pump = setInterval(() => {
+      for (const c of clients) if (c.writer) c.text.insert(c.text.length, `[${c.name}.${n}]`)
+      n++
+    }, 25)
+    await sleep(500)
+    await nats.stop()
+    const shown = new Map(rooms.map((room) => [room, new Set()]))
+    for (const c of clients.filter((c) => !c.writer)) for (const m of markers(c.text.toString())) shown.get(c.room).add(m)
+    for (const node of nodes) {
+      await waitFor(async () => (await fetch(`${node.httpUrl}/readyz`)).status === 503, { timeoutMs: 15000, what: `${node.id} not ready while NATS is down` })
+    }
+    await sleep(500)
+    await nats.start()
+    for (const node of nodes) {
+      await waitFor(async () => (await fetch(`${node.httpUrl}/readyz`)).status === 200, { timeoutMs: 20000, what: `${node.id} ready once NATS is back` })
+    }
+    // Writes go through again: a marker written now reaches every client of its room.
+    const mark = n
+    await waitFor(() => rooms.every((room) => clients.filter((c) => c.room === room && !c.writer).every((c) =>
+      markers(c.text.toString()).some((m) => Number(m.slice(m.lastIndexOf('.') + 1, -1)) > mark))),
+    { timeoutMs: TTL + 10000, what: 'writes after the restart reach every observer' })
+    clearInterval(pump)
+    pump = null
+    for (const room of rooms) {
+      const mine = clients.filter((c) => c.room === room)
+      await waitFor(() => mine.every((c) => c.provider.synced && c.text.toString() === mine[0].text.toString()), { timeoutMs: 20000, what: `${room}: every replica identical` })
+      const final = mine[0].text.toString()
+      const stored = await serverText(nodes[0], room)
+      assert.equal(stored, final, `${room}: stored state equals the replicas`)
+      for (const m of shown.get(room)) assert.ok(final.includes(m), `${room} keeps ${m} shown before NATS stopped`)
+    }
+    const owned = await owners(nodes, rooms)
+    assert.deepEqual([...owned.keys()].sort(), rooms, 'every room has one owner again')
+  } finally {
+    if (pump) clearInterval(pump)
+    for (const c of clients) c.destroy()
+    for (const n of nodes) await n.stop()
+  }
+})
+
+test('DELETE /api/rooms/{room} on a non-owner and on the owner: the room is empty on every node', { timeout: 60000 }, async () => {
+  const nodes = await startNodes('e')
+  const [A, B, C] = nodes
+  const room = 'ne-del'
+  const clients = []
+  try {
+    for (const round of [B, A]) {
+      const a = await movableClient(room, `a-${round.id}`).connect(A).synced()
+      const b = await movableClient(room, `b-${round.id}`).connect(B).synced()
+      clients.push(a, b)
+      a.text.insert(0, `[a.${round.id}]`)
+      b.text.insert(0, `[b.${round.id}]`)
+      await waitFor(() => markers(a.text.toString()).length === 2 && a.text.toString() === b.text.toString(), { what: 'writes before deletion' })
+      assert.equal((await owners(nodes, [room])).get(room), A.id)
+      const closed = [a, b].map((c) => new Promise((resolve) => c.provider.once('closed', (e) => resolve(e.code))))
+      const r = await fetch(`${round.httpUrl}/api/rooms/${room}`, { method: 'DELETE' })
+      assert.equal(r.status, 204, `DELETE on ${round === A ? 'the owner' : 'a non-owner'}`)
+      assert.deepEqual(await Promise.all(closed), [4410, 4410], 'clients on the owner and on a forwarding node are told')
+      for (const node of nodes) assert.equal(await serverText(node, room), '', `${room} is empty on ${node.id}`)
+      for (const c of [a, b]) c.destroy()
+      clients.length = 0
+      const fresh = await movableClient(room, 'fresh').connect(C).synced()
+      assert.equal(fresh.text.toString(), '', 'a new client sees an empty room')
+      fresh.destroy()
+    }
+  } finally {
+    for (const c of clients) c.destroy()
+    for (const n of nodes) await n.stop()
+  }
+})
