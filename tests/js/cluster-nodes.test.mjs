@@ -7,7 +7,7 @@
 // any node.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { rmSync } from 'node:fs'
+import { readdirSync, readFileSync, rmSync } from 'node:fs'
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
 import WebSocket from 'ws'
@@ -106,6 +106,14 @@ function movableClient (room, name) {
     destroy () { if (c.provider) c.provider.destroy(); doc.destroy() }
   }
   return c
+}
+
+/** Whether every thread of `pid` is stopped (state T in /proc). */
+function allThreadsStopped (pid) {
+  return readdirSync(`/proc/${pid}/task`).every((tid) => {
+    const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8')
+    return stat.slice(stat.lastIndexOf(')') + 2).startsWith('T')
+  })
 }
 
 async function serverText (node, room) {
@@ -265,15 +273,19 @@ test('fencing: an owner paused past its lease commits and broadcasts nothing aft
     A.proc.kill('SIGSTOP')
     stopped = true
     const pausedAt = Date.now()
+    // SIGSTOP takes effect once every thread of A was scheduled to stop; on a busy machine a
+    // thread may still run for a moment and legitimately commit a write sent meanwhile.
+    await waitFor(() => allThreadsStopped(A.proc.pid), { timeoutMs: 5000, what: 'A stopped' })
     for (let i = 0; i < 5; i++) aw.text.insert(aw.text.length, `[aw.paused.${i}]`)
     await sleep(TTL + 500)
+    const wroteAt = Date.now()
     for (let i = 0; i < 5; i++) bw.text.insert(bw.text.length, `[bw.after.${i}]`)
     await waitFor(() => markers(co.text.toString()).filter((m) => m.startsWith('[bw.after.')).length === 5,
       { timeoutMs: TTL + 6000, what: 'writes on B confirmed to an observer on C after the takeover' })
     const takeover = await owners([B, C], [room])
     assert.ok(takeover.has(room), `another node owns ${room} now`)
     const newOwner = nodes.find((n) => n.id === takeover.get(room))
-    console.log(`takeover from a paused owner: writes confirmed ${Date.now() - pausedAt} ms after SIGSTOP (TTL ${TTL} ms)`)
+    console.log(`takeover from a paused owner: writes made ${wroteAt - pausedAt} ms after SIGSTOP confirmed on another node ${Date.now() - wroteAt} ms later (TTL ${TTL} ms)`)
 
     A.proc.kill('SIGCONT')
     stopped = false
