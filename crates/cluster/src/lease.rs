@@ -189,6 +189,11 @@ impl Leases {
             .map(|e| (String::from_utf8_lossy(&e.value).into_owned(), e.revision)))
     }
 
+    /// How long a lease outlives its last renewal.
+    pub fn ttl(&self) -> Duration {
+        self.cfg.ttl
+    }
+
     /// The underlying bucket (tests overwrite keys through it to simulate a usurper).
     pub fn bucket(&self) -> &kv::Store {
         &self.kv

@@ -6,6 +6,9 @@
 //!   this node itself (its previous actor is still releasing, or it was fenced and the key has
 //!   not expired yet): wait for the lease to go and try again — never steal. Bounded by
 //!   `place_timeout`; then the room is unavailable and clients retry.
+//! - `owner_gone`: the holder a connection is forwarded to is re-read every TTL/3; once it is
+//!   another node, this node, nobody, or a node that stopped heartbeating, the forwarded
+//!   connection closes and its client is placed again.
 //! - The guard is the [`Lease`]: its fencing token, its own deadline check, and a release that
 //!   deletes the key only at our revision.
 //!
@@ -130,6 +133,27 @@ impl RoomPlacement for LeasePlacement {
             match holder {
                 Some((holder, _)) => self.live_other(room, &holder).await,
                 None => Ok(None),
+            }
+        })
+    }
+
+    fn owner_gone<'a>(&'a self, room: &'a str, owner: &'a RemoteOwner) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            // As often as the holder renews: a stalled owner is noticed within about a TTL
+            // of its last renewal, when its lease and its heartbeat run out.
+            let every = self.leases.ttl() / 3;
+            loop {
+                tokio::time::sleep(every).await;
+                match self.owner(room).await {
+                    Ok(Some(now)) if now.node_id == owner.node_id => {}
+                    Ok(now) => {
+                        debug!(room, from = %owner.node_id, to = ?now.map(|o| o.node_id), "room owner changed");
+                        return;
+                    }
+                    // NATS unreachable: the owner fences itself if it cannot renew, and closes
+                    // its sockets, which closes this connection; nothing to decide here.
+                    Err(e) => debug!(room, error = %e, "checking the room's owner failed"),
+                }
             }
         })
     }

@@ -153,46 +153,49 @@ impl NodeDirectory {
                 Err(e) => warn!(error = %e, "node registry: unreadable key"),
             }
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as i128);
         let mut nodes = Vec::new();
         for key in ids {
             let node_id = decode_room(&key).unwrap_or_else(|| key.clone());
-            let entry = self
-                .kv
-                .entry(&key)
-                .await
-                .map_err(|source| RegistryError::Entry {
-                    node_id: node_id.clone(),
-                    source,
-                })?;
-            let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
-                continue;
-            };
-            let beat: Beat =
-                serde_json::from_slice(&entry.value).map_err(|source| RegistryError::Decode {
-                    node_id: node_id.clone(),
-                    source,
-                })?;
-            let age = now - entry.created.unix_timestamp_nanos();
-            nodes.push(NodeInfo {
-                node_id,
-                url: beat.url,
-                alive: age < self.ttl.as_nanos() as i128,
-            });
+            if let Some(node) = self.read(&key, node_id).await? {
+                nodes.push(node);
+            }
         }
         nodes.sort_by(|a, b| a.node_id.cmp(&b.node_id));
         Ok(nodes)
     }
 
-    /// One node by id, if it is in the bucket.
+    /// One node by id, if it is in the bucket (one read: placement asks this per room).
     pub async fn node(&self, node_id: &str) -> Result<Option<NodeInfo>, RegistryError> {
-        Ok(self
-            .nodes()
-            .await?
-            .into_iter()
-            .find(|n| n.node_id == node_id))
+        self.read(&encode_room(node_id), node_id.to_owned()).await
+    }
+
+    /// The node under `key`, with whether its heartbeat is recent.
+    async fn read(&self, key: &str, node_id: String) -> Result<Option<NodeInfo>, RegistryError> {
+        let entry = self
+            .kv
+            .entry(key)
+            .await
+            .map_err(|source| RegistryError::Entry {
+                node_id: node_id.clone(),
+                source,
+            })?;
+        let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
+            return Ok(None);
+        };
+        let beat: Beat =
+            serde_json::from_slice(&entry.value).map_err(|source| RegistryError::Decode {
+                node_id: node_id.clone(),
+                source,
+            })?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i128);
+        let age = now - entry.created.unix_timestamp_nanos();
+        Ok(Some(NodeInfo {
+            node_id,
+            url: beat.url,
+            alive: age < self.ttl.as_nanos() as i128,
+        }))
     }
 }
 

@@ -350,6 +350,7 @@ impl Conn {
                 let limits = crate::forward::ws::ClientLimits {
                     ping_interval: self.rooms.deps().config.ping_interval,
                     shutdown: self.rooms.deps().cancel.clone(),
+                    placement: self.rooms.deps().config.placement.clone(),
                 };
                 let room = self.reader.policy.room().to_owned();
                 let handoff = self.handoff.take();

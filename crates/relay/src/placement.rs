@@ -126,6 +126,15 @@ pub trait RoomPlacement: Send + Sync + Debug {
         &'a self,
         room: &'a str,
     ) -> BoxFuture<'a, Result<Option<RemoteOwner>, PlacementError>>;
+
+    /// Resolves once `owner` is no longer the room's live owner (its lease expired or moved,
+    /// or the node stopped heartbeating). A connection forwarded to `owner` then closes, so its
+    /// client is placed again: a paused or partitioned owner keeps its TCP connections open
+    /// and would otherwise hold its forwarded clients forever. Never resolves by default.
+    fn owner_gone<'a>(&'a self, room: &'a str, owner: &'a RemoteOwner) -> BoxFuture<'a, ()> {
+        let _ = (room, owner);
+        Box::pin(std::future::pending())
+    }
 }
 
 /// Every room on this node, never fenced: the embedded single-node mode.

@@ -718,3 +718,55 @@ async fn stopping_a_forwarding_node_closes_its_forwarded_clients() {
     send_acked(&mut on_a, &Writer::new(17), "a goes on;").await;
     a.stop().await;
 }
+
+#[tokio::test]
+async fn owner_gone_fires_once_the_owner_stops_renewing_its_lease() {
+    use weaver_relay::{Placement, RoomPlacement};
+    let cluster = Cluster::new();
+    let placement = |id: &'static str| {
+        let cluster = &cluster;
+        async move {
+            let client = weaver_cluster::connect(&cluster.nats.url(), id)
+                .await
+                .unwrap();
+            let js = weaver_cluster::jetstream(client, Duration::from_secs(2));
+            let leases = Leases::open(&js, cluster.leases.clone()).await.unwrap();
+            let registry =
+                NodeRegistry::start(&js, cluster.nodes.clone(), id, "http://127.0.0.1:9")
+                    .await
+                    .unwrap();
+            let placement = LeasePlacement::new(leases, registry.directory(), id, 3 * TTL);
+            (placement, registry)
+        }
+    };
+    let (a, _a_registry) = placement("a").await;
+    let (b, _b_registry) = placement("b").await;
+    let room = unique("gone");
+    let Placement::Local(guard) = a.place(&room).await.unwrap() else {
+        panic!("A takes a free room");
+    };
+    let owner = b
+        .owner(&room)
+        .await
+        .unwrap()
+        .expect("A owns the room, seen from B");
+    assert_eq!(owner.node_id, "a");
+    // A renews: its forwarded connections stay.
+    assert!(
+        tokio::time::timeout(2 * TTL, b.owner_gone(&room, &owner))
+            .await
+            .is_err(),
+        "A still owns the room"
+    );
+    // A stalls (its lease is no longer renewed, as in a paused process; its heartbeat goes on):
+    // B notices once the lease has run out.
+    let stalled = tokio::time::Instant::now();
+    drop(guard);
+    tokio::time::timeout(TTL + TTL, b.owner_gone(&room, &owner))
+        .await
+        .expect("B sees the room's owner go");
+    assert!(
+        stalled.elapsed() >= TTL / 2,
+        "not before the lease could expire"
+    );
+}

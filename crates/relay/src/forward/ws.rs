@@ -1,11 +1,12 @@
 //! A client's WebSocket for a room owned by another node: one WebSocket to the owner
-//! (`ws://<owner>/<room>?<same query>`, same `Authorization`: the owner checks the token too), frames piped both
-//! ways in order. Buffers are bounded by the sockets themselves: a direction waits for its
-//! destination, so a slow client makes the owner close this connection as a slow consumer,
-//! as it would close the client. Either side closing, or the owner connection failing, closes
-//! the client's socket: the owner's close code is passed through, 1013 when the owner cannot
-//! be reached, 1012 when its connection breaks; y-websocket then reconnects and resyncs, and
-//! the room is placed again.
+//! (`ws://<owner>/<room>?<same query>`, same `Authorization`: the owner checks the token too),
+//! frames piped both ways in order. Buffers are bounded by the sockets themselves: a direction
+//! waits for its destination, so a slow client makes the owner close this connection as a slow
+//! consumer, as it would close the client. Either side closing, or the owner connection
+//! failing, closes the client's socket: the owner's close code is passed through, 1013 when the
+//! owner cannot be reached, 1012 when its connection breaks or the owner stops being the room's
+//! owner (`RoomPlacement::owner_gone`: a paused or partitioned owner keeps its TCP connections
+//! open); y-websocket then reconnects and resyncs, and the room is placed again.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -31,6 +32,8 @@ pub(crate) struct ClientLimits {
     /// The relay's shutdown: a forwarded connection belongs to no room here that would close
     /// it, so it watches the token itself.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Tells when the owner is no longer the room's owner (`RoomPlacement::owner_gone`).
+    pub placement: std::sync::Arc<dyn crate::RoomPlacement>,
 }
 
 /// What the owner must see of the client's upgrade request: its query (`?token=` and the
@@ -178,6 +181,10 @@ pub(crate) async fn pipe(
         r = from_owner => r,
         () = limits.shutdown.cancelled() => {
             Some((close_code::SHUTDOWN, "server shutting down".to_owned()))
+        }
+        () = limits.placement.owner_gone(room, owner) => {
+            info!(owner = %owner.node_id, "the room's owner changed; closing the forwarded connection");
+            Some((close_code::SHUTDOWN, "room moved to another node".to_owned()))
         }
     };
     drop((down_tx, down_rx));

@@ -279,7 +279,10 @@ pub(crate) async fn run(
 impl Room {
     /// Handles one command. Returns true when the room was deleted and must stop.
     pub(super) async fn handle(&mut self, cmd: RoomCmd) -> bool {
-        if self.fenced {
+        // Not even a sync reply or an awareness relay once the lease is gone: a paused owner
+        // that wakes up past its lease must not show its clients anything (the actor then
+        // stops and closes them with 1012).
+        if !self.owns() {
             // Callers retry; the room is placed again, possibly on another node.
             cmd.bounce(|| RelayError::Unavailable(self.name.to_string()));
             return false;
