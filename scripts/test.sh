@@ -28,10 +28,11 @@ export WEAVER_NATS_SERVER
 step "cargo test"
 cargo test --workspace --locked
 
-step "Web demo: Debian chromium for the browser tests; web-demo/dist matches its sources"
+step "Debian packages the JS tests use (chromium, shellcheck, python3-yaml); web-demo/dist matches its sources"
 # playwright-core drives the system chromium: downloading a browser does not work here.
-if [ ! -x /usr/bin/chromium ]; then
-  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+# shellcheck and python3-yaml check the deployment kit (tests/js/deploy.test.mjs).
+if [ ! -x /usr/bin/chromium ] || ! command -v shellcheck >/dev/null || ! python3 -c 'import yaml' 2>/dev/null; then
+  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium shellcheck python3-yaml
 fi
 # dist/ is committed (weaver embeds it; see web-demo/README.md): a rebuild must be byte-identical.
 demo_build=$(mktemp -d)
