@@ -10,6 +10,7 @@
 //! [`LeasePlacement`] implements over leases. README.md states the rules: seq mapping, chunking,
 //! fencing.
 
+mod claims;
 mod connect;
 mod error;
 mod lane;
@@ -25,6 +26,7 @@ pub mod testing;
 
 /// The NATS connection [`connect`] returns, for callers that hold one without naming async-nats.
 pub use async_nats::Client as NatsClient;
+pub use claims::Claims;
 pub use connect::{connect, jetstream};
 pub use error::{ConnectError, LeaseError, LogError, RegistryError, TakenOver};
 pub use lease::{Lease, LeaseConfig, Leases};
@@ -32,5 +34,5 @@ pub use names::{decode_room, encode_room, stream_index};
 pub use placement::LeasePlacement;
 pub use record::{DecodeError, TooLarge};
 pub use registry::{NodeDirectory, NodeInfo, NodeRegistry, RegistryConfig};
-pub use room_log::{RoomLog, RoomLogConfig, RoomSeq, StoredRoom};
+pub use room_log::{RoomLog, RoomLogConfig, RoomSeq, StoredRoom, TakeoverId};
 pub use room_store::JetStreamRoomStore;
