@@ -3,12 +3,13 @@
 //! leases that give every room one owner, and the registry of live nodes.
 //!
 //! Owns: the layout of rooms on JetStream streams and subjects, the record and chunk encoding,
-//! the mapping of room seqs, fenced appends and compactions, lease acquisition, renewal and
-//! self-fencing, node heartbeats. Must not know: sockets, HTTP, yrs (updates and snapshots are
+//! the mapping of room seqs, fenced appends, takeovers and compactions, lease acquisition,
+//! renewal and self-fencing (with [`Claims`], the epochs the store's takeovers carry), node
+//! heartbeats. Must not know: sockets, HTTP, yrs (updates and snapshots are
 //! opaque bytes), the bridge, the relay beyond its seams: `weaver_relay::RoomStore`, which
 //! [`JetStreamRoomStore`] implements over [`RoomLog`], and `weaver_relay::RoomPlacement`, which
 //! [`LeasePlacement`] implements over leases. README.md states the rules: seq mapping, chunking,
-//! fencing.
+//! fencing, takeovers.
 
 mod claims;
 mod connect;
