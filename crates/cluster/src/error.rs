@@ -21,6 +21,14 @@ pub enum LogError {
         "room {room:?}: another writer appended after subject sequence {expected}; this writer is fenced"
     )]
     Fenced { room: String, expected: u64 },
+    /// Another node took the room over since this one did (a newer lease epoch in the log, or
+    /// a takeover that is not this node's when it re-reads the room): this node is fenced.
+    #[error("room {room:?}: another node took the room over since this one did; it is fenced")]
+    Superseded { room: String },
+    /// Loading the room to own it: its takeover record was refused every time (someone kept
+    /// appending between the read and the record).
+    #[error("room {room:?}: takeover refused {attempts} times; another writer keeps appending")]
+    TakeoverRefused { room: String, attempts: u32 },
     /// The room was not loaded through this log, or an earlier failed write left its tip
     /// unknown: appending blindly could interleave with another writer's history.
     #[error("room {room:?} must be loaded (again) before it is written")]
@@ -95,7 +103,12 @@ pub enum LogError {
 impl LogError {
     /// True when another writer owns the room now (see [`LogError::Fenced`]).
     pub fn is_fenced(&self) -> bool {
-        matches!(self, LogError::Fenced { .. })
+        matches!(
+            self,
+            LogError::Fenced { .. }
+                | LogError::Superseded { .. }
+                | LogError::TakeoverRefused { .. }
+        )
     }
 }
 

@@ -6,6 +6,10 @@
 //! race its own append, so a `WrongLastSequence` always means another writer. Rooms are
 //! independent, so lanes of different rooms run concurrently (fsyncs batch per stream).
 //! Deliberately not here: which rooms exist, streams set-up, listing (`room_log.rs`).
+//!
+//! Takeover. A load to own the room ends with a takeover record written right after the tip
+//! it read (fenced like any write): from then on an append of a stale owner, which expects
+//! that tip or an earlier one, is refused even if the new owner has appended nothing yet.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,16 +29,40 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::error::LogError;
-use crate::record::Record;
+use crate::record::{Record, Takeover};
 use crate::room_log::{Shared, StoredRoom};
 
 /// Depth of a lane's queue; callers wait when it is full.
 const LANE_QUEUE: usize = 64;
 
+/// How often a load to own a room reads it again when its takeover record was refused.
+const TAKEOVER_ATTEMPTS: u32 = 5;
+
+/// What a load is for.
+#[derive(Debug)]
+pub(crate) enum LoadMode {
+    /// Read only (listings, tests): nothing is written.
+    Read,
+    /// Owning the room from now on: write a takeover record after the tip read.
+    TakeOver(Claim),
+    /// Re-reading a room this node took over (its tip was lost): refused with
+    /// [`LogError::Superseded`] unless this takeover (by token) is still the latest.
+    Resume { token: [u8; 16] },
+}
+
+/// Who takes a room over: written into its takeover record.
+#[derive(Debug, Clone)]
+pub(crate) struct Claim {
+    pub epoch: u64,
+    pub node: Arc<str>,
+    pub token: [u8; 16],
+}
+
 /// An operation on one room, with where its answer goes.
 #[derive(Debug)]
 pub(crate) enum LaneOp {
     Load {
+        mode: LoadMode,
         reply: oneshot::Sender<Result<StoredRoom, LogError>>,
     },
     Append {
@@ -117,8 +145,8 @@ impl Lane {
                 },
             };
             match op {
-                LaneOp::Load { reply } => {
-                    let r = self.load().await;
+                LaneOp::Load { mode, reply } => {
+                    let r = self.load(mode).await;
                     let _ = reply.send(r);
                 }
                 LaneOp::Append {
@@ -149,12 +177,74 @@ impl Lane {
         self.room.to_string()
     }
 
-    async fn load(&mut self) -> Result<StoredRoom, LogError> {
+    async fn load(&mut self, mode: LoadMode) -> Result<StoredRoom, LogError> {
+        match mode {
+            LoadMode::Read => Ok(self.read_room().await?.0),
+            LoadMode::TakeOver(claim) => self.take_over(&claim).await,
+            LoadMode::Resume { token } => {
+                let (room, latest) = self.read_room().await?;
+                if latest.is_some_and(|t| t.token == token) {
+                    Ok(room)
+                } else {
+                    self.known = None;
+                    Err(LogError::Superseded { room: self.room() })
+                }
+            }
+        }
+    }
+
+    /// Reads the room, then writes a takeover record right after the tip it read. Refused
+    /// (someone appended in between): reads again, a few times. A takeover in the log with a
+    /// newer lease epoch than the claim's means this node's lease is stale: refused.
+    async fn take_over(&mut self, claim: &Claim) -> Result<StoredRoom, LogError> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let (room, latest) = self.read_room().await?;
+            if claim.epoch != 0 && latest.is_some_and(|t| t.epoch > claim.epoch) {
+                self.known = None;
+                return Err(LogError::Superseded { room: self.room() });
+            }
+            let Some(mut known) = self.known.take() else {
+                return Err(LogError::NotLoaded { room: self.room() });
+            };
+            let record = Record::Takeover(Takeover {
+                last_seq: known.last_seq,
+                stored: room.snapshot.is_some() || !room.tail.is_empty(),
+                epoch: claim.epoch,
+                token: claim.token,
+                node: claim.node.to_string(),
+            });
+            let msg_id = uuid::Uuid::new_v4().to_string();
+            match self.write(&record, known.tip, &msg_id, false).await {
+                Ok((seq, _)) => {
+                    known.tip = seq;
+                    self.known = Some(known);
+                    return Ok(room);
+                }
+                Err(LogError::Fenced { .. }) if attempts < TAKEOVER_ATTEMPTS => {
+                    debug!(room = %self.room, attempts, "takeover refused; reading the room again");
+                }
+                Err(LogError::Fenced { .. }) => {
+                    return Err(LogError::TakeoverRefused {
+                        room: self.room(),
+                        attempts,
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reads the room from the subject's start up to its tip, learning the tip (`known`).
+    /// Returns the room and the latest takeover record on the subject.
+    async fn read_room(&mut self) -> Result<(StoredRoom, Option<Takeover>), LogError> {
         self.known = None;
         let Some(tip) = self.tip().await? else {
             self.known = Some(Known::default());
-            return Ok(StoredRoom::default());
+            return Ok((StoredRoom::default(), None));
         };
+        let mut latest = None;
         let mut known = Known {
             tip,
             ..Known::default()
@@ -196,6 +286,8 @@ impl Lane {
                         tail: Vec::new(),
                     };
                 }
+                // Takes no seqs and holds no updates: only who owns the room since.
+                Record::Takeover(t) => latest = Some(t),
                 Record::Chunked { .. } => {
                     return Err(LogError::Corrupt {
                         room: self.room(),
@@ -206,7 +298,7 @@ impl Lane {
             }
         }
         self.known = Some(known);
-        Ok(room)
+        Ok((room, latest))
     }
 
     async fn append(&mut self, updates: Vec<Bytes>, msg_id: &str) -> Result<u64, LogError> {
@@ -278,7 +370,7 @@ impl Lane {
                     Record::Snapshot { tail: t, .. } => {
                         tail.extend(t.into_iter().filter(|(s, _)| *s > upto_seq));
                     }
-                    Record::Tombstone { .. } | Record::Chunked { .. } => {}
+                    Record::Tombstone { .. } | Record::Chunked { .. } | Record::Takeover(_) => {}
                 }
             }
         }
@@ -315,7 +407,11 @@ impl Lane {
                 return Ok(());
             };
             let (tip_seq, record) = tip;
-            if matches!(record, Record::Tombstone { .. }) {
+            // Nothing stored (deleted already, or only taken over since): nothing to delete.
+            if matches!(
+                record,
+                Record::Tombstone { .. } | Record::Takeover(Takeover { stored: false, .. })
+            ) {
                 return Ok(());
             }
             // Seqs are never reused: the tombstone keeps the last one, and a re-created room

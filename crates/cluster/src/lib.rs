@@ -3,13 +3,15 @@
 //! leases that give every room one owner, and the registry of live nodes.
 //!
 //! Owns: the layout of rooms on JetStream streams and subjects, the record and chunk encoding,
-//! the mapping of room seqs, fenced appends and compactions, lease acquisition, renewal and
-//! self-fencing, node heartbeats. Must not know: sockets, HTTP, yrs (updates and snapshots are
+//! the mapping of room seqs, fenced appends, takeovers and compactions, lease acquisition,
+//! renewal and self-fencing (with [`Claims`], the epochs the store's takeovers carry), node
+//! heartbeats. Must not know: sockets, HTTP, yrs (updates and snapshots are
 //! opaque bytes), the bridge, the relay beyond its seams: `weaver_relay::RoomStore`, which
 //! [`JetStreamRoomStore`] implements over [`RoomLog`], and `weaver_relay::RoomPlacement`, which
 //! [`LeasePlacement`] implements over leases. README.md states the rules: seq mapping, chunking,
-//! fencing.
+//! fencing, takeovers.
 
+mod claims;
 mod connect;
 mod error;
 mod lane;
@@ -25,6 +27,7 @@ pub mod testing;
 
 /// The NATS connection [`connect`] returns, for callers that hold one without naming async-nats.
 pub use async_nats::Client as NatsClient;
+pub use claims::Claims;
 pub use connect::{connect, jetstream};
 pub use error::{ConnectError, LeaseError, LogError, RegistryError, TakenOver};
 pub use lease::{Lease, LeaseConfig, Leases};
@@ -32,5 +35,5 @@ pub use names::{decode_room, encode_room, stream_index};
 pub use placement::LeasePlacement;
 pub use record::{DecodeError, TooLarge};
 pub use registry::{NodeDirectory, NodeInfo, NodeRegistry, RegistryConfig};
-pub use room_log::{RoomLog, RoomLogConfig, RoomSeq, StoredRoom};
+pub use room_log::{RoomLog, RoomLogConfig, RoomSeq, StoredRoom, TakeoverId};
 pub use room_store::JetStreamRoomStore;

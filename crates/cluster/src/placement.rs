@@ -10,7 +10,8 @@
 //!   another node, this node, nobody, or a node that stopped heartbeating, the forwarded
 //!   connection closes and its client is placed again.
 //! - The guard is the [`Lease`]: its fencing token, its own deadline check, and a release that
-//!   deletes the key only at our revision.
+//!   deletes the key only at our revision. While held, the lease's epoch is in [`Claims`] (if
+//!   given), where the room store finds it for the room's takeover record.
 //!
 //! Depends on weaver-relay for the trait only. Must not know: room actors, sockets.
 
@@ -22,6 +23,7 @@ use tracing::{debug, warn};
 use weaver_relay::placement::{BoxFuture, PlacementEngineError};
 use weaver_relay::{OwnerGuard, Ownership, Placement, PlacementError, RemoteOwner, RoomPlacement};
 
+use crate::claims::Claims;
 use crate::error::LeaseError;
 use crate::lease::{Lease, Leases};
 use crate::registry::NodeDirectory;
@@ -37,6 +39,8 @@ pub struct LeasePlacement {
     node_id: Arc<str>,
     /// Longest `place` waits for a lease held by a dead node (or by this one) to go.
     place_timeout: Duration,
+    /// Where held leases' epochs are published for the room store.
+    claims: Option<Claims>,
 }
 
 impl LeasePlacement {
@@ -53,7 +57,15 @@ impl LeasePlacement {
             nodes,
             node_id: Arc::from(node_id),
             place_timeout,
+            claims: None,
         }
+    }
+
+    /// Publishes every lease this placement holds (room, epoch) in `claims`, from acquire to
+    /// release: share them with the room store (`JetStreamRoomStore::with_claims`).
+    pub fn with_claims(mut self, claims: Claims) -> Self {
+        self.claims = Some(claims);
+        self
     }
 
     async fn place_room(&self, room: &str) -> Result<Placement, PlacementError> {
@@ -61,9 +73,15 @@ impl LeasePlacement {
         loop {
             match self.leases.acquire(room, &self.node_id).await {
                 Ok(lease) => {
-                    return Ok(Placement::Local(OwnerGuard::new(Box::new(LeaseOwnership(
-                        lease,
-                    )))));
+                    if let Some(claims) = &self.claims {
+                        claims.hold(room, lease.epoch());
+                    }
+                    return Ok(Placement::Local(OwnerGuard::new(Box::new(
+                        LeaseOwnership {
+                            lease,
+                            claims: self.claims.clone(),
+                        },
+                    ))));
                 }
                 Err(LeaseError::Held { holder, .. }) => {
                     if let Some(owner) = self.live_other(room, &holder).await? {
@@ -161,21 +179,28 @@ impl RoomPlacement for LeasePlacement {
 
 /// A held lease as the relay's room ownership.
 #[derive(Debug)]
-struct LeaseOwnership(Lease);
+struct LeaseOwnership {
+    lease: Lease,
+    claims: Option<Claims>,
+}
 
 impl Ownership for LeaseOwnership {
     fn fenced(&self) -> CancellationToken {
-        self.0.fenced()
+        self.lease.fenced()
     }
 
     fn check(&self) -> bool {
-        self.0.check().is_ok()
+        self.lease.check().is_ok()
     }
 
     fn release(self: Box<Self>) -> BoxFuture<'static, ()> {
         Box::pin(async move {
-            let room = self.0.room().to_owned();
-            if let Err(e) = self.0.release().await {
+            let LeaseOwnership { lease, claims } = *self;
+            let room = lease.room().to_owned();
+            if let Some(claims) = &claims {
+                claims.release(&room, lease.epoch());
+            }
+            if let Err(e) = lease.release().await {
                 // The key expires on its own after the TTL.
                 warn!(room, error = %e, "releasing the room's lease failed");
             }

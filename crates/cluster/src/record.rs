@@ -8,7 +8,11 @@
 //!   subject's history would otherwise erase;
 //! - `3` tombstone: `last_seq u64`;
 //! - `4` chunked: `last_seq u64, len u64, n u32, n × stream_seq u64`: the record's encoding
-//!   split over `n` messages on the room's chunk subject, at these stream sequences.
+//!   split over `n` messages on the room's chunk subject, at these stream sequences;
+//! - `5` takeover: `last_seq u64, stored u8, epoch u64, token [16], len u32, node (UTF-8)`:
+//!   the fencing marker a node writes when it loads a room to own it (no updates, no seqs;
+//!   `stored` = the room had content then, for listings). Data written before this kind
+//!   existed never contains it, so old logs read unchanged.
 //!
 //! Owns only the encoding; what the records mean for a room is `room_log.rs`'s.
 
@@ -19,6 +23,7 @@ const TAG_UPDATES: u8 = 1;
 const TAG_SNAPSHOT: u8 = 2;
 const TAG_TOMBSTONE: u8 = 3;
 const TAG_CHUNKED: u8 = 4;
+const TAG_TAKEOVER: u8 = 5;
 
 /// One decoded room-subject message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +45,24 @@ pub(crate) enum Record {
         len: u64,
         chunks: Vec<u64>,
     },
+    Takeover(Takeover),
+}
+
+/// A node's claim on a room, written before it serves the room: every write that expected an
+/// earlier subject sequence (a stale owner's) is refused from then on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Takeover {
+    /// The room's last seq when taken over (takeovers take no seqs of their own).
+    pub last_seq: u64,
+    /// Whether the room had content (false: never stored, or deleted), for listings.
+    pub stored: bool,
+    /// The taker's lease epoch (0 without a lease, e.g. a bare store in tests).
+    pub epoch: u64,
+    /// Identifies this takeover: the taker checks it is still the latest one when it has to
+    /// re-read the room's tip.
+    pub token: [u8; 16],
+    /// The taker's node id (diagnostics).
+    pub node: String,
 }
 
 /// Why a message does not decode (the caller names room and sequence).
@@ -69,7 +92,9 @@ impl Record {
             Record::Snapshot {
                 snapshot_seq, tail, ..
             } => tail.last().map_or(*snapshot_seq, |(s, _)| *s),
-            Record::Tombstone { last_seq } | Record::Chunked { last_seq, .. } => *last_seq,
+            Record::Tombstone { last_seq }
+            | Record::Chunked { last_seq, .. }
+            | Record::Takeover(Takeover { last_seq, .. }) => *last_seq,
         }
     }
 
@@ -119,6 +144,15 @@ impl Record {
                     b.put_u64_le(*c);
                 }
             }
+            Record::Takeover(t) => {
+                b.put_u8(TAG_TAKEOVER);
+                b.put_u64_le(t.last_seq);
+                b.put_u8(u8::from(t.stored));
+                b.put_u64_le(t.epoch);
+                b.put_slice(&t.token);
+                put_len(&mut b, t.node.len())?;
+                b.put_slice(t.node.as_bytes());
+            }
         }
         Ok(b.freeze())
     }
@@ -167,6 +201,26 @@ impl Record {
                     len,
                     chunks,
                 }
+            }
+            TAG_TAKEOVER => {
+                let last_seq = r.u64()?;
+                let stored = match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(DecodeError("takeover flag is neither 0 nor 1")),
+                };
+                let epoch = r.u64()?;
+                let mut token = [0u8; 16];
+                token.copy_from_slice(&r.take(16)?);
+                let node = String::from_utf8(r.blob()?.to_vec())
+                    .map_err(|_| DecodeError("takeover node id is not UTF-8"))?;
+                Record::Takeover(Takeover {
+                    last_seq,
+                    stored,
+                    epoch,
+                    token,
+                    node,
+                })
             }
             _ => return Err(DecodeError("unknown record tag")),
         };
@@ -244,6 +298,13 @@ mod tests {
                 len: 3_000_000,
                 chunks: vec![1, 4, 9],
             },
+            Record::Takeover(Takeover {
+                last_seq: 12,
+                stored: true,
+                epoch: 77,
+                token: [3; 16],
+                node: "n-é".to_owned(),
+            }),
         ] {
             let bytes = r.encode().unwrap();
             assert_eq!(Record::decode(&bytes).unwrap(), r);
@@ -265,6 +326,7 @@ mod tests {
             &[9][..],
             &[1, 1, 0][..],
             &[1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 255, 255][..],
+            &[1, 5, 0, 0, 0, 0, 0, 0, 0, 0, 2][..],
         ] {
             assert!(Record::decode(&Bytes::copy_from_slice(bytes)).is_err());
         }

@@ -25,6 +25,11 @@
 //! split over chunk messages first and the fenced message is a small manifest naming them,
 //! so a crash between the two leaves only unreferenced chunks.
 //!
+//! Takeover. [`RoomLog::take_over`] is the load of a node about to own the room: after reading
+//! up to the tip it writes a takeover record (lease epoch, node id) fenced on that tip, so a
+//! stale owner's append still in flight is refused even before the new owner appends. Loads
+//! skip takeover records and they take no seqs; a compaction's rollup drops old ones.
+//!
 //! Must not know: sockets, yrs (updates and snapshots are opaque bytes), the bridge, leases.
 
 use std::collections::HashMap;
@@ -42,7 +47,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::LogError;
-use crate::lane::{self, LaneOp};
+use crate::lane::{self, Claim, LaneOp, LoadMode};
 use crate::names::{decode_room, encode_room, stream_index};
 use crate::record::Record;
 
@@ -92,6 +97,11 @@ pub struct RoomSeq {
     pub name: String,
     pub last_seq: u64,
 }
+
+/// Names one takeover of a room ([`RoomLog::take_over`]), so the taker can check later that
+/// nobody took the room over since ([`RoomLog::resume`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TakeoverId([u8; 16]);
 
 /// What every lane shares.
 #[derive(Debug)]
@@ -185,8 +195,46 @@ impl RoomLog {
     /// Reads the room's latest snapshot and every record after it (an ordered consumer from
     /// the subject's start, which a rollup made the snapshot), before returning: what an owner
     /// needs before its first sync reply. Also where this node learns the subject's tip.
+    /// Writes nothing: a reader's load, or a test's.
     pub async fn load(&self, room: Arc<str>) -> Result<StoredRoom, LogError> {
-        self.call(room, |reply| LaneOp::Load { reply }).await
+        self.call(room, |reply| LaneOp::Load {
+            mode: LoadMode::Read,
+            reply,
+        })
+        .await
+    }
+
+    /// The load of a node about to own the room: [`RoomLog::load`], then a takeover record
+    /// (carrying `epoch`, the taker's lease epoch, 0 without one, and `node`) fenced on the tip
+    /// read, so every write that expected an earlier tip is refused from now on. Refused
+    /// because someone appended in between: read again, up to 5 times, then
+    /// [`LogError::TakeoverRefused`]. [`LogError::Superseded`] when the log already holds a
+    /// takeover with a newer epoch (this node's lease is stale).
+    pub async fn take_over(
+        &self,
+        room: Arc<str>,
+        epoch: u64,
+        node: Arc<str>,
+    ) -> Result<(StoredRoom, TakeoverId), LogError> {
+        let token = *uuid::Uuid::new_v4().as_bytes();
+        let claim = Claim { epoch, node, token };
+        let stored = self
+            .call(room, |reply| LaneOp::Load {
+                mode: LoadMode::TakeOver(claim),
+                reply,
+            })
+            .await?;
+        Ok((stored, TakeoverId(token)))
+    }
+
+    /// Reads a room this node took over again (its tip was lost, e.g. after a failed write):
+    /// [`LogError::Superseded`] unless `id` is still the room's latest takeover.
+    pub async fn resume(&self, room: Arc<str>, id: TakeoverId) -> Result<StoredRoom, LogError> {
+        self.call(room, |reply| LaneOp::Load {
+            mode: LoadMode::Resume { token: id.0 },
+            reply,
+        })
+        .await
     }
 
     /// Appends updates in one durable record; returns the seq of the last one. The room must
@@ -268,6 +316,8 @@ impl RoomLog {
                 match stream.direct_get_last_for_subject(subject).await {
                     Ok(m) => match Record::decode(&m.payload) {
                         Ok(Record::Tombstone { .. }) => Ok(None),
+                        // Taken over, but never stored (or deleted): not a stored room.
+                        Ok(Record::Takeover(t)) if !t.stored => Ok(None),
                         Ok(record) => Ok(Some(RoomSeq {
                             name,
                             last_seq: record.last_seq(),

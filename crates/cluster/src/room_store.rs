@@ -13,6 +13,13 @@
 //! the one the actor knows, else the actor is fenced. Listings read rooms through a second
 //! log, so they never move the tip an owner's appends are fenced against.
 //!
+//! Takeover. `load` is what the relay calls on the node that owns the room (after placing it),
+//! so it loads through [`RoomLog::take_over`]: the takeover record it writes fences every
+//! stale owner's append at once. With [`Claims`] (cluster mode) the record carries this node's
+//! lease epoch, and a room this node holds no lease on (a change feed resuming on a node that
+//! does not own the room) is only read; without, every load takes over (epoch 0). A lost tip
+//! is re-read only if this node's takeover is still the room's latest one.
+//!
 //! Must not know: sockets, yrs, leases (which node may own a room is the placement's).
 
 use std::collections::HashMap;
@@ -24,8 +31,9 @@ use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt};
 use weaver_relay::store::{Detail, RoomStore, StoreError, StoredRoom, StoredRoomInfo};
 
+use crate::claims::Claims;
 use crate::error::{LogError, TakenOver};
-use crate::room_log::{self, RoomLog, RoomLogConfig};
+use crate::room_log::{self, RoomLog, RoomLogConfig, TakeoverId};
 
 /// Rooms whose stats one listing reads at once.
 const LIST_READS_IN_FLIGHT: usize = 8;
@@ -37,9 +45,20 @@ pub struct JetStreamRoomStore {
     log: RoomLog,
     /// Reads for listings (its own lanes, forgotten after each read).
     reader: RoomLog,
-    /// Last seq known to the actor of each loaded room. Locked only to read or write an entry.
-    known: Mutex<HashMap<Arc<str>, u64>>,
+    /// What the actor of each loaded room knows. Locked only to read or write an entry.
+    known: Mutex<HashMap<Arc<str>, Known>>,
+    /// The leases this node holds (cluster mode); `None`: every load takes over, at epoch 0.
+    claims: Option<Claims>,
     stopped: AtomicBool,
+}
+
+/// What a room's actor knows of the room.
+#[derive(Debug, Clone, Copy)]
+struct Known {
+    /// The room's last seq.
+    seq: u64,
+    /// This node's takeover of the room, if its load wrote one.
+    takeover: Option<TakeoverId>,
 }
 
 impl JetStreamRoomStore {
@@ -54,8 +73,16 @@ impl JetStreamRoomStore {
             log,
             reader,
             known: Mutex::new(HashMap::new()),
+            claims: None,
             stopped: AtomicBool::new(false),
         })
+    }
+
+    /// Takes rooms over with the lease epochs in `claims` (shared with `LeasePlacement`), and
+    /// only rooms this node holds a lease on.
+    pub fn with_claims(mut self, claims: Claims) -> Self {
+        self.claims = Some(claims);
+        self
     }
 
     /// The room log underneath (tests, diagnostics).
@@ -63,14 +90,46 @@ impl JetStreamRoomStore {
         &self.log
     }
 
-    fn known(&self, room: &str) -> Option<u64> {
+    fn known(&self, room: &str) -> Option<Known> {
         self.known.lock().ok().and_then(|k| k.get(room).copied())
     }
 
+    /// The room's last seq as its actor knows it now (its takeover stays).
     fn set_known(&self, room: &Arc<str>, seq: u64) {
         if let Ok(mut k) = self.known.lock() {
-            k.insert(room.clone(), seq);
+            k.entry(room.clone())
+                .and_modify(|known| known.seq = seq)
+                .or_insert(Known {
+                    seq,
+                    takeover: None,
+                });
         }
+    }
+
+    fn set_taken_over(&self, room: &Arc<str>, seq: u64, takeover: TakeoverId) {
+        if let Ok(mut k) = self.known.lock() {
+            k.insert(
+                room.clone(),
+                Known {
+                    seq,
+                    takeover: Some(takeover),
+                },
+            );
+        }
+    }
+
+    /// Loads the room to own it: reads it and writes a takeover record (see the module doc).
+    async fn take_over(&self, room: &Arc<str>) -> Result<room_log::StoredRoom, LogError> {
+        let (epoch, node) = match &self.claims {
+            None => (0, Arc::from("")),
+            Some(claims) => match claims.epoch(room) {
+                Some(epoch) => (epoch, claims.node_id()),
+                None => return self.log.load(room.clone()).await,
+            },
+        };
+        let (stored, takeover) = self.log.take_over(room.clone(), epoch, node).await?;
+        self.set_taken_over(room, last_seq(&stored), takeover);
+        Ok(stored)
     }
 
     fn drop_known(&self, room: &str) {
@@ -80,18 +139,29 @@ impl JetStreamRoomStore {
     }
 
     async fn load_room(&self, room: Arc<str>) -> Result<StoredRoom, StoreError> {
-        let stored = self.log.load(room.clone()).await.map_err(read_error)?;
+        let stored = self.take_over(&room).await.map_err(|e| {
+            if e.is_fenced() {
+                StoreError::Fenced(Box::new(e))
+            } else {
+                read_error(e)
+            }
+        })?;
         self.set_known(&room, last_seq(&stored));
         Ok(relay_room(stored))
     }
 
     /// Called when the log lost the room's tip: reads it again and goes on only if nobody
-    /// wrote since what the actor knows.
+    /// wrote since what the actor knows (no seq it does not know, no takeover but its own).
+    /// A room written before any load is taken over first.
     async fn reread_tip(&self, room: &Arc<str>) -> Result<(), StoreError> {
         let before = self.known(room);
-        let stored = self.log.load(room.clone()).await.map_err(write_error)?;
+        let stored = match before.and_then(|k| k.takeover) {
+            Some(takeover) => self.log.resume(room.clone(), takeover).await,
+            None => self.take_over(room).await,
+        }
+        .map_err(write_error)?;
         let found = last_seq(&stored);
-        match before {
+        match before.map(|k| k.seq) {
             Some(known) if known != found => Err(StoreError::Fenced(Box::new(TakenOver {
                 room: room.to_string(),
                 known,
@@ -300,7 +370,7 @@ fn read_error(e: LogError) -> StoreError {
 fn write_error(e: LogError) -> StoreError {
     match e {
         LogError::Stopped => StoreError::Stopped,
-        LogError::Fenced { .. } => StoreError::Fenced(Box::new(e)),
+        e if e.is_fenced() => StoreError::Fenced(Box::new(e)),
         LogError::CompactionRefused { room, reason, .. } => StoreError::CompactionRefused {
             room,
             reason: reason.to_owned(),

@@ -16,7 +16,7 @@ use axum::routing::get;
 use serde_json::json;
 use tracing::{info, warn};
 use weaver_cluster::{
-    JetStreamRoomStore, LeaseConfig, LeasePlacement, Leases, NodeRegistry, RegistryConfig,
+    Claims, JetStreamRoomStore, LeaseConfig, LeasePlacement, Leases, NodeRegistry, RegistryConfig,
     RoomLogConfig,
 };
 use weaver_relay::RelayHandle;
@@ -127,6 +127,8 @@ impl ClusterPlan {
         let client = weaver_cluster::connect(&self.url, &format!("weaver-{}", self.node_id))
             .await
             .context("cluster mode")?;
+        // The leases the placement holds, whose epochs the store writes into takeover records.
+        let claims = Claims::new(&self.node_id);
         let store = JetStreamRoomStore::open(
             client.clone(),
             RoomLogConfig {
@@ -135,8 +137,16 @@ impl ClusterPlan {
             },
         )
         .await
-        .context("opening the room streams on JetStream")?;
-        Ok((Joining { plan: self, client }, Arc::new(store)))
+        .context("opening the room streams on JetStream")?
+        .with_claims(claims.clone());
+        Ok((
+            Joining {
+                plan: self,
+                client,
+                claims,
+            },
+            Arc::new(store),
+        ))
     }
 }
 
@@ -145,6 +155,7 @@ impl ClusterPlan {
 pub struct Joining {
     plan: ClusterPlan,
     client: weaver_cluster::NatsClient,
+    claims: Claims,
 }
 
 impl Joining {
@@ -181,12 +192,10 @@ impl Joining {
         .await
         .context("opening the room lease bucket")?;
         // Long enough to outwait the lease of an owner that died (TTL), with room to spare.
-        let placement = Arc::new(LeasePlacement::new(
-            leases,
-            registry.directory(),
-            &plan.node_id,
-            plan.ttl * 3,
-        ));
+        let placement = Arc::new(
+            LeasePlacement::new(leases, registry.directory(), &plan.node_id, plan.ttl * 3)
+                .with_claims(self.claims),
+        );
         info!(node_id = %plan.node_id, nats = %plan.url, %url, "cluster node started");
         Ok(Node {
             node_id: plan.node_id,

@@ -68,3 +68,48 @@ async fn bench_durable_appends() {
         log.stop().await;
     }
 }
+
+/// What the takeover record costs a room load: per room (10 records each), a read-only load
+/// and a load to own it (read + the fenced takeover append), 200 rooms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run by hand"]
+async fn bench_takeover_cost() {
+    let server = NatsServer::start();
+    let update = Bytes::from(vec![7u8; 100]);
+    let log = log_with(&server, 8).await;
+    let rooms: Vec<Arc<str>> = (0..200)
+        .map(|i| Arc::from(format!("takeover-{i}")))
+        .collect();
+    for r in &rooms {
+        log.load(r.clone()).await.unwrap();
+        for _ in 0..10 {
+            log.append(r.clone(), vec![update.clone()]).await.unwrap();
+        }
+        log.forget(r);
+    }
+    let node: Arc<str> = Arc::from("bench");
+    let (mut read, mut owned) = (Vec::new(), Vec::new());
+    for r in &rooms {
+        let t = Instant::now();
+        log.load(r.clone()).await.unwrap();
+        read.push(t.elapsed());
+        log.forget(r);
+        let t = Instant::now();
+        log.take_over(r.clone(), 1, node.clone()).await.unwrap();
+        owned.push(t.elapsed());
+        log.forget(r);
+    }
+    read.sort();
+    owned.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "room load (200 rooms, 10 records): read-only median {:.2} ms p99 {:.2} ms; \
+         with takeover median {:.2} ms p99 {:.2} ms; extra median {:.2} ms",
+        ms(read[100]),
+        ms(read[197]),
+        ms(owned[100]),
+        ms(owned[197]),
+        ms(owned[100]) - ms(read[100])
+    );
+    log.stop().await;
+}

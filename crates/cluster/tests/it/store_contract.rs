@@ -9,10 +9,10 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use weaver_cluster::testing::NatsServer;
-use weaver_cluster::{JetStreamRoomStore, RoomLogConfig};
+use weaver_cluster::{Claims, JetStreamRoomStore, RoomLogConfig};
 use weaver_relay::RoomStore;
-use weaver_relay::store::StoreError;
 use weaver_relay::store::contract::{self, Harness};
+use weaver_relay::store::{Detail, StoreError};
 
 use crate::support::log_config;
 
@@ -163,6 +163,142 @@ async fn a_second_writer_fences_the_first() {
     let loaded = a.load(r.clone()).await.unwrap();
     assert_eq!(loaded.tail, vec![(1, b"a1".to_vec()), (2, b"b2".to_vec())]);
     assert_eq!(a.append(r.clone(), vec![b("a3")]).await.unwrap(), 3);
+    a.stop().await;
+    b_node.stop().await;
+}
+
+/// The window a takeover record closes: a stale owner's append that expects the tip it knew
+/// lands after another node loaded the room (to own it) but before that node appended
+/// anything. It is refused, the new owner's appends work, and a fresh load sees exactly the
+/// acknowledged updates with dense seqs (takeover records take none and are not shown).
+#[tokio::test]
+async fn a_takeover_fences_the_stale_owner_before_the_new_one_appends() {
+    let h = JetStream::shared();
+    let (a, b_node) = (h.store().await, h.store().await);
+    let r: Arc<str> = Arc::from("takeover");
+    a.load(r.clone()).await.unwrap();
+    assert_eq!(
+        a.append(r.clone(), vec![b("a1"), b("a2")]).await.unwrap(),
+        2
+    );
+    let loaded = b_node.load(r.clone()).await.unwrap();
+    assert_eq!(loaded.tail, vec![(1, b"a1".to_vec()), (2, b"a2".to_vec())]);
+    // b appended nothing: only its takeover record stands after a's tip.
+    let e = a.append(r.clone(), vec![b("a-stale")]).await.unwrap_err();
+    assert!(matches!(&*e, StoreError::Fenced(_)), "{e}");
+    assert!(!a.failed());
+    // The stale owner's lost tip is not re-read into a successful write either.
+    let e = a.append(r.clone(), vec![b("a-stale-2")]).await.unwrap_err();
+    assert!(e.is_fenced(), "{e}");
+    assert_eq!(b_node.append(r.clone(), vec![b("b3")]).await.unwrap(), 3);
+    assert_eq!(
+        b_node
+            .append(r.clone(), vec![b("b4"), b("b5")])
+            .await
+            .unwrap(),
+        5
+    );
+    let fresh = h.store().await;
+    let loaded = fresh.load(r.clone()).await.unwrap();
+    assert_eq!(loaded.snapshot, None);
+    assert_eq!(
+        loaded.tail,
+        vec![
+            (1, b"a1".to_vec()),
+            (2, b"a2".to_vec()),
+            (3, b"b3".to_vec()),
+            (4, b"b4".to_vec()),
+            (5, b"b5".to_vec()),
+        ]
+    );
+    // Listed with its last seq, not one more per takeover.
+    let listed = fresh
+        .list("takeover".into(), None, 10, Detail::Full)
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].last_seq, listed[0].log_updates), (5, 5));
+    // The fresh load took the room over in turn: b is fenced now.
+    let e = b_node
+        .append(r.clone(), vec![b("b-stale")])
+        .await
+        .unwrap_err();
+    assert!(e.is_fenced(), "{e}");
+    for s in [a, b_node, fresh] {
+        s.stop().await;
+    }
+}
+
+/// A room that was only loaded (taken over, never written) or deleted and loaded again is
+/// not listed: its takeover record is not content.
+#[tokio::test]
+async fn taken_over_rooms_without_content_are_not_listed() {
+    let h = JetStream::shared();
+    let store = h.store().await;
+    let (ghost, gone): (Arc<str>, Arc<str>) = (Arc::from("tk-ghost"), Arc::from("tk-gone"));
+    store.load(ghost.clone()).await.unwrap();
+    store.append(gone.clone(), vec![b("1")]).await.unwrap();
+    store.delete(gone.clone()).await.unwrap();
+    assert_eq!(store.load(gone.clone()).await.unwrap(), Default::default());
+    assert!(
+        store
+            .list("tk-".into(), None, 10, Detail::Seq)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        !store
+            .rooms()
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r.starts_with("tk-"))
+    );
+    // Deleting a room that holds only a takeover changes nothing; appends continue its seqs.
+    store.delete(gone.clone()).await.unwrap();
+    store.load(gone.clone()).await.unwrap();
+    assert_eq!(store.append(gone.clone(), vec![b("2")]).await.unwrap(), 2);
+    store.stop().await;
+}
+
+/// With claims (cluster mode), a room this node holds no lease on is only read: a change
+/// feed resuming here does not fence the owner elsewhere. The owner's epoch goes into its
+/// takeover; a load with an older epoch than the latest takeover's is refused.
+#[tokio::test]
+async fn claims_decide_who_takes_over_and_newer_epochs_win() {
+    let h = JetStream::shared();
+    let (claims_a, claims_b) = (Claims::new("a"), Claims::new("b"));
+    let a = JetStreamRoomStore::open(h.server.client().await, h.cfg.clone())
+        .await
+        .unwrap()
+        .with_claims(claims_a.clone());
+    let b_node = JetStreamRoomStore::open(h.server.client().await, h.cfg.clone())
+        .await
+        .unwrap()
+        .with_claims(claims_b.clone());
+    let r: Arc<str> = Arc::from("claims");
+    claims_a.hold(&r, 10);
+    a.load(r.clone()).await.unwrap();
+    assert_eq!(a.append(r.clone(), vec![b("a1")]).await.unwrap(), 1);
+    // b reads without a lease: a stays the writer.
+    assert_eq!(b_node.load(r.clone()).await.unwrap().tail.len(), 1);
+    assert_eq!(a.append(r.clone(), vec![b("a2")]).await.unwrap(), 2);
+    // b gets the lease (a newer epoch) and takes over: a is fenced.
+    claims_b.hold(&r, 20);
+    b_node.unloaded(&r);
+    b_node.load(r.clone()).await.unwrap();
+    assert!(
+        a.append(r.clone(), vec![b("a3")])
+            .await
+            .unwrap_err()
+            .is_fenced()
+    );
+    // a, still claiming the old epoch, cannot take the room back by loading it.
+    a.unloaded(&r);
+    let e = a.load(r.clone()).await.unwrap_err();
+    assert!(e.is_fenced(), "{e}");
+    assert_eq!(b_node.append(r.clone(), vec![b("b3")]).await.unwrap(), 3);
     a.stop().await;
     b_node.stop().await;
 }
