@@ -894,8 +894,10 @@ test('tokens: read-only is shown and enforced without a step-1 loop; an expired 
     assert.deepEqual(await r.page.evaluate(() => window.__closes), [], 'the read-only socket was closed')
     assert.equal(await r.page.evaluate(() => window.__step1), step1Before, 'sync step 1 sent again on a read-only connection')
     assert.ok(step1Before <= 2, `step 1 sent ${step1Before} times`)
-    const metrics = await (await fetch(`${server.httpUrl}/metrics`)).text()
-    assert.doesNotMatch(metrics, /reason="sync_step1_rate"/)
+    // Not checked server-wide (weaver_rejected_messages_total{reason="sync_step1_rate"}): with
+    // this tight budget the *writer's* save tracker may ask once more when the machine is so
+    // loaded that an echo takes over 1.5 s, and the relay then rightly closes the writer. The
+    // reader is what this checks: no step 1 sent and no close (1008 is how the relay ends a loop).
     assert.equal(await r.page.evaluate(() => window.weaver.status().connection), 'online')
 
     // The calls panel with a room token: a room token reads its room's calls (issue 21).
