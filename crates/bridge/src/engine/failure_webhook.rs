@@ -105,7 +105,6 @@ impl FailureWebhook {
             let ob = inner.outbox.clone();
             let batch = match blocking(move || {
                 if let Ok(n) = ob.failure_notice_count() {
-                    #[allow(clippy::cast_precision_loss)]
                     metrics::gauge!(m::PENDING_FAILURE_WEBHOOKS).set(n as f64);
                 }
                 ob.failure_notices(BATCH)
@@ -115,7 +114,7 @@ impl FailureWebhook {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::error!(error = %e, "reading the failure notices failed");
-                    if !self.pause(&inner, IDLE_POLL).await {
+                    if !pause(&inner, IDLE_POLL).await {
                         break;
                     }
                     continue;
@@ -170,20 +169,12 @@ impl FailureWebhook {
                 wait = Some(wait.unwrap_or(IDLE_POLL));
             }
             if let Some(delay) = wait
-                && !self.pause(&inner, delay).await
+                && !pause(&inner, delay).await
             {
                 break;
             }
         }
         tracing::info!("call.failed webhooks stopped");
-    }
-
-    /// Sleeps `d` unless shutdown comes first; false on shutdown.
-    async fn pause(&self, inner: &Inner, d: Duration) -> bool {
-        tokio::select! {
-            () = inner.shutdown.cancelled() => false,
-            () = tokio::time::sleep(d) => true,
-        }
     }
 
     /// Exponential from 1 s, capped, with jitter in its upper half; the receiver's
@@ -232,6 +223,14 @@ impl FailureWebhook {
                 }
             }
         }
+    }
+}
+
+/// Sleeps `d` unless shutdown comes first; false on shutdown.
+async fn pause(inner: &Inner, d: Duration) -> bool {
+    tokio::select! {
+        () = inner.shutdown.cancelled() => false,
+        () = tokio::time::sleep(d) => true,
     }
 }
 
