@@ -169,11 +169,11 @@ ${extra}
 `
 }
 
-async function weaver (configText, { dataDir } = {}) {
+async function weaver (configText, { dataDir, env = {} } = {}) {
   dataDir = dataDir || tempDataDir('weaver-bridge-')
   const args = []
   if (configText !== null) args.push('--bridge-config', writeConfig(dataDir, configText))
-  const w = await startWeaver({ dataDir, args, env: { EXT_TOKEN: 't0ken', EXT_WEBHOOK_SECRET: `${SECRET} ${OLD_SECRET}` } })
+  const w = await startWeaver({ dataDir, args, env: { EXT_TOKEN: 't0ken', EXT_WEBHOOK_SECRET: `${SECRET} ${OLD_SECRET}`, ...env } })
   running.push(w)
   return w
 }
@@ -498,4 +498,210 @@ test('crash safety: kill -9 at random points, every call ends once, one key per 
     for (const c of open) c.close()
     api.close()
   }
+})
+
+// ---------------------------------------------------------------------------------------------
+// Observability: the weaver_bridge_* metrics and the call.failed webhook.
+
+// Prometheus text → [{ name, labels, value }] (samples only).
+function samples (text) {
+  const out = []
+  for (const line of text.split('\n')) {
+    const m = line.match(/^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/)
+    if (!m) continue
+    const labels = {}
+    for (const [, k, v] of (m[2] || '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) labels[k] = v
+    out.push({ name: m[1], labels, value: Number(m[3]) })
+  }
+  return out
+}
+
+// The value of the one sample `name` whose labels include `labels` (0 when there is none).
+function metric (all, name, labels = {}) {
+  const hits = all.filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))
+  assert.ok(hits.length <= 1, `${name} ${JSON.stringify(labels)} matches ${hits.length} series`)
+  return hits[0]?.value ?? 0
+}
+
+// A receiver of call.failed webhooks; `status` is what it answers (changeable).
+function failureReceiver () {
+  const rx = { hits: [], status: 204 }
+  const server = http.createServer((req, res) => {
+    let body = ''
+    req.on('data', (d) => { body += d })
+    req.on('end', () => { rx.hits.push({ headers: req.headers, body, answered: rx.status }); res.writeHead(rx.status).end() })
+  })
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => {
+    rx.url = `http://127.0.0.1:${server.address().port}/failed`
+    rx.close = () => { server.closeAllConnections?.(); server.close() }
+    resolve(rx)
+  }))
+}
+
+function verifyHook (secretBytes, { headers, body }) {
+  const expected = crypto.createHmac('sha256', secretBytes).update(`${headers['webhook-id']}.${headers['webhook-timestamp']}.${body}`).digest()
+  return (headers['webhook-signature'] || '').split(' ').some((s) => {
+    const [v, sig] = s.split(',')
+    const got = Buffer.from(sig ?? '', 'base64')
+    return v === 'v1' && got.length === expected.length && crypto.timingSafeEqual(got, expected)
+  })
+}
+
+const FAILURE_SECRET_BYTES = Buffer.from('weaver-js-test-call-failed-hooks')
+const FAILURE_SECRET = 'whsec_' + FAILURE_SECRET_BYTES.toString('base64')
+
+// Four integrations on the fake API: one that answers 200, one 503 (retried, then given up),
+// one 422 (final at once), one that never answers (its call is cancelled).
+function observabilityConfig (api) {
+  const integ = (name, route) => `[[integrations]]\nname = "${name}"\nkind = "http"\nurl = "${api.url(route)}"\ntimeout_ms = 1500\n`
+  return `
+[retry]
+max_attempts = 3
+initial_interval_ms = 50
+max_interval_ms = 200
+lease_ms = 3000
+[routes]
+a = "good"
+b = "flaky"
+c = "bad"
+d = "slow"
+${integ('good', '/sync')}
+${integ('flaky', '/fail/503')}
+${integ('bad', '/fail/422')}
+${integ('slow', '/hang')}
+`
+}
+
+test('weaver_bridge_* metrics count calls by outcome and reason; call.failed arrives once per failed call, signed', async () => {
+  const api = await startFakeApi()
+  const rx = await failureReceiver()
+  try {
+    const w = await weaver(observabilityConfig(api), { env: { WEAVER_BRIDGE_FAILURE_URL: rx.url, WEAVER_BRIDGE_FAILURE_SECRET: FAILURE_SECRET } })
+    const a = await client(w, 'obs')
+    for (const [block, index] of [['g1', 'a'], ['g2', 'a'], ['f1', 'b'], ['x1', 'c'], ['s1', 'd']]) {
+      addBlock(a.doc, { id: block, type: 'text', content: block })
+      requestIndex(a.doc, block, index, {})
+    }
+    await waitFor('slow processing', () => entry(a.doc, 's1', 'd')?.status === 'processing')
+    removeIndex(a.doc, 's1', 'd')
+    const all = await waitFor('every call terminal', async () => {
+      const cs = await calls(w, '?room=obs')
+      return cs.length === 5 && cs.every((c) => ['completed', 'failed', 'cancelled'].includes(c.status)) && cs
+    })
+    const byIndex = Object.fromEntries(all.map((c) => [c.index_name, c]))
+    assert.equal(byIndex.b.failure_reason, 'http_5xx')
+    assert.equal(byIndex.c.failure_reason, 'http_4xx')
+    await waitFor('two call.failed webhooks', () => rx.hits.length >= 2)
+    await sleep(500)
+    // Once per failed call (the receiver took each at once).
+    assert.equal(rx.hits.length, 2, rx.hits.map((h) => h.body).join('\n'))
+    for (const hit of rx.hits) {
+      assert.ok(verifyHook(FAILURE_SECRET_BYTES, hit), 'signature verifies')
+      assert.ok(!verifyHook(SECRET_BYTES, hit), 'another secret does not')
+      assert.equal(hit.headers['content-type'], 'application/json')
+      const ev = JSON.parse(hit.body)
+      assert.equal(ev.type, 'call.failed')
+      const call = all.find((c) => c.id === ev.data.call_id)
+      assert.ok(call, hit.body)
+      assert.equal(hit.headers['webhook-id'], `msg_call_failed_${call.id}`)
+      assert.equal(ev.timestamp, call.completed_at)
+      assert.deepEqual(ev.data, {
+        call_id: call.id,
+        room: 'obs',
+        block_id: call.block_id,
+        index: call.index_name,
+        attempt: 1,
+        integration: call.integration,
+        attempts: call.index_name === 'b' ? 3 : 1,
+        error: call.error,
+        reason: call.index_name === 'b' ? 'http_5xx' : 'http_4xx'
+      })
+    }
+
+    const text = await (await fetch(`${w.httpUrl}/metrics`)).text()
+    const m = samples(text)
+    const calls_ = (integration, outcome) => metric(m, 'weaver_bridge_calls_total', { integration, outcome })
+    assert.equal(calls_('good', 'done'), 2)
+    assert.equal(calls_('flaky', 'failed'), 1)
+    assert.equal(calls_('bad', 'failed'), 1)
+    assert.equal(calls_('slow', 'cancelled'), 1)
+    assert.equal(calls_('good', 'failed'), 0)
+    assert.equal(metric(m, 'weaver_bridge_call_failures_total', { integration: 'flaky', reason: 'http_5xx' }), 1)
+    assert.equal(metric(m, 'weaver_bridge_call_failures_total', { integration: 'bad', reason: 'http_4xx' }), 1)
+    assert.equal(m.filter((s) => s.name === 'weaver_bridge_call_failures_total').reduce((n, s) => n + s.value, 0), 2)
+    assert.equal(metric(m, 'weaver_bridge_retries_total', { integration: 'flaky', reason: 'http_5xx' }), 2)
+    assert.equal(metric(m, 'weaver_bridge_retries_total', { integration: 'bad' }), 0)
+    // One duration per finished call, under the same labels.
+    for (const [integration, outcome, n] of [['good', 'done', 2], ['flaky', 'failed', 1], ['bad', 'failed', 1], ['slow', 'cancelled', 1]]) {
+      assert.equal(metric(m, 'weaver_bridge_call_duration_seconds_count', { integration, outcome }), n, `${integration} ${outcome}`)
+      assert.ok(metric(m, 'weaver_bridge_call_duration_seconds_sum', { integration, outcome }) >= 0)
+      assert.equal(metric(m, 'weaver_bridge_call_duration_seconds_bucket', { integration, outcome, le: '+Inf' }), n)
+    }
+    // One try duration per request that came back (the hanging one is still out or timed out).
+    assert.equal(metric(m, 'weaver_bridge_attempt_duration_seconds_count', { integration: 'good' }), 2)
+    assert.equal(metric(m, 'weaver_bridge_attempt_duration_seconds_count', { integration: 'flaky' }), 3)
+    assert.equal(metric(m, 'weaver_bridge_attempt_duration_seconds_count', { integration: 'bad' }), 1)
+    assert.equal(metric(m, 'weaver_bridge_failure_webhooks_total', { outcome: 'ok' }), 2)
+    assert.equal(metric(m, 'weaver_bridge_failure_webhooks_total', { outcome: 'retry' }), 0)
+    await waitFor('no webhook pending', async () => metric(samples(await (await fetch(`${w.httpUrl}/metrics`)).text()), 'weaver_bridge_pending_failure_webhooks') === 0)
+    assert.match(text, /^# HELP weaver_bridge_calls_total /m)
+    // Room names never become labels.
+    assert.doesNotMatch(text, /^weaver_bridge_[^ ]*obs/m)
+    a.close()
+    await w.stop()
+  } finally { api.close(); rx.close() }
+})
+
+test('call.failed survives kill -9 between the failure and its delivery, and is delivered once after the restart', async () => {
+  const api = await startFakeApi()
+  const rx = await failureReceiver()
+  rx.status = 503
+  try {
+    const dataDir = tempDataDir('weaver-bridge-')
+    const env = { WEAVER_BRIDGE_FAILURE_URL: rx.url, WEAVER_BRIDGE_FAILURE_SECRET: FAILURE_SECRET }
+    const w = await weaver(observabilityConfig(api), { dataDir, env })
+    const a = await client(w, 'crash')
+    addBlock(a.doc, { id: 'x', type: 'text', content: 'x' })
+    requestIndex(a.doc, 'x', 'c', {})
+    const [call] = await waitFor('failed', async () => { const cs = await calls(w, '?room=crash&status=failed'); return cs.length === 1 && cs })
+    await waitFor('a refused delivery', () => rx.hits.length >= 1)
+    a.close()
+    await w.kill9()
+    const refused = rx.hits.length
+    rx.status = 204
+    const w2 = await weaver(observabilityConfig(api), { dataDir, env })
+    await waitFor('delivered after the restart', () => rx.hits.some((h) => h.answered === 204))
+    await sleep(500)
+    const taken = rx.hits.filter((h) => h.answered === 204)
+    assert.equal(taken.length, 1, 'delivered once')
+    assert.ok(rx.hits.length === refused + 1, `nothing after the delivery: ${rx.hits.length} hits, ${refused} refused`)
+    for (const hit of rx.hits) {
+      assert.equal(hit.headers['webhook-id'], `msg_call_failed_${call.id}`, 'the same id on every try')
+      assert.ok(verifyHook(FAILURE_SECRET_BYTES, hit))
+    }
+    assert.equal(rx.hits[0].body, taken[0].body, 'the same body on every try')
+    const ev = JSON.parse(taken[0].body)
+    assert.equal(ev.data.call_id, call.id)
+    assert.equal(ev.data.reason, 'http_4xx')
+    const m = samples(await (await fetch(`${w2.httpUrl}/metrics`)).text())
+    assert.equal(metric(m, 'weaver_bridge_failure_webhooks_total', { outcome: 'ok' }), 1)
+    await waitFor('no webhook pending', async () => metric(samples(await (await fetch(`${w2.httpUrl}/metrics`)).text()), 'weaver_bridge_pending_failure_webhooks') === 0)
+    await w2.stop()
+  } finally { api.close(); rx.close() }
+})
+
+test('call.failed flags: a secret without a URL, or a bad secret, stops the start with the flag named', async () => {
+  const { spawnSync } = await import('node:child_process')
+  const { weaverBin } = await import('./lib/weaver.mjs')
+  const dataDir = tempDataDir('weaver-bridge-')
+  const run = (env) => spawnSync(weaverBin, ['serve', '--listen', '127.0.0.1:0', '--data', dataDir], { env: { ...process.env, ...env }, timeout: 20000 })
+  let r = run({ WEAVER_BRIDGE_FAILURE_SECRET: FAILURE_SECRET })
+  assert.notEqual(r.status, 0)
+  assert.match(r.stderr.toString(), /--bridge-failure-secret.*without --bridge-failure-url/)
+  r = run({ WEAVER_BRIDGE_FAILURE_URL: 'http://127.0.0.1:9/failed', WEAVER_BRIDGE_FAILURE_SECRET: 'not base64!' })
+  assert.notEqual(r.status, 0)
+  assert.match(r.stderr.toString(), /--bridge-failure-secret/)
+  r = run({ WEAVER_BRIDGE_FAILURE_URL: 'ftp://127.0.0.1/failed' })
+  assert.notEqual(r.status, 0)
+  assert.match(r.stderr.toString(), /http\(s\)/)
 })

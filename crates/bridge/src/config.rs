@@ -28,6 +28,37 @@ pub struct BridgeConfig {
     pub integrations: Vec<IntegrationConfig>,
     /// Concurrency of the built-in `local` integration.
     pub local_concurrency: usize,
+    /// Where failed calls are announced (`call.failed` webhooks); off without it. Not part of
+    /// the file: the binary sets it from `--bridge-failure-url` and its secret.
+    #[serde(skip)]
+    pub failure_webhook: Option<FailureWebhookConfig>,
+}
+
+/// The `call.failed` webhook: a signed POST for every call that gave up, retried until the
+/// receiver takes it (engine/failure_webhook.rs, docs/operations.md).
+#[derive(Debug, Clone)]
+pub struct FailureWebhookConfig {
+    /// Receives `POST` with a JSON body (http or https).
+    pub url: reqwest::Url,
+    /// Signs each delivery (Standard Webhooks); unsigned without it.
+    pub secret: Option<weaver_auth::webhook::WebhookSecret>,
+    /// Per request.
+    pub timeout: Duration,
+    /// Cap of the retry backoff.
+    pub max_backoff: Duration,
+}
+
+impl FailureWebhookConfig {
+    /// Defaults as the room-change webhooks': 10 s per request, retries backing off up to 5
+    /// minutes.
+    pub fn new(url: reqwest::Url) -> Self {
+        Self {
+            url,
+            secret: None,
+            timeout: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(300),
+        }
+    }
 }
 
 impl Default for BridgeConfig {
@@ -41,6 +72,7 @@ impl Default for BridgeConfig {
             routes: BTreeMap::new(),
             integrations: Vec::new(),
             local_concurrency: 4,
+            failure_webhook: None,
         }
     }
 }
@@ -215,6 +247,19 @@ impl BridgeConfig {
         }
         if self.retry.lease_ms < 100 {
             return bad("retry.lease_ms must be >= 100".into());
+        }
+        if let Some(w) = &self.failure_webhook {
+            if !matches!(w.url.scheme(), "http" | "https") {
+                return bad(format!(
+                    "the failure webhook URL must be http(s), not {}",
+                    w.url.scheme()
+                ));
+            }
+            if w.timeout.is_zero() || w.max_backoff.is_zero() {
+                return bad(
+                    "the failure webhook's timeout and max backoff must be positive".into(),
+                );
+            }
         }
         let mut names = vec!["local".to_owned()];
         for i in &self.integrations {

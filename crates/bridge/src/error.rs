@@ -58,6 +58,9 @@ pub enum BridgeError {
     Shared(Arc<BridgeError>),
     #[error("bridge is shutting down")]
     Shutdown,
+    /// The HTTP client of the `call.failed` webhook could not be built.
+    #[error("failure webhook: cannot build the HTTP client")]
+    FailureWebhookClient(#[source] reqwest::Error),
 }
 
 /// Why an `[[integrations]]` entry could not be turned into a working integration.

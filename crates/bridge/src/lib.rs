@@ -20,7 +20,7 @@ mod engine;
 mod error;
 mod host;
 mod integration;
-mod metrics;
+pub mod metrics;
 pub mod model;
 pub mod outbox;
 mod retry;
@@ -32,8 +32,8 @@ pub use engine::{Bridge, BridgeHandle, RetryError};
 pub use error::{BridgeError, IntegrationSetupError};
 pub use host::{DocumentHost, HostError, HostEvent, MemoryHost, UpdateStream};
 pub use integration::{BoxFuture, HttpIntegration, Integration, LocalIntegration, Registry};
-pub use model::{ApiCall, CallStatus, Event, EventKind};
-pub use outbox::{OutboxError, OutboxStore, Outcome, RedbOutbox};
+pub use model::{ApiCall, CallStatus, Event, EventKind, FailureReason};
+pub use outbox::{FailureNotice, OutboxError, OutboxStore, Outcome, RedbOutbox};
 pub use webhook::{WebhookPayload, WebhookSecret};
 
 /// Milliseconds since the Unix epoch.

@@ -7,9 +7,11 @@
 //! cache of it). Persistence lives in `outbox/`, the mapping to document status records in
 //! `engine.rs`.
 
+mod failure;
 mod outcome;
 pub mod transition;
 
+pub use failure::FailureReason;
 pub use outcome::Outcome;
 
 use serde::{Deserialize, Serialize};
@@ -118,6 +120,9 @@ pub struct ApiCall {
     /// When the external system accepted the call (202), ms.
     #[serde(default)]
     pub started_at: Option<u64>,
+    /// Why the last try failed (the call's, once it is `failed`); derived like `error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<FailureReason>,
 }
 
 impl ApiCall {
@@ -143,6 +148,7 @@ impl ApiCall {
             tries: 0,
             next_try_at: None,
             started_at: None,
+            failure_reason: None,
         }
     }
 
@@ -154,6 +160,7 @@ impl ApiCall {
         self.response_data = f.response_data;
         self.error = f.error;
         self.completed_at = f.completed_at;
+        self.failure_reason = f.failure_reason;
     }
 }
 
@@ -185,6 +192,9 @@ pub enum EventKind {
     Failed {
         error: String,
         retryable: bool,
+        /// `other` for events recorded before reasons existed.
+        #[serde(default)]
+        reason: FailureReason,
     },
     /// Internal: the call entered the outbox.
     Created,
@@ -254,6 +264,7 @@ pub struct Folded {
     pub response_data: Option<Value>,
     pub error: Option<String>,
     pub completed_at: Option<u64>,
+    pub failure_reason: Option<FailureReason>,
 }
 
 /// Folds a call's event log into its state.
@@ -269,6 +280,7 @@ pub fn fold(attempt: u32, events: &[Event]) -> Folded {
         response_data: None,
         error: None,
         completed_at: None,
+        failure_reason: None,
     };
     for ev in events.iter().filter(|e| e.attempt == attempt) {
         let terminal = st.status.is_terminal();
@@ -292,13 +304,19 @@ pub fn fold(attempt: u32, events: &[Event]) -> Folded {
                     st.status = CallStatus::Completed;
                     st.response_data = Some(data.clone());
                     st.error = None;
+                    st.failure_reason = None;
                     st.completed_at = Some(ev.at);
                 }
             }
-            EventKind::Failed { error, retryable } => {
+            EventKind::Failed {
+                error,
+                retryable,
+                reason,
+            } => {
                 if terminal {
                     continue;
                 }
+                st.failure_reason = Some(*reason);
                 if *retryable {
                     st.status = CallStatus::Processing;
                     st.error = Some(error.clone());
@@ -312,6 +330,7 @@ pub fn fold(attempt: u32, events: &[Event]) -> Folded {
                 if !terminal {
                     st.status = CallStatus::Cancelled;
                     st.error = Some(reason.clone());
+                    st.failure_reason = None;
                     st.completed_at = Some(ev.at);
                 }
             }
@@ -371,13 +390,30 @@ mod tests {
                 EventKind::Failed {
                     error: "503".into(),
                     retryable: true,
+                    reason: FailureReason::Http5xx,
                 },
             ),
         ];
         let f = fold(1, &evs);
         assert_eq!(f.status, CallStatus::Processing);
         assert_eq!(f.error.as_deref(), Some("503"));
+        assert_eq!(f.failure_reason, Some(FailureReason::Http5xx));
         assert_eq!(f.completed_at, None);
+    }
+
+    #[test]
+    fn a_failed_event_stored_before_reasons_reads_as_other() {
+        let old = r#"{"attempt":1,"at":5,"type":"failed","error":"boom","retryable":false}"#;
+        let ev: Event = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            ev.kind,
+            EventKind::Failed {
+                error: "boom".into(),
+                retryable: false,
+                reason: FailureReason::Other,
+            }
+        );
+        assert_eq!(fold(1, &[ev]).failure_reason, Some(FailureReason::Other));
     }
 
     #[test]
@@ -398,6 +434,7 @@ mod tests {
                 EventKind::Failed {
                     error: "bad".into(),
                     retryable: false,
+                    reason: FailureReason::Http4xx,
                 },
             ),
             ev(1, 2, EventKind::Completed { data: Value::Null }),
@@ -417,7 +454,8 @@ mod tests {
             (0u64..9).prop_map(|k| EventKind::LeaseExpired { token: k }),
             "[a-z]{1,5}".prop_map(|e| EventKind::Failed {
                 error: e,
-                retryable: true
+                retryable: true,
+                reason: FailureReason::Http5xx,
             }),
         ]
     }
@@ -429,7 +467,8 @@ mod tests {
             }),
             "[a-z]{1,5}".prop_map(|e| EventKind::Failed {
                 error: e,
-                retryable: false
+                retryable: false,
+                reason: FailureReason::Http4xx,
             }),
             "[a-z]{1,5}".prop_map(|r| EventKind::Cancelled { reason: r }),
         ]

@@ -20,7 +20,7 @@ use weaver_auth::Claims;
 
 use crate::access::CallAccess;
 use crate::engine::{BridgeHandle, RetryError, blocking};
-use crate::model::{CallStatus, EventKind};
+use crate::model::{CallStatus, EventKind, FailureReason};
 use crate::outbox::{CallFilter, WebhookApply};
 use crate::webhook::{WebhookError, WebhookPayload, verify};
 
@@ -272,6 +272,7 @@ async fn webhook(
             // An asynchronous job that failed is final for this attempt; a retry is a new
             // attempt requested by the user.
             retryable: false,
+            reason: FailureReason::JobFailed,
         },
         other => {
             return error(

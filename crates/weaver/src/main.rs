@@ -5,6 +5,7 @@
 #[cfg(not(target_env = "msvc"))]
 mod alloc;
 mod backup;
+mod bridge_args;
 mod bridge_host;
 mod cluster;
 mod cors;
@@ -202,6 +203,8 @@ struct ServeArgs {
     /// built-in `local` integration.
     #[arg(help_heading = "Bridge", long, env = "WEAVER_BRIDGE_CONFIG")]
     bridge_config: Option<PathBuf>,
+    #[command(flatten)]
+    bridge_failure: bridge_args::BridgeFailureArgs,
     /// Log output format (logs go to stderr; filter with RUST_LOG, default `info`).
     #[arg(
         help_heading = "Logging",
@@ -327,6 +330,11 @@ fn install_metrics() -> anyhow::Result<PrometheusHandle> {
             .set_buckets_for_metric(Matcher::Full((*name).to_owned()), buckets)
             .context("metric buckets")?;
     }
+    for (name, buckets) in weaver_bridge::metrics::HISTOGRAMS {
+        builder = builder
+            .set_buckets_for_metric(Matcher::Full((*name).to_owned()), buckets)
+            .context("metric buckets")?;
+    }
     let recorder = builder.build_recorder();
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).context("installing the metrics recorder")?;
@@ -357,11 +365,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let cluster_plan = args.cluster.plan()?;
     let notify_config = args.notify.config()?;
-    let bridge_config = match &args.bridge_config {
+    let mut bridge_config = match &args.bridge_config {
         Some(p) => weaver_bridge::BridgeConfig::load(p)
             .with_context(|| format!("bridge config {}", p.display()))?,
         None => weaver_bridge::BridgeConfig::default(),
     };
+    bridge_config.failure_webhook = args.bridge_failure.config()?;
     let data = args.data.clone();
     let cache_bytes = args.store_cache_mb.saturating_mul(1024 * 1024);
     let skip_store_check = args.skip_store_check;

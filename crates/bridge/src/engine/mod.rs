@@ -10,6 +10,8 @@
 //! - `manual`: manual retry and refresh (`POST /api/calls/{id}/retry|refresh`).
 //! - `dispatcher` claims due calls, a `worker` task runs each claim through its integration,
 //!   the `completer` commits their outcomes in batches; the `pruner` drops old finished calls.
+//! - `failure_webhook` (with `--bridge-failure-url`): delivers the outbox's failure notices as
+//!   signed `call.failed` webhooks.
 //!
 //! Rules are level-triggered: whatever the document says *now* (an entry requesting attempt N
 //! with no APICall, a `done` entry whose content changed, a call whose entry is gone) is turned
@@ -21,6 +23,7 @@ mod completer;
 mod debounce;
 mod dispatcher;
 mod doc_actor;
+mod failure_webhook;
 mod manual;
 mod mirror;
 mod pruner;
@@ -44,6 +47,7 @@ use crate::outbox::{OutboxStore, RedbOutbox};
 
 use completer::Done;
 use doc_actor::{DocActor, DocCmd};
+use failure_webhook::FailureWebhook;
 pub use manual::RetryError;
 
 /// Entry point.
@@ -77,6 +81,8 @@ pub(crate) struct Inner {
     done_tx: mpsc::UnboundedSender<Done>,
     /// Concurrency slots per integration.
     slots: HashMap<String, Arc<Semaphore>>,
+    /// Wakes the `call.failed` delivery task (a call may have failed).
+    failure_wake: Notify,
 }
 
 /// Runs a blocking outbox operation off the async runtime.
@@ -113,7 +119,16 @@ impl Bridge {
         shutdown: CancellationToken,
     ) -> Result<BridgeHandle, BridgeError> {
         cfg.validate()?;
-        let outbox: Arc<dyn OutboxStore> = Arc::new(RedbOutbox::open(db, cfg.retry.clone())?);
+        crate::metrics::describe();
+        let failure_webhook = cfg
+            .failure_webhook
+            .clone()
+            .map(FailureWebhook::new)
+            .transpose()?;
+        let outbox: Arc<dyn OutboxStore> = Arc::new(
+            RedbOutbox::open(db, cfg.retry.clone())?
+                .with_failure_notices(failure_webhook.is_some()),
+        );
         let slots = registry
             .iter()
             .map(|i| {
@@ -136,6 +151,7 @@ impl Bridge {
             tracker: TaskTracker::new(),
             done_tx,
             slots,
+            failure_wake: Notify::new(),
         });
         // Subscribe before any state is read so no committed update falls in between.
         let stream = inner.host.subscribe();
@@ -144,6 +160,9 @@ impl Bridge {
         inner.tracker.spawn(dispatcher::run(inner.clone()));
         inner.tracker.spawn(completer::run(inner.clone(), done_rx));
         inner.tracker.spawn(pruner::run(inner.clone()));
+        if let Some(w) = failure_webhook {
+            inner.tracker.spawn(w.run(inner.clone()));
+        }
         tracing::info!(integrations = inner.slots.len(), "bridge started");
         Ok(BridgeHandle { inner })
     }
@@ -167,8 +186,11 @@ impl BridgeHandle {
 }
 
 impl Inner {
-    /// Tells the document actor that write-back rows may be waiting.
+    /// Tells the document actor that write-back rows may be waiting, and the `call.failed`
+    /// delivery that failure notices may be: every step that can finish a call queues its
+    /// write-back and calls this.
     fn notify_writebacks(&self) {
         let _ = self.doc_tx.send(DocCmd::Writebacks);
+        self.failure_wake.notify_one();
     }
 }

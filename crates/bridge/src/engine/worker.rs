@@ -11,7 +11,7 @@ use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use super::Inner;
 use super::completer::Done;
-use crate::model::ApiCall;
+use crate::model::{ApiCall, FailureReason};
 use crate::now_ms;
 use crate::outbox::{Claim, Completion, Outcome, Phase};
 
@@ -28,6 +28,7 @@ pub(super) async fn run(inner: Arc<Inner>, claim: Claim, permit: Option<OwnedSem
             error: format!("integration {:?} is not configured", call.integration),
             retryable: false,
             retry_after_ms: None,
+            reason: FailureReason::NotConfigured,
         },
         Some(integ)
             if claim.phase == Phase::Poll && past_deadline(call, integ.async_timeout_ms()) =>
@@ -39,6 +40,7 @@ pub(super) async fn run(inner: Arc<Inner>, claim: Claim, permit: Option<OwnedSem
                 ),
                 retryable: false,
                 retry_after_ms: None,
+                reason: FailureReason::AsyncTimeout,
             }
         }
         Some(integ) if claim.phase == Phase::Poll && !integ.can_poll() => {
@@ -56,7 +58,8 @@ pub(super) async fn run(inner: Arc<Inner>, claim: Claim, permit: Option<OwnedSem
                 Phase::Submit => integ.submit(call),
                 Phase::Poll => integ.poll(call),
             };
-            tokio::select! {
+            let started = std::time::Instant::now();
+            let outcome = tokio::select! {
                 // The lease will be rescued by the next start; the idempotency key makes the
                 // repeat safe.
                 () = inner.shutdown.cancelled() => return,
@@ -64,8 +67,12 @@ pub(super) async fn run(inner: Arc<Inner>, claim: Claim, permit: Option<OwnedSem
                     error: "no answer within the lease".into(),
                     retryable: true,
                     retry_after_ms: None,
+                    reason: FailureReason::Timeout,
                 }),
-            }
+            };
+            metrics::histogram!(crate::metrics::TRY_DURATION_SECONDS, "integration" => call.integration.clone())
+                .record(started.elapsed().as_secs_f64());
+            outcome
         }
     };
     tracing::debug!(call_id = %call.id, room = %call.room, r#try = call.tries, ?outcome, "try finished");
@@ -81,6 +88,14 @@ pub(super) async fn run(inner: Arc<Inner>, claim: Claim, permit: Option<OwnedSem
         } => "failed",
     };
     metrics::counter!(crate::metrics::TRIES_TOTAL, "integration" => call.integration.clone(), "result" => result).increment(1);
+    let retry_reason = match &outcome {
+        Outcome::Failed {
+            retryable: true,
+            reason,
+            ..
+        } => Some(*reason),
+        _ => None,
+    };
     let (id, token) = (call.id, claim.token);
     let (reply, rx) = oneshot::channel();
     if inner
@@ -100,6 +115,9 @@ pub(super) async fn run(inner: Arc<Inner>, claim: Claim, permit: Option<OwnedSem
         Ok(Completion::Recorded(c)) => {
             if c.status.is_terminal() {
                 metrics::counter!(crate::metrics::CALLS_FINISHED_TOTAL, "integration" => c.integration.clone(), "status" => c.status.as_str()).increment(1);
+            } else if let Some(reason) = retry_reason {
+                // Still unfinished after a retryable failure: the transition scheduled a retry.
+                metrics::counter!(crate::metrics::RETRIES_TOTAL, "integration" => c.integration.clone(), "reason" => reason.as_str()).increment(1);
             }
             tracing::info!(call_id = %c.id, room = %c.room, status = c.status.as_str(), tries = c.tries, error = ?c.error, "outcome recorded");
         }

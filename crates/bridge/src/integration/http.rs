@@ -13,7 +13,7 @@ use super::{BoxFuture, Integration};
 use crate::BridgeError;
 use crate::config::IntegrationConfig;
 use crate::error::IntegrationSetupError;
-use crate::model::ApiCall;
+use crate::model::{ApiCall, FailureReason};
 use crate::outbox::Outcome;
 use crate::webhook::WebhookSecret;
 
@@ -212,17 +212,18 @@ impl HttpIntegration {
     }
 
     fn transport_error(&self, e: &reqwest::Error) -> Outcome {
-        let what = if e.is_timeout() {
-            "timeout"
+        let (what, reason) = if e.is_timeout() {
+            ("timeout", FailureReason::Timeout)
         } else if e.is_connect() {
-            "connect error"
+            ("connect error", FailureReason::Connect)
         } else {
-            "network error"
+            ("network error", FailureReason::Network)
         };
         Outcome::Failed {
             error: format!("{}: {what}: {e}", self.name),
             retryable: true,
             retry_after_ms: None,
+            reason,
         }
     }
 
@@ -252,6 +253,7 @@ impl HttpIntegration {
             error: format!("HTTP {status}{redirect}{detail}"),
             retryable,
             retry_after_ms: retry_after,
+            reason: FailureReason::of_status(status.as_u16()),
         }
     }
 }
@@ -314,12 +316,14 @@ impl Integration for HttpIntegration {
                         error: format!("HTTP 202 without an external id field in {data}"),
                         retryable: false,
                         retry_after_ms: None,
+                        reason: FailureReason::InvalidResponse,
                     },
                 },
                 (Reply::Completed | Reply::Accepted, Body::TooLarge) => Outcome::Failed {
                     error: format!("response larger than {} bytes", self.max_response_bytes),
                     retryable: false,
                     retry_after_ms: None,
+                    reason: FailureReason::InvalidResponse,
                 },
                 (_, body) => self.http_error(status, ra, &body),
             }
@@ -333,6 +337,7 @@ impl Integration for HttpIntegration {
                     error: format!("{}: no status_url configured or no external id", self.name),
                     retryable: false,
                     retry_after_ms: None,
+                    reason: FailureReason::NotConfigured,
                 };
             };
             let url = tpl.replace("{external_id}", &percent_encode(ext));
@@ -351,6 +356,7 @@ impl Integration for HttpIntegration {
                         ),
                         retryable: false,
                         retry_after_ms: None,
+                        reason: FailureReason::InvalidResponse,
                     };
                 }
                 (_, body) => return self.http_error(status, ra, &body),
@@ -375,6 +381,7 @@ impl Integration for HttpIntegration {
                         .to_owned(),
                     retryable: false,
                     retry_after_ms: None,
+                    reason: FailureReason::JobFailed,
                 },
                 _ => Outcome::Pending {
                     poll_after_ms: ra.unwrap_or(self.poll_interval_ms),

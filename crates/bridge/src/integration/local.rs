@@ -6,7 +6,7 @@ use std::time::Instant;
 use serde_json::{Value, json};
 
 use super::{BoxFuture, Integration};
-use crate::model::ApiCall;
+use crate::model::{ApiCall, FailureReason};
 use crate::outbox::Outcome;
 use crate::webhook::WebhookSecret;
 
@@ -71,6 +71,7 @@ impl Integration for LocalIntegration {
                 error: "the local integration cannot be polled".into(),
                 retryable: false,
                 retry_after_ms: None,
+                reason: FailureReason::NotConfigured,
             }
         })
     }

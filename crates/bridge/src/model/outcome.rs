@@ -3,6 +3,8 @@
 
 use serde_json::Value;
 
+use super::FailureReason;
+
 /// What an integration reports for one try.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -23,6 +25,7 @@ pub enum Outcome {
         error: String,
         retryable: bool,
         retry_after_ms: Option<u64>,
+        reason: FailureReason,
     },
 }
 

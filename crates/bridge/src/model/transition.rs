@@ -8,7 +8,7 @@
 //! queue entry and the lease); it never decides anything itself. That is what lets every engine
 //! (redb today, a JetStream one later) keep the same behaviour.
 
-use super::{ApiCall, EventKind, Outcome};
+use super::{ApiCall, EventKind, FailureReason, Outcome};
 
 /// What the call's lease says about the token a result came with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,6 +146,7 @@ pub fn decide_completion(
             error,
             retryable,
             retry_after_ms,
+            reason,
         } => {
             if call.external_id.is_some() && retryable {
                 // A failed status poll counts as a try too, so a dead status URL ends.
@@ -156,6 +157,7 @@ pub fn decide_completion(
                 step.events.push(EventKind::Failed {
                     error,
                     retryable: true,
+                    reason,
                 });
                 step.events.push(EventKind::RetryScheduled {
                     next_at: now + delay,
@@ -167,9 +169,12 @@ pub fn decide_completion(
                 } else {
                     error
                 };
+                // The reason of the last try stays the call's: a retryable one at the end says
+                // the tries ran out on it.
                 step.events.push(EventKind::Failed {
                     error,
                     retryable: false,
+                    reason,
                 });
             }
         }
@@ -245,6 +250,7 @@ pub fn decide_rescue(
                 call.tries
             ),
             retryable: false,
+            reason: FailureReason::LeaseExpired,
         });
         None
     } else if restart {
@@ -325,6 +331,7 @@ mod tests {
                     error,
                     retryable,
                     retry_after_ms,
+                    reason: FailureReason::Http5xx,
                 }
             ),
         ]

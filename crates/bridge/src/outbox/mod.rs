@@ -1,6 +1,6 @@
 //! The durable outbox: APICalls, their event logs, the ready queue, leases with fencing tokens,
-//! the external-id index, webhook dedupe and parking, and the write-back queue — behind the
-//! [`OutboxStore`] trait, with the redb engine in `redb/`.
+//! the external-id index, webhook dedupe and parking, the write-back queue and the
+//! failure-notice queue — behind the [`OutboxStore`] trait, with the redb engine in `redb/`.
 //!
 //! The outbox stores facts and applies decisions; it decides nothing itself. What an outcome,
 //! a claim, an expired lease, a webhook or a cancellation does to a call is decided by the pure
@@ -8,9 +8,11 @@
 //! event log (`crate::model::fold`). It knows nothing about the document or HTTP.
 //!
 //! Files: `mod.rs` (the trait and its contract), `records.rs` (claims, verdicts, filters),
-//! `writeback.rs` (the write-back record), `error.rs` (`OutboxError`), `redb/` (the engine).
+//! `writeback.rs` (the write-back record), `failure_notice.rs` (the `call.failed` record),
+//! `error.rs` (`OutboxError`), `redb/` (the engine).
 
 mod error;
+mod failure_notice;
 mod records;
 pub mod redb;
 mod writeback;
@@ -27,6 +29,7 @@ pub use self::redb::{RedbOutbox, SCHEMA_VERSION, copy_tables};
 pub use crate::model::Outcome;
 pub use crate::model::transition::Phase;
 pub use error::OutboxError;
+pub use failure_notice::FailureNotice;
 pub use records::{CallFilter, Claim, Completion, StoredEvent, WebhookApply};
 pub use writeback::{DocStatus, Writeback};
 
@@ -71,6 +74,12 @@ pub use writeback::{DocStatus, Writeback};
 ///   that links the id (`initialized` of a `Started` outcome).
 /// - **Write-backs** are a FIFO with increasing sequence numbers, deleted only by
 ///   `ack_writebacks` or `forget_room`.
+/// - **Failure notices** (when the engine was opened with them on): the step that makes a call
+///   `failed` queues exactly one `FailureNotice` for it, in the same atomic step; a FIFO with
+///   increasing sequence numbers, deleted only by `ack_failure_notices` (never by pruning or
+///   `forget_room`: the operator hears of every failure).
+/// - **Metrics**: every call that becomes terminal is recorded once (`crate::metrics::Finished`)
+///   after the step that made it terminal is durable, never for a step that failed.
 /// - **Pruning** deletes terminal calls past retention (never one with a queued write-back)
 ///   with everything that points at them, and webhook ids and parked webhooks past theirs.
 pub trait OutboxStore: Send + Sync + std::fmt::Debug {
@@ -201,6 +210,15 @@ pub trait OutboxStore: Send + Sync + std::fmt::Debug {
 
     /// Deletes write-backs the host confirmed as durable.
     fn ack_writebacks(&self, seqs: &[u64]) -> Result<(), OutboxError>;
+
+    /// Queued failure notices in order, with their sequence numbers (at most `max`).
+    fn failure_notices(&self, max: usize) -> Result<Vec<(u64, FailureNotice)>, OutboxError>;
+
+    /// How many failure notices are queued.
+    fn failure_notice_count(&self) -> Result<u64, OutboxError>;
+
+    /// Deletes failure notices that were delivered (or given up).
+    fn ack_failure_notices(&self, seqs: &[u64]) -> Result<(), OutboxError>;
 
     /// Deletes finished calls past retention (and everything pointing at them), and webhook
     /// ids and parked webhooks past theirs. Returns the number of calls deleted.

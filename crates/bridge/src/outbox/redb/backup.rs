@@ -5,7 +5,7 @@
 use redb::{ReadTransaction, WriteTransaction};
 use weaver_redb_backup::{CopyError, copy_table};
 
-use super::tables::{BYTE_TABLES, META, WEBHOOK_SEEN, WRITEBACK};
+use super::tables::{BYTE_TABLES, FAILURE_NOTICES, META, WEBHOOK_SEEN, WRITEBACK};
 use crate::outbox::OutboxError;
 
 /// Copies every bridge table from `src` into `dst` (a read transaction is one committed state
@@ -23,5 +23,6 @@ pub fn copy_tables(
     }
     copy_table(src, dst, WEBHOOK_SEEN, &mut copied).map_err(db)?;
     copy_table(src, dst, WRITEBACK, &mut copied).map_err(db)?;
+    copy_table(src, dst, FAILURE_NOTICES, &mut copied).map_err(db)?;
     Ok(copied)
 }

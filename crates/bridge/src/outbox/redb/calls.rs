@@ -12,6 +12,7 @@ use super::tables::{
     BY_ROOM, LEASE_EXPIRY, LEASES, READY, TRIGGERS, by_room_key, encode_lease, split_time_id,
     time_id_key, trigger_key,
 };
+use super::txn::Effects;
 use super::{txn, webhooks};
 use crate::config::RetryPolicy;
 use crate::model::transition::{self, Decision, Fence, Retry};
@@ -104,6 +105,7 @@ pub(super) fn claim_due(
     now: u64,
     slots: &HashMap<String, usize>,
     max: usize,
+    fx: &mut Effects,
 ) -> Result<Vec<Claim>, OutboxError> {
     let due = due_ids(t, READY, now)?;
     let mut left: HashMap<String, usize> = slots.clone();
@@ -141,7 +143,7 @@ pub(super) fn claim_due(
         if !step.events.is_empty() {
             txn::append(t, &mut call, step.events, now)?;
         }
-        txn::settle(t, &mut call, was)?;
+        txn::settle(t, &mut call, was, fx)?;
         claims.push(Claim {
             call,
             token,
@@ -151,16 +153,16 @@ pub(super) fn claim_due(
     Ok(claims)
 }
 
-/// T3: records one outcome (see `OutboxStore::complete`).
+/// T3: records one outcome, `(call id, fencing token, outcome)` (see `OutboxStore::complete`).
 pub(super) fn complete(
     t: &WriteTransaction,
     policy: &RetryPolicy,
-    id: &Uuid,
-    token: Option<u64>,
-    outcome: Outcome,
+    (id, token, outcome): (Uuid, Option<u64>, Outcome),
     now: u64,
     rng: &mut dyn RngCore,
+    fx: &mut Effects,
 ) -> Result<Completion, OutboxError> {
+    let id = &id;
     let Some(mut call) = txn::load_call(t, id)? else {
         return Ok(Completion::Ignored);
     };
@@ -206,9 +208,9 @@ pub(super) fn complete(
         // An unleased refresh must not leave a second queue entry behind.
         txn::set_ready(t, &mut call, step.ready_at)?;
     }
-    txn::settle(t, &mut call, was)?;
+    txn::settle(t, &mut call, was, fx)?;
     if let Some(ext) = step.link_external {
-        webhooks::link_external(t, &mut call, &ext, now)?;
+        webhooks::link_external(t, &mut call, &ext, now, fx)?;
     }
     Ok(Completion::Recorded(Box::new(call)))
 }
@@ -219,6 +221,7 @@ pub(super) fn cancel(
     id: &Uuid,
     reason: &str,
     now: u64,
+    fx: &mut Effects,
 ) -> Result<bool, OutboxError> {
     let Some(mut call) = txn::load_call(t, id)? else {
         return Ok(false);
@@ -228,7 +231,7 @@ pub(super) fn cancel(
         return Ok(false);
     };
     txn::append(t, &mut call, vec![event], now)?;
-    txn::settle(t, &mut call, was)?;
+    txn::settle(t, &mut call, was, fx)?;
     Ok(true)
 }
 
@@ -239,6 +242,7 @@ pub(super) fn rescue_expired(
     now: u64,
     all: bool,
     rng: &mut dyn RngCore,
+    fx: &mut Effects,
 ) -> Result<Vec<Uuid>, OutboxError> {
     let expired = due_ids(t, LEASE_EXPIRY, if all { u64::MAX } else { now })?;
     let mut delay = delay(policy, rng);
@@ -260,7 +264,7 @@ pub(super) fn rescue_expired(
         if !call.status.is_terminal() {
             txn::set_ready(t, &mut call, step.ready_at)?;
         }
-        txn::settle(t, &mut call, was)?;
+        txn::settle(t, &mut call, was, fx)?;
         tracing::warn!(call_id = %id, room = %call.room, token, "lease expired; call rescued");
     }
     Ok(expired)

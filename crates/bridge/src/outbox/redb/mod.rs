@@ -5,10 +5,12 @@
 //! (format), `txn.rs` (the steps every write shares: load, append + re-fold, settle), `calls.rs`
 //! (create, claim, complete, rescue, cancel, make due), `reads.rs` (reads for the engine and
 //! the HTTP API), `webhooks.rs` (dedupe, parking, linking external ids), `writeback.rs`
-//! (the write-back queue), `prune.rs` (retention), `backup.rs` (the table copy of a backup).
+//! (the write-back queue), `notices.rs` (the failure-notice queue), `prune.rs` (retention),
+//! `backup.rs` (the table copy of a backup).
 
 mod backup;
 mod calls;
+mod notices;
 mod prune;
 mod reads;
 mod tables;
@@ -25,7 +27,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Wri
 use uuid::Uuid;
 
 use super::{
-    CallFilter, Claim, Completion, OutboxError, OutboxStore, StoredEvent, WebhookApply, Writeback,
+    CallFilter, Claim, Completion, FailureNotice, OutboxError, OutboxStore, StoredEvent,
+    WebhookApply, Writeback,
 };
 use crate::config::{RetentionConfig, RetryPolicy};
 use crate::model::{ApiCall, EventKind, NewCall, Outcome};
@@ -34,9 +37,10 @@ pub use backup::copy_tables;
 pub use tables::SCHEMA_VERSION;
 
 use tables::{
-    BY_ROOM, BYTE_TABLES, CALLS, EVENTS, LEASE_EXPIRY, META, READY, WEBHOOK_SEEN, WRITEBACK,
-    by_room_key, dec,
+    BY_ROOM, BYTE_TABLES, CALLS, EVENTS, FAILURE_NOTICES, LEASE_EXPIRY, META, READY, WEBHOOK_SEEN,
+    WRITEBACK, by_room_key, dec,
 };
+use txn::Effects;
 
 /// Handle to the outbox tables inside the shared database. Cheap to clone.
 #[derive(Clone)]
@@ -44,12 +48,15 @@ pub struct RedbOutbox {
     db: Arc<Database>,
     policy: RetryPolicy,
     commits: Arc<AtomicU64>,
+    /// Failed calls queue a `call.failed` notice (see `with_failure_notices`).
+    failure_notices: bool,
 }
 
 impl std::fmt::Debug for RedbOutbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedbOutbox")
             .field("policy", &self.policy)
+            .field("failure_notices", &self.failure_notices)
             .finish_non_exhaustive()
     }
 }
@@ -83,6 +90,7 @@ impl RedbOutbox {
             }
             txn.open_table(WEBHOOK_SEEN).map_err(OutboxError::db)?;
             txn.open_table(WRITEBACK).map_err(OutboxError::db)?;
+            txn.open_table(FAILURE_NOTICES).map_err(OutboxError::db)?;
             // The room index came after the first layout; fill it for calls stored before.
             let mut by_room = txn.open_table(BY_ROOM).map_err(OutboxError::db)?;
             if by_room.is_empty().map_err(OutboxError::db)? {
@@ -101,22 +109,39 @@ impl RedbOutbox {
             db,
             policy,
             commits: Arc::default(),
+            failure_notices: false,
         })
     }
 
-    /// Runs `f` in one durable write transaction.
+    /// With `on`, every call that fails queues a [`FailureNotice`] in the same transaction
+    /// (a `call.failed` receiver is configured). Off by default: nobody would drain them.
+    #[must_use]
+    pub fn with_failure_notices(mut self, on: bool) -> Self {
+        self.failure_notices = on;
+        self
+    }
+
+    /// Runs `f` in one durable write transaction, then records the metrics of the calls it
+    /// finished.
     fn write<R>(
         &self,
-        f: impl FnOnce(&WriteTransaction) -> Result<R, OutboxError>,
+        f: impl FnOnce(&WriteTransaction, &mut Effects) -> Result<R, OutboxError>,
     ) -> Result<R, OutboxError> {
         let mut txn = self.db.begin_write().map_err(OutboxError::db)?;
         // Immediate is redb's default; set explicitly because losing an acknowledged outcome
         // or webhook would break the bridge's guarantees.
         txn.set_durability(redb::Durability::Immediate)
             .map_err(OutboxError::db)?;
-        let r = f(&txn)?;
+        let mut fx = Effects {
+            failure_notices: self.failure_notices,
+            finished: Vec::new(),
+        };
+        let r = f(&txn, &mut fx)?;
         txn.commit().map_err(OutboxError::db)?;
         self.commits.fetch_add(1, Ordering::Relaxed);
+        for finished in &fx.finished {
+            finished.record();
+        }
         Ok(r)
     }
 
@@ -139,7 +164,7 @@ impl OutboxStore for RedbOutbox {
         specs: Vec<NewCall>,
         now: u64,
     ) -> Result<Vec<(ApiCall, bool)>, OutboxError> {
-        self.write(|txn| calls::create(txn, specs, now))
+        self.write(|txn, _| calls::create(txn, specs, now))
     }
 
     fn find_by_trigger(
@@ -184,7 +209,7 @@ impl OutboxStore for RedbOutbox {
         slots: &HashMap<String, usize>,
         max: usize,
     ) -> Result<Vec<Claim>, OutboxError> {
-        self.write(|txn| calls::claim_due(txn, &self.policy, now, slots, max))
+        self.write(|txn, fx| calls::claim_due(txn, &self.policy, now, slots, max, fx))
     }
 
     fn complete_many(
@@ -193,12 +218,10 @@ impl OutboxStore for RedbOutbox {
         now: u64,
         rng: &mut dyn RngCore,
     ) -> Result<Vec<Completion>, OutboxError> {
-        self.write(|txn| {
+        self.write(|txn, fx| {
             items
                 .into_iter()
-                .map(|(id, token, outcome)| {
-                    calls::complete(txn, &self.policy, &id, token, outcome, now, &mut *rng)
-                })
+                .map(|item| calls::complete(txn, &self.policy, item, now, &mut *rng, fx))
                 .collect()
         })
     }
@@ -211,11 +234,13 @@ impl OutboxStore for RedbOutbox {
         kind: EventKind,
         now: u64,
     ) -> Result<WebhookApply, OutboxError> {
-        self.write(|txn| webhooks::apply(txn, integration, webhook_id, external_id, kind, now))
+        self.write(|txn, fx| {
+            webhooks::apply(txn, integration, webhook_id, external_id, kind, now, fx)
+        })
     }
 
     fn cancel(&self, id: &Uuid, reason: &str, now: u64) -> Result<bool, OutboxError> {
-        self.write(|txn| calls::cancel(txn, id, reason, now))
+        self.write(|txn, fx| calls::cancel(txn, id, reason, now, fx))
     }
 
     fn rescue_expired(
@@ -224,11 +249,11 @@ impl OutboxStore for RedbOutbox {
         all: bool,
         rng: &mut dyn RngCore,
     ) -> Result<Vec<Uuid>, OutboxError> {
-        self.write(|txn| calls::rescue_expired(txn, &self.policy, now, all, rng))
+        self.write(|txn, fx| calls::rescue_expired(txn, &self.policy, now, all, rng, fx))
     }
 
     fn make_due(&self, id: &Uuid, now: u64) -> Result<bool, OutboxError> {
-        self.write(|txn| calls::make_due(txn, id, now))
+        self.write(|txn, _| calls::make_due(txn, id, now))
     }
 
     fn writebacks(&self, max: usize) -> Result<Vec<(u64, Writeback)>, OutboxError> {
@@ -236,22 +261,37 @@ impl OutboxStore for RedbOutbox {
     }
 
     fn push_writeback(&self, wb: &Writeback) -> Result<(), OutboxError> {
-        self.write(|txn| writeback::push(txn, wb))
+        self.write(|txn, _| writeback::push(txn, wb))
     }
 
     fn forget_room(&self, room: &str) -> Result<Vec<Writeback>, OutboxError> {
-        self.write(|txn| writeback::forget_room(txn, room))
+        self.write(|txn, _| writeback::forget_room(txn, room))
     }
 
     fn note_writeback_failed(&self, id: &Uuid, error: &str, now: u64) -> Result<bool, OutboxError> {
-        self.write(|txn| writeback::note_failed(txn, id, error, now))
+        self.write(|txn, _| writeback::note_failed(txn, id, error, now))
     }
 
     fn ack_writebacks(&self, seqs: &[u64]) -> Result<(), OutboxError> {
         if seqs.is_empty() {
             return Ok(());
         }
-        self.write(|txn| writeback::ack(txn, seqs))
+        self.write(|txn, _| writeback::ack(txn, seqs))
+    }
+
+    fn failure_notices(&self, max: usize) -> Result<Vec<(u64, FailureNotice)>, OutboxError> {
+        notices::pending(&self.read()?, max)
+    }
+
+    fn failure_notice_count(&self) -> Result<u64, OutboxError> {
+        notices::count(&self.read()?)
+    }
+
+    fn ack_failure_notices(&self, seqs: &[u64]) -> Result<(), OutboxError> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        self.write(|txn, _| notices::ack(txn, seqs))
     }
 
     fn prune(&self, now: u64, retention: &RetentionConfig) -> Result<usize, OutboxError> {
@@ -260,6 +300,6 @@ impl OutboxStore for RedbOutbox {
             .into_iter()
             .filter_map(|(_, w)| w.api_call_id)
             .collect();
-        self.write(|txn| prune::prune(txn, now, retention, &pending_wb))
+        self.write(|txn, _| prune::prune(txn, now, retention, &pending_wb))
     }
 }

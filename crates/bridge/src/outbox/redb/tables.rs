@@ -14,7 +14,8 @@ type Bytes<'a> = &'a [u8];
 /// Version of the table layout; stored in `bridge_meta["schema_version"]`.
 pub const SCHEMA_VERSION: u64 = 1;
 
-/// Counters (`fence`, `parked_seq`, `writeback_seq`) and `schema_version`.
+/// Counters (`fence`, `parked_seq`, `writeback_seq`, `failure_notice_seq`) and
+/// `schema_version`.
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("bridge_meta");
 /// call id → `ApiCall`.
 pub(super) const CALLS: TableDefinition<Bytes, Bytes> = TableDefinition::new("bridge_calls");
@@ -38,6 +39,9 @@ pub(super) const WEBHOOK_SEEN: TableDefinition<Bytes, u64> =
 pub(super) const PARKED: TableDefinition<Bytes, Bytes> = TableDefinition::new("bridge_parked");
 /// seq → `Writeback`.
 pub(super) const WRITEBACK: TableDefinition<u64, Bytes> = TableDefinition::new("bridge_writeback");
+/// seq → `FailureNotice`: `call.failed` webhooks not delivered yet.
+pub(super) const FAILURE_NOTICES: TableDefinition<u64, Bytes> =
+    TableDefinition::new("bridge_failure_notices");
 /// `room_prefix(room, block)` + call id → empty: calls by room.
 pub(super) const BY_ROOM: TableDefinition<Bytes, Bytes> =
     TableDefinition::new("bridge_calls_by_room");

@@ -1,7 +1,8 @@
 //! The steps every write transaction of the redb engine shares: load and save a call, read and
 //! append its event log (re-folding its status), move its ready-queue entry, drop its lease,
 //! bump a counter, and `settle` (the bookkeeping after a status change: leave the queue and the
-//! lease when terminal, queue the write-back the change calls for).
+//! lease when terminal, queue the write-back and the failure notice the change calls for, note
+//! the finished call for the metrics recorded after the commit).
 
 use redb::{ReadableTable, WriteTransaction};
 use uuid::Uuid;
@@ -10,9 +11,21 @@ use super::tables::{
     CALLS, EVENTS, LEASE_EXPIRY, LEASES, META, READY, dec, decode_lease, enc, event_key, event_seq,
     time_id_key,
 };
-use super::writeback;
+use super::{notices, writeback};
+use crate::metrics::Finished;
 use crate::model::{ApiCall, CallStatus, Event, EventKind};
-use crate::outbox::{DocStatus, OutboxError, StoredEvent, Writeback};
+use crate::outbox::{DocStatus, FailureNotice, OutboxError, StoredEvent, Writeback};
+
+/// What the steps of one write transaction need besides the transaction, and what they leave
+/// for after its commit.
+#[derive(Debug, Default)]
+pub(super) struct Effects {
+    /// A failed call queues a `call.failed` notice (a receiver is configured).
+    pub(super) failure_notices: bool,
+    /// Calls that became terminal in this transaction: their metrics are recorded once the
+    /// commit succeeded, so a transaction that fails counts nothing.
+    pub(super) finished: Vec<Finished>,
+}
 
 /// Increments and returns the counter `name` of `bridge_meta` (first value 1).
 pub(super) fn next_counter(txn: &WriteTransaction, name: &str) -> Result<u64, OutboxError> {
@@ -144,17 +157,24 @@ pub(super) fn settle(
     txn: &WriteTransaction,
     call: &mut ApiCall,
     was: CallStatus,
+    fx: &mut Effects,
 ) -> Result<(), OutboxError> {
     if call.status.is_terminal() {
         set_ready(txn, call, None)?;
         drop_lease(txn, &call.id)?;
         if !was.is_terminal() {
+            fx.finished.push(Finished::of(call));
             match call.status {
                 CallStatus::Completed => {
                     writeback::push(txn, &Writeback::for_call(call, DocStatus::Done))?;
                 }
                 CallStatus::Failed => {
                     writeback::push(txn, &Writeback::for_call(call, DocStatus::Error))?;
+                    // In the transaction that fails the call: the notice is queued exactly
+                    // once, whatever crashes after the commit.
+                    if fx.failure_notices {
+                        notices::push(txn, &FailureNotice::for_call(call))?;
+                    }
                 }
                 // A cancelled call's entry is gone or superseded: nothing to show.
                 _ => {}

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::tables::{
     EXTERNAL, PARKED, ParkedEvent, WEBHOOK_SEEN, dec, enc, ext_key, parked_key, webhook_seen_key,
 };
-use super::txn;
+use super::txn::{self, Effects};
 use crate::model::transition;
 use crate::model::{ApiCall, EventKind};
 use crate::outbox::{OutboxError, WebhookApply};
@@ -21,6 +21,7 @@ pub(super) fn apply(
     external_id: &str,
     kind: EventKind,
     now: u64,
+    fx: &mut Effects,
 ) -> Result<WebhookApply, OutboxError> {
     let seen_key = webhook_seen_key(integration, webhook_id);
     {
@@ -59,7 +60,7 @@ pub(super) fn apply(
     let was = call.status;
     let event = transition::decide_webhook(&call, webhook_id, kind);
     txn::append(t, &mut call, vec![event], now)?;
-    txn::settle(t, &mut call, was)?;
+    txn::settle(t, &mut call, was, fx)?;
     Ok(WebhookApply::Applied(Box::new(call)))
 }
 
@@ -70,6 +71,7 @@ pub(super) fn link_external(
     call: &mut ApiCall,
     ext: &str,
     now: u64,
+    fx: &mut Effects,
 ) -> Result<(), OutboxError> {
     let key = ext_key(&call.integration, ext);
     {
@@ -113,5 +115,5 @@ pub(super) fn link_external(
     let kinds: Vec<EventKind> = parked.into_iter().map(|(_, p)| p.kind).collect();
     tracing::info!(call_id = %call.id, external_id = ext, n = kinds.len(), "applying parked webhooks");
     txn::append(t, call, kinds, now)?;
-    txn::settle(t, call, was)
+    txn::settle(t, call, was, fx)
 }

@@ -15,7 +15,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde_json::json;
 use weaver_bridge::config::{RetentionConfig, RetryPolicy};
-use weaver_bridge::model::{ApiCall, CallStatus, EventKind, NewCall};
+use weaver_bridge::model::{ApiCall, CallStatus, EventKind, FailureReason, NewCall};
 use weaver_bridge::outbox::{
     CallFilter, Completion, DocStatus, OutboxStore, Outcome, Phase, WebhookApply,
 };
@@ -99,6 +99,7 @@ fn failed(error: &str, retryable: bool, retry_after_ms: Option<u64>) -> Outcome 
         error: error.into(),
         retryable,
         retry_after_ms,
+        reason: FailureReason::Http5xx,
     }
 }
 
@@ -536,6 +537,7 @@ pub fn async_start_webhook_dedupe_and_parking(ob: &dyn OutboxStore) {
     let late = EventKind::Failed {
         error: "late".into(),
         retryable: false,
+        reason: FailureReason::JobFailed,
     };
     let WebhookApply::Applied(after) = ob.apply_webhook("api", "wh_2", "ext-1", late, 8).unwrap()
     else {

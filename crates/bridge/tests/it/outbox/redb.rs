@@ -112,6 +112,7 @@ fn backup_copies_every_bridge_table() {
             "bridge_calls_by_room",
             "bridge_events",
             "bridge_external",
+            "bridge_failure_notices",
             "bridge_lease_expiry",
             "bridge_leases",
             "bridge_meta",
@@ -128,4 +129,98 @@ fn backup_copies_every_bridge_table() {
     assert_eq!(got.tries, 1);
     assert_eq!(restored.queue_sizes().unwrap(), (0, 1, 1));
     assert_eq!(restored.events(&call.id).unwrap().len(), 2);
+}
+
+#[test]
+fn a_failed_call_queues_one_failure_notice_that_survives_a_crash() {
+    use weaver_bridge::{FailureReason, Outcome};
+    let failed = |reason| Outcome::Failed {
+        error: "HTTP 400: no".into(),
+        retryable: false,
+        retry_after_ms: None,
+        reason,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b);
+    {
+        let ob = open(&dir).with_failure_notices(true);
+        a = ob.create_call(spec(1), 0).unwrap().0;
+        b = ob.create_call(spec(2), 0).unwrap().0;
+        let claims = ob.claim_due(10, &slots(), 10).unwrap();
+        assert_eq!(claims.len(), 2);
+        let token = |id| claims.iter().find(|c| c.call.id == id).unwrap().token;
+        ob.complete(
+            &a.id,
+            Some(token(a.id)),
+            failed(FailureReason::Http4xx),
+            20,
+            &mut rng(),
+        )
+        .unwrap();
+        let done = Outcome::Completed {
+            external_id: None,
+            data: serde_json::json!({}),
+        };
+        ob.complete(&b.id, Some(token(b.id)), done, 20, &mut rng())
+            .unwrap();
+        // A late result for the failed call notes it and queues nothing more.
+        ob.complete(&a.id, None, failed(FailureReason::Http5xx), 30, &mut rng())
+            .unwrap();
+        // "crash" before the notice was delivered.
+    }
+    let ob = open(&dir);
+    assert_eq!(ob.failure_notice_count().unwrap(), 1);
+    let notices = ob.failure_notices(10).unwrap();
+    let [(seq, n)] = notices.as_slice() else {
+        panic!("{notices:?}")
+    };
+    assert_eq!(n.call_id, a.id);
+    assert_eq!(
+        (n.room.as_str(), n.block_id.as_str(), n.index_name.as_str()),
+        ("r", "b", "search")
+    );
+    assert_eq!((n.attempt, n.tries, n.failed_at), (1, 1, 20));
+    assert_eq!(n.integration, "api");
+    assert_eq!(n.error, "HTTP 400: no");
+    assert_eq!(n.reason, FailureReason::Http4xx);
+    assert_eq!(
+        ob.get(&a.id).unwrap().unwrap().failure_reason,
+        Some(FailureReason::Http4xx)
+    );
+    ob.ack_failure_notices(&[*seq]).unwrap();
+    assert!(ob.failure_notices(10).unwrap().is_empty());
+
+    // Out of tries after lease expiries: the notice says so.
+    let ob = ob.with_failure_notices(true);
+    let c = ob.create_call(spec(3), 100).unwrap().0;
+    for t in 0..3 {
+        let now = 100 + t * 10_000;
+        assert_eq!(ob.claim_due(now, &slots(), 10).unwrap().len(), 1);
+        ob.rescue_expired(now + 5_000, false, &mut rng()).unwrap();
+        ob.make_due(&c.id, now + 5_001).unwrap();
+    }
+    let notices = ob.failure_notices(10).unwrap();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert_eq!(notices[0].1.call_id, c.id);
+    assert_eq!(notices[0].1.reason, FailureReason::LeaseExpired);
+
+    // Without failure notices nothing is queued.
+    drop(ob);
+    let ob = open(&dir);
+    let d = ob.create_call(spec(4), 0).unwrap().0;
+    let claim = ob.claim_due(200_000, &slots(), 10).unwrap().pop().unwrap();
+    assert_eq!(claim.call.id, d.id);
+    ob.complete(
+        &d.id,
+        Some(claim.token),
+        failed(FailureReason::Http4xx),
+        200_001,
+        &mut rng(),
+    )
+    .unwrap();
+    assert_eq!(
+        ob.failure_notices(10).unwrap().len(),
+        1,
+        "only the earlier one"
+    );
 }
