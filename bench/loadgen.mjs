@@ -352,7 +352,7 @@ async function coldLoad () {
 }
 
 // bridge: client A adds blocks and requests indexing (docs/schema.md, via the project's own
-// weaver-doc.js); client B watches until each entry's effective status is `done` (or `error`).
+// js/weaver-doc/weaver-doc.js); client B watches until each entry's effective status is `done` (or `error`).
 // Phase 1 paced (`paced` triggers at `rate`/s) → latency; phase 2 (`burst` triggers at once)
 // → lifecycles/s. With `apiPort`, a stand-in external API answers the HTTP integration here.
 async function bridge () {

@@ -13,7 +13,7 @@ import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
 import WebSocket from 'ws'
 import { startWeaver, tempDataDir } from './lib/weaver.mjs'
-import { addBlock, requestIndex, removeIndex, editContent, readBlock, logicalEntries, getBlocksMap } from '../../web-demo/src/weaver-doc.js'
+import { addBlock, requestIndex, removeIndex, editContent, readBlock, logicalEntries, getBlocksMap } from '@weaver/doc'
 
 const SECRET_BYTES = Buffer.from('weaver-js-test-webhook-secret-32')
 const SECRET = 'whsec_' + SECRET_BYTES.toString('base64')

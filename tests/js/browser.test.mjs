@@ -17,7 +17,7 @@ import { chromium } from 'playwright-core'
 import * as Y from 'yjs'
 import WebSocket from 'ws'
 import { startWeaver, repoRoot, tempDataDir } from './lib/weaver.mjs'
-import { mintWeaverToken, newKey, nowSecs } from './lib/token.mjs'
+import { generateKey, mintRoomToken } from '@weaver/doc/server'
 import { diffSplice, transformPosition } from '../../web-demo/src/text-binding.js'
 
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium'
@@ -839,13 +839,13 @@ test('the server refuses the connection (503 at its connection limit): "Refused"
 })
 
 test('tokens: read-only is shown and enforced without a step-1 loop; an expired session continues with a new token; the calls panel explains its 403', { timeout: 180000 }, async () => {
-  const { key, hex } = newKey()
+  const hex = generateKey()
   // A tight step-1 budget (2 at once, then 4 a minute) makes a loop show within seconds.
   const server = await startWeaver({ args: ['--auth-key', hex, '--sync-step1-burst', '2', '--sync-step1-per-minute', '4'] })
   try {
     const room = `tokens-${Date.now()}`
-    const writeToken = mintWeaverToken(key, { room, write: true, expiresAt: nowSecs() + 3600 })
-    const readToken = mintWeaverToken(key, { room, expiresAt: nowSecs() + 3600 })
+    const writeToken = mintRoomToken({ key: hex, room, write: true, expiresIn: 3600 })
+    const readToken = mintRoomToken({ key: hex, room, expiresIn: 3600 })
     const w = await openPage(server, room, 'W', { token: writeToken })
     const id = await addBlock(w.page)
     await w.page.keyboard.type('Shared notes')
@@ -908,7 +908,7 @@ test('tokens: read-only is shown and enforced without a step-1 loop; an expired 
     await shot(w.page, 'tokens-calls-room-token')
 
     // A session that expires (4401): said so, edits kept, and the app's new token continues it.
-    const e = await openPage(server, room, 'E', { token: mintWeaverToken(key, { room, write: true, expiresAt: nowSecs() + 4 }) })
+    const e = await openPage(server, room, 'E', { token: mintRoomToken({ key: hex, room, write: true, expiresIn: 4 }) })
     await e.page.evaluate(() => { window.__expired = 0; window.addEventListener('weaver:token-expired', () => { window.__expired++ }) })
     await waitFor(e.page, () => document.querySelector('#conn').dataset.state === 'expired', null, '"Session expired"', 20000)
     assert.equal(await e.page.locator('#conn .label').textContent(), 'Session expired')
@@ -919,7 +919,7 @@ test('tokens: read-only is shown and enforced without a step-1 loop; an expired 
     await e.page.keyboard.type(' + after expiry')
     await waitFor(e.page, () => window.weaver.status().unsaved, null, 'unsaved while expired')
     await shot(e.page, 'tokens-expired')
-    const fresh = mintWeaverToken(key, { room, write: true, expiresAt: nowSecs() + 3600 })
+    const fresh = mintRoomToken({ key: hex, room, write: true, expiresIn: 3600 })
     await e.page.evaluate((t) => window.weaver.setToken(t), fresh)
     await waitOnline(e.page)
     await waitFor(e.page, () => !window.weaver.status().unsaved, null, 'saved with the new token')

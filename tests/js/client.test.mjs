@@ -8,8 +8,8 @@ import { rmSync } from 'node:fs'
 import net from 'node:net'
 import { startWeaver, tempDataDir, weaverBin } from './lib/weaver.mjs'
 import { yclient, waitFor } from './lib/yclient.mjs'
-import { mintWeaverToken, newKey, nowSecs } from './lib/token.mjs'
-import { addBlock, editContent, getBlockText, readBlocks } from '../../web-demo/src/weaver-doc.js'
+import { generateKey, mintRoomToken } from '@weaver/doc/server'
+import { addBlock, editContent, getBlockText, readBlocks } from '@weaver/doc'
 
 /** Runs `weaver replica ... <cmd...>`; resolves { code, stdout, stderr }. */
 function replica ({ server, room, dir, token, timeoutMs = 3000 }, ...cmd) {
@@ -169,11 +169,11 @@ test('SIGKILL right after an offline edit returned: the next process on the same
 })
 
 test('read-only and expired tokens: edits stay local, sync says so (exit 4), a write token pushes them', { timeout: 60000 }, async () => {
-  const { key, hex } = newKey()
+  const hex = generateKey()
   const w = await startWeaver({ env: { WEAVER_AUTH_KEY: hex } })
   const dir = tempDataDir('weaver-replica-')
   const at = { server: w.wsUrl, room: 'guarded', dir, timeoutMs: 1500 }
-  const token = (opts) => mintWeaverToken(key, { room: 'guarded', expiresAt: nowSecs() + 600, ...opts })
+  const token = (opts) => mintRoomToken({ key: hex, room: 'guarded', expiresIn: 600, ...opts })
   try {
     let r = await replica({ ...at, token: token({ write: false }) }, 'add-block', 'ro', 'read only')
     assert.equal(r.code, 0, r.stderr)
@@ -182,11 +182,11 @@ test('read-only and expired tokens: edits stay local, sync says so (exit 4), a w
     assert.equal(r.code, 4, r.stderr)
     assert.match(r.stderr, /read-only/)
 
-    r = await replica({ ...at, token: token({ write: true, expiresAt: nowSecs() - 5 }) }, 'sync')
+    r = await replica({ ...at, token: token({ write: true, expiresAt: Math.floor(Date.now() / 1000) - 5 }) }, 'sync')
     assert.equal(r.code, 4, r.stderr)
     assert.match(r.stderr, /refused or expired/)
 
-    const admin = mintWeaverToken(key, { room: '', prefix: true, admin: true, expiresAt: nowSecs() + 600 })
+    const admin = mintRoomToken({ key: hex, room: '', prefix: true, admin: true, expiresIn: 600 })
     const stored = async () => (await (await fetch(`${w.httpUrl}/api/rooms/guarded/blocks`, { headers: { authorization: `Bearer ${admin}` } })).json())
     assert.deepEqual((await stored()).blocks, [])
     r = await replica({ ...at, token: token({ write: true }) }, 'sync')

@@ -10,7 +10,7 @@ import { promisify } from 'node:util'
 import { startWeaver, tempDataDir, weaverBin } from './lib/weaver.mjs'
 import * as Y from 'yjs'
 import { yclient, waitFor } from './lib/yclient.mjs'
-import { addBlock, requestIndex, readBlock } from '../../web-demo/src/weaver-doc.js'
+import { addBlock, requestIndex, readBlock } from '@weaver/doc'
 
 const ROUNDS = 12
 const CONFIRMED = 40

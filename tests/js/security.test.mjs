@@ -1,5 +1,5 @@
 // Access control and abuse limits against the real `weaver serve --auth-key`: tokens minted with
-// the Node snippet from docs/security.md (and by `weaver token`), stock y-websocket clients
+// `@weaver/doc/server` as docs/security.md shows (and by `weaver token`), stock y-websocket clients
 // passing them via `params`, raw `ws` sockets for exact status and close codes. Every refusal
 // must hit only the offender: a normal client syncs the same room afterwards.
 import { test, before, after } from 'node:test'
@@ -13,11 +13,11 @@ import { WebsocketProvider } from 'y-websocket'
 import WebSocket from 'ws'
 import { startWeaver, weaverBin, tempDataDir } from './lib/weaver.mjs'
 import { waitFor, textOfUpdate } from './lib/yclient.mjs'
-import { mintWeaverToken, newKey, nowSecs } from './lib/token.mjs'
-import { addBlock, requestIndex } from '../../web-demo/src/weaver-doc.js'
+import { generateKey, mintRoomToken } from '@weaver/doc/server'
+import { addBlock, requestIndex } from '@weaver/doc'
 
-const { key, hex } = newKey()
-const tok = (room, opts = {}) => mintWeaverToken(key, { room, write: true, expiresAt: nowSecs() + 600, ...opts })
+const hex = generateKey()
+const tok = (room, opts = {}) => mintRoomToken({ key: hex, room, write: true, expiresIn: 600, ...opts })
 const readTok = (room, opts = {}) => tok(room, { write: false, ...opts })
 const adminTok = () => tok('', { prefix: true, admin: true })
 
@@ -92,11 +92,11 @@ async function roomStillSyncs (room, w = weaver) {
 
 test('token matrix on the WebSocket upgrade: 401/403 before any room loads', { timeout: 30000 }, async () => {
   const url = (room, t) => `${weaver.wsUrl}/${room}${t === undefined ? '' : `?token=${t}`}`
-  const other = newKey().key
-  const expired = tok('never-loaded', { expiresAt: nowSecs() - 1 })
+  const other = generateKey()
+  const expired = tok('never-loaded', { expiresAt: Math.floor(Date.now() / 1000) - 1 })
   assert.equal((await connect(url('never-loaded'))).status, 401, 'no token')
   assert.equal((await connect(url('never-loaded', 'garbage'))).status, 401, 'malformed token')
-  assert.equal((await connect(url('never-loaded', mintWeaverToken(other, { room: 'never-loaded', write: true, expiresAt: nowSecs() + 60 })))).status, 401, 'bad signature')
+  assert.equal((await connect(url('never-loaded', mintRoomToken({ key: other, room: 'never-loaded', write: true, expiresIn: 60 })))).status, 401, 'bad signature')
   assert.equal((await connect(url('never-loaded', expired))).status, 401, 'expired')
   assert.equal((await connect(url('never-loaded', tok('some-other-room')))).status, 403, 'wrong room')
   const viaPrefix = await connect(url('never-loaded', tok('never', { prefix: true })))
@@ -209,7 +209,7 @@ test('read-only: syncs and receives, writes refused with one permission-denied, 
 
 test('token expiring during a connection closes it with 4401', { timeout: 30000 }, async () => {
   const room = 'expiring'
-  const short = tok(room, { expiresAt: nowSecs() + 2 })
+  const short = tok(room, { expiresIn: 2 })
   const raw = await connect(`${weaver.wsUrl}/${room}?token=${short}`)
   assert.equal(raw.status, 101)
   const started = Date.now()
@@ -219,7 +219,7 @@ test('token expiring during a connection closes it with 4401', { timeout: 30000 
   assert.ok(Date.now() - started < 4000)
   // A stock provider sees the same close. y-websocket >= 3.1 treats 44xx as terminal (event
   // `closed`, no retry with the dead token): the app refreshes the token and reconnects.
-  const c = await tclient(weaver.wsUrl, room, tok(room, { expiresAt: nowSecs() + 2 }))
+  const c = await tclient(weaver.wsUrl, room, tok(room, { expiresIn: 2 }))
   const closes = []
   c.provider.on('closed', (ev) => closes.push(ev.code))
   await waitFor(() => closes.includes(4401), { what: 'provider closed with 4401' })
@@ -300,11 +300,11 @@ test('`weaver token` output opens the room it names', { timeout: 30000 }, async 
 
 test('key rotation: --auth-key-previous keeps old tokens working until a restart drops it', { timeout: 60000 }, async () => {
   const room = 'rotation'
-  const old = newKey()
-  const fresh = newKey()
-  const oldTok = mintWeaverToken(old.key, { room, write: true, expiresAt: nowSecs() + 600 })
+  const old = generateKey()
+  const fresh = generateKey()
+  const oldTok = mintRoomToken({ key: old, room, write: true, expiresIn: 600 })
   const dataDir = tempDataDir()
-  const before = await startWeaver({ dataDir, env: { WEAVER_AUTH_KEY: old.hex } })
+  const before = await startWeaver({ dataDir, env: { WEAVER_AUTH_KEY: old } })
   try {
     const c = await tclient(before.wsUrl, room, oldTok)
     c.text.insert(0, 'written under the old key')
@@ -313,21 +313,21 @@ test('key rotation: --auth-key-previous keeps old tokens working until a restart
   } finally { await before.stop() }
 
   // Mid-rotation: the new key mints (`weaver token`), the old one still verifies.
-  const during = await startWeaver({ dataDir, env: { WEAVER_AUTH_KEY: fresh.hex, WEAVER_AUTH_KEY_PREVIOUS: `${newKey().hex},${old.hex}` } })
+  const during = await startWeaver({ dataDir, env: { WEAVER_AUTH_KEY: fresh, WEAVER_AUTH_KEY_PREVIOUS: `${generateKey()},${old}` } })
   try {
-    const newTok = execFileSync(weaverBin, ['token', '--room', room], { env: { ...process.env, WEAVER_AUTH_KEY: fresh.hex } }).toString().trim()
+    const newTok = execFileSync(weaverBin, ['token', '--room', room], { env: { ...process.env, WEAVER_AUTH_KEY: fresh } }).toString().trim()
     const a = await tclient(during.wsUrl, room, oldTok)
     const b = await tclient(during.wsUrl, room, newTok)
     await waitFor(() => a.text.toString() === 'written under the old key' && b.text.toString() === a.text.toString(), { what: 'both tokens sync' })
     b.text.insert(b.text.length, ', then the new')
     await waitFor(() => a.text.toString().endsWith(', then the new'), { what: 'old-token client receives' })
     a.destroy(); b.destroy()
-    const stranger = mintWeaverToken(newKey().key, { room, expiresAt: nowSecs() + 600 })
+    const stranger = mintRoomToken({ key: generateKey(), room, expiresIn: 600 })
     assert.equal((await connect(`${during.wsUrl}/${room}?token=${stranger}`)).status, 401)
   } finally { await during.stop() }
 
   // Rotation finished: only the new key.
-  const after = await startWeaver({ dataDir, env: { WEAVER_AUTH_KEY: fresh.hex } })
+  const after = await startWeaver({ dataDir, env: { WEAVER_AUTH_KEY: fresh } })
   try {
     assert.equal((await connect(`${after.wsUrl}/${room}?token=${oldTok}`)).status, 401)
     const res = await fetch(`${after.httpUrl}/api/rooms/${room}/update?token=${oldTok}`)
@@ -336,12 +336,12 @@ test('key rotation: --auth-key-previous keeps old tokens working until a restart
   } finally { await after.stop() }
 
   // A previous key without the new one is a configuration error, said at start.
-  const env = { ...process.env, WEAVER_AUTH_KEY_PREVIOUS: old.hex }
+  const env = { ...process.env, WEAVER_AUTH_KEY_PREVIOUS: old }
   delete env.WEAVER_AUTH_KEY
   const r = spawnSync(weaverBin, ['serve', '--listen', '127.0.0.1:0', '--data', dataDir], { env, timeout: 20000 })
   assert.notEqual(r.status, 0)
   assert.match(r.stderr.toString(), /--auth-key-previous.*without --auth-key/)
-  const bad = spawnSync(weaverBin, ['serve', '--listen', '127.0.0.1:0', '--data', dataDir, '--auth-key', fresh.hex, '--auth-key-previous', 'abcd'], { timeout: 20000 })
+  const bad = spawnSync(weaverBin, ['serve', '--listen', '127.0.0.1:0', '--data', dataDir, '--auth-key', fresh, '--auth-key-previous', 'abcd'], { timeout: 20000 })
   assert.notEqual(bad.status, 0)
   assert.match(bad.stderr.toString(), /WEAVER_AUTH_KEY_PREVIOUS \(key 1\): .*at least 32/)
   rmSync(dataDir, { recursive: true, force: true })

@@ -4,7 +4,7 @@
 // The card is created once per block id and patched on every document change; the textarea is
 // bound to the block's Y.Text (rebound if the block is replaced), so re-rendering never touches
 // what the user is typing.
-import { getBlockText, requestIndex, removeIndex, removeBlock } from './weaver-doc.js'
+import { getBlockText, requestIndex, removeIndex, removeBlock } from '@weaver/doc'
 import { bindTextarea } from './text-binding.js'
 import { CallsPanel, resultText } from './calls-panel.js'
 import { h, setChildren, ago, STATUS_LABEL } from './util.js'

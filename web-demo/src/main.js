@@ -2,14 +2,15 @@
 //!
 //! Wiring only: one Y.Doc per page, synced with the relay by y-websocket (same origin, room
 //! from `?room=`), kept in IndexedDB by y-indexeddb, rendered by BlockView cards, with presence
-//! from awareness, a save-state tracker and the connection's state (connection.js). The document schema lives in weaver-doc.js; this file
-//! deliberately writes the document only through it.
+//! from awareness, a save-state tracker and the connection's state (connection.js). The document
+//! schema lives in the @weaver/doc package (js/weaver-doc); this file deliberately writes the
+//! document only through it.
 import './style.css'
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
 import { IndexeddbPersistence } from 'y-indexeddb'
-import * as weaverDoc from './weaver-doc.js'
-import { readBlocks, addBlock, getBlocksMap } from './weaver-doc.js'
+import * as weaverDoc from '@weaver/doc'
+import { readBlocks, addBlock, getBlocksMap } from '@weaver/doc'
 import { BlockView } from './block-view.js'
 import { SaveTracker } from './save-state.js'
 import { Connection, STATE_LABEL } from './connection.js'

@@ -427,8 +427,8 @@ impl Scenario {
                 let gen_dir = env.bench_dir().join(".gen");
                 std::fs::create_dir_all(&gen_dir)?;
                 let wd = gen_dir.join("weaver-doc.js");
-                std::fs::copy(env.root.join("web-demo/src/weaver-doc.js"), &wd)
-                    .context("copying web-demo/src/weaver-doc.js")?;
+                std::fs::copy(env.root.join("js/weaver-doc/weaver-doc.js"), &wd)
+                    .context("copying js/weaver-doc/weaver-doc.js")?;
                 let mut extra = Vec::new();
                 let mut api_port = serde_json::Value::Null;
                 if self == Scenario::BridgeHttp {

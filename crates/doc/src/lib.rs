@@ -5,7 +5,7 @@
 //! an append-only `status_log`, and the convergent reading rule (effective status = greatest
 //! `(attempt, rank)` over all records of all same-named entries). It offers typed reads
 //! ([`BlockView`], [`EntryView`]), the JSON view shared value-for-value with the JavaScript twin
-//! `web-demo/src/weaver-doc.js` ([`Workspace::to_json`]), explicit transactions with an origin
+//! `js/weaver-doc/weaver-doc.js` ([`Workspace::to_json`]), explicit transactions with an origin
 //! that return the v1 update they produced ([`Workspace::transact`], [`WriteTxn`]), typed change
 //! events ([`Workspace::observe`]) and undo scoped to a local origin ([`LocalUndo`]). It must not
 //! know about sockets, storage, tokio or the external APIs the bridge calls: it only turns bytes

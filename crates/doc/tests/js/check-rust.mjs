@@ -1,5 +1,5 @@
 //! Rust → JS interop checker: decodes update files written by the Rust crate with real `yjs`
-//! and checks that JavaScript `readBlocks` (web-demo/src/weaver-doc.js) equals the JSON the
+//! and checks that JavaScript `readBlocks` (js/weaver-doc, `@weaver/doc`) equals the JSON the
 //! Rust side produced. It writes nothing.
 //!
 //! Usage: node check-rust.mjs DIR   (DIR/manifest.json = {scenarios: [{name, updates, expected}]})
@@ -9,7 +9,7 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { isDeepStrictEqual } from 'node:util'
 import * as Y from 'yjs'
-import * as W from '../../../../web-demo/src/weaver-doc.js'
+import * as W from '@weaver/doc'
 
 const dir = process.argv[2]
 if (!dir) {

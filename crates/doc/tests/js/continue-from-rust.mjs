@@ -1,5 +1,5 @@
 //! Mixed round trip, middle step: loads a document Rust wrote (DIR/base.bin), keeps editing it
-//! with two JS replicas through weaver-doc.js (text edits inside Rust-written emoji text, a
+//! with two JS replicas through @weaver/doc (text edits inside Rust-written emoji text, a
 //! retry, outcomes, concurrent same-name entries, a new block), and writes the JS updates
 //! (DIR/js-NN.bin) plus the resulting readBlocks JSON (DIR/js.json) for Rust to check.
 //!
@@ -8,7 +8,7 @@
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import * as Y from 'yjs'
-import * as W from '../../../../web-demo/src/weaver-doc.js'
+import * as W from '@weaver/doc'
 
 const dir = process.argv[2]
 if (!dir) {

@@ -1,5 +1,5 @@
 //! Writes JS → Rust interop fixtures: documents following docs/schema.md, produced by real
-//! `yjs` (through weaver-doc.js and raw yjs calls), as v1 update files plus the `readBlocks`
+//! `yjs` (through @weaver/doc and raw yjs calls), as v1 update files plus the `readBlocks`
 //! JSON that the Rust side must reproduce exactly.
 //!
 //! Usage: node gen-fixtures.mjs OUT_DIR [--no-random]
@@ -12,7 +12,7 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { createRequire } from 'node:module'
 import * as Y from 'yjs'
-import * as W from '../../../../web-demo/src/weaver-doc.js'
+import * as W from '@weaver/doc'
 
 const out = process.argv[2]
 const withRandom = !process.argv.includes('--no-random')

@@ -1,11 +1,12 @@
-//! node:test unit tests of web-demo/src/weaver-doc.js (the JavaScript face of docs/schema.md):
-//! validation, the reading rule, origins and undo scoping. Run by `cargo test -p weaver-doc`
-//! (interop.rs) with `node --test`; cross-language equality is checked elsewhere (interop.rs).
+//! node:test unit tests of `@weaver/doc` (js/weaver-doc/weaver-doc.js, the JavaScript face of
+//! docs/schema.md): validation, the reading rule, origins and undo scoping. Run by
+//! `cargo test -p weaver-doc` (interop.rs) with `node --test`; cross-language equality is
+//! checked elsewhere (interop.rs).
 
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import * as Y from 'yjs'
-import * as W from '../../../../web-demo/src/weaver-doc.js'
+import * as W from '@weaver/doc'
 
 const newDoc = (id = 1) => {
   const d = new Y.Doc()

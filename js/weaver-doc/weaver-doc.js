@@ -1,11 +1,14 @@
-//! weaver-doc.js — the JavaScript face of the Weaver document schema (docs/schema.md).
+//! weaver-doc.js — the JavaScript face of the Weaver document schema (docs/schema.md), the main
+//! entry (`@weaver/doc`) of the package in js/weaver-doc.
 //!
 //! Reads and writes a Weaver workspace document (a plain `yjs` Y.Doc) following the schema
 //! exactly, including the convergent reading rule for index entry status. Importable from Node
 //! and the browser; depends only on `yjs`. It deliberately knows nothing about networking,
-//! persistence or the bridge: pair it with y-websocket / y-indexeddb as you like.
+//! persistence, tokens or the bridge: pair it with y-websocket / y-indexeddb as you like (the
+//! Node-only helpers are in server.js, `@weaver/doc/server`, so browsers never bundle them).
 //
 // The Rust twin is `crates/doc` (weaver-doc); both must produce identical `readBlocks` JSON.
+// Types: weaver-doc.d.ts, written by hand; keep it in step with every export here.
 
 import * as Y from 'yjs'
 
