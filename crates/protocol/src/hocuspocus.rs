@@ -57,7 +57,10 @@ pub enum HocusFrame<'a> {
 pub enum HocusMessage<'a> {
     /// Sync, awareness or queryAwareness: the y-websocket message, decoded, and its bytes
     /// (`raw`, everything after the address), which a y-websocket peer would receive as they are.
-    Yjs { message: Message<'a>, raw: &'a [u8] },
+    Yjs {
+        message: Message<'a>,
+        raw: &'a [u8],
+    },
     /// The provider's token (`""` when it has none) and, since 3.x, its version.
     Token {
         token: &'a str,
@@ -101,8 +104,8 @@ pub fn decode_hocus_frame(frame: &[u8]) -> Result<HocusFrame<'_>, ProtocolError>
     if len > MAX_ADDRESS_BYTES as u64 {
         return Err(ProtocolError::LimitExceeded("document name too long"));
     }
-    let address = std::str::from_utf8(r.read_exact(len as usize)?)
-        .map_err(|_| ProtocolError::InvalidUtf8)?;
+    let address =
+        std::str::from_utf8(r.read_exact(len as usize)?).map_err(|_| ProtocolError::InvalidUtf8)?;
     let body = &frame[r.position()..];
     let message = match r.read_var_u64()? {
         HOCUS_SYNC | HOCUS_AWARENESS | HOCUS_QUERY_AWARENESS => {
@@ -255,7 +258,10 @@ mod tests {
         assert_eq!(split_address(address), ("a", Some("s1")));
         assert_eq!(decode_hocus_frame(&[1, b'x', 7]).map(|_| ()), Ok(()));
         assert_eq!(decode_hocus_frame(&[10]), Ok(HocusFrame::Pong));
-        assert_eq!(decode_hocus_frame(&encode_hocus_ping()), Ok(HocusFrame::Ping));
+        assert_eq!(
+            decode_hocus_frame(&encode_hocus_ping()),
+            Ok(HocusFrame::Ping)
+        );
     }
 
     #[test]
