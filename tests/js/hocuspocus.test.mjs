@@ -77,6 +77,8 @@ test('a Hocuspocus provider and a y-websocket client share a room, both ways, an
 })
 
 test('several documents over one HocuspocusProviderWebsocket, each in its own room', async () => {
+  // Earlier tests' sockets are gone first, so the gauges below count only this one.
+  await waitFor(async () => gauge(await metrics(open), 'weaver_hocuspocus_documents') === 0, { what: 'earlier documents closed' })
   const before = gauge(await metrics(open), 'weaver_connections')
   const socket = new HocuspocusProviderWebsocket({ url: open.wsUrl, WebSocketPolyfill: WebSocket })
   const names = ['hp-multi-a', 'hp-multi-b', 'hp-multi-c']
@@ -159,6 +161,14 @@ test('tokens: a room token is accepted, a bad or expired one fires onAuthenticat
   assert.ok(counter(await metrics(authed), 'weaver_rejected_messages_total', 'read_only') >= 1)
   reader.destroy()
   good.destroy()
+})
+
+test('a token that expires while the socket is open closes it with 4401; the provider reconnects and its expired token fires onAuthenticationFailed', async () => {
+  const h = hocus(authed, 'hp-expiry', { token: tok('hp-expiry', { expiresAt: nowSecs() + 2 }) })
+  await waitFor(() => h.provider.isSynced, { what: 'sync before expiry' })
+  await waitFor(() => h.events.closes.includes(4401), { timeoutMs: 6000, what: 'close 4401' })
+  await waitFor(() => h.events.failed.some((r) => /expired/.test(r)), { timeoutMs: 10000, what: 'onAuthenticationFailed after reconnecting' })
+  h.destroy()
 })
 
 test('what a Hocuspocus client saw acknowledged survives kill -9 of the server', async () => {

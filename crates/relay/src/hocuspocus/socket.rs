@@ -523,6 +523,12 @@ impl Socket {
             conn = conn_id,
             "Hocuspocus document authenticated"
         );
+        // A token that ends before the next timer would fire moves the timer forward.
+        if let Some(e) = expires
+            && e < self.timer.deadline()
+        {
+            self.timer.as_mut().reset(e);
+        }
         self.docs.insert(
             address.clone(),
             Document {
