@@ -330,7 +330,7 @@ fn install(env: &Env, kinds: &mut Vec<Kind>, build_weaver: bool) -> Result<()> {
             kinds.retain(|k| *k != Kind::Ysweet);
         }
     }
-    if kinds.contains(&Kind::Weaver) && build_weaver && !env.weaver_bin.exists() {
+    if kinds.iter().any(|k| k.is_weaver()) && build_weaver && !env.weaver_bin.exists() {
         eprintln!("building weaver (cargo build --release -p weaver)");
         let st = Command::new("cargo")
             .args(["build", "--release", "-p", "weaver"])
@@ -341,7 +341,7 @@ fn install(env: &Env, kinds: &mut Vec<Kind>, build_weaver: bool) -> Result<()> {
             bail!("cargo build --release -p weaver failed");
         }
     }
-    if kinds.contains(&Kind::Weaver) && !env.weaver_bin.exists() {
+    if kinds.iter().any(|k| k.is_weaver()) && !env.weaver_bin.exists() {
         bail!("no weaver binary at {}", env.weaver_bin.display());
     }
     Ok(())
