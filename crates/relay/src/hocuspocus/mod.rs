@@ -88,3 +88,162 @@ pub(crate) async fn root_upgrade(
             std::future::ready(())
         })
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use weaver_protocol::{
+        HocusFrame, HocusMessage, Message as Wire, decode_hocus_frame, encode_hocus_document,
+        encode_hocus_token, encode_update,
+    };
+    use yrs::updates::decoder::Decode;
+    use yrs::{GetString, Text, Transact};
+
+    /// `GET /` over a raw socket (no upgrade): the whole response.
+    async fn http_get(addr: std::net::SocketAddr) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    async fn next_frame(
+        ws: &mut (impl StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin),
+    ) -> Vec<u8> {
+        loop {
+            let msg = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            match msg {
+                Message::Binary(b) if b.as_ref() != [9] => return b.to_vec(),
+                Message::Binary(_) | Message::Ping(_) | Message::Pong(_) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    /// The handshake, one write and its acknowledgement through a real socket: `authenticated`
+    /// first, the room's step1, then the echo of the write (after its commit) before the
+    /// `syncStatus(applied)` that tells the provider it is saved; a plain GET of `/` still
+    /// reaches the page.
+    #[tokio::test]
+    async fn a_document_authenticates_joins_writes_and_is_acknowledged_after_the_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::open_database(dir.path()).unwrap();
+        let store = crate::RedbRoomStore::start(db, crate::CommitMode::default()).unwrap();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let relay =
+            crate::Relay::start(store, crate::RelayConfig::default(), shutdown.clone()).unwrap();
+        let page = axum::Router::new().route("/", axum::routing::get(|| async { "page" }));
+        let app = relay.router().merge(relay.with_hocuspocus(page));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(crate::serve(
+            listener,
+            app,
+            crate::HttpLimits::default(),
+            shutdown.clone().cancelled_owned(),
+        ));
+
+        let body = http_get(addr).await;
+        assert!(body.ends_with("page"), "{body}");
+
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
+            .await
+            .unwrap();
+        ws.send(Message::Binary(
+            encode_hocus_token("doc", "", Some("4.8.0")).into(),
+        ))
+        .await
+        .unwrap();
+        let authenticated = next_frame(&mut ws).await;
+        assert_eq!(
+            decode_hocus_frame(&authenticated).unwrap(),
+            HocusFrame::Document {
+                address: "doc",
+                message: HocusMessage::Authenticated("read-write")
+            }
+        );
+        let step1 = next_frame(&mut ws).await;
+        assert!(matches!(
+            decode_hocus_frame(&step1).unwrap(),
+            HocusFrame::Document {
+                address: "doc",
+                message: HocusMessage::Yjs {
+                    message: Wire::SyncStep1(_),
+                    ..
+                }
+            }
+        ));
+
+        let doc = yrs::Doc::with_client_id(7);
+        let text = doc.get_or_insert_text("t");
+        let update = {
+            let mut txn = doc.transact_mut();
+            text.insert(&mut txn, 0, "hi");
+            txn.encode_update_v1()
+        };
+        ws.send(Message::Binary(
+            encode_hocus_document("doc", &encode_update(&update)).into(),
+        ))
+        .await
+        .unwrap();
+        let echo = next_frame(&mut ws).await;
+        assert!(
+            matches!(
+                decode_hocus_frame(&echo).unwrap(),
+                HocusFrame::Document {
+                    message: HocusMessage::Yjs {
+                        message: Wire::Update(_),
+                        ..
+                    },
+                    ..
+                }
+            ),
+            "the echo comes first: {echo:?}"
+        );
+        let ack = next_frame(&mut ws).await;
+        assert_eq!(
+            decode_hocus_frame(&ack).unwrap(),
+            HocusFrame::Document {
+                address: "doc",
+                message: HocusMessage::SyncStatus(true)
+            }
+        );
+        // Durable and in the room, as any y-websocket client's write.
+        let state = relay.handle().room_state("doc").await.unwrap();
+        let stored = yrs::Doc::new();
+        stored
+            .transact_mut()
+            .apply_update(yrs::Update::decode_v1(&state).unwrap())
+            .unwrap();
+        let t = stored.get_or_insert_text("t");
+        assert_eq!(t.get_string(&stored.transact()), "hi");
+
+        // Garbage after a valid document name: 1002, the socket only.
+        ws.send(Message::Binary(
+            vec![3, b'd', b'o', b'c', 0, 2, 0xff].into(),
+        ))
+        .await
+        .unwrap();
+        let code = loop {
+            match tokio::time::timeout(std::time::Duration::from_secs(10), ws.next()).await {
+                Ok(Some(Ok(Message::Close(Some(f))))) => break u16::from(f.code),
+                Ok(Some(Ok(_))) => {}
+                other => panic!("no close frame: {other:?}"),
+            }
+        };
+        assert_eq!(code, crate::close_code::PROTOCOL_ERROR);
+        shutdown.cancel();
+        relay.shutdown().await;
+        let _ = server.await;
+    }
+}
