@@ -103,6 +103,16 @@ test('several documents over one HocuspocusProviderWebsocket, each in its own ro
   await waitFor(async () => gauge(await metrics(open), 'weaver_hocuspocus_documents') === 2, { what: 'document detached' })
   ys[0].text.insert(0, '>')
   await waitFor(() => providers[0].document.getText('t').toString() === '>doc 0!', { what: 'other document still live' })
+  // sessionAwareness: two providers of the same document on one socket (`name\0session`).
+  const twins = [0, 1].map(() => {
+    const p = new HocuspocusProvider({ websocketProvider: socket, name: 'hp-multi-a', document: new Y.Doc(), sessionAwareness: true })
+    p.attach()
+    return p
+  })
+  await waitFor(() => twins.every((p) => p.isSynced && p.document.getText('t').toString() === '>doc 0!'), { what: 'session-aware twins synced' })
+  twins[0].document.getText('t').insert(0, 'twin ')
+  await waitFor(() => twins[1].document.getText('t').toString() === 'twin >doc 0!' && ys[0].text.toString() === 'twin >doc 0!', { what: 'twin edit everywhere' })
+  twins.forEach((p) => p.destroy())
   providers[0].destroy()
   providers[2].destroy()
   socket.destroy()
