@@ -25,7 +25,8 @@ use std::process::Command;
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
-    /// Servers to run, comma separated: weaver,yws,hocuspocus,ysweet.
+    /// Servers to run, comma separated: weaver,yws,hocuspocus,ysweet, and weaver-hp (opt-in: the
+    /// weaver binary driven by Hocuspocus-provider clients).
     #[arg(long, global = true, default_value = "weaver,yws,hocuspocus,ysweet")]
     servers: String,
     /// Repetitions per scenario and server (interleaved; default 3, 1 with --quick).
