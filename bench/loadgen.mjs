@@ -49,7 +49,8 @@ function makeClient (room, url = P.url) {
     c.firstSyncLen = text.length
     onSynced()
   }
-  if (P.server === 'hocuspocus') {
+  // weaver-hp: the weaver binary driven by Hocuspocus clients (its Hocuspocus framing at `/`).
+  if (P.server === 'hocuspocus' || P.server === 'weaver-hp') {
     c.provider = new HocuspocusProvider({
       url: P.url,
       name: room,

@@ -28,7 +28,8 @@ use std::process::Command;
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
-    /// Servers to run, comma separated: weaver,yws,hocuspocus,ysweet.
+    /// Servers to run, comma separated: weaver,yws,hocuspocus,ysweet, and weaver-hp (opt-in: the
+    /// weaver binary driven by Hocuspocus-provider clients).
     #[arg(long, global = true, default_value = "weaver,yws,hocuspocus,ysweet")]
     servers: String,
     /// Repetitions per scenario and server (interleaved; default 3, 1 with --quick).
@@ -369,7 +370,7 @@ fn install(env: &Env, kinds: &mut Vec<Kind>, build_weaver: bool) -> Result<()> {
             kinds.retain(|k| *k != Kind::Ysweet);
         }
     }
-    if kinds.contains(&Kind::Weaver) && build_weaver && !env.weaver_bin.exists() {
+    if kinds.iter().any(|k| k.is_weaver()) && build_weaver && !env.weaver_bin.exists() {
         eprintln!("building weaver (cargo build --release -p weaver)");
         let st = Command::new("cargo")
             .args(["build", "--release", "-p", "weaver"])
@@ -380,7 +381,7 @@ fn install(env: &Env, kinds: &mut Vec<Kind>, build_weaver: bool) -> Result<()> {
             bail!("cargo build --release -p weaver failed");
         }
     }
-    if kinds.contains(&Kind::Weaver) && !env.weaver_bin.exists() {
+    if kinds.iter().any(|k| k.is_weaver()) && !env.weaver_bin.exists() {
         bail!("no weaver binary at {}", env.weaver_bin.display());
     }
     Ok(())

@@ -286,7 +286,7 @@ impl Scenario {
         let data = tempfile::Builder::new()
             .prefix(&format!("{tag}-{}-", kind.name()))
             .tempdir_in(&env.work)?;
-        let persist = kind == Kind::Weaver;
+        let persist = kind.is_weaver();
         match self {
             Scenario::Fanout2 | Scenario::Fanout16 | Scenario::Fanout64 | Scenario::Burst64 => {
                 let (clients, rate, count) = match self {
@@ -331,7 +331,7 @@ impl Scenario {
                     rec.notes
                         .push(format!("server log: {dropped} dropped-message warnings"));
                 }
-                if kind == Kind::Weaver {
+                if kind.is_weaver() {
                     durability(&out, &mut rec);
                 }
             }
@@ -369,7 +369,7 @@ impl Scenario {
                     rec.notes
                         .push(format!("server log: {dropped} dropped-message warnings"));
                 }
-                if kind == Kind::Weaver {
+                if kind.is_weaver() {
                     durability(&out, &mut rec);
                 }
             }

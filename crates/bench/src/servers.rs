@@ -14,18 +14,28 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
     Weaver,
+    /// The same weaver binary, driven by `@hocuspocus/provider` clients at `/` (its Hocuspocus
+    /// framing), to compare with the real Hocuspocus server under the same clients.
+    WeaverHocus,
     Yws,
     Hocuspocus,
     Ysweet,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Weaver, Kind::Yws, Kind::Hocuspocus, Kind::Ysweet];
+    pub const ALL: [Kind; 5] = [
+        Kind::Weaver,
+        Kind::WeaverHocus,
+        Kind::Yws,
+        Kind::Hocuspocus,
+        Kind::Ysweet,
+    ];
 
     /// The name used on the command line, in the loadgen parameters and in result files.
     pub fn name(self) -> &'static str {
         match self {
             Kind::Weaver => "weaver",
+            Kind::WeaverHocus => "weaver-hp",
             Kind::Yws => "yws",
             Kind::Hocuspocus => "hocuspocus",
             Kind::Ysweet => "ysweet",
@@ -35,6 +45,7 @@ impl Kind {
     pub fn label(self) -> &'static str {
         match self {
             Kind::Weaver => "weaver",
+            Kind::WeaverHocus => "weaver (Hocuspocus clients)",
             Kind::Yws => "reference (yws)",
             Kind::Hocuspocus => "Hocuspocus",
             Kind::Ysweet => "y-sweet",
@@ -45,11 +56,18 @@ impl Kind {
         Kind::ALL
             .into_iter()
             .find(|k| k.name() == s)
-            .ok_or_else(|| anyhow!("unknown server `{s}` (weaver, yws, hocuspocus, ysweet)"))
+            .ok_or_else(|| {
+                anyhow!("unknown server `{s}` (weaver, weaver-hp, yws, hocuspocus, ysweet)")
+            })
     }
 
     pub fn is_anchor(self) -> bool {
-        self != Kind::Weaver
+        !self.is_weaver()
+    }
+
+    /// Whether this runs the weaver binary (with either kind of client).
+    pub fn is_weaver(self) -> bool {
+        matches!(self, Kind::Weaver | Kind::WeaverHocus)
     }
 }
 
@@ -121,7 +139,7 @@ pub fn start(
     cmd.arg("-c").arg(&env.server_cpu);
     let bench = env.bench_dir();
     match kind {
-        Kind::Weaver => {
+        Kind::Weaver | Kind::WeaverHocus => {
             let data = data.ok_or_else(|| anyhow!("weaver needs a data dir"))?;
             cmd.arg(&env.weaver_bin)
                 .arg("serve")
@@ -247,7 +265,7 @@ impl Running {
                 }
             }
         }
-        if self.kind == Kind::Weaver {
+        if self.kind.is_weaver() {
             s.metrics = http_get(self.port, "/metrics").ok();
         }
         s

@@ -16,6 +16,8 @@ pub enum ProtocolError {
     Empty,
     #[error("unknown message type {0}")]
     UnknownMessageType(u64),
+    #[error("unknown Hocuspocus auth message type {0}")]
+    UnknownAuthType(u64),
     #[error("unknown sync message type {0}")]
     UnknownSyncType(u64),
     #[error("{0} trailing bytes after the message")]

@@ -1,8 +1,9 @@
 //! The y-websocket wire format and defensive validators for untrusted Yjs bytes.
 //!
 //! Owns: lib0 variable-length integers, the y-websocket message envelope (sync step 1/2,
-//! update, awareness, auth, queryAwareness), the awareness update encoding, and validators that
-//! walk a v1 update or state vector *before* it reaches `yrs` (depth guard, length sanity), so a
+//! update, awareness, auth, queryAwareness), the Hocuspocus framing around it (`hocuspocus`:
+//! document addresses, its auth, syncStatus, stateless, close, ping), the awareness update
+//! encoding, and validators that walk a v1 update or state vector *before* it reaches `yrs` (depth guard, length sanity), so a
 //! hostile frame becomes an error instead of a stack overflow or a huge allocation.
 //!
 //! Must not know: sockets, rooms, storage, documents. Everything here is `bytes in → values or
@@ -20,12 +21,21 @@
 
 mod awareness;
 mod error;
+mod hocuspocus;
 mod lib0;
 mod message;
 mod validate;
 
 pub use awareness::{AwarenessEntry, decode_awareness, encode_awareness};
 pub use error::ProtocolError;
+pub use hocuspocus::{
+    AUTH_AUTHENTICATED, AUTH_PERMISSION_DENIED, AUTH_TOKEN, HOCUS_AUTH, HOCUS_AWARENESS,
+    HOCUS_CLOSE, HOCUS_PING, HOCUS_PONG, HOCUS_QUERY_AWARENESS, HOCUS_STATELESS, HOCUS_SYNC,
+    HOCUS_SYNC_STATUS, HocusFrame, HocusMessage, MAX_ADDRESS_BYTES, SCOPE_READ_ONLY,
+    SCOPE_READ_WRITE, decode_hocus_frame, encode_hocus_authenticated, encode_hocus_document,
+    encode_hocus_permission_denied, encode_hocus_ping, encode_hocus_stateless,
+    encode_hocus_sync_status, encode_hocus_token, split_address,
+};
 pub use lib0::{Reader, write_var_string, write_var_u8_array, write_var_u64};
 pub use message::{
     MSG_AUTH, MSG_AWARENESS, MSG_QUERY_AWARENESS, MSG_SYNC, Message, SYNC_STEP1, SYNC_STEP2,

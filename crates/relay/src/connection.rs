@@ -45,7 +45,7 @@ pub(crate) struct ConnDeps {
 
 /// How long a close frame may take to send, and how long we keep reading for the peer's close
 /// reply afterwards (so the close code is not lost in a TCP reset).
-const CLOSE_LINGER: Duration = Duration::from_secs(1);
+pub(crate) const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
 /// Read buffer of each WebSocket, allocated up front and kept for the connection's life; also
 /// what one socket read asks for while no frame is in progress. Yjs updates and awareness
@@ -53,7 +53,7 @@ const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// larger message's header is in, tungstenite reserves its whole length and reads the rest
 /// with as few reads as the socket allows. 4 KiB held 8 KB of every two-client room, 1 KiB
 /// 2 KB (docs/benchmarks.md).
-const READ_BUFFER_BYTES: usize = 512;
+pub(crate) const READ_BUFFER_BYTES: usize = 512;
 
 /// `GET /{room}` with a WebSocket upgrade.
 pub(crate) async fn ws_handler(
@@ -231,6 +231,7 @@ impl Reader {
                 RoomCmd::ClientUpdate {
                     conn_id,
                     update: frame.slice_ref(u),
+                    ack: false,
                 }
             }
             Wire::Awareness(a) => match weaver_protocol::decode_awareness(a) {
@@ -563,8 +564,8 @@ fn forward_later(tx: tokio::sync::mpsc::Sender<RoomMsg>, cmd: RoomMsg) -> Forwar
 }
 
 /// At most this many frames, or about this many bytes, go out per socket flush.
-const WRITE_BATCH_FRAMES: usize = 64;
-const WRITE_BATCH_BYTES: usize = 256 * 1024;
+pub(crate) const WRITE_BATCH_FRAMES: usize = 64;
+pub(crate) const WRITE_BATCH_BYTES: usize = 256 * 1024;
 
 #[derive(Default)]
 struct WriteState {
@@ -628,7 +629,7 @@ fn is_update_frame(frame: &[u8]) -> bool {
 /// (a replica applying 3,750 single-insert updates one per frame spends ~3× the time it spends
 /// on them in groups of 7, ~10× in groups of 50: docs/benchmarks.md §8). Other frames (step 2,
 /// awareness) are never taken, so the order of different kinds is unchanged.
-fn merge_queued_updates(first: Bytes, queue: &SendQueue) -> (Bytes, usize, usize) {
+pub(crate) fn merge_queued_updates(first: Bytes, queue: &SendQueue) -> (Bytes, usize, usize) {
     let first_len = first.len();
     if queue.is_empty() || first_len >= crate::room::MERGE_MAX_BYTES || !is_update_frame(&first) {
         return (first, 1, first_len);

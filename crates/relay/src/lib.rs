@@ -12,6 +12,8 @@
 //! - `connection` — WebSocket upgrade and the connection task: reads (decode + admit),
 //!   writes (bounded queue, ping, close codes) and timers in one loop.
 //! - `send_queue` — what a room and a connection share: the outbound queue and the close request.
+//! - `hocuspocus` — `@hocuspocus/provider` clients: the upgrade at `/`, one socket carrying many
+//!   documents, each a subscription to its room like a y-websocket connection.
 //! - `store`      — [`RoomStore`], the seam to room storage (load, append, compact, delete,
 //!   listing); `store/redb/`: the redb engine (`relay_*` tables, group-commit persister).
 //! - `server`     — [`serve`]: the HTTP/1.1 accept loop (header-read deadline, upgrades,
@@ -56,6 +58,7 @@ mod error;
 mod events;
 mod feed;
 mod forward;
+mod hocuspocus;
 pub mod limits;
 mod maps;
 pub mod metrics;
@@ -79,6 +82,7 @@ pub use events::{
     RelayEvent, TryRecvError, UpdateOrigin,
 };
 pub use feed::FEED_KEEPALIVE;
+pub use hocuspocus::DEFAULT_MAX_DOCUMENTS_PER_SOCKET;
 pub use limits::AbuseLimits;
 pub use placement::{
     OwnerGuard, Ownership, Placement, PlacementError, RemoteOwner, RoomPlacement, SingleNode,

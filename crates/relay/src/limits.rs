@@ -202,6 +202,17 @@ pub(crate) enum Verdict {
     Close(u16, &'static str),
 }
 
+/// What [`ConnPolicy::write_verdict`] makes of a step2 or update.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum WriteVerdict {
+    /// Forward to the room.
+    Forward,
+    /// From a read-only connection, but it writes nothing (see [`ConnPolicy::on_write`]).
+    NotAWrite,
+    /// A write from a read-only connection: not forwarded.
+    Refused,
+}
+
 #[derive(Debug)]
 struct Rates {
     step1: TokenBucket,
@@ -280,13 +291,11 @@ impl ConnPolicy {
         handshake: bool,
         queue: &crate::send_queue::SendQueue,
     ) -> Verdict {
-        if self.access.can_write() {
-            return Verdict::Forward;
+        match self.write_verdict(stats, handshake) {
+            WriteVerdict::Forward => return Verdict::Forward,
+            WriteVerdict::NotAWrite => return Verdict::Drop,
+            WriteVerdict::Refused => {}
         }
-        if stats.structs == 0 && (handshake || stats.delete_ranges == 0) {
-            return Verdict::Drop;
-        }
-        metrics::counter!(m::REJECTED_MESSAGES_TOTAL, "reason" => "read_only").increment(1);
         if !self.denied_sent.swap(true, Ordering::Relaxed) {
             warn!(
                 reason = "read_only",
@@ -299,6 +308,23 @@ impl ConnPolicy {
             debug!("further write from a read-only connection dropped");
         }
         Verdict::Drop
+    }
+
+    /// The rule of [`Self::on_write`] without its notice, for a framing that answers every write
+    /// itself (Hocuspocus: `syncStatus`). A refusal is counted here.
+    pub fn write_verdict(
+        &self,
+        stats: &weaver_protocol::UpdateStats,
+        handshake: bool,
+    ) -> WriteVerdict {
+        if self.access.can_write() {
+            return WriteVerdict::Forward;
+        }
+        if stats.structs == 0 && (handshake || stats.delete_ranges == 0) {
+            return WriteVerdict::NotAWrite;
+        }
+        metrics::counter!(m::REJECTED_MESSAGES_TOTAL, "reason" => "read_only").increment(1);
+        WriteVerdict::Refused
     }
 
     /// An awareness message: read-only connections per `--read-only-awareness`, then the

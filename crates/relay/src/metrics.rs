@@ -6,6 +6,9 @@
 pub const CONNECTIONS: &str = "weaver_connections";
 /// Gauge: WebSocket connections forwarded to the node owning their room (cluster mode).
 pub const FORWARDED_CONNECTIONS: &str = "weaver_forwarded_connections";
+/// Gauge: documents open over Hocuspocus sockets (each is also one room subscription; each
+/// socket is one of `weaver_connections`).
+pub const HOCUSPOCUS_DOCUMENTS: &str = "weaver_hocuspocus_documents";
 /// Counter: accepted WebSocket connections.
 pub const CONNECTIONS_TOTAL: &str = "weaver_connections_total";
 /// Gauge: open change feeds (`GET /api/rooms/{room}/changes`).

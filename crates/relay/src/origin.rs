@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::warn;
@@ -48,21 +48,32 @@ pub(crate) async fn check_ws_origin(
     req: Request,
     next: Next,
 ) -> Response {
-    let origin = req.headers().get(header::ORIGIN);
-    if allowed.allows(origin) {
-        return next.run(req).await;
+    match allowed.refuse(req.headers(), req.uri().path()) {
+        None => next.run(req).await,
+        Some(refused) => refused,
     }
-    metrics::counter!(crate::auth::AUTH_REJECTIONS_TOTAL, "reason" => REASON).increment(1);
-    warn!(
-        origin = origin.and_then(|o| o.to_str().ok()).unwrap_or("?"),
-        path = req.uri().path(),
-        "WebSocket upgrade refused: origin not allowed (--ws-allowed-origin)"
-    );
-    (
-        StatusCode::FORBIDDEN,
-        axum::Json(serde_json::json!({ "error": "origin not allowed" })),
-    )
-        .into_response()
+}
+
+impl AllowedOrigins {
+    /// The 403 for an upgrade whose `Origin` is not allowed (logged and counted), or `None`.
+    pub(crate) fn refuse(&self, headers: &HeaderMap, path: &str) -> Option<Response> {
+        let origin = headers.get(header::ORIGIN);
+        if self.allows(origin) {
+            return None;
+        }
+        metrics::counter!(crate::auth::AUTH_REJECTIONS_TOTAL, "reason" => REASON).increment(1);
+        warn!(
+            origin = origin.and_then(|o| o.to_str().ok()).unwrap_or("?"),
+            path, "WebSocket upgrade refused: origin not allowed (--ws-allowed-origin)"
+        );
+        Some(
+            (
+                StatusCode::FORBIDDEN,
+                axum::Json(serde_json::json!({ "error": "origin not allowed" })),
+            )
+                .into_response(),
+        )
+    }
 }
 
 #[cfg(test)]

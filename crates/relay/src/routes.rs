@@ -1,4 +1,5 @@
-//! The relay's inbound HTTP routes: `/{room}` (WebSocket), `/healthz`, `/readyz`, the room listing
+//! The relay's inbound HTTP routes: `/{room}` (WebSocket), the Hocuspocus upgrade at `/` (a layer
+//! over the router that serves the page there), `/healthz`, `/readyz`, the room listing
 //! `/api/rooms` and the room API under `/api/rooms/{room}/` (its change feed is in feed.rs).
 //! Handlers only translate HTTP to `RelayHandle` calls; errors become responses in `RelayError`'s one `IntoResponse` impl.
 //! `/metrics` is added by the binary (it owns the recorder); `/`, `/assets/*` and
@@ -20,6 +21,26 @@ impl Relay {
     /// The relay's routes (WebSocket rooms, health, room HTTP API); merge others into it.
     pub fn router(&self) -> Router {
         router(self.handle())
+    }
+
+    /// Puts Hocuspocus clients at `/` of `router` (which serves `/` itself, e.g. the web demo's
+    /// page): a WebSocket upgrade of exactly `/` becomes a Hocuspocus connection (hocuspocus/),
+    /// every other request goes to `router` unchanged. Tokens come per document inside the
+    /// protocol, so no token is asked for at the upgrade; the `Origin` allow-list applies.
+    pub fn with_hocuspocus<S>(&self, router: Router<S>) -> Router<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        let relay = self.handle();
+        let deps = crate::hocuspocus::HocusDeps {
+            conns: axum::extract::FromRef::from_ref(&relay),
+            auth: relay.authenticator(),
+            origins: crate::origin::AllowedOrigins::new(&relay.config().ws_allowed_origins),
+        };
+        router.route_layer(axum::middleware::from_fn_with_state(
+            deps,
+            crate::hocuspocus::root_upgrade,
+        ))
     }
 }
 

@@ -458,7 +458,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .merge(metrics_router)
         .merge(bridge_routes)
         .merge(backup_routes)
-        .merge(demo::router());
+        // A WebSocket upgrade at `/` is a Hocuspocus client; a plain GET gets the page.
+        .merge(relay.with_hocuspocus(demo::router()));
     let app = args.cors.apply(app)?;
 
     let app = match &node {

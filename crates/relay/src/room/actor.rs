@@ -43,6 +43,8 @@ pub(super) struct Pending {
     /// stored nor echoed.
     pub(super) persist: bool,
     pub(super) reply: Option<oneshot::Sender<Result<(), RelayError>>>,
+    /// The sending connection gets `ACK_FRAME` after the commit.
+    pub(super) ack: bool,
 }
 
 pub(super) struct Room {
@@ -294,10 +296,23 @@ impl Room {
             }
             RoomCmd::Leave { conn_id } => self.remove_conn(conn_id),
             RoomCmd::SyncStep1 { conn_id, sv } => self.sync_step1(conn_id, &sv),
-            RoomCmd::ClientUpdate { conn_id, update } => {
+            RoomCmd::ClientUpdate {
+                conn_id,
+                update,
+                ack,
+            } => {
                 if self.conns.contains_key(&conn_id) {
+                    let queued = self.batch.len();
                     self.apply(update, UpdateOrigin::Client { conn_id }, None)
                         .await;
+                    // An update the room took is the one entry added to the batch; a refused
+                    // one added none (its connection is closed instead).
+                    if ack
+                        && self.batch.len() == queued + 1
+                        && let Some(p) = self.batch.last_mut()
+                    {
+                        p.ack = true;
+                    }
                 }
             }
             RoomCmd::Awareness { conn_id, entries } => self.on_awareness(conn_id, entries),

@@ -193,6 +193,7 @@ impl Room {
                     origin,
                     persist: true,
                     reply,
+                    ack: false,
                 })
             }
             Applied::Noop => self.batch.push(Pending {
@@ -200,6 +201,7 @@ impl Room {
                 origin,
                 persist: false,
                 reply,
+                ack: false,
             }),
             Applied::Invalid(e) => self.refuse(
                 origin,

@@ -33,10 +33,12 @@ pub(crate) enum RoomCmd {
         conn_id: u64,
         sv: Bytes,
     },
-    /// A step2 or update payload (admitted by `admit_update`).
+    /// A step2 or update payload (admitted by `admit_update`). With `ack`, the connection also
+    /// gets [`ACK_FRAME`] once the update is durable (or found to change nothing).
     ClientUpdate {
         conn_id: u64,
         update: Bytes,
+        ack: bool,
     },
     Awareness {
         conn_id: u64,
@@ -63,6 +65,11 @@ pub(crate) enum RoomCmd {
         reply: oneshot::Sender<RoomPresence>,
     },
 }
+
+/// What a connection that asked for acks gets after each of its updates is durable: the
+/// Hocuspocus `syncStatus(applied)` message without its document address, which the
+/// connection's framing adds (hocuspocus/). y-websocket connections never ask for it.
+pub(crate) const ACK_FRAME: &[u8] = &[8, 1];
 
 /// A room's connections and its live awareness states `(client id, clock, JSON text)`.
 #[derive(Debug, Default)]

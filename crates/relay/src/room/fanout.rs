@@ -68,6 +68,10 @@ impl Room {
             self.broadcast(frame);
         }
         for p in batch {
+            let ack_to = match p.origin {
+                UpdateOrigin::Client { conn_id } if p.ack => Some(conn_id),
+                _ => None,
+            };
             if p.persist {
                 let origin_label = match p.origin {
                     UpdateOrigin::Client { .. } => "client",
@@ -93,6 +97,9 @@ impl Room {
             }
             if let Some(r) = p.reply {
                 let _ = r.send(Ok(()));
+            }
+            if let Some(conn_id) = ack_to {
+                self.send_to(conn_id, Bytes::from_static(super::cmd::ACK_FRAME));
             }
         }
     }
