@@ -29,6 +29,7 @@ use crate::error::{RelayError, close_code};
 use crate::events::UpdateOrigin;
 use crate::metrics as m;
 use crate::placement::{OwnerGuard, Placement};
+use crate::store::VersionKind;
 
 pub(super) struct ConnState {
     pub(super) link: ConnLink,
@@ -70,6 +71,8 @@ pub(super) struct Room {
     pub(super) owner: Option<OwnerGuard>,
     /// Set once the owner guard failed: nothing is committed or broadcast any more.
     pub(super) fenced: bool,
+    /// The room's newest stored version, as far as the room knows (versions.rs).
+    pub(super) head: super::versions::Head,
 }
 
 /// How soon an idle room tries again to unload when a command arrived just as it tried.
@@ -155,6 +158,7 @@ pub(crate) async fn run(
         dead: false,
         fenced: false,
         owner: None,
+        head: super::versions::Head::default(),
     };
     // Polled only when the guard can fire: a single node's rooms wait on nothing more.
     let can_fence = owner.can_fence();
@@ -320,6 +324,14 @@ impl Room {
                 Box::pin(self.delete(reply)).await;
                 return true;
             }
+            RoomCmd::TakeVersion { label, reply } => {
+                let taken = Box::pin(self.take_version(VersionKind::Explicit, label)).await;
+                let _ = reply.send(taken);
+            }
+            RoomCmd::Restore { id, reply } => {
+                let restored = Box::pin(self.restore(&id)).await;
+                let _ = reply.send(restored);
+            }
         }
         false
     }
@@ -344,7 +356,7 @@ impl Room {
 
     /// The document as a v1 update, or the diff against a state vector (includes pending
     /// structs, like Yjs `encodeStateAsUpdate`).
-    fn encode_state(&mut self, sv: Option<&[u8]>) -> Result<Vec<u8>, RelayError> {
+    pub(super) fn encode_state(&mut self, sv: Option<&[u8]>) -> Result<Vec<u8>, RelayError> {
         let sv = match sv {
             Some(b) => StateVector::decode_v1(b)
                 .map_err(|e| RelayError::InvalidStateVector(e.to_string()))?,
@@ -420,13 +432,16 @@ impl Room {
         let batch = std::mem::take(&mut self.batch);
         self.committed(batch);
         self.maybe_compact();
+        if self.version_due() {
+            Box::pin(self.maybe_take_auto_version()).await;
+        }
     }
 }
 
 impl Room {
     /// Whether this node may still commit and broadcast for the room; once not, marks the room
     /// fenced and answers the batch's waiters (the actor then stops).
-    fn owns(&mut self) -> bool {
+    pub(super) fn owns(&mut self) -> bool {
         if !self.fenced && self.owner.as_ref().is_none_or(OwnerGuard::check) {
             return true;
         }

@@ -1,0 +1,212 @@
+//! A room's versions, the actor's part: taking one (automatic after a commit when
+//! `--version-every-secs` passed since the last one, explicit on request, pre-restore) and
+//! restoring one as a forward update through the room's own apply, persist and broadcast path.
+//!
+//! A version is the document right after a flush, i.e. exactly what is durable at `last_seq`.
+//! It is stored as a diff against the room's newest version (what the document gained since
+//! that version's state vector) while the diffs since the last full version stay smaller than
+//! it, else as the whole document: rebuilding one applies at most about twice the document.
+//! Taking one costs the room one extra store write, after the commit it follows (never before
+//! a broadcast).
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{ReadTxn, StateVector, Transact};
+
+use super::actor::Room;
+use crate::error::RelayError;
+use crate::events::UpdateOrigin;
+use crate::history::{VersionInfo, restore_update, version_state};
+use crate::store::{NewVersion, Retention, VersionKind, VersionMeta};
+
+/// What the room knows of its newest stored version.
+#[derive(Debug, Default)]
+pub(super) enum Head {
+    /// Not read yet (read at the first commit after the room loaded).
+    #[default]
+    Unknown,
+    /// The room has no version.
+    Empty,
+    Known(Box<VersionMeta>),
+}
+
+/// What `POST …/versions/{id}/restore` answers.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Restored {
+    /// The version whose content the room now has.
+    pub restored: String,
+    /// The room's seq after the restore update was committed.
+    pub seq: u64,
+    /// The version saved just before (restore it to undo).
+    pub pre_restore: VersionInfo,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Room {
+    /// After a commit: whether an automatic version may be due (cheap; `take_version` decides).
+    pub(super) fn version_due(&self) -> bool {
+        let every = self.deps.config.versions.every;
+        if every.is_zero() {
+            return false;
+        }
+        match &self.head {
+            Head::Unknown | Head::Empty => true,
+            Head::Known(h) => {
+                h.seq < self.last_seq
+                    && now_ms() >= h.created_at_ms.saturating_add(every.as_millis() as u64)
+            }
+        }
+    }
+
+    /// Takes an automatic version if one is due; failures are logged (the next commit retries).
+    pub(super) async fn maybe_take_auto_version(&mut self) {
+        if !self.version_due() {
+            return;
+        }
+        if let Err(e) = self.load_head().await {
+            warn!(error = %e, "reading the room's versions failed");
+            return;
+        }
+        if !self.version_due() {
+            return;
+        }
+        match self.take_version(VersionKind::Auto, None).await {
+            Ok(v) => info!(id = v.id, seq = v.seq, bytes = v.bytes, "version taken"),
+            Err(e) => warn!(error = %e, "taking a version failed"),
+        }
+    }
+
+    async fn load_head(&mut self) -> Result<(), RelayError> {
+        if matches!(self.head, Head::Unknown) {
+            let metas = self.deps.store.versions(self.name.clone()).await?;
+            self.head = match metas.into_iter().last() {
+                Some(m) => Head::Known(Box::new(m)),
+                None => Head::Empty,
+            };
+        }
+        Ok(())
+    }
+
+    /// Stores the document as it is now (flushed: equal to what is durable at `last_seq`).
+    pub(super) async fn take_version(
+        &mut self,
+        kind: VersionKind,
+        label: Option<String>,
+    ) -> Result<VersionMeta, RelayError> {
+        self.load_head().await?;
+        if !self.owns() {
+            return Err(RelayError::Unavailable(self.name.to_string()));
+        }
+        let head = match &self.head {
+            Head::Known(h) => Some(h.as_ref().clone()),
+            _ => None,
+        };
+        let doc = &self.doc;
+        let encoded = catch_unwind(AssertUnwindSafe(|| {
+            let txn = doc.transact();
+            let sv = txn.state_vector().encode_v1();
+            let diff = head.as_ref().and_then(|h| {
+                let base_sv = StateVector::decode_v1(&h.state_vector).ok()?;
+                let diff = txn.encode_state_as_update_v1(&base_sv);
+                (h.chain_bytes + diff.len() as u64 <= h.full_bytes).then_some((h, diff))
+            });
+            match diff {
+                Some((h, diff)) => (
+                    sv,
+                    Some(h.id),
+                    h.chain_bytes + diff.len() as u64,
+                    h.full_bytes,
+                    diff,
+                ),
+                None => {
+                    let full = txn.encode_state_as_update_v1(&StateVector::default());
+                    (sv, None, 0, full.len() as u64, full)
+                }
+            }
+        }));
+        let Ok((state_vector, base, chain_bytes, full_bytes, data)) = encoded else {
+            return Err(RelayError::Internal(
+                "yrs panicked encoding a version".into(),
+            ));
+        };
+        let cfg = self.deps.config.versions;
+        let now = now_ms();
+        let version = NewVersion {
+            seq: self.last_seq,
+            created_at_ms: now,
+            kind,
+            label,
+            base,
+            chain_bytes,
+            full_bytes,
+            state_vector,
+            data,
+        };
+        let retention = Retention {
+            keep: cfg.keep,
+            max_age_ms: (cfg.keep_days > 0).then(|| cfg.keep_days.saturating_mul(86_400_000)),
+            now_ms: now,
+        };
+        match self
+            .deps
+            .store
+            .add_version(self.name.clone(), version, retention)
+            .await
+        {
+            Ok(meta) => {
+                self.head = Head::Known(Box::new(meta.clone()));
+                Ok(meta)
+            }
+            Err(e) => {
+                // Whatever the store holds now, read it again before the next version.
+                self.head = Head::Unknown;
+                Err(RelayError::Storage(e))
+            }
+        }
+    }
+
+    /// Restores version `id`: saves the current state as a pre-restore version, then applies
+    /// the update that gives every map root the version has the version's content, as an
+    /// ordinary committed update (durable, then broadcast and published).
+    pub(super) async fn restore(&mut self, id: &str) -> Result<Restored, RelayError> {
+        let target = version_state(&self.deps.store, &self.name, id).await?;
+        let pre = self
+            .take_version(
+                VersionKind::PreRestore,
+                Some(format!("before restoring version {id}")),
+            )
+            .await?;
+        let live = self.encode_state(None)?;
+        let update = tokio::task::spawn_blocking(move || restore_update(&live, &target))
+            .await
+            .map_err(|e| RelayError::Internal(format!("restore task failed: {e}")))?
+            .map_err(|e| RelayError::Internal(e.to_string()))?;
+        let (reply, done) = oneshot::channel();
+        let origin = UpdateOrigin::Internal(Arc::from(RESTORE_ORIGIN));
+        self.apply(Bytes::from(update), origin, Some(reply)).await;
+        self.flush().await;
+        done.await
+            .map_err(|_| RelayError::Unavailable(self.name.to_string()))??;
+        info!(version = id, seq = self.last_seq, "version restored");
+        Ok(Restored {
+            restored: id.to_owned(),
+            seq: self.last_seq,
+            pre_restore: VersionInfo::from(&pre),
+        })
+    }
+}
+
+/// The origin of a restore's update on the relay event stream.
+pub const RESTORE_ORIGIN: &str = "weaver-restore";

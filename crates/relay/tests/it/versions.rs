@@ -1,0 +1,281 @@
+//! Document history through the HTTP API: explicit and automatic versions, reading one back,
+//! restore as a live forward update and its undo, retention, 404s and the auth matrix.
+
+use std::time::Duration;
+
+use weaver_auth::{Claims, Permission, Scope};
+use weaver_relay::{AuthConfig, RelayConfig, VersionConfig, parse_auth_key};
+
+use crate::support::*;
+
+fn json(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body).unwrap()
+}
+
+async fn list(addr: std::net::SocketAddr, room: &str) -> Vec<serde_json::Value> {
+    let (status, body) = http(addr, "GET", &format!("/api/rooms/{room}/versions"), b"").await;
+    assert_eq!(status, 200);
+    json(&body)["versions"].as_array().unwrap().clone()
+}
+
+fn no_auto() -> RelayConfig {
+    RelayConfig {
+        // Compact after every second update: versions must outlive compaction.
+        compact_after_updates: 2,
+        versions: VersionConfig {
+            every: Duration::ZERO,
+            ..VersionConfig::default()
+        },
+        ..RelayConfig::default()
+    }
+}
+
+/// Text `t` the connected client sees after applying `frames` (sync updates `[0, 2, …]`).
+async fn recv_update(ws: &mut Client) -> Vec<u8> {
+    let frame = ws.recv_until(|f| f.starts_with(&[0, 2])).await;
+    sync_payload(&frame)
+}
+
+#[tokio::test]
+async fn versions_survive_compaction_and_restart_and_a_restore_is_live_and_undoable() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), no_auto()).await;
+    let w = Writer::new(7);
+    assert_eq!(
+        http(s.addr, "POST", "/api/rooms/v1/update", &w.append("abc"))
+            .await
+            .0,
+        204
+    );
+    let (status, body) = http(
+        s.addr,
+        "POST",
+        "/api/rooms/v1/versions",
+        br#"{"label": "first draft"}"#,
+    )
+    .await;
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    let first = json(&body);
+    assert_eq!(first["id"], "1");
+    assert_eq!(first["seq"], 1);
+    assert_eq!(first["label"], "first draft");
+    assert_eq!(first["kind"], "explicit");
+    assert!(first["bytes"].as_u64().unwrap() > 0);
+    assert!(first["created_at"].as_u64().unwrap() > 1_700_000_000_000);
+    for part in ["def", "ghi", "jkl"] {
+        let (status, _) = http(s.addr, "POST", "/api/rooms/v1/update", &w.append(part)).await;
+        assert_eq!(status, 204);
+    }
+    // No body: a version without a label.
+    let (status, body) = http(s.addr, "POST", "/api/rooms/v1/versions", b"").await;
+    assert_eq!(status, 201);
+    assert_eq!(json(&body)["label"], serde_json::Value::Null);
+    assert_eq!(
+        http(s.addr, "POST", "/api/rooms/v1/versions", b"{bad")
+            .await
+            .0,
+        400
+    );
+    s.stop().await;
+
+    // After compactions and a restart, both versions and their content are still there.
+    let s = start(dir.path(), no_auto()).await;
+    let versions = list(s.addr, "v1").await;
+    let ids: Vec<&str> = versions.iter().map(|v| v["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec!["2", "1"], "newest first");
+    let (status, body) = http(s.addr, "GET", "/api/rooms/v1/versions/1/update", b"").await;
+    assert_eq!(status, 200);
+    assert_eq!(text_of(&body), "abc");
+    let (status, body) = http(s.addr, "GET", "/api/rooms/v1/versions/2/update", b"").await;
+    assert_eq!(status, 200);
+    assert_eq!(text_of(&body), "abcdefghijkl");
+    let (status, body) = http(s.addr, "GET", "/api/rooms/v1/versions/1/blocks", b"").await;
+    assert_eq!(status, 200);
+    assert!(json(&body).get("blocks").is_some());
+
+    // Unknown ids are 404, whatever they look like.
+    for path in [
+        "/api/rooms/v1/versions/99/update",
+        "/api/rooms/v1/versions/x/blocks",
+        "/api/rooms/nothing/versions/1/update",
+    ] {
+        assert_eq!(http(s.addr, "GET", path, b"").await.0, 404, "{path}");
+    }
+    assert_eq!(
+        http(s.addr, "POST", "/api/rooms/v1/versions/99/restore", b"")
+            .await
+            .0,
+        404
+    );
+
+    // Two connected clients see the restore live, without reconnecting.
+    let mut a = s.client("v1").await;
+    let mut b = s.client("v1").await;
+    let state_a = a.handshake().await;
+    b.handshake().await;
+    let (status, body) = http(s.addr, "POST", "/api/rooms/v1/versions/1/restore", b"").await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let restored = json(&body);
+    assert_eq!(restored["restored"], "1");
+    assert_eq!(restored["pre_restore"]["kind"], "pre-restore");
+    let pre_id = restored["pre_restore"]["id"].as_str().unwrap().to_owned();
+    for ws in [&mut a, &mut b] {
+        let update = recv_update(ws).await;
+        let doc = yrs::Doc::new();
+        let text = {
+            use yrs::updates::decoder::Decode;
+            use yrs::{GetString, Transact, Update};
+            let t = doc.get_or_insert_text("t");
+            let mut txn = doc.transact_mut();
+            txn.apply_update(Update::decode_v1(&state_a).unwrap())
+                .unwrap();
+            txn.apply_update(Update::decode_v1(&update).unwrap())
+                .unwrap();
+            t.get_string(&txn)
+        };
+        assert_eq!(text, "abc");
+    }
+    let (_, body) = http(s.addr, "GET", "/api/rooms/v1/update", b"").await;
+    assert_eq!(text_of(&body), "abc");
+
+    // Undo: restoring the pre-restore version brings the later text back.
+    let (status, _) = http(
+        s.addr,
+        "POST",
+        &format!("/api/rooms/v1/versions/{pre_id}/restore"),
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, body) = http(s.addr, "GET", "/api/rooms/v1/update", b"").await;
+    assert_eq!(text_of(&body), "abcdefghijkl");
+    recv_update(&mut a).await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn automatic_versions_follow_edits_and_retention_drops_only_old_automatic_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = RelayConfig {
+        versions: VersionConfig {
+            every: Duration::from_millis(30),
+            keep: 2,
+            keep_days: 0,
+        },
+        ..RelayConfig::default()
+    };
+    let s = start(dir.path(), config).await;
+    let w = Writer::new(9);
+    http(s.addr, "POST", "/api/rooms/auto/update", &w.append("a")).await;
+    let (status, _) = http(s.addr, "POST", "/api/rooms/auto/versions", b"").await;
+    assert_eq!(status, 201);
+    let mut expected = String::from("a");
+    for part in ["b", "c", "d", "e", "f"] {
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        http(s.addr, "POST", "/api/rooms/auto/update", &w.append(part)).await;
+        expected.push_str(part);
+    }
+    // A version is stored right after the commit that made it due, i.e. after the reply.
+    let mut versions = list(s.addr, "auto").await;
+    for _ in 0..100 {
+        if versions[0]["seq"] == 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        versions = list(s.addr, "auto").await;
+    }
+    let kinds: Vec<&str> = versions
+        .iter()
+        .map(|v| v["kind"].as_str().unwrap())
+        .collect();
+    // The explicit version stays; of the automatic ones only the newest two are listed.
+    assert_eq!(kinds, vec!["auto", "auto", "explicit"], "{versions:?}");
+    let newest = versions[0]["id"].as_str().unwrap();
+    let (_, body) = http(
+        s.addr,
+        "GET",
+        &format!("/api/rooms/auto/versions/{newest}/update"),
+        b"",
+    )
+    .await;
+    assert_eq!(text_of(&body), expected);
+    let explicit = versions[2]["id"].as_str().unwrap();
+    let (_, body) = http(
+        s.addr,
+        "GET",
+        &format!("/api/rooms/auto/versions/{explicit}/update"),
+        b"",
+    )
+    .await;
+    assert_eq!(text_of(&body), "a");
+    // Nothing else went: the room's content is whole.
+    let (_, body) = http(s.addr, "GET", "/api/rooms/auto/update", b"").await;
+    assert_eq!(text_of(&body), expected);
+    // No edits, no new versions.
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert_eq!(list(s.addr, "auto").await.len(), 3);
+    // Deleting the room deletes its versions.
+    assert_eq!(http(s.addr, "DELETE", "/api/rooms/auto", b"").await.0, 204);
+    assert!(list(s.addr, "auto").await.is_empty());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn versions_need_an_admin_token_for_the_room() {
+    const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    let key = parse_auth_key(KEY).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = RelayConfig {
+        auth: AuthConfig {
+            key: Some(key.clone()),
+            ..AuthConfig::default()
+        },
+        ..no_auto()
+    };
+    let s = start(dir.path(), config).await;
+    let token = |scope: Scope, permission: Permission, admin: bool| {
+        key.mint(&Claims {
+            scope,
+            permission,
+            expires_at: u64::MAX / 2,
+            admin,
+        })
+    };
+    let writer = token(Scope::Room("r".into()), Permission::Write, false);
+    let admin = token(Scope::Room("r".into()), Permission::Write, true);
+    let other_admin = token(Scope::Room("other".into()), Permission::Write, true);
+    let w = Writer::new(3);
+    let (status, _) = http(
+        s.addr,
+        "POST",
+        &format!("/api/rooms/r/update?token={writer}"),
+        &w.append("x"),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let routes = [
+        ("POST", "/api/rooms/r/versions"),
+        ("GET", "/api/rooms/r/versions"),
+        ("GET", "/api/rooms/r/versions/1/update"),
+        ("GET", "/api/rooms/r/versions/1/blocks"),
+        ("POST", "/api/rooms/r/versions/1/restore"),
+    ];
+    for (method, path) in routes {
+        assert_eq!(
+            http(s.addr, method, path, b"").await.0,
+            401,
+            "{method} {path}"
+        );
+        for t in [&writer, &other_admin] {
+            let (status, _) = http(s.addr, method, &format!("{path}?token={t}"), b"").await;
+            assert_eq!(status, 403, "{method} {path}");
+        }
+        let (status, body) = http(s.addr, method, &format!("{path}?token={admin}"), b"").await;
+        assert!(
+            status == 200 || status == 201,
+            "{method} {path}: {status} {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    s.stop().await;
+}
