@@ -29,7 +29,6 @@ use crate::error::{RelayError, close_code};
 use crate::events::UpdateOrigin;
 use crate::metrics as m;
 use crate::placement::{OwnerGuard, Placement};
-use crate::store::VersionKind;
 
 pub(super) struct ConnState {
     pub(super) link: ConnLink,
@@ -73,6 +72,8 @@ pub(super) struct Room {
     pub(super) fenced: bool,
     /// The room's newest stored version, as far as the room knows (versions.rs).
     pub(super) head: super::versions::Head,
+    /// The store write of the version being taken, if any (versions.rs).
+    pub(super) version_task: Option<super::versions::VersionTask>,
 }
 
 /// How soon an idle room tries again to unload when a command arrived just as it tried.
@@ -159,6 +160,7 @@ pub(crate) async fn run(
         fenced: false,
         owner: None,
         head: super::versions::Head::default(),
+        version_task: None,
     };
     // Polled only when the guard can fire: a single node's rooms wait on nothing more.
     let can_fence = owner.can_fence();
@@ -270,6 +272,9 @@ pub(crate) async fn run(
     if let Some(c) = room.compaction.take() {
         let _ = c.await;
     }
+    if let Some(v) = room.version_task.take() {
+        let _ = v.await;
+    }
     // Forget the room's storage state before the lease goes: once released, another node may
     // append, and nothing here may act on the tip this node knew.
     deps.store.unloaded(&name);
@@ -325,8 +330,7 @@ impl Room {
                 return true;
             }
             RoomCmd::TakeVersion { label, reply } => {
-                let taken = Box::pin(self.take_version(VersionKind::Explicit, label)).await;
-                let _ = reply.send(taken);
+                Box::pin(self.take_explicit_version(label, reply)).await;
             }
             RoomCmd::Restore { id, reply } => {
                 let restored = Box::pin(self.restore(&id)).await;

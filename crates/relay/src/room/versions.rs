@@ -6,8 +6,10 @@
 //! It is stored as a diff against the room's newest version (what the document gained since
 //! that version's state vector) while the diffs since the last full version stay smaller than
 //! it, else as the whole document: rebuilding one applies at most about twice the document.
-//! Taking one costs the room one extra store write, after the commit it follows (never before
-//! a broadcast).
+//! The room encodes the version (it owns the document) and hands the store write to a task of
+//! its own, like compaction: commits never wait for it, and an engine whose write takes several
+//! round trips (JetStream) does not hold up the room. The next version first collects the
+//! previous task's result, which is the chain's new head.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
@@ -24,7 +27,13 @@ use super::actor::Room;
 use crate::error::RelayError;
 use crate::events::UpdateOrigin;
 use crate::history::{VersionInfo, restore_update, version_state};
-use crate::store::{NewVersion, Retention, VersionKind, VersionMeta};
+use crate::store::{NewVersion, Retention, StoreError, VersionKind, VersionMeta};
+
+/// The store write of a version being taken; its result is the chain's new head.
+pub(super) type VersionTask = JoinHandle<Result<VersionMeta, Arc<StoreError>>>;
+
+/// Who hears of an explicit version once it is stored.
+type VersionReply = oneshot::Sender<Result<VersionMeta, RelayError>>;
 
 /// What the room knows of its newest stored version.
 #[derive(Debug, Default)]
@@ -58,7 +67,7 @@ impl Room {
     /// After a commit: whether an automatic version may be due (cheap; `take_version` decides).
     pub(super) fn version_due(&self) -> bool {
         let every = self.deps.config.versions.every;
-        if every.is_zero() {
+        if every.is_zero() || self.version_task.as_ref().is_some_and(|t| !t.is_finished()) {
             return false;
         }
         match &self.head {
@@ -75,6 +84,7 @@ impl Room {
         if !self.version_due() {
             return;
         }
+        self.settle_version_task().await;
         if let Err(e) = self.load_head().await {
             warn!(error = %e, "reading the room's versions failed");
             return;
@@ -82,9 +92,39 @@ impl Room {
         if !self.version_due() {
             return;
         }
-        match self.take_version(VersionKind::Auto, None).await {
-            Ok(v) => info!(id = v.id, seq = v.seq, bytes = v.bytes, "version taken"),
+        match self.encode_version(VersionKind::Auto, None) {
+            Ok(encoded) => self.store_version(encoded, None),
             Err(e) => warn!(error = %e, "taking a version failed"),
+        }
+    }
+
+    /// Stores the document as an explicit version; `reply` hears of it once it is stored.
+    pub(super) async fn take_explicit_version(
+        &mut self,
+        label: Option<String>,
+        reply: VersionReply,
+    ) {
+        self.settle_version_task().await;
+        let encoded = match self.load_head().await {
+            Ok(()) => self.encode_version(VersionKind::Explicit, label),
+            Err(e) => Err(e),
+        };
+        match encoded {
+            Ok(encoded) => self.store_version(encoded, Some(reply)),
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
+    /// Collects the previous version's store write: its row is the chain's new head (after a
+    /// failure the head is read again before the next version).
+    pub(super) async fn settle_version_task(&mut self) {
+        if let Some(task) = self.version_task.take() {
+            self.head = match task.await {
+                Ok(Ok(meta)) => Head::Known(Box::new(meta)),
+                _ => Head::Unknown,
+            };
         }
     }
 
@@ -99,13 +139,13 @@ impl Room {
         Ok(())
     }
 
-    /// Stores the document as it is now (flushed: equal to what is durable at `last_seq`).
-    pub(super) async fn take_version(
+    /// Encodes the document as it is now (flushed: equal to what is durable at `last_seq`) as
+    /// the next version. Call after `settle_version_task` and `load_head`.
+    fn encode_version(
         &mut self,
         kind: VersionKind,
         label: Option<String>,
-    ) -> Result<VersionMeta, RelayError> {
-        self.load_head().await?;
+    ) -> Result<(NewVersion, Retention), RelayError> {
         if !self.owns() {
             return Err(RelayError::Unavailable(self.name.to_string()));
         }
@@ -159,22 +199,34 @@ impl Room {
             max_age_ms: (cfg.keep_days > 0).then(|| cfg.keep_days.saturating_mul(86_400_000)),
             now_ms: now,
         };
-        match self
-            .deps
-            .store
-            .add_version(self.name.clone(), version, retention)
-            .await
-        {
-            Ok(meta) => {
-                self.head = Head::Known(Box::new(meta.clone()));
-                Ok(meta)
-            }
-            Err(e) => {
-                // Whatever the store holds now, read it again before the next version.
-                self.head = Head::Unknown;
-                Err(RelayError::Storage(e))
-            }
-        }
+        Ok((version, retention))
+    }
+
+    /// Starts the task that stores an encoded version (`version_task`); `reply` hears of it.
+    fn store_version(
+        &mut self,
+        (version, retention): (NewVersion, Retention),
+        reply: Option<VersionReply>,
+    ) {
+        let store = self.deps.store.clone();
+        let name = self.name.clone();
+        let span = tracing::Span::current();
+        self.version_task = Some(tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let stored = store.add_version(name, version, retention).await;
+                match &stored {
+                    Ok(v) => {
+                        info!(id = v.id, seq = v.seq, bytes = v.bytes, kind = ?v.kind, "version taken")
+                    }
+                    Err(e) => warn!(error = %e, "storing a version failed"),
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(stored.clone().map_err(RelayError::Storage));
+                }
+                stored
+            },
+            span,
+        )));
     }
 
     /// Restores version `id`: saves the current state as a pre-restore version, then applies
@@ -182,12 +234,31 @@ impl Room {
     /// ordinary committed update (durable, then broadcast and published).
     pub(super) async fn restore(&mut self, id: &str) -> Result<Restored, RelayError> {
         let target = version_state(&self.deps.store, &self.name, id).await?;
-        let pre = self
-            .take_version(
-                VersionKind::PreRestore,
-                Some(format!("before restoring version {id}")),
-            )
-            .await?;
+        self.settle_version_task().await;
+        self.load_head().await?;
+        let encoded = self.encode_version(
+            VersionKind::PreRestore,
+            Some(format!("before restoring version {id}")),
+        )?;
+        self.store_version(encoded, None);
+        // The restore waits for the pre-restore version: it must exist before anything of the
+        // restore does.
+        let pre = match self.version_task.take() {
+            Some(task) => task
+                .await
+                .map_err(|e| RelayError::Internal(format!("version task failed: {e}")))?,
+            None => Err(Arc::new(StoreError::Stopped)),
+        };
+        let pre = match pre {
+            Ok(meta) => {
+                self.head = Head::Known(Box::new(meta.clone()));
+                meta
+            }
+            Err(e) => {
+                self.head = Head::Unknown;
+                return Err(RelayError::Storage(e));
+            }
+        };
         let live = self.encode_state(None)?;
         let update = tokio::task::spawn_blocking(move || restore_update(&live, &target))
             .await

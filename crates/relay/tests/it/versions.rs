@@ -279,3 +279,126 @@ async fn versions_need_an_admin_token_for_the_room() {
     }
     s.stop().await;
 }
+
+/// The cost of versions (docs/benchmarks.md, "Document history"): bytes per version of a 1 MB
+/// document with 1,000 small edits between versions, and what taking a version does to commit
+/// latency. `cargo test -p weaver-relay --release --test it measure_version_cost -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check: run it by hand"]
+async fn measure_version_cost() {
+    use std::time::Instant;
+    use yrs::{Doc, GetString, Map, MapRef, Out, ReadTxn, Text, TextPrelim, Transact};
+
+    const BLOCKS: usize = 200;
+    // WEAVER_MEASURE_VERSIONS=45 runs past the first full version's chain.
+    let versions_wanted: usize = std::env::var("WEAVER_MEASURE_VERSIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    const EDITS: usize = 1000;
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), no_auto()).await;
+    let room = "bench-history";
+    let doc = Doc::with_client_id(77);
+    let blocks: MapRef = doc.get_or_insert_map("blocks");
+    let paragraph = "lorem ipsum dolor sit amet, consectetur adipiscing elit. ".repeat(90);
+    {
+        let mut t = doc.transact_mut();
+        for i in 0..BLOCKS {
+            blocks.insert(
+                &mut t,
+                format!("b{i:04}"),
+                TextPrelim::new(paragraph.as_str()),
+            );
+        }
+    }
+    let full = doc
+        .transact()
+        .encode_state_as_update_v1(&yrs::StateVector::default());
+    s.handle
+        .apply_update(room, full.clone(), "bench")
+        .await
+        .unwrap();
+    println!("document: {} bytes", full.len());
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    let mut plain = Vec::new();
+    let mut after_version = Vec::new();
+    let mut version_ms = Vec::new();
+    for v in 0..versions_wanted {
+        for e in 0..EDITS {
+            let update = {
+                let key = format!("b{:04}", next(BLOCKS));
+                let mut t = doc.transact_mut();
+                let Some(Out::YText(text)) = blocks.get(&t, &key) else {
+                    panic!("no block {key}")
+                };
+                let len = text.get_string(&t).len() as u32;
+                let at = next(len as usize + 1) as u32;
+                if e % 4 == 3 && len > 1 {
+                    text.remove_range(&mut t, at.min(len - 1), 1);
+                } else {
+                    text.insert(&mut t, at, "x");
+                }
+                t.encode_update_v1()
+            };
+            let started = Instant::now();
+            s.handle.apply_update(room, update, "bench").await.unwrap();
+            plain.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        // Take a version while an edit is committed right behind it: the edit waits for the
+        // version's one extra write at most.
+        let handle = s.handle.clone();
+        let started = Instant::now();
+        let taking = tokio::spawn(async move { handle.create_version(room, None).await });
+        let update = {
+            let key = format!("b{:04}", next(BLOCKS));
+            let mut t = doc.transact_mut();
+            let Some(Out::YText(text)) = blocks.get(&t, &key) else {
+                panic!("no block {key}")
+            };
+            text.insert(&mut t, 0, "y");
+            t.encode_update_v1()
+        };
+        let edit_started = Instant::now();
+        s.handle.apply_update(room, update, "bench").await.unwrap();
+        after_version.push(edit_started.elapsed().as_secs_f64() * 1000.0);
+        let info = taking.await.unwrap().unwrap();
+        version_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+        println!("version {}: {} bytes ({})", v + 1, info.bytes, info.id);
+    }
+    let versions = s.handle.versions(room).await.unwrap();
+    let total: u64 = versions.iter().map(|v| v.bytes).sum();
+    println!(
+        "{} versions, {} bytes stored in all, {} bytes per version on average",
+        versions.len(),
+        total,
+        total / versions.len() as u64
+    );
+    let rebuild = Instant::now();
+    let newest = versions[0].id.clone();
+    let state = s.handle.version_state(room, &newest).await.unwrap();
+    println!(
+        "reading the newest version back: {:.1} ms ({} bytes)",
+        rebuild.elapsed().as_secs_f64() * 1000.0,
+        state.len()
+    );
+    let pct = |v: &mut Vec<f64>, p: f64| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[((v.len() - 1) as f64 * p) as usize]
+    };
+    println!(
+        "commit latency of an edit: p50 {:.2} ms, p99 {:.2} ms; an edit queued behind a version: median {:.2} ms, max {:.2} ms; taking a version: median {:.2} ms",
+        pct(&mut plain, 0.5),
+        pct(&mut plain, 0.99),
+        pct(&mut after_version, 0.5),
+        pct(&mut after_version, 1.0),
+        pct(&mut version_ms, 0.5),
+    );
+    s.stop().await;
+}
