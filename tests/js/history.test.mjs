@@ -1,17 +1,20 @@
 // Document history through the real binary with stock yjs + y-websocket clients: a restore
 // reaches connected clients live (no reconnect), an offline client's edits merge with the
-// restored document when it reconnects, and restoring the pre-restore version undoes it.
+// restored document when it reconnects, and restoring the pre-restore version undoes it; in
+// cluster mode versions live in JetStream and survive the node.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { startWeaver } from './lib/weaver.mjs'
-import { yclient, waitFor } from './lib/yclient.mjs'
+import { rmSync } from 'node:fs'
+import { startWeaver, tempDataDir } from './lib/weaver.mjs'
+import { yclient, waitFor, textOfUpdate } from './lib/yclient.mjs'
+import { startNats } from './lib/nats.mjs'
 
 let weaver
 before(async () => { weaver = await startWeaver({ args: ['--version-every-secs', '0'] }) })
 after(async () => { await weaver?.stop() })
 
-async function api (method, path, body) {
-  const res = await fetch(`${weaver.httpUrl}${path}`, {
+async function api (method, path, body, base = weaver.httpUrl) {
+  const res = await fetch(`${base}${path}`, {
     method,
     headers: body ? { 'content-type': 'application/json' } : {},
     body: body ? JSON.stringify(body) : undefined
@@ -88,5 +91,51 @@ test('a restore reaches connected clients live and an offline client merges with
     assert.equal((await api('GET', `/api/rooms/${room}/versions/12345/update`)).status, 404)
   } finally {
     a.destroy(); b.destroy(); c.destroy()
+  }
+})
+
+test('cluster mode: versions live in JetStream, survive a kill -9 and a node with an empty --data, and restore there', { timeout: 120000 }, async () => {
+  const nats = await startNats()
+  const dirs = [tempDataDir('weaver-history-a-'), tempDataDir('weaver-history-b-')]
+  const args = ['--cluster', nats.url, '--node-id', 'h1', '--lease-ttl-ms', '2000', '--version-every-secs', '0']
+  let node = null
+  let client = null
+  try {
+    node = await startWeaver({ dataDir: dirs[0], args })
+    const room = 'history-cluster'
+    client = await yclient(node.wsUrl, room)
+    client.doc.getMap('meta').set('title', 'kept in JetStream')
+    client.text.insert(0, 'before')
+    const durable = (text) => waitFor(async () => {
+      const r = await fetch(`${node.httpUrl}/api/rooms/${room}/update`)
+      return textOfUpdate(Buffer.from(await r.arrayBuffer())) === text
+    }, { what: `the server has ${JSON.stringify(text)}` })
+    await durable('before')
+    const created = await api('POST', `/api/rooms/${room}/versions`, { label: 'cluster' }, node.httpUrl)
+    assert.equal(created.status, 201)
+    client.text.insert(client.text.length, ' and after')
+    client.doc.getMap('meta').set('title', 'changed')
+    await durable('before and after')
+    client.destroy()
+    client = null
+    await node.kill9()
+
+    // Another process with another (empty) data directory: everything is in JetStream.
+    node = await startWeaver({ dataDir: dirs[1], args })
+    const listed = await api('GET', `/api/rooms/${room}/versions`, undefined, node.httpUrl)
+    assert.equal(listed.status, 200)
+    assert.deepEqual(listed.json.versions.map((v) => [v.id, v.label, v.kind]), [[created.json.id, 'cluster', 'explicit']])
+    client = await yclient(node.wsUrl, room)
+    assert.equal(client.text.toString(), 'before and after')
+    const restored = await api('POST', `/api/rooms/${room}/versions/${created.json.id}/restore`, undefined, node.httpUrl)
+    assert.equal(restored.status, 200, JSON.stringify(restored.json))
+    await waitFor(() => client.text.toString() === 'before' && client.doc.getMap('meta').get('title') === 'kept in JetStream', { what: 'the restore, live' })
+    const after = await api('GET', `/api/rooms/${room}/versions`, undefined, node.httpUrl)
+    assert.deepEqual(after.json.versions.map((v) => v.kind), ['pre-restore', 'explicit'])
+  } finally {
+    client?.destroy()
+    if (node) await node.kill9()
+    await nats.dispose()
+    for (const d of dirs) rmSync(d, { recursive: true, force: true })
   }
 })
