@@ -73,7 +73,7 @@ pub(super) struct Room {
     /// The room's newest stored version, as far as the room knows (versions.rs).
     pub(super) head: super::versions::Head,
     /// The store write of the version being taken, if any (versions.rs).
-    pub(super) version_task: Option<super::versions::VersionTask>,
+    pub(super) version_task: Option<Box<super::versions::PendingVersion>>,
 }
 
 /// How soon an idle room tries again to unload when a command arrived just as it tried.
@@ -273,7 +273,7 @@ pub(crate) async fn run(
         let _ = c.await;
     }
     if let Some(v) = room.version_task.take() {
-        let _ = v.await;
+        let _ = v.task.await;
     }
     // Forget the room's storage state before the lease goes: once released, another node may
     // append, and nothing here may act on the tip this node knew.

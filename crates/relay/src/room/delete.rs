@@ -16,7 +16,7 @@ impl Room {
         // A version still being written would otherwise land after the deletion and show up
         // in the next room of that name.
         if let Some(v) = self.version_task.take() {
-            let _ = v.await;
+            let _ = v.task.await;
         }
         self.close_all(close_code::ROOM_DELETED, "room deleted");
         let r = self.deps.store.delete(self.name.clone()).await;

@@ -3,9 +3,11 @@
 //! restoring one as a forward update through the room's own apply, persist and broadcast path.
 //!
 //! A version is the document right after a flush, i.e. exactly what is durable at `last_seq`.
-//! It is stored as a diff against the room's newest version (what the document gained since
-//! that version's state vector) while the diffs since the last full version stay smaller than
-//! it, else as the whole document: rebuilding one applies at most about twice the document.
+//! It is stored as a diff against the room's newest version (the structs the document gained
+//! since that version's state vector, and the deletions since it: a Yjs diff carries the whole
+//! delete set, so the room subtracts the one it saw at the newest version when it knows it)
+//! while the diffs since the last full version stay smaller than it, else as the whole
+//! document: rebuilding one applies at most about twice the document.
 //! The room encodes the version (it owns the document) and hands the store write to a task of
 //! its own, like compaction: commits never wait for it, and an engine whose write takes several
 //! round trips (JetStream) does not hold up the room. The next version first collects the
@@ -21,7 +23,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
-use yrs::{ReadTxn, StateVector, Transact};
+use yrs::{IdSet, ReadTxn, StateVector, Transact};
 
 use super::actor::Room;
 use crate::error::RelayError;
@@ -43,7 +45,28 @@ pub(super) enum Head {
     Unknown,
     /// The room has no version.
     Empty,
-    Known(Box<VersionMeta>),
+    Known(Box<HeadVersion>),
+}
+
+/// The newest stored version, and its delete set when this room took it (not after a load).
+#[derive(Debug)]
+pub(super) struct HeadVersion {
+    meta: VersionMeta,
+    delete_set: Option<IdSet>,
+}
+
+/// A version being stored: the task writing it and the delete set it was taken at.
+#[derive(Debug)]
+pub(super) struct PendingVersion {
+    pub(super) task: VersionTask,
+    delete_set: IdSet,
+}
+
+/// An encoded version, ready to store.
+struct Encoded {
+    version: NewVersion,
+    retention: Retention,
+    delete_set: IdSet,
 }
 
 /// What `POST …/versions/{id}/restore` answers.
@@ -67,14 +90,22 @@ impl Room {
     /// After a commit: whether an automatic version may be due (cheap; `take_version` decides).
     pub(super) fn version_due(&self) -> bool {
         let every = self.deps.config.versions.every;
-        if every.is_zero() || self.version_task.as_ref().is_some_and(|t| !t.is_finished()) {
+        if every.is_zero()
+            || self
+                .version_task
+                .as_ref()
+                .is_some_and(|p| !p.task.is_finished())
+        {
             return false;
         }
         match &self.head {
             Head::Unknown | Head::Empty => true,
             Head::Known(h) => {
-                h.seq < self.last_seq
-                    && now_ms() >= h.created_at_ms.saturating_add(every.as_millis() as u64)
+                h.meta.seq < self.last_seq
+                    && now_ms()
+                        >= h.meta
+                            .created_at_ms
+                            .saturating_add(every.as_millis() as u64)
             }
         }
     }
@@ -120,9 +151,13 @@ impl Room {
     /// Collects the previous version's store write: its row is the chain's new head (after a
     /// failure the head is read again before the next version).
     pub(super) async fn settle_version_task(&mut self) {
-        if let Some(task) = self.version_task.take() {
+        if let Some(pending) = self.version_task.take() {
+            let PendingVersion { task, delete_set } = *pending;
             self.head = match task.await {
-                Ok(Ok(meta)) => Head::Known(Box::new(meta)),
+                Ok(Ok(meta)) => Head::Known(Box::new(HeadVersion {
+                    meta,
+                    delete_set: Some(delete_set),
+                })),
                 _ => Head::Unknown,
             };
         }
@@ -132,7 +167,10 @@ impl Room {
         if matches!(self.head, Head::Unknown) {
             let metas = self.deps.store.versions(self.name.clone()).await?;
             self.head = match metas.into_iter().last() {
-                Some(m) => Head::Known(Box::new(m)),
+                Some(meta) => Head::Known(Box::new(HeadVersion {
+                    meta,
+                    delete_set: None,
+                })),
                 None => Head::Empty,
             };
         }
@@ -145,38 +183,44 @@ impl Room {
         &mut self,
         kind: VersionKind,
         label: Option<String>,
-    ) -> Result<(NewVersion, Retention), RelayError> {
+    ) -> Result<Encoded, RelayError> {
         if !self.owns() {
             return Err(RelayError::Unavailable(self.name.to_string()));
         }
         let head = match &self.head {
-            Head::Known(h) => Some(h.as_ref().clone()),
+            Head::Known(h) => Some(h.as_ref()),
             _ => None,
         };
         let doc = &self.doc;
         let encoded = catch_unwind(AssertUnwindSafe(|| {
             let txn = doc.transact();
             let sv = txn.state_vector().encode_v1();
-            let diff = head.as_ref().and_then(|h| {
-                let base_sv = StateVector::decode_v1(&h.state_vector).ok()?;
-                let diff = txn.encode_state_as_update_v1(&base_sv);
-                (h.chain_bytes + diff.len() as u64 <= h.full_bytes).then_some((h, diff))
+            let delete_set = txn.snapshot().delete_set;
+            let diff = head.and_then(|h| {
+                let base_sv = StateVector::decode_v1(&h.meta.state_vector).ok()?;
+                let mut diff = txn.encode_state_as_update_v1(&base_sv);
+                if let Some(base_ds) = &h.delete_set {
+                    diff = without_known_deletions(diff, &delete_set, base_ds);
+                }
+                let m = &h.meta;
+                (m.chain_bytes + diff.len() as u64 <= m.full_bytes).then_some((m, diff))
             });
             match diff {
-                Some((h, diff)) => (
+                Some((m, diff)) => (
                     sv,
-                    Some(h.id),
-                    h.chain_bytes + diff.len() as u64,
-                    h.full_bytes,
+                    Some(m.id),
+                    m.chain_bytes + diff.len() as u64,
+                    m.full_bytes,
                     diff,
+                    delete_set,
                 ),
                 None => {
                     let full = txn.encode_state_as_update_v1(&StateVector::default());
-                    (sv, None, 0, full.len() as u64, full)
+                    (sv, None, 0, full.len() as u64, full, delete_set)
                 }
             }
         }));
-        let Ok((state_vector, base, chain_bytes, full_bytes, data)) = encoded else {
+        let Ok((state_vector, base, chain_bytes, full_bytes, data, delete_set)) = encoded else {
             return Err(RelayError::Internal(
                 "yrs panicked encoding a version".into(),
             ));
@@ -199,19 +243,24 @@ impl Room {
             max_age_ms: (cfg.keep_days > 0).then(|| cfg.keep_days.saturating_mul(86_400_000)),
             now_ms: now,
         };
-        Ok((version, retention))
+        Ok(Encoded {
+            version,
+            retention,
+            delete_set,
+        })
     }
 
     /// Starts the task that stores an encoded version (`version_task`); `reply` hears of it.
-    fn store_version(
-        &mut self,
-        (version, retention): (NewVersion, Retention),
-        reply: Option<VersionReply>,
-    ) {
+    fn store_version(&mut self, encoded: Encoded, reply: Option<VersionReply>) {
+        let Encoded {
+            version,
+            retention,
+            delete_set,
+        } = encoded;
         let store = self.deps.store.clone();
         let name = self.name.clone();
         let span = tracing::Span::current();
-        self.version_task = Some(tokio::spawn(tracing::Instrument::instrument(
+        let task = tokio::spawn(tracing::Instrument::instrument(
             async move {
                 let stored = store.add_version(name, version, retention).await;
                 match &stored {
@@ -226,7 +275,8 @@ impl Room {
                 stored
             },
             span,
-        )));
+        ));
+        self.version_task = Some(Box::new(PendingVersion { task, delete_set }));
     }
 
     /// Restores version `id`: saves the current state as a pre-restore version, then applies
@@ -243,20 +293,13 @@ impl Room {
         self.store_version(encoded, None);
         // The restore waits for the pre-restore version: it must exist before anything of the
         // restore does.
-        let pre = match self.version_task.take() {
-            Some(task) => task
-                .await
-                .map_err(|e| RelayError::Internal(format!("version task failed: {e}")))?,
-            None => Err(Arc::new(StoreError::Stopped)),
-        };
-        let pre = match pre {
-            Ok(meta) => {
-                self.head = Head::Known(Box::new(meta.clone()));
-                meta
-            }
-            Err(e) => {
-                self.head = Head::Unknown;
-                return Err(RelayError::Storage(e));
+        self.settle_version_task().await;
+        let pre = match &self.head {
+            Head::Known(h) if h.meta.kind == VersionKind::PreRestore => h.meta.clone(),
+            _ => {
+                return Err(RelayError::Internal(
+                    "the pre-restore version was not stored".into(),
+                ));
             }
         };
         let live = self.encode_state(None)?;
@@ -277,6 +320,21 @@ impl Room {
             pre_restore: VersionInfo::from(&pre),
         })
     }
+}
+
+/// `diff` (a v1 update of the structs since a version, followed by the document's whole delete
+/// set `full`) with only the deletions `base` (the version's delete set) does not have. A v1
+/// update ends with its delete set, so the structs are what precedes `full`'s encoding; if the
+/// bytes do not end with it (another encoding order), the diff is kept whole, which is correct
+/// too, only larger.
+fn without_known_deletions(diff: Vec<u8>, full: &IdSet, base: &IdSet) -> Vec<u8> {
+    let full_bytes = full.encode_v1();
+    if !diff.ends_with(&full_bytes) {
+        return diff;
+    }
+    let mut out = diff[..diff.len() - full_bytes.len()].to_vec();
+    out.extend_from_slice(&full.diff(base).encode_v1());
+    out
 }
 
 /// The origin of a restore's update on the relay event stream.
