@@ -87,7 +87,8 @@ fn now_ms() -> u64 {
 }
 
 impl Room {
-    /// After a commit: whether an automatic version may be due (cheap; `take_version` decides).
+    /// After a commit: whether an automatic version may be due (cheap; checked again once the
+    /// previous version's write is collected).
     pub(super) fn version_due(&self) -> bool {
         let every = self.deps.config.versions.every;
         if every.is_zero()
@@ -280,7 +281,7 @@ impl Room {
     }
 
     /// Restores version `id`: saves the current state as a pre-restore version, then applies
-    /// the update that gives every map root the version has the version's content, as an
+    /// the update that gives every root the version has the version's content, as an
     /// ordinary committed update (durable, then broadcast and published).
     pub(super) async fn restore(&mut self, id: &str) -> Result<Restored, RelayError> {
         let target = version_state(&self.deps.store, &self.name, id).await?;
