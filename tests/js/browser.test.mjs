@@ -933,6 +933,57 @@ test('tokens: read-only is shown and enforced without a step-1 loop; an expired 
   }
 })
 
+test('history panel: save a version, preview it read-only, restore it after confirming; the other context sees it live', { timeout: 120000 }, async () => {
+  const room = `history-${Date.now()}`
+  const a = await openPage(weaver, room, 'A')
+  const b = await openPage(weaver, room, 'B')
+  const id = await addBlock(a.page)
+  await a.page.keyboard.type('First draft')
+  await contentIs(b.page, id, 'First draft')
+  await waitFor(a.page, () => !window.weaver.status().unsaved, null, 'A saved')
+
+  await a.page.fill('#version-label', 'draft 1')
+  await a.page.click('#save-version button[type="submit"]')
+  const saved = a.page.locator('#versions .version', { hasText: 'draft 1' })
+  await saved.waitFor({ timeout: WAIT })
+  assert.match(await saved.locator('.version-time').textContent(), /just now|s ago/)
+
+  await textarea(a.page, id).click()
+  await a.page.keyboard.press('Control+A')
+  await a.page.keyboard.type('Rewritten by A')
+  await contentIs(b.page, id, 'Rewritten by A')
+  await waitFor(a.page, () => !window.weaver.status().unsaved, null, 'A saved the rewrite')
+
+  // The preview is read-only: it shows the version, the document stays as it is.
+  await saved.locator('button').click()
+  const preview = a.page.locator('#version-preview')
+  await preview.locator('.preview-block', { hasText: 'First draft' }).waitFor({ timeout: WAIT })
+  assert.equal(await preview.locator('textarea, [contenteditable]').count(), 0)
+  assert.equal(await textarea(a.page, id).inputValue(), 'Rewritten by A')
+  await shot(a.page, 'history-preview')
+
+  // Restore asks first; cancelling changes nothing.
+  await a.page.click('#restore-version')
+  await a.page.locator('#confirm-restore').waitFor({ timeout: WAIT })
+  await shot(a.page, 'history-confirm')
+  await a.page.click('#cancel-restore')
+  await a.page.locator('#restore-version').waitFor({ timeout: WAIT })
+  assert.equal(await textarea(b.page, id).inputValue(), 'Rewritten by A')
+  await a.page.click('#restore-version')
+  await a.page.click('#confirm-restore')
+  await contentIs(a.page, id, 'First draft', 'A has the restored version')
+  await contentIs(b.page, id, 'First draft', 'B has the restored version, live')
+  await waitFor(b.page, (id) => document.querySelector(`.block[data-block-id="${id}"] textarea`)?.value === 'First draft', id, "the restored text in B's textarea")
+  // The state before the restore is listed, so the restore can be undone.
+  await a.page.locator('#versions .version[data-kind="pre-restore"]').waitFor({ timeout: WAIT })
+  await shot(a.page, 'history-restored')
+  await shot(b.page, 'history-restored-B')
+  assert.deepEqual(a.page.problems, [])
+  assert.deepEqual(b.page.problems, [])
+  await closeContext(a.context)
+  await closeContext(b.context)
+})
+
 test('at 390 px the header leaves the room title whole instead of one word per line', { timeout: 120000 }, async () => {
   const room = `narrow-${Date.now()}` // ~20 characters: fits one line of a phone
   const a = await openPage(weaver, room, 'A', { viewport: { width: 390, height: 844 } })

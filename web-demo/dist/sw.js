@@ -7,7 +7,7 @@
 // vite.config.js fills in the file list and the content-derived cache version at build time.
 
 const SHELL_FILES = ["assets/index.css","assets/index.js","index.html"]
-const CACHE = 'weaver-demo-d90ad9a44a1612f8'
+const CACHE = 'weaver-demo-63c7ec2ab30165ef'
 const SCOPE = new URL(self.registration.scope)
 const INDEX = new URL('index.html', SCOPE).href
 

@@ -1,6 +1,7 @@
 // Client for the bridge's HTTP API (APICalls and their events), as the demo page uses it.
 //
-// Only reads: the listing of a block's calls and one call's event timeline. Errors come back as
+// Reads: the listing of a block's calls and one call's event timeline. The room's versions
+// (history panel): listing, a version's blocks, saving one and restoring one. Errors come back as
 // a typed `ApiError` with a `kind` the UI turns into a friendly message ("missing" when this
 // server has no bridge API, "network" when it cannot be reached, "forbidden" when the token may
 // not read it, "http" otherwise). Also the probe that tells a refused live connection from an
@@ -62,6 +63,45 @@ export class Api {
     } catch {
       throw new ApiError('http', 'The API answered with invalid JSON.', res.status)
     }
+  }
+
+  /** A POST with an optional JSON body; answers the JSON reply (errors as in `_get`). */
+  async _post (path, body) {
+    const headers = this._headers()
+    if (body !== undefined) headers['Content-Type'] = 'application/json'
+    let res
+    try {
+      res = await fetch(new URL(path, this.base), { method: 'POST', headers, body: body === undefined ? undefined : JSON.stringify(body), cache: 'no-store' })
+    } catch {
+      throw new ApiError('network', 'The server could not be reached.')
+    }
+    let json = null
+    try { json = await res.json() } catch { /* no body */ }
+    if (res.status === 401 || res.status === 403) throw new ApiError('forbidden', `The API answered ${res.status}.`, res.status)
+    if (res.status === 404) throw new ApiError('missing', json?.error ?? 'Not found.', res.status)
+    if (!res.ok) throw new ApiError('http', `The API answered ${res.status}${json?.error ? `: ${json.error}` : ''}.`, res.status)
+    return json
+  }
+
+  /** `GET /api/rooms/{room}/versions` → the room's versions, newest first. */
+  async listVersions (room, opts) {
+    const body = await this._get(`api/rooms/${encodeURIComponent(room)}/versions`, opts)
+    return Array.isArray(body?.versions) ? body.versions : []
+  }
+
+  /** `GET /api/rooms/{room}/versions/{id}/blocks` → `{blocks: [...]}` at that version. */
+  async versionBlocks (room, id, opts) {
+    return this._get(`api/rooms/${encodeURIComponent(room)}/versions/${encodeURIComponent(id)}/blocks`, opts)
+  }
+
+  /** `POST /api/rooms/{room}/versions` → the new version. */
+  async createVersion (room, label) {
+    return this._post(`api/rooms/${encodeURIComponent(room)}/versions`, label ? { label } : undefined)
+  }
+
+  /** `POST /api/rooms/{room}/versions/{id}/restore` → `{restored, seq, pre_restore}`. */
+  async restoreVersion (room, id) {
+    return this._post(`api/rooms/${encodeURIComponent(room)}/versions/${encodeURIComponent(id)}/restore`)
   }
 
   /** `GET /api/calls?room=&block=` → array of calls, newest first. */

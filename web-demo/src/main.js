@@ -16,6 +16,7 @@ import { SaveTracker } from './save-state.js'
 import { Connection, STATE_LABEL } from './connection.js'
 import { Api } from './api.js'
 import { loadUser, saveUser, peers, initials } from './presence.js'
+import { HistoryPanel } from './history-panel.js'
 import { h, setChildren } from './util.js'
 
 // The relay's room names (crates/relay/src/room_name.rs): 1-128 of [A-Za-z0-9._~:@/-], a "/"
@@ -326,6 +327,13 @@ awareness.on('change', renderPeers)
 window.addEventListener('pagehide', () => awareness.setLocalState(null))
 window.addEventListener('pageshow', (e) => { if (e.persisted) awareness.setLocalState({ user, focus: focusedBlock }) })
 
+// ---- history -------------------------------------------------------------------------------
+
+const historyPanel = new HistoryPanel($('#history'), { api, room, notify })
+historyPanel.refresh()
+// New automatic versions appear while the room is edited; a light poll keeps the list fresh.
+setInterval(() => { if (connection.state === 'online') historyPanel.refresh() }, 15000)
+
 // ---- notifications, offline shell, test hook ----------------------------------------------
 
 let toastTimer = null
@@ -368,6 +376,7 @@ window.weaver = window.demo = {
   weaverDoc,
   connection,
   readBlocks: () => readBlocks(doc),
+  history: historyPanel,
   status: () => ({ connection: connection.state, detail: connection.detail, readOnly: connection.readOnly, unsaved, synced: provider.synced, localLoaded: persistence.synced }),
   // For the application embedding the page: hand over a fresh access token (e.g. on the
   // `weaver:token-expired` window event); the page reconnects with it.

@@ -98,6 +98,9 @@ pub enum LogError {
     Timeout { room: String, after: Duration },
     #[error("the room log is stopped")]
     Stopped,
+    /// Opening the store of room versions failed (`JetStreamRoomStore::open`).
+    #[error("opening the version store")]
+    Versions(#[source] Box<VersionError>),
 }
 
 impl LogError {
@@ -205,4 +208,70 @@ pub struct ConnectError {
     pub url: String,
     #[source]
     pub source: async_nats::ConnectError,
+}
+
+/// Errors of the versions of rooms (`versions.rs`).
+#[derive(Debug, thiserror::Error)]
+pub enum VersionError {
+    #[error("creating version bucket {bucket}")]
+    Bucket {
+        bucket: String,
+        #[source]
+        source: CreateKeyValueError,
+    },
+    #[error("creating version object store {bucket}")]
+    Objects {
+        bucket: String,
+        #[source]
+        source: async_nats::jetstream::context::CreateObjectStoreError,
+    },
+    #[error("reading the version index of room {room:?}")]
+    Index {
+        room: String,
+        #[source]
+        source: kv::EntryError,
+    },
+    #[error("room {room:?} has an unreadable version index")]
+    Corrupt { room: String },
+    /// Another writer changed the room's versions since this one read them.
+    #[error("room {room:?}: another writer changed its versions")]
+    Conflict { room: String },
+    #[error("writing the version index of room {room:?}")]
+    Write {
+        room: String,
+        #[source]
+        source: kv::UpdateError,
+    },
+    #[error("writing the version index of room {room:?}")]
+    Create {
+        room: String,
+        #[source]
+        source: kv::CreateError,
+    },
+    #[error("removing the versions of room {room:?}")]
+    Purge {
+        room: String,
+        #[source]
+        source: kv::PurgeError,
+    },
+    #[error("encoding a version index")]
+    Encode(#[source] serde_json::Error),
+    #[error("storing a version of room {room:?}")]
+    PutData {
+        room: String,
+        #[source]
+        source: async_nats::jetstream::object_store::PutError,
+    },
+    #[error("reading a version of room {room:?}")]
+    GetData {
+        room: String,
+        #[source]
+        source: async_nats::jetstream::object_store::GetError,
+    },
+    #[error("reading a version of room {room:?}")]
+    ReadData {
+        room: String,
+        #[source]
+        source: std::io::Error,
+    },
 }

@@ -24,12 +24,13 @@ mod room_log;
 mod room_store;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod versions;
 
 /// The NATS connection [`connect`] returns, for callers that hold one without naming async-nats.
 pub use async_nats::Client as NatsClient;
 pub use claims::Claims;
 pub use connect::{connect, jetstream};
-pub use error::{ConnectError, LeaseError, LogError, RegistryError, TakenOver};
+pub use error::{ConnectError, LeaseError, LogError, RegistryError, TakenOver, VersionError};
 pub use lease::{Lease, LeaseConfig, Leases};
 pub use names::{decode_room, encode_room, stream_index};
 pub use placement::LeasePlacement;

@@ -29,11 +29,14 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt};
-use weaver_relay::store::{Detail, RoomStore, StoreError, StoredRoom, StoredRoomInfo};
+use weaver_relay::store::{
+    Detail, NewVersion, Retention, RoomStore, StoreError, StoredRoom, StoredRoomInfo, VersionMeta,
+};
 
 use crate::claims::Claims;
-use crate::error::{LogError, TakenOver};
+use crate::error::{LogError, TakenOver, VersionError};
 use crate::room_log::{self, RoomLog, RoomLogConfig, TakeoverId};
+use crate::versions::{Added, VersionStore};
 
 /// Rooms whose stats one listing reads at once.
 const LIST_READS_IN_FLIGHT: usize = 8;
@@ -50,6 +53,8 @@ pub struct JetStreamRoomStore {
     /// The leases this node holds (cluster mode); `None`: every load takes over, at epoch 0.
     claims: Option<Claims>,
     stopped: AtomicBool,
+    /// Document versions of every room (versions.rs).
+    versions: VersionStore,
 }
 
 /// What a room's actor knows of the room.
@@ -67,6 +72,10 @@ impl JetStreamRoomStore {
         client: async_nats::Client,
         cfg: RoomLogConfig,
     ) -> Result<JetStreamRoomStore, LogError> {
+        let js = crate::connect::jetstream(client.clone(), cfg.request_timeout);
+        let versions = VersionStore::open(&js, &cfg.stream_prefix, cfg.replicas)
+            .await
+            .map_err(|e| LogError::Versions(Box::new(e)))?;
         let log = RoomLog::open(client.clone(), cfg.clone()).await?;
         let reader = RoomLog::open(client, cfg).await?;
         Ok(JetStreamRoomStore {
@@ -75,6 +84,7 @@ impl JetStreamRoomStore {
             known: Mutex::new(HashMap::new()),
             claims: None,
             stopped: AtomicBool::new(false),
+            versions,
         })
     }
 
@@ -293,7 +303,11 @@ impl RoomStore for JetStreamRoomStore {
         async move {
             let r = self.log.delete(room.clone()).await;
             self.drop_known(&room);
-            r.map_err(|e| Arc::new(write_error(e)))
+            r.map_err(|e| Arc::new(write_error(e)))?;
+            self.versions
+                .delete(&room)
+                .await
+                .map_err(|e| Arc::new(version_error(e)))
         }
         .boxed()
     }
@@ -314,6 +328,50 @@ impl RoomStore for JetStreamRoomStore {
         detail: Detail,
     ) -> BoxFuture<'_, Result<Vec<StoredRoomInfo>, StoreError>> {
         self.list_rooms(prefix, after, limit, detail).boxed()
+    }
+
+    fn add_version(
+        &self,
+        room: Arc<str>,
+        version: NewVersion,
+        retention: Retention,
+    ) -> BoxFuture<'_, Result<VersionMeta, Arc<StoreError>>> {
+        async move {
+            if self.stopped.load(Ordering::SeqCst) {
+                return Err(Arc::new(StoreError::Stopped));
+            }
+            match self.versions.add(&room, &version, &retention).await {
+                Ok(Added::Stored(meta)) => Ok(meta),
+                Ok(Added::StaleBase) => Err(Arc::new(StoreError::VersionRefused {
+                    room: room.to_string(),
+                    base: version.base.unwrap_or_default(),
+                })),
+                Err(e) => Err(Arc::new(version_error(e))),
+            }
+        }
+        .boxed()
+    }
+
+    fn versions(&self, room: Arc<str>) -> BoxFuture<'_, Result<Vec<VersionMeta>, StoreError>> {
+        async move { self.versions.list(&room).await.map_err(StoreError::read) }.boxed()
+    }
+
+    fn version_data(
+        &self,
+        room: Arc<str>,
+        ids: Vec<u64>,
+    ) -> BoxFuture<'_, Result<Vec<Vec<u8>>, StoreError>> {
+        async move {
+            match self.versions.data(&room, &ids).await {
+                Ok(Ok(data)) => Ok(data),
+                Ok(Err(id)) => Err(StoreError::VersionMissing {
+                    room: room.to_string(),
+                    id,
+                }),
+                Err(e) => Err(StoreError::read(e)),
+            }
+        }
+        .boxed()
     }
 
     /// True while the connection to NATS is down (not sticky: it clears on reconnect).
@@ -364,6 +422,14 @@ fn read_error(e: LogError) -> StoreError {
     match e {
         LogError::Stopped => StoreError::Stopped,
         e => StoreError::read(e),
+    }
+}
+
+/// Another writer changing the room's versions is a takeover, like a fenced append.
+fn version_error(e: VersionError) -> StoreError {
+    match e {
+        VersionError::Conflict { .. } => StoreError::Fenced(Box::new(e)),
+        e => StoreError::write(e),
     }
 }
 

@@ -445,6 +445,8 @@ pub(crate) async fn relay_routes(
     let need = match (route, req.method()) {
         ("/healthz" | "/readyz", _) => None,
         ("/{room}", _) => Some(Need::Read),
+        // History reveals past content and a restore rewrites the room: admins only.
+        (r, _) if r.starts_with("/api/rooms/{room}/versions") => Some(Need::RoomAdmin),
         (r, &Method::GET | &Method::HEAD) if r.starts_with("/api/rooms/{room}/") => {
             Some(Need::Read)
         }

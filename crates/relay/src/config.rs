@@ -62,6 +62,16 @@ pub const DEFAULT_HOLD_ABOVE_RATE: u32 = 2_000;
 /// a long-running server's memory grow with its database; loaded rooms live in their yrs
 /// documents anyway, so the cache only speeds up room loads and the B-tree's upper pages.
 pub const DEFAULT_STORE_CACHE_BYTES: usize = 64 * 1024 * 1024;
+/// At most one automatic version per room per this much time while it is edited
+/// (`--version-every-secs`; zero: no automatic versions).
+pub const DEFAULT_VERSION_EVERY: Duration = Duration::from_secs(300);
+/// Automatic and pre-restore versions kept per room, newest first (`--keep-versions`).
+pub const DEFAULT_KEEP_VERSIONS: usize = 100;
+/// Automatic and pre-restore versions older than this many days are dropped
+/// (`--keep-versions-days`; zero: no age limit). Explicit versions and a room's newest version
+/// are never dropped.
+pub const DEFAULT_KEEP_VERSIONS_DAYS: u64 = 30;
+
 /// How long shutdown waits for rooms to flush and close before giving up.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -98,6 +108,29 @@ pub struct RelayConfig {
     pub ws_allowed_origins: Vec<String>,
     /// Which node runs each room's actor ([`crate::SingleNode`]: this one, never fenced).
     pub placement: std::sync::Arc<dyn crate::RoomPlacement>,
+    /// Document versions: how often rooms take one and which ones they keep.
+    pub versions: VersionConfig,
+}
+
+/// When rooms take automatic versions and which versions they keep (docs/operations.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VersionConfig {
+    /// At most one automatic version per room per this much time (zero: none).
+    pub every: Duration,
+    /// Automatic and pre-restore versions kept per room (0: no count limit).
+    pub keep: usize,
+    /// Automatic and pre-restore versions kept at most this many days (0: no age limit).
+    pub keep_days: u64,
+}
+
+impl Default for VersionConfig {
+    fn default() -> Self {
+        VersionConfig {
+            every: DEFAULT_VERSION_EVERY,
+            keep: DEFAULT_KEEP_VERSIONS,
+            keep_days: DEFAULT_KEEP_VERSIONS_DAYS,
+        }
+    }
 }
 
 impl Default for RelayConfig {
@@ -125,6 +158,7 @@ impl Default for RelayConfig {
             limits: crate::limits::AbuseLimits::default(),
             ws_allowed_origins: Vec::new(),
             placement: std::sync::Arc::new(crate::SingleNode),
+            versions: VersionConfig::default(),
         }
     }
 }

@@ -64,6 +64,9 @@ pub enum RelayError {
     /// The room is owned by another node (cluster mode); its traffic goes there.
     #[error("room is owned by node {}", .0.node_id)]
     Remote(crate::placement::RemoteOwner),
+    /// No listed version of the room has this id.
+    #[error("room {room} has no version {id}")]
+    VersionNotFound { room: String, id: String },
     /// The room could not be placed on any node right now.
     #[error("room placement failed")]
     Placement(#[source] Arc<crate::placement::PlacementError>),
@@ -88,6 +91,7 @@ impl RelayError {
             | RelayError::InvalidUpdate(_)
             | RelayError::InvalidStateVector(_)
             | RelayError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
+            RelayError::VersionNotFound { .. } => StatusCode::NOT_FOUND,
             RelayError::TooLarge { .. } | RelayError::DocumentTooLarge { .. } => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }

@@ -22,6 +22,8 @@
 //! - `feed`       — `GET /api/rooms/{room}/changes`: committed updates as Server-Sent Events.
 //! - `query`      — query strings: the one parser of token checks and handlers, `?sv=`.
 //! - `blocks`     — the JSON blocks view for the HTTP API.
+//! - `history`    — document versions as the API shows them: listing, reading a version back
+//!   from its stored chain, the restore update (the actor's part is `room/versions.rs`).
 //! - `auth`       — token checks for every route (401/403 before any room loads), the admin
 //!   layer for other parts' cross-room routes, the 4401 expiry timer.
 //! - `placement`  — [`RoomPlacement`]: which node runs a room's actor ([`SingleNode`] by
@@ -58,6 +60,7 @@ mod error;
 mod events;
 mod feed;
 mod forward;
+pub mod history;
 mod hocuspocus;
 pub mod limits;
 mod maps;
@@ -88,6 +91,7 @@ pub use placement::{
     OwnerGuard, Ownership, Placement, PlacementError, RemoteOwner, RoomPlacement, SingleNode,
 };
 pub use relay::{MAX_ROOM_PAGE, Relay, RelayHandle, RoomInfo, RoomPage};
+pub use room::{RESTORE_ORIGIN, Restored};
 pub use room_name::validate_room_name;
 pub use server::{HttpLimits, SHUTDOWN_DRAIN, serve};
 pub use store::redb::{

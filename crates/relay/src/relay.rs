@@ -22,8 +22,9 @@ use crate::connection::ConnDeps;
 use crate::error::RelayError;
 use crate::events::{EventBus, EventReceiver, UpdateOrigin};
 use crate::feed::FeedDeps;
+use crate::history::VersionInfo;
 use crate::limits::RoomGates;
-use crate::room::{Registry, RoomCmd, RoomDeps, RoomHandle};
+use crate::room::{Registry, Restored, RoomCmd, RoomDeps, RoomHandle};
 use crate::room_name::validate_room_name;
 use crate::store::RoomStore;
 
@@ -51,6 +52,9 @@ fn smallest<T, K: Ord>(v: &mut Vec<T>, keep: usize, key: impl Fn(&T) -> K) {
         v.truncate(keep);
     }
 }
+
+/// Longest label of a version, in bytes.
+pub const MAX_VERSION_LABEL: usize = 256;
 
 /// Largest page of [`RelayHandle::list_rooms`].
 pub const MAX_ROOM_PAGE: usize = 1000;
@@ -444,6 +448,56 @@ impl RelayHandle {
         self.shared
             .rooms
             .request(room, |reply| RoomCmd::Delete { reply })
+            .await
+    }
+
+    /// Stores the room's current document as an explicit version (loads the room if needed).
+    pub async fn create_version(
+        &self,
+        room: &str,
+        label: Option<String>,
+    ) -> Result<VersionInfo, RelayError> {
+        validate_room_name(room)?;
+        if label.as_ref().is_some_and(|l| l.len() > MAX_VERSION_LABEL) {
+            return Err(RelayError::InvalidQuery(format!(
+                "label: at most {MAX_VERSION_LABEL} bytes"
+            )));
+        }
+        let meta = self
+            .shared
+            .rooms
+            .request(room, |reply| RoomCmd::TakeVersion {
+                label: label.clone(),
+                reply,
+            })
+            .await?;
+        Ok(VersionInfo::from(&meta))
+    }
+
+    /// The room's versions, newest first (automatic, explicit and pre-restore ones). Reads the
+    /// store only: never loads the room.
+    pub async fn versions(&self, room: &str) -> Result<Vec<VersionInfo>, RelayError> {
+        validate_room_name(room)?;
+        crate::history::list(self.store(), room).await
+    }
+
+    /// The document at version `id` of the room as one v1 update (never loads the room).
+    pub async fn version_state(&self, room: &str, id: &str) -> Result<Vec<u8>, RelayError> {
+        validate_room_name(room)?;
+        crate::history::version_state(self.store(), room, id).await
+    }
+
+    /// Restores version `id`: the room's state before is saved as a version, then every map
+    /// root the version has gets the version's content through one forward update, committed
+    /// and broadcast like any other (connected clients see it live).
+    pub async fn restore_version(&self, room: &str, id: &str) -> Result<Restored, RelayError> {
+        validate_room_name(room)?;
+        self.shared
+            .rooms
+            .request(room, |reply| RoomCmd::Restore {
+                id: id.to_owned(),
+                reply,
+            })
             .await
     }
 

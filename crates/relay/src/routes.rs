@@ -1,6 +1,7 @@
 //! The relay's inbound HTTP routes: `/{room}` (WebSocket), the Hocuspocus upgrade at `/` (a layer
 //! over the router that serves the page there), `/healthz`, `/readyz`, the room listing
-//! `/api/rooms` and the room API under `/api/rooms/{room}/` (its change feed is in feed.rs).
+//! `/api/rooms` and the room API under `/api/rooms/{room}/` (its change feed is in feed.rs,
+//! its versions under `/api/rooms/{room}/versions`).
 //! Handlers only translate HTTP to `RelayHandle` calls; errors become responses in `RelayError`'s one `IntoResponse` impl.
 //! `/metrics` is added by the binary (it owns the recorder); `/`, `/assets/*` and
 //! `/api/calls…`/`/api/webhooks/…` belong to other parts and are merged in by the binary.
@@ -58,6 +59,22 @@ fn router(relay: RelayHandle) -> Router {
         .route("/api/rooms/{room}/awareness", get(get_awareness))
         .route("/api/rooms/{room}/changes", get(crate::feed::changes))
         .route("/api/rooms/{room}", axum::routing::delete(delete_room))
+        .route(
+            "/api/rooms/{room}/versions",
+            get(list_versions).post(post_version),
+        )
+        .route(
+            "/api/rooms/{room}/versions/{id}/update",
+            get(get_version_update),
+        )
+        .route(
+            "/api/rooms/{room}/versions/{id}/blocks",
+            get(get_version_blocks),
+        )
+        .route(
+            "/api/rooms/{room}/versions/{id}/restore",
+            axum::routing::post(restore_version),
+        )
         .route(
             "/{room}",
             get(crate::connection::ws_handler).route_layer(axum::middleware::from_fn_with_state(
@@ -178,4 +195,59 @@ async fn delete_room(
 ) -> Result<StatusCode, RelayError> {
     relay.delete_room(&room).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_versions(
+    State(relay): State<RelayHandle>,
+    Path(room): Path<String>,
+) -> Result<Response, RelayError> {
+    let versions = relay.versions(&room).await?;
+    Ok(axum::Json(serde_json::json!({ "versions": versions })).into_response())
+}
+
+/// The optional body of `POST /api/rooms/{room}/versions`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewVersionBody {
+    label: Option<String>,
+}
+
+async fn post_version(
+    State(relay): State<RelayHandle>,
+    Path(room): Path<String>,
+    body: Bytes,
+) -> Result<Response, RelayError> {
+    let body: NewVersionBody = if body.iter().all(u8::is_ascii_whitespace) {
+        NewVersionBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| RelayError::InvalidQuery(format!("body: {e}")))?
+    };
+    let version = relay.create_version(&room, body.label).await?;
+    Ok((StatusCode::CREATED, axum::Json(version)).into_response())
+}
+
+async fn get_version_update(
+    State(relay): State<RelayHandle>,
+    Path((room, id)): Path<(String, String)>,
+) -> Result<Response, RelayError> {
+    let update = relay.version_state(&room, &id).await?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], update).into_response())
+}
+
+async fn get_version_blocks(
+    State(relay): State<RelayHandle>,
+    Path((room, id)): Path<(String, String)>,
+) -> Result<Response, RelayError> {
+    let state = relay.version_state(&room, &id).await?;
+    let json = tokio::task::spawn_blocking(move || crate::blocks::blocks_json(&state))
+        .await
+        .map_err(|e| RelayError::Internal(e.to_string()))??;
+    Ok(axum::Json(json).into_response())
+}
+
+async fn restore_version(
+    State(relay): State<RelayHandle>,
+    Path((room, id)): Path<(String, String)>,
+) -> Result<Response, RelayError> {
+    Ok(axum::Json(relay.restore_version(&room, &id).await?).into_response())
 }

@@ -166,6 +166,17 @@ struct ServeArgs {
     /// Updates per second in one room (smoothed over ~20 ms) from which its batches are held.
     #[arg(help_heading = "Storage", long, env = "WEAVER_HOLD_ABOVE_RATE", default_value_t = weaver_relay::DEFAULT_HOLD_ABOVE_RATE)]
     hold_above_rate: u32,
+    /// Seconds between automatic versions of a room while it is edited (at most one per
+    /// period; 0: no automatic versions). Versions survive compaction (docs/operations.md).
+    #[arg(help_heading = "Storage", long, env = "WEAVER_VERSION_EVERY_SECS", default_value_t = weaver_relay::DEFAULT_VERSION_EVERY.as_secs())]
+    version_every_secs: u64,
+    /// Automatic and pre-restore versions kept per room, newest first (0: no count limit).
+    /// Explicit versions and a room's newest version are always kept.
+    #[arg(help_heading = "Storage", long, env = "WEAVER_KEEP_VERSIONS", default_value_t = weaver_relay::DEFAULT_KEEP_VERSIONS)]
+    keep_versions: usize,
+    /// Days automatic and pre-restore versions are kept (0: no age limit).
+    #[arg(help_heading = "Storage", long, env = "WEAVER_KEEP_VERSIONS_DAYS", default_value_t = weaver_relay::DEFAULT_KEEP_VERSIONS_DAYS)]
+    keep_versions_days: u64,
     /// MiB of database pages kept in memory (redb's page cache): bounds what the store adds to
     /// the server's memory as the database grows.
     #[arg(help_heading = "Storage", long, env = "WEAVER_STORE_CACHE_MB", default_value_t = weaver_relay::DEFAULT_STORE_CACHE_BYTES / (1024 * 1024))]
@@ -244,6 +255,11 @@ impl ServeArgs {
             hold_window: Duration::from_millis(self.hold_window_ms),
             hold_above_rate: self.hold_above_rate,
             ws_allowed_origins: self.cors.ws_allowed_origins.clone(),
+            versions: weaver_relay::VersionConfig {
+                every: Duration::from_secs(self.version_every_secs),
+                keep: self.keep_versions,
+                keep_days: self.keep_versions_days,
+            },
             ..RelayConfig::default()
         }
         .validate()

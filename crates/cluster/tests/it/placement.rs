@@ -65,6 +65,27 @@ impl RoomStore for Shared {
     ) -> BoxFuture<'_, Result<Vec<StoredRoomInfo>, StoreError>> {
         self.0.list(prefix, after, limit, detail)
     }
+    fn add_version(
+        &self,
+        room: Arc<str>,
+        version: weaver_relay::store::NewVersion,
+        retention: weaver_relay::store::Retention,
+    ) -> BoxFuture<'_, Result<weaver_relay::store::VersionMeta, Arc<StoreError>>> {
+        self.0.add_version(room, version, retention)
+    }
+    fn versions(
+        &self,
+        room: Arc<str>,
+    ) -> BoxFuture<'_, Result<Vec<weaver_relay::store::VersionMeta>, StoreError>> {
+        self.0.versions(room)
+    }
+    fn version_data(
+        &self,
+        room: Arc<str>,
+        ids: Vec<u64>,
+    ) -> BoxFuture<'_, Result<Vec<Vec<u8>>, StoreError>> {
+        self.0.version_data(room, ids)
+    }
     fn failed(&self) -> bool {
         self.0.failed()
     }

@@ -337,3 +337,18 @@ async fn wait_for(cond: impl Fn() -> bool, what: &str) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn versions_survive_compaction_and_restart() {
+    contract::versions_survive_compaction_and_restart(&JetStream::shared()).await;
+}
+
+#[tokio::test]
+async fn version_retention_keeps_what_listed_versions_need() {
+    contract::version_retention_keeps_what_listed_versions_need(&JetStream::shared()).await;
+}
+
+#[tokio::test]
+async fn versions_are_deleted_with_the_room() {
+    contract::versions_are_deleted_with_the_room(&JetStream::shared()).await;
+}

@@ -72,6 +72,10 @@ pub(super) struct Room {
     pub(super) owner: Option<OwnerGuard>,
     /// Set once the owner guard failed: nothing is committed or broadcast any more.
     pub(super) fenced: bool,
+    /// The room's newest stored version, as far as the room knows (versions.rs).
+    pub(super) head: super::versions::Head,
+    /// The store write of the version being taken, if any (versions.rs).
+    pub(super) version_task: Option<Box<super::versions::PendingVersion>>,
 }
 
 /// How soon an idle room tries again to unload when a command arrived just as it tried.
@@ -157,6 +161,8 @@ pub(crate) async fn run(
         dead: false,
         fenced: false,
         owner: None,
+        head: super::versions::Head::default(),
+        version_task: None,
     };
     // Polled only when the guard can fire: a single node's rooms wait on nothing more.
     let can_fence = owner.can_fence();
@@ -268,6 +274,9 @@ pub(crate) async fn run(
     if let Some(c) = room.compaction.take() {
         let _ = c.await;
     }
+    if let Some(v) = room.version_task.take() {
+        let _ = v.task.await;
+    }
     // Forget the room's storage state before the lease goes: once released, another node may
     // append, and nothing here may act on the tip this node knew.
     deps.store.unloaded(&name);
@@ -335,6 +344,13 @@ impl Room {
                 Box::pin(self.delete(reply)).await;
                 return true;
             }
+            RoomCmd::TakeVersion { label, reply } => {
+                Box::pin(self.take_explicit_version(label, reply)).await;
+            }
+            RoomCmd::Restore { id, reply } => {
+                let restored = Box::pin(self.restore(&id)).await;
+                let _ = reply.send(restored);
+            }
         }
         false
     }
@@ -359,7 +375,7 @@ impl Room {
 
     /// The document as a v1 update, or the diff against a state vector (includes pending
     /// structs, like Yjs `encodeStateAsUpdate`).
-    fn encode_state(&mut self, sv: Option<&[u8]>) -> Result<Vec<u8>, RelayError> {
+    pub(super) fn encode_state(&mut self, sv: Option<&[u8]>) -> Result<Vec<u8>, RelayError> {
         let sv = match sv {
             Some(b) => StateVector::decode_v1(b)
                 .map_err(|e| RelayError::InvalidStateVector(e.to_string()))?,
@@ -435,13 +451,16 @@ impl Room {
         let batch = std::mem::take(&mut self.batch);
         self.committed(batch);
         self.maybe_compact();
+        if self.version_due() {
+            Box::pin(self.maybe_take_auto_version()).await;
+        }
     }
 }
 
 impl Room {
     /// Whether this node may still commit and broadcast for the room; once not, marks the room
     /// fenced and answers the batch's waiters (the actor then stops).
-    fn owns(&mut self) -> bool {
+    pub(super) fn owns(&mut self) -> bool {
         if !self.fenced && self.owner.as_ref().is_none_or(OwnerGuard::check) {
             return true;
         }

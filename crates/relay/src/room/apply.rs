@@ -24,14 +24,14 @@ use crate::metrics as m;
 use crate::store::StoredRoom;
 
 /// Documents are created the same way everywhere (UTF-16 offsets, like Yjs).
-pub(super) fn new_doc() -> Doc {
+pub(crate) fn new_doc() -> Doc {
     Doc::with_options(Options {
         offset_kind: OffsetKind::Utf16,
         ..Options::default()
     })
 }
 
-pub(super) enum Applied {
+pub(crate) enum Applied {
     Changed,
     Noop,
     Invalid(String),
@@ -42,7 +42,7 @@ pub(super) enum Applied {
 }
 
 /// Applies one v1 update. yrs may panic on hostile input; the caller must discard the doc then.
-pub(super) fn apply_update(doc: &Doc, bytes: &[u8], max_pending: usize) -> Applied {
+pub(crate) fn apply_update(doc: &Doc, bytes: &[u8], max_pending: usize) -> Applied {
     let r = catch_unwind(AssertUnwindSafe(|| {
         let update = match Update::decode_v1(bytes) {
             Ok(u) => u,

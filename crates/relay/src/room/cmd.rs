@@ -11,6 +11,9 @@ use weaver_protocol::AwarenessEntry;
 use crate::error::RelayError;
 use crate::events::UpdateOrigin;
 use crate::send_queue::SendQueue;
+use crate::store::VersionMeta;
+
+use super::versions::Restored;
 
 /// What a room keeps of a connection: its id and the queue/close request they share.
 #[derive(Debug, Clone)]
@@ -60,6 +63,16 @@ pub(crate) enum RoomCmd {
     Delete {
         reply: oneshot::Sender<Result<(), RelayError>>,
     },
+    /// Store the document as an explicit version (`POST …/versions`).
+    TakeVersion {
+        label: Option<String>,
+        reply: oneshot::Sender<Result<VersionMeta, RelayError>>,
+    },
+    /// Restore a version as a forward update (`POST …/versions/{id}/restore`).
+    Restore {
+        id: String,
+        reply: oneshot::Sender<Result<Restored, RelayError>>,
+    },
     /// Who is here: connections and live awareness states (`GET …/awareness`).
     Presence {
         reply: oneshot::Sender<RoomPresence>,
@@ -96,6 +109,8 @@ impl RoomCmd {
                 | RoomCmd::SyncStep1 { .. }
                 | RoomCmd::State { .. }
                 | RoomCmd::Delete { .. }
+                | RoomCmd::TakeVersion { .. }
+                | RoomCmd::Restore { .. }
         )
     }
 
@@ -108,6 +123,12 @@ impl RoomCmd {
                 let _ = reply.send(Err(err()));
             }
             RoomCmd::State { reply, .. } => {
+                let _ = reply.send(Err(err()));
+            }
+            RoomCmd::TakeVersion { reply, .. } => {
+                let _ = reply.send(Err(err()));
+            }
+            RoomCmd::Restore { reply, .. } => {
                 let _ = reply.send(Err(err()));
             }
             // Dropping the reply: the caller reads a room going away as an empty one.

@@ -6,7 +6,7 @@
 //! Files: `cmd` (what the relay says to a room), `actor` (the loop, commands, flush), `apply`
 //! (apply with panics contained, build from storage, rebuild), `hold` (storm detector and hold
 //! window), `fanout` (connections, broadcast, `merged_frame`, `Committed` events), `awareness`,
-//! `compaction`, `delete`.
+//! `compaction`, `delete`, `versions` (taking and restoring versions).
 
 mod actor;
 mod apply;
@@ -17,13 +17,16 @@ mod delete;
 mod fanout;
 mod hold;
 mod registry;
+mod versions;
 
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+pub(crate) use apply::{Applied, apply_update, new_doc};
 pub(crate) use cmd::{ConnLink, RoomCmd, RoomMsg};
 pub(crate) use fanout::{MERGE_MAX_BYTES, merged_frame};
 pub(crate) use registry::{Registry, RoomHandle};
+pub use versions::{RESTORE_ORIGIN, Restored};
 
 use crate::config::RelayConfig;
 use crate::events::EventBus;

@@ -21,7 +21,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
-use super::{Detail, RoomStore, StoreError, StoredRoom, StoredRoomInfo};
+use super::{
+    Detail, NewVersion, Retention, RoomStore, StoreError, StoredRoom, StoredRoomInfo, VersionKind,
+};
 
 /// How the suite reaches an engine.
 pub trait Harness: Send + Sync {
@@ -47,6 +49,9 @@ pub async fn run_all(h: &dyn Harness) {
     concurrent_rooms_are_all_committed(h).await;
     stop_refuses_later_writes(h).await;
     a_failed_write_is_reported(h).await;
+    versions_survive_compaction_and_restart(h).await;
+    version_retention_keeps_what_listed_versions_need(h).await;
+    versions_are_deleted_with_the_room(h).await;
 }
 
 fn b(s: &str) -> Bytes {
@@ -440,5 +445,169 @@ pub async fn a_failed_write_is_reported(h: &dyn Harness) {
     let highest = loaded.tail.last().map_or(0, |(s, _)| *s);
     let next = store.append(r, vec![b("2")]).await.unwrap();
     assert!(next > highest, "seq {next} after {highest}");
+    store.stop().await;
+}
+
+fn version(seq: u64, kind: VersionKind, base: Option<u64>, data: &str, at: u64) -> NewVersion {
+    NewVersion {
+        seq,
+        created_at_ms: at,
+        kind,
+        label: Some(format!("v{seq}")),
+        base,
+        chain_bytes: if base.is_some() { data.len() as u64 } else { 0 },
+        full_bytes: 1,
+        state_vector: vec![seq as u8],
+        data: data.as_bytes().to_vec(),
+    }
+}
+
+/// Versions get ids 1, 2, … per room, read back with their data, and are untouched by a
+/// compaction and a restart; a diff whose base is not the newest row is refused alone.
+pub async fn versions_survive_compaction_and_restart(h: &dyn Harness) {
+    let store = h.open().await;
+    let r = room("ver-a");
+    store.append(r.clone(), vec![b("1"), b("2")]).await.unwrap();
+    let v1 = store
+        .add_version(
+            r.clone(),
+            version(2, VersionKind::Auto, None, "full", 10),
+            Retention::ALL,
+        )
+        .await
+        .unwrap();
+    assert_eq!((v1.id, v1.seq, v1.bytes, v1.listed), (1, 2, 4, true));
+    assert_eq!(v1.label.as_deref(), Some("v2"));
+    let v2 = store
+        .add_version(
+            r.clone(),
+            version(2, VersionKind::Explicit, Some(1), "diff", 20),
+            Retention::ALL,
+        )
+        .await
+        .unwrap();
+    assert_eq!((v2.id, v2.base), (2, Some(1)));
+    let stale = store
+        .add_version(
+            r.clone(),
+            version(2, VersionKind::Auto, Some(1), "late", 30),
+            Retention::ALL,
+        )
+        .await;
+    assert!(
+        matches!(
+            stale.as_ref().map_err(|e| &**e),
+            Err(StoreError::VersionRefused { base: 1, .. })
+        ),
+        "{stale:?}"
+    );
+    assert!(!store.failed(), "a refusal is not a failure");
+    assert_eq!(
+        store
+            .add_version(
+                room("ver-other"),
+                version(1, VersionKind::Auto, None, "o", 1),
+                Retention::ALL
+            )
+            .await
+            .unwrap()
+            .id,
+        1,
+        "ids are per room"
+    );
+    store.compact(r.clone(), 2, b"snap".to_vec()).await.unwrap();
+    let store = restart(h, store).await;
+    let rows = store.versions(r.clone()).await.unwrap();
+    assert_eq!(rows, vec![v1.clone(), v2.clone()]);
+    assert_eq!(
+        store.version_data(r.clone(), vec![1, 2]).await.unwrap(),
+        vec![b"full".to_vec(), b"diff".to_vec()]
+    );
+    let missing = store.version_data(r.clone(), vec![9]).await;
+    assert!(
+        matches!(missing, Err(StoreError::VersionMissing { id: 9, .. })),
+        "{missing:?}"
+    );
+    assert!(store.versions(room("ver-never")).await.unwrap().is_empty());
+    store.stop().await;
+}
+
+/// Retention unlists old automatic versions (never explicit ones, never the newest), and only
+/// removes rows that no listed version chains through; the log is untouched.
+pub async fn version_retention_keeps_what_listed_versions_need(h: &dyn Harness) {
+    let store = h.open().await;
+    let r = room("ver-ret");
+    store.append(r.clone(), vec![b("1")]).await.unwrap();
+    let add = |v: NewVersion, ret: Retention| store.add_version(r.clone(), v, ret);
+    add(version(1, VersionKind::Auto, None, "f1", 0), Retention::ALL)
+        .await
+        .unwrap();
+    add(
+        version(1, VersionKind::Explicit, Some(1), "d2", 0),
+        Retention::ALL,
+    )
+    .await
+    .unwrap();
+    add(
+        version(1, VersionKind::Auto, Some(2), "d3", 0),
+        Retention::ALL,
+    )
+    .await
+    .unwrap();
+    add(version(1, VersionKind::Auto, None, "f4", 0), Retention::ALL)
+        .await
+        .unwrap();
+    add(
+        version(1, VersionKind::Auto, None, "f5", 1000),
+        Retention::ALL,
+    )
+    .await
+    .unwrap();
+    let policy = Retention {
+        keep: 1,
+        max_age_ms: None,
+        now_ms: 1000,
+    };
+    let v6 = add(version(1, VersionKind::Auto, Some(5), "d6", 1000), policy)
+        .await
+        .unwrap();
+    assert_eq!(v6.id, 6);
+    let rows = store.versions(r.clone()).await.unwrap();
+    let shown: Vec<(u64, bool)> = rows.iter().map(|m| (m.id, m.listed)).collect();
+    // 2 is explicit and chains through 1; 6 chains through 5; 3 and 4 are gone.
+    assert_eq!(shown, vec![(1, false), (2, true), (5, false), (6, true)]);
+    assert_eq!(
+        store.version_data(r.clone(), vec![1, 2]).await.unwrap(),
+        vec![b"f1".to_vec(), b"d2".to_vec()]
+    );
+    assert_eq!(store.load(r.clone()).await.unwrap().tail, tail(&[(1, "1")]));
+    store.stop().await;
+}
+
+/// Deleting a room removes its versions; the next room of that name starts without any.
+pub async fn versions_are_deleted_with_the_room(h: &dyn Harness) {
+    let store = h.open().await;
+    let r = room("ver-del");
+    store.append(r.clone(), vec![b("1")]).await.unwrap();
+    store
+        .add_version(
+            r.clone(),
+            version(1, VersionKind::Auto, None, "f", 0),
+            Retention::ALL,
+        )
+        .await
+        .unwrap();
+    store.delete(r.clone()).await.unwrap();
+    assert!(store.versions(r.clone()).await.unwrap().is_empty());
+    store.append(r.clone(), vec![b("2")]).await.unwrap();
+    let again = store
+        .add_version(
+            r.clone(),
+            version(1, VersionKind::Auto, None, "g", 0),
+            Retention::ALL,
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.id, 1);
     store.stop().await;
 }

@@ -39,6 +39,12 @@ pub enum StoreError {
     /// A compaction that would lose data or go backwards; refused on its own, nothing changed.
     #[error("refused compaction of room {room}: {reason}")]
     CompactionRefused { room: String, reason: String },
+    /// A version whose `base` is not the room's newest row; refused on its own.
+    #[error("refused version of room {room}: base {base} is not the newest version")]
+    VersionRefused { room: String, base: u64 },
+    /// A version row asked for is not stored (it never was, or retention removed it).
+    #[error("version {id} of room {room} is not stored")]
+    VersionMissing { room: String, id: u64 },
 }
 
 impl StoreError {

@@ -10,6 +10,7 @@
 pub mod contract;
 mod error;
 pub mod redb;
+pub mod versions;
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
 pub use error::{EngineError, StoreError};
+pub use versions::{NewVersion, Retention, VersionKind, VersionMeta};
 
 /// Durable storage of rooms: each room is an optional snapshot plus a log of updates, numbered
 /// by a per-room seq. Used as `Arc<dyn RoomStore>`; every method may be called concurrently.
@@ -53,6 +55,14 @@ pub use error::{EngineError, StoreError};
 ///   actor steps down.
 /// - **Stop** commits what was queued before it and releases the engine; later writes fail with
 ///   [`StoreError::Stopped`]. Stopping twice is harmless.
+/// - **Versions** ([`add_version`](Self::add_version)) are kept per room beside its log and
+///   snapshot: compaction does not touch them, they survive restarts, and
+///   [`delete`](Self::delete) removes them with the room. Ids start at 1 and grow by one per
+///   added version, never reused while the room lives. A version with a `base` is refused
+///   ([`StoreError::VersionRefused`], nothing written) unless `base` is the room's newest row.
+///   In the same atomic write the engine applies the [`Retention`] (`versions::retire`:
+///   unlists) and removes the rows no listed version needs (`versions::removable`); a row a
+///   listed version chains through stays readable, unlisted.
 /// - The relay issues a room's appends one at a time (its actor awaits each); a compaction of
 ///   the room may run alongside them, and other rooms' requests run concurrently.
 pub trait RoomStore: Send + Sync + std::fmt::Debug + 'static {
@@ -100,6 +110,25 @@ pub trait RoomStore: Send + Sync + std::fmt::Debug + 'static {
     /// Commits everything queued so far and stops the engine; later writes fail with
     /// [`StoreError::Stopped`].
     fn stop(&self) -> BoxFuture<'_, ()>;
+
+    /// Stores a version of the room (see the contract above) and returns its row.
+    fn add_version(
+        &self,
+        room: Arc<str>,
+        version: NewVersion,
+        retention: Retention,
+    ) -> BoxFuture<'_, Result<VersionMeta, Arc<StoreError>>>;
+
+    /// Every stored version row of the room, listed or not, in ascending id.
+    fn versions(&self, room: Arc<str>) -> BoxFuture<'_, Result<Vec<VersionMeta>, StoreError>>;
+
+    /// The data of the rows `ids`, in that order, from one consistent read. A row that is not
+    /// stored is [`StoreError::VersionMissing`].
+    fn version_data(
+        &self,
+        room: Arc<str>,
+        ids: Vec<u64>,
+    ) -> BoxFuture<'_, Result<Vec<Vec<u8>>, StoreError>>;
 
     /// The room's actor ended (idle, deleted, failed, shutdown): an engine that keeps per-room
     /// state for loaded rooms (a cluster engine's tip and task) may drop it. The next `load`

@@ -12,3 +12,4 @@ mod shutdown;
 mod store_contract;
 mod support;
 mod sync;
+mod versions;

@@ -210,3 +210,18 @@ async fn every_check_on_one_file() {
     }
     contract::run_all(&File(tempfile::tempdir().unwrap())).await;
 }
+
+#[tokio::test]
+async fn versions_survive_compaction_and_restart() {
+    contract::versions_survive_compaction_and_restart(&Redb::default()).await;
+}
+
+#[tokio::test]
+async fn version_retention_keeps_what_listed_versions_need() {
+    contract::version_retention_keeps_what_listed_versions_need(&Redb::default()).await;
+}
+
+#[tokio::test]
+async fn versions_are_deleted_with_the_room() {
+    contract::versions_are_deleted_with_the_room(&Redb::default()).await;
+}

@@ -5,7 +5,7 @@
 pub use weaver_redb_backup::CopyError;
 use weaver_redb_backup::copy_table;
 
-use super::format::{META, ROOMS, SNAPSHOTS, UPDATES};
+use super::format::{META, ROOMS, SNAPSHOTS, UPDATES, VERSION_DATA, VERSIONS};
 
 /// Copies every relay table from `src` into `dst`: the relay's part of an online backup. A read
 /// transaction is a consistent snapshot, so a backup taken while rooms are written holds one
@@ -21,5 +21,7 @@ pub fn copy_tables(
     copy_table(src, dst, ROOMS, &mut copied)?;
     copy_table(src, dst, SNAPSHOTS, &mut copied)?;
     copy_table(src, dst, UPDATES, &mut copied)?;
+    copy_table(src, dst, VERSIONS, &mut copied)?;
+    copy_table(src, dst, VERSION_DATA, &mut copied)?;
     Ok(copied)
 }

@@ -18,6 +18,13 @@ pub(crate) const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new(
 /// of this and its last log key (`last_seq`). Written at a room's first append and at
 /// compaction only, so an ordinary append touches one table (fewer pages per commit).
 pub(crate) const ROOMS: TableDefinition<&str, u64> = TableDefinition::new("relay_rooms");
+/// `(room, version id)` → `versions::encode_meta` of the row (docs/storage.md, "Versions").
+pub(crate) const VERSIONS: TableDefinition<(&str, u64), &[u8]> =
+    TableDefinition::new("relay_versions");
+/// `(room, version id)` → the row's data: a v1 update of the whole document, or of what
+/// changed since the row before it.
+pub(crate) const VERSION_DATA: TableDefinition<(&str, u64), &[u8]> =
+    TableDefinition::new("relay_version_data");
 /// Global facts: `format` → `[STORAGE_FORMAT]`.
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("relay_meta");
 
@@ -38,6 +45,8 @@ pub(super) fn prepare(db: &Database) -> Result<(), OpenError> {
         txn.open_table(UPDATES).map_err(redb_err)?;
         txn.open_table(SNAPSHOTS).map_err(redb_err)?;
         txn.open_table(ROOMS).map_err(redb_err)?;
+        txn.open_table(VERSIONS).map_err(redb_err)?;
+        txn.open_table(VERSION_DATA).map_err(redb_err)?;
         let mut meta = txn.open_table(META).map_err(redb_err)?;
         let existing = meta
             .get("format")

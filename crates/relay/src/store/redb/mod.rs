@@ -3,7 +3,8 @@
 //!
 //! Files: `open.rs` (the file, its integrity check, opening errors), `format.rs` (tables, row
 //! formats, storage format versions), `persister.rs` (the writer thread, group commit),
-//! `compaction.rs`, `load.rs`, `listing.rs`, `backup.rs` (online backup copy),
+//! `compaction.rs`, `load.rs`, `listing.rs`, `versions.rs` (document versions), `backup.rs`
+//! (online backup copy),
 //! `test_support.rs` (what the unit tests share). Only this folder opens `relay_*` tables
 //! (docs/storage.md). Deliberately not here: yrs documents (the bytes are opaque), sockets,
 //! rooms.
@@ -17,6 +18,7 @@ mod open;
 mod persister;
 #[cfg(test)]
 mod test_support;
+mod versions;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,7 +36,9 @@ pub use persister::CommitMode;
 
 use self::persister::{PERSIST_QUEUE, StoreOp, persister_loop};
 use crate::metrics as m;
-use crate::store::{Detail, RoomStore, StoreError, StoredRoom, StoredRoomInfo};
+use crate::store::{
+    Detail, NewVersion, Retention, RoomStore, StoreError, StoredRoom, StoredRoomInfo, VersionMeta,
+};
 
 pub(super) fn read_err(e: impl Into<redb::Error>) -> StoreError {
     StoreError::read(e.into())
@@ -159,6 +163,34 @@ impl RoomStore for RedbRoomStore {
         detail: Detail,
     ) -> BoxFuture<'_, Result<Vec<StoredRoomInfo>, StoreError>> {
         self.read(move |db| listing::list_blocking(db, &prefix, after.as_deref(), limit, detail))
+            .boxed()
+    }
+
+    fn add_version(
+        &self,
+        room: Arc<str>,
+        version: NewVersion,
+        retention: Retention,
+    ) -> BoxFuture<'_, Result<VersionMeta, Arc<StoreError>>> {
+        self.write(move |reply| StoreOp::AddVersion {
+            room,
+            version: Box::new((version, retention)),
+            reply,
+        })
+        .boxed()
+    }
+
+    fn versions(&self, room: Arc<str>) -> BoxFuture<'_, Result<Vec<VersionMeta>, StoreError>> {
+        self.read(move |db| versions::list_blocking(db, &room))
+            .boxed()
+    }
+
+    fn version_data(
+        &self,
+        room: Arc<str>,
+        ids: Vec<u64>,
+    ) -> BoxFuture<'_, Result<Vec<Vec<u8>>, StoreError>> {
+        self.read(move |db| versions::data_blocking(db, &room, &ids))
             .boxed()
     }
 

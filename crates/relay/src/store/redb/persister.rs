@@ -14,9 +14,9 @@ use tracing::{error, info};
 
 use super::compaction::compact_in_txn;
 use super::format::{FORMAT_V1, ROOMS, SNAPSHOTS, UPDATES, last_seq};
-use super::write_err;
+use super::{versions, write_err};
 use crate::metrics as m;
-use crate::store::StoreError;
+use crate::store::{NewVersion, Retention, StoreError, VersionMeta};
 
 /// Upper bound on requests folded into one write transaction: keeps a single commit's latency
 /// and memory bounded when thousands of rooms write at once.
@@ -58,6 +58,11 @@ pub(super) enum StoreOp {
         room: Arc<str>,
         reply: oneshot::Sender<Result<(), Arc<StoreError>>>,
     },
+    AddVersion {
+        room: Arc<str>,
+        version: Box<(NewVersion, Retention)>,
+        reply: oneshot::Sender<Result<VersionMeta, Arc<StoreError>>>,
+    },
     /// Commit everything queued before this, then exit the persister.
     Stop { reply: oneshot::Sender<()> },
 }
@@ -70,6 +75,7 @@ impl std::fmt::Debug for StoreOp {
             }
             StoreOp::Compact { room, upto_seq, .. } => write!(f, "Compact({room}, {upto_seq})"),
             StoreOp::Delete { room, .. } => write!(f, "Delete({room})"),
+            StoreOp::AddVersion { room, .. } => write!(f, "AddVersion({room})"),
             StoreOp::Stop { .. } => write!(f, "Stop"),
         }
     }
@@ -127,6 +133,7 @@ fn op_bytes(op: &StoreOp) -> usize {
     match op {
         StoreOp::Append { updates, .. } => updates.iter().map(|u| u.len()).sum(),
         StoreOp::Compact { snapshot, .. } => snapshot.len(),
+        StoreOp::AddVersion { version, .. } => version.0.data.len(),
         StoreOp::Delete { .. } | StoreOp::Stop { .. } => 0,
     }
 }
@@ -153,6 +160,13 @@ enum Job {
         room: Arc<str>,
         reply: oneshot::Sender<Result<(), Arc<StoreError>>>,
         done: bool,
+    },
+    AddVersion {
+        room: Arc<str>,
+        version: Box<(NewVersion, Retention)>,
+        reply: oneshot::Sender<Result<VersionMeta, Arc<StoreError>>>,
+        /// `Some(Err(..))`: refused on its own (a stale base), the rest of the group goes on.
+        done: Option<Result<VersionMeta, Arc<StoreError>>>,
     },
 }
 
@@ -190,6 +204,16 @@ fn commit_group(db: &Database, ops: Vec<StoreOp>, commit: CommitMode) -> bool {
                 room,
                 reply,
                 done: false,
+            }),
+            StoreOp::AddVersion {
+                room,
+                version,
+                reply,
+            } => jobs.push(Job::AddVersion {
+                room,
+                version,
+                reply,
+                done: None,
             }),
             // Never reaches a group: the persister splits groups at Stop.
             StoreOp::Stop { reply } => {
@@ -255,7 +279,19 @@ fn commit_group(db: &Database, ops: Vec<StoreOp>, commit: CommitMode) -> bool {
                             .map_err(write_err)?;
                         snaps.remove(&**room).map_err(write_err)?;
                         rooms.remove(&**room).map_err(write_err)?;
+                        versions::delete_in_txn(&txn, room)?;
                         *done = true;
+                    }
+                    Job::AddVersion {
+                        room,
+                        version,
+                        done,
+                        ..
+                    } => {
+                        let (version, retention) = &**version;
+                        *done = Some(
+                            versions::add_in_txn(&txn, room, version, retention)?.map_err(Arc::new),
+                        );
                     }
                 }
             }
@@ -292,6 +328,12 @@ fn commit_group(db: &Database, ops: Vec<StoreOp>, commit: CommitMode) -> bool {
                     Some(e) => Err(e.clone()),
                     None if done => Ok(()),
                     None => Err(stopped()),
+                });
+            }
+            Job::AddVersion { reply, done, .. } => {
+                let _ = reply.send(match &failure {
+                    Some(e) => Err(e.clone()),
+                    None => done.unwrap_or_else(|| Err(stopped())),
                 });
             }
         }
