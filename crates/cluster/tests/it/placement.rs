@@ -7,8 +7,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::future::BoxFuture;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -16,7 +14,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 use weaver_cluster::testing::{NatsServer, unique};
 use weaver_cluster::{LeaseConfig, LeasePlacement, Leases, NodeRegistry, RegistryConfig};
-use weaver_relay::store::{Detail, StoreError, StoredRoom, StoredRoomInfo};
+use weaver_relay::store::wrapped::{StopWith, Wrapped};
 use weaver_relay::{Relay, RelayConfig, RelayHandle, RoomStore};
 use yrs::updates::decoder::Decode;
 use yrs::{GetString, ReadTxn, Text, Transact, Update};
@@ -25,74 +23,6 @@ use crate::support::Proxy;
 
 const WAIT: Duration = Duration::from_secs(10);
 const TTL: Duration = Duration::from_millis(1500);
-
-/// The shared store: every node's relay stops "its" store on shutdown, but the file is the
-/// cluster's, so stopping is left to the test.
-#[derive(Debug)]
-struct Shared(Arc<dyn RoomStore>);
-
-impl RoomStore for Shared {
-    fn load(&self, room: Arc<str>) -> BoxFuture<'_, Result<StoredRoom, StoreError>> {
-        self.0.load(room)
-    }
-    fn append(
-        &self,
-        room: Arc<str>,
-        updates: Vec<Bytes>,
-    ) -> BoxFuture<'_, Result<u64, Arc<StoreError>>> {
-        self.0.append(room, updates)
-    }
-    fn compact(
-        &self,
-        room: Arc<str>,
-        upto_seq: u64,
-        snapshot: Vec<u8>,
-    ) -> BoxFuture<'_, Result<(), Arc<StoreError>>> {
-        self.0.compact(room, upto_seq, snapshot)
-    }
-    fn delete(&self, room: Arc<str>) -> BoxFuture<'_, Result<(), Arc<StoreError>>> {
-        self.0.delete(room)
-    }
-    fn rooms(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
-        self.0.rooms()
-    }
-    fn list(
-        &self,
-        prefix: String,
-        after: Option<String>,
-        limit: usize,
-        detail: Detail,
-    ) -> BoxFuture<'_, Result<Vec<StoredRoomInfo>, StoreError>> {
-        self.0.list(prefix, after, limit, detail)
-    }
-    fn add_version(
-        &self,
-        room: Arc<str>,
-        version: weaver_relay::store::NewVersion,
-        retention: weaver_relay::store::Retention,
-    ) -> BoxFuture<'_, Result<weaver_relay::store::VersionMeta, Arc<StoreError>>> {
-        self.0.add_version(room, version, retention)
-    }
-    fn versions(
-        &self,
-        room: Arc<str>,
-    ) -> BoxFuture<'_, Result<Vec<weaver_relay::store::VersionMeta>, StoreError>> {
-        self.0.versions(room)
-    }
-    fn version_data(
-        &self,
-        room: Arc<str>,
-        ids: Vec<u64>,
-    ) -> BoxFuture<'_, Result<Vec<Vec<u8>>, StoreError>> {
-        self.0.version_data(room, ids)
-    }
-    fn failed(&self) -> bool {
-        self.0.failed()
-    }
-    fn stop(&self) -> BoxFuture<'_, ()> {
-        Box::pin(std::future::ready(()))
-    }
-}
 
 /// What the nodes of one test share: the NATS buckets and the room store.
 struct Cluster {
@@ -157,7 +87,9 @@ impl Cluster {
         };
         let shutdown = CancellationToken::new();
         let relay = Relay::start(
-            Arc::new(Shared(self.store.clone())),
+            // Every node's relay stops "its" store on shutdown, but the file is the cluster's, so
+            // stopping is left to the test.
+            Arc::new(Wrapped::new(self.store.clone(), StopWith::Nothing)),
             config,
             shutdown.clone(),
         )

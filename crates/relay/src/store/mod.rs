@@ -11,6 +11,8 @@ pub mod contract;
 mod error;
 pub mod redb;
 pub mod versions;
+#[cfg(feature = "contract-tests")]
+pub mod wrapped;
 
 use std::sync::Arc;
 

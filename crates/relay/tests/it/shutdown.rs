@@ -4,78 +4,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use futures_util::FutureExt;
-use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
-use weaver_relay::{Detail, Relay, RelayConfig, RoomStore, StoreError, StoredRoom, StoredRoomInfo};
-
-/// The redb engine, except that `stop` never completes.
-#[derive(Debug)]
-struct StuckStop(Arc<weaver_relay::RedbRoomStore>);
-
-impl RoomStore for StuckStop {
-    fn load(&self, room: Arc<str>) -> BoxFuture<'_, Result<StoredRoom, StoreError>> {
-        self.0.load(room)
-    }
-    fn append(
-        &self,
-        room: Arc<str>,
-        updates: Vec<Bytes>,
-    ) -> BoxFuture<'_, Result<u64, Arc<StoreError>>> {
-        self.0.append(room, updates)
-    }
-    fn compact(
-        &self,
-        room: Arc<str>,
-        upto_seq: u64,
-        snapshot: Vec<u8>,
-    ) -> BoxFuture<'_, Result<(), Arc<StoreError>>> {
-        self.0.compact(room, upto_seq, snapshot)
-    }
-    fn delete(&self, room: Arc<str>) -> BoxFuture<'_, Result<(), Arc<StoreError>>> {
-        self.0.delete(room)
-    }
-    fn rooms(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
-        self.0.rooms()
-    }
-    fn list(
-        &self,
-        prefix: String,
-        after: Option<String>,
-        limit: usize,
-        detail: Detail,
-    ) -> BoxFuture<'_, Result<Vec<StoredRoomInfo>, StoreError>> {
-        self.0.list(prefix, after, limit, detail)
-    }
-    fn add_version(
-        &self,
-        room: Arc<str>,
-        version: weaver_relay::store::NewVersion,
-        retention: weaver_relay::store::Retention,
-    ) -> BoxFuture<'_, Result<weaver_relay::store::VersionMeta, Arc<StoreError>>> {
-        self.0.add_version(room, version, retention)
-    }
-    fn versions(
-        &self,
-        room: Arc<str>,
-    ) -> BoxFuture<'_, Result<Vec<weaver_relay::store::VersionMeta>, StoreError>> {
-        self.0.versions(room)
-    }
-    fn version_data(
-        &self,
-        room: Arc<str>,
-        ids: Vec<u64>,
-    ) -> BoxFuture<'_, Result<Vec<Vec<u8>>, StoreError>> {
-        self.0.version_data(room, ids)
-    }
-    fn failed(&self) -> bool {
-        true
-    }
-    fn stop(&self) -> BoxFuture<'_, ()> {
-        std::future::pending().boxed()
-    }
-}
+use weaver_relay::store::wrapped::{StopWith, Wrapped};
+use weaver_relay::{Relay, RelayConfig};
 
 #[tokio::test]
 async fn shutdown_is_bounded_when_the_store_never_stops() {
@@ -87,7 +18,13 @@ async fn shutdown_is_bounded_when_the_store_never_stops() {
         shutdown_timeout: Duration::from_millis(500),
         ..RelayConfig::default()
     };
-    let relay = Relay::start(Arc::new(StuckStop(inner)), config, CancellationToken::new()).unwrap();
+    let relay = Relay::start(
+        // The redb engine, except that `stop` never completes (and the store reports failed).
+        Arc::new(Wrapped::new(inner, StopWith::Never).failed_as(true)),
+        config,
+        CancellationToken::new(),
+    )
+    .unwrap();
     relay
         .handle()
         .apply_update("r", crate::support::Writer::new(1).append("x"), "test")
