@@ -341,11 +341,12 @@ impl Authenticator {
     where
         S: Clone + Send + Sync + 'static,
     {
-        let state = AdminLayer {
+        let state = RouteGuard {
             auth: self.clone(),
             open,
+            need: Need::Admin,
         };
-        router.route_layer(axum::middleware::from_fn_with_state(state, admin_mw))
+        router.route_layer(axum::middleware::from_fn_with_state(state, guard_mw))
     }
 }
 
@@ -363,62 +364,41 @@ impl Authenticator {
     where
         S: Clone + Send + Sync + 'static,
     {
-        let state = AdminLayer {
+        let state = RouteGuard {
             auth: self.clone(),
             open,
+            need: Need::Valid,
         };
-        router.route_layer(axum::middleware::from_fn_with_state(state, token_mw))
+        router.route_layer(axum::middleware::from_fn_with_state(state, guard_mw))
     }
 }
 
-async fn token_mw(
-    State(layer): State<AdminLayer>,
+/// A token check in front of every route of a router, except the `open` route patterns.
+#[derive(Clone)]
+struct RouteGuard {
+    auth: Authenticator,
+    open: &'static [&'static str],
+    need: Need,
+}
+
+/// Checks the request's token for `need`; the verified claims (if any) and the grant go into the
+/// request extensions for the handlers.
+async fn guard_mw(
+    State(guard): State<RouteGuard>,
     matched: Option<MatchedPath>,
     req: Request,
     next: Next,
 ) -> Response {
     let route = matched.as_ref().map_or("", |m| m.as_str());
-    if layer.open.iter().any(|p| route.starts_with(p)) {
+    if guard.open.iter().any(|p| route.starts_with(p)) {
         return next.run(req).await;
     }
-    match layer
-        .auth
-        .check(req.headers(), req.uri(), None, Need::Valid)
-    {
+    match guard.auth.check(req.headers(), req.uri(), None, guard.need) {
         Ok(access) => {
             let mut req = req;
             if let Some(claims) = access.claims.clone() {
                 req.extensions_mut().insert(claims);
             }
-            req.extensions_mut().insert(access);
-            next.run(req).await
-        }
-        Err(r) => r.into_response(),
-    }
-}
-
-#[derive(Clone)]
-struct AdminLayer {
-    auth: Authenticator,
-    open: &'static [&'static str],
-}
-
-async fn admin_mw(
-    State(layer): State<AdminLayer>,
-    matched: Option<MatchedPath>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let route = matched.as_ref().map_or("", |m| m.as_str());
-    if layer.open.iter().any(|p| route.starts_with(p)) {
-        return next.run(req).await;
-    }
-    match layer
-        .auth
-        .check(req.headers(), req.uri(), None, Need::Admin)
-    {
-        Ok(access) => {
-            let mut req = req;
             req.extensions_mut().insert(access);
             next.run(req).await
         }
