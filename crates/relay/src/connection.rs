@@ -47,6 +47,24 @@ pub(crate) struct ConnDeps {
 /// reply afterwards (so the close code is not lost in a TCP reset).
 pub(crate) const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
+/// After sending a close frame, keeps reading (and dropping) until the peer's close frame, the
+/// end of the stream or [`CLOSE_LINGER`], so the peer reads our close before the socket goes.
+/// After an oversized message the stream's end does not count: the peer may still be sending
+/// the rest of it, and closing at once would reset the connection before our close arrives.
+pub(crate) async fn linger_after_close(socket: &mut WebSocket, oversized: bool) {
+    let _ = Box::pin(tokio::time::timeout(CLOSE_LINGER, async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Close(_))) => break,
+                Some(Ok(_)) => {}
+                None | Some(Err(_)) if oversized => std::future::pending::<()>().await,
+                None | Some(Err(_)) => break,
+            }
+        }
+    }))
+    .await;
+}
+
 /// Read buffer of each WebSocket, allocated up front and kept for the connection's life; also
 /// what one socket read asks for while no frame is in progress. Yjs updates and awareness
 /// messages are tens to hundreds of bytes, so 512 bytes still take several per read; once a
@@ -418,19 +436,7 @@ impl Conn {
         // (Until the connection was one task, the end of the stream after an oversized message
         // broke the linger at once too, and only the hand-over between the reader and writer
         // tasks gave the close frame time to arrive.)
-        let oversized = code == close_code::TOO_BIG;
-        let stream = &mut self.socket;
-        let _ = Box::pin(tokio::time::timeout(CLOSE_LINGER, async {
-            loop {
-                match stream.next().await {
-                    Some(Ok(Message::Close(_))) => break,
-                    Some(Ok(_)) => {}
-                    None | Some(Err(_)) if oversized => std::future::pending::<()>().await,
-                    None | Some(Err(_)) => break,
-                }
-            }
-        }))
-        .await;
+        linger_after_close(&mut self.socket, code == close_code::TOO_BIG).await;
         metrics::gauge!(m::CONNECTIONS).decrement(1.0);
         info!(code, reason = %reason, "disconnected");
     }

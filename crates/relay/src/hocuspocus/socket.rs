@@ -155,19 +155,7 @@ impl Socket {
             let _ = tx.send(cmd).await;
         }
         // As connection.rs: keep the socket briefly so the peer reads the close frame.
-        let oversized = code == close_code::TOO_BIG;
-        let stream = &mut self.socket;
-        let _ = tokio::time::timeout(CLOSE_LINGER, async {
-            loop {
-                match stream.next().await {
-                    Some(Ok(Message::Close(_))) => break,
-                    Some(Ok(_)) => {}
-                    None | Some(Err(_)) if oversized => std::future::pending::<()>().await,
-                    None | Some(Err(_)) => break,
-                }
-            }
-        })
-        .await;
+        crate::connection::linger_after_close(&mut self.socket, code == close_code::TOO_BIG).await;
         metrics::gauge!(m::CONNECTIONS).decrement(1.0);
         info!(code, reason = %reason, "Hocuspocus socket disconnected");
     }
