@@ -483,7 +483,7 @@ impl Worker {
                 }
                 let live: HashSet<&str> = rooms.iter().map(|(n, _)| n.as_str()).collect();
                 let mut gone = Vec::new();
-                for row in t.range::<&str>(prefix.as_str()..).map_err(store_err)? {
+                for row in t.range(prefix.as_str()..).map_err(store_err)? {
                     let (k, v) = row.map_err(store_err)?;
                     let name = k.value();
                     if !name.starts_with(prefix.as_str()) {
