@@ -25,6 +25,7 @@ pub mod model;
 pub mod outbox;
 mod retry;
 mod routes;
+mod tls;
 mod webhook;
 
 pub use config::BridgeConfig;

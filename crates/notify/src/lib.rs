@@ -29,6 +29,7 @@ pub use weaver_auth::webhook::WebhookSecret;
 use error::{Chain, store_err};
 
 mod error;
+mod tls;
 
 /// `room` → `(generation, seq)`: the seq of the last `room.updated` delivered (or refused for
 /// good) for it, and how many times the room was deleted. A deleted room's seqs restart at 1;
@@ -138,7 +139,7 @@ impl Notifier {
             txn.commit().map_err(store_err)?;
             fresh
         };
-        let client = reqwest::Client::builder()
+        let client = tls::client_builder()
             .timeout(config.timeout)
             // A redirected POST turns into a GET without the body: refuse it (a final status).
             .redirect(reqwest::redirect::Policy::none())
@@ -482,7 +483,7 @@ impl Worker {
                 }
                 let live: HashSet<&str> = rooms.iter().map(|(n, _)| n.as_str()).collect();
                 let mut gone = Vec::new();
-                for row in t.range::<&str>(prefix.as_str()..).map_err(store_err)? {
+                for row in t.range(prefix.as_str()..).map_err(store_err)? {
                     let (k, v) = row.map_err(store_err)?;
                     let name = k.value();
                     if !name.starts_with(prefix.as_str()) {

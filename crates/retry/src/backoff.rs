@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use rand::Rng;
+use rand::{Rng, RngExt};
 
 /// How the delay is drawn from the window `[0, cap]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -128,9 +128,7 @@ fn write_backup(db: &Database, dir: &Path) -> anyhow::Result<(std::fs::File, usi
     let src = db.begin_read().context("opening a read snapshot")?;
     let out = Database::builder()
         .set_cache_size(BACKUP_CACHE_BYTES)
-        .create_with_backend(
-            redb::backends::FileBackend::new(file).context("opening the backup file")?,
-        )
+        .create_with_backend(redb::backends::FileBackend::new(file))
         .context("creating the backup database")?;
     let txn = out.begin_write().context("writing the backup")?;
     let mut copied = weaver_relay::copy_tables(&src, &txn)?;

@@ -3,8 +3,8 @@
 //! not need `openssl` and cannot pick a short or hand-made key.
 
 use anyhow::Context;
-use rand::TryRngCore;
-use rand::rngs::OsRng;
+use rand::TryRng;
+use rand::rngs::SysRng;
 
 /// Bytes of key material: HMAC-SHA256's block-size-independent recommendation (at least the
 /// output size) and what `parse_auth_key` requires at minimum.
@@ -13,7 +13,7 @@ const KEY_BYTES: usize = 32;
 /// A new key from the operating system's CSPRNG, as lowercase hex.
 pub(crate) fn new_key_hex() -> anyhow::Result<String> {
     let mut key = [0u8; KEY_BYTES];
-    OsRng
+    SysRng
         .try_fill_bytes(&mut key)
         .context("reading random bytes from the operating system")?;
     Ok(key.iter().map(|b| format!("{b:02x}")).collect())

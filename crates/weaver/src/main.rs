@@ -268,6 +268,9 @@ impl ServeArgs {
 }
 
 fn main() -> std::process::ExitCode {
+    // reqwest is built without a bundled crypto provider (workspace Cargo.toml): `weaver backup`
+    // and `weaver rooms` use ring, like the bridge and the notifier. Errs only if one is installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match cli.command {
         Command::Token(args) => token_cmd::run(&args),

@@ -85,7 +85,7 @@ pub(super) fn webhook_id(notice: &FailureNotice) -> String {
 impl FailureWebhook {
     /// Builds the HTTP client (redirects not followed, the configured timeout).
     pub(super) fn new(cfg: FailureWebhookConfig) -> Result<Self, BridgeError> {
-        let client = reqwest::Client::builder()
+        let client = crate::tls::client_builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(cfg.timeout)
             .build()

@@ -136,7 +136,7 @@ impl HttpIntegration {
                 })?);
             }
         }
-        let client = reqwest::Client::builder()
+        let client = crate::tls::client_builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_millis(c.timeout_ms))
             .connect_timeout(Duration::from_millis(c.timeout_ms.min(5_000)))

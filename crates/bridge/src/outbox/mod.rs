@@ -19,7 +19,7 @@ mod writeback;
 
 use std::collections::HashMap;
 
-use rand::RngCore;
+use rand::Rng;
 use uuid::Uuid;
 
 use crate::config::{RetentionConfig, RetryPolicy};
@@ -146,7 +146,7 @@ pub trait OutboxStore: Send + Sync + std::fmt::Debug {
         &self,
         items: Vec<(Uuid, Option<u64>, Outcome)>,
         now: u64,
-        rng: &mut dyn RngCore,
+        rng: &mut dyn Rng,
     ) -> Result<Vec<Completion>, OutboxError>;
 
     /// T3: records a worker's outcome. A stale token's success is still accepted — the
@@ -157,7 +157,7 @@ pub trait OutboxStore: Send + Sync + std::fmt::Debug {
         token: Option<u64>,
         outcome: Outcome,
         now: u64,
-        rng: &mut dyn RngCore,
+        rng: &mut dyn Rng,
     ) -> Result<Completion, OutboxError> {
         self.complete_many(vec![(*id, token, outcome)], now, rng)?
             .pop()
@@ -185,7 +185,7 @@ pub trait OutboxStore: Send + Sync + std::fmt::Debug {
         &self,
         now: u64,
         all: bool,
-        rng: &mut dyn RngCore,
+        rng: &mut dyn Rng,
     ) -> Result<Vec<Uuid>, OutboxError>;
 
     /// Makes an unleased call due now (manual refresh of a polled call). Returns false if it

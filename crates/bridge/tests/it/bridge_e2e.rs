@@ -227,13 +227,21 @@ fn statuses(seen: &Seen, index: &str) -> Vec<(u64, Status)> {
 }
 
 async fn get_json(url: &str) -> (u16, Value) {
-    let r = reqwest::get(url).await.unwrap();
+    let r = crate::common::fake_api::http_client()
+        .get(url)
+        .send()
+        .await
+        .unwrap();
     let s = r.status().as_u16();
     (s, r.json().await.unwrap_or(Value::Null))
 }
 
 async fn post_json(url: &str) -> (u16, Value) {
-    let r = reqwest::Client::new().post(url).send().await.unwrap();
+    let r = crate::common::fake_api::http_client()
+        .post(url)
+        .send()
+        .await
+        .unwrap();
     let s = r.status().as_u16();
     (s, r.json().await.unwrap_or(Value::Null))
 }
@@ -555,7 +563,7 @@ async fn webhook_endpoint_security() {
         .await
         .external_id
         .unwrap();
-    let client = reqwest::Client::new();
+    let client = crate::common::fake_api::http_client();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use redb::{ReadableDatabase, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use weaver_protocol::encode_update;
 use weaver_relay::{RelayConfig, RelayEvent};
 

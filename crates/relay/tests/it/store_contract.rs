@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use redb::StorageBackend;
 use redb::backends::InMemoryBackend;
+use redb::{BackendError, StorageBackend};
 use weaver_relay::store::contract::{self, Harness};
 use weaver_relay::{CommitMode, RedbRoomStore, RoomStore};
 
@@ -28,25 +28,25 @@ impl Backing {
 }
 
 impl StorageBackend for Backing {
-    fn len(&self) -> Result<u64, std::io::Error> {
+    fn len(&self) -> Result<u64, BackendError> {
         self.file.len()
     }
 
-    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), BackendError> {
         self.file.read(offset, out)
     }
 
-    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+    fn set_len(&self, len: u64) -> Result<(), BackendError> {
         self.refuse()?;
         self.file.set_len(len)
     }
 
-    fn sync_data(&self) -> Result<(), std::io::Error> {
+    fn sync_data(&self) -> Result<(), BackendError> {
         self.refuse()?;
         self.file.sync_data()
     }
 
-    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), BackendError> {
         self.refuse()?;
         self.file.write(offset, data)
     }

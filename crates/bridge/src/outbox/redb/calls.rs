@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use rand::RngCore;
+use rand::Rng;
 use redb::{ReadableTable, WriteTransaction};
 use uuid::Uuid;
 
@@ -26,7 +26,7 @@ const SCAN_LIMIT: usize = 1024;
 /// The retry delay of `policy`, with jitter from `rng`.
 fn delay<'a>(
     policy: &'a RetryPolicy,
-    mut rng: &'a mut dyn RngCore,
+    mut rng: &'a mut dyn Rng,
 ) -> impl FnMut(u32, Option<u64>) -> u64 + 'a {
     move |tries, retry_after_ms| {
         next_delay_ms(
@@ -159,7 +159,7 @@ pub(super) fn complete(
     policy: &RetryPolicy,
     (id, token, outcome): (Uuid, Option<u64>, Outcome),
     now: u64,
-    rng: &mut dyn RngCore,
+    rng: &mut dyn Rng,
     fx: &mut Effects,
 ) -> Result<Completion, OutboxError> {
     let id = &id;
@@ -241,7 +241,7 @@ pub(super) fn rescue_expired(
     policy: &RetryPolicy,
     now: u64,
     all: bool,
-    rng: &mut dyn RngCore,
+    rng: &mut dyn Rng,
     fx: &mut Effects,
 ) -> Result<Vec<Uuid>, OutboxError> {
     let expired = due_ids(t, LEASE_EXPIRY, if all { u64::MAX } else { now })?;

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rand::RngCore;
+use rand::Rng;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
 use uuid::Uuid;
 
@@ -216,7 +216,7 @@ impl OutboxStore for RedbOutbox {
         &self,
         items: Vec<(Uuid, Option<u64>, Outcome)>,
         now: u64,
-        rng: &mut dyn RngCore,
+        rng: &mut dyn Rng,
     ) -> Result<Vec<Completion>, OutboxError> {
         self.write(|txn, fx| {
             items
@@ -247,7 +247,7 @@ impl OutboxStore for RedbOutbox {
         &self,
         now: u64,
         all: bool,
-        rng: &mut dyn RngCore,
+        rng: &mut dyn Rng,
     ) -> Result<Vec<Uuid>, OutboxError> {
         self.write(|txn, fx| calls::rescue_expired(txn, &self.policy, now, all, rng, fx))
     }

@@ -214,7 +214,7 @@ async fn send_webhook(st: Arc<Mutex<FakeState>>, job_id: String, data: Value) {
         .unwrap()
         .as_secs() as i64;
     let sig = secret.sign(&msg_id, ts, &body);
-    let client = reqwest::Client::new();
+    let client = http_client();
     // Deliver until acknowledged, like a real sender (bounded).
     for _ in 0..50 {
         let r = client
@@ -300,4 +300,11 @@ async fn big(State(st): St, h: HeaderMap, Query(q): Query<HashMap<String, usize>
 async fn redirect(State(st): St, h: HeaderMap) -> Response {
     count(&st, &key_of(&h));
     (StatusCode::TEMPORARY_REDIRECT, [("location", "/sync")]).into_response()
+}
+
+/// A plain reqwest client for test requests. reqwest is built without a bundled crypto
+/// provider (workspace Cargo.toml), so install ring first, as the bridge itself does.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
 }

@@ -35,8 +35,8 @@ pub(super) fn list_blocking(
     let snaps = txn.open_table(SNAPSHOTS).map_err(read_err)?;
     let log = txn.open_table(UPDATES).map_err(read_err)?;
     let range = match after {
-        Some(a) if a >= prefix => rooms.range::<&str>((Bound::Excluded(a), Bound::Unbounded)),
-        _ => rooms.range::<&str>(prefix..),
+        Some(a) if a >= prefix => rooms.range((Bound::Excluded(a), Bound::<&str>::Unbounded)),
+        _ => rooms.range(prefix..),
     }
     .map_err(read_err)?;
     let mut out = Vec::new();

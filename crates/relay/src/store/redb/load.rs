@@ -1,7 +1,7 @@
 //! Loading one room from redb: its snapshot and the log tail after it, in one read
 //! transaction (run on tokio's blocking pool by the caller).
 
-use redb::{Database, ReadableDatabase};
+use redb::{Database, ReadableDatabase, ReadableTable};
 use tracing::warn;
 
 use super::format::{FORMAT_V1, SNAPSHOTS, UPDATES, stored_snapshot};
