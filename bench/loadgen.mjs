@@ -373,7 +373,11 @@ async function bridge () {
     })
     await new Promise((resolve) => api.listen(P.apiPort, '127.0.0.1', resolve))
   }
-  const [a, b] = await connectAll([P.room], 2)
+  // With `urls` (cluster mode), the writer is on the first node (it owns the room) and the
+  // watcher on the last, so every outcome it sees crossed nodes.
+  const [a, b] = P.urls
+    ? [(await connectSpread(P.room, 1, [P.urls[0]]))[0], (await connectSpread(P.room, 1, [P.urls[P.urls.length - 1]]))[0]]
+    : await connectAll([P.room], 2)
   const trig = new Map()
   const pending = new Set()
   let errors = 0

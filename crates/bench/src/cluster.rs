@@ -57,7 +57,8 @@ pub struct Deployment {
 
 impl Deployment {
     /// Starts `nodes` weaver nodes: on redb when `nats_bin` is None (then `nodes` must be 1),
-    /// else in cluster mode on a fresh nats-server with node ids n1…nN and `lease_ttl_ms`.
+    /// else in cluster mode on a fresh nats-server with node ids n1…nN and `lease_ttl_ms`;
+    /// `extra_args` go to every node.
     /// Returns once every node answers `/readyz` with 200 and, in cluster mode, node 1 lists
     /// every node as alive (so forwarding finds its owner from the first connection on).
     pub fn start(
@@ -65,6 +66,7 @@ impl Deployment {
         nats_bin: Option<&Path>,
         nodes: usize,
         lease_ttl_ms: u64,
+        extra_args: &[String],
         tag: &str,
     ) -> Result<Deployment> {
         if nats_bin.is_none() && nodes != 1 {
@@ -85,7 +87,7 @@ impl Deployment {
             let data = tempfile::Builder::new()
                 .prefix(&format!("{tag}-n{i}-"))
                 .tempdir_in(&env.work)?;
-            let extra: Vec<String> = match &dep.nats {
+            let mut extra: Vec<String> = match &dep.nats {
                 Some(n) => vec![
                     "--cluster".into(),
                     n.url(),
@@ -96,6 +98,7 @@ impl Deployment {
                 ],
                 None => Vec::new(),
             };
+            extra.extend_from_slice(extra_args);
             // The advertised URL defaults to http:// + the bound loopback address: what the
             // other nodes need.
             let srv = servers::start(
@@ -162,6 +165,11 @@ impl Deployment {
             .iter()
             .map(|p| format!("http://127.0.0.1:{p}"))
             .collect()
+    }
+
+    /// HTTP ports of the nodes, node 1 first.
+    pub fn ports(&self) -> &[u16] {
+        &self.ports
     }
 
     pub fn pids(&self) -> &[u32] {

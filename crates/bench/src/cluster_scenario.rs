@@ -2,16 +2,17 @@
 //! of one room on `redb-1` (plain `weaver serve`), `js-1` (one node on JetStream) and `js-3`
 //! (three nodes on one NATS, the writer on node 1 = the room's owner, the receivers round-robin
 //! over the nodes, so 2/3 of the deliveries are forwarded), and failover time after `kill -9`
-//! of a room's owner, with lost updates counted. Configurations are interleaved across
+//! of a room's owner, with lost updates counted, and APICall lifecycles through the bridge
+//! (one bridge leader per cluster) next to the single node. Configurations are interleaved across
 //! repetitions like the other scenarios; the load generator's side is bench/loadgen.mjs
-//! (`fanout` with `urls`, `failover`).
+//! (`fanout` with `urls`, `failover`, `bridge` with `urls`).
 
 use crate::cluster::{Deployment, Topology};
 use crate::loadgen;
 use crate::report;
 use crate::scenario::{self, Better, MetricDef, Record};
-use crate::servers::Env;
-use anyhow::Result;
+use crate::servers::{self, Env};
+use anyhow::{Context, Result};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -35,6 +36,9 @@ pub struct ClusterSizes {
     pub failover_pre_ms: u64,
     /// Lease TTLs to measure failover at, one configuration each.
     pub ttls: Vec<u64>,
+    /// Bridge triggers at 20/s (latency), then at once (lifecycles/s).
+    pub bridge_paced: u64,
+    pub bridge_burst: u64,
 }
 
 impl ClusterSizes {
@@ -47,6 +51,8 @@ impl ClusterSizes {
             failover_rate: 50,
             failover_pre_ms: if quick { 1000 } else { 2000 },
             ttls: ttls.to_vec(),
+            bridge_paced: if quick { 20 } else { 100 },
+            bridge_burst: if quick { 50 } else { 500 },
         }
     }
 
@@ -166,7 +172,29 @@ pub fn run(env: &Env, nats_bin: &Path, reps: usize, sizes: &ClusterSizes) -> (St
             &failover_metrics(),
         ));
     }
+    let mut br: Vec<Record> = Vec::new();
+    for rep in 0..reps {
+        for i in 0..Topology::ALL.len() {
+            let topo = Topology::ALL[(i + rep) % Topology::ALL.len()];
+            let r = step("cluster-bridge", topo.name(), rep, reps, || {
+                bridge(env, nats_bin, topo, rep, sizes)
+            });
+            br.push(r);
+        }
+    }
+    let refs: Vec<&Record> = br.iter().collect();
+    text.push_str(&report::table_vs(
+        &format!(
+            "cluster bridge: HTTP integration to a stand-in API; {} triggers @20/s, then {} at once; writer on node 1 (the room's owner), watcher on the last node (ratio to redb-1)",
+            sizes.bridge_paced, sizes.bridge_burst
+        ),
+        &refs,
+        &columns,
+        Some(Topology::Redb1.name()),
+        &bridge_metrics(),
+    ));
     fan.extend(fo);
+    fan.extend(br);
     (text, fan)
 }
 
@@ -222,6 +250,7 @@ fn fanout(
         topo.clustered().then_some(nats_bin),
         topo.nodes(),
         FANOUT_TTL_MS,
+        &[],
         &tag,
     )?;
     let urls = dep.ws_urls();
@@ -279,7 +308,7 @@ fn failover(env: &Env, nats_bin: &Path, ttl: u64, rep: usize, s: &ClusterSizes) 
     // What is left of the lease at the kill depends on when the owner last renewed it (every
     // TTL/3): repetitions kill at three phases of that period.
     let pre_ms = s.failover_pre_ms + (rep as u64 % 3) * ttl / 9;
-    let dep = Deployment::start(env, Some(nats_bin), 3, ttl, &tag)?;
+    let dep = Deployment::start(env, Some(nats_bin), 3, ttl, &[], &tag)?;
     let sample = || dep.sample(env);
     let urls = dep.ws_urls();
     let out = loadgen::run_sampled(
@@ -325,4 +354,124 @@ fn failover(env: &Env, nats_bin: &Path, ttl: u64, rep: usize, s: &ClusterSizes) 
             .push("the fresh client after the run did not sync".into());
     }
     Ok(rec)
+}
+
+fn bridge_metrics() -> Vec<MetricDef> {
+    use Better::*;
+    vec![
+        MetricDef::new(
+            "paced_p50_ms",
+            "trigger → done seen by a client on another node p50 ms (paced)",
+            Lower,
+        ),
+        MetricDef::new("paced_p99_ms", "… p99 ms (paced)", Lower),
+        MetricDef::new("lifecycles_per_s", "APICall lifecycles/s (burst)", Higher),
+        MetricDef::new("burst_p99_ms", "trigger → done p99 ms (burst)", Lower),
+        MetricDef::new(
+            "cpu_ms_per_lifecycle",
+            "CPU ms per lifecycle, weaver nodes + nats-server (burst)",
+            Lower,
+        ),
+        MetricDef::counted("converged", "every trigger reached done"),
+    ]
+}
+
+/// APICall lifecycles through the bridge with an HTTP integration answered by a stand-in API
+/// in the load generator: the writer on node 1 (the room's owner), the watcher on the last
+/// node; on js-3 the bridge leader is whichever node won the role, so write-backs may cross
+/// nodes too.
+fn bridge(
+    env: &Env,
+    nats_bin: &Path,
+    topo: Topology,
+    rep: usize,
+    s: &ClusterSizes,
+) -> Result<Record> {
+    let tag = format!("cluster-bridge-r{rep}-{}", topo.name());
+    let port = servers::free_port()?;
+    let cfg_dir = tempfile::Builder::new()
+        .prefix(&tag)
+        .tempdir_in(&env.work)?;
+    let cfg = cfg_dir.path().join("bridge.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[routes]\nsearch = \"standin\"\n\n[[integrations]]\nname = \"standin\"\nkind = \"http\"\nurl = \"http://127.0.0.1:{port}/index\"\ntimeout_ms = 10000\nconcurrency = 16\n"
+        ),
+    )?;
+    let gen_dir = env.bench_dir().join(".gen");
+    std::fs::create_dir_all(&gen_dir)?;
+    let wd = gen_dir.join("weaver-doc.js");
+    std::fs::copy(env.root.join("js/weaver-doc/weaver-doc.js"), &wd)
+        .context("copying js/weaver-doc/weaver-doc.js")?;
+    let extra = vec!["--bridge-config".to_string(), cfg.display().to_string()];
+    let dep = Deployment::start(
+        env,
+        topo.clustered().then_some(nats_bin),
+        topo.nodes(),
+        FANOUT_TTL_MS,
+        &extra,
+        &tag,
+    )?;
+    if topo.clustered() {
+        wait_for_bridge_leader(&dep)?;
+    }
+    let urls = dep.ws_urls();
+    let sample = || dep.sample(env);
+    let out = loadgen::run_sampled(
+        env,
+        &sample,
+        "weaver",
+        &urls[0],
+        json!({"scenario": "bridge", "room": format!("cbridge-{rep}"), "runId": rep,
+               "paced": s.bridge_paced, "burst": s.bridge_burst, "rate": 20, "urls": urls,
+               "apiPort": port, "weaverDocPath": wd, "timeoutMs": 60000}),
+        Duration::from_secs(180),
+        &tag,
+    );
+    dep.stop()?;
+    let out = out?;
+    let mut rec = Record {
+        scenario: "cluster-bridge",
+        server: topo.name().to_string(),
+        rep,
+        values: BTreeMap::new(),
+        notes: Vec::new(),
+    };
+    let v = &mut rec.values;
+    for k in [
+        "paced_p50_ms",
+        "paced_p99_ms",
+        "lifecycles_per_s",
+        "burst_p99_ms",
+    ] {
+        scenario::put(v, k, out.num(k));
+    }
+    v.insert("converged", scenario::bool_f(out.flag("converged")));
+    let weaver = out.cpu_between("start", "end");
+    let nats = out.aux_cpu_between("start", "end").unwrap_or(0.0);
+    scenario::put(
+        v,
+        "cpu_ms_per_lifecycle",
+        weaver.map(|w| (w + nats) * 1e3 / s.bridge_burst as f64),
+    );
+    if let Some(u) = out.num("unfinished").filter(|u| *u > 0.0) {
+        rec.notes
+            .push(format!("{u} entries never reached done/error"));
+    }
+    Ok(rec)
+}
+
+/// Cluster mode starts the bridge once a node won the role: wait for `GET /api/calls` to
+/// answer 200 on node 1 (non-leaders proxy it to the leader, 503 while there is none).
+fn wait_for_bridge_leader(dep: &Deployment) -> Result<()> {
+    let port = dep.ports()[0];
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while servers::http_get(port, "/api/calls").is_err() {
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("no bridge leader answered /api/calls within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
 }

@@ -85,7 +85,7 @@ enum Cmd {
     /// APICall lifecycles (the bridge).
     Bridge,
     /// Cluster mode (weaver only, needs nats-server ≥ 2.11, see scripts/nats.sh): fan-out on
-    /// redb-1 / js-1 / js-3 and failover after kill -9 of a room's owner.
+    /// redb-1 / js-1 / js-3, failover after kill -9 of a room's owner, bridge lifecycles.
     Cluster,
     /// Only install the anchors (npm packages, y-sweet) and build weaver.
     Install,
