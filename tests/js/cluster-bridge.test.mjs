@@ -74,6 +74,7 @@ function startFakeApi () {
       state.keys.set(key, (state.keys.get(key) || 0) + 1)
       const p = new URL(req.url, 'http://x').pathname
       if (p === '/sync') return send(res, 200, answerFor(body))
+      if (p === '/slow') { setTimeout(() => send(res, 200, answerFor(body)), 1500).unref(); return }
       if (p === '/async') {
         const jobId = `job-${crypto.randomUUID()}`
         const data = answerFor(body)
@@ -101,6 +102,7 @@ lease_ms = 3000
 [routes]
 search = "ext"
 later = "ext2"
+slow = "ext3"
 [[integrations]]
 name = "ext"
 kind = "http"
@@ -112,6 +114,11 @@ kind = "http"
 url = "${api.url('/async')}"
 timeout_ms = 1500
 webhook_secrets = ["EXT_WEBHOOK_SECRET"]
+[[integrations]]
+name = "ext3"
+kind = "http"
+url = "${api.url('/slow')}"
+timeout_ms = 1900
 `
 }
 
@@ -270,5 +277,39 @@ test('one bridge per cluster: a room owned by one node, written through another,
   for (const n of survivors) {
     const cs = (await callsOn(n, room)).filter((c) => c.block_id === 'b3')
     assert.equal(cs.length, 1, `${n.id} (leader ${next.id}): ${JSON.stringify(cs)}`)
+  }
+})
+
+// Needs the outbox on JetStream (the next leader must see the dead leader's calls): with the
+// node-local stand-in the call in flight stays in the dead leader's file and its entry stays
+// `processing`. Run with WEAVER_TEST_SHARED_OUTBOX=1 once the shared outbox is wired in.
+test('kill -9 of the bridge leader mid-call: one call, at most one duplicate request under its key, the outcome reaches every client', { timeout: 120000, skip: !process.env.WEAVER_TEST_SHARED_OUTBOX && 'needs the shared (JetStream) outbox' }, async () => {
+  // The first test's nodes would compete for the role: stopped (cleanly, releasing it).
+  for (const n of nodes) if (n.proc.exitCode === null && n.proc.signalCode === null) await n.stop()
+  const started = nodes.length
+  for (const id of ['cm1', 'cm2', 'cm3']) await startNode(id)
+  const fresh = nodes.slice(started)
+  const leader = await waitFor('a bridge leader', () => fresh.find(leads))
+  const [owner, writer] = fresh.filter((n) => n !== leader)
+  const room = 'cm-room'
+  const atOwner = await synced(client(owner, room))
+  const atWriter = await synced(client(writer, room))
+  const before = api.state.requests
+  addBlock(atWriter.doc, { id: 's1', type: 'text', content: 'a\n\nb' })
+  requestIndex(atWriter.doc, 's1', 'slow', {})
+  // The leader called the API (which answers only after 1.5 s) and wrote `processing`.
+  await waitFor('the slow request', () => api.state.requests > before)
+  await waitFor('processing', () => entry(atOwner.doc, 's1', 'slow')?.status === 'processing')
+  await leader.kill9()
+  const survivors = fresh.filter((n) => n !== leader)
+  await waitFor('a new bridge leader', () => survivors.find(leads), 20000)
+  for (const c of [atOwner, atWriter]) {
+    await waitFor(`done on ${c.node.id}`, () => entry(c.doc, 's1', 'slow')?.status === 'done', 60000)
+  }
+  for (const n of survivors) {
+    const cs = (await callsOn(n, room)).filter((c) => c.block_id === 's1')
+    assert.equal(cs.length, 1, `${n.id}: ${JSON.stringify(cs)}`)
+    assert.equal(cs[0].status, 'completed')
+    assert.ok(api.state.keys.get(cs[0].idempotency_key) <= 2, 'at most one duplicate request under the key')
   }
 })
