@@ -468,11 +468,7 @@ impl Lane {
     }
 
     fn decode(&self, seq: u64, payload: &Bytes) -> Result<Record, LogError> {
-        Record::decode(payload).map_err(|source| LogError::Corrupt {
-            room: self.room(),
-            seq,
-            source,
-        })
+        decode(&self.room, seq, payload)
     }
 
     /// Every record on the room's subject from `from` up to (at least) stream sequence `tip`,
@@ -524,50 +520,7 @@ impl Lane {
 
     /// Reassembles a chunked record from its chunk messages; other records pass through.
     async fn unchunk(&self, seq: u64, record: Record) -> Result<Record, LogError> {
-        let Record::Chunked { len, chunks, .. } = record else {
-            return Ok(record);
-        };
-        let mut bytes = BytesMut::with_capacity(usize::try_from(len).unwrap_or(0));
-        for chunk in chunks {
-            match self.stream.direct_get(chunk).await {
-                Ok(m) if m.subject.as_str() == self.chunk_subject => {
-                    bytes.extend_from_slice(&m.payload)
-                }
-                Ok(_) => {
-                    return Err(LogError::MissingChunk {
-                        room: self.room(),
-                        seq,
-                    });
-                }
-                Err(e) if e.kind() == DirectGetErrorKind::NotFound => {
-                    return Err(LogError::MissingChunk {
-                        room: self.room(),
-                        seq,
-                    });
-                }
-                Err(source) => {
-                    return Err(LogError::Read {
-                        room: self.room(),
-                        source,
-                    });
-                }
-            }
-        }
-        let bytes = bytes.freeze();
-        if bytes.len() as u64 != len {
-            return Err(LogError::MissingChunk {
-                room: self.room(),
-                seq,
-            });
-        }
-        match self.decode(seq, &bytes)? {
-            Record::Chunked { .. } => Err(LogError::Corrupt {
-                room: self.room(),
-                seq,
-                source: crate::record::DecodeError::nested(),
-            }),
-            inner => Ok(inner),
-        }
+        unchunk(&self.stream, &self.chunk_subject, &self.room, seq, record).await
     }
 
     /// Writes `record` after subject sequence `expected` (chunked when it exceeds the
@@ -745,4 +698,66 @@ impl Lane {
             warn!(room = %self.room, error = %e, "purging old chunks failed; the next compaction retries");
         }
     }
+}
+
+/// Reassembles a chunked record of `room` (its manifest at stream sequence `seq`) from its chunk
+/// messages on `chunk_subject`; other records pass through. Shared by the lanes and the change
+/// stream (`changes.rs`).
+pub(crate) async fn unchunk(
+    stream: &Stream,
+    chunk_subject: &str,
+    room: &str,
+    seq: u64,
+    record: Record,
+) -> Result<Record, LogError> {
+    let Record::Chunked { len, chunks, .. } = record else {
+        return Ok(record);
+    };
+    let mut bytes = BytesMut::with_capacity(usize::try_from(len).unwrap_or(0));
+    for chunk in chunks {
+        match stream.direct_get(chunk).await {
+            Ok(m) if m.subject.as_str() == chunk_subject => bytes.extend_from_slice(&m.payload),
+            Ok(_) => {
+                return Err(LogError::MissingChunk {
+                    room: room.to_owned(),
+                    seq,
+                });
+            }
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => {
+                return Err(LogError::MissingChunk {
+                    room: room.to_owned(),
+                    seq,
+                });
+            }
+            Err(source) => {
+                return Err(LogError::Read {
+                    room: room.to_owned(),
+                    source,
+                });
+            }
+        }
+    }
+    let bytes = bytes.freeze();
+    if bytes.len() as u64 != len {
+        return Err(LogError::MissingChunk {
+            room: room.to_owned(),
+            seq,
+        });
+    }
+    match decode(room, seq, &bytes)? {
+        Record::Chunked { .. } => Err(LogError::Corrupt {
+            room: room.to_owned(),
+            seq,
+            source: crate::record::DecodeError::nested(),
+        }),
+        inner => Ok(inner),
+    }
+}
+
+fn decode(room: &str, seq: u64, payload: &Bytes) -> Result<Record, LogError> {
+    Record::decode(payload).map_err(|source| LogError::Corrupt {
+        room: room.to_owned(),
+        seq,
+        source,
+    })
 }

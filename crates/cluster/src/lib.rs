@@ -11,6 +11,7 @@
 //! [`LeasePlacement`] implements over leases. README.md states the rules: seq mapping, chunking,
 //! fencing, takeovers.
 
+mod changes;
 mod claims;
 mod connect;
 mod error;
@@ -29,6 +30,9 @@ mod versions;
 
 /// The NATS connection [`connect`] returns, for callers that hold one without naming async-nats.
 pub use async_nats::Client as NatsClient;
+pub use changes::{
+    ChangesError, DEFAULT_CHANGES_CAPACITY, DEFAULT_MAX_TRACKED_ROOMS, RoomChange, RoomChanges,
+};
 pub use claims::Claims;
 pub use connect::{connect, jetstream};
 pub use error::{ConnectError, LeaseError, LogError, RegistryError, TakenOver, VersionError};

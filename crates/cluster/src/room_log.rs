@@ -380,6 +380,11 @@ impl RoomLog {
         self.inner.shared.streams[i].clone()
     }
 
+    /// What every lane shares (streams, subjects): the change stream (`changes.rs`) reads it.
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.inner.shared
+    }
+
     /// The largest payload of one message this log writes; larger records are chunked.
     pub fn chunk_size(&self) -> usize {
         self.inner.shared.chunk_size

@@ -85,6 +85,7 @@ pub use events::{
     RelayEvent, TryRecvError, UpdateOrigin,
 };
 pub use feed::FEED_KEEPALIVE;
+pub use forward::http::forward_request;
 pub use hocuspocus::DEFAULT_MAX_DOCUMENTS_PER_SOCKET;
 pub use limits::AbuseLimits;
 pub use placement::{

@@ -53,7 +53,7 @@ impl UpdateStream for RelayStream {
 }
 
 /// A refusal of the update itself, or the relay unable to serve the request now.
-fn host_error(e: RelayError) -> HostError {
+pub(crate) fn host_error(e: RelayError) -> HostError {
     match e {
         RelayError::InvalidRoomName(_)
         | RelayError::InvalidUpdate(_)

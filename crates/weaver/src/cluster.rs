@@ -16,8 +16,8 @@ use axum::routing::get;
 use serde_json::json;
 use tracing::{info, warn};
 use weaver_cluster::{
-    Claims, JetStreamRoomStore, LeaseConfig, LeasePlacement, Leases, NodeRegistry, RegistryConfig,
-    RoomLogConfig,
+    Claims, JetStreamRoomStore, Leadership, LeaseConfig, LeasePlacement, Leases, NodeDirectory,
+    NodeRegistry, RegistryConfig, RoomLog, RoomLogConfig,
 };
 use weaver_relay::RelayHandle;
 
@@ -118,6 +118,10 @@ pub struct Node {
     node_id: String,
     registry: Arc<NodeRegistry>,
     placement: Arc<LeasePlacement>,
+    /// For cluster-wide roles (the bridge): their leases and reads of the rooms.
+    client: weaver_cluster::NatsClient,
+    leases: Leases,
+    replicas: usize,
 }
 
 impl ClusterPlan {
@@ -165,7 +169,10 @@ impl Joining {
         let url = plan
             .advertise_url
             .unwrap_or_else(|| format!("http://{bound}"));
-        let js = weaver_cluster::jetstream(self.client, RoomLogConfig::default().request_timeout);
+        let js = weaver_cluster::jetstream(
+            self.client.clone(),
+            RoomLogConfig::default().request_timeout,
+        );
         let registry = NodeRegistry::start(
             &js,
             RegistryConfig {
@@ -193,14 +200,22 @@ impl Joining {
         .context("opening the room lease bucket")?;
         // Long enough to outwait the lease of an owner that died (TTL), with room to spare.
         let placement = Arc::new(
-            LeasePlacement::new(leases, registry.directory(), &plan.node_id, plan.ttl * 3)
-                .with_claims(self.claims),
+            LeasePlacement::new(
+                leases.clone(),
+                registry.directory(),
+                &plan.node_id,
+                plan.ttl * 3,
+            )
+            .with_claims(self.claims),
         );
         info!(node_id = %plan.node_id, nats = %plan.url, %url, "cluster node started");
         Ok(Node {
             node_id: plan.node_id,
             registry: Arc::new(registry),
             placement,
+            client: self.client,
+            leases,
+            replicas: plan.replicas,
         })
     }
 }
@@ -209,6 +224,35 @@ impl Node {
     /// Where each room's actor runs: the relay's `RoomPlacement` for this node.
     pub fn placement(&self) -> Arc<LeasePlacement> {
         self.placement.clone()
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// The election of a cluster-wide role (`"bridge"`) for this node.
+    pub fn leadership(&self, role: &str) -> Leadership {
+        Leadership::new(self.leases.clone(), role, &self.node_id)
+    }
+
+    /// The node list, to find another node's URL.
+    pub fn directory(&self) -> NodeDirectory {
+        self.registry.directory()
+    }
+
+    /// A room log of its own over the room streams, for a role that reads rooms it does not
+    /// own (the room store's log keeps the lanes of the rooms this node owns).
+    pub async fn reading_log(&self) -> anyhow::Result<RoomLog> {
+        RoomLog::open(
+            self.client.clone(),
+            RoomLogConfig {
+                replicas: self.replicas,
+                ..RoomLogConfig::default()
+            },
+        )
+        .await
+        .context("opening the room streams for reading")
     }
 
     /// `GET /api/cluster` (the caller puts it behind the admin check).
@@ -260,13 +304,7 @@ async fn cluster_info(State(s): State<ClusterState>) -> Response {
 }
 
 /// The node-local parts that do not follow rooms across nodes yet (cluster part 2).
-pub fn warn_node_local(bridge_configured: bool, notify_configured: bool) {
-    if bridge_configured {
-        warn!(
-            "cluster mode: the bridge's outbox stays in the node-local store (--data) and acts \
-             on the rooms this node serves only (docs/cluster.md)"
-        );
-    }
+pub fn warn_node_local(notify_configured: bool) {
     if notify_configured {
         warn!(
             "cluster mode: room-change webhooks keep their state in the node-local store \

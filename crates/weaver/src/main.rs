@@ -7,7 +7,9 @@ mod alloc;
 mod backup;
 mod bridge_args;
 mod bridge_host;
+mod bridge_leader;
 mod cluster;
+mod cluster_host;
 mod cors;
 mod demo;
 
@@ -406,7 +408,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (joining, rooms): (Option<cluster::Joining>, Arc<dyn weaver_relay::RoomStore>) =
         match cluster_plan {
             Some(plan) => {
-                cluster::warn_node_local(args.bridge_config.is_some(), notify_config.is_some());
+                cluster::warn_node_local(notify_config.is_some());
                 let (joining, rooms) = plan.start().await?;
                 (Some(joining), rooms)
             }
@@ -433,15 +435,38 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(node) = &node {
         config.placement = node.placement();
     }
+    // Forwarded write-backs to a room's owner carry a token signed with this key.
+    let auth_key = config.auth.key.clone();
     let relay = Relay::start(rooms, config, relay_stop).context("starting the relay")?;
     let store = db.clone();
-    let bridge = weaver_bridge::Bridge::start(
-        bridge_config,
-        db,
-        Arc::new(bridge_host::RelayHost(relay.handle())),
-        shutdown.child_token(),
-    )
-    .context("starting the bridge")?;
+    let bridge = match &node {
+        // One bridge per cluster, on the node holding the `bridge` role (bridge_leader.rs).
+        Some(node) => {
+            let outbox = bridge_leader::node_local_outbox(db, &bridge_config);
+            Bridge::Cluster(Box::new(bridge_leader::BridgeLeader::start(
+                bridge_leader::Deps {
+                    cfg: bridge_config,
+                    outbox,
+                    relay: relay.handle(),
+                    log: node.reading_log().await?,
+                    key: auth_key,
+                    leadership: node.leadership("bridge"),
+                    directory: node.directory(),
+                    node_id: node.node_id().to_owned(),
+                },
+                shutdown.child_token(),
+            )?))
+        }
+        None => Bridge::Single(
+            weaver_bridge::Bridge::start(
+                bridge_config,
+                db,
+                Arc::new(bridge_host::RelayHost(relay.handle())),
+                shutdown.child_token(),
+            )
+            .context("starting the bridge")?,
+        ),
+    };
     let notifier = match notify_config {
         Some(cfg) => Some(
             weaver_notify::Notifier::start(
@@ -540,6 +565,29 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     info!("bye");
     Ok(())
+}
+
+/// The bridge of this process: its own (single node), or the cluster's while this node leads.
+enum Bridge {
+    Single(weaver_bridge::BridgeHandle),
+    Cluster(Box<bridge_leader::BridgeLeader>),
+}
+
+impl Bridge {
+    fn router(&self) -> Router {
+        match self {
+            Bridge::Single(b) => b.router(),
+            Bridge::Cluster(b) => b.router(),
+        }
+    }
+
+    /// Waits until the bridge stopped (after the shutdown token was cancelled).
+    async fn join(self) {
+        match self {
+            Bridge::Single(b) => b.join().await,
+            Bridge::Cluster(b) => b.join().await,
+        }
+    }
 }
 
 /// A write past the process's file-size limit (`ulimit -f`) raises SIGXFSZ, whose default

@@ -118,6 +118,25 @@ impl Bridge {
         host: Arc<dyn DocumentHost>,
         shutdown: CancellationToken,
     ) -> Result<BridgeHandle, BridgeError> {
+        // Checked before the outbox's tables are created, as always.
+        cfg.validate()?;
+        let outbox: Arc<dyn OutboxStore> = Arc::new(
+            RedbOutbox::open(db, cfg.retry.clone())?
+                .with_failure_notices(cfg.failure_webhook.is_some()),
+        );
+        Self::start_with_outbox(cfg, registry, outbox, host, shutdown)
+    }
+
+    /// Like `start_with_registry` over an outbox the caller opened (cluster mode: the leader's
+    /// outbox of its term). The caller opens it with `cfg.retry` and with failure notices on
+    /// when `cfg.failure_webhook` is set, as `start` does.
+    pub fn start_with_outbox(
+        cfg: BridgeConfig,
+        registry: Registry,
+        outbox: Arc<dyn OutboxStore>,
+        host: Arc<dyn DocumentHost>,
+        shutdown: CancellationToken,
+    ) -> Result<BridgeHandle, BridgeError> {
         cfg.validate()?;
         crate::metrics::describe();
         let failure_webhook = cfg
@@ -125,10 +144,6 @@ impl Bridge {
             .clone()
             .map(FailureWebhook::new)
             .transpose()?;
-        let outbox: Arc<dyn OutboxStore> = Arc::new(
-            RedbOutbox::open(db, cfg.retry.clone())?
-                .with_failure_notices(failure_webhook.is_some()),
-        );
         let slots = registry
             .iter()
             .map(|i| {

@@ -46,6 +46,19 @@ pub(crate) async fn forward_room_api(
     }
 }
 
+/// Streams `req` to another node (`node.url`) and returns its response, body streamed; 503
+/// when that node cannot be reached. For the binary's cluster-wide routes that one node serves
+/// (the bridge's, on its leader), so they share this proxy.
+pub async fn forward_request(req: Request, node: &RemoteOwner) -> Response {
+    match proxy(req, node).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            warn!(node = %node.node_id, error = %e, "forwarding to another node failed");
+            RelayError::Unavailable(e.to_string()).into_response()
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 enum ProxyError {
     #[error("connecting to the room's owner at {addr}")]
