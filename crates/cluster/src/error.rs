@@ -33,6 +33,14 @@ pub enum LogError {
     /// unknown: appending blindly could interleave with another writer's history.
     #[error("room {room:?} must be loaded (again) before it is written")]
     NotLoaded { room: String },
+    /// A restore into a room whose subject already holds something (a room, a deleted room's
+    /// tombstone, a takeover): nothing was written.
+    #[error("room {room:?} already exists in the cluster (stored, deleted or loaded once)")]
+    Occupied { room: String },
+    /// A restore of a room whose log tail has gaps without a snapshot before it: the log's
+    /// records number updates densely.
+    #[error("room {room:?}: its log has gaps in its seqs; not restored")]
+    NotDense { room: String },
     /// A compaction that would lose data (same refusals as the redb engine).
     #[error("compaction of room {room:?} refused: {reason}")]
     CompactionRefused {
@@ -248,6 +256,16 @@ pub enum VersionError {
         #[source]
         source: kv::CreateError,
     },
+    #[error("writing the version index of room {room:?}")]
+    Put {
+        room: String,
+        #[source]
+        source: kv::PutError,
+    },
+    /// A listed version's data is gone from the object store (retention removed it while a
+    /// backup read the index, more than once in a row).
+    #[error("room {room:?}: the data of version {id} is missing")]
+    Missing { room: String, id: u64 },
     #[error("removing the versions of room {room:?}")]
     Purge {
         room: String,

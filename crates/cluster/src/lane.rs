@@ -78,6 +78,11 @@ pub(crate) enum LaneOp {
     Delete {
         reply: oneshot::Sender<Result<(), LogError>>,
     },
+    /// Writes a whole room (restore) into a subject that has never held anything.
+    Import {
+        room: StoredRoom,
+        reply: oneshot::Sender<Result<(), LogError>>,
+    },
 }
 
 /// What this node knows of the room's subject since it last loaded or wrote it.
@@ -167,6 +172,10 @@ impl Lane {
                 }
                 LaneOp::Delete { reply } => {
                     let r = self.delete().await;
+                    let _ = reply.send(r);
+                }
+                LaneOp::Import { room, reply } => {
+                    let r = self.import(room).await;
                     let _ = reply.send(r);
                 }
             }
@@ -433,6 +442,60 @@ impl Lane {
             });
         }
         Ok(())
+    }
+
+    /// Writes `room` (a restore) as one record, fenced on an empty subject: a snapshot record
+    /// (a rollup, like a compaction's) carrying the tail, or an updates record at the tail's
+    /// own seqs when there is no snapshot. Seqs are the stored ones. Refused with
+    /// [`LogError::Occupied`] when the subject holds anything (a room, a tombstone, a
+    /// takeover), so a restore never writes over a room or reuses a deleted room's seqs.
+    async fn import(&mut self, room: StoredRoom) -> Result<(), LogError> {
+        self.known = None;
+        if self.tip().await?.is_some() {
+            return Err(LogError::Occupied { room: self.room() });
+        }
+        let (record, rollup) = match room.snapshot {
+            Some(snapshot) => (
+                Record::Snapshot {
+                    snapshot_seq: room.snapshot_seq,
+                    snapshot: Bytes::from(snapshot),
+                    tail: room
+                        .tail
+                        .into_iter()
+                        .map(|(s, u)| (s, Bytes::from(u)))
+                        .collect(),
+                },
+                true,
+            ),
+            None => {
+                let Some(&(first_seq, _)) = room.tail.first() else {
+                    return Ok(());
+                };
+                // The updates record numbers its updates from `first_seq` on: only a dense
+                // tail keeps its seqs (every engine writes dense tails).
+                if room
+                    .tail
+                    .iter()
+                    .enumerate()
+                    .any(|(i, (s, _))| *s != first_seq + i as u64)
+                {
+                    return Err(LogError::NotDense { room: self.room() });
+                }
+                (
+                    Record::Updates {
+                        first_seq,
+                        updates: room.tail.into_iter().map(|(_, u)| Bytes::from(u)).collect(),
+                    },
+                    false,
+                )
+            }
+        };
+        let msg_id = uuid::Uuid::new_v4().to_string();
+        match self.write(&record, 0, &msg_id, rollup).await {
+            Ok(_) => Ok(()),
+            Err(LogError::Fenced { .. }) => Err(LogError::Occupied { room: self.room() }),
+            Err(e) => Err(e),
+        }
     }
 
     /// Stream sequence of the last message on the room's subject, `None` if it has none.

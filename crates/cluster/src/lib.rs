@@ -5,7 +5,7 @@
 //! Owns: the layout of rooms on JetStream streams and subjects, the record and chunk encoding,
 //! the mapping of room seqs, fenced appends, takeovers and compactions, lease acquisition,
 //! renewal and self-fencing (with [`Claims`], the epochs the store's takeovers carry), node
-//! heartbeats. Must not know: sockets, HTTP, yrs (updates and snapshots are
+//! heartbeats, copying whole rooms out and in for backup and restore ([`RoomTransfer`]). Must not know: sockets, HTTP, yrs (updates and snapshots are
 //! opaque bytes), the bridge, the relay beyond its seams: `weaver_relay::RoomStore`, which
 //! [`JetStreamRoomStore`] implements over [`RoomLog`], and `weaver_relay::RoomPlacement`, which
 //! [`LeasePlacement`] implements over leases. README.md states the rules: seq mapping, chunking,
@@ -26,6 +26,7 @@ mod room_log;
 mod room_store;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod transfer;
 mod versions;
 
 /// The NATS connection [`connect`] returns, for callers that hold one without naming async-nats.
@@ -44,3 +45,4 @@ pub use record::{DecodeError, TooLarge};
 pub use registry::{NodeDirectory, NodeInfo, NodeRegistry, RegistryConfig};
 pub use room_log::{RoomLog, RoomLogConfig, RoomSeq, StoredRoom, TakeoverId};
 pub use room_store::JetStreamRoomStore;
+pub use transfer::{RoomCopy, RoomTransfer, TransferError};

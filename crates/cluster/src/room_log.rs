@@ -289,6 +289,38 @@ impl RoomLog {
         r
     }
 
+    /// Writes a whole room read elsewhere (a restore: `weaver restore --cluster`) at its own
+    /// seqs, as one record fenced on an empty subject: all of it or nothing.
+    /// [`LogError::Occupied`] when the room's subject holds anything already (stored,
+    /// deleted, or loaded once). This node forgets the room afterwards.
+    pub async fn import(&self, room: Arc<str>, stored: StoredRoom) -> Result<(), LogError> {
+        let r = self
+            .call(room.clone(), |reply| LaneOp::Import {
+                room: stored,
+                reply,
+            })
+            .await;
+        self.forget(&room);
+        r
+    }
+
+    /// Whether the room's subject holds anything (a room, a deleted room's tombstone, a
+    /// takeover of an empty room): what [`RoomLog::import`] refuses.
+    pub async fn occupied(&self, room: &str) -> Result<bool, LogError> {
+        let (i, subject, _) = self.inner.shared.subjects(room);
+        match self.inner.shared.streams[i]
+            .direct_get_last_for_subject(subject)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(false),
+            Err(source) => Err(LogError::Read {
+                room: room.to_owned(),
+                source,
+            }),
+        }
+    }
+
     /// Every stored room (tombstoned ones excluded) with its last seq, sorted by name. Reads
     /// the subjects of every stream, then each room's last message (32 at a time).
     pub async fn rooms(&self) -> Result<Vec<RoomSeq>, LogError> {

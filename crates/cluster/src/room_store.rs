@@ -405,7 +405,7 @@ fn last_seq(stored: &room_log::StoredRoom) -> u64 {
 
 /// The log's room in the relay's shape. Without a snapshot nothing is covered by
 /// `snapshot_seq` (the log sets it to a deleted room's last seq): the relay sees 0.
-fn relay_room(stored: room_log::StoredRoom) -> StoredRoom {
+pub(crate) fn relay_room(stored: room_log::StoredRoom) -> StoredRoom {
     let snapshot_seq = if stored.snapshot.is_some() {
         stored.snapshot_seq
     } else {

@@ -216,6 +216,43 @@ impl VersionStore {
         Ok(Ok(out))
     }
 
+    /// Stores the data of row `id` (a restore, before [`VersionStore::put_index`] names it).
+    pub(crate) async fn put_data(
+        &self,
+        room: &str,
+        id: u64,
+        data: &[u8],
+    ) -> Result<(), VersionError> {
+        let mut reader = data;
+        self.data
+            .put(object_name(room, id).as_str(), &mut reader)
+            .await
+            .map(|_| ())
+            .map_err(|source| VersionError::PutData {
+                room: room.to_owned(),
+                source,
+            })
+    }
+
+    /// Writes the room's whole index as `rows` (a restore, after their data), replacing any
+    /// entry: only a room with no log gets here, whose versions nobody can still use.
+    pub(crate) async fn put_index(
+        &self,
+        room: &str,
+        rows: &[VersionMeta],
+    ) -> Result<(), VersionError> {
+        let mut value = vec![INDEX_V1];
+        serde_json::to_writer(&mut value, rows).map_err(VersionError::Encode)?;
+        self.index
+            .put(encode_room(room), value.into())
+            .await
+            .map(|_| ())
+            .map_err(|source| VersionError::Put {
+                room: room.to_owned(),
+                source,
+            })
+    }
+
     /// Removes every version of the room (the room is deleted).
     pub(crate) async fn delete(&self, room: &str) -> Result<(), VersionError> {
         let (rows, revision) = self.read_index(room).await?;

@@ -12,3 +12,4 @@ mod registry;
 mod room_log;
 mod store_contract;
 mod support;
+mod transfer;

@@ -4,7 +4,8 @@
 //! Files: `open.rs` (the file, its integrity check, opening errors), `format.rs` (tables, row
 //! formats, storage format versions), `persister.rs` (the writer thread, group commit),
 //! `compaction.rs`, `load.rs`, `listing.rs`, `versions.rs` (document versions), `backup.rs`
-//! (online backup copy),
+//! (online backup copy), `transfer.rs` (rooms into and out of a relay database file: cluster
+//! backup and restore),
 //! `test_support.rs` (what the unit tests share). Only this folder opens `relay_*` tables
 //! (docs/storage.md). Deliberately not here: yrs documents (the bytes are opaque), sockets,
 //! rooms.
@@ -18,6 +19,7 @@ mod open;
 mod persister;
 #[cfg(test)]
 mod test_support;
+pub mod transfer;
 mod versions;
 
 use std::sync::atomic::{AtomicBool, Ordering};
