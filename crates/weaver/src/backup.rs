@@ -5,7 +5,8 @@
 //! leaving it silently incomplete. Copying `weaver.redb` itself is safe only while the server
 //! is stopped (redb rewrites pages a file copy may be reading). `weaver backup` is the client
 //! side: it fetches the copy, checks it with redb's integrity check and only then puts it in
-//! place.
+//! place. In cluster mode the rooms live in JetStream: the file is built from the cluster's
+//! rooms instead (`cluster_backup.rs`), in the same format.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,9 +26,18 @@ use tracing::{error, info, warn};
 /// Page cache of the database being written: the copy streams through it once.
 const BACKUP_CACHE_BYTES: usize = 16 * 1024 * 1024;
 
+/// What a backup copies.
+#[derive(Clone)]
+pub enum Source {
+    /// The node's own store: every table of one read snapshot (single-node mode).
+    Local(Arc<Database>),
+    /// The cluster's data, part by part (cluster mode).
+    Cluster(Arc<[Arc<dyn crate::cluster_backup::BackupPart>]>),
+}
+
 #[derive(Clone)]
 struct BackupState {
-    db: Arc<Database>,
+    source: Source,
     /// The temporary copy is written here: the same filesystem as the store, which is where
     /// an operator has provisioned room for the data.
     dir: PathBuf,
@@ -36,11 +46,11 @@ struct BackupState {
 }
 
 /// The backup route; the caller puts it behind the admin-token check.
-pub fn router(db: Arc<Database>, dir: PathBuf) -> Router {
+pub fn router(source: Source, dir: PathBuf) -> Router {
     Router::new()
         .route("/api/backup", get(get_backup))
         .with_state(BackupState {
-            db,
+            source,
             dir,
             running: Arc::new(Semaphore::new(1)),
         })
@@ -58,25 +68,24 @@ async fn get_backup(State(st): State<BackupState>) -> Response {
             .into_response();
     };
     let started = Instant::now();
-    let (db, dir) = (st.db.clone(), st.dir.clone());
-    let written = tokio::task::spawn_blocking(move || write_backup(&db, &dir)).await;
+    let dir = st.dir.clone();
+    let written = match &st.source {
+        Source::Local(db) => {
+            let db = db.clone();
+            tokio::task::spawn_blocking(move || write_backup(&db, &dir))
+                .await
+                .unwrap_or_else(|e| Err(anyhow::anyhow!("backup task failed: {e}")))
+        }
+        Source::Cluster(parts) => crate::cluster_backup::write_backup(parts, &dir).await,
+    };
     let (file, tables, bytes) = match written {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => {
+        Ok(v) => v,
+        Err(e) => {
             error!(error = format!("{e:#}"), "backup failed");
             metrics::counter!("weaver_backups_total", "outcome" => "error").increment(1);
             return (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 axum::Json(serde_error(&format!("backup failed: {e:#}"))),
-            )
-                .into_response();
-        }
-        Err(e) => {
-            error!(error = %e, "backup task failed");
-            metrics::counter!("weaver_backups_total", "outcome" => "error").increment(1);
-            return (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                axum::Json(serde_error("backup failed")),
             )
                 .into_response();
         }
@@ -299,7 +308,7 @@ mod tests {
     async fn a_second_backup_while_one_runs_is_refused_with_503() {
         let dir = tempfile::tempdir().unwrap();
         let st = BackupState {
-            db: weaver_relay::open_database(dir.path()).unwrap(),
+            source: Source::Local(weaver_relay::open_database(dir.path()).unwrap()),
             dir: dir.path().to_path_buf(),
             running: Arc::new(Semaphore::new(1)),
         };

@@ -255,6 +255,20 @@ impl Node {
         .context("opening the room streams for reading")
     }
 
+    /// Whole-room copies of the cluster's rooms, for `GET /api/backup` (its own log: reading
+    /// never takes a room over).
+    pub async fn transfer(&self) -> anyhow::Result<weaver_cluster::RoomTransfer> {
+        weaver_cluster::RoomTransfer::open(
+            self.client.clone(),
+            RoomLogConfig {
+                replicas: self.replicas,
+                ..RoomLogConfig::default()
+            },
+        )
+        .await
+        .context("opening the room streams for backups")
+    }
+
     /// `GET /api/cluster` (the caller puts it behind the admin check).
     pub fn router(&self, relay: RelayHandle) -> Router {
         Router::new()

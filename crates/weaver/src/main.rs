@@ -9,6 +9,7 @@ mod bridge_args;
 mod bridge_host;
 mod bridge_leader;
 mod cluster;
+mod cluster_backup;
 mod cluster_host;
 mod cors;
 mod demo;
@@ -31,6 +32,7 @@ use weaver_relay::{Relay, RelayConfig};
 mod keygen_cmd;
 mod notify_args;
 mod replica_cmd;
+mod restore_cmd;
 mod rooms_cmd;
 mod token_cmd;
 
@@ -54,6 +56,9 @@ enum Command {
     Token(token_cmd::TokenArgs),
     /// Save a consistent copy of a running server's store to a file (see docs/operations.md).
     Backup(backup::BackupArgs),
+    /// Load a backup file (a cluster's or a single node's) into a new cluster's JetStream
+    /// (see docs/cluster.md, "Backup and restore").
+    Restore(restore_cmd::RestoreArgs),
     /// List a running server's rooms: stored content, memory, connections (GET /api/rooms).
     Rooms(rooms_cmd::RoomsArgs),
     /// Print a new random token key (hex) for `--auth-key` / WEAVER_AUTH_KEY.
@@ -277,6 +282,7 @@ fn main() -> std::process::ExitCode {
     match cli.command {
         Command::Token(args) => token_cmd::run(&args),
         Command::Backup(args) => backup::run_cli(&args),
+        Command::Restore(args) => restore_cmd::run_cli(&args),
         Command::Rooms(args) => rooms_cmd::run_cli(&args),
         Command::Keygen => match keygen_cmd::new_key_hex() {
             Ok(key) => {
@@ -493,10 +499,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .authenticator()
         .require_token_except(bridge.router(), &["/api/webhooks/"]);
     // The whole store, every room and call: an admin token for every room, like `/api/calls`.
+    // In cluster mode, every room of the cluster (from JetStream), in the same format.
+    let backup_source = match &node {
+        Some(node) => {
+            backup::Source::Cluster(Arc::from(vec![Arc::new(cluster_backup::RoomsPart {
+                transfer: Arc::new(node.transfer().await?),
+            })
+                as Arc<dyn cluster_backup::BackupPart>]))
+        }
+        None => backup::Source::Local(store),
+    };
     let backup_routes = relay
         .handle()
         .authenticator()
-        .require_admin(backup::router(store, args.data.clone()));
+        .require_admin(backup::router(backup_source, args.data.clone()));
     let app = relay
         .router()
         .merge(metrics_router)

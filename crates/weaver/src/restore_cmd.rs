@@ -1,0 +1,191 @@
+//! `weaver restore --cluster nats://… FILE`: loads every room (with its versions) of a backup
+//! file into a cluster's JetStream. The file is a redb file in the single-node format: a
+//! cluster's `weaver backup`, a single node's, or a stopped node's `weaver.redb` (the way to
+//! move a single node into a cluster).
+//!
+//! Order, so that a bad file or an occupied cluster writes nothing: the whole file is read and
+//! checked first (redb's checksums, the storage format, every room and version row decoded);
+//! then the cluster is asked which of the file's rooms it holds anything of, and those are
+//! refused (listed, non-zero exit) unless `--skip-existing`; only then are rooms written, one
+//! at a time, each all or nothing (`weaver_cluster::RoomTransfer::import`). A restore cut off
+//! midway (NATS gone) is resumed with `--skip-existing`: rooms already written are left alone.
+//! The file's other tables (the bridge's calls, the notifier's state) are not restored.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use redb::{Database, ReadableDatabase};
+use weaver_cluster::{RoomCopy, RoomLogConfig, RoomTransfer};
+use weaver_relay::store::redb::transfer;
+
+/// Rooms named in the refusal message; the rest are counted.
+const NAMES_SHOWN: usize = 20;
+
+/// `weaver restore` flags.
+#[derive(Debug, clap::Args)]
+pub struct RestoreArgs {
+    /// NATS URL of the cluster to restore into (`nats://HOST:PORT`).
+    #[arg(long, env = "WEAVER_CLUSTER", value_name = "NATS_URL")]
+    pub cluster: String,
+    /// Replicas of the room streams and the version bucket if the restore creates them (a
+    /// new cluster: use what its nodes will use, 3 in production).
+    #[arg(long, env = "WEAVER_CLUSTER_REPLICAS", default_value_t = 1)]
+    pub cluster_replicas: usize,
+    /// Leave rooms the cluster already holds anything of alone instead of refusing the
+    /// restore (to resume a restore that was cut off).
+    #[arg(long)]
+    pub skip_existing: bool,
+    /// The backup file (`weaver backup --out`, or a stopped node's `weaver.redb`).
+    pub file: PathBuf,
+}
+
+/// What a restore did.
+struct Restored {
+    rooms: usize,
+    versions: usize,
+    skipped: Vec<String>,
+}
+
+/// Runs `weaver restore`: prints what was restored, or the reason on stderr and fails.
+pub fn run_cli(args: &RestoreArgs) -> std::process::ExitCode {
+    crate::run_client("weaver restore", restore(args), |r| {
+        println!(
+            "restored {} rooms ({} versions) from {} into {}",
+            r.rooms,
+            r.versions,
+            args.file.display(),
+            args.cluster
+        );
+        if !r.skipped.is_empty() {
+            println!(
+                "skipped {} rooms the cluster already has: {}",
+                r.skipped.len(),
+                shown(&r.skipped)
+            );
+        }
+    })
+}
+
+async fn restore(args: &RestoreArgs) -> anyhow::Result<Restored> {
+    if !(1..=5).contains(&args.cluster_replicas) {
+        bail!(
+            "--cluster-replicas must be between 1 and 5, got {}",
+            args.cluster_replicas
+        );
+    }
+    let path = args.file.clone();
+    let (db, names) = tokio::task::spawn_blocking(move || check_file(&path))
+        .await
+        .context("reading the backup")??;
+    let client = weaver_cluster::connect(&args.cluster, "weaver-restore")
+        .await
+        .context("connecting to the cluster")?;
+    let target = RoomTransfer::open(
+        client,
+        RoomLogConfig {
+            replicas: args.cluster_replicas,
+            ..RoomLogConfig::default()
+        },
+    )
+    .await
+    .context("opening the cluster's room streams")?;
+    let result = write_rooms(&target, db, names, args.skip_existing).await;
+    target.stop().await;
+    result
+}
+
+/// Opens the file with every checksum verified and reads every room once, so a damaged or
+/// foreign file is refused before anything is written. Returns the rooms' names.
+fn check_file(path: &std::path::Path) -> anyhow::Result<(Arc<Database>, Vec<String>)> {
+    let db = Database::builder()
+        .set_check_integrity_on_open(true)
+        .open(path)
+        .with_context(|| format!("{} is not a valid database", path.display()))?;
+    let txn = db.begin_read().context("reading the backup")?;
+    transfer::check_format(&txn).with_context(|| format!("{}", path.display()))?;
+    let names = transfer::room_names(&txn).context("listing the backup's rooms")?;
+    for name in &names {
+        read_copy(&txn, name)?;
+    }
+    drop(txn);
+    Ok((Arc::new(db), names))
+}
+
+/// One room of the file with its versions (their data included).
+fn read_copy(txn: &redb::ReadTransaction, room: &str) -> anyhow::Result<RoomCopy> {
+    let stored =
+        transfer::read_room(txn, room).with_context(|| format!("reading room {room:?}"))?;
+    let mut versions = Vec::new();
+    for meta in
+        transfer::read_versions(txn, room).with_context(|| format!("reading room {room:?}"))?
+    {
+        let data = transfer::read_version_data(txn, room, meta.id)
+            .with_context(|| format!("reading room {room:?}"))?;
+        versions.push((meta, data));
+    }
+    Ok(RoomCopy { stored, versions })
+}
+
+async fn write_rooms(
+    target: &RoomTransfer,
+    db: Arc<Database>,
+    names: Vec<String>,
+    skip_existing: bool,
+) -> anyhow::Result<Restored> {
+    let occupied = target
+        .occupied(&names)
+        .await
+        .context("asking the cluster which rooms it has")?;
+    if !occupied.is_empty() && !skip_existing {
+        bail!(
+            "the cluster already has {} of the backup's {} rooms, nothing was restored \
+             (--skip-existing restores only the others): {}",
+            occupied.len(),
+            names.len(),
+            shown(&occupied)
+        );
+    }
+    let mut restored = Restored {
+        rooms: 0,
+        versions: 0,
+        skipped: occupied,
+    };
+    let skip: std::collections::HashSet<String> = restored.skipped.iter().cloned().collect();
+    for name in names {
+        if skip.contains(&name) {
+            continue;
+        }
+        let (db, room) = (db.clone(), name.clone());
+        let copy = tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().context("reading the backup")?;
+            read_copy(&txn, &room)
+        })
+        .await
+        .context("reading the backup")??;
+        let versions = copy.versions.len();
+        target.import(&name, copy).await.with_context(|| {
+            format!(
+                "restoring room {name:?} ({} rooms were restored before it; run again with \
+                 --skip-existing to resume)",
+                restored.rooms
+            )
+        })?;
+        restored.rooms += 1;
+        restored.versions += versions;
+    }
+    Ok(restored)
+}
+
+fn shown(names: &[String]) -> String {
+    let mut s = names
+        .iter()
+        .take(NAMES_SHOWN)
+        .map(|n| format!("{n:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > NAMES_SHOWN {
+        s.push_str(&format!(" and {} more", names.len() - NAMES_SHOWN));
+    }
+    s
+}

@@ -1,0 +1,145 @@
+// Backup and restore of a cluster (docs/cluster.md, "Backup and restore"): stock y-websocket
+// clients write rooms (with versions) on a 2-node cluster; `weaver backup` from one node saves
+// every room of the cluster, read from JetStream without moving any room; (a) a single node
+// started on that file serves every room and version as they were, (b) `weaver restore
+// --cluster` loads the file into a new NATS, and a node there serves them at the same seqs.
+// A garbage or truncated file is refused before anything is written; restoring twice refuses.
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { execFile } from 'node:child_process'
+import { promisify } from 'node:util'
+import { readFileSync, rmSync, writeFileSync } from 'node:fs'
+import path from 'node:path'
+import { startWeaver, tempDataDir, weaverBin } from './lib/weaver.mjs'
+import { yclient, waitFor, textOfUpdate } from './lib/yclient.mjs'
+import { startNats } from './lib/nats.mjs'
+
+const run = promisify(execFile)
+// Compaction after 20 updates: the busy room is stored as snapshot + tail.
+const COMMON = ['--lease-ttl-ms', '2000', '--version-every-secs', '0', '--compact-after-updates', '20']
+const ROOMS = ['cb-busy', 'cb-small', 'cb-plain']
+
+async function api (base, method, p, body) {
+  const res = await fetch(`${base}${p}`, {
+    method,
+    headers: body ? { 'content-type': 'application/json' } : {},
+    body: body ? JSON.stringify(body) : undefined
+  })
+  const text = await res.text()
+  return { status: res.status, json: text && res.headers.get('content-type')?.includes('json') ? JSON.parse(text) : null }
+}
+
+/** What a room is, as any node serves it: text, seqs, versions and each version's text. */
+async function snapshotOf (base, room) {
+  const client = await yclient(base.replace('http', 'ws'), room)
+  const text = client.text.toString()
+  client.destroy()
+  const listed = (await api(base, 'GET', `/api/rooms?prefix=${room}`)).json.rooms.find((r) => r.name === room)
+  const versions = (await api(base, 'GET', `/api/rooms/${room}/versions`)).json.versions
+  const versionTexts = []
+  for (const v of versions) {
+    const r = await fetch(`${base}/api/rooms/${room}/versions/${v.id}/update`)
+    assert.equal(r.status, 200)
+    versionTexts.push(textOfUpdate(Buffer.from(await r.arrayBuffer())))
+  }
+  return { text, last_seq: listed?.last_seq, versions: versions.map((v) => [v.id, v.label, v.kind]), versionTexts }
+}
+
+test('a cluster backup starts a single node and restores into a new cluster; bad files and a second restore are refused', { timeout: 240000 }, async (t) => {
+  const nats = await startNats()
+  const fresh = await startNats()
+  const dirs = [tempDataDir('weaver-cb-n1-'), tempDataDir('weaver-cb-n2-'), tempDataDir('weaver-cb-single-'), tempDataDir('weaver-cb-new-'), tempDataDir('weaver-cb-files-')]
+  const nodes = []
+  const clients = []
+  try {
+    for (const [i, id] of ['n1', 'n2'].entries()) {
+      nodes.push(await startWeaver({ dataDir: dirs[i], args: ['--cluster', nats.url, '--node-id', id, ...COMMON] }))
+    }
+    const [n1, n2] = nodes
+    // Writers on alternating nodes; observers on the other node.
+    for (const [i, room] of ROOMS.entries()) {
+      const writer = await yclient((i % 2 ? n2 : n1).wsUrl, room)
+      const observer = await yclient((i % 2 ? n1 : n2).wsUrl, room)
+      clients.push({ room, writer, observer })
+    }
+    const write = (room, n, tag) => {
+      const { writer } = clients.find((c) => c.room === room)
+      for (let i = 0; i < n; i++) writer.text.insert(writer.text.length, `[${tag}${i}]`)
+    }
+    const settled = () => Promise.all(clients.map(({ room, writer, observer }) =>
+      waitFor(() => observer.text.toString() === writer.text.toString(), { what: `${room} converged` })))
+    write('cb-busy', 30, 'a'); write('cb-small', 3, 's'); write('cb-plain', 5, 'p')
+    await settled()
+    assert.equal((await api(n1.httpUrl, 'POST', '/api/rooms/cb-busy/versions', { label: 'busy-1' })).status, 201)
+    assert.equal((await api(n2.httpUrl, 'POST', '/api/rooms/cb-small/versions', { label: 'small-1' })).status, 201)
+    write('cb-busy', 30, 'b'); write('cb-small', 2, 't')
+    await settled()
+    assert.equal((await api(n2.httpUrl, 'POST', '/api/rooms/cb-busy/versions', { label: 'busy-2' })).status, 201)
+    write('cb-busy', 3, 'c')
+    await settled()
+
+    const before = {}
+    for (const room of ROOMS) before[room] = await snapshotOf(n1.httpUrl, room)
+    assert.deepEqual(before['cb-busy'].versions.map((v) => v[1]), ['busy-2', 'busy-1'], 'newest first')
+    const rooms = await api(n1.httpUrl, 'GET', '/api/rooms?prefix=cb-busy')
+    assert.ok(rooms.json.rooms[0].snapshot_seq > 0, `cb-busy was compacted: ${JSON.stringify(rooms.json.rooms)}`)
+    const owned = async () => (await Promise.all(nodes.map(async (n) => (await api(n.httpUrl, 'GET', '/api/cluster')).json.owned_rooms.sort()))).join('|')
+    const ownedBefore = await owned()
+
+    // The backup, from either node: every room of the cluster.
+    const file = path.join(dirs[4], 'cluster.redb')
+    const { stdout } = await run(weaverBin, ['backup', '--server', n2.httpUrl, '--out', file])
+    assert.match(stdout, /integrity verified/)
+    assert.match(n2.logs(), /backup written; streaming it/)
+    // No room moved and no owner was fenced: owners unchanged, and writes still flow.
+    assert.equal(await owned(), ownedBefore, 'the backup took no room over')
+    write('cb-plain', 1, 'after-backup')
+    await settled()
+    const laterPlain = clients.find((c) => c.room === 'cb-plain').writer.text.toString()
+
+    // (a) A single node on the file, as `--data DIR/weaver.redb`.
+    writeFileSync(path.join(dirs[2], 'weaver.redb'), readFileSync(file))
+    const single = await startWeaver({ dataDir: dirs[2], args: ['--version-every-secs', '0'] })
+    try {
+      for (const room of ROOMS) assert.deepEqual(await snapshotOf(single.httpUrl, room), before[room], `${room} on a single node`)
+    } finally {
+      await single.stop()
+    }
+
+    // Hostile files, into the new NATS: refused before anything is written.
+    const garbage = path.join(dirs[4], 'garbage.redb')
+    writeFileSync(garbage, Buffer.alloc(100000, 0x5a))
+    const truncated = path.join(dirs[4], 'truncated.redb')
+    const whole = readFileSync(file)
+    writeFileSync(truncated, whole.subarray(0, Math.floor(whole.length / 2)))
+    for (const bad of [garbage, truncated, path.join(dirs[4], 'missing.redb')]) {
+      await assert.rejects(run(weaverBin, ['restore', '--cluster', fresh.url, bad]),
+        (e) => e.code === 1 && /weaver restore: .*is not a valid database/.test(e.stderr), `${bad} refused`)
+    }
+
+    // (b) Restore into the new NATS: the earlier refusals wrote nothing (no room is refused
+    // as existing), and a node there serves every room at the same seqs.
+    const restored = await run(weaverBin, ['restore', '--cluster', fresh.url, file])
+    assert.match(restored.stdout, /restored 3 rooms \(3 versions\)/)
+    const again = await run(weaverBin, ['restore', '--cluster', fresh.url, file]).then(() => null, (e) => e)
+    assert.ok(again && again.code === 1, 'a second restore fails')
+    assert.match(again.stderr, /already has 3 of the backup's 3 rooms, nothing was restored/)
+    for (const room of ROOMS) assert.ok(again.stderr.includes(`"${room}"`), `${room} named: ${again.stderr}`)
+    const node = await startWeaver({ dataDir: dirs[3], args: ['--cluster', fresh.url, '--node-id', 'm1', ...COMMON] })
+    nodes.push(node)
+    for (const room of ROOMS) assert.deepEqual(await snapshotOf(node.httpUrl, room), before[room], `${room} in the new cluster`)
+    // The restored cluster takes writes, continuing the seqs.
+    const c = await yclient(node.wsUrl, 'cb-small')
+    clients.push({ room: 'cb-x', writer: c, observer: c })
+    c.text.insert(0, '#')
+    await waitFor(async () => (await snapshotOf(node.httpUrl, 'cb-small')).last_seq === before['cb-small'].last_seq + 1, { what: 'a write after the restore' })
+    assert.notEqual(laterPlain, before['cb-plain'].text, 'the write after the backup is not in it')
+    t.diagnostic(`backup ${whole.length} bytes; seqs ${ROOMS.map((r) => `${r}=${before[r].last_seq}`).join(' ')}`)
+  } finally {
+    for (const c of clients) { c.writer.destroy(); if (c.observer !== c.writer) c.observer.destroy() }
+    for (const n of nodes) await n.stop()
+    await nats.dispose()
+    await fresh.dispose()
+    for (const d of dirs) rmSync(d, { recursive: true, force: true })
+  }
+})
