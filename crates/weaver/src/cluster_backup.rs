@@ -22,6 +22,12 @@ use weaver_cluster::RoomTransfer;
 /// Page cache of the database being written.
 const BACKUP_CACHE_BYTES: usize = 16 * 1024 * 1024;
 
+/// Every part of a cluster backup, in the order they are written. A new part (the bridge's
+/// outbox on JetStream) goes in this list.
+pub fn parts(transfer: Arc<RoomTransfer>) -> Arc<[Arc<dyn BackupPart>]> {
+    Arc::from(vec![Arc::new(RoomsPart { transfer }) as Arc<dyn BackupPart>])
+}
+
 /// One part of a cluster backup.
 pub trait BackupPart: Send + Sync {
     /// Reads the part's data from the cluster and writes it through `out`, a piece at a time.

@@ -500,13 +500,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .require_token_except(bridge.router(), &["/api/webhooks/"]);
     // The whole store, every room and call: an admin token for every room, like `/api/calls`.
     // In cluster mode, every room of the cluster (from JetStream), in the same format.
-    let backup_source = match &node {
-        Some(node) => {
-            backup::Source::Cluster(Arc::from(vec![Arc::new(cluster_backup::RoomsPart {
-                transfer: Arc::new(node.transfer().await?),
-            })
-                as Arc<dyn cluster_backup::BackupPart>]))
-        }
+    // Kept here to stop its lanes at shutdown.
+    let transfer = match &node {
+        Some(node) => Some(Arc::new(node.transfer().await?)),
+        None => None,
+    };
+    let backup_source = match &transfer {
+        Some(transfer) => backup::Source::Cluster(cluster_backup::parts(transfer.clone())),
         None => backup::Source::Local(store),
     };
     let backup_routes = relay
@@ -569,6 +569,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Ok(Ok(Err(e))) => warn!(error = %e, "http server error"),
         Ok(Err(e)) => warn!(error = %e, "http server task failed"),
         Err(_) => warn!("http server did not stop in time"),
+    }
+    if let Some(transfer) = transfer
+        && tokio::time::timeout(Duration::from_secs(2), transfer.stop())
+            .await
+            .is_err()
+    {
+        warn!("stopping the backup's room reads timed out");
     }
     // Leaving the node registry talks to NATS, which may be the thing that is down: bounded
     // like every other step (the entry expires by itself if this gives up).
