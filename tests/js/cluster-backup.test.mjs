@@ -2,7 +2,8 @@
 // clients write rooms (with versions) on a 2-node cluster; `weaver backup` from one node saves
 // every room of the cluster, read from JetStream without moving any room; (a) a single node
 // started on that file serves every room and version as they were, (b) `weaver restore
-// --cluster` loads the file into a new NATS, and a node there serves them at the same seqs.
+// --cluster` loads the file into a new NATS, and a node there serves them at the same seqs;
+// (c) the single node's own backup moves it into another new cluster the same way.
 // A garbage or truncated file is refused before anything is written; restoring twice refuses.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
@@ -100,8 +101,17 @@ test('a cluster backup starts a single node and restores into a new cluster; bad
     // (a) A single node on the file, as `--data DIR/weaver.redb`.
     writeFileSync(path.join(dirs[2], 'weaver.redb'), readFileSync(file))
     const single = await startWeaver({ dataDir: dirs[2], args: ['--version-every-secs', '0'] })
+    const singleFile = path.join(dirs[4], 'single.redb')
     try {
       for (const room of ROOMS) assert.deepEqual(await snapshotOf(single.httpUrl, room), before[room], `${room} on a single node`)
+      // The single node goes on (a new room), and its own backup (with its bridge's and
+      // notifier's tables) moves it into another new cluster below.
+      const solo = await yclient(single.wsUrl, 'cb-solo')
+      solo.text.insert(0, 'only on the single node')
+      await waitFor(async () => (await snapshotOf(single.httpUrl, 'cb-solo')).text === 'only on the single node', { what: 'cb-solo stored' })
+      solo.destroy()
+      before['cb-solo'] = await snapshotOf(single.httpUrl, 'cb-solo')
+      await run(weaverBin, ['backup', '--server', single.httpUrl, '--out', singleFile])
     } finally {
       await single.stop()
     }
@@ -134,6 +144,19 @@ test('a cluster backup starts a single node and restores into a new cluster; bad
     c.text.insert(0, '#')
     await waitFor(async () => (await snapshotOf(node.httpUrl, 'cb-small')).last_seq === before['cb-small'].last_seq + 1, { what: 'a write after the restore' })
     assert.notEqual(laterPlain, before['cb-plain'].text, 'the write after the backup is not in it')
+
+    // A single node's own backup into a third NATS: the single node moves into a cluster.
+    const third = await startNats()
+    let m2 = null
+    try {
+      const moved = await run(weaverBin, ['restore', '--cluster', third.url, singleFile])
+      assert.match(moved.stdout, /restored 4 rooms \(3 versions\)/)
+      m2 = await startWeaver({ args: ['--cluster', third.url, '--node-id', 'm2', ...COMMON] })
+      for (const room of [...ROOMS, 'cb-solo']) assert.deepEqual(await snapshotOf(m2.httpUrl, room), before[room], `${room} moved into a cluster`)
+    } finally {
+      if (m2) await m2.stop()
+      await third.dispose()
+    }
     t.diagnostic(`backup ${whole.length} bytes; seqs ${ROOMS.map((r) => `${r}=${before[r].last_seq}`).join(' ')}`)
   } finally {
     for (const c of clients) { c.writer.destroy(); if (c.observer !== c.writer) c.observer.destroy() }
