@@ -14,12 +14,17 @@
 
 use std::sync::Arc;
 
+use futures_util::StreamExt;
+
 use weaver_relay::store::StoredRoom;
 use weaver_relay::store::versions::VersionMeta;
 
 use crate::error::{LogError, VersionError};
 use crate::room_log::{self, RoomLog, RoomLogConfig};
 use crate::versions::VersionStore;
+
+/// Rooms whose subjects [`RoomTransfer::occupied`] checks at once.
+const CHECKS_AT_ONCE: usize = 32;
 
 /// How often a copy re-reads a room's version index when retention removed a row's data
 /// between reading the index and the data.
@@ -113,11 +118,14 @@ impl RoomTransfer {
     /// Which of `rooms` the cluster holds anything of already (stored, deleted or loaded
     /// once): what [`RoomTransfer::import`] refuses.
     pub async fn occupied(&self, rooms: &[String]) -> Result<Vec<String>, LogError> {
+        let found: Vec<Result<Option<String>, LogError>> = futures_util::stream::iter(rooms)
+            .map(|room| async move { Ok(self.log.occupied(room).await?.then(|| room.clone())) })
+            .buffered(CHECKS_AT_ONCE)
+            .collect()
+            .await;
         let mut out = Vec::new();
-        for room in rooms {
-            if self.log.occupied(room).await? {
-                out.push(room.clone());
-            }
+        for f in found {
+            out.extend(f?);
         }
         Ok(out)
     }
