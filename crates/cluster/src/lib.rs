@@ -19,9 +19,11 @@ mod lane;
 mod leader;
 mod lease;
 mod names;
+mod notify_ledger;
 mod placement;
 mod record;
 mod registry;
+mod room_feed;
 mod room_log;
 mod room_store;
 #[cfg(feature = "testing")]
@@ -39,8 +41,10 @@ pub use error::{ConnectError, LeaseError, LogError, RegistryError, TakenOver, Ve
 pub use leader::{LeaderTerm, Leadership};
 pub use lease::{Lease, LeaseConfig, Leases};
 pub use names::{decode_room, encode_room, stream_index};
+pub use notify_ledger::{NOTIFY_BUCKET, NotifyLedger, NotifyLedgerError};
 pub use placement::LeasePlacement;
 pub use record::{DecodeError, TooLarge};
 pub use registry::{NodeDirectory, NodeInfo, NodeRegistry, RegistryConfig};
+pub use room_feed::{FeedAck, RoomFeed, RoomFeedConfig, RoomFeedError};
 pub use room_log::{RoomLog, RoomLogConfig, RoomSeq, StoredRoom, TakeoverId};
 pub use room_store::JetStreamRoomStore;
