@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -20,6 +21,10 @@ use crate::engine::{Scheduler, Settled, sleep_until_opt};
 use crate::error::Chain;
 use crate::input::{Feed, FeedChange, FeedItem};
 use crate::ledger::{Ledger, LedgerError};
+
+/// How long a stopping notifier waits for its deliveries in flight (well under a lease's
+/// fencing margin, so a next term is not kept waiting).
+const DRAIN: Duration = Duration::from_millis(500);
 
 /// Highest seq seen per room, read by the deliveries.
 pub(crate) type Latest = Arc<Mutex<HashMap<Arc<str>, u64>>>;
@@ -33,7 +38,12 @@ pub(crate) struct ClusterLoop<F: Feed, L: Ledger> {
 }
 
 impl<F: Feed, L: Ledger> ClusterLoop<F, L> {
-    pub(crate) async fn run(mut self, stop: CancellationToken) {
+    pub(crate) async fn run(
+        mut self,
+        stop: CancellationToken,
+        started: tokio::sync::watch::Sender<bool>,
+    ) {
+        started.send_replace(true);
         let cfg = self.sched.cfg();
         info!(url = %cfg.url, prefix = %cfg.prefix, signed = cfg.secret.is_some(), "room notifications on (cluster)");
         loop {
@@ -67,6 +77,21 @@ impl<F: Feed, L: Ledger> ClusterLoop<F, L> {
                 _ = sleep_until_opt(next_due) => {}
             }
             metrics::gauge!(PENDING).set(self.sched.load() as f64);
+        }
+        // Deliveries already sent get a moment to be recorded (and acknowledged): a receiver
+        // that answered before the term ended should not get the same seq from the next one.
+        // Whatever is still out after that is abandoned, unacknowledged.
+        let drain = tokio::time::sleep(DRAIN);
+        tokio::pin!(drain);
+        while self.sched.in_flight() > 0 {
+            tokio::select! {
+                () = &mut drain => break,
+                (room, tries, outcome) = self.sched.join_next() => {
+                    if let Settled::Upto(seq) = self.sched.finished(room.clone(), tries, outcome) {
+                        self.ack_upto(&room, seq).await;
+                    }
+                }
+            }
         }
         self.sched.abort_all();
     }

@@ -157,6 +157,11 @@ impl<L: Ledger> Scheduler<L> {
         }
     }
 
+    /// Deliveries running now.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.tasks.len()
+    }
+
     pub(crate) fn abort_all(&mut self) {
         self.tasks.abort_all();
     }

@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redb::Database;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -120,6 +121,8 @@ impl NotifyConfig {
 #[derive(Debug)]
 pub struct Notifier {
     task: JoinHandle<()>,
+    /// True once the worker serves changes (single node: after its start-up scan).
+    started: watch::Receiver<bool>,
 }
 
 impl Notifier {
@@ -146,8 +149,9 @@ impl Notifier {
             ),
             relay,
         };
-        let task = tokio::spawn(worker.run(fresh, events, shutdown));
-        Ok(Notifier { task })
+        let (started_tx, started) = watch::channel(false);
+        let task = tokio::spawn(worker.run(fresh, events, shutdown, started_tx));
+        Ok(Notifier { task, started })
     }
 
     /// Cluster mode: the one notifier of the cluster, for one term of its role. Reads `feed`
@@ -174,8 +178,18 @@ impl Notifier {
             latest,
             unacked: HashMap::new(),
         };
-        let task = tokio::spawn(worker.run(stop));
-        Ok(Notifier { task })
+        let (started_tx, started) = watch::channel(false);
+        let task = tokio::spawn(worker.run(stop, started_tx));
+        Ok(Notifier { task, started })
+    }
+
+    /// Waits until the notifier serves changes: in single-node mode its start-up scan (and on
+    /// the first start the baseline, which records what exists as delivered) is done, so a
+    /// change from now on is announced. Returns at once if the worker ended.
+    pub async fn started(&self) {
+        let mut started = self.started.clone();
+        // An error means the worker ended: nothing to wait for.
+        let _ = started.wait_for(|s| *s).await;
     }
 
     /// Waits until the worker ended by itself (cluster mode: the feed ended or the ledger was

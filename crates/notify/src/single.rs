@@ -28,6 +28,7 @@ impl Single {
         fresh: bool,
         mut events: weaver_relay::EventReceiver,
         shutdown: CancellationToken,
+        started: tokio::sync::watch::Sender<bool>,
     ) {
         let scan = async {
             if fresh {
@@ -43,6 +44,7 @@ impl Single {
             // Not fatal: live changes are still announced; the next start scans again.
             warn!(error = %Chain(&e), "room notifications: start-up scan failed");
         }
+        started.send_replace(true);
         let cfg = self.sched.cfg();
         info!(url = %cfg.url, prefix = %cfg.prefix, signed = cfg.secret.is_some(), "room notifications on");
         loop {
