@@ -550,7 +550,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .await;
         }
         Some(Notify::Cluster(n)) => {
-            if tokio::time::timeout_at(deadline, n.join()).await.is_err() {
+            let late = tokio::time::timeout_at(deadline, n.join()).await.is_err();
+            if late {
                 warn!("room notifications shutdown timed out");
             }
         }
