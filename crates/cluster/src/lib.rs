@@ -8,8 +8,10 @@
 //! heartbeats. Must not know: sockets, HTTP, yrs (updates and snapshots are
 //! opaque bytes), the bridge, the relay beyond its seams: `weaver_relay::RoomStore`, which
 //! [`JetStreamRoomStore`] implements over [`RoomLog`], and `weaver_relay::RoomPlacement`, which
-//! [`LeasePlacement`] implements over leases. README.md states the rules: seq mapping, chunking,
-//! fencing, takeovers.
+//! [`LeasePlacement`] implements over leases, and weaver-notify beyond its seams: `Feed`, which
+//! [`RoomFeed`] implements with durable consumers, and `Ledger`, which [`NotifyLedger`]
+//! implements in a KV bucket. README.md states the rules: seq mapping, chunking, fencing,
+//! takeovers.
 
 mod changes;
 mod claims;
