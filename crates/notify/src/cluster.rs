@@ -22,8 +22,9 @@ use crate::error::Chain;
 use crate::input::{Feed, FeedChange, FeedItem};
 use crate::ledger::{Ledger, LedgerError};
 
-/// How long a stopping notifier waits for its deliveries in flight (well under a lease's
-/// fencing margin, so a next term is not kept waiting).
+/// How long a stopping notifier waits for its deliveries in flight to be recorded. Nothing new
+/// is sent once stopped, and should a next term already write the ledger, its writes win (the
+/// ledger refuses an older epoch), so the wait cannot repeat or reorder a seq.
 const DRAIN: Duration = Duration::from_millis(500);
 
 /// Highest seq seen per room, read by the deliveries.
