@@ -126,12 +126,15 @@ test('the notifier killed -9 mid-stream: every accepted webhook once, in seq ord
     await waitFor(() => rx.seen.length > seenAtHold, { timeoutMs: 10000, what: 'a delivery in flight' })
     // A delivery answered just before the hold gets its ledger write (milliseconds on loopback).
     await sleep(200)
+    const acceptedAtKill = rx.accepted.length
+    const killedAt = Date.now()
     await leader.kill9()
     rx.release()
     t.diagnostic(`killed ${leader.id} with ${rx.seen.length - rx.accepted.length} deliveries in flight`)
 
     const next = await waitFor(() => others.find(leads), { timeoutMs: 30000, what: 'a new notifier leader' })
-    t.diagnostic(`${next.id} took the notifier over`)
+    await waitFor(() => rx.accepted.length > acceptedAtKill, { timeoutMs: 30000, what: 'a webhook from the new leader' })
+    t.diagnostic(`${next.id} took the notifier over; first webhook ${Date.now() - killedAt} ms after kill -9 (lease TTL ${TTL} ms)`)
     await sleep(1000)
     writing = false
     await writer
