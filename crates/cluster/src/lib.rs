@@ -8,8 +8,10 @@
 //! heartbeats, copying whole rooms out and in for backup and restore ([`RoomTransfer`]). Must not know: sockets, HTTP, yrs (updates and snapshots are
 //! opaque bytes), the bridge, the relay beyond its seams: `weaver_relay::RoomStore`, which
 //! [`JetStreamRoomStore`] implements over [`RoomLog`], and `weaver_relay::RoomPlacement`, which
-//! [`LeasePlacement`] implements over leases. README.md states the rules: seq mapping, chunking,
-//! fencing, takeovers.
+//! [`LeasePlacement`] implements over leases, and weaver-notify beyond its seams: `Feed`, which
+//! [`RoomFeed`] implements with durable consumers, and `Ledger`, which [`NotifyLedger`]
+//! implements in a KV bucket. README.md states the rules: seq mapping, chunking, fencing,
+//! takeovers.
 
 mod changes;
 mod claims;
@@ -19,9 +21,11 @@ mod lane;
 mod leader;
 mod lease;
 mod names;
+mod notify_ledger;
 mod placement;
 mod record;
 mod registry;
+mod room_feed;
 mod room_log;
 mod room_store;
 #[cfg(feature = "testing")]
@@ -40,9 +44,11 @@ pub use error::{ConnectError, LeaseError, LogError, RegistryError, TakenOver, Ve
 pub use leader::{LeaderTerm, Leadership};
 pub use lease::{Lease, LeaseConfig, Leases};
 pub use names::{decode_room, encode_room, stream_index};
+pub use notify_ledger::{NOTIFY_BUCKET, NotifyLedger, NotifyLedgerError};
 pub use placement::LeasePlacement;
 pub use record::{DecodeError, TooLarge};
 pub use registry::{NodeDirectory, NodeInfo, NodeRegistry, RegistryConfig};
+pub use room_feed::{FeedAck, RoomFeed, RoomFeedConfig, RoomFeedError};
 pub use room_log::{RoomLog, RoomLogConfig, RoomSeq, StoredRoom, TakeoverId};
 pub use room_store::JetStreamRoomStore;
 pub use transfer::{RoomCopy, RoomTransfer, TransferError};

@@ -316,13 +316,3 @@ async fn cluster_info(State(s): State<ClusterState>) -> Response {
             .into_response(),
     }
 }
-
-/// The node-local parts that do not follow rooms across nodes yet (cluster part 2).
-pub fn warn_node_local(notify_configured: bool) {
-    if notify_configured {
-        warn!(
-            "cluster mode: room-change webhooks keep their state in the node-local store \
-             (--data) and announce only the rooms this node serves (docs/cluster.md)"
-        );
-    }
-}

@@ -31,6 +31,7 @@ use weaver_relay::{Relay, RelayConfig};
 
 mod keygen_cmd;
 mod notify_args;
+mod notify_leader;
 mod replica_cmd;
 mod restore_cmd;
 mod rooms_cmd;
@@ -414,7 +415,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (joining, rooms): (Option<cluster::Joining>, Arc<dyn weaver_relay::RoomStore>) =
         match cluster_plan {
             Some(plan) => {
-                cluster::warn_node_local(notify_config.is_some());
                 let (joining, rooms) = plan.start().await?;
                 (Some(joining), rooms)
             }
@@ -473,8 +473,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .context("starting the bridge")?,
         ),
     };
-    let notifier = match notify_config {
-        Some(cfg) => Some(
+    let notifier = match (notify_config, &node) {
+        (None, _) => None,
+        // One notifier per cluster, on the node holding the `notifier` role (notify_leader.rs).
+        (Some(cfg), Some(node)) => Some(Notify::Cluster(notify_leader::NotifyLeader::start(
+            cfg,
+            node.reading_log().await?,
+            node.leadership("notifier"),
+            shutdown.child_token(),
+        )?)),
+        (Some(cfg), None) => Some(Notify::Single(
             weaver_notify::Notifier::start(
                 cfg,
                 store.clone(),
@@ -482,8 +490,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 shutdown.child_token(),
             )
             .context("starting room notifications")?,
-        ),
-        None => None,
+        )),
     };
 
     let metrics_router = Router::new().route(
@@ -553,9 +560,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     {
         warn!("bridge shutdown timed out");
     }
-    if let Some(n) = notifier {
-        n.stop(deadline.saturating_duration_since(tokio::time::Instant::now()))
-            .await;
+    match notifier {
+        Some(Notify::Single(n)) => {
+            n.stop(deadline.saturating_duration_since(tokio::time::Instant::now()))
+                .await;
+        }
+        Some(Notify::Cluster(n)) => {
+            let late = tokio::time::timeout_at(deadline, n.join()).await.is_err();
+            if late {
+                warn!("room notifications shutdown timed out");
+            }
+        }
+        None => {}
     }
     if tokio::time::timeout_at(deadline, relay.shutdown())
         .await
@@ -611,6 +627,12 @@ impl Bridge {
             Bridge::Cluster(b) => b.join().await,
         }
     }
+}
+
+/// The room notifier of this process: its own (single node), or the cluster's role.
+enum Notify {
+    Single(weaver_notify::Notifier),
+    Cluster(notify_leader::NotifyLeader),
 }
 
 /// A write past the process's file-size limit (`ulimit -f`) raises SIGXFSZ, whose default

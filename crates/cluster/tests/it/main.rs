@@ -7,6 +7,7 @@ mod bench;
 mod changes;
 mod leader;
 mod lease;
+mod notify;
 mod placement;
 mod registry;
 mod room_log;

@@ -60,12 +60,17 @@ struct Node {
 }
 
 impl Node {
-    fn start(dir: &Path, cfg: Option<NotifyConfig>) -> Node {
+    /// A relay, and a notifier if `cfg` says so, started: its start-up scan done, so what is
+    /// written from now on is not part of the baseline (an event, not a sleep).
+    async fn start(dir: &Path, cfg: Option<NotifyConfig>) -> Node {
         let db = weaver_relay::open_database(dir).unwrap();
         let store = weaver_relay::RedbRoomStore::start(db.clone(), Default::default()).unwrap();
         let relay = Relay::start(store, RelayConfig::default(), CancellationToken::new()).unwrap();
         let stop = CancellationToken::new();
         let notifier = cfg.map(|c| Notifier::start(c, db, relay.handle(), stop.clone()).unwrap());
+        if let Some(n) = &notifier {
+            n.started().await;
+        }
         Node {
             relay: Some(relay),
             notifier,
@@ -144,7 +149,7 @@ async fn a_burst_is_one_signed_delivery_retried_under_the_same_id() {
     let dir = tempfile::tempdir().unwrap();
     let (url, mut hits) = receiver(vec![503, 200, 400]).await;
     // A debounce well above the time between two (fsync'd) writes, even on a loaded machine.
-    let node = Node::start(dir.path(), Some(config(url, 1000, 5000)));
+    let node = Node::start(dir.path(), Some(config(url, 1000, 5000))).await;
     for i in 0..10 {
         node.write("n-a", 100 + i, "x").await;
     }
@@ -186,7 +191,7 @@ async fn a_burst_is_one_signed_delivery_retried_under_the_same_id() {
 async fn max_wait_bounds_the_delay_under_continuous_edits() {
     let dir = tempfile::tempdir().unwrap();
     let (url, mut hits) = receiver(vec![]).await;
-    let node = Node::start(dir.path(), Some(config(url, 1500, 1500)));
+    let node = Node::start(dir.path(), Some(config(url, 1500, 1500))).await;
     // One edit every 100 ms for 3 s: the 1.5 s debounce alone would wait until the end; the
     // 1.5 s max wait (counted from the first edit) sends one in the middle.
     let mut during = None;
@@ -220,19 +225,19 @@ async fn a_restart_sends_what_was_not_delivered_but_never_history() {
     let dir = tempfile::tempdir().unwrap();
     let (url, mut hits) = receiver(vec![]).await;
     // History written before notifications were turned on.
-    let node = Node::start(dir.path(), None);
+    let node = Node::start(dir.path(), None).await;
     node.write("n-old", 1, "history").await;
     node.stop().await;
 
     // First start with notifications: history is recorded, not announced. A change then
     // waits out a long debounce and the process stops before sending it.
-    let node = Node::start(dir.path(), Some(config(url.clone(), 60_000, 60_000)));
+    let node = Node::start(dir.path(), Some(config(url.clone(), 60_000, 60_000))).await;
     node.write("n-new", 2, "pending").await;
     none(&mut hits, Duration::from_millis(500)).await;
     node.stop().await;
 
     // The restart finds n-new's seq ahead of what was delivered and sends it at once.
-    let node = Node::start(dir.path(), Some(config(url.clone(), 60_000, 60_000)));
+    let node = Node::start(dir.path(), Some(config(url.clone(), 60_000, 60_000))).await;
     let hit = next(&mut hits, Duration::from_secs(10)).await;
     assert_eq!(
         (&hit.body["room"], &hit.body["seq"]),
@@ -243,7 +248,7 @@ async fn a_restart_sends_what_was_not_delivered_but_never_history() {
     node.stop().await;
 
     // Delivered and recorded: another restart sends nothing.
-    let node = Node::start(dir.path(), Some(config(url, 60_000, 60_000)));
+    let node = Node::start(dir.path(), Some(config(url, 60_000, 60_000))).await;
     none(&mut hits, Duration::from_millis(800)).await;
     node.stop().await;
 }
@@ -265,7 +270,7 @@ async fn rooms_waiting_for_a_delivery_slot_do_not_spin() {
     let (url, mut hits) = slow_receiver(vec![], Duration::from_millis(1500)).await;
     let mut cfg = config(url, 50, 50);
     cfg.concurrency = 1;
-    let node = Node::start(dir.path(), Some(cfg));
+    let node = Node::start(dir.path(), Some(cfg)).await;
     for (i, room) in ["n-1", "n-2", "n-3"].into_iter().enumerate() {
         node.write(room, 300 + i as u64, "w").await;
     }
@@ -288,7 +293,7 @@ async fn rooms_waiting_for_a_delivery_slot_do_not_spin() {
 async fn a_deleted_and_recreated_room_gets_new_webhook_ids() {
     let dir = tempfile::tempdir().unwrap();
     let (url, mut hits) = receiver(vec![]).await;
-    let node = Node::start(dir.path(), Some(config(url, 100, 1000)));
+    let node = Node::start(dir.path(), Some(config(url, 100, 1000))).await;
     node.write("n-d", 1, "first life").await;
     let first = next(&mut hits, Duration::from_secs(10)).await;
     assert_eq!(first.body["seq"], 1);

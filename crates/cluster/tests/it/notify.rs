@@ -1,0 +1,282 @@
+//! Room-change webhooks in cluster mode: weaver-notify's cluster notifier over the durable
+//! room feed and the KV ledger, a real nats-server and a real HTTP receiver on loopback.
+//! A term ends without acknowledging what it did not deliver; the next term (a higher epoch)
+//! sends that, skips what the ledger covers, and a stale term cannot write the ledger.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use weaver_cluster::testing::{NatsServer, unique};
+use weaver_cluster::{NotifyLedger, RoomFeed, RoomFeedConfig, RoomLog};
+use weaver_notify::{Ledger, LedgerError, Notifier, NotifyConfig, WebhookSecret};
+
+use crate::support::{b, log_config, room, same_log};
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// One request the receiver got, and what it answered.
+#[derive(Debug)]
+struct Hit {
+    room: String,
+    seq: u64,
+    id: String,
+    ok: bool,
+}
+
+/// Answers 503 for the rooms in `blocked`, 200 otherwise; every request's signature is
+/// verified (a bad one fails the test).
+async fn receiver(
+    blocked: Arc<Mutex<HashSet<String>>>,
+) -> (reqwest::Url, mpsc::UnboundedReceiver<Hit>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, raw: Bytes| {
+            let (tx, blocked) = (tx.clone(), blocked.clone());
+            async move {
+                let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs() as i64;
+                weaver_auth::webhook::verify(
+                    &[WebhookSecret::parse(SECRET).unwrap()],
+                    h("webhook-id"),
+                    h("webhook-timestamp"),
+                    h("webhook-signature"),
+                    &raw,
+                    now,
+                    300,
+                )
+                .expect("a valid signature");
+                let body: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+                let room = body["room"].as_str().unwrap().to_owned();
+                let ok = !blocked.lock().unwrap().contains(&room);
+                let _ = tx.send(Hit {
+                    seq: body["seq"].as_u64().unwrap(),
+                    id: h("webhook-id").unwrap().to_owned(),
+                    room,
+                    ok,
+                });
+                if ok {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/hook").parse().unwrap(), rx)
+}
+
+fn config(url: reqwest::Url, debounce_ms: u64) -> NotifyConfig {
+    let mut c = NotifyConfig::new(url);
+    c.secret = Some(WebhookSecret::parse(SECRET).unwrap());
+    c.debounce = Duration::from_millis(debounce_ms);
+    c.max_wait = Duration::from_millis(debounce_ms * 5);
+    c
+}
+
+/// One notifier term with lease epoch `epoch`.
+struct Term {
+    notifier: Notifier,
+    stop: CancellationToken,
+}
+
+impl Term {
+    async fn start(
+        log: &RoomLog,
+        feed: &RoomFeedConfig,
+        bucket: &str,
+        epoch: u64,
+        cfg: NotifyConfig,
+    ) -> Term {
+        let f = RoomFeed::open(log, feed).await.unwrap();
+        let ledger = NotifyLedger::open(log, bucket, epoch).await.unwrap();
+        let stop = CancellationToken::new();
+        let notifier = Notifier::start_cluster(cfg, f, ledger, stop.clone()).unwrap();
+        notifier.started().await;
+        Term { notifier, stop }
+    }
+
+    /// Ends the term as a lost lease does: what was not delivered stays unacknowledged.
+    async fn end(self) {
+        self.stop.cancel();
+        self.notifier.stop(Duration::from_secs(5)).await;
+    }
+}
+
+/// Collects hits until `done` holds for them (bounded: 20 s).
+async fn until(
+    rx: &mut mpsc::UnboundedReceiver<Hit>,
+    all: &mut Vec<Hit>,
+    done: impl Fn(&[Hit]) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if done(all) {
+            return;
+        }
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(hit)) => all.push(hit),
+            _ => panic!("webhooks not delivered in time; got {all:?}"),
+        }
+    }
+}
+
+/// Whether `seq` of `room` was delivered (answered 2xx).
+fn delivered(all: &[Hit], room: &str, seq: u64) -> bool {
+    all.iter().any(|h| h.ok && h.room == room && h.seq == seq)
+}
+
+/// Per room, the delivered seqs: strictly increasing (so none twice), webhook ids unique.
+fn check_once_in_order(all: &[Hit]) -> HashMap<String, Vec<u64>> {
+    let mut per_room: HashMap<String, Vec<u64>> = HashMap::new();
+    let mut ids = HashSet::new();
+    for h in all.iter().filter(|h| h.ok) {
+        assert!(
+            ids.insert(h.id.clone()),
+            "{} delivered twice: {all:?}",
+            h.id
+        );
+        let seqs = per_room.entry(h.room.clone()).or_default();
+        assert!(
+            seqs.last().is_none_or(|l| *l < h.seq),
+            "room {} got seq {} after {seqs:?}",
+            h.room,
+            h.seq
+        );
+        seqs.push(h.seq);
+    }
+    per_room
+}
+
+async fn write(log: &RoomLog, name: &str, n: usize) {
+    for i in 0..n {
+        log.append(room(name), vec![b(&format!("{name}{i}"))])
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_leader_change_neither_repeats_nor_loses_a_seq() {
+    let server = NatsServer::shared();
+    let cfg = log_config();
+    let writer = same_log(&server, &cfg).await;
+    let log = same_log(&server, &cfg).await;
+    let feed = RoomFeedConfig::default();
+    let bucket = unique("notify");
+    let blocked = Arc::new(Mutex::new(HashSet::from(["b".to_owned()])));
+    let (url, mut rx) = receiver(blocked.clone()).await;
+    let mut all = Vec::new();
+    for r in ["a", "b", "z"] {
+        writer.take_over(room(r), 1, "w".into()).await.unwrap();
+    }
+
+    // Term 1: a is delivered; b is refused (503, retried) and so never acknowledged, while
+    // a's later messages, behind b's in the stream, are delivered and acknowledged.
+    let t1 = Term::start(&log, &feed, &bucket, 1, config(url.clone(), 100)).await;
+    write(&writer, "a", 3).await;
+    until(&mut rx, &mut all, |d| delivered(d, "a", 3)).await;
+    write(&writer, "b", 1).await;
+    write(&writer, "a", 2).await;
+    // b was tried (and refused) too.
+    until(&mut rx, &mut all, |d| {
+        delivered(d, "a", 5) && d.iter().any(|h| h.room == "b" && !h.ok)
+    })
+    .await;
+    t1.end().await;
+
+    // Term 2 reads b's message again (and a's, which its ledger covers): b is delivered, a
+    // not again; what is written now is announced too.
+    blocked.lock().unwrap().clear();
+    let t2 = Term::start(&log, &feed, &bucket, 2, config(url.clone(), 100)).await;
+    until(&mut rx, &mut all, |d| delivered(d, "b", 1)).await;
+    write(&writer, "a", 1).await;
+    until(&mut rx, &mut all, |d| delivered(d, "a", 6)).await;
+    // A marker after everything: once it arrived, nothing else of the above is on its way.
+    write(&writer, "z", 1).await;
+    until(&mut rx, &mut all, |d| delivered(d, "z", 1)).await;
+    let per_room = check_once_in_order(&all);
+    assert_eq!(per_room["a"].last(), Some(&6), "{all:?}");
+    assert_eq!(per_room["b"], vec![1], "{all:?}");
+
+    // Term 1's ledger is stale now: a write under its epoch is refused.
+    let stale = NotifyLedger::open(&log, &bucket, 1).await.unwrap();
+    assert!(matches!(
+        stale.record("a", 0, 7).await,
+        Err(LedgerError::Superseded)
+    ));
+    t2.end().await;
+}
+
+#[tokio::test]
+async fn a_restart_sends_what_was_not_delivered_but_never_history() {
+    let server = NatsServer::shared();
+    let cfg = log_config();
+    let writer = same_log(&server, &cfg).await;
+    let log = same_log(&server, &cfg).await;
+    let feed = RoomFeedConfig::default();
+    let bucket = unique("notify");
+    let (url, mut rx) = receiver(Arc::default()).await;
+    let mut all = Vec::new();
+    for r in ["old", "new", "z"] {
+        writer.take_over(room(r), 1, "w".into()).await.unwrap();
+    }
+    // History written before the notifier's first term: never announced.
+    write(&writer, "old", 2).await;
+
+    // The first term waits out a long debounce and ends before sending `new`.
+    let t1 = Term::start(&log, &feed, &bucket, 1, config(url.clone(), 60_000)).await;
+    write(&writer, "new", 1).await;
+    t1.end().await;
+
+    // The next term sends it at once; history stays unannounced.
+    let t2 = Term::start(&log, &feed, &bucket, 2, config(url.clone(), 50)).await;
+    until(&mut rx, &mut all, |d| delivered(d, "new", 1)).await;
+    write(&writer, "z", 1).await;
+    until(&mut rx, &mut all, |d| delivered(d, "z", 1)).await;
+    check_once_in_order(&all);
+    assert!(!all.iter().any(|h| h.room == "old"), "{all:?}");
+    t2.end().await;
+}
+
+#[tokio::test]
+async fn a_deleted_and_recreated_room_gets_a_new_generation() {
+    let server = NatsServer::shared();
+    let cfg = log_config();
+    let writer = same_log(&server, &cfg).await;
+    let log = same_log(&server, &cfg).await;
+    let bucket = unique("notify");
+    let (url, mut rx) = receiver(Arc::default()).await;
+    let mut all = Vec::new();
+    writer.take_over(room("d"), 1, "w".into()).await.unwrap();
+    let t = Term::start(
+        &log,
+        &RoomFeedConfig::default(),
+        &bucket,
+        1,
+        config(url, 50),
+    )
+    .await;
+    write(&writer, "d", 2).await;
+    until(&mut rx, &mut all, |d| delivered(d, "d", 2)).await;
+    writer.delete(room("d")).await.unwrap();
+    writer.take_over(room("d"), 1, "w".into()).await.unwrap();
+    write(&writer, "d", 1).await;
+    // Seqs continue after the tombstone; the generation moved on, so the id is new.
+    until(&mut rx, &mut all, |d| delivered(d, "d", 3)).await;
+    let last = all.iter().rfind(|h| h.ok).unwrap();
+    assert_eq!(last.id, "msg_d_1_3", "{all:?}");
+    assert_eq!(check_once_in_order(&all)["d"].last(), Some(&3));
+    t.end().await;
+}
