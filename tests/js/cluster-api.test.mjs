@@ -4,7 +4,9 @@
 // any node lists every room of the cluster with the connections counted where its actor runs,
 // paged across nodes and scoped by a tenant's prefix token; the room API of a room owned
 // elsewhere (`/update` both ways, `/blocks`, `/awareness`, `DELETE`) answers on every node; a
-// change feed proxied from a killed owner ends with a `closed` event instead of hanging.
+// Hocuspocus provider on a non-owner edits a room with a y-websocket client on its owner (the
+// document forwarded, its token checked by the owner, acks after the owner's commit); a change
+// feed proxied from a killed owner ends with a `closed` event instead of hanging.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { rmSync } from 'node:fs'
@@ -15,6 +17,7 @@ import { startWeaver, tempDataDir } from './lib/weaver.mjs'
 import { waitFor } from './lib/yclient.mjs'
 import { startNats } from './lib/nats.mjs'
 import { generateKey, mintRoomToken } from '@weaver/doc/server'
+import { HocuspocusProvider } from '@hocuspocus/provider'
 
 process.setMaxListeners(0)
 
@@ -180,6 +183,47 @@ test('the room API of a room owned elsewhere answers on every node: /update both
     const page = await (await fetch(`${node.httpUrl}/api/rooms?prefix=${room}&token=${ADMIN}`)).json()
     assert.ok(!page.rooms.some((r) => r.name === room && r.stored_bytes > 0), `deleted, listed on ${node.id}`)
   }
+})
+
+test('a Hocuspocus provider on a non-owner converges with a y-websocket client on the owner; its writes are acknowledged and a bad token is refused', async () => {
+  const room = 'ca-hocus'
+  const y = await client(nodes[0], room)
+  const owner = (await owners([room])).get(room)
+  const other = nodes.find((n) => n !== owner)
+  const events = { authenticated: [], failed: [] }
+  const doc = new Y.Doc()
+  const provider = new HocuspocusProvider({
+    url: other.wsUrl,
+    name: room,
+    document: doc,
+    token: tok(room),
+    WebSocketPolyfill: WebSocket,
+    onAuthenticated: (e) => events.authenticated.push(e.scope),
+    onAuthenticationFailed: (e) => events.failed.push(e.reason)
+  })
+  clients.push({ destroy () { provider.destroy(); doc.destroy() } })
+  await waitFor(() => provider.isSynced, { what: 'hocuspocus sync through a non-owner' })
+  assert.deepEqual(events.authenticated, ['read-write'], 'authenticated once')
+  doc.getText('t').insert(0, 'from hocuspocus ')
+  await waitFor(() => y.text.toString().includes('from hocuspocus '), { what: 'hocuspocus → owner' })
+  y.text.insert(y.text.length, 'from y-websocket')
+  await waitFor(() => doc.getText('t').toString() === y.text.toString(), { what: 'owner → hocuspocus' })
+  await waitFor(() => provider.unsyncedChanges === 0 && !provider.hasUnsyncedChanges, { what: 'writes acknowledged by the owner' })
+  // The owner serves the forwarded document: it counts both clients.
+  const presence = await (await fetch(`${owner.httpUrl}/api/rooms/${room}/awareness?token=${tok(room)}`)).json()
+  assert.equal(presence.connections, 2)
+  // A token for another room is refused (by this node, before anything is forwarded).
+  const badEvents = []
+  const bad = new HocuspocusProvider({
+    url: other.wsUrl,
+    name: room,
+    document: new Y.Doc(),
+    token: tok('ca-elsewhere'),
+    WebSocketPolyfill: WebSocket,
+    onAuthenticationFailed: (e) => badEvents.push(e.reason)
+  })
+  clients.push({ destroy () { bad.destroy() } })
+  await waitFor(() => badEvents.length > 0, { what: 'a bad token refused' })
 })
 
 /** Reads an SSE response until `until(text)` holds; returns the text read. */
