@@ -232,9 +232,9 @@ mod tests {
     #[test]
     fn owner_frames_lose_their_address_and_its_authenticated_is_dropped() {
         let queue = SendQueue::new(4);
-        let doc = weaver_protocol::encode_hocus_document("room\0s1", &[0, 2, 1, 2, 3]);
+        let doc = weaver_protocol::encode_hocus_document("room\0s1", &[0, 2, 2, 0, 0]);
         assert_eq!(on_owner_frame(Bytes::from(doc), &queue).unwrap(), None);
-        assert_eq!(queue.pop().unwrap().as_ref(), &[0, 2, 1, 2, 3]);
+        assert_eq!(queue.pop().unwrap().as_ref(), &[0, 2, 2, 0, 0]);
         let auth = weaver_protocol::encode_hocus_authenticated("room", false);
         assert_eq!(on_owner_frame(Bytes::from(auth), &queue).unwrap(), None);
         assert!(queue.pop().is_none());
