@@ -249,19 +249,38 @@ async function readUntil (reader, until, what, timeoutMs = 20000) {
 }
 
 // Last: it kills a node.
-test('a change feed proxied from the room\'s owner ends with a closed event when the owner is killed', async () => {
+test('when the owner is killed, a change feed proxied from it ends with a closed event, and a forwarded Hocuspocus document closes with 1012 and converges on the new owner', async () => {
   const room = 'ca-feed'
   const writer = await client(nodes[0], room)
   writer.text.insert(0, 'before')
   const owner = (await owners([room])).get(room)
-  const other = nodes.find((n) => n !== owner)
+  const [other, third] = nodes.filter((n) => n !== owner)
   const res = await fetch(`${other.httpUrl}/api/rooms/${room}/changes?token=${tok(room)}`)
   assert.equal(res.status, 200)
   const reader = res.body.getReader()
   await readUntil(reader, (t) => t.includes('event: sync'), 'the sync event')
   writer.text.insert(0, 'live ')
   await readUntil(reader, (t) => t.includes('event: update'), 'a live update')
+  // A Hocuspocus provider on a non-owner, and a y-websocket client on the third node.
+  const closes = []
+  const doc = new Y.Doc()
+  const provider = new HocuspocusProvider({
+    url: other.wsUrl,
+    name: room,
+    document: doc,
+    token: tok(room),
+    WebSocketPolyfill: WebSocket,
+    onClose: (e) => closes.push(e.event?.code)
+  })
+  clients.push({ destroy () { provider.destroy(); doc.destroy() } })
+  await waitFor(() => provider.isSynced, { what: 'hocuspocus sync' })
+  const watcher = await client(third, room)
   await owner.kill9()
   const text = await readUntil(reader, (t) => /event: closed\ndata: .*"reason":"(owner_gone|moved)"/.test(t), 'the closed event')
   assert.match(text, /event: closed/)
+  await waitFor(() => closes.includes(1012), { what: 'the forwarded document closed with 1012', timeoutMs: 20000 })
+  // The room is placed again (after the dead owner's lease expires); the provider reconnects.
+  doc.getText('t').insert(0, '[after failover]')
+  await waitFor(() => watcher.text.toString().includes('[after failover]'), { what: 'a write after failover', timeoutMs: 30000 })
+  await waitFor(() => doc.getText('t').toString() === watcher.text.toString(), { what: 'convergence after failover', timeoutMs: 30000 })
 })
