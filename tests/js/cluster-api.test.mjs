@@ -39,7 +39,8 @@ before(async () => {
     const node = await startWeaver({
       dataDir,
       args: ['--cluster', nats.url, '--node-id', `api${i}`, '--lease-ttl-ms', String(TTL)],
-      env: { WEAVER_AUTH_KEY: KEY }
+      // Rooms unload 1 s after their last client left: a feed's room moves soon.
+      env: { WEAVER_AUTH_KEY: KEY, WEAVER_IDLE_UNLOAD_SECS: '1' }
     })
     node.id = `api${i}`
     nodes.push(node)
@@ -247,6 +248,39 @@ async function readUntil (reader, until, what, timeoutMs = 20000) {
   }
   return text
 }
+
+test('a change feed on the node running its room ends with closed/moved when the room unloads there, and resumes from any node', async () => {
+  const room = 'ca-moved'
+  const [x, y] = nodes
+  const doc = new Y.Doc()
+  doc.getText('t').insert(0, 'first')
+  const post = async (node, update) => {
+    const r = await fetch(`${node.httpUrl}/api/rooms/${room}/update?token=${tok(room)}`, { method: 'POST', body: update })
+    assert.equal(r.status, 204, await r.text())
+  }
+  await post(x, Y.encodeStateAsUpdate(doc))
+  const res = await fetch(`${x.httpUrl}/api/rooms/${room}/changes?token=${tok(room)}`)
+  assert.equal(res.status, 200)
+  const reader = res.body.getReader()
+  const seen = await readUntil(reader, (t) => t.includes('event: sync'), 'the sync event')
+  const lastId = Number(seen.match(/^id: (\d+)$/m)[1])
+  // No client holds the room: it unloads after 1 s and the feed says so.
+  await readUntil(reader, (t) => t.includes('"reason":"moved"'), 'the moved event')
+  // Written through another node meanwhile, read back by a feed resumed on the first node.
+  const sv = Y.encodeStateVector(doc)
+  const before = Y.encodeStateAsUpdate(doc)
+  doc.getText('t').insert(0, 'second ')
+  await post(y, Y.encodeStateAsUpdate(doc, sv))
+  const again = await fetch(`${x.httpUrl}/api/rooms/${room}/changes?token=${tok(room)}`, { headers: { 'last-event-id': String(lastId) } })
+  assert.equal(again.status, 200)
+  const resumed = await readUntil(again.body.getReader(), (t) => t.includes('event: update'), 'the update written meanwhile')
+  assert.ok(!resumed.includes('event: sync'), 'resumed, not synced again')
+  // A mirror holding what the first feed showed catches up with the resumed one.
+  const mirror = new Y.Doc()
+  Y.applyUpdate(mirror, before)
+  for (const m of resumed.matchAll(/^event: update\nid: \d+\ndata: (.*)$/gm)) Y.applyUpdate(mirror, Buffer.from(m[1], 'base64'))
+  assert.equal(mirror.getText('t').toString(), 'second first')
+})
 
 // Last: it kills a node.
 test('when the owner is killed, a change feed proxied from it ends with a closed event, and a forwarded Hocuspocus document closes with 1012 and converges on the new owner', async () => {
