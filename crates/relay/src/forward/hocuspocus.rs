@@ -140,7 +140,7 @@ async fn pipe(
         tokio::select! {
             frame = rx.recv() => match frame {
                 Some(frame) => {
-                    if up_tx.send(tungstenite::Message::Binary(frame)).await.is_err() {
+                    if !send_up(&mut up_tx, frame).await {
                         break lost;
                     }
                 }
@@ -153,7 +153,7 @@ async fn pipe(
             msg = up_rx.next() => match msg {
                 Some(Ok(tungstenite::Message::Binary(frame))) => match on_owner_frame(frame, queue) {
                     Ok(Some(reply)) => {
-                        if up_tx.send(tungstenite::Message::Binary(reply)).await.is_err() {
+                        if !send_up(&mut up_tx, reply).await {
                             break lost;
                         }
                     }
@@ -181,6 +181,19 @@ async fn pipe(
     };
     metrics::gauge!(m::FORWARDED_CONNECTIONS).decrement(1.0);
     ended
+}
+
+/// Sends one frame to the owner; false when it failed or stalled for [`OWNER_CONNECT_TIMEOUT`]
+/// (a paused owner's TCP buffers fill up: the loop must not wait there, deaf to `owner_gone`).
+async fn send_up<S>(up: &mut S, frame: Bytes) -> bool
+where
+    S: futures_util::Sink<tungstenite::Message> + Unpin,
+{
+    let send = up.send(tungstenite::Message::Binary(frame));
+    matches!(
+        tokio::time::timeout(OWNER_CONNECT_TIMEOUT, send).await,
+        Ok(Ok(()))
+    )
 }
 
 /// One frame from the owner: into the document's queue without its address; a ping is
