@@ -535,16 +535,11 @@ impl Lane {
     }
 
     /// Every record on the room's subject from `from` up to (at least) stream sequence `tip`,
-    /// in order, chunked records reassembled. An ordered consumer streams them in one go.
+    /// in order, chunked records reassembled. An ordered consumer streams them in one go and
+    /// is deleted when the read ends, whatever the outcome: a server keeps an unused one for
+    /// 30 s, and a stream's consumer limit (`max_consumers`) counts them, so reads in a row
+    /// would otherwise run into "maximum consumers limit reached".
     async fn read(&self, from: DeliverPolicy, tip: u64) -> Result<Vec<(u64, Record)>, LogError> {
-        let consumer_err = |source| LogError::Consumer {
-            room: self.room(),
-            source,
-        };
-        let consume_err = |source| LogError::Consume {
-            room: self.room(),
-            source,
-        };
         let consumer = self
             .stream
             .create_consumer(pull::OrderedConfig {
@@ -553,7 +548,29 @@ impl Lane {
                 ..Default::default()
             })
             .await
-            .map_err(consumer_err)?;
+            .map_err(|source| LogError::Consumer {
+                room: self.room(),
+                source,
+            })?;
+        let name = consumer.cached_info().name.clone();
+        let read = self.read_from(consumer, tip).await;
+        // Best effort: the server drops it by itself after 30 s unused. A consumer the client
+        // recreated under a new name after a stall (`{name}_{n}`, rare) is left to that too.
+        if let Err(e) = self.stream.delete_consumer(&name).await {
+            debug!(room = %self.room, consumer = %name, error = %e, "deleting the read's consumer failed");
+        }
+        read
+    }
+
+    async fn read_from(
+        &self,
+        consumer: async_nats::jetstream::consumer::Consumer<pull::OrderedConfig>,
+        tip: u64,
+    ) -> Result<Vec<(u64, Record)>, LogError> {
+        let consume_err = |source| LogError::Consume {
+            room: self.room(),
+            source,
+        };
         let mut messages = consumer
             .messages()
             .await

@@ -155,6 +155,20 @@ impl RoomPlacement for LeasePlacement {
         })
     }
 
+    fn peers(&self) -> BoxFuture<'_, Result<Vec<RemoteOwner>, PlacementError>> {
+        Box::pin(async move {
+            let nodes = self.nodes.nodes().await.map_err(|e| engine("", e))?;
+            Ok(nodes
+                .into_iter()
+                .filter(|n| n.alive && n.node_id != *self.node_id)
+                .map(|n| RemoteOwner {
+                    node_id: n.node_id,
+                    url: n.url,
+                })
+                .collect())
+        })
+    }
+
     fn owner_gone<'a>(&'a self, room: &'a str, owner: &'a RemoteOwner) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             // As often as the holder renews: a stalled owner is noticed within about a TTL

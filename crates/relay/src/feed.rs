@@ -60,6 +60,9 @@ enum End {
     Lagged,
     TokenExpired,
     Shutdown,
+    /// Cluster mode: the room stopped running on this node (idle unload, lease lost, owner
+    /// gone); it runs, or will, on another node, whose commits this node does not see.
+    Moved,
 }
 
 impl End {
@@ -69,6 +72,7 @@ impl End {
             End::Lagged => "lagged",
             End::TokenExpired => "token_expired",
             End::Shutdown => "shutdown",
+            End::Moved => "moved",
         }
     }
 
@@ -80,6 +84,9 @@ impl End {
             }
             End::TokenExpired => "the token expired; reconnect with a fresh one",
             End::Shutdown => "the server is shutting down; reconnect later",
+            End::Moved => {
+                "the room no longer runs on this node; reconnect (with Last-Event-ID) to any node"
+            }
         }
     }
 }
@@ -104,6 +111,10 @@ struct Feed {
     replayed_upto: u64,
     cancel: CancellationToken,
     expires: Option<tokio::time::Instant>,
+    /// Cluster mode: the feed ends ([`End::Moved`]) once the room is no longer loaded here,
+    /// checked on `Unloaded` and every [`MOVED_CHECK`] (a fenced or failed actor publishes
+    /// nothing). `None` on a single node, where rooms never move.
+    follow: Option<(Arc<Registry>, tokio::time::Interval)>,
     /// Set once the `closed` event went out; otherwise the consumer left.
     ended: Option<End>,
     _permit: OwnedSemaphorePermit,
@@ -130,10 +141,12 @@ impl Feed {
                 biased;
                 () = self.cancel.cancelled() => break End::Shutdown,
                 () = sleep_until(self.expires) => break End::TokenExpired,
+                () = moved(self.follow.as_mut(), &self.room) => break End::Moved,
                 event = self.events.recv() => match event {
                     Ok(RelayEvent::Committed(ev)) if ev.seq <= self.replayed_upto => {}
                     Ok(RelayEvent::Committed(ev)) => return Some(sse_update("update", &ev.update, ev.seq)),
                     Ok(RelayEvent::Deleted { .. }) => break End::Deleted,
+                    Ok(RelayEvent::Unloaded { .. }) if self.follow.is_some() => break End::Moved,
                     Ok(RelayEvent::Unloaded { .. }) => {}
                     Err(RecvError::Lagged(missed)) => {
                         warn!(room = %self.room, feed = self.id, missed, "change feed fell behind; ending it");
@@ -156,6 +169,23 @@ impl Drop for Feed {
         info!(room = %self.room, feed = self.id, reason, "change feed ended");
         metrics::gauge!(m::CHANGE_FEEDS).decrement(1.0);
         metrics::counter!(m::CHANGE_FEED_ENDS_TOTAL, "reason" => reason).increment(1);
+    }
+}
+
+/// How often a cluster-mode feed checks that its room still runs here: well under a lease
+/// TTL (1 s at least), so a feed ends before another node can have committed much.
+const MOVED_CHECK: Duration = Duration::from_millis(250);
+
+/// Resolves once `room` is no longer loaded on this node; never without `follow`.
+async fn moved(follow: Option<&mut (Arc<Registry>, tokio::time::Interval)>, room: &str) {
+    let Some((rooms, every)) = follow else {
+        return std::future::pending().await;
+    };
+    loop {
+        every.tick().await;
+        if matches!(rooms.loaded_inbox(room), Ok(None)) {
+            return;
+        }
     }
 }
 
@@ -249,6 +279,13 @@ pub(crate) async fn changes(
         Some(after) => resume_from(room_deps.store.load(name.clone()).await?, after),
         None => None,
     };
+    // Cluster mode: the feed sees only this node's commits, so the room must run here (the
+    // forward layer sent the request here because no other node owns it). A full sync loads
+    // it anyway; a resumed feed starts it.
+    let follows = config.placement.rooms_can_move();
+    if follows && resumed.is_some() {
+        rooms.start(&room)?;
+    }
     let (phase, replayed_upto) = match resumed {
         Some((missed, last)) => (Phase::Replay(missed), last),
         None => {
@@ -279,6 +316,11 @@ pub(crate) async fn changes(
         replayed_upto,
         cancel: room_deps.cancel.clone(),
         expires: crate::auth::expiry_deadline(&access),
+        follow: follows.then(|| {
+            let mut every = tokio::time::interval(MOVED_CHECK);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            (rooms.clone(), every)
+        }),
         ended: None,
         _permit: permit,
     };

@@ -63,6 +63,7 @@ mod forward;
 pub mod history;
 mod hocuspocus;
 pub mod limits;
+mod listing;
 mod maps;
 pub mod metrics;
 mod origin;

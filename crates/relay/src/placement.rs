@@ -135,6 +135,19 @@ pub trait RoomPlacement: Send + Sync + Debug {
         let _ = (room, owner);
         Box::pin(std::future::pending())
     }
+
+    /// The other live nodes of the cluster (their advertised URLs), which cross-room reads
+    /// ask for what only they know (`GET /api/rooms`: the rooms open there and their
+    /// connections). None by default.
+    fn peers(&self) -> BoxFuture<'_, Result<Vec<RemoteOwner>, PlacementError>> {
+        Box::pin(std::future::ready(Ok(Vec::new())))
+    }
+
+    /// Whether a room may run on another node later (cluster mode): then what follows a room
+    /// on this node (a change feed) ends once the room stops running here. True by default.
+    fn rooms_can_move(&self) -> bool {
+        true
+    }
 }
 
 /// Every room on this node, never fenced: the embedded single-node mode.
@@ -153,5 +166,9 @@ impl RoomPlacement for SingleNode {
         _room: &'a str,
     ) -> BoxFuture<'a, Result<Option<RemoteOwner>, PlacementError>> {
         Box::pin(std::future::ready(Ok(None)))
+    }
+
+    fn rooms_can_move(&self) -> bool {
+        false
     }
 }

@@ -60,7 +60,7 @@ pub const MAX_VERSION_LABEL: usize = 256;
 pub const MAX_ROOM_PAGE: usize = 1000;
 
 /// A room as `GET /api/rooms` lists it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RoomInfo {
     pub name: String,
     /// The highest update seq ever stored in the room (0: nothing stored).
@@ -79,11 +79,15 @@ pub struct RoomInfo {
 }
 
 /// One page of [`RelayHandle::list_rooms`].
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct RoomPage {
     pub rooms: Vec<RoomInfo>,
     /// Pass as `after` for the next page; `None` on the last page.
     pub next: Option<String>,
+    /// Cluster mode: ids of live nodes that did not answer in time, so `loaded` and
+    /// `connections` of rooms running there may be missing from this page (listing.rs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreachable: Vec<String>,
 }
 
 /// Who is in a room right now (`GET /api/rooms/{room}/awareness`).
@@ -298,17 +302,22 @@ impl RelayHandle {
         after: Option<&str>,
         limit: usize,
     ) -> Result<RoomPage, RelayError> {
+        let open = self.open_rooms(prefix, after, limit);
+        self.list_rooms_with(prefix, after, limit, open).await
+    }
+
+    /// The rooms open on this node (loaded, or with a connection) whose names start with
+    /// `prefix` and sort after `after`: the `limit + 1` smallest names, with only `name`,
+    /// `loaded` and `connections` set. What a node adds to a listing of stored rooms, its own
+    /// or (cluster mode) another node's.
+    pub(crate) fn open_rooms(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Vec<RoomInfo> {
         let limit = limit.clamp(1, MAX_ROOM_PAGE);
         let in_page = |name: &str| name.starts_with(prefix) && after.is_none_or(|a| name > a);
-        let stored = self
-            .store()
-            .list(
-                prefix.to_owned(),
-                after.map(str::to_owned),
-                limit + 1,
-                crate::store::Detail::Full,
-            )
-            .await?;
         let mut connections: Vec<(Arc<str>, usize)> = self
             .shared
             .conns
@@ -320,8 +329,49 @@ impl RelayHandle {
         // Only the `limit + 1` smallest open names can be on this page.
         smallest(&mut loaded, limit + 1, |n| n.clone());
         smallest(&mut connections, limit + 1, |(n, _)| n.clone());
-        // Both sources are sorted and each holds the `limit + 1` smallest names it knows, so
-        // the smallest `limit + 1` of their union are exact.
+        let mut by_name: std::collections::BTreeMap<Arc<str>, RoomInfo> = Default::default();
+        let blank = |name: &str| RoomInfo {
+            name: name.to_owned(),
+            ..RoomInfo::default()
+        };
+        for name in loaded {
+            by_name
+                .entry(name.clone())
+                .or_insert_with(|| blank(&name))
+                .loaded = true;
+        }
+        for (name, n) in connections {
+            by_name
+                .entry(name.clone())
+                .or_insert_with(|| blank(&name))
+                .connections = n;
+        }
+        by_name.into_values().take(limit + 1).collect()
+    }
+
+    /// [`Self::list_rooms`] over the stored rooms and `open`: the open rooms of this node and
+    /// (cluster mode) of the others, each list the `limit + 1` smallest names its node knows
+    /// ([`Self::open_rooms`]). A room loaded somewhere shows that node's connections (the
+    /// owner counts the clients forwarded to it too), else the most any node counts.
+    pub(crate) async fn list_rooms_with(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        open: Vec<RoomInfo>,
+    ) -> Result<RoomPage, RelayError> {
+        let limit = limit.clamp(1, MAX_ROOM_PAGE);
+        let stored = self
+            .store()
+            .list(
+                prefix.to_owned(),
+                after.map(str::to_owned),
+                limit + 1,
+                crate::store::Detail::Full,
+            )
+            .await?;
+        // Every source is sorted and holds the `limit + 1` smallest names it knows, so the
+        // smallest `limit + 1` of their union are exact.
         let mut by_name: std::collections::BTreeMap<String, RoomInfo> = stored
             .into_iter()
             .map(|s| {
@@ -338,21 +388,20 @@ impl RelayHandle {
                 (s.name, info)
             })
             .collect();
-        let blank = |name: &str| RoomInfo {
-            name: name.to_owned(),
-            ..RoomInfo::default()
-        };
-        for name in &loaded {
-            by_name
-                .entry(name.to_string())
-                .or_insert_with(|| blank(name))
-                .loaded = true;
-        }
-        for (name, n) in &connections {
-            by_name
-                .entry(name.to_string())
-                .or_insert_with(|| blank(name))
-                .connections = *n;
+        let in_page = |name: &str| name.starts_with(prefix) && after.is_none_or(|a| name > a);
+        for o in open.into_iter().filter(|o| in_page(&o.name)) {
+            let entry = by_name.entry(o.name.clone()).or_insert_with(|| RoomInfo {
+                name: o.name.clone(),
+                ..RoomInfo::default()
+            });
+            match (entry.loaded, o.loaded) {
+                (false, true) => entry.connections = o.connections,
+                (false, false) | (true, true) => {
+                    entry.connections = entry.connections.max(o.connections);
+                }
+                (true, false) => {}
+            }
+            entry.loaded |= o.loaded;
         }
         let mut rooms: Vec<RoomInfo> = by_name.into_values().take(limit + 1).collect();
         let next = if rooms.len() > limit {
@@ -361,7 +410,11 @@ impl RelayHandle {
         } else {
             None
         };
-        Ok(RoomPage { rooms, next })
+        Ok(RoomPage {
+            rooms,
+            next,
+            unreachable: Vec::new(),
+        })
     }
 
     /// The highest update seq stored in `room` (0: nothing stored). Reads the store only:

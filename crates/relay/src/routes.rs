@@ -117,6 +117,7 @@ const DEFAULT_ROOM_PAGE: usize = 100;
 async fn list_rooms(
     State(relay): State<RelayHandle>,
     RawQuery(query): RawQuery,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, RelayError> {
     // The same parser as the token check, which authorised exactly this `prefix`.
     let mut q = crate::query::query_pairs(query.as_deref().unwrap_or_default());
@@ -146,7 +147,14 @@ async fn list_rooms(
             }
         },
     };
-    let page = relay.list_rooms(&prefix, after.as_deref(), limit).await?;
+    // Cluster mode: every node's open rooms too (listing.rs); a single node lists its own.
+    let page = crate::listing::page(
+        &relay,
+        (&prefix, after.as_deref(), limit),
+        query.as_deref(),
+        &headers,
+    )
+    .await?;
     Ok(axum::Json(page).into_response())
 }
 

@@ -89,6 +89,14 @@ async fn list(args: &RoomsArgs) -> anyhow::Result<()> {
                 );
             }
         }
+        // Cluster mode: nodes that did not answer; their rooms' counts are missing.
+        if let Some(silent) = page["unreachable"].as_array().filter(|a| !a.is_empty()) {
+            let ids: Vec<&str> = silent.iter().filter_map(|v| v.as_str()).collect();
+            eprintln!(
+                "warning: nodes {} did not answer: `loaded` and `connections` of rooms running there are missing",
+                ids.join(", ")
+            );
+        }
         match page["next"].as_str() {
             // The cursor must move on, or a misbehaving server would keep us here for ever.
             Some(n) if after.as_deref().is_none_or(|a| n > a) => after = Some(n.to_owned()),

@@ -467,3 +467,47 @@ async fn appends_under_load_survive_a_nats_restart() {
     log.stop().await;
     reader.stop().await;
 }
+
+/// Issue 17: every read made an ordered consumer and left it to the server's 30 s cleanup, so
+/// reads in a row hit the stream's consumer limit ("maximum consumers limit reached", HTTP
+/// 500 on `/blocks` reads through the cluster). Streams with a limit of 2 consumers: many
+/// reads in a row succeed, and none is left behind.
+#[tokio::test]
+async fn reads_in_a_row_leave_no_consumers_behind() {
+    let server = NatsServer::shared();
+    let cfg = log_config();
+    let js = weaver_cluster::jetstream(server.client().await, std::time::Duration::from_secs(5));
+    for i in 0..cfg.streams {
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: format!("{}_{i}", cfg.stream_prefix),
+            subjects: vec![format!("{}.{i}.>", cfg.subject_prefix)],
+            allow_rollup: true,
+            allow_direct: true,
+            max_consumers: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let writer = same_log(&server, &cfg).await;
+    let reader = same_log(&server, &cfg).await;
+    let r = room("read-often");
+    writer.load(r.clone()).await.unwrap();
+    writer
+        .append(r.clone(), vec![b("1"), b("2")])
+        .await
+        .unwrap();
+    for i in 0..12 {
+        let loaded = reader.load(r.clone()).await.unwrap();
+        assert_eq!(seqs(&loaded), vec![1, 2], "read {i}");
+    }
+    for i in 0..cfg.streams {
+        let mut stream = js
+            .get_stream(format!("{}_{i}", cfg.stream_prefix))
+            .await
+            .unwrap();
+        assert_eq!(stream.info().await.unwrap().state.consumer_count, 0);
+    }
+    writer.stop().await;
+    reader.stop().await;
+}

@@ -1,8 +1,10 @@
 //! Forwarding to a room's owner (cluster mode): a room placed on another node
-//! ([`crate::RemoteOwner`]) has its WebSocket connections (`ws.rs`) and its HTTP room API
-//! requests (`http.rs`) proxied to that node, which authenticates them again itself.
+//! ([`crate::RemoteOwner`]) has its WebSocket connections (`ws.rs`), its documents on
+//! Hocuspocus sockets (`hocuspocus.rs`) and its HTTP room API requests (`http.rs`) proxied to
+//! that node, which authenticates them again itself.
 //! Must not know: how owners are chosen (placement.rs), rooms' documents.
 
+pub(crate) mod hocuspocus;
 pub(crate) mod http;
 pub(crate) mod ws;
 

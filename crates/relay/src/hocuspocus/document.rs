@@ -14,10 +14,19 @@ use crate::send_queue::SendQueue;
 /// Where a document is in its life on the socket.
 pub(super) enum Phase {
     /// Authenticated; the room is loading or the join is on its way. Frames that arrive
-    /// meanwhile wait here, in order (bounded by the socket's pre-join budget).
-    Joining { waiting: Vec<Bytes> },
+    /// meanwhile wait here, in order (bounded by the socket's pre-join budget). The token
+    /// frame is kept for the owner, should the room be owned by another node.
+    Joining {
+        waiting: Vec<Bytes>,
+        token_frame: Bytes,
+    },
     /// Joined: frames go to the room.
     Open { room: RoomHandle },
+    /// The room is owned by another node (cluster mode): frames go there verbatim
+    /// (forward/hocuspocus.rs), and the owner's come back through the document's queue.
+    Forwarded {
+        upstream: tokio::sync::mpsc::Sender<Bytes>,
+    },
 }
 
 pub(super) struct Document {
@@ -38,7 +47,7 @@ impl Document {
     pub fn room(&self) -> Option<&RoomHandle> {
         match &self.phase {
             Phase::Open { room } => Some(room),
-            Phase::Joining { .. } => None,
+            Phase::Joining { .. } | Phase::Forwarded { .. } => None,
         }
     }
 }

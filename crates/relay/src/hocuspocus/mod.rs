@@ -12,8 +12,8 @@
 //!   answers the auth handshake, writes every subscription's queue with its address, timers.
 //! - `document.rs` — one document on a socket: its room, access, queue, phase.
 //!
-//! Deliberately not here: document state (room/), token format (weaver-auth), forwarding to
-//! another node (a room owned elsewhere closes the socket with 1013; docs/protocol.md).
+//! Deliberately not here: document state (room/), token format (weaver-auth), forwarding a
+//! document whose room another node owns (forward/hocuspocus.rs; the socket hands it over).
 
 mod document;
 mod socket;

@@ -8,6 +8,10 @@
 //! plus the provider's application ping (its 30 s message timeout), the pong timeout, token
 //! expiry per document, the deadline to authenticate a first document.
 //!
+//! A document whose room another node owns (cluster mode) is forwarded instead of joined: its
+//! token frame and every later frame go verbatim to the owner (forward/hocuspocus.rs), and
+//! the owner's frames come back through the document's queue like a room's.
+//!
 //! A document closed by its room (slow consumer, deletion, shutdown, a refused update, storage
 //! failure) closes the whole socket with the same code: the provider reconnects every document
 //! of the socket and resyncs losslessly, which a per-document close message would not make it do.
@@ -359,6 +363,27 @@ impl Socket {
             // Pong (the answer to our ping: `last_seen` is updated) or a client's ping.
             return;
         };
+        if let Some(Document {
+            phase: Phase::Forwarded { upstream },
+            ..
+        }) = self.docs.get(address)
+        {
+            // Verbatim to the owner, which checks and answers everything itself.
+            let full = matches!(
+                upstream.try_send(frame.clone()),
+                Err(tokio::sync::mpsc::error::TrySendError::Full(_))
+            );
+            if full {
+                self.reject(
+                    close_code::SLOW_CONSUMER,
+                    "owner_queue_full",
+                    &"the room's owner does not read fast enough",
+                );
+            } else if matches!(message, HocusMessage::Close(_)) {
+                self.detach(address);
+            }
+            return;
+        }
         match self.docs.get(address).map(|d| d.room().is_some()) {
             Some(true) => self.on_document(address, message, &frame),
             Some(false) => match message {
@@ -369,7 +394,7 @@ impl Socket {
                     if let Some(key) = key
                         && self.budget(frame.len())
                         && let Some(Document {
-                            phase: Phase::Joining { waiting },
+                            phase: Phase::Joining { waiting, .. },
                             ..
                         }) = self.docs.get_mut(&key)
                     {
@@ -378,7 +403,7 @@ impl Socket {
                 }
             },
             None => match message {
-                HocusMessage::Token { token, .. } => self.authenticate(address, token),
+                HocusMessage::Token { token, .. } => self.authenticate(address, token, &frame),
                 HocusMessage::Close(_) => {
                     if let Some(w) = self.unauthenticated.remove(address) {
                         self.release(&w);
@@ -442,7 +467,7 @@ impl Socket {
     /// A document's token: checked for its room (401/403 reasons of the HTTP routes become
     /// `permissionDenied`, on which the provider fires `onAuthenticationFailed`), then the
     /// document joins its room.
-    fn authenticate(&mut self, address: &str, token: &str) {
+    fn authenticate(&mut self, address: &str, token: &str, token_frame: &Bytes) {
         let waiting_frames = self.unauthenticated.remove(address);
         let known = waiting_frames.is_some();
         let waiting_frames = waiting_frames.unwrap_or_default();
@@ -527,6 +552,7 @@ impl Socket {
                 expires,
                 phase: Phase::Joining {
                     waiting: waiting_frames,
+                    token_frame: token_frame.clone(),
                 },
                 _slot: slot,
             },
@@ -549,14 +575,13 @@ impl Socket {
         }
         let room = match joined {
             Ok(room) => room,
+            Err(RelayError::Remote(owner)) => {
+                self.forward(address, owner);
+                return;
+            }
             Err(e) => {
                 let (code, reason) = match &e {
                     RelayError::ShuttingDown => (close_code::SHUTDOWN, "server shutting down"),
-                    // Forwarding a single document of a multiplexed socket to the node that
-                    // owns its room is not done: the socket closes, the provider retries.
-                    RelayError::Remote(_) => {
-                        (close_code::SLOW_CONSUMER, "room is served by another node")
-                    }
                     RelayError::Unavailable(_)
                     | RelayError::Overloaded(_)
                     | RelayError::Placement(_) => (close_code::SLOW_CONSUMER, "room unavailable"),
@@ -571,9 +596,50 @@ impl Socket {
             return;
         };
         let waiting = match std::mem::replace(&mut doc.phase, Phase::Open { room }) {
-            Phase::Joining { waiting } => waiting,
-            Phase::Open { .. } => Vec::new(),
+            Phase::Joining { waiting, .. } => waiting,
+            Phase::Open { .. } | Phase::Forwarded { .. } => Vec::new(),
         };
+        self.release(&waiting);
+        for frame in waiting {
+            self.on_frame(frame);
+        }
+    }
+
+    /// The document's room is owned by another node: its frames go there from now on (its
+    /// token first, then those that waited), through a socket of its own to the owner.
+    fn forward(&mut self, address: Arc<str>, owner: crate::placement::RemoteOwner) {
+        let rooms = self.deps.conns.rooms.clone();
+        let Some(doc) = self.docs.get_mut(&address) else {
+            return;
+        };
+        let Phase::Joining {
+            waiting,
+            token_frame,
+        } = std::mem::replace(
+            &mut doc.phase,
+            Phase::Joining {
+                waiting: Vec::new(),
+                token_frame: Bytes::new(),
+            },
+        )
+        else {
+            return;
+        };
+        let deps = crate::forward::hocuspocus::ForwardDeps {
+            placement: rooms.deps().config.placement.clone(),
+            shutdown: rooms.deps().cancel.clone(),
+            tracker: rooms.tracker().clone(),
+        };
+        let (name, _) = split_address(&address);
+        info!(room = name, owner = %owner.node_id, "Hocuspocus document forwarded to the room's owner");
+        let upstream = crate::forward::hocuspocus::start(
+            deps,
+            owner,
+            name.to_owned(),
+            token_frame,
+            doc.queue.clone(),
+        );
+        doc.phase = Phase::Forwarded { upstream };
         self.release(&waiting);
         for frame in waiting {
             self.on_frame(frame);
@@ -594,10 +660,12 @@ impl Socket {
                     conn_id: doc.conn_id,
                 }),
             )),
-            Phase::Joining { waiting } => {
+            Phase::Joining { waiting, .. } => {
                 let waiting = waiting.clone();
                 self.release(&waiting);
             }
+            // Dropping the document closes its channel: the forwarding task ends.
+            Phase::Forwarded { .. } => {}
         }
     }
 

@@ -186,6 +186,12 @@ impl Registry {
         Err(RelayError::Unavailable(room.to_owned()))
     }
 
+    /// Starts the room's actor here if it is not loaded (it places and loads the room; one
+    /// placed on another node ends at once). For what follows a room on this node.
+    pub(crate) fn start(self: &Arc<Self>, room: &str) -> Result<(), RelayError> {
+        self.room(room).map(|_| ())
+    }
+
     /// The room's inbox, spawning its actor (which loads from storage first) if not loaded.
     fn room(self: &Arc<Self>, room: &str) -> Result<RoomHandle, RelayError> {
         if self.deps.cancel.is_cancelled() {
