@@ -6,6 +6,7 @@
 
 mod cluster;
 mod cluster_scenario;
+mod docsize;
 mod loadgen;
 mod nats;
 mod prom;
@@ -87,6 +88,9 @@ enum Cmd {
     /// Cluster mode (weaver only, needs nats-server ≥ 2.11, see scripts/nats.sh): fan-out on
     /// redb-1 / js-1 / js-3, failover after kill -9 of a room's owner, bridge lifecycles.
     Cluster,
+    /// One document of 0.1 / 1 / 10 / 50 MB (0.1 with --quick): load time, RSS, bytes written
+    /// per 2-byte insert (`/proc/<pid>/io`) over 2,000 paced inserts (issue 23).
+    Docsize,
     /// Only install the anchors (npm packages, y-sweet) and build weaver.
     Install,
 }
@@ -134,7 +138,7 @@ fn real_main() -> Result<()> {
         Cmd::Cold => vec![Scenario::Cold],
         Cmd::Durability => vec![Scenario::Fanout64, Scenario::Burst64, Scenario::Writers16],
         Cmd::Bridge => vec![Scenario::BridgeLocal, Scenario::BridgeHttp],
-        Cmd::Install | Cmd::Cluster => vec![],
+        Cmd::Install | Cmd::Cluster | Cmd::Docsize => vec![],
     };
     let out_dir = cli.out.clone().unwrap_or(root.join("bench/results"));
     let stamp = timestamp();
@@ -259,6 +263,11 @@ fn real_main() -> Result<()> {
             text.push_str(&t);
         }
         all.extend(recs);
+    }
+    if cli.cmd == Cmd::Docsize {
+        let t = docsize::run(&env, &kinds, &docsize::Plan::new(cli.quick))?;
+        print!("{t}");
+        text.push_str(&t);
     }
     if let Some(found) = nats_bin {
         match found {

@@ -1,0 +1,177 @@
+//! `weaver-bench docsize` (issue 23): how a server's cost grows with one document's size. For
+//! each size: build the document through a stock client (bench/docsize.mjs), restart the server
+//! (Weaver: a cold load from disk; the in-memory anchors keep the room in memory, nothing to
+//! restart from), then a fresh client's load time, the server's RSS, and the bytes the server
+//! wrote (`/proc/<pid>/io` write_bytes) per 2-byte text insert over N paced inserts.
+//! Bounded: N inserts or `max_s` seconds, whichever comes first, per size and server.
+
+use anyhow::{Context, Result, anyhow, bail};
+use std::fmt::Write as _;
+use std::process::Command;
+
+use crate::servers::{self, Env, Kind, proc_cpu_s};
+
+/// Sizes and pacing of one run.
+pub struct Plan {
+    pub sizes_mb: Vec<f64>,
+    pub edits: usize,
+    pub pace_ms: u64,
+    pub max_s: u64,
+}
+
+impl Plan {
+    pub fn new(quick: bool) -> Plan {
+        if quick {
+            Plan {
+                sizes_mb: vec![0.1],
+                edits: 100,
+                pace_ms: 5,
+                max_s: 20,
+            }
+        } else {
+            Plan {
+                sizes_mb: vec![0.1, 1.0, 10.0, 50.0],
+                edits: 2000,
+                pace_ms: 5,
+                max_s: 120,
+            }
+        }
+    }
+}
+
+/// One measured point.
+struct Point {
+    server: &'static str,
+    size_mb: f64,
+    load_s: f64,
+    rss_mb: f64,
+    edits: u64,
+    bytes_per_edit: f64,
+    cpu_s: f64,
+    note: &'static str,
+}
+
+fn node(env: &Env, mode: &str, params: &serde_json::Value) -> Result<serde_json::Value> {
+    let out = Command::new("taskset")
+        .arg("-c")
+        .arg(&env.client_cpu)
+        .arg("node")
+        .arg("docsize.mjs")
+        .arg(mode)
+        .arg(params.to_string())
+        .current_dir(env.bench_dir())
+        .output()
+        .context("running bench/docsize.mjs")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let Some(line) = stdout.lines().find_map(|l| l.strip_prefix("RESULT ")) else {
+        bail!(
+            "docsize.mjs {mode} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
+    };
+    serde_json::from_str(line).context("docsize.mjs RESULT")
+}
+
+fn one(env: &Env, kind: Kind, size_mb: f64, plan: &Plan) -> Result<Point> {
+    let bytes = (size_mb * 1_000_000.0) as u64;
+    let data = env.work.join(format!("docsize-{}-{size_mb}", kind.name()));
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(&data)?;
+    let params = |url: String, extra: serde_json::Value| {
+        let mut p = serde_json::json!({
+            "url": url, "server": kind.name(), "room": "docsize", "bytes": bytes,
+        });
+        if let (Some(p), Some(e)) = (p.as_object_mut(), extra.as_object()) {
+            p.extend(e.clone());
+        }
+        p
+    };
+    let tag = format!("docsize-{size_mb}");
+    let persistent = kind.is_weaver();
+    let mut server = servers::start(env, kind, persistent.then_some(data.as_path()), &[], &tag)?;
+    let built = node(env, "build", &params(server.url(), serde_json::json!({})));
+    if persistent {
+        server.stop()?;
+        server = servers::start(env, kind, Some(&data), &[], &tag)?;
+    }
+    let cpu0 = proc_cpu_s(server.pid, env.clk_tck);
+    let edited = built.and_then(|_| {
+        node(
+            env,
+            "edit",
+            &params(
+                server.url(),
+                serde_json::json!({
+                    "n": plan.edits, "paceMs": plan.pace_ms, "pid": server.pid, "maxS": plan.max_s,
+                }),
+            ),
+        )
+    });
+    let cpu_s = proc_cpu_s(server.pid, env.clk_tck) - cpu0;
+    server.stop()?;
+    let _ = std::fs::remove_dir_all(&data);
+    let r = edited?;
+    let f = |k: &str| {
+        r.get(k)
+            .and_then(|v| v.as_f64())
+            .ok_or_else(|| anyhow!("docsize.mjs result has no {k}"))
+    };
+    Ok(Point {
+        server: kind.name(),
+        size_mb,
+        load_s: f("load_s")?,
+        rss_mb: f("rss_mb")?,
+        edits: f("edits")? as u64,
+        bytes_per_edit: f("bytes_per_edit")?,
+        cpu_s,
+        note: if persistent {
+            "cold load from disk"
+        } else {
+            "in memory: writes nothing, load from memory"
+        },
+    })
+}
+
+/// Runs every size on every server that can (y-sweet only when its binary is installed) and
+/// returns the markdown table.
+pub fn run(env: &Env, kinds: &[Kind], plan: &Plan) -> Result<String> {
+    let mut points = Vec::new();
+    for &size in &plan.sizes_mb {
+        for &kind in kinds {
+            if kind == Kind::WeaverHocus || (kind == Kind::Ysweet && !env.ysweet_bin().exists()) {
+                continue;
+            }
+            eprint!("docsize {size} MB on {} … ", kind.name());
+            match one(env, kind, size, plan) {
+                Ok(p) => {
+                    eprintln!(
+                        "load {:.2} s, {:.0} B/edit over {} edits",
+                        p.load_s, p.bytes_per_edit, p.edits
+                    );
+                    points.push(p);
+                }
+                Err(e) => eprintln!("FAILED: {e:#}"),
+            }
+        }
+    }
+    let mut t = format!(
+        "\n### document size: load, memory, bytes written per 2-byte insert ({} paced inserts every {} ms, at most {} s)\n\n",
+        plan.edits, plan.pace_ms, plan.max_s
+    );
+    t.push_str("| server | document MB | load s | RSS MB | inserts | bytes written / insert | server CPU s (load + inserts) | note |\n|---|---|---|---|---|---|---|---|\n");
+    for p in &points {
+        let _ = writeln!(
+            t,
+            "| {} | {} | {:.2} | {:.0} | {} | {:.0} | {:.2} | {} |",
+            p.server, p.size_mb, p.load_s, p.rss_mb, p.edits, p.bytes_per_edit, p.cpu_s, p.note
+        );
+    }
+    if points.is_empty() {
+        bail!("no docsize point could be measured");
+    }
+    Ok(t)
+}
