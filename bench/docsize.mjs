@@ -4,6 +4,8 @@
 //   node docsize.mjs build '<json>'  {url, server, room, bytes}: grows the room's text to `bytes`
 //                                    of non-compressible characters in 1 MB inserts, waits until
 //                                    a second client has all of it; prints RESULT {build_s}
+//   node docsize.mjs both '<json>'   build, then edit while the builder stays connected (in-memory
+//                                    servers, which drop a document its last client left)
 //   node docsize.mjs edit '<json>'   {url, server, room, bytes, n, paceMs, pid, maxS}: a fresh
 //                                    client syncs (load time: connect → synced with the whole
 //                                    text), then makes `n` paced 2-byte inserts (bounded by maxS
@@ -65,7 +67,7 @@ function proc (pid) {
   return { writeBytes: field(io, 'write_bytes'), rssKb: field(status, 'VmRSS') }
 }
 
-async function build () {
+async function build (keep = false) {
   const t0 = now()
   const w = client()
   const o = client()
@@ -76,7 +78,9 @@ async function build () {
     // One chunk in flight at a time keeps every server's message-size limit and memory sane.
     await until('the observer to get a chunk', () => o.text.length === w.text.length, 120000)
   }
-  w.destroy(); o.destroy()
+  // An in-memory server drops a document when its last client leaves: `both` keeps one.
+  if (!keep) w.destroy()
+  o.destroy()
   return { build_s: (now() - t0) / 1000 }
 }
 
@@ -112,6 +116,9 @@ async function edit () {
   }
 }
 
-const result = mode === 'build' ? await build() : await edit()
+let result
+if (mode === 'build') result = await build()
+else if (mode === 'both') result = { ...(await build(true)), ...(await edit()) }
+else result = await edit()
 process.stdout.write(`RESULT ${JSON.stringify(result)}\n`)
 process.exit(0)

@@ -59,6 +59,12 @@ struct Cli {
     /// 2000,10000; 2000 with --quick).
     #[arg(long, global = true, value_delimiter = ',')]
     failover_ttl_ms: Option<Vec<u64>>,
+    /// Document sizes (MB) of `docsize`, comma separated (default 0.1,1,10,50; 0.1 with --quick).
+    #[arg(long, global = true, value_delimiter = ',')]
+    doc_mb: Option<Vec<f64>>,
+    /// Paced inserts per `docsize` point (default 2000; 100 with --quick).
+    #[arg(long, global = true)]
+    doc_edits: Option<usize>,
     /// Where result tables (.md), raw records (.jsonl) and logs go (default bench/results).
     #[arg(long, global = true)]
     out: Option<PathBuf>,
@@ -265,7 +271,14 @@ fn real_main() -> Result<()> {
         all.extend(recs);
     }
     if cli.cmd == Cmd::Docsize {
-        let t = docsize::run(&env, &kinds, &docsize::Plan::new(cli.quick))?;
+        let mut plan = docsize::Plan::new(cli.quick);
+        if let Some(sizes) = &cli.doc_mb {
+            plan.sizes_mb = sizes.clone();
+        }
+        if let Some(n) = cli.doc_edits {
+            plan.edits = n;
+        }
+        let t = docsize::run(&env, &kinds, &plan)?;
         print!("{t}");
         text.push_str(&t);
     }
