@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 pub const JOURNAL_FILE_NAME: &str = "weaver.journal";
 const MAGIC: [u8; 8] = *b"WVRJNL01";
 /// Magic, database id, generation.
-pub(super) const HEADER_LEN: usize = 24;
+pub const HEADER_LEN: usize = 24;
 /// Frame length and checksum.
 const FRAME_HEAD: usize = 8;
 /// A frame longer than this is damage, not data: a group holds at most 64 MiB of updates
