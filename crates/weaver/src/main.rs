@@ -116,7 +116,7 @@ struct ServeArgs {
         default_value = "127.0.0.1:1234"
     )]
     listen: SocketAddr,
-    /// Data directory; the database is `<data>/weaver.redb`.
+    /// Data directory; the database is `<data>/weaver.redb`, its journal `<data>/weaver.journal`.
     #[arg(
         help_heading = "Storage",
         long,
