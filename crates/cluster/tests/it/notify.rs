@@ -13,7 +13,9 @@ use axum::http::{HeaderMap, StatusCode};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use weaver_cluster::testing::{NatsServer, unique};
-use weaver_cluster::{Lease, Leases, NotifyLedger, RoomFeed, RoomFeedConfig, RoomLog};
+use weaver_cluster::{
+    Lease, Leases, NotifyLedger, RoomFeed, RoomFeedConfig, RoomLog, RoomLogConfig,
+};
 use weaver_notify::{Ledger, LedgerError, Notifier, NotifyConfig, WebhookSecret};
 
 use crate::support::{b, lease_config, leases, log_config, room, same_log};
@@ -117,6 +119,44 @@ pub(crate) async fn campaign(leases: &Leases, node: &str) -> Lease {
     }
 }
 
+/// What every notifier test sets up: a writer and the notifier's node on one fresh room log,
+/// a ledger bucket, the role's lease bucket, and the given rooms taken over by the writer.
+pub(crate) struct Fixture {
+    pub(crate) server: Arc<NatsServer>,
+    pub(crate) cfg: RoomLogConfig,
+    pub(crate) writer: RoomLog,
+    pub(crate) log: RoomLog,
+    pub(crate) bucket: String,
+    pub(crate) role: Leases,
+}
+
+impl Fixture {
+    pub(crate) async fn new(rooms: &[&str]) -> Fixture {
+        let server = NatsServer::shared();
+        let cfg = log_config();
+        let writer = same_log(&server, &cfg).await;
+        let log = same_log(&server, &cfg).await;
+        for r in rooms {
+            writer.take_over(room(r), 1, "w".into()).await.unwrap();
+        }
+        let role = role(&server).await;
+        Fixture {
+            server,
+            cfg,
+            writer,
+            log,
+            bucket: unique("notify"),
+            role,
+        }
+    }
+
+    /// A term of `node` (once it holds the role) over the fixture's log and bucket.
+    pub(crate) async fn term(&self, node: &str, feed: &RoomFeedConfig, cfg: NotifyConfig) -> Term {
+        let lease = campaign(&self.role, node).await;
+        Term::start(&self.log, feed, &self.bucket, lease, cfg).await
+    }
+}
+
 /// One notifier term, holding the role's lease.
 pub(crate) struct Term {
     pub(crate) notifier: Notifier,
@@ -212,35 +252,20 @@ pub(crate) async fn write(log: &RoomLog, name: &str, n: usize) {
 
 #[tokio::test]
 async fn a_leader_change_neither_repeats_nor_loses_a_seq() {
-    let server = NatsServer::shared();
-    let cfg = log_config();
-    let writer = same_log(&server, &cfg).await;
-    let log = same_log(&server, &cfg).await;
-    let feed = RoomFeedConfig::default();
-    let bucket = unique("notify");
+    let fx = Fixture::new(&["a", "b", "z"]).await;
+    let (writer, feed) = (&fx.writer, RoomFeedConfig::default());
     let blocked = Arc::new(Mutex::new(HashSet::from(["b".to_owned()])));
     let (url, mut rx) = receiver(blocked.clone()).await;
-    let role = role(&server).await;
     let mut all = Vec::new();
-    for r in ["a", "b", "z"] {
-        writer.take_over(room(r), 1, "w".into()).await.unwrap();
-    }
 
     // Term 1: a is delivered; b is refused (503, retried) and so never acknowledged, while
     // a's later messages, behind b's in the stream, are delivered and acknowledged.
-    let t1 = Term::start(
-        &log,
-        &feed,
-        &bucket,
-        campaign(&role, "n1").await,
-        config(url.clone(), 100),
-    )
-    .await;
+    let t1 = fx.term("n1", &feed, config(url.clone(), 100)).await;
     let epoch1 = t1.lease.epoch();
-    write(&writer, "a", 3).await;
+    write(writer, "a", 3).await;
     until(&mut rx, &mut all, |d| delivered(d, "a", 3)).await;
-    write(&writer, "b", 1).await;
-    write(&writer, "a", 2).await;
+    write(writer, "b", 1).await;
+    write(writer, "a", 2).await;
     // b was tried (and refused) too.
     until(&mut rx, &mut all, |d| {
         delivered(d, "a", 5) && d.iter().any(|h| h.room == "b" && !h.ok)
@@ -251,27 +276,22 @@ async fn a_leader_change_neither_repeats_nor_loses_a_seq() {
     // Term 2 reads b's message again (and a's, which its ledger covers): b is delivered, a
     // not again; what is written now is announced too.
     blocked.lock().unwrap().clear();
-    let t2 = Term::start(
-        &log,
-        &feed,
-        &bucket,
-        campaign(&role, "n2").await,
-        config(url.clone(), 100),
-    )
-    .await;
+    let t2 = fx.term("n2", &feed, config(url.clone(), 100)).await;
     assert!(t2.lease.epoch() > epoch1);
     until(&mut rx, &mut all, |d| delivered(d, "b", 1)).await;
-    write(&writer, "a", 1).await;
+    write(writer, "a", 1).await;
     until(&mut rx, &mut all, |d| delivered(d, "a", 6)).await;
     // A marker after everything: once it arrived, nothing else of the above is on its way.
-    write(&writer, "z", 1).await;
+    write(writer, "z", 1).await;
     until(&mut rx, &mut all, |d| delivered(d, "z", 1)).await;
     let per_room = check_once_in_order(&all);
     assert_eq!(per_room["a"].last(), Some(&6), "{all:?}");
     assert_eq!(per_room["b"], vec![1], "{all:?}");
 
     // Term 1's ledger is stale now: a write under its epoch is refused.
-    let stale = NotifyLedger::open(&log, &bucket, epoch1).await.unwrap();
+    let stale = NotifyLedger::open(&fx.log, &fx.bucket, epoch1)
+        .await
+        .unwrap();
     assert!(matches!(
         stale.record("a", 0, 7).await,
         Err(LedgerError::Superseded)
@@ -281,44 +301,22 @@ async fn a_leader_change_neither_repeats_nor_loses_a_seq() {
 
 #[tokio::test]
 async fn a_restart_sends_what_was_not_delivered_but_never_history() {
-    let server = NatsServer::shared();
-    let cfg = log_config();
-    let writer = same_log(&server, &cfg).await;
-    let log = same_log(&server, &cfg).await;
-    let feed = RoomFeedConfig::default();
-    let bucket = unique("notify");
+    let fx = Fixture::new(&["old", "new", "z"]).await;
+    let (writer, feed) = (&fx.writer, RoomFeedConfig::default());
     let (url, mut rx) = receiver(Arc::default()).await;
-    let role = role(&server).await;
     let mut all = Vec::new();
-    for r in ["old", "new", "z"] {
-        writer.take_over(room(r), 1, "w".into()).await.unwrap();
-    }
     // History written before the notifier's first term: never announced.
-    write(&writer, "old", 2).await;
+    write(writer, "old", 2).await;
 
     // The first term waits out a long debounce and ends before sending `new`.
-    let t1 = Term::start(
-        &log,
-        &feed,
-        &bucket,
-        campaign(&role, "n1").await,
-        config(url.clone(), 60_000),
-    )
-    .await;
-    write(&writer, "new", 1).await;
+    let t1 = fx.term("n1", &feed, config(url.clone(), 60_000)).await;
+    write(writer, "new", 1).await;
     t1.end().await;
 
     // The next term sends it at once; history stays unannounced.
-    let t2 = Term::start(
-        &log,
-        &feed,
-        &bucket,
-        campaign(&role, "n2").await,
-        config(url.clone(), 50),
-    )
-    .await;
+    let t2 = fx.term("n2", &feed, config(url.clone(), 50)).await;
     until(&mut rx, &mut all, |d| delivered(d, "new", 1)).await;
-    write(&writer, "z", 1).await;
+    write(writer, "z", 1).await;
     until(&mut rx, &mut all, |d| delivered(d, "z", 1)).await;
     check_once_in_order(&all);
     assert!(!all.iter().any(|h| h.room == "old"), "{all:?}");
@@ -327,28 +325,18 @@ async fn a_restart_sends_what_was_not_delivered_but_never_history() {
 
 #[tokio::test]
 async fn a_deleted_and_recreated_room_gets_a_new_generation() {
-    let server = NatsServer::shared();
-    let cfg = log_config();
-    let writer = same_log(&server, &cfg).await;
-    let log = same_log(&server, &cfg).await;
-    let bucket = unique("notify");
+    let fx = Fixture::new(&["d"]).await;
+    let writer = &fx.writer;
     let (url, mut rx) = receiver(Arc::default()).await;
-    let role = role(&server).await;
     let mut all = Vec::new();
-    writer.take_over(room("d"), 1, "w".into()).await.unwrap();
-    let t = Term::start(
-        &log,
-        &RoomFeedConfig::default(),
-        &bucket,
-        campaign(&role, "n1").await,
-        config(url, 50),
-    )
-    .await;
-    write(&writer, "d", 2).await;
+    let t = fx
+        .term("n1", &RoomFeedConfig::default(), config(url, 50))
+        .await;
+    write(writer, "d", 2).await;
     until(&mut rx, &mut all, |d| delivered(d, "d", 2)).await;
     writer.delete(room("d")).await.unwrap();
     writer.take_over(room("d"), 1, "w".into()).await.unwrap();
-    write(&writer, "d", 1).await;
+    write(writer, "d", 1).await;
     // Seqs continue after the tombstone; the generation moved on, so the id is new.
     until(&mut rx, &mut all, |d| delivered(d, "d", 3)).await;
     let last = all.iter().rfind(|h| h.ok).unwrap();

@@ -6,15 +6,14 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use weaver_cluster::testing::{NatsServer, unique};
 use weaver_cluster::{NotifyLedger, RoomFeed, RoomFeedConfig, RoomFeedError};
 use weaver_notify::{Delivered, Ledger};
 
 use crate::notify::{
-    Term, campaign, check_once_in_order, config, delivered, receiver, role, slow_receiver, until,
-    write,
+    Fixture, Term, campaign, check_once_in_order, config, delivered, receiver, slow_receiver,
+    until, write,
 };
-use crate::support::{Proxy, lease_config, leases, log_config, room, same_log};
+use crate::support::{Proxy, lease_config, leases, room, same_log};
 
 /// What the ledger holds for `room`, read under an epoch no term reaches (reading writes
 /// nothing).
@@ -23,17 +22,32 @@ async fn recorded(log: &weaver_cluster::RoomLog, bucket: &str, name: &str) -> Op
     reader.delivered(name).await.unwrap()
 }
 
+/// Waits (bounded: 15 s) until what the ledger holds for `name` satisfies `done`.
+async fn until_recorded(
+    log: &weaver_cluster::RoomLog,
+    bucket: &str,
+    name: &str,
+    done: impl Fn(Delivered) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if recorded(log, bucket, name).await.is_some_and(&done) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name}: not recorded as expected"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_term_past_its_lease_neither_sends_nor_records_while_the_next_one_runs() {
-    let server = NatsServer::shared();
-    let cfg = log_config();
-    let writer = same_log(&server, &cfg).await;
-    let (log1, log2) = (same_log(&server, &cfg).await, same_log(&server, &cfg).await);
+    let fx = Fixture::new(&["q", "p"]).await;
+    let (server, writer, bucket) = (&fx.server, &fx.writer, &fx.bucket);
+    let (log1, log2) = (&fx.log, same_log(server, &fx.cfg).await);
     let feed = RoomFeedConfig::default();
-    let bucket = unique("notify");
-    for r in ["q", "p"] {
-        writer.take_over(room(r), 1, "w".into()).await.unwrap();
-    }
     // Node 1 renews its lease through a proxy that is frozen at once: its process is as good
     // as paused. Its term is never told to stop; only its own clock can hold it back.
     let lease_cfg = lease_config(Duration::from_secs(3));
@@ -45,7 +59,7 @@ async fn a_term_past_its_lease_neither_sends_nor_records_while_the_next_one_runs
     let leases1 = weaver_cluster::Leases::open(&js1, lease_cfg.clone())
         .await
         .unwrap();
-    let leases2 = leases(&server, &lease_cfg).await;
+    let leases2 = leases(server, &lease_cfg).await;
     // Term 1's receiver answers only after 4 s: past the lease, so the answer to a send made
     // in time comes too late to be recorded.
     let (url1, mut rx1) = slow_receiver(Arc::default(), Duration::from_secs(4)).await;
@@ -54,8 +68,8 @@ async fn a_term_past_its_lease_neither_sends_nor_records_while_the_next_one_runs
     let lease1 = campaign(&leases1, "n1").await;
     let clock1 = lease1.clock();
     proxy.freeze(true, true);
-    let mut t1 = Term::start(&log1, &feed, &bucket, lease1, config(url1, 100)).await;
-    write(&writer, "q", 1).await;
+    let mut t1 = Term::start(log1, &feed, bucket, lease1, config(url1, 100)).await;
+    write(writer, "q", 1).await;
     // The lease runs out by the clock (TTL - margin after its acquisition).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while clock1.remaining().is_some() {
@@ -66,13 +80,13 @@ async fn a_term_past_its_lease_neither_sends_nor_records_while_the_next_one_runs
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Changed after the deadline: a term that ignores its clock would send it.
-    write(&writer, "p", 1).await;
+    write(writer, "p", 1).await;
     // q was sent in time; its answer comes 4 s later, past the lease.
     let mut hits1 = Vec::new();
     until(&mut rx1, &mut hits1, |d| d.iter().any(|h| h.room == "q")).await;
     tokio::time::sleep(Duration::from_millis(4500)).await;
     assert_eq!(
-        recorded(&log1, &bucket, "q").await,
+        recorded(log1, bucket, "q").await,
         None,
         "term 1 recorded after its lease"
     );
@@ -85,14 +99,14 @@ async fn a_term_past_its_lease_neither_sends_nor_records_while_the_next_one_runs
     let t2 = Term::start(
         &log2,
         &feed,
-        &bucket,
+        bucket,
         campaign(&leases2, "n2").await,
         config(url2, 100),
     )
     .await;
     // Term 1 cannot move the consumers back under the running term.
     assert!(matches!(
-        RoomFeed::open(&log1, &feed, &clock1).await,
+        RoomFeed::open(log1, &feed, &clock1).await,
         Err(RoomFeedError::Fenced)
     ));
     let mut hits2 = Vec::new();
@@ -101,8 +115,7 @@ async fn a_term_past_its_lease_neither_sends_nor_records_while_the_next_one_runs
     })
     .await;
     check_once_in_order(&hits2);
-    let at_q = recorded(&log2, &bucket, "q").await.map(|d| d.seq);
-    assert_eq!(at_q, Some(1));
+    until_recorded(&log2, bucket, "q", |d| d.seq == 1).await;
     // Nothing of p ever reached term 1's receiver.
     while let Ok(hit) = rx1.try_recv() {
         hits1.push(hit);
@@ -115,30 +128,18 @@ async fn a_term_past_its_lease_neither_sends_nor_records_while_the_next_one_runs
 
 #[tokio::test]
 async fn a_room_delivered_again_and_again_holds_one_message_and_gets_its_newest_seq() {
-    let server = NatsServer::shared();
-    let cfg = log_config();
-    let writer = same_log(&server, &cfg).await;
-    let log = same_log(&server, &cfg).await;
+    let fx = Fixture::new(&["h"]).await;
+    let writer = &fx.writer;
     // A short ack wait: the held message comes back several times while the room fails.
     let feed = RoomFeedConfig {
         ack_wait: Duration::from_millis(300),
         ..RoomFeedConfig::default()
     };
-    let bucket = unique("notify");
     let blocked = Arc::new(Mutex::new(HashSet::from(["h".to_owned()])));
     let (url, mut rx) = receiver(blocked.clone()).await;
-    let role = role(&server).await;
-    writer.take_over(room("h"), 1, "w".into()).await.unwrap();
-    let t = Term::start(
-        &log,
-        &feed,
-        &bucket,
-        campaign(&role, "n1").await,
-        config(url, 50),
-    )
-    .await;
+    let t = fx.term("n1", &feed, config(url, 50)).await;
     const WRITES: usize = 60;
-    write(&writer, "h", WRITES).await;
+    write(writer, "h", WRITES).await;
     let mut all = Vec::new();
     until(&mut rx, &mut all, |d| {
         d.iter().any(|h| h.room == "h" && !h.ok)
@@ -170,53 +171,29 @@ async fn a_room_delivered_again_and_again_holds_one_message_and_gets_its_newest_
 
 #[tokio::test]
 async fn a_deletion_the_ledger_could_not_record_is_retried_until_it_is() {
-    let server = NatsServer::shared();
-    let cfg = log_config();
-    let writer = same_log(&server, &cfg).await;
-    let log = same_log(&server, &cfg).await;
-    let bucket = unique("notify");
+    let fx = Fixture::new(&["d"]).await;
+    let (writer, log, bucket) = (&fx.writer, &fx.log, &fx.bucket);
     let (url, mut rx) = receiver(Arc::default()).await;
-    let role = role(&server).await;
-    writer.take_over(room("d"), 1, "w".into()).await.unwrap();
-    let lease = campaign(&role, "n1").await;
-    let epoch = lease.epoch();
     // The default ack wait (60 s): only a retry of its own brings the deletion back in time.
-    let t = Term::start(
-        &log,
-        &RoomFeedConfig::default(),
-        &bucket,
-        lease,
-        config(url, 50),
-    )
-    .await;
+    let t = fx
+        .term("n1", &RoomFeedConfig::default(), config(url, 50))
+        .await;
+    let epoch = t.lease.epoch();
     let mut all = Vec::new();
-    write(&writer, "d", 2).await;
+    write(writer, "d", 2).await;
     until(&mut rx, &mut all, |d| delivered(d, "d", 2)).await;
 
     // The ledger's bucket disappears: recording the deletion fails.
-    let js = weaver_cluster::jetstream(server.client().await, Duration::from_secs(2));
-    js.delete_key_value(&bucket).await.unwrap();
+    let js = weaver_cluster::jetstream(fx.server.client().await, Duration::from_secs(2));
+    js.delete_key_value(bucket).await.unwrap();
     writer.delete(room("d")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // Back (empty); the deletion is recorded at a retry: a new generation.
-    NotifyLedger::open(&log, &bucket, epoch).await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        if recorded(&log, &bucket, "d")
-            .await
-            .is_some_and(|d| d.generation == 1)
-        {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the deletion was not recorded"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    NotifyLedger::open(log, bucket, epoch).await.unwrap();
+    until_recorded(log, bucket, "d", |d| d.generation == 1).await;
     // So the re-created room's webhook carries a new id.
     writer.take_over(room("d"), 1, "w".into()).await.unwrap();
-    write(&writer, "d", 1).await;
+    write(writer, "d", 1).await;
     until(&mut rx, &mut all, |d| delivered(d, "d", 3)).await;
     assert_eq!(all.iter().rfind(|h| h.ok).unwrap().id, "msg_d_1_3");
     t.end().await;
@@ -224,22 +201,13 @@ async fn a_deletion_the_ledger_could_not_record_is_retried_until_it_is() {
 
 #[tokio::test]
 async fn a_dead_stream_reader_ends_the_feed_and_the_term() {
-    let server = NatsServer::shared();
-    let cfg = log_config();
-    let log = same_log(&server, &cfg).await;
+    let fx = Fixture::new(&[]).await;
     let feed = RoomFeedConfig::default();
     let (url, _rx) = receiver(Arc::default()).await;
-    let role = role(&server).await;
-    let mut t = Term::start(
-        &log,
-        &feed,
-        &unique("notify"),
-        campaign(&role, "n1").await,
-        config(url, 50),
-    )
-    .await;
+    let mut t = fx.term("n1", &feed, config(url, 50)).await;
     // One stream's consumer vanishes under its reader (as when an operator removes it).
-    log.stream_of("any")
+    fx.log
+        .stream_of("any")
         .delete_consumer(&feed.durable)
         .await
         .unwrap();
