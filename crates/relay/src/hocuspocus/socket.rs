@@ -369,16 +369,10 @@ impl Socket {
         }) = self.docs.get(address)
         {
             // Verbatim to the owner, which checks and answers everything itself.
-            let full = matches!(
-                upstream.try_send(frame.clone()),
-                Err(tokio::sync::mpsc::error::TrySendError::Full(_))
-            );
-            if full {
-                self.reject(
-                    close_code::SLOW_CONSUMER,
-                    "owner_queue_full",
-                    &"the room's owner does not read fast enough",
-                );
+            if let Err(full) = upstream.try_send(frame.clone()) {
+                let (room, _) = split_address(address);
+                warn!(room, reason = "owner_queue_full", detail = %full, "the room's owner does not read fast enough");
+                self.reject(close_code::SLOW_CONSUMER, "owner_queue_full", &full);
             } else if matches!(message, HocusMessage::Close(_)) {
                 self.detach(address);
             }
@@ -629,6 +623,9 @@ impl Socket {
             placement: rooms.deps().config.placement.clone(),
             shutdown: rooms.deps().cancel.clone(),
             tracker: rooms.tracker().clone(),
+            upstream_bytes: crate::forward::hocuspocus::upstream_budget(
+                rooms.deps().config.max_message_bytes,
+            ),
         };
         let (name, _) = split_address(&address);
         info!(room = name, owner = %owner.node_id, "Hocuspocus document forwarded to the room's owner");
