@@ -142,43 +142,7 @@ impl VersionStore {
         rows.retain(|m| !gone.contains(&m.id));
         let mut value = vec![INDEX_V1];
         serde_json::to_writer(&mut value, &rows).map_err(VersionError::Encode)?;
-        let key = encode_room(room);
-        let written = match revision {
-            Some(rev) => self
-                .index
-                .update(&key, value.into(), rev)
-                .await
-                .map_err(|e| {
-                    if e.kind() == kv::UpdateErrorKind::WrongLastRevision {
-                        VersionError::Conflict {
-                            room: room.to_owned(),
-                        }
-                    } else {
-                        VersionError::Write {
-                            room: room.to_owned(),
-                            source: e,
-                        }
-                    }
-                }),
-            None => self
-                .index
-                .create(&key, value.into())
-                .await
-                .map(|_| 0)
-                .map_err(|e| {
-                    if e.kind() == kv::CreateErrorKind::AlreadyExists {
-                        VersionError::Conflict {
-                            room: room.to_owned(),
-                        }
-                    } else {
-                        VersionError::Create {
-                            room: room.to_owned(),
-                            source: e,
-                        }
-                    }
-                }),
-        };
-        written?;
+        self.write_index(room, value, revision).await?;
         for id in gone {
             self.remove_object(room, id).await;
         }
@@ -263,29 +227,29 @@ impl VersionStore {
     ) -> Result<(), VersionError> {
         let mut value = vec![INDEX_V1];
         serde_json::to_writer(&mut value, rows).map_err(VersionError::Encode)?;
+        match self.read_index(room).await? {
+            (existing, Some(_)) if existing.as_slice() == rows && !rows.is_empty() => Ok(()),
+            (existing, Some(_)) if !existing.is_empty() => Err(VersionError::Conflict {
+                room: room.to_owned(),
+            }),
+            (_, revision) => self.write_index(room, value, revision).await,
+        }
+    }
+
+    /// Writes the room's index entry as `value`: compare-and-set on `revision` (the entry read),
+    /// created where there was none; [`VersionError::Conflict`] when another writer was first.
+    async fn write_index(
+        &self,
+        room: &str,
+        value: Vec<u8>,
+        revision: Option<u64>,
+    ) -> Result<(), VersionError> {
         let key = encode_room(room);
         let conflict = || VersionError::Conflict {
             room: room.to_owned(),
         };
-        match self.read_index(room).await? {
-            (_, None) => self
-                .index
-                .create(&key, value.into())
-                .await
-                .map(|_| ())
-                .map_err(|e| {
-                    if e.kind() == kv::CreateErrorKind::AlreadyExists {
-                        conflict()
-                    } else {
-                        VersionError::Create {
-                            room: room.to_owned(),
-                            source: e,
-                        }
-                    }
-                }),
-            (existing, Some(_)) if existing.as_slice() == rows && !rows.is_empty() => Ok(()),
-            (existing, Some(_)) if !existing.is_empty() => Err(conflict()),
-            (_, Some(rev)) => self
+        match revision {
+            Some(rev) => self
                 .index
                 .update(&key, value.into(), rev)
                 .await
@@ -295,6 +259,21 @@ impl VersionStore {
                         conflict()
                     } else {
                         VersionError::Write {
+                            room: room.to_owned(),
+                            source: e,
+                        }
+                    }
+                }),
+            None => self
+                .index
+                .create(&key, value.into())
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    if e.kind() == kv::CreateErrorKind::AlreadyExists {
+                        conflict()
+                    } else {
+                        VersionError::Create {
                             room: room.to_owned(),
                             source: e,
                         }
