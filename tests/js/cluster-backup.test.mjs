@@ -4,7 +4,8 @@
 // started on that file serves every room and version as they were, (b) `weaver restore
 // --cluster` loads the file into a new NATS, and a node there serves them at the same seqs;
 // (c) the single node's own backup moves it into another new cluster the same way.
-// A garbage or truncated file is refused before anything is written; restoring twice refuses.
+// A garbage or truncated file is refused before anything is written; restoring twice refuses;
+// restoring into a cluster whose nodes are alive refuses unless --force.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
@@ -126,6 +127,15 @@ test('a cluster backup starts a single node and restores into a new cluster; bad
       await assert.rejects(run(weaverBin, ['restore', '--cluster', fresh.url, bad]),
         (e) => e.code === 1 && /weaver restore: .*is not a valid database/.test(e.stderr), `${bad} refused`)
     }
+
+    // A cluster with live nodes (n1 and n2 still run) is refused: they may create the rooms
+    // being written in. --force passes that check (and meets the rooms it already has).
+    const live = await run(weaverBin, ['restore', '--cluster', nats.url, '--lease-ttl-ms', '2000', file]).then(() => null, (e) => e)
+    assert.ok(live && live.code !== 0, 'a restore into a running cluster fails')
+    assert.match(live.stderr, /weaver restore: the cluster has 2 live nodes, nothing was restored: "n1 \(.*\)", "n2 \(.*\)"; stop them first .* or pass --force/)
+    const forced = await run(weaverBin, ['restore', '--cluster', nats.url, '--lease-ttl-ms', '2000', '--force', file]).then(() => null, (e) => e)
+    assert.ok(forced && forced.code === 1, 'forced, it still refuses rooms the cluster has')
+    assert.match(forced.stderr, /already has 3 of the backup's 3 rooms, nothing was restored/)
 
     // (b) Restore into the new NATS: the earlier refusals wrote nothing (no room is refused
     // as existing), and a node there serves every room at the same seqs.

@@ -5,6 +5,8 @@
 //!
 //! Order, so that a bad file or an occupied cluster writes nothing: the whole file is read and
 //! checked first (redb's checksums, the storage format, every room and version row decoded);
+//! then a cluster with live nodes (heartbeats in `weaver_nodes` younger than `--lease-ttl-ms`)
+//! is refused unless `--force`: a node may create a room while its backup is being written in;
 //! then the cluster is asked which of the file's rooms it holds anything of, and those are
 //! refused (listed, non-zero exit) unless `--skip-existing`; only then are rooms written, one
 //! at a time, each all or nothing (`weaver_cluster::RoomTransfer::import`). A restore cut off
@@ -13,10 +15,11 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use redb::{Database, ReadableDatabase};
-use weaver_cluster::{RoomCopy, RoomLogConfig, RoomTransfer};
+use weaver_cluster::{NodeDirectory, RegistryConfig, RoomCopy, RoomLogConfig, RoomTransfer};
 use weaver_relay::store::redb::transfer;
 
 /// Rooms named in the refusal message; the rest are counted.
@@ -36,6 +39,14 @@ pub struct RestoreArgs {
     /// restore (to resume a restore that was cut off).
     #[arg(long)]
     pub skip_existing: bool,
+    /// Restore even though nodes of the cluster are alive (they may write the rooms being
+    /// restored; the restore still never writes over a room or a versions index it finds).
+    #[arg(long)]
+    pub force: bool,
+    /// How long the cluster's nodes count as alive after their last heartbeat: the value the
+    /// nodes run with.
+    #[arg(long, env = "WEAVER_LEASE_TTL_MS", default_value_t = 10_000)]
+    pub lease_ttl_ms: u64,
     /// The backup file (`weaver backup --out`, or a stopped node's `weaver.redb`).
     pub file: PathBuf,
 }
@@ -81,6 +92,9 @@ async fn restore(args: &RestoreArgs) -> anyhow::Result<Restored> {
     let client = weaver_cluster::connect(&args.cluster, "weaver-restore")
         .await
         .context("connecting to the cluster")?;
+    if !args.force {
+        refuse_live_nodes(&client, Duration::from_millis(args.lease_ttl_ms)).await?;
+    }
     let target = RoomTransfer::open(
         client,
         RoomLogConfig {
@@ -93,6 +107,41 @@ async fn restore(args: &RestoreArgs) -> anyhow::Result<Restored> {
     let result = write_rooms(&target, db, names, args.skip_existing).await;
     target.stop().await;
     result
+}
+
+/// Fails when the cluster has live nodes: the restore is for a cluster that is not running.
+async fn refuse_live_nodes(
+    client: &weaver_cluster::NatsClient,
+    ttl: Duration,
+) -> anyhow::Result<()> {
+    let js = weaver_cluster::jetstream(client.clone(), RoomLogConfig::default().request_timeout);
+    let cfg = RegistryConfig {
+        ttl,
+        ..RegistryConfig::default()
+    };
+    let Some(directory) = NodeDirectory::open(&js, &cfg)
+        .await
+        .context("reading the cluster's node registry")?
+    else {
+        return Ok(());
+    };
+    let live: Vec<String> = directory
+        .nodes()
+        .await
+        .context("reading the cluster's node registry")?
+        .into_iter()
+        .filter(|n| n.alive)
+        .map(|n| format!("{} ({})", n.node_id, n.url))
+        .collect();
+    if !live.is_empty() {
+        bail!(
+            "the cluster has {} live nodes, nothing was restored: {}; stop them first (a \
+             running node may create the rooms being restored), or pass --force",
+            live.len(),
+            shown(&live)
+        );
+    }
+    Ok(())
 }
 
 /// Opens the file with every checksum verified and reads every room once, so a damaged or
