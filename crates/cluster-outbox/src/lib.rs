@@ -21,4 +21,4 @@ mod transfer;
 
 pub use log::{LogError, OutboxConfig};
 pub use outbox::JetStreamOutbox;
-pub use transfer::{RestoreError, image_of_backup, read_outbox, restore_image};
+pub use transfer::{RestoreError, image_of_backup, outbox_messages, read_outbox, restore_image};

@@ -98,3 +98,19 @@ pub async fn restore_image(
         .map_err(fail)?;
     Ok(())
 }
+
+/// How many messages the outbox stream holds (0: nothing was ever written, or a restore may
+/// write it).
+pub async fn outbox_messages(
+    client: &async_nats::Client,
+    cfg: &OutboxConfig,
+) -> Result<u64, OutboxError> {
+    let log = Log::open(client, cfg)
+        .await
+        .map_err(|e| remote("opening the outbox stream", e))?;
+    let (_, messages) = log
+        .state()
+        .await
+        .map_err(|e| remote("reading the outbox stream", e))?;
+    Ok(messages)
+}
