@@ -44,6 +44,9 @@ pub struct RestoreArgs {
     pub file: PathBuf,
 }
 
+/// A backup file checked: its database, its rooms' names, its bridge tables as an outbox image.
+type Checked = (Arc<Database>, Vec<String>, Option<Vec<u8>>);
+
 /// What a restore did.
 struct Restored {
     rooms: usize,
@@ -129,9 +132,7 @@ async fn restore(args: &RestoreArgs) -> anyhow::Result<Restored> {
 /// Opens the file with every checksum verified and reads every room once, so a damaged or
 /// foreign file is refused before anything is written. Returns the rooms' names and the
 /// bridge's tables as an outbox image (if the file has them).
-fn check_file(
-    path: &std::path::Path,
-) -> anyhow::Result<(Arc<Database>, Vec<String>, Option<Vec<u8>>)> {
+fn check_file(path: &std::path::Path) -> anyhow::Result<Checked> {
     let db = Database::builder()
         .set_check_integrity_on_open(true)
         .open(path)
