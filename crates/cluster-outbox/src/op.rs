@@ -38,6 +38,12 @@ pub(crate) enum Op {
         chunks: Vec<u64>,
         len: u64,
     },
+    /// An op too large for one message: its encoding is in `chunks` (stream sequences on the
+    /// snapshot subject, `len` bytes), and it takes effect at this record's sequence.
+    Chunked {
+        chunks: Vec<u64>,
+        len: u64,
+    },
     Create {
         specs: Vec<NewCall>,
         ids: Vec<Uuid>,
@@ -129,6 +135,7 @@ impl Op {
         match self {
             Op::Opened { .. } => "opened",
             Op::Snapshot { .. } => "snapshot",
+            Op::Chunked { .. } => "chunked",
             Op::Create { .. } => "create",
             Op::Claim { .. } => "claim",
             Op::Complete { .. } => "complete",
@@ -151,7 +158,8 @@ impl Op {
 /// append is acknowledged) and the replay at open.
 pub(crate) fn apply(replica: &RedbOutbox, op: Op, seq: u64) -> Result<Applied, OutboxError> {
     Ok(match op {
-        Op::Opened { .. } | Op::Snapshot { .. } => Applied::Nothing,
+        // A chunked op is applied as the op it holds (the loader reads it first).
+        Op::Opened { .. } | Op::Snapshot { .. } | Op::Chunked { .. } => Applied::Nothing,
         Op::Create { specs, ids, now } => {
             Applied::Created(replica.create_calls_with_ids(specs, &ids, now)?)
         }

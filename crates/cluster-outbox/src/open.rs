@@ -51,10 +51,15 @@ pub(crate) async fn load(
             since_snapshot: 0,
         });
     };
-    let first_op = Op::decode(first.seq, &first.payload)?;
+    let first_op = match Op::decode(first.seq, &first.payload)? {
+        Op::Chunked { chunks, len } => {
+            Op::decode(first.seq, &read_chunks(log, &chunks, len, first.seq).await?)?
+        }
+        op => op,
+    };
     let (replica, mut pending) = match &first_op {
         Op::Snapshot { chunks, len } => {
-            let bytes = read_image(log, chunks, *len, first.seq).await?;
+            let bytes = read_chunks(log, chunks, *len, first.seq).await?;
             let replica = image::replica(Some(bytes.to_vec()), policy.clone(), failure_notices)
                 .map_err(|e| OutboxError::Corrupt {
                     seq: first.seq,
@@ -93,6 +98,10 @@ pub(crate) async fn load(
         match Op::decode(seq, &next.payload)? {
             // The state already is what a later snapshot holds.
             Op::Snapshot { .. } => since_snapshot = 0,
+            Op::Chunked { chunks, len } => {
+                let bytes = read_chunks(log, &chunks, len, seq).await?;
+                pending = Some(Op::decode(seq, &bytes)?);
+            }
             op => pending = Some(op),
         }
     }
@@ -105,13 +114,14 @@ pub(crate) async fn load(
     })
 }
 
-async fn read_image(log: &Log, chunks: &[u64], len: u64, seq: u64) -> Result<Bytes, OutboxError> {
+/// The bytes a snapshot or chunked op (at `seq`) stored in chunks.
+async fn read_chunks(log: &Log, chunks: &[u64], len: u64, seq: u64) -> Result<Bytes, OutboxError> {
     let mut bytes = BytesMut::with_capacity(usize::try_from(len).unwrap_or(0));
     for chunk in chunks {
         let part = log.chunk(*chunk).await.map_err(|e| match e {
             LogError::MissingChunk { seq: c } => OutboxError::Corrupt {
                 seq,
-                why: format!("snapshot chunk {c} is missing"),
+                why: format!("its chunk {c} is missing"),
             },
             e => remote("reading a snapshot chunk", e),
         })?;

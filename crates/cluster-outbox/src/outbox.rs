@@ -148,6 +148,10 @@ impl JetStreamOutbox {
             return Err(OutboxError::Fenced);
         }
         let mut w = self.lock();
+        // Another writer may have found the handle fenced while this one waited.
+        if self.fenced.is_cancelled() {
+            return Err(OutboxError::Fenced);
+        }
         let name = op.name();
         let seq = self.append(&mut w, &op)?;
         let applied = op::apply(&self.replica, op, seq).map_err(|e| {
@@ -164,10 +168,29 @@ impl JetStreamOutbox {
         Ok(applied)
     }
 
-    /// Appends one message of this handle (an op or a snapshot chunk) after `w.last`.
+    /// Appends `op` after `w.last`; returns the sequence it takes effect at. An op larger than
+    /// a message goes into chunks first, then a `chunked` record naming them.
     fn append(&self, w: &mut Writer, op: &Op) -> Result<u64, OutboxError> {
         let payload = Bytes::from(op.encode()?);
-        self.append_raw(w, payload, true)
+        if payload.len() <= self.log.chunk_size() {
+            return self.append_raw(w, payload, true);
+        }
+        let len = payload.len() as u64;
+        let chunks = self.append_chunks(w, &payload)?;
+        let record = Bytes::from(Op::Chunked { chunks, len }.encode()?);
+        self.append_raw(w, record, true)
+    }
+
+    /// Appends `bytes` as chunks on the snapshot subject; returns their sequences.
+    fn append_chunks(&self, w: &mut Writer, bytes: &Bytes) -> Result<Vec<u64>, OutboxError> {
+        let mut chunks = Vec::new();
+        let mut at = 0;
+        while at < bytes.len() {
+            let end = (at + self.log.chunk_size()).min(bytes.len());
+            chunks.push(self.append_raw(w, bytes.slice(at..end), false)?);
+            at = end;
+        }
+        Ok(chunks)
     }
 
     fn append_raw(&self, w: &mut Writer, payload: Bytes, is_op: bool) -> Result<u64, OutboxError> {
@@ -215,20 +238,13 @@ impl JetStreamOutbox {
             }
         };
         let len = image.len() as u64;
-        let image = Bytes::from(image);
-        let mut chunks = Vec::new();
-        let mut at = 0;
-        while at < image.len() {
-            let end = (at + self.log.chunk_size()).min(image.len());
-            match self.append_raw(w, image.slice(at..end), false) {
-                Ok(seq) => chunks.push(seq),
-                Err(e) => {
-                    warn!(error = %e, "outbox snapshot: storing a chunk failed");
-                    return;
-                }
+        let chunks = match self.append_chunks(w, &Bytes::from(image)) {
+            Ok(chunks) => chunks,
+            Err(e) => {
+                warn!(error = %e, "outbox snapshot: storing a chunk failed");
+                return;
             }
-            at = end;
-        }
+        };
         let first_chunk = chunks.first().copied();
         let snap_seq = match self.append(w, &Op::Snapshot { chunks, len }) {
             Ok(seq) => seq,

@@ -213,3 +213,35 @@ fn corrupted_op_is_a_clear_error() {
     );
     assert!(err.to_string().contains("unusable"), "{err}");
 }
+
+#[test]
+fn op_larger_than_a_message_is_chunked_and_replayed() {
+    let cfg = config();
+    let a = open(&cfg);
+    a.create_call(spec(1), 0).unwrap();
+    let claim = a.claim_due(1, &slots(), 10).unwrap().pop().unwrap();
+    // Above nats-server's default 1 MiB payload limit.
+    let big = json!({ "blob": "x".repeat(1_500_000) });
+    let done = a
+        .complete(
+            &claim.call.id,
+            Some(claim.token),
+            Outcome::Completed {
+                external_id: None,
+                data: big.clone(),
+            },
+            2,
+            &mut rng(),
+        )
+        .unwrap();
+    assert!(matches!(
+        done,
+        weaver_bridge::outbox::Completion::Recorded(_)
+    ));
+    assert!(!a.fenced().is_cancelled());
+    drop(a);
+    let b = open(&cfg);
+    let call = b.get(&claim.call.id).unwrap().unwrap();
+    assert_eq!(call.status, CallStatus::Completed);
+    assert_eq!(call.response_data, Some(big));
+}
