@@ -112,6 +112,9 @@ async function edit () {
     rss_mb: after.rssKb / 1024,
     edits: made,
     written_bytes: after.writeBytes - before.writeBytes,
+    // The server's write_bytes when the inserts began: weaver-bench subtracts it from what the
+    // server wrote in its whole life, read as it exits, to count its stop-time checkpoint too.
+    write_bytes_before: before.writeBytes,
     bytes_per_edit: made ? (after.writeBytes - before.writeBytes) / made : 0
   }
 }

@@ -6,9 +6,11 @@
 //! Bounded: N inserts or `max_s` seconds, whichever comes first, per size and server.
 
 use anyhow::{Context, Result, anyhow, bail};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::process::Command;
 
+use crate::scenario::Record;
 use crate::servers::{self, Env, Kind, proc_cpu_s};
 
 /// Sizes and pacing of one run.
@@ -47,6 +49,11 @@ struct Point {
     rss_mb: f64,
     edits: u64,
     bytes_per_edit: f64,
+    /// Bytes written from the first insert until the server exited (SIGTERM), per insert: adds
+    /// what a Weaver stop writes (its final journal checkpoint), so no deferred write escapes
+    /// the figure however the inserts fell against the checkpoint cadence. `None` for servers
+    /// that keep nothing.
+    bytes_per_edit_with_stop: Option<f64>,
     cpu_s: f64,
     note: &'static str,
 }
@@ -114,7 +121,12 @@ fn one(env: &Env, kind: Kind, size_mb: f64, plan: &Plan) -> Result<Point> {
         node(env, "both", &params(server.url(), edit(&server)))
     };
     let cpu_s = proc_cpu_s(server.pid, env.clk_tck) - cpu0;
-    server.stop()?;
+    let lifetime_written = if persistent {
+        server.stop_counting_writes()?
+    } else {
+        server.stop()?;
+        None
+    };
     let _ = std::fs::remove_dir_all(&data);
     let r = edited?;
     let f = |k: &str| {
@@ -122,13 +134,19 @@ fn one(env: &Env, kind: Kind, size_mb: f64, plan: &Plan) -> Result<Point> {
             .and_then(|v| v.as_f64())
             .ok_or_else(|| anyhow!("docsize.mjs result has no {k}"))
     };
+    let edits = f("edits")?;
+    let bytes_per_edit_with_stop = match (lifetime_written, f("write_bytes_before")) {
+        (Some(total), Ok(before)) if edits > 0.0 => Some((total as f64 - before) / edits),
+        _ => None,
+    };
     Ok(Point {
         server: kind.name(),
         size_mb,
         load_s: f("load_s")?,
         rss_mb: f("rss_mb")?,
-        edits: f("edits")? as u64,
+        edits: edits as u64,
         bytes_per_edit: f("bytes_per_edit")?,
+        bytes_per_edit_with_stop,
         cpu_s,
         note: if persistent {
             "cold load from disk"
@@ -138,9 +156,31 @@ fn one(env: &Env, kind: Kind, size_mb: f64, plan: &Plan) -> Result<Point> {
     })
 }
 
+impl Point {
+    fn record(&self) -> Record {
+        let mut values = BTreeMap::new();
+        values.insert("doc_mb", self.size_mb);
+        values.insert("load_s", self.load_s);
+        values.insert("rss_mb", self.rss_mb);
+        values.insert("edits", self.edits as f64);
+        values.insert("bytes_per_edit", self.bytes_per_edit);
+        if let Some(b) = self.bytes_per_edit_with_stop {
+            values.insert("bytes_per_edit_with_stop", b);
+        }
+        values.insert("cpu_s", self.cpu_s);
+        Record {
+            scenario: "docsize",
+            server: self.server.to_string(),
+            rep: 0,
+            values,
+            notes: vec![self.note.to_string()],
+        }
+    }
+}
+
 /// Runs every size on every server that can (y-sweet only when its binary is installed) and
-/// returns the markdown table.
-pub fn run(env: &Env, kinds: &[Kind], plan: &Plan) -> Result<String> {
+/// returns the markdown table and one record per point (for the run's .jsonl).
+pub fn run(env: &Env, kinds: &[Kind], plan: &Plan) -> Result<(String, Vec<Record>)> {
     let mut points = Vec::new();
     for &size in &plan.sizes_mb {
         for &kind in kinds {
@@ -164,16 +204,27 @@ pub fn run(env: &Env, kinds: &[Kind], plan: &Plan) -> Result<String> {
         "\n### document size: load, memory, bytes written per 2-byte insert ({} paced inserts every {} ms, at most {} s)\n\n",
         plan.edits, plan.pace_ms, plan.max_s
     );
-    t.push_str("| server | document MB | load s | RSS MB | inserts | bytes written / insert | server CPU s (load + inserts) | note |\n|---|---|---|---|---|---|---|---|\n");
+    t.push_str("| server | document MB | load s | RSS MB | inserts | bytes written / insert | … incl. the stop's checkpoint | server CPU s (load + inserts) | note |\n|---|---|---|---|---|---|---|---|---|\n");
     for p in &points {
+        let with_stop = p
+            .bytes_per_edit_with_stop
+            .map_or_else(|| "n/a".to_string(), |b| format!("{b:.0}"));
         let _ = writeln!(
             t,
-            "| {} | {} | {:.2} | {:.0} | {} | {:.0} | {:.2} | {} |",
-            p.server, p.size_mb, p.load_s, p.rss_mb, p.edits, p.bytes_per_edit, p.cpu_s, p.note
+            "| {} | {} | {:.2} | {:.0} | {} | {:.0} | {} | {:.2} | {} |",
+            p.server,
+            p.size_mb,
+            p.load_s,
+            p.rss_mb,
+            p.edits,
+            p.bytes_per_edit,
+            with_stop,
+            p.cpu_s,
+            p.note
         );
     }
     if points.is_empty() {
         bail!("no docsize point could be measured");
     }
-    Ok(t)
+    Ok((t, points.iter().map(Point::record).collect()))
 }

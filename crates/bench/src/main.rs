@@ -278,9 +278,10 @@ fn real_main() -> Result<()> {
         if let Some(n) = cli.doc_edits {
             plan.edits = n;
         }
-        let t = docsize::run(&env, &kinds, &plan)?;
+        let (t, recs) = docsize::run(&env, &kinds, &plan)?;
         print!("{t}");
         text.push_str(&t);
+        all.extend(recs);
     }
     if let Some(found) = nats_bin {
         match found {
