@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::process::Command;
 
+use crate::prom;
 use crate::scenario::Record;
 use crate::servers::{self, Env, Kind, proc_cpu_s};
 
@@ -55,7 +56,21 @@ struct Point {
     /// that keep nothing.
     bytes_per_edit_with_stop: Option<f64>,
     cpu_s: f64,
+    /// Journal frames and checkpoints Weaver wrote from its restart until after the inserts
+    /// (its /metrics), to tell an insert's cost from how many inserts shared a commit.
+    frames: Option<(f64, f64)>,
     note: &'static str,
+}
+
+/// Weaver's journal frames and checkpoints so far (`None` for the anchors or if unreadable).
+fn journal_counts(server: &servers::Running) -> Option<(f64, f64)> {
+    let text = servers::http_get(server.port, "/metrics").ok()?;
+    // A counter appears at its first increment: absent from a readable page means zero so far.
+    let count = |name: &str| prom::sum(&text, name).unwrap_or(0.0);
+    Some((
+        count("weaver_journal_frames_total"),
+        count("weaver_journal_checkpoints_total"),
+    ))
 }
 
 fn node(env: &Env, mode: &str, params: &serde_json::Value) -> Result<serde_json::Value> {
@@ -109,11 +124,13 @@ fn one(env: &Env, kind: Kind, size_mb: f64, plan: &Plan) -> Result<Point> {
         })
     };
     let mut cpu0 = 0.0;
+    let mut frames0 = None;
     let edited = if persistent {
         let built = node(env, "build", &params(server.url(), serde_json::json!({})));
         server.stop()?;
         server = servers::start(env, kind, Some(&data), &[], &tag)?;
         cpu0 = proc_cpu_s(server.pid, env.clk_tck);
+        frames0 = journal_counts(&server);
         built.and_then(|_| node(env, "edit", &params(server.url(), edit(&server))))
     } else {
         // In memory: the room lives only while a client holds it, so build and edit in one go
@@ -121,6 +138,10 @@ fn one(env: &Env, kind: Kind, size_mb: f64, plan: &Plan) -> Result<Point> {
         node(env, "both", &params(server.url(), edit(&server)))
     };
     let cpu_s = proc_cpu_s(server.pid, env.clk_tck) - cpu0;
+    let frames = match (frames0, journal_counts(&server)) {
+        (Some((f0, c0)), Some((f1, c1))) => Some((f1 - f0, c1 - c0)),
+        _ => None,
+    };
     let lifetime_written = if persistent {
         server.stop_counting_writes()?
     } else {
@@ -148,6 +169,7 @@ fn one(env: &Env, kind: Kind, size_mb: f64, plan: &Plan) -> Result<Point> {
         bytes_per_edit: f("bytes_per_edit")?,
         bytes_per_edit_with_stop,
         cpu_s,
+        frames,
         note: if persistent {
             "cold load from disk"
         } else {
@@ -168,6 +190,10 @@ impl Point {
             values.insert("bytes_per_edit_with_stop", b);
         }
         values.insert("cpu_s", self.cpu_s);
+        if let Some((frames, checkpoints)) = self.frames {
+            values.insert("journal_frames", frames);
+            values.insert("journal_checkpoints", checkpoints);
+        }
         Record {
             scenario: "docsize",
             server: self.server.to_string(),
@@ -204,14 +230,17 @@ pub fn run(env: &Env, kinds: &[Kind], plan: &Plan) -> Result<(String, Vec<Record
         "\n### document size: load, memory, bytes written per 2-byte insert ({} paced inserts every {} ms, at most {} s)\n\n",
         plan.edits, plan.pace_ms, plan.max_s
     );
-    t.push_str("| server | document MB | load s | RSS MB | inserts | bytes written / insert | … incl. the stop's checkpoint | server CPU s (load + inserts) | note |\n|---|---|---|---|---|---|---|---|---|\n");
+    t.push_str("| server | document MB | load s | RSS MB | inserts | bytes written / insert | … incl. the stop's checkpoint | journal frames / checkpoints | server CPU s (load + inserts) | note |\n|---|---|---|---|---|---|---|---|---|---|\n");
     for p in &points {
         let with_stop = p
             .bytes_per_edit_with_stop
             .map_or_else(|| "n/a".to_string(), |b| format!("{b:.0}"));
+        let frames = p
+            .frames
+            .map_or_else(|| "n/a".to_string(), |(f, c)| format!("{f:.0} / {c:.0}"));
         let _ = writeln!(
             t,
-            "| {} | {} | {:.2} | {:.0} | {} | {:.0} | {} | {:.2} | {} |",
+            "| {} | {} | {:.2} | {:.0} | {} | {:.0} | {} | {} | {:.2} | {} |",
             p.server,
             p.size_mb,
             p.load_s,
@@ -219,6 +248,7 @@ pub fn run(env: &Env, kinds: &[Kind], plan: &Plan) -> Result<(String, Vec<Record
             p.edits,
             p.bytes_per_edit,
             with_stop,
+            frames,
             p.cpu_s,
             p.note
         );
