@@ -3,8 +3,11 @@
 // every room of the cluster, read from JetStream without moving any room; (a) a single node
 // started on that file serves every room and version as they were, (b) `weaver restore
 // --cluster` loads the file into a new NATS, and a node there serves them at the same seqs;
-// (c) the single node's own backup moves it into another new cluster the same way.
-// A garbage or truncated file is refused before anything is written; restoring twice refuses.
+// (c) the single node's own backup moves it into another new cluster the same way. An APICall
+// made in the cluster (the bridge's outbox on JetStream) is in the backup: the single node
+// and the restored cluster list it.
+// A garbage or truncated file is refused before anything is written; restoring twice refuses;
+// restoring into a cluster whose nodes are alive refuses unless --force.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
@@ -14,11 +17,25 @@ import path from 'node:path'
 import { startWeaver, tempDataDir, weaverBin } from './lib/weaver.mjs'
 import { yclient, waitFor, textOfUpdate } from './lib/yclient.mjs'
 import { startNats } from './lib/nats.mjs'
+import { addBlock, requestIndex } from '@weaver/doc'
 
 const run = promisify(execFile)
 // Compaction after 20 updates: the busy room is stored as snapshot + tail.
 const COMMON = ['--lease-ttl-ms', '2000', '--version-every-secs', '0', '--compact-after-updates', '20']
 const ROOMS = ['cb-busy', 'cb-small', 'cb-plain']
+// A room whose block asks the bridge (the default `local` integration) for one call.
+const CALLS_ROOM = 'cb-calls'
+
+/** The APICalls of `room` a node lists, once there is a bridge to answer. */
+async function callsOf (base, room) {
+  let calls = null
+  await waitFor(async () => {
+    const r = await api(base, 'GET', `/api/calls?room=${room}`)
+    calls = r.status === 200 ? r.json.calls : null
+    return calls !== null
+  }, { what: `GET /api/calls on ${base}`, timeoutMs: 20000, intervalMs: 100 })
+  return calls
+}
 
 async function api (base, method, p, body) {
   const res = await fetch(`${base}${p}`, {
@@ -79,6 +96,18 @@ test('a cluster backup starts a single node and restores into a new cluster; bad
     write('cb-busy', 3, 'c')
     await settled()
 
+    // One APICall through the cluster's bridge, finished before the backup.
+    const caller = await yclient(n2.wsUrl, CALLS_ROOM)
+    clients.push({ room: CALLS_ROOM, writer: caller, observer: caller })
+    addBlock(caller.doc, { id: 'cb1', type: 'text', content: 'one\n\ntwo' })
+    requestIndex(caller.doc, 'cb1', 'search', {})
+    let call = null
+    await waitFor(async () => {
+      const calls = (await callsOf(n1.httpUrl, CALLS_ROOM)).filter((c) => c.status === 'completed')
+      call = calls[0]
+      return calls.length === 1
+    }, { what: 'the call completed in the cluster', timeoutMs: 20000, intervalMs: 100 })
+
     const before = {}
     for (const room of ROOMS) before[room] = await snapshotOf(n1.httpUrl, room)
     assert.deepEqual(before['cb-busy'].versions.map((v) => v[1]), ['busy-2', 'busy-1'], 'newest first')
@@ -104,6 +133,8 @@ test('a cluster backup starts a single node and restores into a new cluster; bad
     const singleFile = path.join(dirs[4], 'single.redb')
     try {
       for (const room of ROOMS) assert.deepEqual(await snapshotOf(single.httpUrl, room), before[room], `${room} on a single node`)
+      const singleCalls = await callsOf(single.httpUrl, CALLS_ROOM)
+      assert.deepEqual(singleCalls.map((c) => [c.id, c.status]), [[call.id, 'completed']], 'the cluster\'s call on the single node')
       // The single node goes on (a new room), and its own backup (with its bridge's and
       // notifier's tables) moves it into another new cluster below.
       const solo = await yclient(single.wsUrl, 'cb-solo')
@@ -127,17 +158,32 @@ test('a cluster backup starts a single node and restores into a new cluster; bad
         (e) => e.code === 1 && /weaver restore: .*is not a valid database/.test(e.stderr), `${bad} refused`)
     }
 
+    // A cluster with live nodes (n1 and n2 still run) is refused: they may create the rooms
+    // being written in. --force passes that check (and meets the rooms it already has).
+    const live = await run(weaverBin, ['restore', '--cluster', nats.url, '--lease-ttl-ms', '2000', file]).then(() => null, (e) => e)
+    assert.ok(live && live.code !== 0, 'a restore into a running cluster fails')
+    assert.match(live.stderr, /weaver restore: the cluster has 2 live nodes, nothing was restored: "n1 \(.*\)", "n2 \(.*\)"; stop them first .* or pass --force/)
+    const forced = await run(weaverBin, ['restore', '--cluster', nats.url, '--lease-ttl-ms', '2000', '--force', file]).then(() => null, (e) => e)
+    assert.ok(forced && forced.code === 1, 'forced, it still refuses rooms the cluster has')
+    assert.match(forced.stderr, /already has 4 of the backup's 4 rooms, nothing was restored .*its bridge outbox is not empty either/)
+
     // (b) Restore into the new NATS: the earlier refusals wrote nothing (no room is refused
     // as existing), and a node there serves every room at the same seqs.
     const restored = await run(weaverBin, ['restore', '--cluster', fresh.url, file])
-    assert.match(restored.stdout, /restored 3 rooms \(3 versions\)/)
+    assert.match(restored.stdout, /restored 4 rooms \(3 versions\)/)
+    assert.match(restored.stdout, /bridge outbox: restored/)
     const again = await run(weaverBin, ['restore', '--cluster', fresh.url, file]).then(() => null, (e) => e)
     assert.ok(again && again.code === 1, 'a second restore fails')
-    assert.match(again.stderr, /already has 3 of the backup's 3 rooms, nothing was restored/)
+    assert.match(again.stderr, /already has 4 of the backup's 4 rooms, nothing was restored .*its bridge outbox is not empty either/)
     for (const room of ROOMS) assert.ok(again.stderr.includes(`"${room}"`), `${room} named: ${again.stderr}`)
+    const againRooms = await run(weaverBin, ['restore', '--cluster', fresh.url, '--skip-existing', file])
+    assert.match(againRooms.stdout, /restored 0 rooms/)
+    assert.match(againRooms.stdout, /bridge outbox: left alone/)
     const node = await startWeaver({ dataDir: dirs[3], args: ['--cluster', fresh.url, '--node-id', 'm1', ...COMMON] })
     nodes.push(node)
     for (const room of ROOMS) assert.deepEqual(await snapshotOf(node.httpUrl, room), before[room], `${room} in the new cluster`)
+    const restoredCalls = await callsOf(node.httpUrl, CALLS_ROOM)
+    assert.deepEqual(restoredCalls.map((c) => [c.id, c.status]), [[call.id, 'completed']], 'the call in the new cluster')
     // The restored cluster takes writes, continuing the seqs.
     const c = await yclient(node.wsUrl, 'cb-small')
     clients.push({ room: 'cb-x', writer: c, observer: c })
@@ -150,7 +196,7 @@ test('a cluster backup starts a single node and restores into a new cluster; bad
     let m2 = null
     try {
       const moved = await run(weaverBin, ['restore', '--cluster', third.url, singleFile])
-      assert.match(moved.stdout, /restored 4 rooms \(3 versions\)/)
+      assert.match(moved.stdout, /restored 5 rooms \(3 versions\)/)
       m2 = await startWeaver({ args: ['--cluster', third.url, '--node-id', 'm2', ...COMMON] })
       for (const room of [...ROOMS, 'cb-solo']) assert.deepEqual(await snapshotOf(m2.httpUrl, room), before[room], `${room} moved into a cluster`)
     } finally {

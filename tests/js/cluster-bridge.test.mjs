@@ -6,9 +6,8 @@
 // exactly one APICall, and writes `processing` then `done` back through the room's owner, so
 // clients on every node see them; `/api/calls` answers the same on every node (proxied to the
 // leader); an inbound webhook sent to a non-leader node completes an async call; after kill -9
-// of the leader another node takes the role and serves new triggers. (The outbox is still the
-// node-local stand-in: calls created under the dead leader stay in its file, so nothing here
-// asserts on them after the failover.)
+// of the leader another node takes the role and serves new triggers; the outbox is shared (on
+// JetStream), so a call in flight when its leader dies is finished by the next one.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import http from 'node:http'
@@ -280,10 +279,8 @@ test('one bridge per cluster: a room owned by one node, written through another,
   }
 })
 
-// Needs the outbox on JetStream (the next leader must see the dead leader's calls): with the
-// node-local stand-in the call in flight stays in the dead leader's file and its entry stays
-// `processing`. Run with WEAVER_TEST_SHARED_OUTBOX=1 once the shared outbox is wired in.
-test('kill -9 of the bridge leader mid-call: one call, at most one duplicate request under its key, the outcome reaches every client', { timeout: 120000, skip: !process.env.WEAVER_TEST_SHARED_OUTBOX && 'needs the shared (JetStream) outbox' }, async () => {
+// The next leader finishes the dead leader's call in flight: it replays the shared outbox.
+test('kill -9 of the bridge leader mid-call: one call, at most one duplicate request under its key, the outcome reaches every client', { timeout: 120000 }, async () => {
   // The first test's nodes would compete for the role: stopped (cleanly, releasing it).
   for (const n of nodes) if (n.proc.exitCode === null && n.proc.signalCode === null) await n.stop()
   const started = nodes.length

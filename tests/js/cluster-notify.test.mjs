@@ -6,12 +6,12 @@
 // repeat, every signature verifies, and each room's last seq arrives (from the next leader).
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
-import http from 'node:http'
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { rmSync } from 'node:fs'
 import { startWeaver, tempDataDir } from './lib/weaver.mjs'
 import { yclient, waitFor } from './lib/yclient.mjs'
 import { startNats } from './lib/nats.mjs'
+import { webhookReceiver, verifyWebhook } from './lib/webhooks.mjs'
 
 process.setMaxListeners(0)
 
@@ -29,46 +29,6 @@ after(async () => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true })
 })
 
-/**
- * Records every request; answers 204 unless held. While held, requests get no answer (they
- * are in flight for the sender) and are dropped on release: a sender that died meanwhile never
- * learned of them, so they do not count as accepted.
- */
-function receiver () {
-  const accepted = []
-  const seen = []
-  let held = null
-  const server = http.createServer((req, res) => {
-    let body = ''
-    req.on('data', (d) => { body += d })
-    req.on('end', () => {
-      const hit = { headers: req.headers, body }
-      seen.push(hit)
-      if (held) { held.push(res); return }
-      accepted.push(hit)
-      res.writeHead(204).end()
-    })
-  })
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({
-    url: `http://127.0.0.1:${server.address().port}/hook`,
-    accepted,
-    seen,
-    hold () { held = [] },
-    release () { for (const res of held) res.destroy(); held = null },
-    close: () => { server.closeAllConnections(); server.close() }
-  })))
-}
-
-function verify (secret, { headers, body }) {
-  const key = Buffer.from(secret.replace(/^whsec_/, ''), 'base64')
-  const expected = createHmac('sha256', key).update(`${headers['webhook-id']}.${headers['webhook-timestamp']}.${body}`).digest()
-  return headers['webhook-signature'].split(' ').some((s) => {
-    const [v, sig] = s.split(',')
-    const got = Buffer.from(sig ?? '', 'base64')
-    return v === 'v1' && got.length === expected.length && timingSafeEqual(got, expected)
-  })
-}
-
 async function lastSeqs (node) {
   const r = await fetch(`${node.httpUrl}/api/rooms?prefix=cn-`)
   assert.equal(r.status, 200)
@@ -79,7 +39,7 @@ async function lastSeqs (node) {
 test('the notifier killed -9 mid-stream: every accepted webhook once, in seq order, the last seq delivered', { timeout: 180000 }, async (t) => {
   nats = await startNats()
   const secret = 'whsec_' + randomBytes(24).toString('base64')
-  const rx = await receiver()
+  const rx = await webhookReceiver()
   const nodes = []
   for (let i = 1; i <= 3; i++) {
     const dataDir = tempDataDir(`weaver-cn${i}-`)
@@ -152,7 +112,7 @@ test('the notifier killed -9 mid-stream: every accepted webhook once, in seq ord
     const ids = new Set()
     const perRoom = new Map()
     for (const hit of rx.accepted) {
-      assert.ok(verify(secret, hit), `signature of ${hit.headers['webhook-id']}`)
+      assert.ok(verifyWebhook(secret, hit), `signature of ${hit.headers['webhook-id']}`)
       assert.ok(!ids.has(hit.headers['webhook-id']), `${hit.headers['webhook-id']} accepted twice`)
       ids.add(hit.headers['webhook-id'])
       const e = JSON.parse(hit.body)

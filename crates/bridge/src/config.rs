@@ -131,7 +131,7 @@ impl Default for DebounceConfig {
 }
 
 /// How long finished calls and webhook ids are kept.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionConfig {
     pub completed_ms: u64,

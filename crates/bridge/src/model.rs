@@ -165,7 +165,7 @@ impl ApiCall {
 }
 
 /// Parameters of a call to create.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NewCall {
     pub room: String,
     pub block_id: String,

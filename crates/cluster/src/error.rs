@@ -177,6 +177,12 @@ pub enum RegistryError {
         #[source]
         source: CreateKeyValueError,
     },
+    #[error("opening node bucket {bucket}")]
+    Open {
+        bucket: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("announcing node {node_id:?}")]
     Put {
         node_id: String,
@@ -255,12 +261,6 @@ pub enum VersionError {
         room: String,
         #[source]
         source: kv::CreateError,
-    },
-    #[error("writing the version index of room {room:?}")]
-    Put {
-        room: String,
-        #[source]
-        source: kv::PutError,
     },
     /// A listed version's data is gone from the object store (retention removed it while a
     /// backup read the index, more than once in a row).

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::error::LeaseError;
-use crate::lease::{Lease, Leases};
+use crate::lease::{Lease, LeaseClock, Leases};
 
 /// One role's election on this node. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -86,6 +86,7 @@ impl Leadership {
             let term = LeaderTerm {
                 epoch,
                 stop: stop.clone(),
+                clock: lease.clock(),
             };
             let work = work(term);
             tokio::pin!(work);
@@ -123,6 +124,10 @@ pub struct LeaderTerm {
     pub epoch: u64,
     /// Fires when the work must stop: the lease fenced, or shutdown.
     pub stop: CancellationToken,
+    /// The lease by the process's own clock: work that acts for the role outside the cluster
+    /// (an HTTP send) checks it right before, since `stop` may be noticed late (a paused
+    /// process) while another node already leads.
+    pub clock: LeaseClock,
 }
 
 /// An error with its causes, for one log line.

@@ -229,14 +229,17 @@ impl Lease {
     /// `Ok` while this holder may still act for the room: not fenced and before its deadline
     /// by this process's own clock. Call it before committing and before broadcasting.
     pub fn check(&self) -> Result<(), LeaseError> {
-        if self.fenced.is_cancelled() || Instant::now() >= self.view.borrow().deadline {
-            self.fenced.cancel();
-            return Err(LeaseError::Fenced {
-                room: self.room.clone(),
-                epoch: self.epoch,
-            });
+        self.clock().check()
+    }
+
+    /// A cheap, cloneable view of [`Lease::check`] for work the holder hands to other tasks.
+    pub fn clock(&self) -> LeaseClock {
+        LeaseClock {
+            room: self.room.clone(),
+            epoch: self.epoch,
+            view: self.view.clone(),
+            fenced: self.fenced.clone(),
         }
-        Ok(())
     }
 
     /// Stops renewing, fences, and deletes the key if its revision is still ours. `Ok(false)`
@@ -262,6 +265,45 @@ impl Lease {
                 source,
             }),
         }
+    }
+}
+
+/// What [`Lease::check`] reads, without the lease itself: it stays valid as long as the lease
+/// it came from (renewals move its deadline on) and fails for good once that one fenced.
+#[derive(Debug, Clone)]
+pub struct LeaseClock {
+    room: String,
+    epoch: u64,
+    view: watch::Receiver<View>,
+    fenced: CancellationToken,
+}
+
+impl LeaseClock {
+    /// As [`Lease::check`].
+    pub fn check(&self) -> Result<(), LeaseError> {
+        match self.remaining() {
+            Some(_) => Ok(()),
+            None => Err(LeaseError::Fenced {
+                room: self.room.clone(),
+                epoch: self.epoch,
+            }),
+        }
+    }
+
+    /// The time left before the holder's deadline (which is `margin` before another node may
+    /// take over); `None` once fenced or past it, by this process's own clock.
+    pub fn remaining(&self) -> Option<Duration> {
+        let left = self
+            .view
+            .borrow()
+            .deadline
+            .checked_duration_since(Instant::now())
+            .filter(|l| !l.is_zero());
+        if self.fenced.is_cancelled() || left.is_none() {
+            self.fenced.cancel();
+            return None;
+        }
+        left
     }
 }
 

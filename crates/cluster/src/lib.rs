@@ -42,7 +42,7 @@ pub use claims::Claims;
 pub use connect::{connect, jetstream};
 pub use error::{ConnectError, LeaseError, LogError, RegistryError, TakenOver, VersionError};
 pub use leader::{LeaderTerm, Leadership};
-pub use lease::{Lease, LeaseConfig, Leases};
+pub use lease::{Lease, LeaseClock, LeaseConfig, Leases};
 pub use names::{decode_room, encode_room, stream_index};
 pub use notify_ledger::{NOTIFY_BUCKET, NotifyLedger, NotifyLedgerError};
 pub use placement::LeasePlacement;

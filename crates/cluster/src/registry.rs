@@ -5,6 +5,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::{self, kv};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -139,6 +140,34 @@ pub struct NodeDirectory {
 }
 
 impl NodeDirectory {
+    /// The registry of the cluster behind `js`, read only, for tools that are no node
+    /// (`weaver restore`): `None` when no node ever started there (no bucket). `cfg.ttl` decides
+    /// which nodes count as alive; nothing is created.
+    pub async fn open(
+        js: &jetstream::Context,
+        cfg: &RegistryConfig,
+    ) -> Result<Option<NodeDirectory>, RegistryError> {
+        let open_err = |source| RegistryError::Open {
+            bucket: cfg.bucket.clone(),
+            source,
+        };
+        match js.get_stream(format!("KV_{}", cfg.bucket)).await {
+            Ok(_) => {}
+            Err(e)
+                if matches!(e.kind(), GetStreamErrorKind::JetStream(j)
+                if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(open_err(Box::new(e))),
+        }
+        let kv = js
+            .get_key_value(cfg.bucket.as_str())
+            .await
+            .map_err(|e| open_err(Box::new(e)))?;
+        Ok(Some(NodeDirectory { kv, ttl: cfg.ttl }))
+    }
+
     /// Every node in the bucket, sorted by id, with whether its heartbeat is recent.
     pub async fn nodes(&self) -> Result<Vec<NodeInfo>, RegistryError> {
         let mut keys = self

@@ -277,6 +277,14 @@ impl RoomStore for JetStreamRoomStore {
         self.load_room(room).boxed()
     }
 
+    fn read_room(&self, room: Arc<str>) -> BoxFuture<'_, Result<StoredRoom, StoreError>> {
+        async move {
+            let stored = self.log.load(room).await.map_err(read_error)?;
+            Ok(relay_room(stored))
+        }
+        .boxed()
+    }
+
     fn append(
         &self,
         room: Arc<str>,

@@ -141,10 +141,11 @@ impl RoomTransfer {
             .into());
         }
         if !copy.versions.is_empty() {
+            let rows: Vec<VersionMeta> = copy.versions.iter().map(|(m, _)| m.clone()).collect();
+            self.versions.check_vacant(room, &rows).await?;
             for (meta, data) in &copy.versions {
                 self.versions.put_data(room, meta.id, data).await?;
             }
-            let rows: Vec<VersionMeta> = copy.versions.into_iter().map(|(m, _)| m).collect();
             self.versions.put_index(room, &rows).await?;
         }
         let stored = room_log::StoredRoom {

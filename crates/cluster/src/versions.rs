@@ -142,43 +142,7 @@ impl VersionStore {
         rows.retain(|m| !gone.contains(&m.id));
         let mut value = vec![INDEX_V1];
         serde_json::to_writer(&mut value, &rows).map_err(VersionError::Encode)?;
-        let key = encode_room(room);
-        let written = match revision {
-            Some(rev) => self
-                .index
-                .update(&key, value.into(), rev)
-                .await
-                .map_err(|e| {
-                    if e.kind() == kv::UpdateErrorKind::WrongLastRevision {
-                        VersionError::Conflict {
-                            room: room.to_owned(),
-                        }
-                    } else {
-                        VersionError::Write {
-                            room: room.to_owned(),
-                            source: e,
-                        }
-                    }
-                }),
-            None => self
-                .index
-                .create(&key, value.into())
-                .await
-                .map(|_| 0)
-                .map_err(|e| {
-                    if e.kind() == kv::CreateErrorKind::AlreadyExists {
-                        VersionError::Conflict {
-                            room: room.to_owned(),
-                        }
-                    } else {
-                        VersionError::Create {
-                            room: room.to_owned(),
-                            source: e,
-                        }
-                    }
-                }),
-        };
-        written?;
+        self.write_index(room, value, revision).await?;
         for id in gone {
             self.remove_object(room, id).await;
         }
@@ -234,8 +198,28 @@ impl VersionStore {
             })
     }
 
-    /// Writes the room's whole index as `rows` (a restore, after their data), replacing any
-    /// entry: only a room with no log gets here, whose versions nobody can still use.
+    /// Refuses ([`VersionError::Conflict`]) when the room has an index other than `rows`: checked
+    /// before a restore writes the versions' data, which would replace a node's own rows' data.
+    pub(crate) async fn check_vacant(
+        &self,
+        room: &str,
+        rows: &[VersionMeta],
+    ) -> Result<(), VersionError> {
+        let (existing, _) = self.read_index(room).await?;
+        if existing.is_empty() || existing.as_slice() == rows {
+            Ok(())
+        } else {
+            Err(VersionError::Conflict {
+                room: room.to_owned(),
+            })
+        }
+    }
+
+    /// Writes the room's whole index as `rows` (a restore, after their data), where the room
+    /// has none (never had, or deleted): created, or compare-and-set on a deleted one's entry,
+    /// so an index a node wrote meanwhile is never overwritten ([`VersionError::Conflict`]).
+    /// The same rows there already are taken as written: a restore cut off after its index is
+    /// resumed.
     pub(crate) async fn put_index(
         &self,
         room: &str,
@@ -243,14 +227,59 @@ impl VersionStore {
     ) -> Result<(), VersionError> {
         let mut value = vec![INDEX_V1];
         serde_json::to_writer(&mut value, rows).map_err(VersionError::Encode)?;
-        self.index
-            .put(encode_room(room), value.into())
-            .await
-            .map(|_| ())
-            .map_err(|source| VersionError::Put {
+        match self.read_index(room).await? {
+            (existing, Some(_)) if existing.as_slice() == rows && !rows.is_empty() => Ok(()),
+            (existing, Some(_)) if !existing.is_empty() => Err(VersionError::Conflict {
                 room: room.to_owned(),
-                source,
-            })
+            }),
+            (_, revision) => self.write_index(room, value, revision).await,
+        }
+    }
+
+    /// Writes the room's index entry as `value`: compare-and-set on `revision` (the entry read),
+    /// created where there was none; [`VersionError::Conflict`] when another writer was first.
+    async fn write_index(
+        &self,
+        room: &str,
+        value: Vec<u8>,
+        revision: Option<u64>,
+    ) -> Result<(), VersionError> {
+        let key = encode_room(room);
+        let conflict = || VersionError::Conflict {
+            room: room.to_owned(),
+        };
+        match revision {
+            Some(rev) => self
+                .index
+                .update(&key, value.into(), rev)
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    if e.kind() == kv::UpdateErrorKind::WrongLastRevision {
+                        conflict()
+                    } else {
+                        VersionError::Write {
+                            room: room.to_owned(),
+                            source: e,
+                        }
+                    }
+                }),
+            None => self
+                .index
+                .create(&key, value.into())
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    if e.kind() == kv::CreateErrorKind::AlreadyExists {
+                        conflict()
+                    } else {
+                        VersionError::Create {
+                            room: room.to_owned(),
+                            source: e,
+                        }
+                    }
+                }),
+        }
     }
 
     /// Removes every version of the room (the room is deleted).

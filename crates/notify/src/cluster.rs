@@ -8,8 +8,20 @@
 //! ledger before sending and skips every seq it covers: nothing is lost, and a seq already
 //! recorded is never sent again. (A leader killed after the receiver answered but before the
 //! ledger write leaves that one seq to be sent again, with the same `webhook-id`.)
+//!
+//! Fencing: the term's [`TermClock`] is asked before every send and every ledger write (in
+//! `engine.rs` and here), at every turn of the loop (a term past its lease ends, told or not),
+//! and it caps the drain at the end. So a term whose lease ran out while a newer one runs
+//! (paused, or not stopped yet) neither sends nor records.
+//!
+//! Per room only the newest message stays unacknowledged: a webhook says "changed up to seq
+//! S", so an older message of the same room is acknowledged as superseded when a newer one
+//! arrives. What the notifier holds, and what the feed's server keeps pending for it, is
+//! bounded by the rooms waiting for a delivery, not by how often they changed or were
+//! delivered again.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,10 +34,14 @@ use crate::error::Chain;
 use crate::input::{Feed, FeedChange, FeedItem};
 use crate::ledger::{Ledger, LedgerError};
 
-/// How long a stopping notifier waits for its deliveries in flight to be recorded. Nothing new
+/// How long a stopping notifier waits for its deliveries in flight to be recorded, at most:
+/// never past the term's lease (the clock caps it, and every record checks it). Nothing new
 /// is sent once stopped, and should a next term already write the ledger, its writes win (the
 /// ledger refuses an older epoch), so the wait cannot repeat or reorder a seq.
 const DRAIN: Duration = Duration::from_millis(500);
+
+/// When a room's deletion could not be recorded, its message comes back after this long.
+const DELETION_RETRY: Duration = Duration::from_secs(1);
 
 /// Highest seq seen per room, read by the deliveries.
 pub(crate) type Latest = Arc<Mutex<HashMap<Arc<str>, u64>>>;
@@ -34,8 +50,8 @@ pub(crate) struct ClusterLoop<F: Feed, L: Ledger> {
     pub(crate) sched: Scheduler<L>,
     pub(crate) feed: F,
     pub(crate) latest: Latest,
-    /// Per room, the feed messages not acknowledged yet and the seq each carries.
-    pub(crate) unacked: HashMap<Arc<str>, Vec<(u64, F::Ack)>>,
+    /// Per room, the one feed message not acknowledged yet (the newest) and its seq.
+    pub(crate) unacked: HashMap<Arc<str>, (u64, F::Ack)>,
 }
 
 impl<F: Feed, L: Ledger> ClusterLoop<F, L> {
@@ -48,6 +64,15 @@ impl<F: Feed, L: Ledger> ClusterLoop<F, L> {
         let cfg = self.sched.cfg();
         info!(url = %cfg.url, prefix = %cfg.prefix, signed = cfg.secret.is_some(), "room notifications on (cluster)");
         loop {
+            // Checked before anything starts: a stopped term, or one past its lease, that
+            // was not woken by `stop` (a paused process) must not send what came due.
+            if stop.is_cancelled() {
+                break;
+            }
+            let Some(left) = self.sched.clock().remaining().filter(|l| !l.is_zero()) else {
+                warn!("room notifications: this term's lease ran out; stopping");
+                break;
+            };
             self.sched.start_due();
             let next_due = self.sched.next_due();
             tokio::select! {
@@ -59,6 +84,10 @@ impl<F: Feed, L: Ledger> ClusterLoop<F, L> {
                         Settled::Unknown => {}
                         Settled::Superseded => {
                             warn!("room notifications: a newer notifier owns the ledger; stopping");
+                            break;
+                        }
+                        Settled::Fenced => {
+                            warn!("room notifications: this term's lease ran out; stopping");
                             break;
                         }
                     }
@@ -76,13 +105,16 @@ impl<F: Feed, L: Ledger> ClusterLoop<F, L> {
                     }
                 },
                 _ = sleep_until_opt(next_due) => {}
+                // Wakes an idle loop when the lease would run out (a renewal moves it on).
+                _ = tokio::time::sleep(left) => {}
             }
             metrics::gauge!(PENDING).set(self.sched.load() as f64);
         }
         // Deliveries already sent get a moment to be recorded (and acknowledged): a receiver
         // that answered before the term ended should not get the same seq from the next one.
         // Whatever is still out after that is abandoned, unacknowledged.
-        let drain = tokio::time::sleep(DRAIN);
+        let left = self.sched.clock().remaining().unwrap_or(Duration::ZERO);
+        let drain = tokio::time::sleep(DRAIN.min(left));
         tokio::pin!(drain);
         while self.sched.in_flight() > 0 {
             tokio::select! {
@@ -103,18 +135,17 @@ impl<F: Feed, L: Ledger> ClusterLoop<F, L> {
         let prefix = self.sched.cfg().prefix.as_str();
         match change {
             FeedChange::Changed { room, seq } if room.starts_with(prefix) => {
-                {
-                    let mut latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
-                    let at = latest.entry(room.clone()).or_insert(0);
-                    *at = (*at).max(seq);
+                self.see(&room, seq);
+                if let Some(superseded) = self.hold(room.clone(), seq, ack) {
+                    self.ack(superseded).await;
                 }
-                self.unacked
-                    .entry(room.clone())
-                    .or_default()
-                    .push((seq, ack));
                 self.sched.touch(room);
             }
             FeedChange::Deleted { room, last_seq } if room.starts_with(prefix) => {
+                if !self.sched.clock().valid() {
+                    warn!(room = %room, "room notifications: this term's lease ran out; stopping");
+                    return false;
+                }
                 match self.sched.ledger().deleted(&room, last_seq).await {
                     Ok(()) => {}
                     Err(LedgerError::Superseded) => {
@@ -122,16 +153,17 @@ impl<F: Feed, L: Ledger> ClusterLoop<F, L> {
                         return false;
                     }
                     Err(e) => {
-                        // Left unacknowledged: the feed delivers it again.
-                        warn!(room = %room, error = %Chain(&e), "room notifications: could not record a room's deletion");
+                        // Handed back, to be read again soon: a deletion not recorded would
+                        // let the re-created room's webhooks repeat the old `webhook-id`s.
+                        warn!(room = %room, error = %Chain(&e), retry_in_ms = DELETION_RETRY.as_millis() as u64, "room notifications: could not record a room's deletion; will retry");
+                        if let Err(e) = self.feed.retry(ack, DELETION_RETRY).await {
+                            // Then the feed delivers it again after its ack wait.
+                            warn!(room = %room, error = %Chain(&e), "room notifications: handing a feed message back failed");
+                        }
                         return true;
                     }
                 }
-                {
-                    let mut latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
-                    let at = latest.entry(room.clone()).or_insert(0);
-                    *at = (*at).max(last_seq);
-                }
+                self.see(&room, last_seq);
                 self.ack(ack).await;
                 self.ack_upto(&room, last_seq).await;
             }
@@ -141,6 +173,38 @@ impl<F: Feed, L: Ledger> ClusterLoop<F, L> {
         true
     }
 
+    /// Raises the seq the room's next delivery announces.
+    fn see(&self, room: &Arc<str>, seq: u64) {
+        let mut latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
+        let at = latest.entry(room.clone()).or_insert(0);
+        *at = (*at).max(seq);
+    }
+
+    /// Keeps the room's newest message; returns the one it supersedes, to acknowledge.
+    fn hold(&mut self, room: Arc<str>, seq: u64, ack: F::Ack) -> Option<F::Ack> {
+        match self.unacked.entry(room) {
+            Entry::Vacant(v) => {
+                v.insert((seq, ack));
+                None
+            }
+            Entry::Occupied(mut o) => {
+                let held = o.get().0;
+                if seq > held {
+                    Some(std::mem::replace(o.get_mut(), (seq, ack)).1)
+                } else if seq < held {
+                    Some(ack)
+                } else {
+                    // The same seq again: most likely the held message delivered again, and
+                    // acknowledging either handle would acknowledge it before the ledger covers
+                    // it. The newer handle is kept; a distinct message at the same seq left
+                    // unacknowledged comes back after the ack wait, covered by then.
+                    o.get_mut().1 = ack;
+                    None
+                }
+            }
+        }
+    }
+
     async fn ack(&self, ack: F::Ack) {
         if let Err(e) = self.feed.ack(ack).await {
             // Not acknowledged: delivered again later, and then covered by the ledger.
@@ -148,28 +212,14 @@ impl<F: Feed, L: Ledger> ClusterLoop<F, L> {
         }
     }
 
-    /// Acknowledges every message of `room` the ledger now covers (up to `seq`), and forgets
-    /// the room once nothing of it is left.
+    /// Acknowledges the room's held message if the ledger now covers it (up to `seq`), and
+    /// forgets the room once nothing of it is left.
     async fn ack_upto(&mut self, room: &Arc<str>, seq: u64) {
-        let Some(list) = self.unacked.get_mut(room) else {
-            self.forget_if_settled(room, seq);
-            return;
-        };
-        let (done, keep): (Vec<_>, Vec<_>) = std::mem::take(list)
-            .into_iter()
-            .partition(|(s, _)| *s <= seq);
-        *list = keep;
-        if list.is_empty() {
-            self.unacked.remove(room);
-        }
-        for (_, ack) in done {
+        if self.unacked.get(room).is_some_and(|(held, _)| *held <= seq)
+            && let Some((_, ack)) = self.unacked.remove(room)
+        {
             self.ack(ack).await;
         }
-        self.forget_if_settled(room, seq);
-    }
-
-    /// Keeps `latest` to the rooms with something unsettled.
-    fn forget_if_settled(&mut self, room: &Arc<str>, seq: u64) {
         if self.unacked.contains_key(room) {
             return;
         }

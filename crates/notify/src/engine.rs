@@ -15,6 +15,7 @@ use weaver_retry::{Backoff, Jitter, StatusClass, classify, parse_retry_after};
 
 use crate::error::Chain;
 use crate::ledger::{Ledger, LedgerError};
+use crate::term::TermClock;
 use crate::{DELIVERIES_TOTAL, NotifyConfig, NotifyError, tls};
 
 /// Where a delivery reads the seq it announces.
@@ -76,6 +77,8 @@ pub(crate) enum Outcome {
     },
     /// A newer notifier owns the ledger: stop.
     Superseded,
+    /// The term's lease ran out before the send or the record: nothing (more) was done.
+    Fenced,
 }
 
 /// What a finished delivery settled, for the cluster loop's acknowledgements.
@@ -87,6 +90,8 @@ pub(crate) enum Settled {
     Unknown,
     /// A newer notifier owns the ledger.
     Superseded,
+    /// The term may no longer act (its lease ran out).
+    Fenced,
 }
 
 /// Debounce, concurrency and retries over the rooms that changed.
@@ -95,6 +100,7 @@ pub(crate) struct Scheduler<L: Ledger> {
     ledger: Arc<L>,
     seqs: SeqSource,
     client: reqwest::Client,
+    clock: Arc<dyn TermClock>,
     pending: HashMap<Arc<str>, Pending>,
     /// `(due, room)` of every pending room: the next one to send is the first.
     queue: BTreeSet<(Instant, Arc<str>)>,
@@ -109,12 +115,14 @@ impl<L: Ledger> Scheduler<L> {
         ledger: Arc<L>,
         seqs: SeqSource,
         client: reqwest::Client,
+        clock: Arc<dyn TermClock>,
     ) -> Self {
         Scheduler {
             cfg,
             ledger,
             seqs,
             client,
+            clock,
             pending: HashMap::new(),
             queue: BTreeSet::new(),
             inflight: HashMap::new(),
@@ -128,6 +136,10 @@ impl<L: Ledger> Scheduler<L> {
 
     pub(crate) fn ledger(&self) -> &Arc<L> {
         &self.ledger
+    }
+
+    pub(crate) fn clock(&self) -> &dyn TermClock {
+        &*self.clock
     }
 
     /// Rooms with a notification waiting or in flight.
@@ -218,8 +230,11 @@ impl<L: Ledger> Scheduler<L> {
         self.schedule(room, p);
     }
 
-    /// Starts every due delivery the concurrency allows.
+    /// Starts every due delivery the concurrency allows, none once the term may not act.
     pub(crate) fn start_due(&mut self) {
+        if !self.clock.valid() {
+            return;
+        }
         let now = Instant::now();
         while self.tasks.len() < self.cfg.concurrency {
             let Some((due, room)) = self.queue.first().cloned() else {
@@ -236,6 +251,7 @@ impl<L: Ledger> Scheduler<L> {
                 ledger: self.ledger.clone(),
                 seqs: self.seqs.clone(),
                 client: self.client.clone(),
+                clock: self.clock.clone(),
             };
             self.tasks.spawn(async move {
                 let outcome = d.deliver(&room).await;
@@ -249,6 +265,7 @@ impl<L: Ledger> Scheduler<L> {
         let now = Instant::now();
         let settled = match outcome {
             Outcome::Superseded => return Settled::Superseded,
+            Outcome::Fenced => return Settled::Fenced,
             Outcome::Retry { reason, after } => {
                 let tries = tries.saturating_add(1);
                 let delay = backoff(self.cfg.max_backoff, tries, after);
@@ -303,6 +320,7 @@ struct Delivery<L> {
     ledger: Arc<L>,
     seqs: SeqSource,
     client: reqwest::Client,
+    clock: Arc<dyn TermClock>,
 }
 
 impl<L: Ledger> Delivery<L> {
@@ -345,9 +363,16 @@ impl<L: Ledger> Delivery<L> {
         // Stable across retries of the same seq: receivers deduplicate on it.
         let id = format!("msg_{room}_{gen_}_{seq}");
         let ts = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        // Right before the send: a term whose lease ran out meanwhile (the ledger reads above
+        // take time, the process may have been paused) must leave the seq to the next term.
+        // Nor may the request outlive the term: its answer could not be recorded anyway.
+        let Some(left) = self.clock.remaining().filter(|l| !l.is_zero()) else {
+            return Outcome::Fenced;
+        };
         let mut req = self
             .client
             .post(self.cfg.url.clone())
+            .timeout(self.cfg.timeout.min(left))
             .header("content-type", "application/json")
             .header("webhook-id", &id)
             .header("webhook-timestamp", ts.to_string());
@@ -380,6 +405,11 @@ impl<L: Ledger> Delivery<L> {
                 }
             }
         };
+        // Delivered, but a term past its lease must not write: the next term owns the ledger
+        // (and sends this seq again, with the same `webhook-id`).
+        if !self.clock.valid() {
+            return Outcome::Fenced;
+        }
         match self.ledger.record(room, gen_, seq).await {
             Ok(()) => Outcome::Done { seq, rejected },
             Err(LedgerError::Superseded) => Outcome::Superseded,

@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// One message of the feed.
 #[derive(Debug)]
@@ -36,7 +37,8 @@ pub trait Feed: Send + Sync + 'static {
     /// The acknowledgement handle of one message.
     type Ack: Send + Sync + 'static;
 
-    /// The next message; `Ok(None)` once the feed stopped. Cancel-safe: the notifier waits
+    /// The next message; `Ok(None)` once the feed stopped, an error once it can no longer
+    /// deliver everything (a part of it died): the notifier then ends its term. Cancel-safe: the notifier waits
     /// on it in a `select!`, so a message must not be lost when the future is dropped.
     fn next(
         &mut self,
@@ -44,4 +46,12 @@ pub trait Feed: Send + Sync + 'static {
 
     /// Acknowledges one message (it is not delivered again).
     fn ack(&self, ack: Self::Ack) -> impl Future<Output = Result<(), FeedError>> + Send;
+
+    /// Hands one message back, to be delivered again after `delay`: what it says could not be
+    /// recorded now, and must not wait for the (long) redelivery of an unanswered message.
+    fn retry(
+        &self,
+        ack: Self::Ack,
+        delay: Duration,
+    ) -> impl Future<Output = Result<(), FeedError>> + Send;
 }

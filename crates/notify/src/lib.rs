@@ -35,6 +35,7 @@ use weaver_relay::RelayHandle;
 pub use error::NotifyError;
 pub use input::{Feed, FeedChange, FeedError, FeedItem};
 pub use ledger::{Delivered, Ledger, LedgerError};
+pub use term::TermClock;
 pub use weaver_auth::webhook::WebhookSecret;
 
 use engine::{Scheduler, SeqSource};
@@ -47,6 +48,7 @@ mod input;
 mod ledger;
 mod redb_ledger;
 mod single;
+mod term;
 mod tls;
 
 /// Deliveries by outcome: `ok`, `retry` (failed, will be tried again), `rejected` (a final
@@ -146,6 +148,7 @@ impl Notifier {
                 Arc::new(ledger),
                 SeqSource::Relay(relay.clone()),
                 client,
+                Arc::new(term::Unbounded),
             ),
             relay,
         };
@@ -157,11 +160,14 @@ impl Notifier {
     /// Cluster mode: the one notifier of the cluster, for one term of its role. Reads `feed`
     /// (every room's stored changes, durable: what it did not acknowledge is read again by the
     /// next term), records deliveries in `ledger`, and stops when `stop` fires (the term
-    /// ended), the feed ends or fails, or the ledger says a newer notifier took over.
-    pub fn start_cluster<F: Feed, L: Ledger>(
+    /// ended), `clock` says the term may no longer act (checked before every send and every
+    /// ledger write too, so a term nobody stopped in time does nothing), the feed ends or
+    /// fails, or the ledger says a newer notifier took over.
+    pub fn start_cluster<F: Feed, L: Ledger, C: TermClock>(
         config: NotifyConfig,
         feed: F,
         ledger: L,
+        clock: C,
         stop: CancellationToken,
     ) -> Result<Notifier, NotifyError> {
         config.validate()?;
@@ -173,6 +179,7 @@ impl Notifier {
                 Arc::new(ledger),
                 SeqSource::Latest(latest.clone()),
                 client,
+                Arc::new(clock),
             ),
             feed,
             latest,

@@ -155,31 +155,27 @@ impl Ledger for RedbLedger {
     /// before that only sends this seq again (at least once), while an fsync per delivery
     /// would hold redb's single writer away from the relay's commits.
     async fn record(&self, room: &str, generation: u64, seq: u64) -> Result<(), LedgerError> {
-        let db = self.db.clone();
-        let room = room.to_owned();
-        blocking(move || {
-            let mut txn = db.begin_write().map_err(store_err)?;
-            txn.set_durability(redb::Durability::None)
-                .map_err(store_err)?;
-            {
-                let mut t = txn.open_table(NOTIFIED).map_err(store_err)?;
-                let now = t
-                    .get(room.as_str())
-                    .map_err(store_err)?
-                    .map_or(0, |v| v.value().0);
-                if now == generation {
-                    t.insert(room.as_str(), (generation, seq))
-                        .map_err(store_err)?;
-                }
-            }
-            txn.commit().map_err(store_err)
+        self.update_row(room, move |gen_, _| {
+            (gen_ == generation).then_some((generation, seq))
         })
         .await
-        .map_err(ledger_err)
     }
 
     /// A deleted room's seqs restart at 1: its recorded seq is cleared.
     async fn deleted(&self, room: &str, _last_seq: u64) -> Result<(), LedgerError> {
+        self.update_row(room, |gen_, _| Some((gen_ + 1, 0))).await
+    }
+}
+
+impl RedbLedger {
+    /// One room's row `(generation, seq)` (`(0, 0)` when absent) replaced by what `change`
+    /// returns (`None`: left as it is), in one write transaction that is not fsync'd on its
+    /// own (see [`Ledger::record`]).
+    async fn update_row(
+        &self,
+        room: &str,
+        change: impl FnOnce(u64, u64) -> Option<(u64, u64)> + Send + 'static,
+    ) -> Result<(), LedgerError> {
         let db = self.db.clone();
         let room = room.to_owned();
         blocking(move || {
@@ -188,11 +184,13 @@ impl Ledger for RedbLedger {
                 .map_err(store_err)?;
             {
                 let mut t = txn.open_table(NOTIFIED).map_err(store_err)?;
-                let gen_ = t
+                let (gen_, seq) = t
                     .get(room.as_str())
                     .map_err(store_err)?
-                    .map_or(0, |v| v.value().0);
-                t.insert(room.as_str(), (gen_ + 1, 0)).map_err(store_err)?;
+                    .map_or((0, 0), |v| v.value());
+                if let Some(row) = change(gen_, seq) {
+                    t.insert(room.as_str(), row).map_err(store_err)?;
+                }
             }
             txn.commit().map_err(store_err)
         })

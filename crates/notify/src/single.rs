@@ -48,6 +48,10 @@ impl Single {
         let cfg = self.sched.cfg();
         info!(url = %cfg.url, prefix = %cfg.prefix, signed = cfg.secret.is_some(), "room notifications on");
         loop {
+            // A stop that arrived while another branch ran must not start what came due.
+            if shutdown.is_cancelled() {
+                break;
+            }
             self.sched.start_due();
             let next_due = self.sched.next_due();
             tokio::select! {

@@ -195,13 +195,7 @@ impl Reader {
         let msg = match weaver_protocol::decode_message(&frame) {
             Ok(m) => m,
             Err(e) => {
-                let reason = match e {
-                    ProtocolError::Empty => "empty_frame",
-                    ProtocolError::UnknownMessageType(_) => "unknown_message_type",
-                    ProtocolError::UnknownSyncType(_) => "unknown_sync_type",
-                    _ => "malformed_frame",
-                };
-                self.reject(close_code::PROTOCOL_ERROR, reason, &e);
+                self.reject(close_code::PROTOCOL_ERROR, malformed_reason(&e), &e);
                 return Step::Stop;
             }
         };
@@ -255,12 +249,7 @@ impl Reader {
             Wire::Awareness(a) => match weaver_protocol::decode_awareness(a) {
                 Ok(entries) => RoomCmd::Awareness { conn_id, entries },
                 Err(e) => {
-                    let (code, reason) = match e {
-                        ProtocolError::TooDeep { .. } | ProtocolError::LimitExceeded(_) => {
-                            (close_code::POLICY, "awareness_limit")
-                        }
-                        _ => (close_code::INVALID_PAYLOAD, "invalid_awareness"),
-                    };
+                    let (code, reason) = awareness_refusal(&e);
                     self.reject(code, reason, &e);
                     return Step::Stop;
                 }
@@ -669,4 +658,25 @@ pub(crate) fn merge_queued_updates(first: Bytes, queue: &SendQueue) -> (Bytes, u
         queue.push_front(f);
     }
     (first, 1, first_len)
+}
+/// The reason (log, metric, close) of a frame that does not decode (here and on Hocuspocus
+/// sockets; the close is 1002).
+pub(crate) fn malformed_reason(e: &ProtocolError) -> &'static str {
+    match e {
+        ProtocolError::Empty => "empty_frame",
+        ProtocolError::UnknownMessageType(_) => "unknown_message_type",
+        ProtocolError::UnknownSyncType(_) => "unknown_sync_type",
+        _ => "malformed_frame",
+    }
+}
+
+/// The close for an awareness message that does not decode (here and on Hocuspocus sockets):
+/// past a limit (1008) or not awareness at all (1007).
+pub(crate) fn awareness_refusal(e: &ProtocolError) -> (u16, &'static str) {
+    match e {
+        ProtocolError::TooDeep { .. } | ProtocolError::LimitExceeded(_) => {
+            (close_code::POLICY, "awareness_limit")
+        }
+        _ => (close_code::INVALID_PAYLOAD, "invalid_awareness"),
+    }
 }

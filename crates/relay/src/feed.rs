@@ -53,6 +53,15 @@ pub(crate) struct FeedDeps {
 /// quiet feed, and finds consumers that are gone.
 pub const FEED_KEEPALIVE: Duration = Duration::from_secs(15);
 
+/// The largest event a feed can send: a `sync` of a whole document (up to `--max-doc-bytes`)
+/// or an update (up to `--max-message-bytes`), base64, with its `event:`/`id:` lines. A node
+/// proxying another node's feed holds at most this much of one event (forward/http.rs).
+pub(crate) fn max_event_bytes(config: &crate::RelayConfig) -> usize {
+    let doc = usize::try_from(config.max_doc_bytes).unwrap_or(usize::MAX);
+    let payload = config.max_message_bytes.max(doc);
+    (payload / 3 + 1).saturating_mul(4).saturating_add(256)
+}
+
 /// Why a feed ended (the `reason` of its `closed` event and of the metric).
 #[derive(Debug, Clone, Copy)]
 enum End {
@@ -275,17 +284,21 @@ pub(crate) async fn changes(
         config.conn_queue_frames,
         config.max_message_bytes.saturating_mul(2),
     );
-    let resumed = match last_event_id(&headers, q.last_event_id.as_deref()) {
-        Some(after) => resume_from(room_deps.store.load(name.clone()).await?, after),
-        None => None,
-    };
     // Cluster mode: the feed sees only this node's commits, so the room must run here (the
     // forward layer sent the request here because no other node owns it). A full sync loads
-    // it anyway; a resumed feed starts it.
+    // it anyway; a resumed feed loads it before it reads the log: what another node committed
+    // until then is in the log (this node's load fenced it), what this node commits after is
+    // in the subscription, and the seqs in both are sent once (`replayed_upto`).
     let follows = config.placement.rooms_can_move();
-    if follows && resumed.is_some() {
-        rooms.start(&room)?;
-    }
+    let resumed = match last_event_id(&headers, q.last_event_id.as_deref()) {
+        Some(after) => {
+            if follows {
+                rooms.wait_loaded(&room).await?;
+            }
+            resume_from(room_deps.store.read_room(name.clone()).await?, after)
+        }
+        None => None,
+    };
     let (phase, replayed_upto) = match resumed {
         Some((missed, last)) => (Phase::Replay(missed), last),
         None => {

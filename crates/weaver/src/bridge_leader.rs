@@ -2,11 +2,11 @@
 //! role (`weaver_cluster::Leadership`), over every room of the cluster (`cluster_host.rs`), and
 //! its HTTP routes on every node.
 //!
-//! Each term of leadership opens the outbox through an [`OutboxFactory`] (the engine is
-//! injected: the node-local redb outbox is the stand-in until the shared JetStream outbox is
-//! plugged in), starts the bridge over it and a fresh [`ClusterHost`], and stops and joins it
-//! when the term ends: the lease fenced, shutdown, or the outbox reported itself fenced (a
-//! newer leader opened it). `/api/calls…` and `/api/webhooks/{integration}` are served by the
+//! Each term of leadership opens the outbox through an [`OutboxFactory`] (in the product
+//! [`jetstream_outbox`]: the cluster's shared outbox on JetStream, `weaver-cluster-outbox`),
+//! starts the bridge over it and a fresh [`ClusterHost`], and stops and joins it when the term
+//! ends: the lease fenced, shutdown, or the outbox reported itself fenced (a newer leader
+//! opened it). `/api/calls…` and `/api/webhooks/{integration}` are served by the
 //! running bridge on the leader and proxied to the leader from every other node (streamed,
 //! through the relay's forwarding proxy); 503 with `Retry-After` while there is none.
 
@@ -23,8 +23,9 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tracing::{error, info, warn};
 use weaver_auth::TokenKey;
-use weaver_bridge::{BoxFuture, Bridge, BridgeConfig, OutboxStore, RedbOutbox, Registry};
+use weaver_bridge::{BoxFuture, Bridge, BridgeConfig, OutboxStore, Registry};
 use weaver_cluster::{LeaderTerm, Leadership, NodeDirectory, RoomLog};
+use weaver_cluster_outbox::{JetStreamOutbox, OutboxConfig};
 use weaver_relay::{RelayHandle, RemoteOwner};
 
 use crate::cluster_host::ClusterHost;
@@ -48,24 +49,25 @@ pub struct OutboxTerm {
 pub type OutboxFactory =
     Arc<dyn Fn(u64) -> BoxFuture<'static, anyhow::Result<OutboxTerm>> + Send + Sync>;
 
-/// The stand-in outbox: the node-local redb outbox under `--data`, as single-node mode opens
-/// it. Calls created under another node's leadership stay in that node's file.
-pub fn node_local_outbox(db: Arc<redb::Database>, cfg: &BridgeConfig) -> OutboxFactory {
+/// The cluster's shared outbox on JetStream: each term opens a handle (replaying the log and
+/// fencing the previous leader's handle); the term ends when this handle is fenced in turn.
+pub fn jetstream_outbox(
+    client: weaver_cluster::NatsClient,
+    outbox: OutboxConfig,
+    cfg: &BridgeConfig,
+) -> OutboxFactory {
     let retry = cfg.retry.clone();
     let notices = cfg.failure_webhook.is_some();
-    Arc::new(move |_epoch| {
-        let (db, retry) = (db.clone(), retry.clone());
+    Arc::new(move |epoch| {
+        let (client, outbox, retry) = (client.clone(), outbox.clone(), retry.clone());
         Box::pin(async move {
-            let outbox = tokio::task::spawn_blocking(move || {
-                RedbOutbox::open(db, retry).map(|o| o.with_failure_notices(notices))
-            })
-            .await
-            .context("opening the outbox")?
-            .context("opening the outbox")?;
+            let outbox = JetStreamOutbox::open(&client, &outbox, retry, notices)
+                .await
+                .with_context(|| format!("opening the cluster's outbox (term {epoch})"))?;
+            let fenced = outbox.fenced();
             Ok(OutboxTerm {
                 outbox: Arc::new(outbox),
-                // The node-local file is never opened by another leader: never fenced.
-                fenced: CancellationToken::new(),
+                fenced,
             })
         })
     })

@@ -236,6 +236,22 @@ impl Node {
         Leadership::new(self.leases.clone(), role, &self.node_id)
     }
 
+    /// The NATS connection and where the cluster's bridge outbox lives (the bridge role, backup).
+    pub fn outbox(
+        &self,
+    ) -> (
+        weaver_cluster::NatsClient,
+        weaver_cluster_outbox::OutboxConfig,
+    ) {
+        (
+            self.client.clone(),
+            weaver_cluster_outbox::OutboxConfig {
+                replicas: self.replicas,
+                ..Default::default()
+            },
+        )
+    }
+
     /// The node list, to find another node's URL.
     pub fn directory(&self) -> NodeDirectory {
         self.registry.directory()

@@ -4,9 +4,9 @@
 //!
 //! A backup is a list of parts ([`BackupPart`]), each reading its data from the cluster and
 //! writing its own tables through [`BackupWriter::write`] (one closure over a redb
-//! `WriteTransaction`, run on the blocking pool, never across network I/O). Today one part:
-//! the rooms ([`RoomsPart`]: `relay_*` tables, storage format, versions). Further parts (the
-//! bridge's outbox once it lives on JetStream) are added to the list in `main.rs`.
+//! `WriteTransaction`, run on the blocking pool, never across network I/O). The parts: the
+//! rooms ([`RoomsPart`]: `relay_*` tables, storage format, versions) and the bridge's outbox
+//! ([`OutboxPart`]: the `bridge_*` tables, as of one moment of the outbox log).
 //!
 //! Bounded memory: the rooms part reads `ROOMS_READ_AT_ONCE` rooms (with their versions) at a
 //! time and writes them one by one (a room per transaction: measured, batching them into fewer
@@ -21,6 +21,7 @@ use futures_util::future::BoxFuture;
 use redb::{Database, WriteTransaction};
 use tracing::{debug, info};
 use weaver_cluster::RoomTransfer;
+use weaver_cluster_outbox::OutboxConfig;
 
 /// Rooms read from JetStream at once: what bounds a backup's memory (with their versions).
 const ROOMS_READ_AT_ONCE: usize = 8;
@@ -28,10 +29,46 @@ const ROOMS_READ_AT_ONCE: usize = 8;
 /// Page cache of the database being written.
 const BACKUP_CACHE_BYTES: usize = 16 * 1024 * 1024;
 
-/// Every part of a cluster backup, in the order they are written. A new part (the bridge's
-/// outbox on JetStream) goes in this list.
-pub fn parts(transfer: Arc<RoomTransfer>) -> Arc<[Arc<dyn BackupPart>]> {
-    Arc::from(vec![Arc::new(RoomsPart { transfer }) as Arc<dyn BackupPart>])
+/// Every part of a cluster backup, in the order they are written: the rooms, then (given
+/// the NATS connection and where it lives) the bridge's outbox.
+pub fn parts(
+    transfer: Arc<RoomTransfer>,
+    outbox: Option<(weaver_cluster::NatsClient, OutboxConfig)>,
+) -> Arc<[Arc<dyn BackupPart>]> {
+    let mut parts = vec![Arc::new(RoomsPart { transfer }) as Arc<dyn BackupPart>];
+    if let Some((client, cfg)) = outbox {
+        parts.push(Arc::new(OutboxPart { client, cfg }));
+    }
+    Arc::from(parts)
+}
+
+/// The bridge's outbox: its log replayed into a replica of the backup's own (the running
+/// leader is not disturbed), whose tables are copied as a single node's backup copies them.
+pub struct OutboxPart {
+    pub client: weaver_cluster::NatsClient,
+    pub cfg: OutboxConfig,
+}
+
+impl BackupPart for OutboxPart {
+    fn write<'a>(&'a self, out: &'a BackupWriter) -> BoxFuture<'a, anyhow::Result<Vec<String>>> {
+        Box::pin(async move {
+            let replica = weaver_cluster_outbox::read_outbox(
+                &self.client,
+                &self.cfg,
+                weaver_bridge::config::RetryPolicy::default(),
+            )
+            .await
+            .context("reading the cluster's outbox")?;
+            let tables = out
+                .write(move |txn| {
+                    let read = replica.begin_read()?;
+                    Ok(weaver_bridge::outbox::copy_tables(&read, txn)?)
+                })
+                .await?;
+            info!(tables = tables.len(), "the cluster's outbox copied");
+            Ok(tables)
+        })
+    }
 }
 
 /// One part of a cluster backup.

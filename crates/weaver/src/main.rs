@@ -448,7 +448,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let bridge = match &node {
         // One bridge per cluster, on the node holding the `bridge` role (bridge_leader.rs).
         Some(node) => {
-            let outbox = bridge_leader::node_local_outbox(db, &bridge_config);
+            let (client, outbox) = node.outbox();
+            let outbox = bridge_leader::jetstream_outbox(client, outbox, &bridge_config);
             Bridge::Cluster(Box::new(bridge_leader::BridgeLeader::start(
                 bridge_leader::Deps {
                     cfg: bridge_config,
@@ -513,7 +514,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
     let backup_source = match &transfer {
-        Some(transfer) => backup::Source::Cluster(cluster_backup::parts(transfer.clone())),
+        Some(transfer) => backup::Source::Cluster(cluster_backup::parts(
+            transfer.clone(),
+            node.as_ref().map(|n| n.outbox()),
+        )),
         None => backup::Source::Local(store),
     };
     let backup_routes = relay

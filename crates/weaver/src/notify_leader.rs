@@ -5,6 +5,9 @@
 //! under the term's epoch), runs `weaver_notify::Notifier::start_cluster` over them, and stops
 //! it when the term ends (the lease fenced, shutdown) or the notifier ended by itself (the feed
 //! failed, a newer term took the ledger), which ends the term so the role is campaigned again.
+//! The term's lease clock goes with the feed and the notifier: they check it themselves before
+//! touching the consumers, each send and each ledger write, so a term noticed late (a paused
+//! process) acts no more once another node may lead.
 
 use std::time::Duration;
 
@@ -55,7 +58,7 @@ impl NotifyLeader {
 /// One term: the notifier runs until the term's stop fires or it ends by itself.
 async fn lead(cfg: NotifyConfig, log: RoomLog, term: LeaderTerm) {
     let epoch = term.epoch;
-    let feed = match RoomFeed::open(&log, &RoomFeedConfig::default()).await {
+    let feed = match RoomFeed::open(&log, &RoomFeedConfig::default(), &term.clock).await {
         Ok(f) => f,
         Err(e) => {
             error!(
@@ -78,7 +81,7 @@ async fn lead(cfg: NotifyConfig, log: RoomLog, term: LeaderTerm) {
         }
     };
     let stop = term.stop.child_token();
-    let mut notifier = match Notifier::start_cluster(cfg, feed, ledger, stop.clone()) {
+    let mut notifier = match Notifier::start_cluster(cfg, feed, ledger, term.clock, stop.clone()) {
         Ok(n) => n,
         Err(e) => {
             error!(

@@ -1,12 +1,13 @@
 //! `Outcome`: what an integration reports for one try of a call; the input of the call's state
 //! transition (`transition.rs`).
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::FailureReason;
 
-/// What an integration reports for one try.
-#[derive(Debug, Clone, PartialEq)]
+/// What an integration reports for one try. Serializable: a replicated outbox logs it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Outcome {
     /// Finished successfully (sync API, or a poll that found the job done).
     Completed {

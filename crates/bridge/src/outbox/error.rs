@@ -28,6 +28,22 @@ pub enum OutboxError {
     /// A batch operation returned fewer results than it was given items (an engine bug).
     #[error("{0} returned nothing")]
     Empty(&'static str),
+    /// Another handle (a newer bridge leader) wrote to the shared outbox since this handle
+    /// last did: nothing was written, and this handle writes nothing more.
+    #[error("the outbox was opened by another handle (a newer bridge leader); this one is fenced")]
+    Fenced,
+    /// A remote outbox's storage failed or did not answer (what was being done, and why).
+    #[error("outbox storage: {what}")]
+    Remote {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A record of a remote outbox's log does not decode or does not apply: the log is
+    /// damaged or written by a newer build. Replaying past it would diverge, so the outbox
+    /// refuses to open.
+    #[error("outbox log record {seq} is unusable: {why}")]
+    Corrupt { seq: u64, why: String },
 }
 
 impl OutboxError {

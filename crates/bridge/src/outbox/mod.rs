@@ -9,8 +9,11 @@
 //!
 //! Files: `mod.rs` (the trait and its contract), `records.rs` (claims, verdicts, filters),
 //! `writeback.rs` (the write-back record), `failure_notice.rs` (the `call.failed` record),
-//! `error.rs` (`OutboxError`), `redb/` (the engine).
+//! `error.rs` (`OutboxError`), `redb/` (the engine), `conformance.rs` (the suite every engine
+//! runs, feature `conformance-tests`). The JetStream engine is `weaver-cluster-outbox`.
 
+#[cfg(feature = "conformance-tests")]
+pub mod conformance;
 mod error;
 mod failure_notice;
 mod records;
@@ -43,8 +46,8 @@ pub use writeback::{DocStatus, Writeback};
 ///
 /// # The contract every engine keeps
 ///
-/// (The conformance suite in `crates/bridge/tests/it/outbox/conformance.rs` checks it; run it
-/// against a new engine.)
+/// (The conformance suite `outbox::conformance`, feature `conformance-tests`, checks it; run it
+/// against a new engine with `outbox_conformance_suite!`.)
 ///
 /// - **Atomic steps.** Every method that writes is all-or-nothing and durable when it returns
 ///   `Ok`: the events it appends, the call's re-folded status, its queue entry, its lease, the

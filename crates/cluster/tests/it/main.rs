@@ -8,6 +8,7 @@ mod changes;
 mod leader;
 mod lease;
 mod notify;
+mod notify_faults;
 mod placement;
 mod registry;
 mod room_log;

@@ -2,6 +2,7 @@
 //! room feed and the KV ledger, a real nats-server and a real HTTP receiver on loopback.
 //! A term ends without acknowledging what it did not deliver; the next term (a higher epoch)
 //! sends that, skips what the ledger covers, and a stale term cannot write the ledger.
+//! Each term holds the real `#notifier` lease; faults and overlapping terms: `notify_faults.rs`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -12,26 +13,38 @@ use axum::http::{HeaderMap, StatusCode};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use weaver_cluster::testing::{NatsServer, unique};
-use weaver_cluster::{NotifyLedger, RoomFeed, RoomFeedConfig, RoomLog};
+use weaver_cluster::{
+    Lease, Leases, NotifyLedger, RoomFeed, RoomFeedConfig, RoomLog, RoomLogConfig,
+};
 use weaver_notify::{Ledger, LedgerError, Notifier, NotifyConfig, WebhookSecret};
 
-use crate::support::{b, log_config, room, same_log};
+use crate::support::{b, lease_config, leases, log_config, room, same_log};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// One request the receiver got, and what it answered.
 #[derive(Debug)]
-struct Hit {
-    room: String,
-    seq: u64,
-    id: String,
-    ok: bool,
+pub(crate) struct Hit {
+    pub(crate) room: String,
+    pub(crate) seq: u64,
+    pub(crate) id: String,
+    pub(crate) ok: bool,
 }
+
+/// Rooms the receiver answers 503 for.
+pub(crate) type Blocked = Arc<Mutex<HashSet<String>>>;
 
 /// Answers 503 for the rooms in `blocked`, 200 otherwise; every request's signature is
 /// verified (a bad one fails the test).
-async fn receiver(
-    blocked: Arc<Mutex<HashSet<String>>>,
+pub(crate) async fn receiver(blocked: Blocked) -> (reqwest::Url, mpsc::UnboundedReceiver<Hit>) {
+    slow_receiver(blocked, Duration::ZERO).await
+}
+
+/// As [`receiver`], answering each request only `delay` after it arrived (its hit is
+/// reported on arrival: a sender that gives up meanwhile closes the connection).
+pub(crate) async fn slow_receiver(
+    blocked: Blocked,
+    delay: Duration,
 ) -> (reqwest::Url, mpsc::UnboundedReceiver<Hit>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let app = axum::Router::new().route(
@@ -63,6 +76,7 @@ async fn receiver(
                     room,
                     ok,
                 });
+                tokio::time::sleep(delay).await;
                 if ok {
                     StatusCode::OK
                 } else {
@@ -77,7 +91,7 @@ async fn receiver(
     (format!("http://{addr}/hook").parse().unwrap(), rx)
 }
 
-fn config(url: reqwest::Url, debounce_ms: u64) -> NotifyConfig {
+pub(crate) fn config(url: reqwest::Url, debounce_ms: u64) -> NotifyConfig {
     let mut c = NotifyConfig::new(url);
     c.secret = Some(WebhookSecret::parse(SECRET).unwrap());
     c.debounce = Duration::from_millis(debounce_ms);
@@ -85,37 +99,106 @@ fn config(url: reqwest::Url, debounce_ms: u64) -> NotifyConfig {
     c
 }
 
-/// One notifier term with lease epoch `epoch`.
-struct Term {
-    notifier: Notifier,
-    stop: CancellationToken,
+/// The notifier role's lease bucket of a test (a long TTL: terms end when the test says).
+pub(crate) async fn role(server: &NatsServer) -> Leases {
+    leases(server, &lease_config(Duration::from_secs(30))).await
+}
+
+/// The `notifier` role's lease for a term, waiting (bounded: 20 s) for the last to expire.
+pub(crate) async fn campaign(leases: &Leases, node: &str) -> Lease {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match leases.acquire("#notifier", node).await {
+            Ok(lease) => return lease,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("no notifier lease in time: {e}"),
+        }
+    }
+}
+
+/// What every notifier test sets up: a writer and the notifier's node on one fresh room log,
+/// a ledger bucket, the role's lease bucket, and the given rooms taken over by the writer.
+pub(crate) struct Fixture {
+    pub(crate) server: Arc<NatsServer>,
+    pub(crate) cfg: RoomLogConfig,
+    pub(crate) writer: RoomLog,
+    pub(crate) log: RoomLog,
+    pub(crate) bucket: String,
+    pub(crate) role: Leases,
+}
+
+impl Fixture {
+    pub(crate) async fn new(rooms: &[&str]) -> Fixture {
+        let server = NatsServer::shared();
+        let cfg = log_config();
+        let writer = same_log(&server, &cfg).await;
+        let log = same_log(&server, &cfg).await;
+        for r in rooms {
+            writer.take_over(room(r), 1, "w".into()).await.unwrap();
+        }
+        let role = role(&server).await;
+        Fixture {
+            server,
+            cfg,
+            writer,
+            log,
+            bucket: unique("notify"),
+            role,
+        }
+    }
+
+    /// A term of `node` (once it holds the role) over the fixture's log and bucket.
+    pub(crate) async fn term(&self, node: &str, feed: &RoomFeedConfig, cfg: NotifyConfig) -> Term {
+        let lease = campaign(&self.role, node).await;
+        Term::start(&self.log, feed, &self.bucket, lease, cfg).await
+    }
+}
+
+/// One notifier term, holding the role's lease.
+pub(crate) struct Term {
+    pub(crate) notifier: Notifier,
+    pub(crate) stop: CancellationToken,
+    pub(crate) lease: Lease,
 }
 
 impl Term {
-    async fn start(
+    /// Starts a term under `lease` (the stop token is the test's: the lease fencing does not
+    /// stop the term by itself, as with a paused process).
+    pub(crate) async fn start(
         log: &RoomLog,
         feed: &RoomFeedConfig,
         bucket: &str,
-        epoch: u64,
+        lease: Lease,
         cfg: NotifyConfig,
     ) -> Term {
-        let f = RoomFeed::open(log, feed).await.unwrap();
-        let ledger = NotifyLedger::open(log, bucket, epoch).await.unwrap();
+        let clock = lease.clock();
+        let f = RoomFeed::open(log, feed, &clock).await.unwrap();
+        let ledger = NotifyLedger::open(log, bucket, lease.epoch())
+            .await
+            .unwrap();
         let stop = CancellationToken::new();
-        let notifier = Notifier::start_cluster(cfg, f, ledger, stop.clone()).unwrap();
+        let notifier = Notifier::start_cluster(cfg, f, ledger, clock, stop.clone()).unwrap();
         notifier.started().await;
-        Term { notifier, stop }
+        Term {
+            notifier,
+            stop,
+            lease,
+        }
     }
 
     /// Ends the term as a lost lease does: what was not delivered stays unacknowledged.
-    async fn end(self) {
+    pub(crate) async fn end(self) {
         self.stop.cancel();
         self.notifier.stop(Duration::from_secs(5)).await;
+        let _ = self.lease.release().await;
     }
 }
 
 /// Collects hits until `done` holds for them (bounded: 20 s).
-async fn until(
+pub(crate) async fn until(
     rx: &mut mpsc::UnboundedReceiver<Hit>,
     all: &mut Vec<Hit>,
     done: impl Fn(&[Hit]) -> bool,
@@ -133,12 +216,12 @@ async fn until(
 }
 
 /// Whether `seq` of `room` was delivered (answered 2xx).
-fn delivered(all: &[Hit], room: &str, seq: u64) -> bool {
+pub(crate) fn delivered(all: &[Hit], room: &str, seq: u64) -> bool {
     all.iter().any(|h| h.ok && h.room == room && h.seq == seq)
 }
 
 /// Per room, the delivered seqs: strictly increasing (so none twice), webhook ids unique.
-fn check_once_in_order(all: &[Hit]) -> HashMap<String, Vec<u64>> {
+pub(crate) fn check_once_in_order(all: &[Hit]) -> HashMap<String, Vec<u64>> {
     let mut per_room: HashMap<String, Vec<u64>> = HashMap::new();
     let mut ids = HashSet::new();
     for h in all.iter().filter(|h| h.ok) {
@@ -159,7 +242,7 @@ fn check_once_in_order(all: &[Hit]) -> HashMap<String, Vec<u64>> {
     per_room
 }
 
-async fn write(log: &RoomLog, name: &str, n: usize) {
+pub(crate) async fn write(log: &RoomLog, name: &str, n: usize) {
     for i in 0..n {
         log.append(room(name), vec![b(&format!("{name}{i}"))])
             .await
@@ -169,26 +252,20 @@ async fn write(log: &RoomLog, name: &str, n: usize) {
 
 #[tokio::test]
 async fn a_leader_change_neither_repeats_nor_loses_a_seq() {
-    let server = NatsServer::shared();
-    let cfg = log_config();
-    let writer = same_log(&server, &cfg).await;
-    let log = same_log(&server, &cfg).await;
-    let feed = RoomFeedConfig::default();
-    let bucket = unique("notify");
+    let fx = Fixture::new(&["a", "b", "z"]).await;
+    let (writer, feed) = (&fx.writer, RoomFeedConfig::default());
     let blocked = Arc::new(Mutex::new(HashSet::from(["b".to_owned()])));
     let (url, mut rx) = receiver(blocked.clone()).await;
     let mut all = Vec::new();
-    for r in ["a", "b", "z"] {
-        writer.take_over(room(r), 1, "w".into()).await.unwrap();
-    }
 
     // Term 1: a is delivered; b is refused (503, retried) and so never acknowledged, while
     // a's later messages, behind b's in the stream, are delivered and acknowledged.
-    let t1 = Term::start(&log, &feed, &bucket, 1, config(url.clone(), 100)).await;
-    write(&writer, "a", 3).await;
+    let t1 = fx.term("n1", &feed, config(url.clone(), 100)).await;
+    let epoch1 = t1.lease.epoch();
+    write(writer, "a", 3).await;
     until(&mut rx, &mut all, |d| delivered(d, "a", 3)).await;
-    write(&writer, "b", 1).await;
-    write(&writer, "a", 2).await;
+    write(writer, "b", 1).await;
+    write(writer, "a", 2).await;
     // b was tried (and refused) too.
     until(&mut rx, &mut all, |d| {
         delivered(d, "a", 5) && d.iter().any(|h| h.room == "b" && !h.ok)
@@ -199,19 +276,22 @@ async fn a_leader_change_neither_repeats_nor_loses_a_seq() {
     // Term 2 reads b's message again (and a's, which its ledger covers): b is delivered, a
     // not again; what is written now is announced too.
     blocked.lock().unwrap().clear();
-    let t2 = Term::start(&log, &feed, &bucket, 2, config(url.clone(), 100)).await;
+    let t2 = fx.term("n2", &feed, config(url.clone(), 100)).await;
+    assert!(t2.lease.epoch() > epoch1);
     until(&mut rx, &mut all, |d| delivered(d, "b", 1)).await;
-    write(&writer, "a", 1).await;
+    write(writer, "a", 1).await;
     until(&mut rx, &mut all, |d| delivered(d, "a", 6)).await;
     // A marker after everything: once it arrived, nothing else of the above is on its way.
-    write(&writer, "z", 1).await;
+    write(writer, "z", 1).await;
     until(&mut rx, &mut all, |d| delivered(d, "z", 1)).await;
     let per_room = check_once_in_order(&all);
     assert_eq!(per_room["a"].last(), Some(&6), "{all:?}");
     assert_eq!(per_room["b"], vec![1], "{all:?}");
 
     // Term 1's ledger is stale now: a write under its epoch is refused.
-    let stale = NotifyLedger::open(&log, &bucket, 1).await.unwrap();
+    let stale = NotifyLedger::open(&fx.log, &fx.bucket, epoch1)
+        .await
+        .unwrap();
     assert!(matches!(
         stale.record("a", 0, 7).await,
         Err(LedgerError::Superseded)
@@ -221,29 +301,22 @@ async fn a_leader_change_neither_repeats_nor_loses_a_seq() {
 
 #[tokio::test]
 async fn a_restart_sends_what_was_not_delivered_but_never_history() {
-    let server = NatsServer::shared();
-    let cfg = log_config();
-    let writer = same_log(&server, &cfg).await;
-    let log = same_log(&server, &cfg).await;
-    let feed = RoomFeedConfig::default();
-    let bucket = unique("notify");
+    let fx = Fixture::new(&["old", "new", "z"]).await;
+    let (writer, feed) = (&fx.writer, RoomFeedConfig::default());
     let (url, mut rx) = receiver(Arc::default()).await;
     let mut all = Vec::new();
-    for r in ["old", "new", "z"] {
-        writer.take_over(room(r), 1, "w".into()).await.unwrap();
-    }
     // History written before the notifier's first term: never announced.
-    write(&writer, "old", 2).await;
+    write(writer, "old", 2).await;
 
     // The first term waits out a long debounce and ends before sending `new`.
-    let t1 = Term::start(&log, &feed, &bucket, 1, config(url.clone(), 60_000)).await;
-    write(&writer, "new", 1).await;
+    let t1 = fx.term("n1", &feed, config(url.clone(), 60_000)).await;
+    write(writer, "new", 1).await;
     t1.end().await;
 
     // The next term sends it at once; history stays unannounced.
-    let t2 = Term::start(&log, &feed, &bucket, 2, config(url.clone(), 50)).await;
+    let t2 = fx.term("n2", &feed, config(url.clone(), 50)).await;
     until(&mut rx, &mut all, |d| delivered(d, "new", 1)).await;
-    write(&writer, "z", 1).await;
+    write(writer, "z", 1).await;
     until(&mut rx, &mut all, |d| delivered(d, "z", 1)).await;
     check_once_in_order(&all);
     assert!(!all.iter().any(|h| h.room == "old"), "{all:?}");
@@ -252,27 +325,18 @@ async fn a_restart_sends_what_was_not_delivered_but_never_history() {
 
 #[tokio::test]
 async fn a_deleted_and_recreated_room_gets_a_new_generation() {
-    let server = NatsServer::shared();
-    let cfg = log_config();
-    let writer = same_log(&server, &cfg).await;
-    let log = same_log(&server, &cfg).await;
-    let bucket = unique("notify");
+    let fx = Fixture::new(&["d"]).await;
+    let writer = &fx.writer;
     let (url, mut rx) = receiver(Arc::default()).await;
     let mut all = Vec::new();
-    writer.take_over(room("d"), 1, "w".into()).await.unwrap();
-    let t = Term::start(
-        &log,
-        &RoomFeedConfig::default(),
-        &bucket,
-        1,
-        config(url, 50),
-    )
-    .await;
-    write(&writer, "d", 2).await;
+    let t = fx
+        .term("n1", &RoomFeedConfig::default(), config(url, 50))
+        .await;
+    write(writer, "d", 2).await;
     until(&mut rx, &mut all, |d| delivered(d, "d", 2)).await;
     writer.delete(room("d")).await.unwrap();
     writer.take_over(room("d"), 1, "w".into()).await.unwrap();
-    write(&writer, "d", 1).await;
+    write(writer, "d", 1).await;
     // Seqs continue after the tombstone; the generation moved on, so the id is new.
     until(&mut rx, &mut all, |d| delivered(d, "d", 3)).await;
     let last = all.iter().rfind(|h| h.ok).unwrap();

@@ -3,8 +3,10 @@
 
 use bytes::Bytes;
 use weaver_cluster::testing::NatsServer;
-use weaver_cluster::{JetStreamRoomStore, LogError, RoomCopy, RoomTransfer, TransferError};
-use weaver_relay::store::{NewVersion, Retention, RoomStore, VersionKind};
+use weaver_cluster::{
+    JetStreamRoomStore, LogError, RoomCopy, RoomTransfer, TransferError, VersionError,
+};
+use weaver_relay::store::{NewVersion, Retention, RoomStore, StoredRoom, VersionKind};
 
 use crate::support::{b, log_config, room};
 
@@ -145,5 +147,54 @@ async fn rooms_copy_out_without_a_takeover_and_import_at_their_own_seqs_once() {
         s.stop().await;
     }
     source.stop().await;
+    target.stop().await;
+}
+
+#[tokio::test]
+async fn an_import_never_writes_over_a_version_index_it_finds() {
+    let server = NatsServer::shared();
+    let cfg = log_config();
+    // A node running while the restore runs added a version to a room with no log yet.
+    let node = JetStreamRoomStore::open(server.client().await, cfg.clone())
+        .await
+        .unwrap();
+    let raced = room("raced");
+    let theirs = node
+        .add_version(raced.clone(), version(0, b"node's", None), Retention::ALL)
+        .await
+        .unwrap();
+    let target = RoomTransfer::open(server.client().await, cfg)
+        .await
+        .unwrap();
+    let backup = version(1, b"backup's", None);
+    let copy = RoomCopy {
+        stored: StoredRoom {
+            snapshot: None,
+            snapshot_seq: 0,
+            tail: vec![(1, b"1".to_vec())],
+        },
+        versions: vec![(backup.meta(theirs.id), backup.data.clone())],
+    };
+    let refused = target.import("raced", copy).await.unwrap_err();
+    assert!(
+        matches!(&refused, TransferError::Versions(VersionError::Conflict { room }) if room == "raced"),
+        "{refused}"
+    );
+    assert_eq!(
+        node.versions(raced.clone()).await.unwrap(),
+        vec![theirs.clone()]
+    );
+    assert_eq!(
+        node.version_data(raced.clone(), vec![theirs.id])
+            .await
+            .unwrap(),
+        vec![b"node's".to_vec()],
+        "the node's version data is left alone"
+    );
+    assert!(
+        target.read("raced").await.unwrap().is_none(),
+        "no log written"
+    );
+    node.stop().await;
     target.stop().await;
 }

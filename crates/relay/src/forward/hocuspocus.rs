@@ -13,9 +13,12 @@
 //! document close does: the provider reconnects and resyncs every document), 1013 when the
 //! owner cannot be reached, 1012 when its connection breaks, when it no longer owns the room
 //! (`RoomPlacement::owner_gone`) or at shutdown. The task ends with the document (its channel
-//! closes) or with any of those.
+//! closes) or with any of those. The client frames waiting for the owner are bounded in bytes
+//! too (twice the largest message): 256 frames of up to 16 MiB each would be 4 GiB held for one
+//! document; over either bound the client's socket closes with 1013 (`owner_queue_full`).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -34,11 +37,90 @@ use crate::send_queue::{PushError, SendQueue};
 /// Client frames of one forwarded document that may wait for the owner's socket.
 pub(crate) const UPSTREAM_QUEUE: usize = 256;
 
+/// Bytes of client frames of one forwarded document that may wait for the owner's socket:
+/// room for one message of the largest size while another arrives.
+pub(crate) fn upstream_budget(max_message_bytes: usize) -> usize {
+    max_message_bytes.saturating_mul(2)
+}
+
 /// What a forwarded document needs from the relay.
 pub(crate) struct ForwardDeps {
     pub placement: Arc<dyn RoomPlacement>,
     pub shutdown: CancellationToken,
     pub tracker: tokio_util::task::TaskTracker,
+    /// [`upstream_budget`] of the relay's message limit.
+    pub upstream_bytes: usize,
+}
+
+/// Where the client's frames for a forwarded document go: toward the owner, bounded in frames
+/// ([`UPSTREAM_QUEUE`]) and in bytes. Dropping it ends the forwarding.
+#[derive(Debug)]
+pub(crate) struct Upstream {
+    tx: mpsc::Sender<Bytes>,
+    queued: Arc<AtomicUsize>,
+    budget: usize,
+}
+
+/// A frame that did not fit in the queue toward the owner: the owner does not read fast enough.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum UpstreamFull {
+    #[error("{UPSTREAM_QUEUE} frames wait for the room's owner")]
+    Frames,
+    #[error("more than {budget} bytes would wait for the room's owner")]
+    Bytes { budget: usize },
+}
+
+impl Upstream {
+    /// Queues `frame` for the owner. A forwarding that ended takes it silently: its close
+    /// reaches the document through the document's queue.
+    pub(crate) fn try_send(&self, frame: Bytes) -> Result<(), UpstreamFull> {
+        let len = frame.len();
+        let before = self.queued.fetch_add(len, Ordering::AcqRel);
+        if before.saturating_add(len) > self.budget {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            return Err(UpstreamFull::Bytes {
+                budget: self.budget,
+            });
+        }
+        match self.tx.try_send(frame) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.queued.fetch_sub(len, Ordering::AcqRel);
+                match e {
+                    mpsc::error::TrySendError::Full(_) => Err(UpstreamFull::Frames),
+                    mpsc::error::TrySendError::Closed(_) => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+/// The forwarding task's end of [`Upstream`]: a frame taken out no longer counts.
+struct UpstreamRx {
+    rx: mpsc::Receiver<Bytes>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl UpstreamRx {
+    async fn recv(&mut self) -> Option<Bytes> {
+        let frame = self.rx.recv().await?;
+        self.queued.fetch_sub(frame.len(), Ordering::AcqRel);
+        Some(frame)
+    }
+}
+
+/// A queue toward the owner holding at most `budget` bytes.
+fn upstream(budget: usize) -> (Upstream, UpstreamRx) {
+    let (tx, rx) = mpsc::channel(UPSTREAM_QUEUE);
+    let queued = Arc::new(AtomicUsize::new(0));
+    (
+        Upstream {
+            tx,
+            queued: queued.clone(),
+            budget,
+        },
+        UpstreamRx { rx, queued },
+    )
 }
 
 /// Starts forwarding the document at `address` (room `room`) to `owner`: `token_frame` (the
@@ -50,14 +132,15 @@ pub(crate) fn start(
     room: String,
     token_frame: Bytes,
     queue: Arc<SendQueue>,
-) -> mpsc::Sender<Bytes> {
-    let (tx, rx) = mpsc::channel(UPSTREAM_QUEUE);
+) -> Upstream {
     let span = tracing::info_span!("hocuspocus_forward", room = %room, owner = %owner.node_id);
     let ForwardDeps {
         placement,
         shutdown,
         tracker,
+        upstream_bytes,
     } = deps;
+    let (tx, rx) = upstream(upstream_bytes);
     tracker.spawn(
         async move {
             let (code, reason) = pipe(
@@ -96,7 +179,7 @@ async fn pipe(
     owner: &RemoteOwner,
     room: &str,
     token_frame: Bytes,
-    mut rx: mpsc::Receiver<Bytes>,
+    mut rx: UpstreamRx,
     queue: &SendQueue,
 ) -> (Option<u16>, &'static str) {
     const UNREACHABLE: (Option<u16>, &str) =
@@ -241,6 +324,33 @@ fn on_owner_frame(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn frames_toward_the_owner_are_bounded_in_bytes_and_in_count() {
+        let (up, mut rx) = upstream(10);
+        up.try_send(Bytes::from_static(&[1; 6])).unwrap();
+        assert_eq!(
+            up.try_send(Bytes::from_static(&[2; 6])),
+            Err(UpstreamFull::Bytes { budget: 10 })
+        );
+        up.try_send(Bytes::from_static(&[3; 4])).unwrap();
+        // Taken out by the task: its bytes are free again.
+        assert_eq!(rx.recv().await.unwrap().len(), 6);
+        up.try_send(Bytes::from_static(&[4; 6])).unwrap();
+        let (up, _rx) = upstream(usize::MAX);
+        for _ in 0..UPSTREAM_QUEUE {
+            up.try_send(Bytes::from_static(&[5])).unwrap();
+        }
+        assert_eq!(
+            up.try_send(Bytes::from_static(&[5])),
+            Err(UpstreamFull::Frames)
+        );
+        // A forwarding that ended takes frames silently.
+        let (up, rx) = upstream(10);
+        drop(rx);
+        assert_eq!(up.try_send(Bytes::from_static(&[6; 6])), Ok(()));
+        assert_eq!(up.queued.load(Ordering::Acquire), 0);
+    }
 
     #[test]
     fn owner_frames_lose_their_address_and_its_authenticated_is_dropped() {

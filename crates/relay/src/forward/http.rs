@@ -9,6 +9,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use hyper_util::rt::TokioIo;
 use tracing::{debug, warn};
 
@@ -39,9 +40,11 @@ pub(crate) async fn forward_room_api(
         Ok(Some(owner)) => match proxy(req, &owner).await {
             Ok(resp) if feed && resp.status().is_success() => {
                 let placement = relay.config().placement.clone();
+                let max_event = crate::feed::max_event_bytes(relay.config());
                 follow_feed(
                     resp,
                     async move { placement.owner_gone(&room, &owner).await },
+                    max_event,
                 )
             }
             Ok(resp) => resp,
@@ -65,49 +68,130 @@ fn is_feed(path: &str) -> bool {
 /// event never comes, so this node says why the feed ends (feed.rs's reasons, plus this one).
 const OWNER_GONE_EVENT: &[u8] = b"event: closed\ndata: {\"reason\":\"owner_gone\",\"message\":\"the node serving this room is gone or no longer owns it; reconnect (with Last-Event-ID) to any node\"}\n\n";
 
-/// A change feed proxied from the room's owner, streamed as is until the owner ends it;
-/// when the owner's connection breaks or `gone` resolves (the owner no longer holds the
-/// room: a paused or partitioned owner keeps its TCP connection open), it ends with a
-/// `closed` event of reason `owner_gone`, so mirrors reconnect instead of hanging.
+/// The last event of a proxied change feed whose owner sent an event larger than any feed
+/// event can be: not a feed this node can pass on whole, so it ends rather than buffer more.
+const TOO_LARGE_EVENT: &[u8] = b"event: closed\ndata: {\"reason\":\"too_large\",\"message\":\"the room's owner sent an event larger than a change feed event can be; reconnect (with Last-Event-ID)\"}\n\n";
+
+/// A change feed proxied from the room's owner, passed on whole event by whole event until the
+/// owner ends it. When the owner's connection breaks or `gone` resolves (the owner no longer
+/// holds the room: a paused or partitioned owner keeps its TCP connection open), the feed ends
+/// with a `closed` event of reason `owner_gone`, so mirrors reconnect instead of hanging.
+/// Events are cut at their blank line before they go out: an owner killed in the middle of an
+/// event leaves a partial one, which is dropped, since a client would read it glued to the
+/// `closed` event as one broken event. More than `max_event` bytes without a blank line ends
+/// the feed (`too_large`) instead of buffering without bound.
 fn follow_feed(
     resp: Response,
     gone: impl std::future::Future<Output = ()> + Send + 'static,
+    max_event: usize,
 ) -> Response {
     use futures_util::StreamExt;
     let (parts, body) = resp.into_parts();
-    enum State<S> {
-        Streaming(
-            S,
-            std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
-        ),
-        Done,
+    struct Streaming<S> {
+        body: S,
+        gone: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+        events: EventCutter,
     }
-    let start = State::Streaming(body.into_data_stream(), Box::pin(gone));
+    let start = Some(Streaming {
+        body: body.into_data_stream(),
+        gone: Box::pin(gone),
+        events: EventCutter::new(max_event),
+    });
     let stream = futures_util::stream::unfold(start, |state| async move {
-        let State::Streaming(mut body, mut gone) = state else {
-            return None;
-        };
-        let next = tokio::select! {
-            chunk = body.next() => chunk,
-            () = &mut gone => {
-                debug!("the feed's room owner is gone; ending the proxied feed");
-                Some(Err(axum::Error::new("owner gone")))
-            }
-        };
-        match next {
-            Some(Ok(chunk)) => Some((
-                Ok::<_, std::convert::Infallible>(chunk),
-                State::Streaming(body, gone),
-            )),
-            // The owner ended the feed itself (its `closed` event went through).
-            None => None,
-            Some(Err(e)) => {
-                debug!(error = %e, "proxied change feed broke");
-                Some((Ok(bytes::Bytes::from_static(OWNER_GONE_EVENT)), State::Done))
+        let mut s = state?;
+        loop {
+            let next = tokio::select! {
+                chunk = s.body.next() => chunk,
+                () = &mut s.gone => {
+                    debug!("the feed's room owner is gone; ending the proxied feed");
+                    Some(Err(axum::Error::new("owner gone")))
+                }
+            };
+            let chunk = match next {
+                Some(Ok(chunk)) => chunk,
+                // The owner ended the feed itself (its `closed` event went through).
+                None if s.events.pending() == 0 => return None,
+                None | Some(Err(_)) => {
+                    if let Some(Err(e)) = &next {
+                        debug!(error = %e, "proxied change feed broke");
+                    }
+                    if s.events.pending() > 0 {
+                        debug!(
+                            bytes = s.events.pending(),
+                            "dropping a partial event of the owner's"
+                        );
+                    }
+                    return Some((Ok(Bytes::from_static(OWNER_GONE_EVENT)), None));
+                }
+            };
+            match s.events.push(&chunk) {
+                Ok(None) => {}
+                Ok(Some(whole)) => {
+                    return Some((Ok::<_, std::convert::Infallible>(whole), Some(s)));
+                }
+                Err(TooLarge) => {
+                    warn!(
+                        max_event = s.events.max_event,
+                        "the room's owner sent a feed event too large; ending the feed"
+                    );
+                    return Some((Ok(Bytes::from_static(TOO_LARGE_EVENT)), None));
+                }
             }
         }
     });
     Response::from_parts(parts, Body::from_stream(stream))
+}
+
+/// An event of more than the limit without its end.
+#[derive(Debug, PartialEq, Eq)]
+struct TooLarge;
+
+/// Cuts a byte stream of Server-Sent Events at event ends (a blank line, `\n\n`: feed.rs
+/// writes `\n` line ends), holding back the last, unfinished event.
+#[derive(Debug)]
+struct EventCutter {
+    buf: bytes::BytesMut,
+    /// Where the search for the next event end resumes: the bytes before it have none.
+    scanned: usize,
+    max_event: usize,
+}
+
+impl EventCutter {
+    fn new(max_event: usize) -> Self {
+        EventCutter {
+            buf: bytes::BytesMut::new(),
+            scanned: 0,
+            max_event,
+        }
+    }
+
+    /// Bytes held back: an event not ended yet.
+    fn pending(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Takes `chunk`; returns every whole event held now (in one piece), if any.
+    fn push(&mut self, chunk: &[u8]) -> Result<Option<Bytes>, TooLarge> {
+        self.buf.extend_from_slice(chunk);
+        // One byte back: an end may straddle the chunks.
+        let from = self.scanned.saturating_sub(1);
+        let last_end = self.buf[from..]
+            .windows(2)
+            .rposition(|w| w == b"\n\n")
+            .map(|at| from + at + 2);
+        let Some(end) = last_end else {
+            self.scanned = self.buf.len();
+            return if self.buf.len() > self.max_event {
+                Err(TooLarge)
+            } else {
+                Ok(None)
+            };
+        };
+        let whole = self.buf.split_to(end).freeze();
+        // What is left follows the last end: it holds none (a later push checks its size).
+        self.scanned = self.buf.len();
+        Ok(Some(whole))
+    }
 }
 
 /// Streams `req` to another node (`node.url`) and returns its response, body streamed; 503
@@ -213,8 +297,9 @@ async fn proxy(mut req: Request, owner: &RemoteOwner) -> Result<Response, ProxyE
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
-    use super::room_of;
+    use super::*;
 
     #[test]
     fn room_api_paths_name_their_room() {
@@ -231,5 +316,67 @@ mod tests {
         assert!(!super::is_feed("/api/rooms/a/update"));
         assert!(!super::is_feed("/api/rooms/changes"));
         assert!(!super::is_feed("/api/rooms/a/versions/changes"));
+    }
+
+    #[test]
+    fn events_are_passed_on_whole_and_a_partial_one_is_held_back() {
+        let mut cut = EventCutter::new(64);
+        assert_eq!(cut.push(b"event: sync\ndata: AA").unwrap(), None);
+        assert_eq!(
+            cut.push(b"AA\n").unwrap(),
+            None,
+            "one line end is not an event end"
+        );
+        assert_eq!(
+            cut.push(b"\n:\n\nevent: up").unwrap().unwrap().as_ref(),
+            b"event: sync\ndata: AAAA\n\n:\n\n"
+        );
+        assert_eq!(cut.pending(), b"event: up".len());
+        assert_eq!(cut.push(&[b'x'; 55]).unwrap(), None);
+        assert_eq!(
+            cut.push(b"x"),
+            Err(TooLarge),
+            "over the limit without an end"
+        );
+    }
+
+    /// A feed proxied from an owner that died in the middle of an event.
+    async fn proxied(chunks: Vec<Result<&'static [u8], &'static str>>, max: usize) -> String {
+        let body = Body::from_stream(futures_util::stream::iter(
+            chunks
+                .into_iter()
+                .map(|c| c.map(Bytes::from_static).map_err(axum::Error::new)),
+        ));
+        let resp = follow_feed(Response::new(body), std::future::pending::<()>(), max);
+        let out = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_owner_dying_mid_event_leaves_no_partial_event() {
+        let out = proxied(
+            vec![
+                Ok(b"event: update\nid: 1\ndata: AAAA\n\nevent: upd"),
+                Ok(b"ate\nid: 2\ndata: BB"),
+                Err("connection reset"),
+            ],
+            1024,
+        )
+        .await;
+        assert_eq!(
+            out,
+            format!(
+                "event: update\nid: 1\ndata: AAAA\n\n{}",
+                std::str::from_utf8(OWNER_GONE_EVENT).unwrap()
+            )
+        );
+        // The owner's own end passes through as it is.
+        let own = "event: closed\ndata: {\"reason\":\"deleted\"}\n\n";
+        assert_eq!(proxied(vec![Ok(own.as_bytes())], 1024).await, own);
+        // An event without an end beyond the limit ends the feed.
+        let out = proxied(vec![Ok(b"event: update\ndata: AAAAAAAAAAAAAAAAAAAAAA")], 16).await;
+        assert_eq!(out.as_bytes(), TOO_LARGE_EVENT);
     }
 }

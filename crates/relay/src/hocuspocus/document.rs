@@ -25,7 +25,7 @@ pub(super) enum Phase {
     /// The room is owned by another node (cluster mode): frames go there verbatim
     /// (forward/hocuspocus.rs), and the owner's come back through the document's queue.
     Forwarded {
-        upstream: tokio::sync::mpsc::Sender<Bytes>,
+        upstream: crate::forward::hocuspocus::Upstream,
     },
 }
 

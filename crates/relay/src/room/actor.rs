@@ -210,7 +210,7 @@ pub(crate) async fn run(
                 // Drain what is queued so one persist request covers many updates.
                 let mut budget = 256usize;
                 while let Some(cmd) = next.take() {
-                    used |= !matches!(*cmd, RoomCmd::Presence { .. });
+                    used |= !matches!(*cmd, RoomCmd::Presence { .. } | RoomCmd::Loaded { .. });
                     if cmd.needs_flush() {
                         room.flush().await;
                     }
@@ -336,6 +336,9 @@ impl Room {
             }
             RoomCmd::State { sv, reply } => {
                 let _ = reply.send(self.encode_state(sv.as_deref()));
+            }
+            RoomCmd::Loaded { reply } => {
+                let _ = reply.send(Ok(()));
             }
             RoomCmd::Presence { reply } => {
                 let _ = reply.send(self.presence());

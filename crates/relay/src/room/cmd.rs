@@ -73,6 +73,11 @@ pub(crate) enum RoomCmd {
         id: String,
         reply: oneshot::Sender<Result<Restored, RelayError>>,
     },
+    /// Answered once the room is loaded (placed here, in cluster mode): from then on its
+    /// commits reach this node's event subscribers (a resumed change feed reads the log after).
+    Loaded {
+        reply: oneshot::Sender<Result<(), RelayError>>,
+    },
     /// Who is here: connections and live awareness states (`GET …/awareness`).
     Presence {
         reply: oneshot::Sender<RoomPresence>,
@@ -119,7 +124,8 @@ impl RoomCmd {
         match self {
             RoomCmd::Join { reply, .. }
             | RoomCmd::Apply { reply, .. }
-            | RoomCmd::Delete { reply } => {
+            | RoomCmd::Delete { reply }
+            | RoomCmd::Loaded { reply } => {
                 let _ = reply.send(Err(err()));
             }
             RoomCmd::State { reply, .. } => {

@@ -188,8 +188,10 @@ impl Registry {
 
     /// Starts the room's actor here if it is not loaded (it places and loads the room; one
     /// placed on another node ends at once). For what follows a room on this node.
-    pub(crate) fn start(self: &Arc<Self>, room: &str) -> Result<(), RelayError> {
-        self.room(room).map(|_| ())
+    /// Starts the room if needed and returns once its actor has loaded it (in cluster mode:
+    /// placed it here; [`RelayError::Remote`] when another node owns it).
+    pub(crate) async fn wait_loaded(self: &Arc<Self>, room: &str) -> Result<(), RelayError> {
+        self.request(room, |reply| RoomCmd::Loaded { reply }).await
     }
 
     /// The room's inbox, spawning its actor (which loads from storage first) if not loaded.

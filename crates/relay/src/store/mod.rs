@@ -72,6 +72,13 @@ pub trait RoomStore: Send + Sync + std::fmt::Debug + 'static {
     /// `StoredRoom::default()`.
     fn load(&self, room: Arc<str>) -> BoxFuture<'_, Result<StoredRoom, StoreError>>;
 
+    /// What [`load`](Self::load) returns, for a reader that does not run the room (a resumed
+    /// change feed): an engine whose load prepares the room's writes (a cluster's takeover)
+    /// reads without doing so here. The default is `load`, for engines whose load only reads.
+    fn read_room(&self, room: Arc<str>) -> BoxFuture<'_, Result<StoredRoom, StoreError>> {
+        self.load(room)
+    }
+
     /// Appends `updates` (non-empty, v1 encoded) to the room's log, durably. Returns the seq of
     /// the last one once it is durable.
     fn append(

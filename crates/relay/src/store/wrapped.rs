@@ -53,6 +53,9 @@ impl RoomStore for Wrapped {
     fn load(&self, room: Arc<str>) -> BoxFuture<'_, Result<StoredRoom, StoreError>> {
         self.inner.load(room)
     }
+    fn read_room(&self, room: Arc<str>) -> BoxFuture<'_, Result<StoredRoom, StoreError>> {
+        self.inner.read_room(room)
+    }
     fn append(
         &self,
         room: Arc<str>,

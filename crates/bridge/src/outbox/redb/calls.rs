@@ -38,14 +38,16 @@ fn delay<'a>(
     }
 }
 
-/// T1: creates the call of each trigger unless one exists.
+/// T1: creates the call of each trigger unless one exists; `id_of(i)` names the call created
+/// for `specs[i]` (fresh UUIDv7s, or the ids a replicated log recorded).
 pub(super) fn create(
     t: &WriteTransaction,
     specs: Vec<NewCall>,
     now: u64,
+    id_of: &mut dyn FnMut(usize) -> Uuid,
 ) -> Result<Vec<(ApiCall, bool)>, OutboxError> {
     let mut out = Vec::with_capacity(specs.len());
-    for spec in specs {
+    for (i, spec) in specs.into_iter().enumerate() {
         let key = trigger_key(&spec.room, &spec.block_id, &spec.index_name, spec.attempt);
         let existing = {
             let tr = t.open_table(TRIGGERS).map_err(OutboxError::db)?;
@@ -58,7 +60,7 @@ pub(super) fn create(
             out.push((call, false));
             continue;
         }
-        let id = Uuid::now_v7();
+        let id = id_of(i);
         let mut call = ApiCall::new(id, spec, now);
         t.open_table(BY_ROOM)
             .map_err(OutboxError::db)?
@@ -98,16 +100,21 @@ fn due_ids(
     Ok(v)
 }
 
-/// T2: leases due calls (see `OutboxStore::claim_due`).
+/// T2: leases due calls (see `OutboxStore::claim_due`). Tokens continue the `fence` counter,
+/// raised to `floor` first when it is lower (a replicated log derives the floor from its
+/// own sequence so tokens keep increasing across leaders).
 pub(super) fn claim_due(
     t: &WriteTransaction,
     policy: &RetryPolicy,
-    now: u64,
+    (now, floor): (u64, u64),
     slots: &HashMap<String, usize>,
     max: usize,
     fx: &mut Effects,
 ) -> Result<Vec<Claim>, OutboxError> {
     let due = due_ids(t, READY, now)?;
+    if !due.is_empty() {
+        txn::raise_counter(t, "fence", floor)?;
+    }
     let mut left: HashMap<String, usize> = slots.clone();
     let mut claims = Vec::new();
     for id in due {
@@ -163,6 +170,11 @@ pub(super) fn complete(
     fx: &mut Effects,
 ) -> Result<Completion, OutboxError> {
     let id = &id;
+    // Drawn before the retry delays, from the caller's rng, so a log replaying the same seed
+    // names a synchronous success's external id the same way.
+    let mut bytes = [0u8; 16];
+    rng.fill_bytes(&mut bytes);
+    let sync_id = uuid::Builder::from_random_bytes(bytes).into_uuid();
     let Some(mut call) = txn::load_call(t, id)? else {
         return Ok(Completion::Ignored);
     };
@@ -182,7 +194,7 @@ pub(super) fn complete(
         outcome,
         now,
         retry,
-        || Uuid::new_v4().to_string(),
+        || sync_id.to_string(),
     );
     let step = match decision {
         Decision::Late(event) => {

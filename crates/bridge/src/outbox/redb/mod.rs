@@ -20,7 +20,7 @@ mod writeback;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use rand::Rng;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
@@ -50,6 +50,8 @@ pub struct RedbOutbox {
     commits: Arc<AtomicU64>,
     /// Failed calls queue a `call.failed` notice (see `with_failure_notices`).
     failure_notices: bool,
+    /// Finished calls are recorded in the metrics (see `set_metrics`).
+    metrics: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for RedbOutbox {
@@ -110,7 +112,49 @@ impl RedbOutbox {
             policy,
             commits: Arc::default(),
             failure_notices: false,
+            metrics: Arc::new(AtomicBool::new(true)),
         })
+    }
+
+    /// Whether calls finished through this handle (and its clones) are recorded in the
+    /// metrics. A replica replaying a log turns them off: those calls were counted when they
+    /// finished the first time.
+    pub fn set_metrics(&self, on: bool) {
+        self.metrics.store(on, Ordering::Relaxed);
+    }
+
+    /// `create_calls` with the ids of the calls to create given: `ids[i]` for `specs[i]` if it
+    /// creates one (a replicated log records them so every replay creates the same calls).
+    pub fn create_calls_with_ids(
+        &self,
+        specs: Vec<NewCall>,
+        ids: &[Uuid],
+        now: u64,
+    ) -> Result<Vec<(ApiCall, bool)>, OutboxError> {
+        if ids.len() != specs.len() {
+            return Err(OutboxError::Empty(
+                "create_calls_with_ids (one id per spec)",
+            ));
+        }
+        self.write(|txn, _| calls::create(txn, specs, now, &mut |i| ids[i]))
+    }
+
+    /// `claim_due` whose fencing tokens are all greater than `floor` (a replicated log passes
+    /// a floor derived from the claim's own sequence: tokens then increase across every handle
+    /// that ever wrote the log).
+    pub fn claim_due_above(
+        &self,
+        now: u64,
+        slots: &HashMap<String, usize>,
+        max: usize,
+        floor: u64,
+    ) -> Result<Vec<Claim>, OutboxError> {
+        self.write(|txn, fx| calls::claim_due(txn, &self.policy, (now, floor), slots, max, fx))
+    }
+
+    /// A read transaction of the whole database (a replica's snapshot, a backup copy).
+    pub fn begin_read(&self) -> Result<redb::ReadTransaction, OutboxError> {
+        self.read()
     }
 
     /// With `on`, every call that fails queues a [`FailureNotice`] in the same transaction
@@ -139,8 +183,10 @@ impl RedbOutbox {
         let r = f(&txn, &mut fx)?;
         txn.commit().map_err(OutboxError::db)?;
         self.commits.fetch_add(1, Ordering::Relaxed);
-        for finished in &fx.finished {
-            finished.record();
+        if self.metrics.load(Ordering::Relaxed) {
+            for finished in &fx.finished {
+                finished.record();
+            }
         }
         Ok(r)
     }
@@ -164,7 +210,7 @@ impl OutboxStore for RedbOutbox {
         specs: Vec<NewCall>,
         now: u64,
     ) -> Result<Vec<(ApiCall, bool)>, OutboxError> {
-        self.write(|txn, _| calls::create(txn, specs, now))
+        self.write(|txn, _| calls::create(txn, specs, now, &mut |_| Uuid::now_v7()))
     }
 
     fn find_by_trigger(
@@ -209,7 +255,7 @@ impl OutboxStore for RedbOutbox {
         slots: &HashMap<String, usize>,
         max: usize,
     ) -> Result<Vec<Claim>, OutboxError> {
-        self.write(|txn, fx| calls::claim_due(txn, &self.policy, now, slots, max, fx))
+        self.write(|txn, fx| calls::claim_due(txn, &self.policy, (now, 0), slots, max, fx))
     }
 
     fn complete_many(

@@ -39,6 +39,23 @@ pub(super) fn next_counter(txn: &WriteTransaction, name: &str) -> Result<u64, Ou
     Ok(n)
 }
 
+/// Raises the counter `name` to at least `floor` (the next `next_counter` is above it).
+pub(super) fn raise_counter(
+    txn: &WriteTransaction,
+    name: &str,
+    floor: u64,
+) -> Result<(), OutboxError> {
+    let mut meta = txn.open_table(META).map_err(OutboxError::db)?;
+    let n = meta
+        .get(name)
+        .map_err(OutboxError::db)?
+        .map_or(0, |g| g.value());
+    if n < floor {
+        meta.insert(name, floor).map_err(OutboxError::db)?;
+    }
+    Ok(())
+}
+
 pub(super) fn load_call(txn: &WriteTransaction, id: &Uuid) -> Result<Option<ApiCall>, OutboxError> {
     let t = txn.open_table(CALLS).map_err(OutboxError::db)?;
     let r = t.get(id.as_bytes().as_slice()).map_err(OutboxError::db)?;

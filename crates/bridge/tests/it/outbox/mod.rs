@@ -1,7 +1,5 @@
-//! The outbox: the `OutboxStore` conformance suite (`conformance.rs`, engine-independent) run
-//! against the redb engine (`redb.rs`, which adds what only redb has: reopening the file,
-//! the schema check, the backup copy).
+//! The outbox: the `OutboxStore` conformance suite (`weaver_bridge::outbox::conformance`,
+//! engine-independent) run against the redb engine (`redb.rs`, which adds what only redb has:
+//! reopening the file, the schema check, the backup copy).
 
-#[macro_use]
-mod conformance;
 mod redb;

@@ -7,7 +7,7 @@ use redb::ReadableDatabase;
 use weaver_bridge::OutboxError;
 use weaver_bridge::outbox::{OutboxStore, RedbOutbox, copy_tables};
 
-use super::conformance::{Fixture, policy, rng, slots, spec};
+use weaver_bridge::outbox::conformance::{Fixture, policy, rng, slots, spec};
 
 fn open(dir: &tempfile::TempDir) -> RedbOutbox {
     let db = redb::Database::create(dir.path().join("db.redb")).unwrap();
@@ -23,7 +23,7 @@ fn fixture() -> Fixture {
     }
 }
 
-outbox_conformance_suite!(fixture);
+weaver_bridge::outbox_conformance_suite!(fixture);
 
 #[test]
 fn state_survives_reopen_and_startup_rescue() {

@@ -1,7 +1,8 @@
-//! Loading one room from redb: its snapshot and the log tail after it, in one read
-//! transaction (run on tokio's blocking pool by the caller).
+//! Reading one room from redb: its snapshot and the log tail after it, in one read
+//! transaction (run on tokio's blocking pool by the caller). Loading a room to serve it, and
+//! reading one out of an interchange file (transfer.rs), share [`read_stored`].
 
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
 use tracing::warn;
 
 use super::format::{FORMAT_V1, SNAPSHOTS, UPDATES, stored_snapshot};
@@ -9,10 +10,28 @@ use super::read_err;
 use crate::metrics as m;
 use crate::store::{StoreError, StoredRoom};
 
+/// What a reader does with a log row in a format it does not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum UnknownRows {
+    /// Skip it and count it as poison: the rest of the room still loads (serving).
+    Skip,
+    /// Fail: a copy must not drop what it cannot read.
+    Refuse,
+}
+
 /// Reads `room`'s snapshot and log tail. A log row in an unknown format is skipped and counted
 /// as poison, not fatal: the rest of the room still loads.
 pub(super) fn load_blocking(db: &Database, room: &str) -> Result<StoredRoom, StoreError> {
     let txn = db.begin_read().map_err(read_err)?;
+    read_stored(&txn, room, UnknownRows::Skip)
+}
+
+/// `room`'s snapshot and the log rows after it, as `txn` sees them.
+pub(super) fn read_stored(
+    txn: &ReadTransaction,
+    room: &str,
+    unknown: UnknownRows,
+) -> Result<StoredRoom, StoreError> {
     let snaps = txn.open_table(SNAPSHOTS).map_err(read_err)?;
     let mut out = StoredRoom::default();
     if let Some(v) = snaps.get(room).map_err(read_err)? {
@@ -28,11 +47,18 @@ pub(super) fn load_blocking(db: &Database, room: &str) -> Result<StoredRoom, Sto
     {
         let (k, v) = row.map_err(read_err)?;
         let (_, seq) = k.value();
-        match v.value().split_first() {
-            Some((&FORMAT_V1, update)) => out.tail.push((seq, update.to_vec())),
-            _ => {
+        match (v.value().split_first(), unknown) {
+            (Some((&FORMAT_V1, update)), _) => out.tail.push((seq, update.to_vec())),
+            (_, UnknownRows::Skip) => {
                 warn!(room, seq, "skipping log row with unknown format");
                 metrics::counter!(m::POISON_UPDATES_TOTAL).increment(1);
+            }
+            (_, UnknownRows::Refuse) => {
+                return Err(StoreError::Corrupt {
+                    table: "relay_updates",
+                    room: room.to_owned(),
+                    reason: "log row in an unknown format",
+                });
             }
         }
     }

@@ -12,10 +12,10 @@ use redb::{ReadTransaction, ReadableTable, TableError, TableHandle, WriteTransac
 
 use super::format::{
     FORMAT_V1, META, ROOMS, SNAPSHOTS, STORAGE_FORMAT, STORAGE_FORMAT_V1, UPDATES, VERSION_DATA,
-    VERSIONS, encode_snapshot, stored_snapshot,
+    VERSIONS, encode_snapshot,
 };
 use super::{read_err, write_err};
-use crate::store::versions::{VersionMeta, decode_meta, encode_meta};
+use crate::store::versions::{VersionMeta, encode_meta};
 use crate::store::{StoreError, StoredRoom};
 
 /// Creates every relay table in `txn` and records the storage format: a fresh database this
@@ -148,51 +148,16 @@ pub fn room_names(txn: &ReadTransaction) -> Result<Vec<String>, StoreError> {
 /// `room` as stored in `txn`: snapshot and log tail. Unlike a load for serving, a log row in an
 /// unknown format is an error here: a copy must not drop what it cannot read.
 pub fn read_room(txn: &ReadTransaction, room: &str) -> Result<StoredRoom, StoreError> {
-    let snaps = txn.open_table(SNAPSHOTS).map_err(read_err)?;
-    let mut out = StoredRoom::default();
-    if let Some(v) = snaps.get(room).map_err(read_err)? {
-        let (seq, bytes) = stored_snapshot(v.value(), room)?;
-        out.snapshot_seq = seq;
-        out.snapshot = Some(bytes.to_vec());
-    }
-    let log = txn.open_table(UPDATES).map_err(read_err)?;
-    let start = out.snapshot_seq.saturating_add(1);
-    for row in log
-        .range((room, start)..=(room, u64::MAX))
-        .map_err(read_err)?
-    {
-        let (k, v) = row.map_err(read_err)?;
-        match v.value().split_first() {
-            Some((&FORMAT_V1, update)) => out.tail.push((k.value().1, update.to_vec())),
-            _ => {
-                return Err(StoreError::Corrupt {
-                    table: "relay_updates",
-                    room: room.to_owned(),
-                    reason: "log row in an unknown format",
-                });
-            }
-        }
-    }
-    Ok(out)
+    super::load::read_stored(txn, room, super::load::UnknownRows::Refuse)
 }
 
 /// Every version row of `room` in `txn`, ascending id (listed or not).
 pub fn read_versions(txn: &ReadTransaction, room: &str) -> Result<Vec<VersionMeta>, StoreError> {
-    let rows = match txn.open_table(VERSIONS) {
-        Ok(t) => t,
-        Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-        Err(e) => return Err(read_err(e)),
-    };
-    let mut out = Vec::new();
-    for row in rows.range((room, 0)..=(room, u64::MAX)).map_err(read_err)? {
-        let (_, v) = row.map_err(read_err)?;
-        out.push(decode_meta(v.value()).ok_or_else(|| StoreError::Corrupt {
-            table: "relay_versions",
-            room: room.to_owned(),
-            reason: "bad version row",
-        })?);
+    match txn.open_table(VERSIONS) {
+        Ok(rows) => super::versions::metas(&rows, room),
+        Err(TableError::TableDoesNotExist(_)) => Ok(Vec::new()),
+        Err(e) => Err(read_err(e)),
     }
-    Ok(out)
 }
 
 /// The data of version `id` of `room` in `txn`.
@@ -202,13 +167,7 @@ pub fn read_version_data(
     id: u64,
 ) -> Result<Vec<u8>, StoreError> {
     let data = txn.open_table(VERSION_DATA).map_err(read_err)?;
-    data.get((room, id))
-        .map_err(read_err)?
-        .map(|v| v.value().to_vec())
-        .ok_or_else(|| StoreError::VersionMissing {
-            room: room.to_owned(),
-            id,
-        })
+    super::versions::data_of(&data, room, id)
 }
 
 #[cfg(test)]

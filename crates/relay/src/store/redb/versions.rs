@@ -13,7 +13,7 @@ use crate::store::StoreError;
 use crate::store::versions::{self, NewVersion, Retention, VersionMeta, decode_meta, encode_meta};
 
 /// Every version row of `room`, ascending id.
-fn metas(
+pub(super) fn metas(
     table: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
     room: &str,
 ) -> Result<Vec<VersionMeta>, StoreError> {
@@ -95,15 +95,21 @@ pub(super) fn data_blocking(
 ) -> Result<Vec<Vec<u8>>, StoreError> {
     let txn = db.begin_read().map_err(read_err)?;
     let data = txn.open_table(VERSION_DATA).map_err(read_err)?;
-    ids.iter()
-        .map(|&id| {
-            data.get((room, id))
-                .map_err(read_err)?
-                .map(|v| v.value().to_vec())
-                .ok_or_else(|| StoreError::VersionMissing {
-                    room: room.to_owned(),
-                    id,
-                })
+    ids.iter().map(|&id| data_of(&data, room, id)).collect()
+}
+
+/// The data of version `id` of `room`.
+pub(super) fn data_of(
+    table: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
+    room: &str,
+    id: u64,
+) -> Result<Vec<u8>, StoreError> {
+    table
+        .get((room, id))
+        .map_err(read_err)?
+        .map(|v| v.value().to_vec())
+        .ok_or_else(|| StoreError::VersionMissing {
+            room: room.to_owned(),
+            id,
         })
-        .collect()
 }

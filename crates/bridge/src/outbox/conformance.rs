@@ -2,34 +2,39 @@
 //! fencing, rescue, retries to a kept failure, webhook dedupe and parking, the write-back
 //! queue, room deletion and pruning.
 //!
-//! An engine runs the whole suite with `outbox_conformance_suite!(fixture)`, where `fixture()`
-//! returns a fresh, empty store opened with [`policy`] (see `redb.rs`).
+//! An engine runs the whole suite with `weaver_bridge::outbox_conformance_suite!(fixture)`,
+//! where `fixture()` returns a fresh, empty store opened with [`policy`] (the redb engine's
+//! `tests/it/outbox/redb.rs`, the JetStream engine's in `weaver-cluster-outbox`). Built with
+//! the feature `conformance-tests` only.
+
+// Test code: a breach of the contract is a panic with the assertion that caught it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::any::Any;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::config::{RetentionConfig, RetryPolicy};
+use crate::model::{ApiCall, CallStatus, EventKind, FailureReason, NewCall};
+use crate::outbox::{CallFilter, Completion, DocStatus, OutboxStore, Outcome, Phase, WebhookApply};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde_json::json;
-use weaver_bridge::config::{RetentionConfig, RetryPolicy};
-use weaver_bridge::model::{ApiCall, CallStatus, EventKind, FailureReason, NewCall};
-use weaver_bridge::outbox::{
-    CallFilter, Completion, DocStatus, OutboxStore, Outcome, Phase, WebhookApply,
-};
 
 /// A store under test and whatever keeps it alive (a temp dir, a server).
+#[allow(missing_debug_implementations)]
 pub struct Fixture {
     pub ob: Arc<dyn OutboxStore>,
     pub _keep: Box<dyn Any>,
 }
 
 /// Generates one `#[test]` per conformance case for the engine built by `$fixture`.
+#[macro_export]
 macro_rules! outbox_conformance_suite {
     ($fixture:path) => {
-        outbox_conformance_suite!(@cases $fixture;
+        $crate::outbox_conformance_suite!(@cases $fixture;
             unique_trigger_gives_one_call,
             unique_trigger_within_one_batch,
             claim_lease_and_fencing,
