@@ -3,7 +3,8 @@
 //!
 //! Files: `open.rs` (the file, its integrity check, opening errors), `format.rs` (tables, row
 //! formats, storage format versions), `persister.rs` (the writer thread, group commit),
-//! `compaction.rs`, `load.rs`, `listing.rs`, `versions.rs` (document versions), `backup.rs`
+//! `compaction.rs`, `load.rs`, `scan.rs` (a marker in a room's bytes without loading it),
+//! `listing.rs`, `versions.rs` (document versions), `backup.rs`
 //! (online backup copy), `transfer.rs` (rooms into and out of a relay database file: cluster
 //! backup and restore),
 //! `test_support.rs` (what the unit tests share). Only this folder opens `relay_*` tables
@@ -17,6 +18,7 @@ mod listing;
 mod load;
 mod open;
 mod persister;
+mod scan;
 #[cfg(test)]
 mod test_support;
 pub mod transfer;
@@ -155,6 +157,15 @@ impl RoomStore for RedbRoomStore {
 
     fn rooms(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
         self.read(listing::rooms_blocking).boxed()
+    }
+
+    fn stored_bytes_contain(
+        &self,
+        room: Arc<str>,
+        needle: Vec<u8>,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        self.read(move |db| scan::contains_blocking(db, &room, &needle))
+            .boxed()
     }
 
     fn list(
