@@ -6,13 +6,18 @@
 
 mod cluster;
 mod cluster_scenario;
+mod conns;
 mod docsize;
 mod loadgen;
 mod nats;
+mod plot;
+mod populate;
 mod prom;
 mod report;
 mod scenario;
 mod servers;
+mod stored_rooms;
+mod wsclient;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -65,6 +70,19 @@ struct Cli {
     /// Paced inserts per `docsize` point (default 2000; 100 with --quick).
     #[arg(long, global = true)]
     doc_edits: Option<usize>,
+    /// conns: clients per room, comma separated, one curve each (default 100,1).
+    #[arg(long, global = true, value_delimiter = ',')]
+    per_room: Option<Vec<usize>>,
+    /// conns / stored-rooms: the points of the curve, comma separated (default 1000,10000,30000
+    /// connections; 10000,100000,300000 rooms).
+    #[arg(long, global = true, value_delimiter = ',')]
+    points: Option<Vec<usize>>,
+    /// populate: the data directory to write.
+    #[arg(long, global = true)]
+    data: Option<PathBuf>,
+    /// populate: `ROOM=FILE`, a room holding the v1 update in FILE (repeatable).
+    #[arg(long = "room-update", global = true)]
+    room_updates: Vec<String>,
     /// Where result tables (.md), raw records (.jsonl) and logs go (default bench/results).
     #[arg(long, global = true)]
     out: Option<PathBuf>,
@@ -97,6 +115,15 @@ enum Cmd {
     /// One document of 0.1 / 1 / 10 / 50 MB (0.1 with --quick): load time, RSS, bytes written
     /// per 2-byte insert (`/proc/<pid>/io`) over 2,000 paced inserts (issue 23).
     Docsize,
+    /// Open connections 1k → 10k → 30k (RSS per connection, idle CPU with pings, connect
+    /// rate), `--per-room` clients per room; plots into docs/img.
+    Conns,
+    /// Weaver on 10k → 100k → 300k stored rooms: start-up to ready, rooms loaded, idle RSS,
+    /// `GET /api/rooms` paging, disk bytes per room; plots into docs/img.
+    StoredRooms,
+    /// Write `--points N` (one number) small stored rooms (`s0000000`…) and each
+    /// `--room-update ROOM=FILE` into a new store at `--data` (fixtures, by hand).
+    Populate,
     /// Only install the anchors (npm packages, y-sweet) and build weaver.
     Install,
 }
@@ -110,6 +137,9 @@ fn main() {
 
 fn real_main() -> Result<()> {
     let cli = Cli::parse();
+    if cli.cmd == Cmd::Populate {
+        return populate_cmd(&cli);
+    }
     let root = match &cli.root {
         Some(r) => r.clone(),
         None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."),
@@ -121,7 +151,7 @@ fn real_main() -> Result<()> {
         .filter(|s| !s.trim().is_empty())
         .map(|s| Kind::parse(s.trim()))
         .collect::<Result<_>>()?;
-    if matches!(cli.cmd, Cmd::Durability | Cmd::Cluster) {
+    if matches!(cli.cmd, Cmd::Durability | Cmd::Cluster | Cmd::StoredRooms) {
         kinds.retain(|k| *k == Kind::Weaver);
         if kinds.is_empty() {
             kinds.push(Kind::Weaver);
@@ -144,7 +174,12 @@ fn real_main() -> Result<()> {
         Cmd::Cold => vec![Scenario::Cold],
         Cmd::Durability => vec![Scenario::Fanout64, Scenario::Burst64, Scenario::Writers16],
         Cmd::Bridge => vec![Scenario::BridgeLocal, Scenario::BridgeHttp],
-        Cmd::Install | Cmd::Cluster | Cmd::Docsize => vec![],
+        Cmd::Install
+        | Cmd::Cluster
+        | Cmd::Conns
+        | Cmd::StoredRooms
+        | Cmd::Populate
+        | Cmd::Docsize => vec![],
     };
     let out_dir = cli.out.clone().unwrap_or(root.join("bench/results"));
     let stamp = timestamp();
@@ -188,6 +223,10 @@ fn real_main() -> Result<()> {
     );
     let sizes = Sizes::new(cli.quick, cli.idle_wait_ms);
     let reps = cli.reps.unwrap_or(if cli.quick { 1 } else { 3 });
+    let img = root.join("docs/img");
+    if matches!(cli.cmd, Cmd::Conns | Cmd::StoredRooms) {
+        std::fs::create_dir_all(&img)?;
+    }
     let _ = writeln_s(
         &mut text,
         &format!(
@@ -270,15 +309,33 @@ fn real_main() -> Result<()> {
         }
         all.extend(recs);
     }
-    if cli.cmd == Cmd::Docsize {
-        let mut plan = docsize::Plan::new(cli.quick);
-        if let Some(sizes) = &cli.doc_mb {
-            plan.sizes_mb = sizes.clone();
+    let scale = match cli.cmd {
+        Cmd::Conns => Some(conns::run(
+            &env,
+            &kinds,
+            reps,
+            &conns::ConnsSizes::new(cli.quick, cli.points.clone(), cli.per_room.clone()),
+            &img,
+        )?),
+        Cmd::StoredRooms => Some(stored_rooms::run(
+            &env,
+            reps,
+            &stored_rooms::StoredSizes::new(cli.quick, cli.points.clone()),
+            &img,
+        )?),
+        Cmd::Docsize => {
+            let mut plan = docsize::Plan::new(cli.quick);
+            if let Some(sizes) = &cli.doc_mb {
+                plan.sizes_mb = sizes.clone();
+            }
+            if let Some(n) = cli.doc_edits {
+                plan.edits = n;
+            }
+            Some(docsize::run(&env, &kinds, &plan)?)
         }
-        if let Some(n) = cli.doc_edits {
-            plan.edits = n;
-        }
-        let (t, recs) = docsize::run(&env, &kinds, &plan)?;
+        _ => None,
+    };
+    if let Some((t, recs)) = scale {
         print!("{t}");
         text.push_str(&t);
         all.extend(recs);
@@ -323,6 +380,31 @@ fn real_main() -> Result<()> {
         "\nwritten: {} (+ .jsonl, logs in {})",
         md.display(),
         env.work.display()
+    );
+    Ok(())
+}
+
+/// `weaver-bench populate`: a store of small rooms for fixtures, written by hand.
+fn populate_cmd(cli: &Cli) -> Result<()> {
+    let data = cli.data.clone().context("populate needs --data DIR")?;
+    let rooms = match cli.points.as_deref() {
+        None => 0,
+        Some([n]) => *n,
+        Some(_) => bail!("populate takes one --points N"),
+    };
+    let mut extra = Vec::new();
+    for spec in &cli.room_updates {
+        let (room, file) = spec
+            .split_once('=')
+            .context("--room-update takes ROOM=FILE")?;
+        let bytes = std::fs::read(file).with_context(|| format!("reading {file}"))?;
+        extra.push((room.to_owned(), bytes));
+    }
+    populate::populate(&data, "s", rooms, &extra)?;
+    eprintln!(
+        "wrote {} rooms into {}",
+        rooms + extra.len(),
+        data.display()
     );
     Ok(())
 }

@@ -292,6 +292,21 @@ impl RelayHandle {
         Ok(self.store().rooms().await?)
     }
 
+    /// Whether `needle` may occur in `room`'s stored bytes (its snapshot and log), read from the
+    /// store without loading the room: `false` means none of its committed updates holds it.
+    /// The bridge's start-up sweep asks this of every stored room instead of loading each.
+    pub async fn stored_bytes_contain(
+        &self,
+        room: &str,
+        needle: &[u8],
+    ) -> Result<bool, RelayError> {
+        validate_room_name(room)?;
+        Ok(self
+            .store()
+            .stored_bytes_contain(Arc::from(room), needle.to_vec())
+            .await?)
+    }
+
     /// One page of the rooms whose names start with `prefix` and sort (bytewise) after
     /// `after`: every room with stored content and every room open right now (loaded or with
     /// a connection), at most `limit` (1–[`MAX_ROOM_PAGE`]) of them. `next` is the `after` of the

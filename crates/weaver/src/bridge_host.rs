@@ -68,6 +68,19 @@ impl DocumentHost for RelayHost {
         Box::pin(async move { self.0.stored_rooms().await.map_err(host_error) })
     }
 
+    fn stored_state_contains<'a>(
+        &'a self,
+        room: &'a str,
+        needle: &'a [u8],
+    ) -> BoxFuture<'a, Result<bool, HostError>> {
+        Box::pin(async move {
+            self.0
+                .stored_bytes_contain(room, needle)
+                .await
+                .map_err(host_error)
+        })
+    }
+
     fn room_state<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Vec<u8>, HostError>> {
         Box::pin(async move { self.0.room_state(room).await.map_err(host_error) })
     }

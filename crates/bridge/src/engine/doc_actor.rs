@@ -17,6 +17,7 @@ use super::Inner;
 use super::debounce::Debounce;
 use super::manual::RetryError;
 use super::mirror::{MIRROR_IDLE, Mirror};
+use super::sweep::SweepQueue;
 use super::writeback::{WRITEBACK_RETRY, WritebackFailures};
 use crate::host::{HostEvent, UpdateStream};
 use crate::model::ApiCall;
@@ -45,6 +46,9 @@ pub(super) struct DocActor {
     /// every committed update of it seen without the marker), so its updates are skipped
     /// unless they carry the marker (`mirror::may_touch_blocks`).
     pub(super) unmirrored: HashSet<Box<str>>,
+    /// Stored rooms not yet checked for bridge content (start-up, lag): worked a batch per
+    /// turn of the loop (`sweep.rs`). Until checked, a room's every update loads it.
+    pub(super) sweep: SweepQueue,
     /// Blocks whose content changed: the re-index debounce.
     pub(super) dirty: Debounce,
     /// Rooms whose write-backs the host refused: the write-back backoff.
@@ -58,6 +62,7 @@ impl DocActor {
             inner,
             rooms: HashMap::new(),
             unmirrored: HashSet::new(),
+            sweep: SweepQueue::default(),
             dirty,
             wb_failures: WritebackFailures::default(),
         }
@@ -69,13 +74,12 @@ impl DocActor {
         mut rx: mpsc::UnboundedReceiver<DocCmd>,
     ) {
         let shutdown = self.inner.shutdown.clone();
+        // Only the names are read here; which rooms hold bridge work is found out a batch per
+        // turn below, so start-up costs no document loads.
         match self.inner.host.stored_rooms().await {
             Ok(rooms) => {
-                tracing::info!(rooms = rooms.len(), "bridge start-up sweep");
-                for room in rooms {
-                    self.sweep_stored_room(&room, "start-up sweep of room failed")
-                        .await;
-                }
+                tracing::info!(rooms = rooms.len(), "bridge start-up sweep queued");
+                self.sweep.extend(rooms);
             }
             Err(e) => tracing::error!(error = %e, "bridge cannot list stored rooms"),
         }
@@ -83,6 +87,8 @@ impl DocActor {
         loop {
             let deadline = self.next_deadline(wb_retry);
             tokio::select! {
+                // Live events and commands before the timers, which include the sweep's turn.
+                biased;
                 () = shutdown.cancelled() => break,
                 ev = stream.next() => {
                     // Absorb what else is already queued so rules run once per burst, with all
@@ -130,6 +136,9 @@ impl DocActor {
             }
             self.fire_debounce().await;
             self.evict_idle();
+            if !self.sweep.is_empty() {
+                self.sweep_batch().await;
+            }
         }
         tracing::info!("bridge document actor stopped");
     }
@@ -183,20 +192,22 @@ impl DocActor {
         }
     }
 
-    /// Updates were lost, possibly for rooms without a mirror too: re-sweep every stored room,
-    /// as at start-up.
+    /// Updates were lost, possibly for rooms without a mirror too: rebuild the mirrors now and
+    /// queue every other stored room for the sweep, as at start-up.
     async fn lagged(&mut self) {
         tracing::warn!("bridge lagged behind the host; rebuilding mirrors");
         let mut rooms: BTreeSet<String> = self.rooms.keys().cloned().collect();
         rooms.extend(self.unmirrored.drain().map(String::from));
-        match self.inner.host.stored_rooms().await {
-            Ok(stored) => rooms.extend(stored),
-            Err(e) => tracing::warn!(error = %e, "cannot list stored rooms after lag"),
-        }
         self.rooms.clear();
-        for room in rooms {
-            self.sweep_stored_room(&room, "rebuilding mirror failed")
+        for room in &rooms {
+            self.sweep_stored_room(room, "rebuilding mirror failed")
                 .await;
+        }
+        match self.inner.host.stored_rooms().await {
+            Ok(stored) => self
+                .sweep
+                .extend(stored.into_iter().filter(|r| !rooms.contains(r))),
+            Err(e) => tracing::warn!(error = %e, "cannot list stored rooms after lag"),
         }
     }
 
@@ -206,6 +217,7 @@ impl DocActor {
     async fn room_deleted(&mut self, room: &str) {
         self.rooms.remove(room);
         self.unmirrored.remove(room);
+        self.sweep.take(room);
         self.dirty.forget_room(room);
         self.wb_failures.forget(room);
         let calls = self.non_terminal_calls(room, None).await;
@@ -245,7 +257,9 @@ impl DocActor {
     /// idle check.
     fn next_deadline(&self, wb_retry: Option<Instant>) -> Option<Instant> {
         let idle_check = Instant::now() + Duration::from_secs(60);
-        [self.dirty.next_deadline(), wb_retry]
+        // The sweep's next batch runs at the end of this turn: do not wait for it.
+        let sweep = (!self.sweep.is_empty()).then(Instant::now);
+        [self.dirty.next_deadline(), wb_retry, sweep]
             .into_iter()
             .flatten()
             .min()

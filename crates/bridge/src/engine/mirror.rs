@@ -138,6 +138,13 @@ impl DocActor {
         origin: &str,
     ) -> bool {
         let Some(m) = self.rooms.get_mut(room) else {
+            // A room the sweep has not checked yet is checked now, out of turn: its stored
+            // state already holds this update.
+            if self.sweep.take(room) && !self.unmirrored.contains(room) {
+                self.sweep_if_marked(room, "cannot load room for the bridge")
+                    .await;
+                return false;
+            }
             // A room without bridge content stays without unless this update names `blocks`.
             if !self.unmirrored.contains(room) && !may_touch_blocks(update) {
                 return false;

@@ -3,6 +3,8 @@
 //! - `doc_actor`: the one task that owns the document mirrors; its loop takes the host's
 //!   committed updates, room deletions, unloads and lag, and the handle's commands.
 //! - `mirror`: a room's mirror (`weaver_doc::Workspace`), loading it and applying updates.
+//! - `sweep`: stored rooms (start-up, lag) checked for bridge content without loading them,
+//!   a batch per turn of the document actor; only those that may hold some are loaded.
 //! - `rules` (pure) and `reconcile`: which index entries need an APICall, a cancellation or a
 //!   re-index, and turning those decisions into outbox state; `debounce` holds the re-index
 //!   debounce.
@@ -29,6 +31,7 @@ mod mirror;
 mod pruner;
 mod reconcile;
 mod rules;
+mod sweep;
 mod worker;
 mod writeback;
 

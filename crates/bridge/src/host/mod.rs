@@ -65,6 +65,17 @@ pub trait UpdateStream: Send {
 pub trait DocumentHost: Send + Sync + 'static {
     /// Every room that has stored state (swept at start-up).
     fn stored_rooms(&self) -> BoxFuture<'_, Result<Vec<String>, HostError>>;
+    /// Whether `needle` may occur in the room's stored state, answered without building a
+    /// document (the start-up sweep asks it of every stored room and loads only those that
+    /// may hold bridge work). `false` must mean no committed update of the room contains it;
+    /// a host that cannot tell cheaply keeps the default `true`.
+    fn stored_state_contains<'a>(
+        &'a self,
+        _room: &'a str,
+        _needle: &'a [u8],
+    ) -> BoxFuture<'a, Result<bool, HostError>> {
+        Box::pin(std::future::ready(Ok(true)))
+    }
     /// The full state of a room as one v1 update (empty doc → a valid empty update).
     fn room_state<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Vec<u8>, HostError>>;
     /// Persists and broadcasts `update` to `room`; returns once it is durable.

@@ -9,7 +9,7 @@
 //!
 //! Files: `mod.rs` (the trait and its contract), `records.rs` (claims, verdicts, filters),
 //! `writeback.rs` (the write-back record), `failure_notice.rs` (the `call.failed` record),
-//! `error.rs` (`OutboxError`), `redb/` (the engine), `conformance.rs` (the suite every engine
+//! `error.rs` (`OutboxError`), `redb/` (the engine), `conformance/` (the suite every engine
 //! runs, feature `conformance-tests`). The JetStream engine is `weaver-cluster-outbox`.
 
 #[cfg(feature = "conformance-tests")]

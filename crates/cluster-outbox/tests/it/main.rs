@@ -1,5 +1,5 @@
 //! weaver-cluster-outbox against a real nats-server (one per test binary, streams isolated by
-//! unique names): the `OutboxStore` conformance suite (`conformance.rs`), and what only the
+//! unique names): the `OutboxStore` conformance suite (`weaver_bridge::outbox::conformance`), and what only the
 //! JetStream engine has (`jetstream.rs`): fencing by a newer handle, reopening from a
 //! snapshot and a tail, de-duplicated appends, a damaged log.
 

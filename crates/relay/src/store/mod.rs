@@ -102,6 +102,17 @@ pub trait RoomStore: Send + Sync + std::fmt::Debug + 'static {
     /// Names of every room with stored content, in no particular order.
     fn rooms(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>>;
 
+    /// Whether `needle` may occur in the room's stored bytes (snapshot and log), read without
+    /// loading the room. `false` must mean it is in none of them; an engine that cannot scan
+    /// cheaply keeps the default `true` (its callers then load the room to find out).
+    fn stored_bytes_contain(
+        &self,
+        _room: Arc<str>,
+        _needle: Vec<u8>,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(std::future::ready(Ok(true)))
+    }
+
     /// Up to `limit` stored rooms whose names start with `prefix` and sort (bytewise) after
     /// `after`, in byte order of the name, with what each one holds. One consistent picture
     /// even while rooms are written.

@@ -5,7 +5,8 @@
 //! formats, storage format versions), `persister.rs` (the writer thread, group commit),
 //! `journal.rs` (the write-ahead journal: frames, the file), `replay.rs` (recovery at open, the
 //! checkpoint record),
-//! `compaction.rs`, `load.rs`, `listing.rs`, `versions.rs` (document versions), `backup.rs`
+//! `compaction.rs`, `load.rs`, `scan.rs` (a marker in a room's bytes without loading it),
+//! `listing.rs`, `versions.rs` (document versions), `backup.rs`
 //! (online backup copy), `transfer.rs` (rooms into and out of a relay database file: cluster
 //! backup and restore),
 //! `test_support.rs` (what the unit tests share). Only this folder opens `relay_*` tables
@@ -23,6 +24,7 @@ mod load;
 mod open;
 mod persister;
 mod replay;
+mod scan;
 #[cfg(test)]
 mod test_support;
 pub mod transfer;
@@ -202,6 +204,15 @@ impl RoomStore for RedbRoomStore {
 
     fn rooms(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
         self.read(listing::rooms_blocking).boxed()
+    }
+
+    fn stored_bytes_contain(
+        &self,
+        room: Arc<str>,
+        needle: Vec<u8>,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        self.read(move |db| scan::contains_blocking(db, &room, &needle))
+            .boxed()
     }
 
     fn list(
