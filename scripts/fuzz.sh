@@ -3,8 +3,8 @@
 #
 #   scripts/fuzz.sh [seconds-per-target] [target... | all]
 #
-# Targets: decode_message hocuspocus validate_update state_vector awareness token webhook_verify (the
-# default list), and apply_update (applies validated updates to a yrs doc: finds yrs integration
+# Targets: decode_message hocuspocus validate_update state_vector awareness token webhook_verify
+# journal_frame (the default list), and apply_update (applies validated updates to a yrs doc: finds yrs integration
 # panics; known yrs panic sites are ignored inside the target, see fuzz/README.md). `all` is the
 # default list plus apply_update: scripts/test.sh runs `scripts/fuzz.sh 5 all`; for a long run
 # use e.g. `scripts/fuzz.sh 600`.
@@ -23,7 +23,7 @@ cd "$(dirname "$0")/.."
 secs="${1:-30}"
 shift || true
 targets=("$@")
-default=(decode_message hocuspocus validate_update state_vector awareness token webhook_verify)
+default=(decode_message hocuspocus validate_update state_vector awareness token webhook_verify journal_frame)
 if [ ${#targets[@]} -eq 0 ]; then
   targets=("${default[@]}")
 elif [ "${targets[*]}" = all ]; then

@@ -49,6 +49,8 @@ test(`kill -9 never loses an update another client received (${ROUNDS} rounds)`,
       survivedTotal += seen.length - start.length
     }
     assert.ok(survivedTotal > 0)
+    // Acknowledged appends are made durable by the write-ahead journal (docs/storage.md).
+    assert.ok(readdirSync(dataDir).includes('weaver.journal'), `a journal next to the database: ${readdirSync(dataDir)}`)
   } finally {
     rmSync(dataDir, { recursive: true, force: true })
   }
@@ -272,7 +274,8 @@ test('online backup: a consistent copy taken while a client writes restores into
       // A server that is not there: a clear error, nothing written.
       await assert.rejects(promisify(execFile)(weaverBin, ['backup', '--server', 'http://127.0.0.1:9', '--out', path.join(cliDir, 'x.redb')]),
         (e) => e.code === 1 && /weaver backup: GET http:\/\/127\.0\.0\.1:9\/api\/backup/.test(e.stderr))
-      assert.deepEqual(readdirSync(cliDir), ['weaver.redb'], 'a failed backup writes nothing')
+      // The server started on cliDir added its journal; the failed backup added nothing.
+      assert.deepEqual(readdirSync(cliDir).sort(), ['weaver.journal', 'weaver.redb'], 'a failed backup writes nothing')
     } finally {
       clearInterval(pump)
     }

@@ -7,6 +7,7 @@
 mod cluster;
 mod cluster_scenario;
 mod conns;
+mod docsize;
 mod loadgen;
 mod nats;
 mod plot;
@@ -63,6 +64,12 @@ struct Cli {
     /// 2000,10000; 2000 with --quick).
     #[arg(long, global = true, value_delimiter = ',')]
     failover_ttl_ms: Option<Vec<u64>>,
+    /// Document sizes (MB) of `docsize`, comma separated (default 0.1,1,10,50; 0.1 with --quick).
+    #[arg(long, global = true, value_delimiter = ',')]
+    doc_mb: Option<Vec<f64>>,
+    /// Paced inserts per `docsize` point (default 2000; 100 with --quick).
+    #[arg(long, global = true)]
+    doc_edits: Option<usize>,
     /// conns: clients per room, comma separated, one curve each (default 100,1).
     #[arg(long, global = true, value_delimiter = ',')]
     per_room: Option<Vec<usize>>,
@@ -105,6 +112,9 @@ enum Cmd {
     /// Cluster mode (weaver only, needs nats-server ≥ 2.11, see scripts/nats.sh): fan-out on
     /// redb-1 / js-1 / js-3, failover after kill -9 of a room's owner, bridge lifecycles.
     Cluster,
+    /// One document of 0.1 / 1 / 10 / 50 MB (0.1 with --quick): load time, RSS, bytes written
+    /// per 2-byte insert (`/proc/<pid>/io`) over 2,000 paced inserts (issue 23).
+    Docsize,
     /// Open connections 1k → 10k → 30k (RSS per connection, idle CPU with pings, connect
     /// rate), `--per-room` clients per room; plots into docs/img.
     Conns,
@@ -164,7 +174,12 @@ fn real_main() -> Result<()> {
         Cmd::Cold => vec![Scenario::Cold],
         Cmd::Durability => vec![Scenario::Fanout64, Scenario::Burst64, Scenario::Writers16],
         Cmd::Bridge => vec![Scenario::BridgeLocal, Scenario::BridgeHttp],
-        Cmd::Install | Cmd::Cluster | Cmd::Conns | Cmd::StoredRooms | Cmd::Populate => vec![],
+        Cmd::Install
+        | Cmd::Cluster
+        | Cmd::Conns
+        | Cmd::StoredRooms
+        | Cmd::Populate
+        | Cmd::Docsize => vec![],
     };
     let out_dir = cli.out.clone().unwrap_or(root.join("bench/results"));
     let stamp = timestamp();
@@ -308,6 +323,16 @@ fn real_main() -> Result<()> {
             &stored_rooms::StoredSizes::new(cli.quick, cli.points.clone()),
             &img,
         )?),
+        Cmd::Docsize => {
+            let mut plan = docsize::Plan::new(cli.quick);
+            if let Some(sizes) = &cli.doc_mb {
+                plan.sizes_mb = sizes.clone();
+            }
+            if let Some(n) = cli.doc_edits {
+                plan.edits = n;
+            }
+            Some(docsize::run(&env, &kinds, &plan)?)
+        }
         _ => None,
     };
     if let Some((t, recs)) = scale {

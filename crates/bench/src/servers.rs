@@ -244,6 +244,32 @@ impl Running {
         Ok(())
     }
 
+    /// Like `stop`, and returns the server's lifetime `write_bytes` (`/proc/<pid>/io`) read
+    /// while it is a zombie (exited, not yet reaped), so what it wrote while stopping (Weaver's
+    /// final journal checkpoint) is counted too. `None` if it had to be killed or `/proc` said
+    /// nothing.
+    pub fn stop_counting_writes(mut self) -> Result<Option<u64>> {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid.to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if proc_state(self.pid) == Some('Z') {
+                let written = proc_write_bytes(self.pid);
+                self.child.wait()?;
+                return Ok(written);
+            }
+            if self.child.try_wait()?.is_some() {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(None)
+    }
+
     pub fn sample(&self, env: &Env) -> Sample {
         let mut s = Sample {
             at: Some(Instant::now()),
@@ -292,6 +318,21 @@ pub fn proc_cpu_s(pid: u32, clk_tck: f64) -> f64 {
     let ut = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     let st = f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     (ut + st) / clk_tck
+}
+
+/// The process state letter of `/proc/<pid>/stat` (`Z`: exited, not reaped).
+pub fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.chars().next()
+}
+
+/// `write_bytes` of `/proc/<pid>/io`: bytes the process (all its threads) caused to be sent to
+/// the storage layer.
+pub fn proc_write_bytes(pid: u32) -> Option<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Minimal HTTP/1.0 GET on loopback; enough for a Prometheus text page.

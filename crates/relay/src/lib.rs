@@ -97,7 +97,7 @@ pub use room::{RESTORE_ORIGIN, Restored};
 pub use room_name::validate_room_name;
 pub use server::{HttpLimits, SHUTDOWN_DRAIN, serve};
 pub use store::redb::{
-    CommitMode, CopyError, DB_FILE_NAME, OpenError, RedbRoomStore, copy_tables, open_database,
-    open_database_with_cache,
+    CommitMode, CopyError, DB_FILE_NAME, JOURNAL_FILE_NAME, OpenError, RedbRoomStore, copy_tables,
+    journal, open_database, open_database_with_cache,
 };
 pub use store::{Detail, EngineError, RoomStore, StoreError, StoredRoom, StoredRoomInfo};

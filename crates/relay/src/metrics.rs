@@ -41,6 +41,10 @@ pub const HELD_BATCHES_TOTAL: &str = "weaver_held_batches_total";
 pub const PERSIST_FAILURES_TOTAL: &str = "weaver_persist_failures_total";
 /// 1 once a group commit failed (writes refused until a restart), else 0.
 pub const STORE_FAILED: &str = "weaver_store_failed";
+/// Counter: group commits made durable by a journal frame (fdatasync of `weaver.journal`).
+pub const JOURNAL_FRAMES_TOTAL: &str = "weaver_journal_frames_total";
+/// Counter: journal checkpoints (durable redb commits after which the journal starts over).
+pub const JOURNAL_CHECKPOINTS_TOTAL: &str = "weaver_journal_checkpoints_total";
 /// Counter: compactions committed.
 pub const COMPACTIONS_TOTAL: &str = "weaver_compactions_total";
 /// Counter: messages refused, label `reason`.

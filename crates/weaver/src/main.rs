@@ -116,7 +116,7 @@ struct ServeArgs {
         default_value = "127.0.0.1:1234"
     )]
     listen: SocketAddr,
-    /// Data directory; the database is `<data>/weaver.redb`.
+    /// Data directory; the database is `<data>/weaver.redb`, its journal `<data>/weaver.journal`.
     #[arg(
         help_heading = "Storage",
         long,
@@ -136,10 +136,11 @@ struct ServeArgs {
     /// Seconds between WebSocket pings; silent connections close after two intervals (4408).
     #[arg(help_heading = "Network", long, env = "WEAVER_PING_INTERVAL_SECS", default_value_t = weaver_relay::DEFAULT_PING_INTERVAL.as_secs())]
     ping_interval_secs: u64,
-    /// Compact a room's log into a snapshot after this many updates...
+    /// Compact a room's log into a snapshot after this many updates (or snapshot bytes / 256
+    /// when larger, so big documents are not rewritten every few edits)...
     #[arg(help_heading = "Storage", long, env = "WEAVER_COMPACT_AFTER_UPDATES", default_value_t = weaver_relay::DEFAULT_COMPACT_AFTER_UPDATES)]
     compact_after_updates: u64,
-    /// ...or after this many logged bytes.
+    /// ...or after this many logged bytes (or snapshot bytes / 2 when larger).
     #[arg(help_heading = "Storage", long, env = "WEAVER_COMPACT_AFTER_BYTES", default_value_t = weaver_relay::DEFAULT_COMPACT_AFTER_BYTES)]
     compact_after_bytes: u64,
     /// Open WebSocket connections accepted at once; more get HTTP 503 before the upgrade.
@@ -420,8 +421,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
             None => (
                 None,
-                weaver_relay::RedbRoomStore::start(db.clone(), args.commit_mode())
-                    .context("starting the relay's room store")?,
+                // Journaled: an edit's durability costs one appended journal page, not a redb
+                // commit's rewritten B-tree pages (docs/storage.md, "Journal").
+                weaver_relay::RedbRoomStore::start_journaled(
+                    db.clone(),
+                    args.commit_mode(),
+                    &args.data,
+                )
+                .context("starting the relay's room store")?,
             ),
         };
     // Bound before the relay starts: a cluster node is announced at its bound address

@@ -1,6 +1,10 @@
 //! Background compaction: once a room's log is long, its document is encoded as a snapshot,
 //! checked (it must read back as the same state vector) and handed to the store, which replaces
 //! the log entries it covers in one transaction. The room keeps serving meanwhile.
+//!
+//! "Long" grows with the document (`compaction_due`): rewriting a snapshot of S bytes at most
+//! every S/256 updates or S/2 log bytes keeps the bytes compaction writes per edit bounded
+//! (about 256) however large the document is (docs/storage.md, "Compaction").
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -11,13 +15,32 @@ use super::actor::Room;
 use super::apply::{Applied, apply_update, new_doc};
 use crate::metrics as m;
 
+/// Whether a log of `log_updates` updates and `log_bytes` bytes over a snapshot of
+/// `snapshot_bytes` is due for compaction: past the configured minimums
+/// (`--compact-after-updates`, `--compact-after-bytes`), or past the proportional ones
+/// (snapshot/256 updates, snapshot/2 bytes) when those are larger.
+pub(crate) fn compaction_due(
+    (min_updates, min_bytes): (u64, u64),
+    snapshot_bytes: u64,
+    log_updates: u64,
+    log_bytes: u64,
+) -> bool {
+    log_updates >= min_updates.max(snapshot_bytes / 256)
+        || log_bytes >= min_bytes.max(snapshot_bytes / 2)
+}
+
 impl Room {
     /// Starts a background compaction when the log is long. Runs only right after a flush,
     /// when the document equals exactly what is stored up to `last_seq`.
     pub(super) fn maybe_compact(&mut self) {
         let cfg = &self.deps.config;
-        if self.log_updates < cfg.compact_after_updates && self.log_bytes < cfg.compact_after_bytes
-        {
+        let snapshot_bytes = self.doc_bytes.saturating_sub(self.log_bytes);
+        if !compaction_due(
+            (cfg.compact_after_updates, cfg.compact_after_bytes),
+            snapshot_bytes,
+            self.log_updates,
+            self.log_bytes,
+        ) {
             return;
         }
         if self.compaction.as_ref().is_some_and(|c| !c.is_finished()) || !self.batch.is_empty() {
@@ -88,5 +111,34 @@ impl Room {
             },
             span,
         )));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compaction_due;
+
+    const MIN: (u64, u64) = (1000, 4 << 20);
+
+    #[test]
+    fn small_documents_compact_at_the_configured_thresholds() {
+        assert!(!compaction_due(MIN, 10_000, 999, 100));
+        assert!(compaction_due(MIN, 10_000, 1000, 100));
+        assert!(compaction_due(MIN, 10_000, 1, 4 << 20));
+        assert!(!compaction_due(MIN, 0, 0, 0));
+    }
+
+    /// A 50 MB snapshot is rewritten only after ~200k updates (or 25 MB of log): the bytes a
+    /// compaction writes per update stay near 256, as for a 256 KB document.
+    #[test]
+    fn large_documents_compact_in_proportion_to_their_size() {
+        let s = 50 << 20;
+        assert!(!compaction_due(MIN, s, 1000, 10_000));
+        assert!(!compaction_due(MIN, s, s / 256 - 1, 10_000));
+        assert!(compaction_due(MIN, s, s / 256, 10_000));
+        assert!(!compaction_due(MIN, s, 10, 8 << 20));
+        assert!(compaction_due(MIN, s, 10, s / 2));
+        let per_update = |s: u64| s / MIN.0.max(s / 256);
+        assert!(per_update(s) <= 256 && per_update(256 << 10) <= 256);
     }
 }

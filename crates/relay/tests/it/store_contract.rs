@@ -211,6 +211,30 @@ async fn every_check_on_one_file() {
     contract::run_all(&File(tempfile::tempdir().unwrap())).await;
 }
 
+/// The whole contract on the journaled engine `weaver serve` uses (`start_journaled`): appends
+/// made durable by the journal, restarts through its checkpoint and replay.
+#[tokio::test]
+async fn every_check_journaled() {
+    struct Journaled(tempfile::TempDir);
+    impl Harness for Journaled {
+        fn open(&self) -> BoxFuture<'_, Arc<dyn RoomStore>> {
+            async move {
+                let db = weaver_relay::open_database(self.0.path()).unwrap();
+                let store: Arc<dyn RoomStore> =
+                    RedbRoomStore::start_journaled(db, CommitMode::OnePhase, self.0.path())
+                        .unwrap();
+                store
+            }
+            .boxed()
+        }
+
+        fn break_writes(&self, _: bool) -> bool {
+            false
+        }
+    }
+    contract::run_all(&Journaled(tempfile::tempdir().unwrap())).await;
+}
+
 #[tokio::test]
 async fn versions_survive_compaction_and_restart() {
     contract::versions_survive_compaction_and_restart(&Redb::default()).await;

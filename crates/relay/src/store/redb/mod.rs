@@ -3,6 +3,8 @@
 //!
 //! Files: `open.rs` (the file, its integrity check, opening errors), `format.rs` (tables, row
 //! formats, storage format versions), `persister.rs` (the writer thread, group commit),
+//! `journal.rs` (the write-ahead journal: frames, the file), `replay.rs` (recovery at open, the
+//! checkpoint record),
 //! `compaction.rs`, `load.rs`, `scan.rs` (a marker in a room's bytes without loading it),
 //! `listing.rs`, `versions.rs` (document versions), `backup.rs`
 //! (online backup copy), `transfer.rs` (rooms into and out of a relay database file: cluster
@@ -14,16 +16,21 @@
 mod backup;
 mod compaction;
 mod format;
+pub mod journal;
+#[cfg(test)]
+mod journal_tests;
 mod listing;
 mod load;
 mod open;
 mod persister;
+mod replay;
 mod scan;
 #[cfg(test)]
 mod test_support;
 pub mod transfer;
 mod versions;
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -35,9 +42,11 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::error;
 
 pub use backup::{CopyError, copy_tables};
+pub use journal::JOURNAL_FILE_NAME;
 pub use open::{DB_FILE_NAME, OpenError, open_database, open_database_with_cache};
 pub use persister::CommitMode;
 
+use self::journal::{CHECKPOINT_EVERY, Journal};
 use self::persister::{PERSIST_QUEUE, StoreOp, persister_loop};
 use crate::metrics as m;
 use crate::store::{
@@ -71,6 +80,44 @@ impl RedbRoomStore {
     /// and starts the persister thread.
     pub fn start(db: Arc<Database>, commit: CommitMode) -> Result<Arc<RedbRoomStore>, OpenError> {
         format::prepare(&db)?;
+        Self::spawn(db, commit, None)
+    }
+
+    /// [`RedbRoomStore::start`] with the write-ahead journal `<data_dir>/weaver.journal`
+    /// (docs/storage.md, "Journal"): first replays what a crash left in it, then appends are
+    /// made durable by journal frames and checkpointed into redb. With a tokio runtime, a tick
+    /// checkpoints an idle journal every 30 s (it ends with the store).
+    pub fn start_journaled(
+        db: Arc<Database>,
+        commit: CommitMode,
+        data_dir: &Path,
+    ) -> Result<Arc<RedbRoomStore>, OpenError> {
+        format::prepare(&db)?;
+        let journal = replay::recover(&db, &data_dir.join(JOURNAL_FILE_NAME), commit)?;
+        let store = Self::spawn(db, commit, Some(journal))?;
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let weak = store.tx.downgrade();
+            rt.spawn(async move {
+                let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    // Ends once the store is gone or its persister has stopped.
+                    let Some(tx) = weak.upgrade() else { break };
+                    if tx.send(StoreOp::Checkpoint).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Ok(store)
+    }
+
+    fn spawn(
+        db: Arc<Database>,
+        commit: CommitMode,
+        journal: Option<Journal>,
+    ) -> Result<Arc<RedbRoomStore>, OpenError> {
         let (tx, rx) = mpsc::channel(PERSIST_QUEUE);
         let thread_db = db.clone();
         let failed = Arc::new(AtomicBool::new(false));
@@ -78,7 +125,7 @@ impl RedbRoomStore {
         metrics::gauge!(m::STORE_FAILED).set(0.0);
         let handle = std::thread::Builder::new()
             .name("weaver-persister".into())
-            .spawn(move || persister_loop(thread_db, rx, commit, thread_failed))
+            .spawn(move || persister_loop(thread_db, rx, commit, thread_failed, journal))
             .map_err(OpenError::Thread)?;
         Ok(Arc::new(RedbRoomStore {
             db,

@@ -21,6 +21,8 @@ pub enum OpenError {
     Redb(redb::Error),
     #[error("cannot prepare data directory {path}: {error}")]
     DataDir { path: String, error: std::io::Error },
+    #[error("cannot open or replay the journal {path}: {error}")]
+    Journal { path: String, error: std::io::Error },
     #[error("cannot start the persister thread: {0}")]
     Thread(std::io::Error),
     #[error(

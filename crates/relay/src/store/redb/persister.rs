@@ -1,7 +1,12 @@
 //! The persister: the one thread that performs every relay write. It takes the first queued
 //! request, drains what else is queued (bounded), applies all of it to ONE write transaction,
-//! commits once with `Durability::Immediate` (group commit) and only then answers each request.
-//! A storage error fails the whole group and marks the store failed for good.
+//! makes it durable once (group commit) and only then answers each request. With a journal
+//! (`journal.rs`), a group of appends is made durable by one appended, fsynced journal frame and
+//! commits to redb without an fsync; a group that compacts, deletes or adds a version, a full or
+//! old journal, the idle tick and stopping checkpoint instead (a `Durability::Immediate` commit
+//! that records the journal generation done, then the journal starts over). Without a journal
+//! every group commits with `Durability::Immediate`. A storage error fails the whole group and
+//! marks the store failed for good.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +19,8 @@ use tracing::{error, info};
 
 use super::compaction::compact_in_txn;
 use super::format::{FORMAT_V1, ROOMS, SNAPSHOTS, UPDATES, last_seq};
-use super::{versions, write_err};
+use super::journal::Journal;
+use super::{replay, versions, write_err};
 use crate::metrics as m;
 use crate::store::{NewVersion, Retention, StoreError, VersionMeta};
 
@@ -63,6 +69,8 @@ pub(super) enum StoreOp {
         version: Box<(NewVersion, Retention)>,
         reply: oneshot::Sender<Result<VersionMeta, Arc<StoreError>>>,
     },
+    /// Checkpoint the journal if it holds frames (the idle tick).
+    Checkpoint,
     /// Commit everything queued before this, then exit the persister.
     Stop { reply: oneshot::Sender<()> },
 }
@@ -76,6 +84,7 @@ impl std::fmt::Debug for StoreOp {
             StoreOp::Compact { room, upto_seq, .. } => write!(f, "Compact({room}, {upto_seq})"),
             StoreOp::Delete { room, .. } => write!(f, "Delete({room})"),
             StoreOp::AddVersion { room, .. } => write!(f, "AddVersion({room})"),
+            StoreOp::Checkpoint => write!(f, "Checkpoint"),
             StoreOp::Stop { .. } => write!(f, "Stop"),
         }
     }
@@ -88,35 +97,57 @@ pub(super) fn persister_loop(
     mut rx: mpsc::Receiver<StoreOp>,
     commit: CommitMode,
     failed: Arc<AtomicBool>,
+    mut journal: Option<Journal>,
 ) {
-    info!("persister started");
+    info!(journal = journal.is_some(), "persister started");
+    let fail = |failed: &AtomicBool| {
+        if !failed.swap(true, Ordering::SeqCst) {
+            metrics::gauge!(m::STORE_FAILED).set(1.0);
+            error!(
+                "the store refuses writes after this failure until the server is restarted (redb reopens and checks the file at start); /readyz now answers 503"
+            );
+        }
+    };
     while let Some(first) = rx.blocking_recv() {
         let mut ops = Vec::new();
         let mut stop = None;
+        let mut tick = false;
         let mut bytes = 0;
         let mut next = Some(first);
         while let Some(op) = next.take() {
-            if let StoreOp::Stop { reply } = op {
-                stop = Some(reply);
-                break;
+            match op {
+                StoreOp::Stop { reply } => {
+                    stop = Some(reply);
+                    break;
+                }
+                StoreOp::Checkpoint => tick = true,
+                op => {
+                    bytes += op_bytes(&op);
+                    ops.push(op);
+                }
             }
-            bytes += op_bytes(&op);
-            ops.push(op);
             if ops.len() < MAX_GROUP_OPS && bytes < MAX_GROUP_BYTES {
                 next = rx.try_recv().ok();
             }
         }
+        let healthy = !failed.load(Ordering::SeqCst);
         if !ops.is_empty() {
             let started = Instant::now();
             let n = ops.len();
-            if !commit_group(&db, ops, commit) && !failed.swap(true, Ordering::SeqCst) {
-                metrics::gauge!(m::STORE_FAILED).set(1.0);
-                error!(
-                    "the store refuses writes after this failure until the server is restarted (redb reopens and checks the file at start); /readyz now answers 503"
-                );
+            if !commit_group(&db, ops, commit, journal.as_mut().filter(|_| healthy)) {
+                fail(&failed);
             }
             metrics::histogram!(m::GROUP_COMMIT_OPS).record(n as f64);
             metrics::histogram!(m::GROUP_COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+        }
+        if (tick || stop.is_some())
+            && let Some(j) = journal.as_mut()
+            && !failed.load(Ordering::SeqCst)
+            && j.dirty()
+            && let Err(e) = checkpoint(&db, j, commit)
+        {
+            error!(error = %e, "journal checkpoint failed");
+            fail(&failed);
         }
         if let Some(reply) = stop {
             rx.close();
@@ -126,7 +157,37 @@ pub(super) fn persister_loop(
             break;
         }
     }
+    // Dropped without `stop`: the queue was drained above; leave nothing to replay.
+    if let Some(j) = journal.as_mut()
+        && !failed.load(Ordering::SeqCst)
+        && j.dirty()
+        && let Err(e) = checkpoint(&db, j, commit)
+    {
+        error!(error = %e, "journal checkpoint at exit failed; the next start replays it");
+    }
     info!("persister stopped");
+}
+
+/// One durable commit recording the journal's generation as done, then a fresh journal.
+fn checkpoint(db: &Database, journal: &mut Journal, commit: CommitMode) -> Result<(), StoreError> {
+    let mut txn = db.begin_write().map_err(write_err)?;
+    txn.set_two_phase_commit(commit == CommitMode::TwoPhase);
+    txn.set_durability(redb::Durability::Immediate)
+        .map_err(write_err)?;
+    replay::write_record(&txn, journal.header()).map_err(write_err)?;
+    txn.commit().map_err(write_err)?;
+    rotate(journal)
+}
+
+fn rotate(journal: &mut Journal) -> Result<(), StoreError> {
+    let next = journal.header().generation + 1;
+    journal.rotate(next).map_err(|e| journal_err(journal, e))?;
+    metrics::counter!(m::JOURNAL_CHECKPOINTS_TOTAL).increment(1);
+    Ok(())
+}
+
+fn journal_err(journal: &Journal, e: std::io::Error) -> StoreError {
+    StoreError::write(format!("journal {}: {e}", journal.path().display()))
 }
 
 fn op_bytes(op: &StoreOp) -> usize {
@@ -134,7 +195,7 @@ fn op_bytes(op: &StoreOp) -> usize {
         StoreOp::Append { updates, .. } => updates.iter().map(|u| u.len()).sum(),
         StoreOp::Compact { snapshot, .. } => snapshot.len(),
         StoreOp::AddVersion { version, .. } => version.0.data.len(),
-        StoreOp::Delete { .. } | StoreOp::Stop { .. } => 0,
+        StoreOp::Delete { .. } | StoreOp::Checkpoint | StoreOp::Stop { .. } => 0,
     }
 }
 
@@ -174,7 +235,17 @@ enum Job {
 /// A storage error aborts the whole group and every request in it gets that error (nothing is
 /// acknowledged); a semantic refusal (e.g. a compaction that would lose data) fails only its
 /// own request.
-fn commit_group(db: &Database, ops: Vec<StoreOp>, commit: CommitMode) -> bool {
+fn commit_group(
+    db: &Database,
+    ops: Vec<StoreOp>,
+    commit: CommitMode,
+    mut journal: Option<&mut Journal>,
+) -> bool {
+    // Only appends go through the journal: compactions, deletions and versions are checkpoints,
+    // so recovery never has to order them against journal frames.
+    let journaled = journal.as_ref().is_some_and(|j| !j.due())
+        && ops.iter().all(|op| matches!(op, StoreOp::Append { .. }));
+    let mut frame: Vec<(Arc<str>, u64, Bytes)> = Vec::new();
     let mut jobs: Vec<Job> = Vec::with_capacity(ops.len());
     for op in ops {
         match op {
@@ -215,17 +286,22 @@ fn commit_group(db: &Database, ops: Vec<StoreOp>, commit: CommitMode) -> bool {
                 reply,
                 done: None,
             }),
-            // Never reaches a group: the persister splits groups at Stop.
+            // Never reaches a group: the persister takes them out.
             StoreOp::Stop { reply } => {
                 let _ = reply.send(());
             }
+            StoreOp::Checkpoint => {}
         }
     }
     let result = (|| -> Result<(), StoreError> {
         let mut txn = db.begin_write().map_err(write_err)?;
         txn.set_two_phase_commit(commit == CommitMode::TwoPhase);
-        txn.set_durability(redb::Durability::Immediate)
-            .map_err(write_err)?;
+        txn.set_durability(if journaled {
+            redb::Durability::None
+        } else {
+            redb::Durability::Immediate
+        })
+        .map_err(write_err)?;
         {
             let mut log = txn.open_table(UPDATES).map_err(write_err)?;
             let mut snaps = txn.open_table(SNAPSHOTS).map_err(write_err)?;
@@ -255,6 +331,9 @@ fn commit_group(db: &Database, ops: Vec<StoreOp>, commit: CommitMode) -> bool {
                             row.extend_from_slice(u);
                             log.insert((&**room, seq), row.as_slice())
                                 .map_err(write_err)?;
+                            if journaled {
+                                frame.push((room.clone(), seq, u.clone()));
+                            }
                         }
                         *done = Some(seq);
                     }
@@ -296,7 +375,26 @@ fn commit_group(db: &Database, ops: Vec<StoreOp>, commit: CommitMode) -> bool {
                 }
             }
         }
-        txn.commit().map_err(write_err)?;
+        match journal.as_deref_mut() {
+            // The durability point: the frame is on disk before anyone is answered.
+            Some(j) if journaled => {
+                j.append(frame.iter().map(|(r, s, u)| (&**r, *s, &u[..])))
+                    .map_err(|e| journal_err(j, e))?;
+                metrics::counter!(m::JOURNAL_FRAMES_TOTAL).increment(1);
+                if let Err(e) = txn.commit() {
+                    if let Err(undo) = j.unappend() {
+                        error!(error = %undo, "could not take the failed group's journal frame back");
+                    }
+                    return Err(write_err(e));
+                }
+            }
+            Some(j) => {
+                replay::write_record(&txn, j.header()).map_err(write_err)?;
+                txn.commit().map_err(write_err)?;
+                rotate(j)?;
+            }
+            None => txn.commit().map_err(write_err)?,
+        }
         Ok(())
     })();
     let failure = match result {
