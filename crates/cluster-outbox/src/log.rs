@@ -6,17 +6,19 @@
 //! another handle wrote since: this one is fenced. An append whose answer was lost (timeout,
 //! reconnect) is resolved by reading the message right after the expected sequence: ours (by
 //! message id) means it landed; nothing there means it did not, and it is sent again with the
-//! same id and expectation (JetStream's de-duplication covers a first send that lands late).
+//! same id and expectation (JetStream's de-duplication covers a first send that lands late):
+//! `weaver_cluster::fenced`, which a room's log shares.
 
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::context::{Context, PublishErrorKind};
+use async_nats::jetstream::context::Context;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{self, DirectGetErrorKind, Stream};
 use bytes::Bytes;
 use tokio::time::Instant;
 use tracing::warn;
+use weaver_cluster::fenced::{self, After, FencedError};
 
 /// Room kept for headers below the server's payload limit when sizing snapshot chunks.
 const HEADER_ROOM: usize = 4096;
@@ -83,12 +85,6 @@ pub(crate) struct Log {
     snap_subject: String,
     chunk_size: usize,
     timeout: Duration,
-}
-
-enum After {
-    Ours(u64),
-    Other,
-    Nothing,
 }
 
 impl Log {
@@ -202,64 +198,21 @@ impl Log {
         msg_id: &str,
     ) -> Result<u64, LogError> {
         let deadline = Instant::now() + self.timeout * 3;
-        loop {
-            let publish = PublishMessage::build()
+        let message = || {
+            PublishMessage::build()
                 .payload(payload.clone())
                 .headers(HeaderMap::new())
                 .message_id(msg_id)
-                .expected_last_sequence(expected);
-            let error = match self.js.send_publish(subject.clone(), publish).await {
-                Ok(ack) => match ack.await {
-                    Ok(ack) => return Ok(ack.sequence),
-                    Err(e) => e,
-                },
-                Err(e) => e,
-            };
-            match error.kind() {
-                // nats-server checks the sequence before de-duplication, so the retry of an
-                // append that did land is refused too: look for it.
-                PublishErrorKind::WrongLastSequence => {
-                    return match self.after(expected, msg_id).await? {
-                        After::Ours(seq) => Ok(seq),
-                        After::Other | After::Nothing => Err(LogError::Fenced { expected }),
-                    };
-                }
-                PublishErrorKind::TimedOut
-                | PublishErrorKind::BrokenPipe
-                | PublishErrorKind::StreamNotFound
-                | PublishErrorKind::Other => {
-                    match self.after(expected, msg_id).await {
-                        Ok(After::Ours(seq)) => return Ok(seq),
-                        Ok(After::Other) => return Err(LogError::Fenced { expected }),
-                        Ok(After::Nothing) => {}
-                        Err(e) => warn!(error = %e, "outcome of an outbox append still unknown"),
-                    }
-                    if Instant::now() >= deadline {
-                        return Err(LogError::Publish(error));
-                    }
-                    warn!(error = %error, expected, "outbox append unacknowledged; retrying");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                _ => return Err(LogError::Publish(error)),
-            }
-        }
-    }
-
-    /// The message right after stream sequence `expected`: ours (by message id), another
-    /// handle's, or none.
-    async fn after(&self, expected: u64, msg_id: &str) -> Result<After, LogError> {
-        match self.stream.direct_get(expected + 1).await {
-            Ok(m) => {
-                let id = m.headers.get(async_nats::header::NATS_MESSAGE_ID);
-                Ok(if id.is_some_and(|id| id.as_str() == msg_id) {
-                    After::Ours(m.sequence)
-                } else {
-                    After::Other
-                })
-            }
-            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(After::Nothing),
-            Err(e) => Err(LogError::Read(e)),
-        }
+                .expected_last_sequence(expected)
+        };
+        let after = || async move { After::of(self.stream.direct_get(expected + 1).await, msg_id) };
+        fenced::publish_fenced(&self.js, &subject, message, deadline, after)
+            .await
+            .map_err(|e| match e {
+                FencedError::Fenced => LogError::Fenced { expected },
+                FencedError::Publish(e) => LogError::Publish(e),
+                FencedError::Read(e) => LogError::Read(e),
+            })
     }
 
     /// Drops the ops before `seq` (a snapshot op now stands for them).

@@ -17,6 +17,7 @@ mod changes;
 mod claims;
 mod connect;
 mod error;
+pub mod fenced;
 mod lane;
 mod leader;
 mod lease;
