@@ -168,9 +168,7 @@ impl Reader {
             None | Some(Ok(Message::Close(_))) => Step::Stop,
             Some(Err(e)) => {
                 let text = e.to_string();
-                // tungstenite reports an over-long message as a capacity error ("Space limit
-                // exceeded: Message too long"); the integration tests pin this mapping.
-                if text.contains("too long") || text.contains("Space limit") {
+                if is_too_long(&text) {
                     self.reject(close_code::TOO_BIG, "message_too_big", &text);
                 } else {
                     debug!(error = %text, "read error");
@@ -679,4 +677,11 @@ pub(crate) fn awareness_refusal(e: &ProtocolError) -> (u16, &'static str) {
         }
         _ => (close_code::INVALID_PAYLOAD, "invalid_awareness"),
     }
+}
+
+/// Whether a WebSocket read error is an over-long message: tungstenite reports one as a
+/// capacity error ("Space limit exceeded: Message too long"); the integration tests pin this
+/// mapping (close 1009 `message_too_big`).
+pub(crate) fn is_too_long(read_error: &str) -> bool {
+    read_error.contains("too long") || read_error.contains("Space limit")
 }

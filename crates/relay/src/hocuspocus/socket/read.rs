@@ -25,7 +25,7 @@ impl Socket {
             None | Some(Ok(Message::Close(_))) => self.own.close(1000, ""),
             Some(Err(e)) => {
                 let text = e.to_string();
-                if text.contains("too long") || text.contains("Space limit") {
+                if crate::connection::is_too_long(&text) {
                     self.reject(close_code::TOO_BIG, "message_too_big", &text);
                 } else {
                     debug!(error = %text, "read error");
