@@ -226,12 +226,17 @@ impl Running {
         format!("ws://127.0.0.1:{}", self.port)
     }
 
-    /// SIGTERM, then SIGKILL after 10 s: every server gets the chance to flush what it keeps.
-    pub fn stop(mut self) -> Result<()> {
+    /// Asks the server to stop (a failure to signal shows up as the wait timing out).
+    fn sigterm(&self) {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.pid.to_string())
             .status();
+    }
+
+    /// SIGTERM, then SIGKILL after 10 s: every server gets the chance to flush what it keeps.
+    pub fn stop(mut self) -> Result<()> {
+        self.sigterm();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if self.child.try_wait()?.is_some() {
@@ -249,10 +254,7 @@ impl Running {
     /// final journal checkpoint) is counted too. `None` if it had to be killed or `/proc` said
     /// nothing.
     pub fn stop_counting_writes(mut self) -> Result<Option<u64>> {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.pid.to_string())
-            .status();
+        self.sigterm();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if proc_state(self.pid) == Some('Z') {
