@@ -83,23 +83,27 @@ pub fn raise_nofile() -> Result<u64> {
 }
 
 /// Where client `i` of a run connects.
-fn target(kind: Kind, port: u16, room: &str) -> Target {
+fn target(kind: Kind, port: u16, room: &str, i: usize) -> Target {
     let addr = format!("127.0.0.1:{port}");
+    let source = wsclient::source_addr(i);
     match kind {
         Kind::Hocuspocus | Kind::WeaverHocus => Target {
             addr,
+            source,
             path: "/".into(),
             doc: room.into(),
             framing: Framing::Hocuspocus,
         },
         Kind::Ysweet => Target {
             addr,
+            source,
             path: format!("/d/{room}/ws/{room}"),
             doc: room.into(),
             framing: Framing::YWebsocket,
         },
         Kind::Weaver | Kind::Yws => Target {
             addr,
+            source,
             path: format!("/{room}"),
             doc: room.into(),
             framing: Framing::YWebsocket,
@@ -162,7 +166,12 @@ async fn measure(
     let mut next = 0usize;
     while next < n || !connecting.is_empty() {
         while next < n && connecting.len() < sizes.in_flight {
-            let t = target(server.kind, server.port, &format!("c{}", next / per_room));
+            let t = target(
+                server.kind,
+                server.port,
+                &format!("c{}", next / per_room),
+                next,
+            );
             connecting.spawn(async move { wsclient::connect(&t, Duration::from_secs(20)).await });
             next += 1;
         }
