@@ -8,8 +8,10 @@
 use anyhow::{Context, Result, anyhow, bail};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::Path;
 use std::process::Command;
 
+use crate::plot::Series;
 use crate::prom;
 use crate::scenario::Record;
 use crate::servers::{self, Env, Kind, proc_cpu_s};
@@ -206,7 +208,7 @@ impl Point {
 
 /// Runs every size on every server that can (y-sweet only when its binary is installed) and
 /// returns the markdown table and one record per point (for the run's .jsonl).
-pub fn run(env: &Env, kinds: &[Kind], plan: &Plan) -> Result<(String, Vec<Record>)> {
+pub fn run(env: &Env, kinds: &[Kind], plan: &Plan, img: &Path) -> Result<(String, Vec<Record>)> {
     let mut points = Vec::new();
     for &size in &plan.sizes_mb {
         for &kind in kinds {
@@ -256,5 +258,48 @@ pub fn run(env: &Env, kinds: &[Kind], plan: &Plan) -> Result<(String, Vec<Record
     if points.is_empty() {
         bail!("no docsize point could be measured");
     }
+    t.push_str(&plots(&points, kinds, img)?);
     Ok((t, points.iter().map(Point::record).collect()))
+}
+
+/// One plot per curve into `img` (docs/img by default), and the growth exponent of each
+/// server's curve over the document size (≤ 1: at most linear in the document).
+fn plots(points: &[Point], kinds: &[Kind], img: &Path) -> Result<String> {
+    type Figure = fn(&Point) -> Option<f64>;
+    let curves: [(&str, &str, Figure); 4] = [
+        ("bytes", "bytes written per 2-byte insert", |p| {
+            // A server that keeps the document in memory writes nothing: no curve to draw.
+            p.bytes_per_edit_with_stop
+                .or((p.bytes_per_edit > 0.0).then_some(p.bytes_per_edit))
+        }),
+        ("load", "load time (s)", |p| Some(p.load_s)),
+        ("rss", "RSS after the inserts (MB)", |p| Some(p.rss_mb)),
+        ("cpu", "server CPU, load + inserts (s)", |p| Some(p.cpu_s)),
+    ];
+    let mut text = String::new();
+    for (file, label, figure) in curves {
+        let series: Vec<Series> = kinds
+            .iter()
+            .map(|k| Series {
+                name: k.name().to_string(),
+                points: points
+                    .iter()
+                    .filter(|p| p.server == k.name())
+                    .filter_map(|p| figure(p).map(|v| (p.size_mb, v)))
+                    .collect(),
+            })
+            .filter(|s| !s.points.is_empty())
+            .collect();
+        let svg = crate::plot::line_plot(label, "document MB", label, &series, true);
+        let path = img.join(format!("docsize-{file}.svg"));
+        std::fs::write(&path, svg).with_context(|| format!("writing {}", path.display()))?;
+        let _ = write!(text, "\n{label}, growth exponent over the document size:");
+        for s in &series {
+            if let Some(k) = crate::plot::growth_exponent(&s.points) {
+                let _ = write!(text, " {} {k:.2};", s.name);
+            }
+        }
+        text.push('\n');
+    }
+    Ok(text)
 }

@@ -331,7 +331,7 @@ fn real_main() -> Result<()> {
             if let Some(n) = cli.doc_edits {
                 plan.edits = n;
             }
-            Some(docsize::run(&env, &kinds, &plan)?)
+            Some(docsize::run(&env, &kinds, &plan, &img)?)
         }
         _ => None,
     };
