@@ -10,8 +10,16 @@
 use std::fmt::Debug;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::LazyLock;
 
 use tokio_util::sync::CancellationToken;
+
+/// The token of every never-fenced guard (single node), shared: it never fires, so one is
+/// enough, and a room no longer allocates a token of its own (a cancellation tree node of
+/// about a hundred bytes, per loaded room; docs/benchmarks.md, "Open connections"). Cancelling
+/// it would not stop a room either: a guard without an engine is never polled for fencing
+/// ([`OwnerGuard::can_fence`]) and [`OwnerGuard::check`] does not look at it.
+static NEVER_FENCED: LazyLock<CancellationToken> = LazyLock::new(CancellationToken::new);
 
 /// A boxed future, as the seam's methods return (the trait stays object safe).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -64,11 +72,12 @@ pub struct OwnerGuard {
 }
 
 impl OwnerGuard {
-    /// A guard that never fences (single node).
+    /// A guard that never fences (single node). Allocates nothing: every such guard shares
+    /// one token.
     pub fn unfenced() -> Self {
         OwnerGuard {
             inner: None,
-            fenced: CancellationToken::new(),
+            fenced: NEVER_FENCED.clone(),
         }
     }
 
@@ -170,5 +179,22 @@ impl RoomPlacement for SingleNode {
 
     fn rooms_can_move(&self) -> bool {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OwnerGuard;
+
+    #[test]
+    fn single_node_guards_share_one_token_that_never_fences_a_room() {
+        let a = OwnerGuard::unfenced();
+        let b = OwnerGuard::unfenced();
+        assert!(!a.can_fence() && !b.can_fence());
+        assert!(a.check() && b.check());
+        assert!(!a.fenced().is_cancelled());
+        drop(a);
+        // Dropping a guard releases only its handle; the others go on.
+        assert!(b.check());
     }
 }
