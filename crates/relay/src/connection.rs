@@ -19,7 +19,6 @@ use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 use weaver_protocol::{Message as Wire, ProtocolError};
@@ -28,7 +27,7 @@ use crate::admit::admit_update;
 use crate::error::{RelayError, close_code};
 use crate::limits::RoomGates;
 use crate::metrics as m;
-use crate::room::{ConnLink, Registry, RoomCmd, RoomHandle, RoomMsg};
+use crate::room::{ConnLink, InboxSender, Registry, RoomCmd, RoomHandle, RoomMsg, TrySendError};
 use crate::room_name::validate_room_name;
 use crate::send_queue::SendQueue;
 
@@ -552,7 +551,7 @@ fn earliest(ping: Instant, expires: Option<Instant>) -> Instant {
 /// behind, so an idle connection does not carry its size.
 type Forward = Pin<Box<dyn Future<Output = bool> + Send>>;
 
-fn forward_later(tx: tokio::sync::mpsc::Sender<RoomMsg>, cmd: RoomMsg) -> Forward {
+fn forward_later(tx: InboxSender<RoomMsg>, cmd: RoomMsg) -> Forward {
     Box::pin(async move { tx.send(cmd).await.is_ok() })
 }
 

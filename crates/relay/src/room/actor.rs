@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 use yrs::updates::decoder::Decode;
@@ -24,6 +24,7 @@ use super::apply::load;
 use super::awareness::AwarenessSlot;
 use super::cmd::{ConnLink, RoomCmd, RoomMsg};
 use super::hold::UpdateRate;
+use super::inbox::InboxReceiver;
 use super::registry::Registry;
 use crate::error::{RelayError, close_code};
 use crate::events::UpdateOrigin;
@@ -86,7 +87,7 @@ pub(crate) async fn run(
     registry: Arc<Registry>,
     name: Arc<str>,
     generation: u64,
-    mut rx: mpsc::Receiver<RoomMsg>,
+    mut rx: InboxReceiver<RoomMsg>,
 ) {
     let deps = registry.deps().clone();
     let started = Instant::now();
@@ -97,7 +98,7 @@ pub(crate) async fn run(
         Ok(Placement::Remote(remote)) => {
             registry.unregister(&name, generation, &rx, false);
             rx.close();
-            while let Ok(cmd) = rx.try_recv() {
+            while let Some(cmd) = rx.try_recv() {
                 cmd.bounce(|| RelayError::Remote(remote.clone()));
             }
             return;
@@ -107,7 +108,7 @@ pub(crate) async fn run(
             let e = Arc::new(e);
             registry.unregister(&name, generation, &rx, false);
             rx.close();
-            while let Ok(cmd) = rx.try_recv() {
+            while let Some(cmd) = rx.try_recv() {
                 cmd.bounce(|| RelayError::Placement(e.clone()));
             }
             return;
@@ -125,7 +126,7 @@ pub(crate) async fn run(
             owner.release().await;
             rx.close();
             let overloaded = matches!(e, RelayError::Overloaded(_));
-            while let Ok(cmd) = rx.try_recv() {
+            while let Some(cmd) = rx.try_recv() {
                 cmd.bounce(|| {
                     if overloaded {
                         RelayError::Overloaded("too many rooms loading; try again")
@@ -186,7 +187,7 @@ pub(crate) async fn run(
                 // Updates already received are applied and committed before the room closes:
                 // shutdown loses nothing the server has read off a socket.
                 rx.close();
-                while let Ok(cmd) = rx.try_recv() {
+                while let Some(cmd) = rx.try_recv() {
                     match *cmd {
                         cmd @ (RoomCmd::ClientUpdate { .. } | RoomCmd::Apply { .. } | RoomCmd::Leave { .. }) => {
                             room.handle(cmd).await;
@@ -220,7 +221,7 @@ pub(crate) async fn run(
                     }
                     budget -= 1;
                     if budget > 0 {
-                        next = rx.try_recv().ok();
+                        next = rx.try_recv();
                     }
                 }
                 if !deleted && room.should_hold() {
@@ -264,7 +265,7 @@ pub(crate) async fn run(
         registry.unregister(&name, generation, &rx, false);
     }
     rx.close();
-    while let Ok(cmd) = rx.try_recv() {
+    while let Some(cmd) = rx.try_recv() {
         if cancel.is_cancelled() {
             cmd.bounce(|| RelayError::ShuttingDown);
         } else {

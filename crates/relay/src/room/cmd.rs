@@ -50,8 +50,8 @@ pub(crate) enum RoomCmd {
     QueryAwareness {
         conn_id: u64,
     },
-    /// Boxed: rare (HTTP and the bridge), and the largest variant; every slot of every room's
-    /// inbox block is as large as the largest variant.
+    /// Boxed: rare (HTTP and the bridge), and the largest variant; every command is as large
+    /// as the largest variant.
     Apply {
         req: Box<(Bytes, UpdateOrigin)>,
         reply: oneshot::Sender<Result<(), RelayError>>,
@@ -99,10 +99,11 @@ pub(crate) struct RoomPresence {
 // Commands travel boxed (`RoomMsg`): each one is its own small allocation.
 const _: () = assert!(std::mem::size_of::<RoomCmd>() <= 48);
 
-/// What a room's inbox carries. Boxed because a tokio mpsc channel allocates its slots in blocks
-/// of 32 at creation, and every room has an inbox: 32 boxes are 256 bytes where 32 commands
-/// were 1.5 KB (docs/benchmarks.md, memory per room). One small allocation per command is
-/// nothing next to what the room does with it.
+/// What a room's inbox carries. Boxed so a slot of the inbox's queue (inbox.rs) is one pointer:
+/// a burst of queued commands costs 8 bytes a slot in the buffer, not the largest variant's
+/// size (it was introduced when the inbox was a tokio channel, which allocates 32 slots per room
+/// up front; docs/benchmarks.md, memory per room). One small allocation per command is nothing
+/// next to what the room does with it.
 pub(crate) type RoomMsg = Box<RoomCmd>;
 
 impl RoomCmd {

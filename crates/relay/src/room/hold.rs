@@ -5,10 +5,10 @@
 
 use std::time::Instant;
 
-use tokio::sync::mpsc;
 
 use super::actor::Room;
 use super::cmd::RoomMsg;
+use super::inbox::InboxReceiver;
 use crate::metrics as m;
 
 /// A held batch is committed early once it is this large: the merged frame stays well under
@@ -84,7 +84,7 @@ impl Room {
     /// the room loop handles them next, after committing the batch.
     pub(super) async fn hold(
         &mut self,
-        rx: &mut mpsc::Receiver<RoomMsg>,
+        rx: &mut InboxReceiver<RoomMsg>,
         cancel: &tokio_util::sync::CancellationToken,
     ) -> bool {
         let window = tokio::time::sleep(self.deps.config.hold_window);

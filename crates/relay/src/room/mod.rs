@@ -6,7 +6,8 @@
 //! Files: `cmd` (what the relay says to a room), `actor` (the loop, commands, flush), `apply`
 //! (apply with panics contained, build from storage, rebuild), `hold` (storm detector and hold
 //! window), `fanout` (connections, broadcast, `merged_frame`, `Committed` events), `awareness`,
-//! `compaction`, `delete`, `versions` (taking and restoring versions).
+//! `compaction`, `delete`, `versions` (taking and restoring versions), `inbox` (the actor's
+//! bounded command queue).
 
 mod actor;
 mod apply;
@@ -16,6 +17,7 @@ mod compaction;
 mod delete;
 mod fanout;
 mod hold;
+mod inbox;
 mod registry;
 mod versions;
 
@@ -25,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 pub(crate) use apply::{Applied, apply_update, new_doc};
 pub(crate) use cmd::{ConnLink, RoomCmd, RoomMsg};
 pub(crate) use fanout::{MERGE_MAX_BYTES, merged_frame};
+pub(crate) use inbox::{InboxSender, TrySendError};
 pub(crate) use registry::{Registry, RoomHandle};
 pub use versions::{RESTORE_ORIGIN, Restored};
 

@@ -8,12 +8,13 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info_span};
 
 use super::RoomDeps;
 use super::cmd::{ConnLink, RoomCmd, RoomMsg};
+use super::inbox::{InboxReceiver, InboxSender, inbox};
 use crate::config::ROOM_INBOX;
 use crate::error::RelayError;
 use crate::events::RelayEvent;
@@ -24,13 +25,13 @@ const ROOM_RETRIES: usize = 5;
 
 struct RoomEntry {
     generation: u64,
-    tx: mpsc::Sender<RoomMsg>,
+    tx: InboxSender<RoomMsg>,
 }
 
 /// A loaded room's inbox, as handed out by the registry.
 #[derive(Clone, Debug)]
 pub(crate) struct RoomHandle {
-    pub tx: mpsc::Sender<RoomMsg>,
+    pub tx: InboxSender<RoomMsg>,
 }
 
 /// Every loaded room, and what their actors are started with.
@@ -210,7 +211,7 @@ impl Registry {
         }
         let name: Arc<str> = Arc::from(room);
         let generation = self.next_id();
-        let (tx, rx) = mpsc::channel(ROOM_INBOX);
+        let (tx, rx) = inbox(ROOM_INBOX);
         rooms.insert(
             name.clone(),
             RoomEntry {
@@ -232,7 +233,7 @@ impl Registry {
         &self,
         name: &Arc<str>,
         generation: u64,
-        rx: &mpsc::Receiver<RoomMsg>,
+        rx: &InboxReceiver<RoomMsg>,
         only_if_idle: bool,
     ) -> bool {
         let Ok(mut rooms) = self.rooms.lock() else {

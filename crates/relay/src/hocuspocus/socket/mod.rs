@@ -35,7 +35,6 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, warn};
 
@@ -44,7 +43,7 @@ use super::document::Document;
 use crate::connection::CLOSE_LINGER;
 use crate::error::{RelayError, close_code};
 use crate::metrics as m;
-use crate::room::{RoomCmd, RoomHandle, RoomMsg};
+use crate::room::{InboxSender, RoomCmd, RoomHandle, RoomMsg, TrySendError};
 use crate::send_queue::SendQueue;
 
 /// Frames that may wait for their document's token or room at once, over all documents of a
@@ -109,7 +108,7 @@ struct Socket {
     waiting: (usize, usize),
     joins: FuturesUnordered<Join>,
     /// Commands for rooms, delivered in order; reading waits while any are undelivered.
-    outbox: VecDeque<(tokio::sync::mpsc::Sender<RoomMsg>, RoomMsg)>,
+    outbox: VecDeque<(InboxSender<RoomMsg>, RoomMsg)>,
     forwarding: Option<Forward>,
     /// Until a first document authenticates, the socket must do so within two ping intervals.
     authenticated_once: bool,

@@ -6,13 +6,12 @@ use std::task::{Context, Poll};
 use axum::extract::ws::Message;
 use bytes::Bytes;
 use futures_util::SinkExt;
-use tokio::sync::mpsc::error::TrySendError;
 use weaver_protocol::{encode_hocus_document, encode_hocus_ping};
 
 use super::{Forward, Socket};
 use crate::connection::{WRITE_BATCH_BYTES, WRITE_BATCH_FRAMES};
 use crate::error::close_code;
-use crate::room::RoomCmd;
+use crate::room::{RoomCmd, TrySendError};
 
 impl Socket {
     /// Delivers queued room commands in order. True if any was delivered.
