@@ -23,6 +23,7 @@ use super::RoomDeps;
 use super::apply::load;
 use super::awareness::AwarenessSlot;
 use super::cmd::{ConnLink, RoomCmd, RoomMsg};
+use super::conn_map::ConnMap;
 use super::hold::UpdateRate;
 use super::inbox::InboxReceiver;
 use super::registry::Registry;
@@ -52,7 +53,7 @@ pub(super) struct Room {
     pub(super) deps: Arc<RoomDeps>,
     pub(super) name: Arc<str>,
     pub(super) doc: Doc,
-    pub(super) conns: HashMap<u64, ConnState>,
+    pub(super) conns: ConnMap<ConnState>,
     pub(super) awareness: HashMap<u64, AwarenessSlot>,
     pub(super) batch: Vec<Pending>,
     pub(super) last_seq: u64,
@@ -149,7 +150,7 @@ pub(crate) async fn run(
         deps: deps.clone(),
         name: name.clone(),
         doc: loaded.doc,
-        conns: HashMap::new(),
+        conns: ConnMap::new(),
         awareness: HashMap::new(),
         batch: Vec::new(),
         last_seq: loaded.last_seq,

@@ -212,7 +212,7 @@ impl Room {
     }
 
     pub(super) fn close_all(&mut self, code: u16, reason: &'static str) {
-        for (_, c) in self.conns.drain() {
+        for (_, c) in self.conns.take_all() {
             c.link.queue.close(code, reason);
         }
     }

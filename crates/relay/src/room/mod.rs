@@ -7,13 +7,14 @@
 //! (apply with panics contained, build from storage, rebuild), `hold` (storm detector and hold
 //! window), `fanout` (connections, broadcast, `merged_frame`, `Committed` events), `awareness`,
 //! `compaction`, `delete`, `versions` (taking and restoring versions), `inbox` (the actor's
-//! bounded command queue).
+//! bounded command queue), `conn_map` (a room's connections by id).
 
 mod actor;
 mod apply;
 mod awareness;
 mod cmd;
 mod compaction;
+mod conn_map;
 mod delete;
 mod fanout;
 mod hold;
