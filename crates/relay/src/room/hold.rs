@@ -5,7 +5,6 @@
 
 use std::time::Instant;
 
-
 use super::actor::Room;
 use super::cmd::RoomMsg;
 use super::inbox::InboxReceiver;

@@ -343,7 +343,10 @@ mod tests {
         drop(rx);
         assert!(waiting.await.unwrap());
         assert!(tx.is_closed());
-        assert!(matches!(tx.try_send(item.clone()), Err(TrySendError::Closed(_))));
+        assert!(matches!(
+            tx.try_send(item.clone()),
+            Err(TrySendError::Closed(_))
+        ));
         // Only ours is left: the queued clone was dropped with the receiver.
         assert_eq!(Arc::strong_count(&item), 1);
     }
