@@ -24,6 +24,7 @@ pub(crate) enum ConnMap<V> {
     Small(Vec<(u64, V)>),
     /// Boxed: the map is the rare case, and unboxed it would make every room's map (inline in
     /// the room actor's future) 56 bytes instead of a vector's 24.
+    #[allow(clippy::box_collection)]
     Large(Box<HashMap<u64, V>>),
 }
 
