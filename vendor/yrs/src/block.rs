@@ -1643,6 +1643,17 @@ impl SplittableString {
     pub fn push_str(&mut self, str: &str) {
         self.content.push_str(str);
     }
+
+    /// Weaver patch: cuts the string to its first `len` bytes (a char boundary) in place. The
+    /// buffer is shrunk when more than half of it would be unused, so that repeatedly splitting
+    /// off the right part of a block (forward-walking inserts) does not keep a full-size buffer
+    /// behind every small left part; shrinking copies at most half the old capacity.
+    pub(crate) fn truncate(&mut self, len: usize) {
+        self.content.truncate(len);
+        if self.content.capacity() / 2 > self.content.len() {
+            self.content.shrink_to_fit();
+        }
+    }
 }
 
 impl std::fmt::Display for SplittableString {
@@ -2088,12 +2099,24 @@ impl ItemContent {
             }
             ItemContent::String(string) => {
                 // compute offset given in unicode code points into byte position
-                let (left, right) = split_str(&string, offset, encoding);
-                let left: SplittableString = left.as_ref().into();
-                let right: SplittableString = right.as_ref().into();
-                *self = ItemContent::String(left);
-
-                Some(ItemContent::String(right))
+                let split = match split_str(&string, offset, encoding) {
+                    (Cow::Borrowed(left), Cow::Borrowed(right)) => Ok((left.len(), right.into())),
+                    (left, right) => Err((left.as_ref().into(), right.as_ref().into())),
+                };
+                match split {
+                    // Weaver patch: split on a char boundary keeps the left part in place
+                    // (truncate) and copies only the right part, instead of copying both.
+                    Ok((at, right)) => {
+                        string.truncate(at);
+                        Some(ItemContent::String(right))
+                    }
+                    // The offset fell inside a surrogate pair: both halves get a U+FFFD, so
+                    // both are new strings anyway.
+                    Err((left, right)) => {
+                        *self = ItemContent::String(left);
+                        Some(ItemContent::String(right))
+                    }
+                }
             }
             ItemContent::Deleted(len) => {
                 let right = ItemContent::Deleted(*len - offset as u32);
@@ -2130,6 +2153,11 @@ impl ItemContent {
                 true
             }
             (ItemContent::String(v1), ItemContent::String(v2)) => {
+                // Weaver patch: never grow a string block past the cap (crate::bounded), or a
+                // document built by appending ends up as one block copied on every insert.
+                if crate::bounded::squash_exceeds_cap(v1.len_utf8(), v2.len_utf8()) {
+                    return false;
+                }
                 v1.push_str(v2.as_str());
                 true
             }

@@ -614,6 +614,8 @@
 
 mod alt;
 pub mod block;
+// Weaver patch: bounded string blocks (WEAVER.md).
+pub mod bounded;
 mod block_store;
 pub mod doc;
 mod event;

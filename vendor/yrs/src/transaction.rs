@@ -969,6 +969,11 @@ impl<'doc> TransactionMut<'doc> {
             (left, right, origin, id)
         };
         let (mut content, remainder) = value.into_content(self);
+        if parent_sub.is_none() && crate::bounded::is_oversized(&content) {
+            // Weaver patch: a long string becomes several items of at most 16 KiB each
+            // (crate::bounded). Strings have no remainder to integrate.
+            return self.create_string_items(pos, content);
+        }
         let inner_ref = if let ItemContent::Type(inner_ref) = &mut content {
             Some(BranchPtr::from(inner_ref))
         } else {
@@ -991,6 +996,36 @@ impl<'doc> TransactionMut<'doc> {
         }
 
         block_ptr
+    }
+
+    /// Weaver patch (crate::bounded): integrates an oversized string `content` at `pos` as a
+    /// run of items of at most [crate::bounded::MAX_STRING_BLOCK_UTF8] bytes, each one the left
+    /// neighbour and origin of the next, all sharing `pos.right` as right origin: the same items
+    /// a split of one big item would give. Returns the last item.
+    fn create_string_items(&mut self, pos: &ItemPosition, content: ItemContent) -> Option<ItemPtr> {
+        let ItemContent::String(text) = content else {
+            return None;
+        };
+        let right = pos.right;
+        let mut left = pos.left;
+        let mut last = None;
+        for piece in crate::bounded::chunks(text.as_str()) {
+            let id = ID::new(self.store().client_id, self.store().get_local_state());
+            let item = Item::new(
+                id,
+                left,
+                left.map(|l| l.last_id()),
+                right,
+                right.map(|r| *r.id()),
+                pos.parent.clone(),
+                None,
+                ItemContent::String(piece.into()),
+            )?;
+            let ptr = self.integrate_item(item, 0)?;
+            left = Some(ptr);
+            last = Some(ptr);
+        }
+        last
     }
 
     fn call_type_observers(

@@ -860,7 +860,9 @@ impl Decode for Update {
                     // due to bug in the past it was possible for empty bugs to be generated
                     // even though they had no effect on the document store
                     clock += block.len();
-                    blocks.push_back(block);
+                    // Weaver patch: a huge string item (Yjs squashes a client's appends into one)
+                    // is cut into items of at most 16 KiB, see crate::bounded.
+                    crate::bounded::push_bounded(blocks, block);
                 }
             }
         }
@@ -1660,7 +1662,8 @@ mod test {
         use crate::encoding::read::{Error, MalformedKind};
         use crate::updates::decoder::Decode;
         use crate::{Doc, GetString, ReadTxn, StateVector, Text, Transact, Update};
-        use std::assert_matches;
+        // Weaver: was `use std::assert_matches;` (unstable on stable Rust); doc.rs uses this crate.
+        use assert_matches2::assert_matches;
 
         const TEXT: &str = "hello world, this is a yrs document";
 

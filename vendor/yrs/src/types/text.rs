@@ -712,8 +712,14 @@ fn insert<P: Prelim>(
     let negated_attrs = insert_attributes(branch, txn, pos, attributes);
 
     let item = if let Some(item) = txn.create_item(&pos, value, None) {
-        pos.right = Some(item);
-        pos.forward();
+        // Weaver patch: create_item may have cut a long string into several items ending with
+        // `item` (crate::bounded); step over all of them, from the first one (right after
+        // pos.left, local inserts are integrated exactly there) to `item`.
+        pos.right = match pos.left {
+            Some(left) => left.right,
+            None => branch.start,
+        };
+        while pos.left != Some(item) && pos.forward() {}
         Some(item)
     } else {
         None
