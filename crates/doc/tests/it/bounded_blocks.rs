@@ -134,10 +134,7 @@ fn structs(update: &[u8]) -> Vec<Struct> {
 
 /// Asserts every string block of `doc` is within the cap and returns how many there are.
 fn assert_bounded(doc: &Doc) -> usize {
-    let strings: Vec<usize> = structs(&state(doc))
-        .iter()
-        .filter_map(|s| s.utf8)
-        .collect();
+    let strings: Vec<usize> = structs(&state(doc)).iter().filter_map(|s| s.utf8).collect();
     for &n in &strings {
         assert!(n <= MAX_STRING_BLOCK_UTF8, "string block of {n} bytes");
     }
@@ -327,11 +324,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let i = model.len() * at as usize / 256;
                 let new: Vec<char> = (0..len as usize).map(|k| ALPHABET[(k + n) % 4]).collect();
                 let s: String = new.iter().collect();
-                text(&peers[peer]).insert(
-                    &mut peers[peer].transact_mut(),
-                    utf16_at(model, i),
-                    &s,
-                );
+                text(&peers[peer]).insert(&mut peers[peer].transact_mut(), utf16_at(model, i), &s);
                 model.splice(i..i, new);
             }
             Op::Delete { peer, at, len } => {
@@ -340,7 +333,11 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let end = (i + len as usize).min(model.len());
                 let (from, to) = (utf16_at(model, i), utf16_at(model, end));
                 if to > from {
-                    text(&peers[peer]).remove_range(&mut peers[peer].transact_mut(), from, to - from);
+                    text(&peers[peer]).remove_range(
+                        &mut peers[peer].transact_mut(),
+                        from,
+                        to - from,
+                    );
                 }
                 model.drain(i..end);
             }
