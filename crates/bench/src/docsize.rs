@@ -92,14 +92,14 @@ fn node(env: &Env, mode: &str, params: &serde_json::Value) -> Result<serde_json:
         .context("running bench/docsize.mjs")?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let Some(line) = stdout.lines().find_map(|l| l.strip_prefix("RESULT ")) else {
-        bail!(
-            "docsize.mjs {mode} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-        );
+        // Node ends an uncaught error's report with its version line: name the error itself.
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let reason = stderr
+            .lines()
+            .find(|l| l.starts_with("Error"))
+            .or_else(|| stderr.lines().last())
+            .unwrap_or("");
+        bail!("docsize.mjs {mode} failed ({}): {reason}", out.status);
     };
     serde_json::from_str(line).context("docsize.mjs RESULT")
 }
