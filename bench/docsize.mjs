@@ -46,7 +46,10 @@ function client () {
   if (P.server === 'hocuspocus') {
     provider = new HocuspocusProvider({ url: P.url, name: P.room, document: doc, WebSocketPolyfill: WebSocket, onSynced: () => onSynced() })
   } else {
-    provider = new WebsocketProvider(P.url, P.room, doc, { WebSocketPolyfill: WebSocket, disableBc: true })
+    // y-sweet addresses a doc as /d/<doc>/ws/<doc> (no auth configured), as in loadgen.mjs; at
+    // /<room> its upgrade is refused and the client never syncs.
+    const base = P.server === 'ysweet' ? `${P.url}/d/${P.room}/ws` : P.url
+    provider = new WebsocketProvider(base, P.room, doc, { WebSocketPolyfill: WebSocket, disableBc: true })
     provider.on('sync', (s) => { if (s) onSynced() })
   }
   return { doc, text, synced, destroy: () => provider.destroy() }

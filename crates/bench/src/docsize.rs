@@ -1,8 +1,9 @@
 //! `weaver-bench docsize` (issue 23): how a server's cost grows with one document's size. For
 //! each size: build the document through a stock client (bench/docsize.mjs), restart the server
-//! (Weaver: a cold load from disk; the in-memory anchors keep the room in memory, nothing to
-//! restart from), then a fresh client's load time, the server's RSS, and the bytes the server
-//! wrote (`/proc/<pid>/io` write_bytes) per 2-byte text insert over N paced inserts.
+//! (Weaver, and y-sweet with its store: a cold load from disk; the in-memory anchors keep the
+//! room in memory, nothing to restart from), then a fresh client's load time, the server's
+//! RSS, and the bytes the server wrote (`/proc/<pid>/io` write_bytes) per 2-byte text insert
+//! over N paced inserts.
 //! Bounded: N inserts or `max_s` seconds, whichever comes first, per size and server.
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -91,14 +92,14 @@ fn node(env: &Env, mode: &str, params: &serde_json::Value) -> Result<serde_json:
         .context("running bench/docsize.mjs")?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let Some(line) = stdout.lines().find_map(|l| l.strip_prefix("RESULT ")) else {
-        bail!(
-            "docsize.mjs {mode} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-        );
+        // Node ends an uncaught error's report with its version line: name the error itself.
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let reason = stderr
+            .lines()
+            .find(|l| l.starts_with("Error"))
+            .or_else(|| stderr.lines().last())
+            .unwrap_or("");
+        bail!("docsize.mjs {mode} failed ({}): {reason}", out.status);
     };
     serde_json::from_str(line).context("docsize.mjs RESULT")
 }
@@ -118,7 +119,10 @@ fn one(env: &Env, kind: Kind, size_mb: f64, plan: &Plan) -> Result<Point> {
         p
     };
     let tag = format!("docsize-{size_mb}");
-    let persistent = kind.is_weaver();
+    // Weaver and y-sweet persist (y-sweet given a store directory, as it is deployed; without
+    // one it is an in-memory server and its figures say nothing about writes or cold loads):
+    // both are restarted after the build and measured loading from disk.
+    let persistent = kind.is_weaver() || kind == Kind::Ysweet;
     let mut server = servers::start(env, kind, persistent.then_some(data.as_path()), &[], &tag)?;
     let edit = |server: &servers::Running| {
         serde_json::json!({
@@ -129,6 +133,11 @@ fn one(env: &Env, kind: Kind, size_mb: f64, plan: &Plan) -> Result<Point> {
     let mut frames0 = None;
     let edited = if persistent {
         let built = node(env, "build", &params(server.url(), serde_json::json!({})));
+        if kind == Kind::Ysweet && built.is_ok() {
+            // y-sweet writes a document's snapshot at most every 10 s (its default
+            // --checkpoint-freq-seconds): give it time, or the restart would load a part.
+            std::thread::sleep(std::time::Duration::from_secs(12));
+        }
         server.stop()?;
         server = servers::start(env, kind, Some(&data), &[], &tag)?;
         cpu0 = proc_cpu_s(server.pid, env.clk_tck);
@@ -172,7 +181,9 @@ fn one(env: &Env, kind: Kind, size_mb: f64, plan: &Plan) -> Result<Point> {
         bytes_per_edit_with_stop,
         cpu_s,
         frames,
-        note: if persistent {
+        note: if kind == Kind::Ysweet {
+            "cold load from its store (snapshots every 10 s)"
+        } else if persistent {
             "cold load from disk"
         } else {
             "in memory: writes nothing, load from memory"

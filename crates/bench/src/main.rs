@@ -18,6 +18,7 @@ mod scenario;
 mod servers;
 mod stored_rooms;
 mod wsclient;
+mod yrs_split;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -126,6 +127,10 @@ enum Cmd {
     Populate,
     /// Only install the anchors (npm packages, y-sweet) and build weaver.
     Install,
+    /// Pure yrs, no server: µs per 2-byte forward-walking insert into a text of `--doc-mb`
+    /// MB (default 1,10,50) built by appending, over `--doc-edits` inserts (default 200), on
+    /// the writer and on a replica applying its updates (issue 23, bounded string blocks).
+    YrsSplit,
 }
 
 fn main() {
@@ -139,6 +144,9 @@ fn real_main() -> Result<()> {
     let cli = Cli::parse();
     if cli.cmd == Cmd::Populate {
         return populate_cmd(&cli);
+    }
+    if cli.cmd == Cmd::YrsSplit {
+        return yrs_split_cmd(&cli);
     }
     let root = match &cli.root {
         Some(r) => r.clone(),
@@ -179,6 +187,7 @@ fn real_main() -> Result<()> {
         | Cmd::Conns
         | Cmd::StoredRooms
         | Cmd::Populate
+        | Cmd::YrsSplit
         | Cmd::Docsize => vec![],
     };
     let out_dir = cli.out.clone().unwrap_or(root.join("bench/results"));
@@ -406,6 +415,19 @@ fn populate_cmd(cli: &Cli) -> Result<()> {
         rooms + extra.len(),
         data.display()
     );
+    Ok(())
+}
+
+/// `weaver-bench yrs-split`: in process, no server or install needed.
+fn yrs_split_cmd(cli: &Cli) -> Result<()> {
+    let sizes = cli.doc_mb.clone().unwrap_or(if cli.quick {
+        vec![0.1, 1.0]
+    } else {
+        vec![1.0, 10.0, 50.0]
+    });
+    let inserts = cli.doc_edits.unwrap_or(if cli.quick { 50 } else { 200 });
+    let table = yrs_split::run(&sizes, inserts).map_err(anyhow::Error::msg)?;
+    print!("{table}");
     Ok(())
 }
 

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod api;
+mod bounded_blocks;
 mod convergence;
 mod interop;
 mod pending_regression;
