@@ -234,7 +234,14 @@ impl ItemSlice {
                 encoder.write_string(parent_sub.as_ref());
             }
         }
-        item.content.encode_slice(encoder, self.start, self.end);
+        if self.adjacent() {
+            // Weaver patch (WEAVER.md): the whole item. `encode_slice` would walk a string
+            // item's chars to find its end and copy it before writing it; a full state
+            // encoding (every sync step 2 from an empty state) did that for every block.
+            item.content.encode(encoder);
+        } else {
+            item.content.encode_slice(encoder, self.start, self.end);
+        }
     }
 
     /// Returns a [ItemSlice] wrapper for a [Item] identified as a right neighbor of this slice.
