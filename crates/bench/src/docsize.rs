@@ -301,16 +301,13 @@ fn plots(points: &[Point], kinds: &[Kind], img: &Path) -> Result<String> {
             })
             .filter(|s| !s.points.is_empty())
             .collect();
-        let svg = crate::plot::line_plot(label, "document MB", label, &series, true);
-        let path = img.join(format!("docsize-{file}.svg"));
-        std::fs::write(&path, svg).with_context(|| format!("writing {}", path.display()))?;
-        let _ = write!(text, "\n{label}, growth exponent over the document size:");
-        for s in &series {
-            if let Some(k) = crate::plot::growth_exponent(&s.points) {
-                let _ = write!(text, " {} {k:.2};", s.name);
-            }
-        }
-        text.push('\n');
+        text.push_str(&crate::plot::write_curve(
+            &img.join(format!("docsize-{file}.svg")),
+            label,
+            "document MB",
+            &format!("{label}, over the document size"),
+            &series,
+        )?);
     }
     Ok(text)
 }

@@ -185,6 +185,28 @@ pub fn growth_exponent(points: &[(f64, f64)]) -> Option<f64> {
     Some((yb / ya).ln() / (xb / xa).ln())
 }
 
+/// Writes one curve's plot (`path`, titled `label`, x axis `x_label`) and returns the line that
+/// names each series' growth exponent (`heading`, growth exponent: name k; …).
+pub fn write_curve(
+    path: &std::path::Path,
+    label: &str,
+    x_label: &str,
+    heading: &str,
+    series: &[Series],
+) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    let svg = line_plot(label, x_label, label, series, true);
+    std::fs::write(path, svg).with_context(|| format!("writing {}", path.display()))?;
+    let mut text = format!("\n{heading}, growth exponent:");
+    for s in series {
+        if let Some(k) = growth_exponent(&s.points) {
+            let _ = write!(text, " {} {k:.2};", s.name);
+        }
+    }
+    text.push('\n');
+    Ok(text)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -5,7 +5,7 @@
 //! anchors keep no listing of stored rooms to compare with. Each point also runs once with
 //! `--skip-store-check`, to show what the page-checksum check at open costs.
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -106,16 +106,13 @@ pub fn run(
                 points: median_points(&recs, label, key),
             })
             .collect();
-        let svg = crate::plot::line_plot(label, "stored rooms", label, &series, true);
-        let path = img.join(format!("scale-stored-{file}.svg"));
-        std::fs::write(&path, svg).with_context(|| format!("writing {}", path.display()))?;
-        let _ = write!(plots, "\n{key}, growth exponent:");
-        for s in &series {
-            if let Some(k) = crate::plot::growth_exponent(&s.points) {
-                let _ = write!(plots, " {} {k:.2};", s.name);
-            }
-        }
-        plots.push('\n');
+        plots.push_str(&crate::plot::write_curve(
+            &img.join(format!("scale-stored-{file}.svg")),
+            label,
+            "stored rooms",
+            key,
+            &series,
+        )?);
     }
     Ok((text + &plots, recs))
 }
